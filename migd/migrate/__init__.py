@@ -1,0 +1,24 @@
+"""The migration engine: ``migrate_pages()`` with batch copy and offload dispatch."""
+
+from ._engine import (
+    NR_MAX_BATCHED_MIGRATION,
+    NR_MAX_BATCHED_MIGRATION_LIMIT,
+    NR_MAX_MIGRATE_ASYNC_RETRY,
+    NR_MAX_MIGRATE_PAGES_RETRY,
+    NR_MAX_MIGRATE_SYNC_RETRY,
+    MigrateResult,
+    MigrationEngine,
+)
+from ._stats import (
+    VMSTAT_ITEMS,
+    BatchRecord,
+    EngineStatistics,
+    HistogramSnapshot,
+    MigrateStats,
+)
+
+__all__ = [
+    "NR_MAX_BATCHED_MIGRATION", "NR_MAX_BATCHED_MIGRATION_LIMIT", "NR_MAX_MIGRATE_ASYNC_RETRY",
+    "NR_MAX_MIGRATE_PAGES_RETRY", "NR_MAX_MIGRATE_SYNC_RETRY", "VMSTAT_ITEMS", "BatchRecord",
+    "EngineStatistics", "HistogramSnapshot", "MigrateResult", "MigrateStats", "MigrationEngine",
+]

@@ -1,0 +1,107 @@
+"""Counters and histograms the engine keeps (vmstat items, tracepoint-like records)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: vmstat items of page migration, as /proc/vmstat names them.
+VMSTAT_ITEMS = ("pgmigrate_success", "pgmigrate_fail", "thp_migration_success",
+                "thp_migration_fail", "thp_migration_split")
+
+
+@dataclass
+class MigrateStats:
+    """``struct migrate_pages_stats`` for one ``migrate_pages()`` call."""
+
+    nr_succeeded: int = 0  # base pages
+    nr_failed_pages: int = 0
+    nr_thp_succeeded: int = 0
+    nr_thp_failed: int = 0
+    nr_thp_split: int = 0
+    nr_split: int = 0
+    nr_folios_succeeded: int = 0
+    nr_folios_failed: int = 0
+
+
+class Histogram:
+    """Cumulative-ready bucket counts with fixed upper bounds (Prometheus style)."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = np.asarray(bounds, dtype=np.float64)
+        self.counts = np.zeros(len(bounds) + 1, dtype=np.int64)  # last: +Inf
+        self.sum = 0.0
+
+    def observe_many(self, values: np.ndarray) -> None:
+        if values.size == 0:
+            return
+        idx = np.searchsorted(self.bounds, values, side="left")
+        self.counts += np.bincount(idx, minlength=self.counts.size)
+        self.sum += float(values.sum())
+
+    @property
+    def count(self) -> int:
+        return int(self.counts.sum())
+
+    def snapshot(self) -> HistogramSnapshot:
+        return HistogramSnapshot(tuple(self.bounds.tolist()), tuple(self.counts.tolist()),
+                                 self.sum)
+
+
+@dataclass(frozen=True)
+class HistogramSnapshot:
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]  # per bucket, not cumulative; last is +Inf
+    sum: float
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+
+#: 1 us .. ~10 s, x2 steps: first-folio latency and inaccessible time.
+SECONDS_BUCKETS = tuple(1e-6 * 2.0 ** i for i in range(24))
+#: 1 .. 262144 base pages, x2 steps.
+PAGES_BUCKETS = tuple(float(2 ** i) for i in range(19))
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """One ``migrate_pages_batch()`` as the tracepoints would report it."""
+
+    reason: str
+    migrator: str
+    mode: str
+    target_nid: int
+    nr_folios: int  # folios passed to the batch
+    nr_pages: int
+    nr_succeeded: int  # folios
+    nr_failed: int  # folios (after retries, undo, split)
+    nr_offloaded: int  # folios handed to the migrator's batch copy
+    nr_fallback: int  # of those, copied by the CPU fallback
+    fallback_cause: str | None
+    start: float
+    end: float
+    first_folio_seconds: float | None  # batch entry -> first folio remapped
+    inaccessible_seconds: np.ndarray = field(repr=False)  # per folio, unmap -> remap
+
+
+@dataclass(frozen=True)
+class EngineStatistics:
+    """A frozen snapshot of everything the engine counts."""
+
+    vmstat: dict[str, int]  # totals, /proc/vmstat names
+    vmstat_by_reason: dict[str, dict[str, int]]
+    #: (migrator, reason) -> counts of folios/bytes migrated and failed
+    folios_migrated: dict[tuple[str, str], int]
+    folios_failed: dict[tuple[str, str], int]
+    bytes_migrated: dict[tuple[str, str], int]
+    bytes_failed: dict[tuple[str, str], int]
+    batches: dict[str, int]  # by migrator
+    fallbacks: dict[str, int]  # folios, by cause
+    cpu_copy_seconds: dict[str, float]  # by migrator ("cpu" for the CPU paths)
+    batch_pages: HistogramSnapshot
+    first_folio_seconds: HistogramSnapshot
+    inaccessible_seconds: HistogramSnapshot
+    nr_max_batched_migration: int

@@ -1,0 +1,227 @@
+"""The emulated machine: physical memory, tenants, and the rmap between them.
+
+``try_to_migrate()`` and ``remove_migration_ptes()`` are the two rmap walks
+migration needs (mm/rmap.c, mm/migrate.c); they work on arrays of folios.
+Accesses by tenants go through ``access()``, which waits on migration entries
+the way a page fault on one waits in ``migration_entry_wait()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import trio
+
+from . import _content
+from ._memory import NodeSpec, PhysMemory
+from ._page import FOLIO_WAS_MAPPED, FOLIO_WAS_MLOCKED, PAGE_SIZE, PG_mlocked, PG_movable_ops
+from ._tenant import Tenant, TenantSpec
+
+
+@dataclass(frozen=True)
+class IntegrityReport:
+    """What ``Machine.check_integrity()`` found; all zero when nothing is wrong."""
+
+    unmapped_vpages: int  # vpage maps no allocated page of its own folio
+    shared_pfns: int  # a page mapped by more than one vpage
+    misattributed_folios: int  # folio's rmap (mapping, index) disagrees with the PTE
+    corrupt_pages: int  # content differs from (tenant, vpage, version)
+    accounting_errors: int  # free + used != capacity on some node
+    stale_migration_entries: int  # migration entry left behind with no migration running
+
+    @property
+    def ok(self) -> bool:
+        return not any(vars(self).values())
+
+
+class Machine:
+    """Nodes + tenants.  Pure: no I/O, no logging; trio only for waiting."""
+
+    def __init__(self, nodes: list[NodeSpec], words_per_page: int | None = None) -> None:
+        kw = {} if words_per_page is None else {"words_per_page": words_per_page}
+        self.memory = PhysMemory(nodes, **kw)
+        self.tenants: list[Tenant] = []
+        self._remapped = trio.Event()
+
+    # -- tenants ----------------------------------------------------------------
+
+    def add_tenant(self, spec: TenantSpec) -> Tenant:
+        """Create a tenant and fault in all its memory on its home node."""
+        mem = self.memory
+        folio_bytes = PAGE_SIZE << spec.order
+        if spec.size_bytes <= 0 or spec.size_bytes % folio_bytes:
+            raise ValueError(
+                f"tenant {spec.name!r}: size must be a positive multiple of its "
+                f"folio size ({folio_bytes} bytes)"
+            )
+        if not 0 <= spec.home_node < len(mem.nodes):
+            raise ValueError(f"tenant {spec.name!r}: home_node {spec.home_node} is no node")
+        nr_pages = spec.size_bytes // PAGE_SIZE
+        nr_folios = nr_pages >> spec.order
+        heads = mem.folio_alloc(spec.home_node, spec.order, nr_folios)
+        if heads.size < nr_folios:
+            mem.folio_put(heads)
+            raise MemoryError(f"tenant {spec.name!r}: node{spec.home_node} is too small")
+        tenant = Tenant(len(self.tenants), spec, nr_pages)
+        vheads = np.arange(nr_folios, dtype=np.int64) << spec.order
+        mem.mapping[heads] = tenant.tid
+        mem.index[heads] = vheads
+        mem.mapcount[heads] = 1
+        mem.refcount[heads] += 1
+        flags = (PG_mlocked if spec.mlocked else 0) | (PG_movable_ops if spec.movable_ops else 0)
+        mem.flags[heads] |= flags
+        tenant.pte_pfn[:] = mem.folio_pages(heads, np.full(nr_folios, spec.order))
+        vpages = np.arange(nr_pages, dtype=np.int64)
+        _content.write_pages(mem.arena, tenant.pte_pfn,
+                             _content.page_keys(tenant.tid, vpages, tenant.version))
+        self.tenants.append(tenant)
+        return tenant
+
+    def tenant_folios(self, tenant: Tenant, vpages: np.ndarray | None = None) -> np.ndarray:
+        """Head pfns of the folios backing ``vpages`` (all, by default), deduplicated."""
+        pfns = tenant.pte_pfn if vpages is None else tenant.pte_pfn[vpages]
+        return np.unique(self.memory.page_folio(pfns))
+
+    # -- rmap walks ---------------------------------------------------------------
+
+    def _vpages(self, heads: np.ndarray, orders: np.ndarray) -> np.ndarray:
+        mem = self.memory
+        return mem.folio_pages(mem.index[heads].astype(np.int64), orders)
+
+    def _by_tenant(self, heads: np.ndarray):
+        tids = self.memory.mapping[heads]
+        for tid in np.unique(tids):
+            if tid >= 0:
+                sel = tids == tid
+                yield self.tenants[tid], sel
+
+    def try_to_migrate(self, src: np.ndarray, orders: np.ndarray) -> None:
+        """Replace the PTEs of mapped folios with migration entries.
+
+        Records FOLIO_WAS_MAPPED / FOLIO_WAS_MLOCKED on the source folio (the
+        kernel's ``old_page_state``) and drops the mapping references.
+        """
+        mem = self.memory
+        mapped = mem.mapcount[src] > 0
+        mlocked = (mem.flags[src] & PG_mlocked) != 0
+        mem.flags[src[mapped]] |= FOLIO_WAS_MAPPED
+        mem.flags[src[mlocked]] |= FOLIO_WAS_MLOCKED
+        mem.flags[src[mlocked]] &= ~np.uint16(PG_mlocked)
+        for tenant, sel in self._by_tenant(src[mapped]):
+            heads = src[mapped][sel]
+            tenant.migration_entry[self._vpages(heads, orders[mapped][sel])] = True
+        mem.refcount[src] -= mem.mapcount[src]
+        mem.mapcount[src] = 0
+
+    def remove_migration_ptes(self, src: np.ndarray, dst: np.ndarray,
+                              orders: np.ndarray) -> None:
+        """Point the migration entries of ``src`` at ``dst`` and make them present.
+
+        ``dst`` may be ``src`` itself: that is the undo path
+        (``migrate_folio_undo_src``), which restores the original mapping.
+        Consumes FOLIO_WAS_MAPPED / FOLIO_WAS_MLOCKED and wakes waiters.
+        """
+        mem = self.memory
+        was_mapped = (mem.flags[src] & FOLIO_WAS_MAPPED) != 0
+        was_mlocked = (mem.flags[src] & FOLIO_WAS_MLOCKED) != 0
+        mem.flags[src] &= ~np.uint16(FOLIO_WAS_MAPPED | FOLIO_WAS_MLOCKED)
+        mem.flags[dst[was_mlocked]] |= PG_mlocked
+        s, d, o = src[was_mapped], dst[was_mapped], orders[was_mapped]
+        if s.size:
+            for tenant, sel in self._by_tenant(s):
+                vpages = self._vpages(s[sel], o[sel])
+                tenant.pte_pfn[vpages] = mem.folio_pages(d[sel], o[sel])
+                tenant.migration_entry[vpages] = False
+            mem.mapcount[d] = 1
+            mem.refcount[d] += 1
+            self._remapped.set()
+            self._remapped = trio.Event()
+
+    # -- tenant accesses ------------------------------------------------------------
+
+    async def access(self, tenant: Tenant, vpages: np.ndarray, write: np.ndarray) -> int:
+        """Touch ``vpages`` (reads verify content, writes change it).
+
+        Pages under a migration entry are waited for first, as a fault on a
+        migration entry waits for the folio to be remapped; the wait is the
+        tenant's stall.  Returns the number of corrupt reads found.
+        """
+        c = tenant._counters
+        blocked = tenant.migration_entry[vpages]
+        if blocked.any():
+            start = trio.current_time()
+            while tenant.migration_entry[vpages].any():
+                await self._remapped.wait()
+            stall = trio.current_time() - start
+            c.stalls += int(blocked.sum())
+            c.stall_seconds += stall
+            c.max_stall_seconds = max(c.max_stall_seconds, stall)
+        mem = self.memory
+        reads, writes = vpages[~write], vpages[write]
+        bad = _content.verify_pages(
+            mem.arena, tenant.pte_pfn[reads],
+            _content.page_keys(tenant.tid, reads, tenant.version[reads]))
+        if bad.size:
+            c.corrupt_reads += int(bad.size)
+            c.corrupt_vpages.extend(int(v) for v in reads[bad][:64])
+        tenant.version[writes] += 1
+        _content.write_pages(mem.arena, tenant.pte_pfn[writes],
+                             _content.page_keys(tenant.tid, writes, tenant.version[writes]))
+        c.reads += int(reads.size)
+        c.writes += int(writes.size)
+        return int(bad.size)
+
+    async def run_mutator(self, tenant: Tenant, seed: int = 0, tick: float = 0.01) -> None:
+        """The tenant's mutator: ``access_rate`` random touches per second, forever."""
+        rate = tenant.spec.access_rate
+        if rate <= 0:
+            return
+        rng = np.random.default_rng(seed)
+        per_tick = rate * tick
+        carry = 0.0
+        while True:
+            await trio.sleep(tick)
+            carry += per_tick
+            n = int(carry)
+            carry -= n
+            if n:
+                vpages = rng.integers(0, tenant.nr_pages, n)
+                await self.access(tenant, vpages, rng.random(n) < tenant.spec.write_fraction)
+
+    # -- invariants -----------------------------------------------------------------
+
+    def check_integrity(self, migrating: bool = False) -> IntegrityReport:
+        """Check every invariant migd promises, over the whole machine.
+
+        Every vpage maps exactly one page of an allocated folio whose rmap
+        names it; no page is mapped twice; every page verifies; each node's
+        free + used pages equal its capacity.  With ``migrating`` False, no
+        migration entry may remain.
+        """
+        mem = self.memory
+        unmapped = shared = misattributed = corrupt = stale = 0
+        all_pfns = []
+        for t in self.tenants:
+            pfns = t.pte_pfn
+            valid = (pfns >= 0) & (pfns < mem.nr_pages)
+            valid[valid] &= mem.folio_order[pfns[valid]] >= 0
+            unmapped += int((~valid).sum())
+            ok_pfns, ok_v = pfns[valid], np.flatnonzero(valid)
+            heads = mem.page_folio(ok_pfns)
+            expect_index = mem.index[heads].astype(np.int64) + (ok_pfns - heads)
+            misattributed += int(((mem.mapping[heads] != t.tid) | (expect_index != ok_v)).sum())
+            bad = _content.verify_pages(mem.arena, ok_pfns,
+                                        _content.page_keys(t.tid, ok_v, t.version[ok_v]))
+            corrupt += int(bad.size)
+            if not migrating:
+                stale += int(t.migration_entry.sum())
+            all_pfns.append(ok_pfns)
+        if all_pfns:
+            cat = np.concatenate(all_pfns)
+            shared = int(cat.size - np.unique(cat).size)
+        accounting = 0
+        for node in mem.nodes:
+            used = int((mem.folio_order[node.start_pfn:node.end_pfn] >= 0).sum())
+            accounting += int(used + node.nr_free_pages != node.nr_pages)
+        return IntegrityReport(unmapped, shared, misattributed, corrupt, accounting, stale)

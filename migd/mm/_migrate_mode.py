@@ -1,0 +1,88 @@
+"""``enum migrate_reason`` and ``enum migrate_mode`` (include/linux/migrate_mode.h)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class MigrateReason(enum.IntEnum):
+    """Why folios are migrated, in the kernel's enum order; names as tracepoints print them."""
+
+    MR_COMPACTION = 0
+    MR_MEMORY_FAILURE = 1
+    MR_MEMORY_HOTPLUG = 2
+    MR_SYSCALL = 3  # also cpuset
+    MR_MEMPOLICY_MBIND = 4
+    MR_NUMA_MISPLACED = 5
+    MR_CONTIG_RANGE = 6
+    MR_LONGTERM_PIN = 7
+    MR_DEMOTION = 8
+    MR_DAMON = 9
+
+    @property
+    def label(self) -> str:
+        """The name ``trace/events/migrate.h`` (MIGRATE_REASON) prints."""
+        return _LABELS[self]
+
+    @classmethod
+    def from_label(cls, label: str) -> MigrateReason:
+        try:
+            return _BY_LABEL[label]
+        except KeyError:
+            raise ValueError(f"unknown migrate reason {label!r}") from None
+
+
+_LABELS = {
+    MigrateReason.MR_COMPACTION: "compaction",
+    MigrateReason.MR_MEMORY_FAILURE: "memory_failure",
+    MigrateReason.MR_MEMORY_HOTPLUG: "memory_hotplug",
+    MigrateReason.MR_SYSCALL: "syscall_or_cpuset",
+    MigrateReason.MR_MEMPOLICY_MBIND: "mempolicy_mbind",
+    MigrateReason.MR_NUMA_MISPLACED: "numa_misplaced",
+    MigrateReason.MR_CONTIG_RANGE: "contig_range",
+    MigrateReason.MR_LONGTERM_PIN: "longterm_pin",
+    MigrateReason.MR_DEMOTION: "demotion",
+    MigrateReason.MR_DAMON: "damon",
+}
+_BY_LABEL = {v: k for k, v in _LABELS.items()}
+MR_TYPES = len(MigrateReason)
+#: A reason mask with every reason set.
+REASON_MASK_ALL = (1 << MR_TYPES) - 1
+
+
+def parse_reason_mask(text: str) -> int:
+    """Parse ``all``, ``none``, a number, or comma-separated reason names.
+
+    Raises ValueError (EINVAL at the tree) for anything else, including a
+    number with bits beyond the last reason.
+    """
+    s = text.strip()
+    if s == "all":
+        return REASON_MASK_ALL
+    if s in ("none", ""):
+        if s == "":
+            raise ValueError("empty reason mask")
+        return 0
+    try:
+        value = int(s, 0)
+    except ValueError:
+        value = 0
+        for part in s.split(","):
+            value |= 1 << MigrateReason.from_label(part.strip())
+        return value
+    if not 0 <= value <= REASON_MASK_ALL:
+        raise ValueError(f"reason mask {value:#x} has bits beyond the {MR_TYPES} reasons")
+    return value
+
+
+def format_reason_mask(mask: int) -> str:
+    """Comma-separated reason names, ``none`` for an empty mask."""
+    names = [r.label for r in MigrateReason if mask & (1 << r)]
+    return ",".join(names) if names else "none"
+
+
+class MigrateMode(enum.Enum):
+    """``enum migrate_mode``: how hard migration tries (passes, waiting)."""
+
+    MIGRATE_ASYNC = "async"
+    MIGRATE_SYNC = "sync"

@@ -1,0 +1,61 @@
+"""What a migrator is: the RFC's ``struct migrator`` and the batch it copies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..hw import Clock, HardwareProfile
+from ..mm import FOLIO_CONTENT_COPIED, PAGE_SIZE, PhysMemory
+
+
+@dataclass
+class CopyBatch:
+    """The source and destination folio lists handed to ``migrate_offc()``.
+
+    Only batch-eligible folios are here (right reason, expected refcount, not
+    movable_ops); all are unmapped and locked.  A migrator calls
+    :meth:`mark_copied` for each folio whose contents it has copied completely
+    (FOLIO_CONTENT_COPIED); the core copies every unmarked folio on the CPU.
+    """
+
+    memory: PhysMemory
+    src: np.ndarray
+    dst: np.ndarray
+    orders: np.ndarray
+    clock: Clock
+    profile: HardwareProfile
+
+    @property
+    def nr_folios(self) -> int:
+        return int(self.src.size)
+
+    @property
+    def nr_bytes(self) -> int:
+        return int((np.left_shift(1, self.orders.astype(np.int64)) * PAGE_SIZE).sum())
+
+    def mark_copied(self, sel: np.ndarray | slice = slice(None)) -> None:
+        """``folio_set_content_copied()`` on the source folios selected by ``sel``."""
+        self.memory.flags[self.src[sel]] |= FOLIO_CONTENT_COPIED
+
+
+class Migrator:
+    """Base of every migrator (``struct migrator``).
+
+    Subclasses set ``name`` and implement :meth:`migrate_offc`.  Returning a
+    negative errno means "not all copied": unmarked folios fall back to the CPU,
+    and the errno names the fallback's cause (``-EOPNOTSUPP`` to decline a batch).
+    """
+
+    name: str = ""
+
+    async def migrate_offc(self, batch: CopyBatch) -> int:
+        raise NotImplementedError
+
+    def batch_pages(self, nr_max_batched_migration: int) -> int:
+        """Preferred batch size in base pages; the core bounds it."""
+        return nr_max_batched_migration
+
+    def __repr__(self) -> str:
+        return f"<migrator {self.name}>"
