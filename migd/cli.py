@@ -1,1 +1,101 @@
-def main(): pass
+"""The ``migd`` command line: ``run``, ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+_NT_TUNABLE = "glibc.cpu.x86_non_temporal_threshold"
+
+
+def _ensure_streaming_copies() -> None:
+    """Re-exec once with glibc's non-temporal-store threshold at 1 MiB.
+
+    glibc sizes that threshold from the L3 cache; on hosts with a large L3 it
+    sits above 100 MiB, so a 2 MiB folio copy pollutes the cache with regular
+    stores and runs at ~0.6x of a large memcpy.  Migration copies are streaming
+    copies of cold data, which is what non-temporal stores are for (and what
+    the DMA engines migd emulates do).  Tunables are read at process start,
+    hence the re-exec; MIGD_NO_REEXEC=1 disables it.
+    """
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if _NT_TUNABLE in tunables or os.environ.get("MIGD_NO_REEXEC") or sys.platform != "linux":
+        return
+    env = dict(os.environ)
+    env["GLIBC_TUNABLES"] = ":".join(filter(None, [tunables, f"{_NT_TUNABLE}=0x100000"]))
+    os.execve(sys.executable, [sys.executable, "-m", "migd", *sys.argv[1:]], env)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    try:
+        opts = bench.BenchOptions(
+            clock=args.clock, profile=args.profile,
+            orders=bench.parse_orders(args.orders),
+            migrators=bench.parse_migrators(args.migrators, bench.AVAILABLE_MIGRATORS),
+            total=bench.parse_size(args.total),
+            batch_pages=(None if args.batch_pages is None else
+                         [int(x) for x in args.batch_pages.split(",")]),
+            verify=args.verify, repeat=args.repeat,
+            progress=_progress_printer())
+        if opts.batch_pages is not None:
+            from .migrate import NR_MAX_BATCHED_MIGRATION_LIMIT
+            if any(not 1 <= b <= NR_MAX_BATCHED_MIGRATION_LIMIT for b in opts.batch_pages):
+                raise ValueError(f"--batch-pages must be 1..{NR_MAX_BATCHED_MIGRATION_LIMIT}")
+        report = bench.run(args.experiment, opts)
+    except ValueError as e:
+        print(f"migd bench: {e}", file=sys.stderr)
+        return 2
+    print(report.table())
+    if args.json:
+        report.write_json(args.json)
+    return 0
+
+
+def _progress_printer():
+    if not sys.stderr.isatty():
+        return lambda msg: None
+
+    def show(msg: str) -> None:
+        print(f"\r\x1b[K{msg}", end="", file=sys.stderr, flush=True)
+    return show
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(duration=args.duration)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .bench import EXPERIMENTS
+
+    p = argparse.ArgumentParser(prog="migd", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run the daemon (for now: a live demo of the engine)")
+    r.add_argument("--duration", type=float, default=0.0,
+                   help="stop after this many seconds (0: until SIGINT/SIGTERM)")
+    r.set_defaults(func=_run)
+    b = sub.add_parser("bench", help="run an experiment")
+    b.add_argument("experiment", choices=sorted(EXPERIMENTS))
+    b.add_argument("--clock", choices=("real", "virtual"), default="real")
+    b.add_argument("--profile", default=None, help="hardware profile (default: native on "
+                   "the real clock, zen3-ptdma on the virtual one)")
+    b.add_argument("--orders", default="0,2,4,6,8,9")
+    b.add_argument("--migrators", default="cpu")
+    b.add_argument("--total", default="1G")
+    b.add_argument("--batch-pages", default=None)
+    b.add_argument("--repeat", type=int, default=1)
+    b.add_argument("--verify", action="store_true")
+    b.add_argument("--json", default=None, metavar="FILE")
+    b.set_defaults(func=_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        _ensure_streaming_copies()
+    args = build_parser().parse_args(argv)
+    return args.func(args)

@@ -201,11 +201,16 @@ class MigrationEngine:
         stats = MigrateStats()
         failed: list[np.ndarray] = []
         rc_gather = 0
+        cum = np.cumsum(self.memory.folio_nr_pages(rest))
+        done_pages = 0
         while rest.size:
             with self.registry.read_lock() as offload:
+                # The batch ends with the folio that reaches the bound (the
+                # kernel's "nr_pages >= NR_MAX_BATCHED_MIGRATION" cut).
                 bound = self.batch_bound(offload)
-                pages = self.memory.folio_nr_pages(rest)
-                n = min(int(np.searchsorted(np.cumsum(pages), bound)) + 1, rest.size)
+                n = min(int(np.searchsorted(cum, done_pages + bound)) + 1, rest.size)
+                done_pages = int(cum[n - 1])
+                cum = cum[n:]
                 batch, rest = rest[:n], rest[n:]
                 ctx = _Ctx(target_nid, reason, offload, stats)
                 if mode is MigrateMode.MIGRATE_ASYNC:
@@ -277,6 +282,7 @@ class MigrationEngine:
         stay at the source, and the parts of folios split on -ENOMEM."""
         mem = self.memory
         t_entry = trio.current_time()
+        nr_pages = int(mem.folio_nr_pages(folios).sum())
         nosplit = ctx.reason == MigrateReason.MR_NUMA_MISPLACED or not may_split
         pending = folios
         unmapped: list[_Unmapped] = []
@@ -324,8 +330,8 @@ class MigrationEngine:
         self._count_failed(ctx, left)
         nr_failed = int(left.size) + len(splits)
         split = np.concatenate(splits) if splits else _EMPTY
-        self._record_batch(ctx, mode, folios, nr_failed, nr_offloaded, nr_fallback, cause,
-                           t_entry, first_folio, moved_times)
+        self._record_batch(ctx, mode, folios.size, nr_pages, nr_failed, nr_offloaded,
+                           nr_fallback, cause, t_entry, first_folio, moved_times)
         return (rc_saved or nr_failed), left, split
 
     async def _unmap_pass(self, ctx: _Ctx, pending: np.ndarray, nosplit: bool):
@@ -341,15 +347,21 @@ class MigrationEngine:
         # get_new_folio(): allocate destinations in list order.
         dst = np.full(n, -1, dtype=np.int64)
         can = ~self.faults["fail_migrate_alloc"].should_fail_many(n)
-        for order in np.unique(orders[can]):
-            sel = np.flatnonzero(can & (orders == order))
-            got = mem.folio_alloc(ctx.target_nid, int(order), sel.size)
+        if orders.min() == orders.max():
+            groups = [(int(orders[0]), np.flatnonzero(can))]
+        else:
+            groups = [(int(o), np.flatnonzero(can & (orders == o))) for o in np.unique(orders)]
+        for order, sel in groups:
+            got = mem.folio_alloc(ctx.target_nid, order, sel.size)
             dst[sel[:got.size]] = got
         stop = n
         split_parts: list[np.ndarray] = []
         split_mask = np.zeros(n, dtype=bool)
         for i in np.flatnonzero(dst < 0).tolist():  # -ENOMEM, rare
-            if orders[i] > 0 and not nosplit:
+            # try_split_folio(): refused for a locked or pinned folio
+            splittable = (not mem.flags[pending[i]] & PG_locked
+                          and mem.refcount[pending[i]] == 1 + mem.mapcount[pending[i]])
+            if orders[i] > 0 and not nosplit and splittable:
                 head = int(pending[i])
                 split_parts.append(mem.split_folio(head))
                 split_mask[i] = True
@@ -500,11 +512,10 @@ class MigrationEngine:
         self._vmstat[reason] += (s.nr_succeeded, s.nr_failed_pages, s.nr_thp_succeeded,
                                  s.nr_thp_failed, s.nr_thp_split)
 
-    def _record_batch(self, ctx, mode, folios, nr_failed, nr_offloaded, nr_fallback, cause,
-                      t_entry, first_folio, moved_times) -> None:
+    def _record_batch(self, ctx, mode, nr_folios, nr_pages, nr_failed, nr_offloaded,
+                      nr_fallback, cause, t_entry, first_folio, moved_times) -> None:
         name = ctx.offload.migrator.name
         self._batches[name] = self._batches.get(name, 0) + 1
-        nr_pages = int(self.memory.folio_nr_pages(folios).sum()) if folios.size else 0
         inacc = np.concatenate(moved_times) if moved_times else np.empty(0)
         self._h_batch_pages.observe_many(np.array([nr_pages], dtype=np.float64))
         if first_folio is not None:
@@ -514,8 +525,8 @@ class MigrationEngine:
             return
         record = BatchRecord(
             reason=ctx.reason.label, migrator=name, mode=mode.value,
-            target_nid=ctx.target_nid, nr_folios=int(folios.size), nr_pages=nr_pages,
-            nr_succeeded=int(folios.size) - nr_failed, nr_failed=nr_failed,
+            target_nid=ctx.target_nid, nr_folios=nr_folios, nr_pages=nr_pages,
+            nr_succeeded=nr_folios - nr_failed, nr_failed=nr_failed,
             nr_offloaded=nr_offloaded, nr_fallback=nr_fallback, fallback_cause=cause,
             start=t_entry, end=trio.current_time(), first_folio_seconds=first_folio,
             inaccessible_seconds=inacc)

@@ -82,10 +82,15 @@ class BuddyAllocator:
             bitmap = self._free[k]
             if bitmap[blocks].any():
                 raise ValueError(f"double free of an order-{k} block")
+            buddies = blocks ^ 1
+            buddy_was_free = bitmap[buddies]
             bitmap[blocks] = True
             self._nr_free_blocks[k] += blocks.size
-            parents = np.unique(blocks >> 1)
-            merged = parents[bitmap[2 * parents] & bitmap[2 * parents + 1]]
+            # A block merges if its buddy was free already, or if the buddy is
+            # freed in this same call (then only the even one of the pair
+            # carries the merge, so every parent appears once: no np.unique).
+            merge = buddy_was_free | (bitmap[buddies] & ((blocks & 1) == 0))
+            merged = blocks[merge] >> 1
             bitmap[2 * merged] = False
             bitmap[2 * merged + 1] = False
             self._nr_free_blocks[k] -= 2 * merged.size

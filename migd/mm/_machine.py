@@ -91,6 +91,10 @@ class Machine:
 
     def _by_tenant(self, heads: np.ndarray):
         tids = self.memory.mapping[heads]
+        if tids.size and tids.min() == tids.max():
+            if tids[0] >= 0:
+                yield self.tenants[tids[0]], slice(None)
+            return
         for tid in np.unique(tids):
             if tid >= 0:
                 sel = tids == tid

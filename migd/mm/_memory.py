@@ -157,6 +157,10 @@ class PhysMemory:
         self.refcount[heads] = 0
         self.mapping[heads] = -1
         nids = self.nid_of[heads]
+        if nids.min() == nids.max() and orders.min() == orders.max():
+            node = self.nodes[nids[0]]
+            node.buddy.free(int(orders[0]), heads - node.start_pfn)
+            return
         for nid in np.unique(nids):
             node = self.nodes[nid]
             for order in np.unique(orders[nids == nid]):

@@ -1,0 +1,167 @@
+"""The bench experiments: each builds a machine, migrates, and measures.
+
+Real clock: real bytes move and every number is wall time measured around the
+engine; the ``memcpy`` row is this machine's copy limit measured in the same
+run, so ratios stay meaningful on a shared, noisy host.  Virtual clock: the same
+engine under MockClock with one word per page; times are the profile's model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import trio
+
+from ..hw import Clock, VirtualClock, get_profile, mock_clock
+from ..migrate import BatchRecord, MigrationEngine
+from ..mm import PAGE_SIZE, Machine, NodeSpec, TenantSpec
+from ..offload import Migrator
+from ._options import MigratorSpec
+from ._report import BenchReport, BenchRow
+
+#: Migrators the bench can run, with their parameter range.
+AVAILABLE_MIGRATORS: dict[str, tuple[int, int]] = {"cpu": (0, 0)}
+
+
+def make_migrator(spec: MigratorSpec) -> Migrator | None:
+    """A fresh migrator for ``spec``; None for the CPU default."""
+    if spec.name == "cpu":
+        return None
+    raise ValueError(f"unknown migrator {spec.name!r}")
+
+
+@dataclass
+class BenchOptions:
+    clock: str = "real"
+    profile: str | None = None  # default: native (real), zen3-ptdma (virtual)
+    orders: list[int] = field(default_factory=lambda: [0, 2, 4, 6, 8, 9])
+    migrators: list[MigratorSpec] = field(default_factory=lambda: [MigratorSpec("cpu")])
+    total: int = 1 << 30
+    batch_pages: list[int] | None = None
+    verify: bool = False
+    repeat: int = 1
+    progress: Callable[[str], None] = lambda msg: None
+
+    @property
+    def profile_name(self) -> str:
+        return self.profile or ("native" if self.clock == "real" else "zen3-ptdma")
+
+
+def run(experiment: str, opts: BenchOptions) -> BenchReport:
+    """Run ``experiment`` to completion on the chosen clock."""
+    fn = EXPERIMENTS[experiment]
+    get_profile(opts.profile_name)  # fail early on a bad name
+    if opts.clock == "virtual":
+        return trio.run(fn, opts, clock=mock_clock())
+    return trio.run(fn, opts)
+
+
+class _Rig:
+    """A two-node machine with one tenant of ``total`` bytes on node 0."""
+
+    def __init__(self, opts: BenchOptions, order: int) -> None:
+        self.opts = opts
+        self.clock = VirtualClock() if opts.clock == "virtual" else Clock()
+        slack = 8 << 20
+        cap = -(-(opts.total + slack) // (2 << 20)) * (2 << 20)
+        self.machine = Machine([NodeSpec(cap, "dram", demotion_target=1), NodeSpec(cap, "far")],
+                               words_per_page=1 if self.clock.virtual else None)
+        self.tenant = self.machine.add_tenant(TenantSpec("bench", opts.total, order=order))
+        self.node = 0
+        self.profile = get_profile(opts.profile_name)
+
+    async def migrate(self, spec: MigratorSpec, batch_pages: int) -> BenchRow:
+        """move_pages() the whole tenant to the other node, measured."""
+        engine = MigrationEngine(self.machine, self.clock, self.profile)
+        engine.nr_max_batched_migration = batch_pages
+        migrator = make_migrator(spec)
+        if migrator is not None:
+            engine.registry.register(migrator)
+        records: list[BatchRecord] = []
+        engine.subscribe(records.append)
+        target = 1 - self.node
+        vpages = np.arange(self.tenant.nr_pages)
+        t0 = trio.current_time()
+        result = await engine.move_pages(self.tenant, vpages, target)
+        seconds = trio.current_time() - t0
+        if migrator is not None:
+            await engine.registry.unregister(migrator)
+        if result.failed.size:
+            raise RuntimeError(f"{result.failed.size} folios failed to migrate")
+        self.node = target
+        verified = False
+        if self.opts.verify:
+            report = self.machine.check_integrity()
+            if not report.ok:
+                raise RuntimeError(f"integrity check failed after {spec}: {report}")
+            verified = True
+        ff = [r.first_folio_seconds for r in records if r.first_folio_seconds is not None]
+        inacc = np.concatenate([r.inaccessible_seconds for r in records])
+        total = self.opts.total
+        return BenchRow(
+            migrator=spec.name, param=spec.param, order=self.tenant.spec.order,
+            folio_bytes=PAGE_SIZE << self.tenant.spec.order, batch_pages=batch_pages,
+            total_bytes=total, seconds=seconds, gbps=total / seconds / 1e9,
+            first_folio_us=float(np.median(ff)) * 1e6 if ff else None,
+            inaccessible_us_p50=float(np.percentile(inacc, 50)) * 1e6 if inacc.size else None,
+            inaccessible_us_p99=float(np.percentile(inacc, 99)) * 1e6 if inacc.size else None,
+            verified=verified, extra={"batches": len(records)})
+
+    def memcpy(self) -> BenchRow:
+        """This machine's copy limit: ``total`` bytes in one copy, best of 3."""
+        total = self.opts.total
+        if self.clock.virtual:
+            gbps = self.profile.cpu.copy_gbps
+            seconds = total / gbps / 1e9
+        else:
+            mem = self.machine.memory
+            src = mem.nodes[0].start_pfn
+            dst = mem.nodes[1].start_pfn
+            n = total // PAGE_SIZE
+            seconds = float("inf")
+            for _ in range(3):
+                t = time.perf_counter()
+                np.copyto(mem.arena[dst:dst + n], mem.arena[src:src + n])
+                seconds = min(seconds, time.perf_counter() - t)
+            gbps = total / seconds / 1e9
+        return BenchRow("memcpy", 0, None, total, 0, total, seconds, gbps, None, None, None,
+                        False)
+
+
+def _median_row(rows: list[BenchRow]) -> BenchRow:
+    rows = sorted(rows, key=lambda r: r.seconds)
+    return rows[len(rows) // 2]
+
+
+async def memcpy(opts: BenchOptions) -> BenchReport:
+    rig = _Rig(opts, 9)
+    return BenchReport("memcpy", opts.clock, opts.profile_name, [rig.memcpy()])
+
+
+async def throughput(opts: BenchOptions) -> BenchReport:
+    """Folio order x migrator: GB/s, first-folio latency, inaccessible time."""
+    rows: list[BenchRow] = []
+    notes = []
+    batch_list = opts.batch_pages or [512]
+    for order in opts.orders:
+        opts.progress(f"order {order}: building a {opts.total >> 20} MiB tenant")
+        rig = _Rig(opts, order)
+        if not rows and opts.clock == "real":
+            rows.append(rig.memcpy())
+            notes.append("real clock: copies use non-temporal stores above 1 MiB "
+                         "(glibc x86_non_temporal_threshold), the memcpy row too")
+        for spec in opts.migrators:
+            for batch_pages in batch_list:
+                runs = []
+                for i in range(opts.repeat):
+                    opts.progress(f"order {order} {spec} batch {batch_pages}: run {i + 1}")
+                    runs.append(await rig.migrate(spec, batch_pages))
+                rows.append(_median_row(runs))
+        del rig
+    return BenchReport("throughput", opts.clock, opts.profile_name, rows, notes)
+
+
+EXPERIMENTS = {"memcpy": memcpy, "throughput": throughput}

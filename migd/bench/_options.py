@@ -1,0 +1,70 @@
+"""Parsing of the bench command line's values (sizes, lists, migrator specs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..mm import MAX_FOLIO_ORDER
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``1G``, ``512M``, ``64K``, ``4096`` (binary units) -> bytes."""
+    s = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = s[-1:] if s[-1:] in _UNITS and s[-1:] != "" else ""
+    number = s[: len(s) - len(unit)]
+    try:
+        value = int(number) * _UNITS[unit]
+    except ValueError:
+        raise ValueError(f"bad size {text!r} (expected e.g. 1G, 512M, 64K)") from None
+    if value <= 0:
+        raise ValueError(f"size must be positive: {text!r}")
+    return value
+
+
+def parse_int_list(text: str, what: str, lo: int, hi: int) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"bad {what} list {text!r} (expected comma-separated integers)") from None
+    if not values or any(not lo <= v <= hi for v in values):
+        raise ValueError(f"{what} must be {lo}..{hi}: {text!r}")
+    return values
+
+
+def parse_orders(text: str) -> list[int]:
+    return parse_int_list(text, "folio order", 0, MAX_FOLIO_ORDER)
+
+
+@dataclass(frozen=True)
+class MigratorSpec:
+    """``cpu``, ``mtcopy:THREADS``, ``dcbm:CHANNELS`` from ``--migrators``."""
+
+    name: str
+    param: int = 0
+
+    def __str__(self) -> str:
+        return self.name if not self.param else f"{self.name}:{self.param}"
+
+
+def parse_migrators(text: str, available: dict[str, tuple[int, int]]) -> list[MigratorSpec]:
+    """``available`` maps a migrator name to its parameter range (0, 0 for none)."""
+    specs = []
+    for item in text.split(","):
+        name, _, param = item.strip().partition(":")
+        if name not in available:
+            raise ValueError(
+                f"unknown migrator {name!r} (available: {', '.join(sorted(available))})")
+        lo, hi = available[name]
+        if not param:
+            value = lo
+        else:
+            try:
+                value = int(param)
+            except ValueError:
+                raise ValueError(f"bad parameter in {item!r}") from None
+            if not lo <= value <= hi or hi == 0:
+                raise ValueError(f"{name} takes a parameter {lo}..{hi}, got {item!r}")
+        specs.append(MigratorSpec(name, value))
+    return specs

@@ -1,0 +1,84 @@
+"""Bench results: the JSON rows of the SPEC and the human table."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class BenchRow:
+    migrator: str  # cpu | mtcopy | dcbm | memcpy
+    param: int  # threads or channels; 0 for cpu and memcpy
+    order: int | None  # folio order; None for memcpy
+    folio_bytes: int
+    batch_pages: int
+    total_bytes: int
+    seconds: float
+    gbps: float
+    first_folio_us: float | None
+    inaccessible_us_p50: float | None
+    inaccessible_us_p99: float | None
+    verified: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(d.pop("extra"))
+        return d
+
+
+@dataclass
+class BenchReport:
+    experiment: str
+    clock: str
+    profile: str
+    rows: list[BenchRow]
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"experiment": self.experiment, "clock": self.clock, "profile": self.profile,
+                "rows": [r.as_json() for r in self.rows], "notes": self.notes}
+
+    def write_json(self, path: str) -> None:
+        with open(path, "w") as f:
+            json.dump(self.as_json(), f, indent=1)
+            f.write("\n")
+
+    def memcpy_gbps(self) -> float | None:
+        for r in self.rows:
+            if r.migrator == "memcpy":
+                return r.gbps
+        return None
+
+    def table(self) -> str:
+        ref = self.memcpy_gbps()
+        head = ["migrator", "order", "folio", "batch", "GB/s", "x memcpy", "first-folio us",
+                "inacc p50 us", "inacc p99 us", "verified"]
+        lines = []
+        for r in self.rows:
+            name = r.migrator if not r.param else f"{r.migrator}:{r.param}"
+            lines.append([
+                name, "-" if r.order is None else str(r.order), _size(r.folio_bytes),
+                str(r.batch_pages or "-"), f"{r.gbps:.2f}",
+                f"{r.gbps / ref:.2f}" if ref else "-", _num(r.first_folio_us),
+                _num(r.inaccessible_us_p50), _num(r.inaccessible_us_p99),
+                "yes" if r.verified else "no"])
+        widths = [max(len(x) for x in col) for col in zip(head, *lines, strict=True)]
+        out = [f"# {self.experiment}, {self.clock} clock, profile {self.profile}"]
+        out += ["# " + n for n in self.notes]
+        for row in [head, *lines]:
+            out.append("  ".join(x.rjust(w) for x, w in zip(row, widths, strict=True)))
+        return "\n".join(out)
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def _size(n: int) -> str:
+    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift}{unit}"
+    return str(n)

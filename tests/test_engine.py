@@ -1,0 +1,245 @@
+"""migrate_pages() semantics: batches, passes, -ENOMEM split, -EAGAIN, fallback, counters."""
+
+import errno
+
+import numpy as np
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from migd.hw import mock_clock
+from migd.migrate import NR_MAX_MIGRATE_PAGES_RETRY, BatchRecord
+from migd.mm import MigrateMode, MigrateReason, TenantSpec
+from migd.offload import CopyBatch, Migrator
+
+from .conftest import MiB, make_engine, make_machine
+
+REASONS = list(MigrateReason)
+
+op = st.fixed_dictionaries({
+    "tenant": st.integers(0, 2),
+    "fraction": st.sampled_from([0.1, 0.5, 1.0]),
+    "reason": st.sampled_from(REASONS),
+    "mode": st.sampled_from(list(MigrateMode)),
+    "alloc_fail": st.sampled_from([0, 0, 20, 100]),
+    "pins": st.integers(0, 3),
+    "batch": st.sampled_from([1, 16, 512, 4096]),
+    "seed": st.integers(0, 2**16),
+})
+
+
+def _run_ops(ops, virtual: bool):
+    async def main():
+        m = make_machine(virtual, node_mib=16)
+        tenants = [m.add_tenant(TenantSpec(f"t{o}", 4 * MiB, order=o, home_node=i % 2))
+                   for i, o in enumerate((0, 4, 9))]
+        e = make_engine(m, virtual)
+        e.faults["fail_migrate_alloc"].seed(7)
+        for o in ops:
+            t = tenants[o["tenant"]]
+            rng = np.random.default_rng(o["seed"])
+            folios = m.tenant_folios(t)
+            folios = folios[rng.random(folios.size) < o["fraction"]]
+            target = 1 - int(m.memory.nid_of[folios[0]]) if folios.size else 0
+            folios = folios[m.memory.nid_of[folios] != target]
+            pinned = folios[: o["pins"]]
+            m.memory.refcount[pinned] += 1  # a GUP pin
+            e.faults["fail_migrate_alloc"].set(probability=o["alloc_fail"], times=-1)
+            e.nr_max_batched_migration = o["batch"]
+            before = e.statistics().vmstat
+            pages_in = int(m.memory.folio_nr_pages(folios).sum())
+            r = await e.migrate_pages(folios, target, o["reason"], o["mode"])
+            e.faults["fail_migrate_alloc"].set(probability=0)
+            after = e.statistics().vmstat
+            m.memory.refcount[pinned] -= 1
+            # every page handed in ends as exactly one of success or fail
+            assert r.stats.nr_succeeded + r.stats.nr_failed_pages == pages_in
+            assert (after["pgmigrate_success"] - before["pgmigrate_success"]
+                    + after["pgmigrate_fail"] - before["pgmigrate_fail"]) == pages_in
+            # a pinned folio cannot migrate: it stays where it was
+            assert (m.memory.nid_of[pinned] != target).all()
+            assert np.isin(pinned, m.memory.page_folio(r.failed)).all() or pinned.size == 0
+            report = m.check_integrity()
+            assert report.ok, report
+            for node in m.memory.nodes:
+                used = int((m.memory.folio_order[node.start_pfn:node.end_pfn] >= 0).sum())
+                assert used + node.nr_free_pages == node.nr_pages
+    if virtual:
+        trio.run(main, clock=mock_clock())
+    else:
+        trio.run(main)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(op, min_size=1, max_size=6))
+def test_random_migrations_keep_every_invariant_virtual(ops):
+    _run_ops(ops, virtual=True)
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.lists(op, min_size=1, max_size=4))
+def test_random_migrations_keep_every_invariant_real_bytes(ops):
+    _run_ops(ops, virtual=False)
+
+
+async def test_batches_are_cut_at_the_bound_like_the_kernel(autojump_clock):
+    m = make_machine(True)
+    t = m.add_tenant(TenantSpec("t", 4 * MiB, order=0))
+    e = make_engine(m, True)
+    records: list[BatchRecord] = []
+    e.subscribe(records.append)
+    e.nr_max_batched_migration = 300
+    await e.migrate_pages(m.tenant_folios(t), 1, MigrateReason.MR_DEMOTION)
+    assert [r.nr_pages for r in records] == [300, 300, 300, 124]
+    # a folio larger than the bound still forms a batch of its own
+    t9 = m.add_tenant(TenantSpec("h", 4 * MiB, order=9))
+    records.clear()
+    await e.migrate_pages(m.tenant_folios(t9), 1, MigrateReason.MR_DEMOTION)
+    assert [r.nr_pages for r in records] == [512, 512]
+
+
+async def test_pinned_folio_retries_every_pass_then_fails(autojump_clock):
+    m = make_machine(True)
+    t = m.add_tenant(TenantSpec("t", 1 * MiB, order=0))
+    e = make_engine(m, True)
+    folios = m.tenant_folios(t)
+    m.memory.refcount[folios[5]] += 1
+    r = await e.migrate_pages(folios, 1, MigrateReason.MR_SYSCALL)
+    assert r.failed.tolist() == [folios[5]]
+    assert r.rc == 1  # the kernel's nr_failed
+    assert r.stats.nr_failed_pages == 1 and r.stats.nr_succeeded == folios.size - 1
+    assert m.memory.nid_of[folios[5]] == 0 and m.check_integrity().ok
+    assert NR_MAX_MIGRATE_PAGES_RETRY == 10
+
+
+async def test_enomem_splits_thp_but_not_for_numa_misplaced(autojump_clock):
+    for reason, expect_split in ((MigrateReason.MR_DEMOTION, 1),
+                                 (MigrateReason.MR_NUMA_MISPLACED, 0)):
+        m = make_machine(True)
+        t = m.add_tenant(TenantSpec("t", 2 * MiB, order=9))
+        e = make_engine(m, True)
+        e.faults["fail_migrate_alloc"].set(probability=100, times=1)
+        r = await e.migrate_pages(m.tenant_folios(t), 1, reason)
+        s = e.statistics().vmstat
+        assert s["thp_migration_split"] == expect_split
+        if expect_split:  # the parts migrated as 512 base folios
+            assert r.rc == 0 and s["pgmigrate_success"] == 512
+            assert m.tenant_folios(t).size == 512
+        else:
+            assert r.rc == -errno.ENOMEM and s["pgmigrate_fail"] == 512
+            assert s["thp_migration_fail"] == 1
+        assert m.check_integrity().ok
+
+
+async def test_sync_mode_retries_failures_folio_by_folio(autojump_clock):
+    m = make_machine(True)
+    t = m.add_tenant(TenantSpec("t", 256 * 1024, order=0))
+    e = make_engine(m, True)
+    records: list[BatchRecord] = []
+    e.subscribe(records.append)
+    folios = m.tenant_folios(t)
+    m.memory.refcount[folios[[3, 7]]] += 1
+    r = await e.migrate_pages(folios, 1, MigrateReason.MR_SYSCALL, MigrateMode.MIGRATE_SYNC)
+    assert sorted(r.failed.tolist()) == sorted(folios[[3, 7]].tolist())
+    # one async batch for all, then one sync batch per failed folio
+    assert [(rec.mode, rec.nr_folios) for rec in records] == [
+        ("async", 64), ("sync", 1), ("sync", 1)]
+    assert r.stats.nr_failed_pages == 2
+
+
+class HalfCopier(Migrator):
+    """Copies and marks the first half of each batch, then reports an error."""
+
+    name = "half"
+
+    async def migrate_offc(self, batch: CopyBatch) -> int:
+        half = batch.nr_folios // 2
+        batch.memory.copy_folios(batch.dst[:half], batch.src[:half], batch.orders[:half])
+        batch.mark_copied(slice(0, half))
+        return -errno.EIO
+
+
+class LyingCopier(Migrator):
+    """A buggy migrator: marks folios copied without copying them."""
+
+    name = "liar"
+
+    async def migrate_offc(self, batch: CopyBatch) -> int:
+        batch.mark_copied()
+        return 0
+
+
+@pytest.mark.parametrize("virtual", [True, False])
+async def test_fallback_copies_exactly_the_unmarked_folios(virtual):
+    m = make_machine(virtual)
+    t = m.add_tenant(TenantSpec("t", 1 * MiB, order=0))
+    e = make_engine(m, virtual)
+    e.registry.register(HalfCopier())
+    records: list[BatchRecord] = []
+    e.subscribe(records.append)
+    r = await e.migrate_pages(m.tenant_folios(t), 1, MigrateReason.MR_DEMOTION)
+    assert r.rc == 0 and m.check_integrity().ok
+    assert e.statistics().fallbacks == {"EIO": 128}
+    assert records[0].fallback_cause == "EIO" and records[0].nr_fallback == 128
+
+
+async def test_reason_outside_the_mask_is_not_offloaded():
+    m = make_machine(False)
+    t = m.add_tenant(TenantSpec("t", 1 * MiB, order=0))
+    e = make_engine(m, False)
+    e.registry.register(LyingCopier(), reason_mask=1 << MigrateReason.MR_DEMOTION)
+    await e.migrate_pages(m.tenant_folios(t), 1, MigrateReason.MR_COMPACTION)
+    assert m.check_integrity().ok  # the liar never saw the batch
+
+
+async def test_integrity_check_catches_a_migrator_that_lies():
+    """The checks can fail: a migrator marking uncopied folios corrupts pages."""
+    m = make_machine(False)
+    t = m.add_tenant(TenantSpec("t", 1 * MiB, order=0))
+    e = make_engine(m, False)
+    e.registry.register(LyingCopier())
+    await e.migrate_pages(m.tenant_folios(t), 1, MigrateReason.MR_DEMOTION)
+    report = m.check_integrity()
+    assert report.corrupt_pages == t.nr_pages
+
+
+async def test_movable_ops_folios_take_the_cpu_path(autojump_clock):
+    m = make_machine(True)
+    t = m.add_tenant(TenantSpec("t", 1 * MiB, order=0, movable_ops=True))
+    e = make_engine(m, True)
+    e.registry.register(LyingCopier())
+    records: list[BatchRecord] = []
+    e.subscribe(records.append)
+    await e.migrate_pages(m.tenant_folios(t), 1, MigrateReason.MR_COMPACTION)
+    assert records[0].nr_offloaded == 0 and m.check_integrity().ok
+
+
+async def test_mlocked_folios_stay_mlocked(autojump_clock):
+    from migd.mm import PG_mlocked
+    m = make_machine(True)
+    t = m.add_tenant(TenantSpec("t", 1 * MiB, order=2, mlocked=True))
+    e = make_engine(m, True)
+    await e.migrate_pages(m.tenant_folios(t), 1, MigrateReason.MR_SYSCALL)
+    heads = m.tenant_folios(t)
+    assert (m.memory.nid_of[heads] == 1).all()
+    assert (m.memory.flags[heads] & PG_mlocked).all()
+
+
+async def test_first_folio_latency_and_inaccessible_time_are_recorded(autojump_clock):
+    m = make_machine(True)
+    t = m.add_tenant(TenantSpec("t", 2 * MiB, order=0))
+    e = make_engine(m, True)
+    records: list[BatchRecord] = []
+    e.subscribe(records.append)
+    await e.migrate_pages(m.tenant_folios(t), 1, MigrateReason.MR_SYSCALL)
+    (rec,) = records
+    cpu = e.profile.cpu
+    # batch copy before the move loop: the first folio waits for the whole batch
+    expect = (512 * (cpu.unmap_folio_us + cpu.pte_us / 2) + cpu.flush_us
+              + 512 * 4096 / (cpu.copy_gbps * 1e3) + cpu.move_folio_us + cpu.pte_us / 2)
+    assert rec.first_folio_seconds * 1e6 == pytest.approx(expect, rel=1e-6)
+    assert rec.inaccessible_seconds.size == 512
+    assert (rec.inaccessible_seconds > 0).all()
+    h = e.statistics().inaccessible_seconds
+    assert h.count == 512

@@ -1,0 +1,94 @@
+"""The emulated machine: buddy allocator, folios, content, metadata budget."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from migd.mm import PAGE_SIZE, Machine, NodeSpec, TenantSpec, page_keys, verify_pages
+from migd.mm._buddy import BuddyAllocator
+
+from .conftest import MiB
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 9), st.integers(1, 40), st.booleans()), max_size=40))
+def test_buddy_accounting_and_no_overlap(ops):
+    """Random alloc/free: blocks never overlap, stay aligned, and free + used = capacity."""
+    buddy = BuddyAllocator(4096)
+    owned = np.zeros(4096, dtype=bool)
+    held: list[tuple[int, np.ndarray]] = []
+    for order, count, free_one in ops:
+        if free_one and held:
+            o, blocks = held.pop(0)
+            buddy.free(o, blocks)
+            for b in blocks.tolist():
+                owned[b:b + (1 << o)] = False
+            continue
+        blocks = buddy.alloc(order, count)
+        assert blocks.size <= count
+        assert not (blocks & ((1 << order) - 1)).any(), "naturally aligned"
+        for b in blocks.tolist():
+            assert not owned[b:b + (1 << order)].any(), "overlapping allocation"
+            owned[b:b + (1 << order)] = True
+        held.append((order, blocks))
+        assert buddy.nr_free_pages + int(owned.sum()) == 4096
+    for o, blocks in held:
+        buddy.free(o, blocks)
+    assert buddy.nr_free_pages == 4096
+    assert buddy.nr_free_blocks()[9] == 4096 >> 9, "everything merged back"
+
+
+def test_buddy_refuses_double_free():
+    buddy = BuddyAllocator(1024)
+    b = buddy.alloc(0, 2)
+    buddy.free(0, b[:1])
+    with pytest.raises(ValueError, match="double free"):
+        buddy.free(0, b[:1])
+
+
+def test_node_capacity_must_be_2mib_multiple():
+    with pytest.raises(ValueError, match="multiple of 2 MiB"):
+        Machine([NodeSpec(3 * MiB)])
+
+
+def test_allocation_runs_out_cleanly():
+    m = Machine([NodeSpec(4 * MiB)], words_per_page=1)
+    got = m.memory.folio_alloc(0, 9, 5)
+    assert got.size == 2
+    assert m.memory.nodes[0].nr_free_pages == 0
+
+
+def test_content_detects_torn_and_stale_pages():
+    m = Machine([NodeSpec(4 * MiB)])
+    t = m.add_tenant(TenantSpec("t", 1 * MiB))
+    keys = page_keys(t.tid, np.arange(t.nr_pages), t.version)
+    assert verify_pages(m.memory.arena, t.pte_pfn, keys).size == 0
+    m.memory.arena[t.pte_pfn[3], 100] ^= 1  # one torn word
+    stale = page_keys(t.tid, np.arange(t.nr_pages), t.version + 1)
+    assert verify_pages(m.memory.arena, t.pte_pfn, keys).tolist() == [3]
+    assert verify_pages(m.memory.arena, t.pte_pfn, stale).size == t.nr_pages
+    assert not m.check_integrity().ok
+
+
+def test_metadata_at_most_64_bytes_per_base_page():
+    """struct-page arrays + buddy bitmaps + tenant page tables, measured, per base page."""
+    m = Machine([NodeSpec(256 * MiB), NodeSpec(256 * MiB)], words_per_page=1)
+    for i, order in enumerate((0, 4, 9)):
+        m.add_tenant(TenantSpec(f"t{i}", 64 * MiB, order=order))
+    total = m.memory.metadata_bytes() + sum(t.metadata_bytes() for t in m.tenants)
+    per_page = total / m.memory.nr_pages
+    assert per_page <= 64, per_page
+    # and per mapped page the tenant side stays small too
+    assert sum(t.metadata_bytes() for t in m.tenants) / sum(t.nr_pages for t in m.tenants) <= 16
+
+
+def test_split_folio_keeps_content_and_rmap():
+    m = Machine([NodeSpec(8 * MiB)])
+    t = m.add_tenant(TenantSpec("t", 2 * MiB, order=9))
+    head = int(t.pte_pfn[0])
+    parts = m.memory.split_folio(head)
+    assert parts.size == 512 and (m.memory.folio_order[parts] == 0).all()
+    assert m.check_integrity().ok
+    assert m.tenant_folios(t).size == 512
+    assert PAGE_SIZE == 4096
