@@ -6,45 +6,49 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from migd.mm import PAGE_SIZE, Machine, NodeSpec, TenantSpec, page_keys, verify_pages
-from migd.mm._buddy import BuddyAllocator
+from migd.mm._buddy import FreeArea
 
 from .conftest import MiB
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 9), st.integers(1, 40), st.booleans()), max_size=40))
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 9), st.integers(1, 40),
+                          st.booleans()), max_size=40))
 def test_buddy_accounting_and_no_overlap(ops):
-    """Random alloc/free: blocks never overlap, stay aligned, and free + used = capacity."""
-    buddy = BuddyAllocator(4096)
-    owned = np.zeros(4096, dtype=bool)
-    held: list[tuple[int, np.ndarray]] = []
-    for order, count, free_one in ops:
+    """Random alloc/free on two nodes: blocks never overlap, stay aligned and on
+    their node, and free + used = capacity; everything merges back at the end."""
+    area = FreeArea([0, 4096], [4096, 2048])
+    owned = np.zeros(4096 + 2048, dtype=bool)
+    held: list[tuple[int, int, np.ndarray]] = []
+    for nid, order, count, free_one in ops:
         if free_one and held:
-            o, blocks = held.pop(0)
-            buddy.free(o, blocks)
+            n, o, blocks = held.pop(0)
+            area.free(n, o, blocks)
             for b in blocks.tolist():
                 owned[b:b + (1 << o)] = False
             continue
-        blocks = buddy.alloc(order, count)
+        blocks = area.alloc(nid, order, count)
         assert blocks.size <= count
         assert not (blocks & ((1 << order) - 1)).any(), "naturally aligned"
+        lo, hi = (0, 4096) if nid == 0 else (4096, 6144)
+        assert ((blocks >= lo) & (blocks + (1 << order) <= hi)).all(), "on its node"
         for b in blocks.tolist():
             assert not owned[b:b + (1 << order)].any(), "overlapping allocation"
             owned[b:b + (1 << order)] = True
-        held.append((order, blocks))
-        assert buddy.nr_free_pages + int(owned.sum()) == 4096
-    for o, blocks in held:
-        buddy.free(o, blocks)
-    assert buddy.nr_free_pages == 4096
-    assert buddy.nr_free_blocks()[9] == 4096 >> 9, "everything merged back"
+        held.append((nid, order, blocks))
+        assert area.nr_free_pages(0) + area.nr_free_pages(1) + int(owned.sum()) == 6144
+    for n, o, blocks in held:
+        area.free(n, o, blocks)
+    assert area.nr_free_pages(0) == 4096 and area.nr_free_pages(1) == 2048
+    assert area.nr_free_blocks(0)[9] == 8 and area.nr_free_blocks(1)[9] == 4, "all merged back"
 
 
 def test_buddy_refuses_double_free():
-    buddy = BuddyAllocator(1024)
-    b = buddy.alloc(0, 2)
-    buddy.free(0, b[:1])
+    area = FreeArea([0], [1024])
+    b = area.alloc(0, 0, 2)
+    area.free(0, 0, b[:1])
     with pytest.raises(ValueError, match="double free"):
-        buddy.free(0, b[:1])
+        area.free(0, 0, b[:1])
 
 
 def test_node_capacity_must_be_2mib_multiple():

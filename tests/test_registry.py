@@ -6,7 +6,7 @@ import pytest
 import trio
 
 from migd.mm import MigrateReason, TenantSpec
-from migd.offload import CopyBatch, CpuMigrator, Migrator, OffloadRegistry, folios_mc_copy
+from migd.offload import CopyBatch, CpuMigrator, Migrator, OffloadRegistry
 
 from .conftest import MiB, make_engine, make_machine
 
@@ -23,9 +23,7 @@ class Gate(Migrator):
     async def migrate_offc(self, batch: CopyBatch) -> int:
         self.entered.set()
         await self.release.wait()
-        await folios_mc_copy(batch)
-        batch.mark_copied()
-        return 0
+        return await CpuMigrator().migrate_offc(batch)
 
 
 class Other(Gate):

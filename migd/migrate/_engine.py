@@ -4,9 +4,9 @@ The control flow is the kernel's: cut the list into batches; per batch an unmap
 loop (allocate the destination, lock, install migration entries) with retry
 passes, one batched TLB flush, the batch copy through the active migrator, a
 move loop (copy what is not yet copied, remap, unlock, free the source) and the
-undo of whatever is left.  The difference is granularity: each step handles all
-folios of the batch with a few numpy operations instead of a loop per folio,
-and falls back to per-folio handling only on rare paths (allocation failure).
+undo of whatever is left.  Control flow, clocks and accounting are here; the
+per-folio work of each loop is compiled (``_kernels``), and the common case —
+every folio unmapped on the first pass — takes no per-folio Python at all.
 
 One deliberate difference in accounting: when a destination allocation fails
 and migration stops (``-ENOMEM``), the kernel leaves the folios it never got to
@@ -20,7 +20,7 @@ from __future__ import annotations
 import errno
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import trio
@@ -39,6 +39,7 @@ from ..mm import (
     PG_movable_ops,
 )
 from ..offload import CopyBatch, Offload, OffloadRegistry, folios_mc_copy
+from . import _kernels as _k
 from ._stats import (
     PAGES_BUCKETS,
     SECONDS_BUCKETS,
@@ -55,8 +56,6 @@ NR_MAX_MIGRATE_PAGES_RETRY = 10
 NR_MAX_MIGRATE_ASYNC_RETRY = 3
 NR_MAX_MIGRATE_SYNC_RETRY = NR_MAX_MIGRATE_PAGES_RETRY - NR_MAX_MIGRATE_ASYNC_RETRY
 
-_NOT_COPIED = ~np.uint16(FOLIO_CONTENT_COPIED)
-_UNLOCK = ~np.uint16(PG_locked)
 _EMPTY = np.empty(0, dtype=np.int64)
 
 
@@ -80,22 +79,18 @@ class _Ctx:
 @dataclass
 class _Unmapped:
     """Folios that are unmapped and have a destination: the kernel's
-    ``unmap_folios`` / ``dst_folios`` lists, with the time each was unmapped."""
+    ``unmap_folios`` / ``dst_folios`` lists, with the time each was unmapped
+    (a scalar when all were unmapped at once)."""
 
     src: np.ndarray
     dst: np.ndarray
-    orders: np.ndarray
-    t_unmap: np.ndarray
+    t_unmap: np.ndarray | float
+    nr_movable_ops: int
 
-    def take(self, sel) -> _Unmapped:
-        return _Unmapped(self.src[sel], self.dst[sel], self.orders[sel], self.t_unmap[sel])
-
-    @staticmethod
-    def concat(parts: list[_Unmapped]) -> _Unmapped:
-        if not parts:
-            return _Unmapped(_EMPTY, _EMPTY, np.empty(0, np.int8), np.empty(0))
-        return _Unmapped(*(np.concatenate([getattr(p, f) for p in parts])
-                           for f in ("src", "dst", "orders", "t_unmap")))
+    def take(self, sel: np.ndarray) -> _Unmapped:
+        t = self.t_unmap if np.isscalar(self.t_unmap) else self.t_unmap[sel]
+        src = self.src[sel]
+        return _Unmapped(src, self.dst[sel], t, -1 if self.nr_movable_ops else 0)
 
 
 class MigrationEngine:
@@ -114,6 +109,10 @@ class MigrationEngine:
         self.profile = profile
         self.registry = registry or OffloadRegistry()
         self.faults = faults or FaultInjector()
+        mem = self.memory
+        # What the compiled loops work on: free area, mem_map, page table.
+        self._kernel_state = (mem.free_area.bitmap, mem.free_area.area, mem.mem_map,
+                              machine.ptes)
         self._nr_max_batched_migration = NR_MAX_BATCHED_MIGRATION
         self._listeners: list[Callable[[BatchRecord], None]] = []
         self._vmstat = np.zeros((MR_TYPES, len(VMSTAT_ITEMS)), dtype=np.int64)
@@ -195,8 +194,8 @@ class MigrationEngine:
         """Migrate ``folios`` (head pfns, in list order) to node ``target_nid``."""
         if not 0 <= target_nid < len(self.memory.nodes):
             raise ValueError(f"target node {target_nid} does not exist")
-        rest = np.asarray(folios, dtype=np.int64)
-        if (self.memory.folio_order[rest] < 0).any():
+        rest = np.ascontiguousarray(folios, dtype=np.int64)
+        if rest.size and (self.memory.folio_order[rest] < 0).any():
             raise ValueError("migrate_pages() of a page that is not an allocated folio")
         stats = MigrateStats()
         failed: list[np.ndarray] = []
@@ -208,7 +207,7 @@ class MigrationEngine:
                 # The batch ends with the folio that reaches the bound (the
                 # kernel's "nr_pages >= NR_MAX_BATCHED_MIGRATION" cut).
                 bound = self.batch_bound(offload)
-                n = min(int(np.searchsorted(cum, done_pages + bound)) + 1, rest.size)
+                n = min(int(cum.searchsorted(done_pages + bound)) + 1, rest.size)
                 done_pages = int(cum[n - 1])
                 cum = cum[n:]
                 batch, rest = rest[:n], rest[n:]
@@ -218,7 +217,8 @@ class MigrationEngine:
                         ctx, batch, MigrateMode.MIGRATE_ASYNC, NR_MAX_MIGRATE_PAGES_RETRY)
                 else:
                     rc, left, split = await self._migrate_pages_sync(ctx, batch)
-                failed.append(left)
+                if left.size:
+                    failed.append(left)
                 if rc < 0:
                     # Stopped (-ENOMEM): what was never tried fails too.
                     self._count_failed(ctx, np.concatenate([split, rest]))
@@ -235,15 +235,16 @@ class MigrationEngine:
         left = np.concatenate(failed) if failed else _EMPTY
         if left.size == 0:
             rc_gather = 0
-        self._count_vm_events(reason, stats)
+        self._vmstat[reason] += (stats.nr_succeeded, stats.nr_failed_pages,
+                                 stats.nr_thp_succeeded, stats.nr_thp_failed, stats.nr_thp_split)
         return MigrateResult(rc_gather, stats, left)
 
     async def _migrate_pages_sync(self, ctx: _Ctx, batch: np.ndarray):
         """``migrate_pages_sync()``: one ASYNC batch, then folio by folio, SYNC."""
         astats = MigrateStats()
         rc, left, split = await self._migrate_pages_batch(
-            replace(ctx, stats=astats), batch, MigrateMode.MIGRATE_ASYNC,
-            NR_MAX_MIGRATE_ASYNC_RETRY)
+            _Ctx(ctx.target_nid, ctx.reason, ctx.offload, astats), batch,
+            MigrateMode.MIGRATE_ASYNC, NR_MAX_MIGRATE_ASYNC_RETRY)
         s = ctx.stats
         s.nr_succeeded += astats.nr_succeeded
         s.nr_folios_succeeded += astats.nr_folios_succeeded
@@ -256,9 +257,13 @@ class MigrationEngine:
             s.nr_thp_failed += astats.nr_thp_failed
             return rc, left, split
         s.nr_thp_failed += astats.nr_thp_split
-        nr_failed = astats.nr_split
+        if left.size == 0:
+            return astats.nr_split, left, split
         # Every failure is retried synchronously, one folio at a time; the
-        # async attempt's failures are not counted (they are retried).
+        # async attempt's failures are not counted (they are retried).  Its
+        # per-migrator counts are taken back for the same reason.
+        self._uncount_folios(ctx, astats)
+        nr_failed = astats.nr_split
         still, splits = [], [split]
         for i, folio in enumerate(left.tolist()):
             rc, one, part = await self._migrate_pages_batch(
@@ -271,8 +276,7 @@ class MigrationEngine:
                 still.append(left[i + 1:])
                 return rc, np.concatenate(still), np.concatenate(splits)
             nr_failed += rc
-        return (nr_failed, np.concatenate(still) if still else _EMPTY,
-                np.concatenate(splits))
+        return nr_failed, np.concatenate(still), np.concatenate(splits)
 
     # -- migrate_pages_batch ------------------------------------------------------------
 
@@ -280,59 +284,74 @@ class MigrationEngine:
                                    nr_pass: int, may_split: bool = True):
         """Returns ``(rc, left, split)``: rc as the kernel's, the folios that
         stay at the source, and the parts of folios split on -ENOMEM."""
-        mem = self.memory
         t_entry = trio.current_time()
-        nr_pages = int(mem.folio_nr_pages(folios).sum())
+        nr_pages = int(self.memory.folio_nr_pages(folios).sum())
         nosplit = ctx.reason == MigrateReason.MR_NUMA_MISPLACED or not may_split
-        pending = folios
-        unmapped: list[_Unmapped] = []
-        splits: list[np.ndarray] = []
-        failed: list[np.ndarray] = []
-        rc_saved = 0
-        for _ in range(nr_pass):
-            if pending.size == 0:
-                break
-            done, pending, split, stop = await self._unmap_pass(ctx, pending, nosplit)
-            unmapped.append(done)
-            splits += split
-            if stop is not None:
-                # "When memory is low, don't bother to try to migrate other
-                # folios, move unmapped folios, then exit."
-                failed.append(np.concatenate([[stop], pending]).astype(np.int64))
-                pending = _EMPTY
-                rc_saved = -errno.ENOMEM
-                break
-        failed.append(pending)  # -EAGAIN after every pass
-        todo = _Unmapped.concat(unmapped)
+        todo, left, splits, rc_saved = await self._unmap_loop(ctx, folios, nr_pass, nosplit)
         nr_offloaded = nr_fallback = 0
         cause = None
-        moved_times: list[np.ndarray] = []
         first_folio = None
+        inaccessible: list[np.ndarray] = []
         if todo.src.size:
             await self.clock.spend(self.profile.cpu.flush_us * 1e-6)  # try_to_unmap_flush()
             nr_offloaded, nr_fallback, cause = await self._batch_copy(ctx, todo)
             for _ in range(nr_pass):
                 # folio_migrate_mapping(): someone took a reference -> -EAGAIN
-                busy = mem.refcount[todo.src] != 1
-                movable = todo.take(~busy)
+                busy = self.memory.refcount[todo.src] != 1
+                movable = todo.take(~busy) if busy.any() else todo
                 if movable.src.size:
                     t_remap = await self._move(ctx, movable)
                     if first_folio is None:
-                        first_folio = t_remap[0] - t_entry
-                    moved_times.append(t_remap - movable.t_unmap)
-                todo = todo.take(busy)
-                if todo.src.size == 0:
+                        first_folio = float(t_remap[0] - t_entry)
+                    inaccessible.append(t_remap - movable.t_unmap)
+                if not busy.any():
                     break
-            if todo.src.size:
-                moved_times.append(self._undo(todo) - todo.t_unmap)
-                failed.append(todo.src)
-        left = np.concatenate(failed) if failed else _EMPTY
-        self._count_failed(ctx, left)
+                todo = todo.take(busy)
+            else:
+                inaccessible.append(self._undo(todo) - todo.t_unmap)
+                left = np.concatenate([left, todo.src])
+        if left.size:
+            self._count_failed(ctx, left)
         nr_failed = int(left.size) + len(splits)
         split = np.concatenate(splits) if splits else _EMPTY
         self._record_batch(ctx, mode, folios.size, nr_pages, nr_failed, nr_offloaded,
-                           nr_fallback, cause, t_entry, first_folio, moved_times)
+                           nr_fallback, cause, t_entry, first_folio, inaccessible)
         return (rc_saved or nr_failed), left, split
+
+    async def _unmap_loop(self, ctx: _Ctx, folios: np.ndarray, nr_pass: int, nosplit: bool):
+        """The unmap loop with its passes.
+
+        Returns ``(unmapped, left, split_parts, rc)``: what is unmapped, the
+        folios that failed (-EAGAIN after every pass, or not tried after
+        -ENOMEM), the parts of folios split on -ENOMEM, and -ENOMEM or 0.
+        """
+        pending = folios
+        parts: list[_Unmapped] = []
+        splits: list[np.ndarray] = []
+        for _ in range(nr_pass):
+            done, pending, split, stopped = await self._unmap_pass(ctx, pending, nosplit)
+            if done.src.size:
+                parts.append(done)
+            splits += split
+            if stopped is not None:
+                # "When memory is low, don't bother to try to migrate other
+                # folios, move unmapped folios, then exit."
+                left = np.concatenate([np.array([stopped], dtype=np.int64), pending])
+                return self._join(parts), left, splits, -errno.ENOMEM
+            if pending.size == 0:
+                break
+        return self._join(parts), pending, splits, 0
+
+    @staticmethod
+    def _join(parts: list[_Unmapped]) -> _Unmapped:
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return _Unmapped(_EMPTY, _EMPTY, 0.0, 0)
+        return _Unmapped(
+            np.concatenate([p.src for p in parts]), np.concatenate([p.dst for p in parts]),
+            np.concatenate([np.broadcast_to(p.t_unmap, p.src.shape) for p in parts]),
+            sum(p.nr_movable_ops for p in parts))
 
     async def _unmap_pass(self, ctx: _Ctx, pending: np.ndarray, nosplit: bool):
         """One pass of the unmap loop over ``pending``, in list order.
@@ -343,65 +362,51 @@ class MigrationEngine:
         """
         mem = self.memory
         n = pending.size
-        orders = mem.folio_order[pending]
-        # get_new_folio(): allocate destinations in list order.
-        dst = np.full(n, -1, dtype=np.int64)
-        can = ~self.faults["fail_migrate_alloc"].should_fail_many(n)
-        if orders.min() == orders.max():
-            groups = [(int(orders[0]), np.flatnonzero(can))]
-        else:
-            groups = [(int(o), np.flatnonzero(can & (orders == o))) for o in np.unique(orders)]
-        for order, sel in groups:
-            got = mem.folio_alloc(ctx.target_nid, order, sel.size)
-            dst[sel[:got.size]] = got
-        stop = n
+        fail_alloc = self.faults["fail_migrate_alloc"].should_fail_many(n)
+        result = np.full(n, _k.UNMAP_NOT_TRIED, dtype=np.int8)
+        dst = np.empty(n, dtype=np.int64)
         split_parts: list[np.ndarray] = []
-        split_mask = np.zeros(n, dtype=bool)
-        for i in np.flatnonzero(dst < 0).tolist():  # -ENOMEM, rare
-            # try_split_folio(): refused for a locked or pinned folio
-            splittable = (not mem.flags[pending[i]] & PG_locked
-                          and mem.refcount[pending[i]] == 1 + mem.mapcount[pending[i]])
-            if orders[i] > 0 and not nosplit and splittable:
-                head = int(pending[i])
-                split_parts.append(mem.split_folio(head))
-                split_mask[i] = True
-                is_thp = int(orders[i] == HPAGE_PMD_ORDER)
-                ctx.stats.nr_thp_split += is_thp
-                ctx.stats.nr_thp_failed += is_thp
-                ctx.stats.nr_split += 1
-                continue
-            stop = i
-            break
-        tried = np.arange(n) < stop
-        if stop < n:
-            give_back = (~tried) & (dst >= 0)
-            mem.folio_put(dst[give_back])
-            dst[give_back] = -1
-        # Locked by someone else, or pinned (try_to_migrate() cannot unmap a
-        # maybe-DMA-pinned anon page): -EAGAIN, retried next pass.
-        expected = 1 + mem.mapcount[pending].astype(np.int32)
-        busy = ((mem.flags[pending] & PG_locked) != 0) | (mem.refcount[pending] > expected)
-        ok = tried & ~split_mask & (dst >= 0) & ~busy
-        mem.folio_put(dst[tried & busy & (dst >= 0)])
-        src, d, o = pending[ok], dst[ok], orders[ok]
+        stopped_at = None
         t0 = trio.current_time()
-        if src.size:
-            mem.flags[src] |= PG_locked
-            mem.flags[d] |= PG_locked | (mem.flags[src] & PG_movable_ops)
-            self.machine.try_to_migrate(src, o)
-        costs = self.profile.cpu.unmap_seconds(o)
+        first = nr_unmapped = nr_movable_ops = 0
+        while True:
+            i, unmapped, movable_ops = _k.migrate_folio_unmap_batch(
+                *self._kernel_state, pending, fail_alloc, ctx.target_nid, first, result, dst)
+            nr_unmapped += unmapped
+            nr_movable_ops += movable_ops
+            if i == n:
+                break
+            # -ENOMEM at folio i: split a large folio and go on, else stop.
+            head = int(pending[i])
+            order = int(mem.folio_order[head])
+            splittable = (not mem.flags[head] & PG_locked
+                          and mem.refcount[head] == 1 + mem.mapcount[head])  # try_split_folio()
+            if order == 0 or nosplit or not splittable:
+                stopped_at = head
+                break
+            split_parts.append(mem.split_folio(head))
+            result[i] = _k.UNMAP_SPLIT
+            is_thp = int(order == HPAGE_PMD_ORDER)
+            ctx.stats.nr_thp_split += is_thp
+            ctx.stats.nr_thp_failed += is_thp
+            ctx.stats.nr_split += 1
+            first = i + 1
+        if nr_unmapped == n:
+            src, still = pending, _EMPTY
+        else:
+            ok = result == _k.MIGRATEPAGE_UNMAP
+            src, dst = pending[ok], dst[ok]
+            still = pending[(result == _k.UNMAP_EAGAIN) | (result == _k.UNMAP_NOT_TRIED)]
+            if stopped_at is not None:
+                still = still[still != stopped_at]
         if self.clock.virtual:
+            costs = self.profile.cpu.unmap_seconds(mem.folio_order[src])
             t_unmap = t0 + np.cumsum(costs)
             await self.clock.spend(float(costs.sum()))
         else:
-            t_unmap = np.full(src.size, t0)
-            await self.clock.yield_point()
-        still = pending[tried & ~split_mask & ~ok]
-        untried = pending[stop + 1:] if stop < n else _EMPTY
-        stopped_at = int(pending[stop]) if stop < n else None
-        if stopped_at is not None:
-            still = np.concatenate([still, untried])
-        return _Unmapped(src, d, o, t_unmap), still, split_parts, stopped_at
+            t_unmap = t0
+            await self.clock.yield_point()  # mutators may now meet migration entries
+        return _Unmapped(src, dst, t_unmap, nr_movable_ops), still, split_parts, stopped_at
 
     async def _batch_copy(self, ctx: _Ctx, todo: _Unmapped) -> tuple[int, int, str | None]:
         """The RFC's batch copy of eligible folios through the active migrator.
@@ -413,21 +418,22 @@ class MigrationEngine:
         offload = ctx.offload
         if not (offload.reason_mask >> ctx.reason) & 1:
             return 0, 0, None
-        eligible = (mem.refcount[todo.src] == 1) & ((mem.flags[todo.src] & PG_movable_ops) == 0)
-        if not eligible.any():
-            return 0, 0, None
-        sel = slice(None) if eligible.all() else eligible
-        batch = CopyBatch(mem, todo.src[sel], todo.dst[sel], todo.orders[sel],
-                          self.clock, self.profile)
+        src, dst = todo.src, todo.dst
+        if todo.nr_movable_ops:
+            eligible = (mem.flags[src] & PG_movable_ops) == 0
+            src, dst = src[eligible], dst[eligible]
+            if src.size == 0:
+                return 0, 0, None
         if offload.is_default:
-            self._add_cpu_seconds("cpu", await folios_mc_copy(batch))
-            batch.mark_copied()
-            return batch.nr_folios, 0, None
+            seconds = await folios_mc_copy(mem, src, dst, self.clock, self.profile)
+            self._add_cpu_seconds("cpu", seconds)
+            return int(src.size), 0, None
+        batch = CopyBatch(mem, src, dst, mem.folio_order[src], self.clock, self.profile)
         try:
             rc = await offload.migrator.migrate_offc(batch)
         except Exception:  # a migrator bug must not lose pages: the CPU copies
             rc = -errno.EIO
-        missed = int(((mem.flags[batch.src] & FOLIO_CONTENT_COPIED) == 0).sum())
+        missed = int(((mem.flags[src] & FOLIO_CONTENT_COPIED) == 0).sum())
         cause = None
         if missed:
             cause = errno.errorcode.get(-rc, "EIO") if rc < 0 else "incomplete"
@@ -435,57 +441,45 @@ class MigrationEngine:
         return batch.nr_folios, missed, cause
 
     async def _move(self, ctx: _Ctx, mv: _Unmapped) -> np.ndarray:
-        """The move loop: per folio, copy unless copied, remap, unlock, free.
+        """The move loop; returns each folio's remap time.
 
         The first folio is moved on its own so that its remap time is real
-        (first-folio latency); the rest follow as one vector step.  Returns
-        each folio's remap time.
+        (first-folio latency); the rest follow in one compiled loop.
         """
         mem = self.memory
+        virtual = self.clock.virtual
         times = []
-        for part in (slice(0, 1), slice(1, None)):
-            s, d, o = mv.src[part], mv.dst[part], mv.orders[part]
-            if s.size == 0:
-                break
-            copied = (mem.flags[s] & FOLIO_CONTENT_COPIED) != 0
-            mem.flags[s] &= _NOT_COPIED  # consumed on first read
-            costs = self.profile.cpu.move_seconds(o)
-            if not copied.all():  # folio_mc_copy() of what the batch copy missed
-                need = ~copied
-                t = time.perf_counter()
-                mem.copy_folios(d[need], s[need], o[need])
-                cpu_copy = np.where(need, self.profile.cpu.copy_seconds(o), 0.0)
-                costs = costs + cpu_copy
-                self._add_cpu_seconds("cpu", float(cpu_copy.sum()) if self.clock.virtual
-                                      else time.perf_counter() - t)
-            t0 = trio.current_time()
-            if self.clock.virtual:
+        for part in ((slice(None),) if mv.src.size == 1 else (slice(0, 1), slice(1, None))):
+            s, d = mv.src[part], mv.dst[part]
+            costs = None
+            if virtual:  # charge before remapping: the time passes, then the PTEs change
+                orders = mem.folio_order[s]
+                copy = (mem.flags[s] & FOLIO_CONTENT_COPIED) == 0
+                cpu_copy = np.where(copy, self.profile.cpu.copy_seconds(orders), 0.0)
+                costs = self.profile.cpu.move_seconds(orders) + cpu_copy
+                self._add_cpu_seconds("cpu", float(cpu_copy.sum()))
+                t0 = trio.current_time()
                 await self.clock.spend(float(costs.sum()))
-            mem.mapping[d] = mem.mapping[s]  # folio_migrate_mapping()
-            mem.index[d] = mem.index[s]
-            self.machine.remove_migration_ptes(s, d, o)
-            mem.flags[d] &= _UNLOCK
-            mem.flags[s] &= _UNLOCK
-            mem.refcount[s] -= 1
-            mem.folio_put(s)
-            times.append(t0 + np.cumsum(costs) if self.clock.virtual
+            start = time.perf_counter()
+            copied = np.empty(s.size, dtype=np.bool_)
+            nr_pages, nr_thp, nr_copied = _k.migrate_folio_move_batch(
+                *self._kernel_state, mem.arena.ctypes.data, mem.page_bytes, s, d, copied)
+            if nr_copied and not virtual:
+                self._add_cpu_seconds("cpu", time.perf_counter() - start)
+            self.machine.wake_remapped()
+            times.append(t0 + np.cumsum(costs) if virtual
                          else np.full(s.size, trio.current_time()))
-            ctx.stats.nr_succeeded += int(np.left_shift(1, o.astype(np.int64)).sum())
-            ctx.stats.nr_folios_succeeded += int(s.size)
-            ctx.stats.nr_thp_succeeded += int((o == HPAGE_PMD_ORDER).sum())
-            self._count_folios(ctx, o, True)
-            if not self.clock.virtual:
-                await self.clock.yield_point()
-        return np.concatenate(times)
+            st = ctx.stats
+            st.nr_succeeded += nr_pages
+            st.nr_folios_succeeded += int(s.size)
+            st.nr_thp_succeeded += nr_thp
+            self._count_folios(ctx, int(s.size), nr_pages, True)
+        return times[0] if len(times) == 1 else np.concatenate(times)
 
     def _undo(self, todo: _Unmapped) -> np.ndarray:
         """``migrate_folio_undo_src()`` / ``_dst()``: remap the source, free the dst."""
-        mem = self.memory
-        mem.flags[todo.src] &= _NOT_COPIED
-        self.machine.remove_migration_ptes(todo.src, todo.src, todo.orders)
-        mem.flags[todo.src] &= _UNLOCK
-        mem.flags[todo.dst] &= _UNLOCK
-        mem.folio_put(todo.dst)
+        _k.migrate_folio_undo_batch(*self._kernel_state, todo.src, todo.dst)
+        self.machine.wake_remapped()
         return np.full(todo.src.size, trio.current_time())
 
     # -- accounting ----------------------------------------------------------------------
@@ -494,32 +488,33 @@ class MigrationEngine:
         if heads.size == 0:
             return
         o = self.memory.folio_order[heads]
-        ctx.stats.nr_failed_pages += int(np.left_shift(1, o.astype(np.int64)).sum())
+        nr_pages = int(np.left_shift(1, o.astype(np.int64)).sum())
+        ctx.stats.nr_failed_pages += nr_pages
         ctx.stats.nr_folios_failed += int(heads.size)
         ctx.stats.nr_thp_failed += int((o == HPAGE_PMD_ORDER).sum())
-        self._count_folios(ctx, o, False)
+        self._count_folios(ctx, int(heads.size), nr_pages, False)
 
-    def _count_folios(self, ctx: _Ctx, orders: np.ndarray, ok: bool) -> None:
+    def _count_folios(self, ctx: _Ctx, nr_folios: int, nr_pages: int, ok: bool) -> None:
         key = (ctx.offload.migrator.name, ctx.reason.label, ok)
-        self._folios[key] = self._folios.get(key, 0) + int(orders.size)
-        nbytes = int(np.left_shift(1, orders.astype(np.int64)).sum()) * PAGE_SIZE
-        self._bytes[key] = self._bytes.get(key, 0) + nbytes
+        self._folios[key] = self._folios.get(key, 0) + nr_folios
+        self._bytes[key] = self._bytes.get(key, 0) + nr_pages * PAGE_SIZE
+
+    def _uncount_folios(self, ctx: _Ctx, s: MigrateStats) -> None:
+        """Take back the failures of a pass whose failures are retried."""
+        self._count_folios(ctx, -s.nr_folios_failed, -s.nr_failed_pages, False)
 
     def _add_cpu_seconds(self, who: str, seconds: float) -> None:
         self._cpu_copy_seconds[who] = self._cpu_copy_seconds.get(who, 0.0) + seconds
 
-    def _count_vm_events(self, reason: MigrateReason, s: MigrateStats) -> None:
-        self._vmstat[reason] += (s.nr_succeeded, s.nr_failed_pages, s.nr_thp_succeeded,
-                                 s.nr_thp_failed, s.nr_thp_split)
-
     def _record_batch(self, ctx, mode, nr_folios, nr_pages, nr_failed, nr_offloaded,
-                      nr_fallback, cause, t_entry, first_folio, moved_times) -> None:
+                      nr_fallback, cause, t_entry, first_folio, inaccessible) -> None:
         name = ctx.offload.migrator.name
         self._batches[name] = self._batches.get(name, 0) + 1
-        inacc = np.concatenate(moved_times) if moved_times else np.empty(0)
-        self._h_batch_pages.observe_many(np.array([nr_pages], dtype=np.float64))
+        self._h_batch_pages.observe(nr_pages)
         if first_folio is not None:
-            self._h_first_folio.observe_many(np.array([first_folio]))
+            self._h_first_folio.observe(first_folio)
+        inacc = (inaccessible[0] if len(inaccessible) == 1 else
+                 np.concatenate(inaccessible) if inaccessible else np.empty(0))
         self._h_inaccessible.observe_many(inacc)
         if not self._listeners:
             return

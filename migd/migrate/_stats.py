@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,10 +31,18 @@ class Histogram:
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = np.asarray(bounds, dtype=np.float64)
+        self._bounds = list(bounds)
         self.counts = np.zeros(len(bounds) + 1, dtype=np.int64)  # last: +Inf
         self.sum = 0.0
 
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self._bounds, value)] += 1
+        self.sum += value
+
     def observe_many(self, values: np.ndarray) -> None:
+        if values.size == 1:
+            self.observe(float(values[0]))
+            return
         if values.size == 0:
             return
         idx = np.searchsorted(self.bounds, values, side="left")

@@ -1,9 +1,10 @@
-"""The emulated machine: physical memory, tenants, and the rmap between them.
+"""The emulated machine: physical memory, tenants, and the page table between them.
 
-``try_to_migrate()`` and ``remove_migration_ptes()`` are the two rmap walks
-migration needs (mm/rmap.c, mm/migrate.c); they work on arrays of folios.
-Accesses by tenants go through ``access()``, which waits on migration entries
-the way a page fault on one waits in ``migration_entry_wait()``.
+All tenants' page tables live in one machine-wide array of virtual pages (each
+tenant owns a range starting at its ``vbase``), so a folio's ``index`` alone
+leads the rmap walks (``_rmap``) to its PTEs.  Accesses by tenants go through
+``access()``, which waits on migration entries the way a page fault on one
+waits in ``migration_entry_wait()``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import trio
 
 from . import _content
 from ._memory import NodeSpec, PhysMemory
-from ._page import FOLIO_WAS_MAPPED, FOLIO_WAS_MLOCKED, PAGE_SIZE, PG_mlocked, PG_movable_ops
+from ._page import PAGE_SIZE, PG_mlocked, PG_movable_ops, pte_dtype
 from ._tenant import Tenant, TenantSpec
 
 
@@ -42,6 +43,15 @@ class Machine:
         kw = {} if words_per_page is None else {"words_per_page": words_per_page}
         self.memory = PhysMemory(nodes, **kw)
         self.tenants: list[Tenant] = []
+        # The page table: every mapped page is backed, so the machine's page
+        # count bounds the virtual pages of all tenants together.
+        n = self.memory.nr_pages
+        self.ptes = np.zeros(n, dtype=pte_dtype)
+        self.ptes["pfn"] = -1
+        self.pte_pfn = self.ptes["pfn"]
+        self.migration_entry = self.ptes["migration_entry"]
+        self.version = np.zeros(n, dtype=np.uint32)
+        self._next_vpage = 0
         self._remapped = trio.Event()
 
     # -- tenants ----------------------------------------------------------------
@@ -63,8 +73,12 @@ class Machine:
         if heads.size < nr_folios:
             mem.folio_put(heads)
             raise MemoryError(f"tenant {spec.name!r}: node{spec.home_node} is too small")
-        tenant = Tenant(len(self.tenants), spec, nr_pages)
-        vheads = np.arange(nr_folios, dtype=np.int64) << spec.order
+        vbase = self._next_vpage
+        self._next_vpage += nr_pages
+        v = slice(vbase, vbase + nr_pages)
+        tenant = Tenant(len(self.tenants), spec, vbase, self.pte_pfn[v],
+                        self.migration_entry[v], self.version[v])
+        vheads = vbase + (np.arange(nr_folios, dtype=np.int64) << spec.order)
         mem.mapping[heads] = tenant.tid
         mem.index[heads] = vheads
         mem.mapcount[heads] = 1
@@ -83,64 +97,10 @@ class Machine:
         pfns = tenant.pte_pfn if vpages is None else tenant.pte_pfn[vpages]
         return np.unique(self.memory.page_folio(pfns))
 
-    # -- rmap walks ---------------------------------------------------------------
-
-    def _vpages(self, heads: np.ndarray, orders: np.ndarray) -> np.ndarray:
-        mem = self.memory
-        return mem.folio_pages(mem.index[heads].astype(np.int64), orders)
-
-    def _by_tenant(self, heads: np.ndarray):
-        tids = self.memory.mapping[heads]
-        if tids.size and tids.min() == tids.max():
-            if tids[0] >= 0:
-                yield self.tenants[tids[0]], slice(None)
-            return
-        for tid in np.unique(tids):
-            if tid >= 0:
-                sel = tids == tid
-                yield self.tenants[tid], sel
-
-    def try_to_migrate(self, src: np.ndarray, orders: np.ndarray) -> None:
-        """Replace the PTEs of mapped folios with migration entries.
-
-        Records FOLIO_WAS_MAPPED / FOLIO_WAS_MLOCKED on the source folio (the
-        kernel's ``old_page_state``) and drops the mapping references.
-        """
-        mem = self.memory
-        mapped = mem.mapcount[src] > 0
-        mlocked = (mem.flags[src] & PG_mlocked) != 0
-        mem.flags[src[mapped]] |= FOLIO_WAS_MAPPED
-        mem.flags[src[mlocked]] |= FOLIO_WAS_MLOCKED
-        mem.flags[src[mlocked]] &= ~np.uint16(PG_mlocked)
-        for tenant, sel in self._by_tenant(src[mapped]):
-            heads = src[mapped][sel]
-            tenant.migration_entry[self._vpages(heads, orders[mapped][sel])] = True
-        mem.refcount[src] -= mem.mapcount[src]
-        mem.mapcount[src] = 0
-
-    def remove_migration_ptes(self, src: np.ndarray, dst: np.ndarray,
-                              orders: np.ndarray) -> None:
-        """Point the migration entries of ``src`` at ``dst`` and make them present.
-
-        ``dst`` may be ``src`` itself: that is the undo path
-        (``migrate_folio_undo_src``), which restores the original mapping.
-        Consumes FOLIO_WAS_MAPPED / FOLIO_WAS_MLOCKED and wakes waiters.
-        """
-        mem = self.memory
-        was_mapped = (mem.flags[src] & FOLIO_WAS_MAPPED) != 0
-        was_mlocked = (mem.flags[src] & FOLIO_WAS_MLOCKED) != 0
-        mem.flags[src] &= ~np.uint16(FOLIO_WAS_MAPPED | FOLIO_WAS_MLOCKED)
-        mem.flags[dst[was_mlocked]] |= PG_mlocked
-        s, d, o = src[was_mapped], dst[was_mapped], orders[was_mapped]
-        if s.size:
-            for tenant, sel in self._by_tenant(s):
-                vpages = self._vpages(s[sel], o[sel])
-                tenant.pte_pfn[vpages] = mem.folio_pages(d[sel], o[sel])
-                tenant.migration_entry[vpages] = False
-            mem.mapcount[d] = 1
-            mem.refcount[d] += 1
-            self._remapped.set()
-            self._remapped = trio.Event()
+    def wake_remapped(self) -> None:
+        """Wake tasks waiting on migration entries (``migration_entry_wait()``)."""
+        self._remapped.set()
+        self._remapped = trio.Event()
 
     # -- tenant accesses ------------------------------------------------------------
 
@@ -213,7 +173,7 @@ class Machine:
             unmapped += int((~valid).sum())
             ok_pfns, ok_v = pfns[valid], np.flatnonzero(valid)
             heads = mem.page_folio(ok_pfns)
-            expect_index = mem.index[heads].astype(np.int64) + (ok_pfns - heads)
+            expect_index = mem.index[heads].astype(np.int64) + (ok_pfns - heads) - t.vbase
             misattributed += int(((mem.mapping[heads] != t.tid) | (expect_index != ok_v)).sum())
             bad = _content.verify_pages(mem.arena, ok_pfns,
                                         _content.page_keys(t.tid, ok_v, t.version[ok_v]))

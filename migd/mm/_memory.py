@@ -19,12 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._buddy import BuddyAllocator
-from ._page import HPAGE_PMD_NR, MAX_FOLIO_ORDER, PAGE_SIZE
+from . import _copy, _rmap
+from ._buddy import FreeArea
+from ._page import HPAGE_PMD_NR, MAX_FOLIO_ORDER, PAGE_SIZE, page_dtype
 
 #: Words per page in the arena when bytes really move (a 4 KiB page).
 WORDS_PER_PAGE_REAL = PAGE_SIZE // 8
-_SLICE_COPY_ORDER = 6
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class NodeSpec:
 
 
 class Node:
-    """One NUMA node: a pfn range and its buddy allocator."""
+    """One NUMA node: a pfn range of the machine's free area."""
 
     def __init__(self, nid: int, spec: NodeSpec, start_pfn: int) -> None:
         nr_pages = spec.capacity_bytes // PAGE_SIZE
@@ -52,7 +52,7 @@ class Node:
         self.demotion_target = spec.demotion_target
         self.start_pfn = start_pfn
         self.nr_pages = nr_pages
-        self.buddy = BuddyAllocator(nr_pages)
+        self.free_area: FreeArea | None = None
 
     @property
     def end_pfn(self) -> int:
@@ -60,7 +60,7 @@ class Node:
 
     @property
     def nr_free_pages(self) -> int:
-        return self.buddy.nr_free_pages
+        return self.free_area.nr_free_pages(self.nid)
 
 
 class PhysMemory:
@@ -84,23 +84,30 @@ class PhysMemory:
             self.nodes.append(node)
             start = node.end_pfn
         self.nr_pages = start
+        self.free_area = FreeArea([nd.start_pfn for nd in self.nodes],
+                                  [nd.nr_pages for nd in self.nodes])
+        for nd in self.nodes:
+            nd.free_area = self.free_area
         self.words_per_page = words_per_page
         n = self.nr_pages
-        # struct page, split into arrays (see module docstring).
-        self.folio_order = np.full(n, -1, dtype=np.int8)  # -1: free page
-        self.flags = np.zeros(n, dtype=np.uint16)
-        self.refcount = np.zeros(n, dtype=np.int32)
-        self.mapcount = np.zeros(n, dtype=np.int16)
-        self.mapping = np.full(n, -1, dtype=np.int32)  # owning tenant (anon_vma)
-        self.index = np.zeros(n, dtype=np.int32)  # vpage of the head page
-        self.nid_of = np.concatenate(
-            [np.full(nd.nr_pages, nd.nid, dtype=np.int8) for nd in self.nodes]
-        )
+        # struct page (see _page.page_dtype); the per-field names are numpy
+        # views of mem_map, for vectorised code.
+        self.mem_map = np.zeros(n, dtype=page_dtype)
+        self.mem_map["order"] = -1
+        self.mem_map["mapping"] = -1
+        for nd in self.nodes:
+            self.mem_map["nid"][nd.start_pfn:nd.end_pfn] = nd.nid
+        self.folio_order = self.mem_map["order"]
+        self.flags = self.mem_map["flags"]
+        self.refcount = self.mem_map["refcount"]
+        self.mapcount = self.mem_map["mapcount"]
+        self.mapping = self.mem_map["mapping"]
+        self.index = self.mem_map["index"]
+        self.nid_of = self.mem_map["nid"]
         # Page contents.  np.zeros maps lazily; touch every page now so that
         # first-touch page faults never land inside a timed copy.
         self.arena = np.zeros((n, words_per_page), dtype=np.uint64)
         self.arena.fill(0)
-        self._views: dict[int, np.ndarray] = {}
 
     # -- folio lookup -------------------------------------------------------
 
@@ -135,37 +142,17 @@ class PhysMemory:
         """
         if not 0 <= order <= MAX_FOLIO_ORDER:
             raise ValueError(f"folio order {order} is outside 0..{MAX_FOLIO_ORDER}")
-        node = self.nodes[nid]
-        heads = node.buddy.alloc(order, count) + node.start_pfn
-        self.folio_order[self.folio_pages(heads, np.full(heads.size, order))] = order
-        self.flags[heads] = 0
-        self.refcount[heads] = 1
-        self.mapcount[heads] = 0
-        self.mapping[heads] = -1
-        self.index[heads] = 0
-        return heads
+        out = np.empty(count, dtype=np.int64)
+        n = _rmap.folio_alloc_batch(self.free_area.bitmap, self.free_area.area, self.mem_map,
+                                    nid, order, count, out)
+        return out[:n]
 
     def folio_put(self, heads: np.ndarray) -> None:
         """Drop the last reference: return the folios to their node's buddy."""
         heads = np.asarray(heads, dtype=np.int64)
-        if heads.size == 0:
-            return
-        orders = self.folio_order[heads]
-        if (orders < 0).any():
-            raise ValueError("folio_put() of a page that is not allocated")
-        self.folio_order[self.folio_pages(heads, orders)] = -1
-        self.refcount[heads] = 0
-        self.mapping[heads] = -1
-        nids = self.nid_of[heads]
-        if nids.min() == nids.max() and orders.min() == orders.max():
-            node = self.nodes[nids[0]]
-            node.buddy.free(int(orders[0]), heads - node.start_pfn)
-            return
-        for nid in np.unique(nids):
-            node = self.nodes[nid]
-            for order in np.unique(orders[nids == nid]):
-                sel = heads[(nids == nid) & (orders == order)]
-                node.buddy.free(int(order), sel - node.start_pfn)
+        if heads.size:
+            _rmap.folio_put_batch(self.free_area.bitmap, self.free_area.area, self.mem_map,
+                                  heads)
 
     def split_folio(self, head: int) -> np.ndarray:
         """Split a large folio into order-0 folios in place (``split_folio()``).
@@ -187,44 +174,18 @@ class PhysMemory:
 
     # -- contents -------------------------------------------------------------
 
-    def folio_view(self, order: int) -> np.ndarray:
-        """The arena as a 1-d array with one opaque element per order-``order`` block.
-
-        ``view[dst >> order] = view[src >> order]`` copies whole folios, one
-        memcpy each, without per-word work in numpy.
-        """
-        view = self._views.get(order)
-        if view is None:
-            rows = self.arena.reshape(self.nr_pages >> order, self.words_per_page << order)
-            view = rows.view(np.dtype((np.void, rows.shape[1] * 8))).reshape(-1)
-            self._views[order] = view
-        return view
+    @property
+    def page_bytes(self) -> int:
+        """Bytes of content per page in the arena (4096, or 8 on the virtual clock)."""
+        return self.words_per_page * 8
 
     def copy_folios(self, dst: np.ndarray, src: np.ndarray, orders: np.ndarray) -> None:
-        """``folio_mc_copy()`` for many folios: real bytes, one folio at a time.
-
-        Small folios go through :meth:`folio_view` (one memcpy per folio, in C);
-        folios of 256 KiB and more are copied slice by slice, which avoids the
-        temporary buffer numpy's fancy indexing would make.
-        """
-        if src.size == 0:
-            return
-        uniform = bool((orders == orders[0]).all())
-        groups = [(int(orders[0]), slice(None))] if uniform else [
-            (int(o), orders == o) for o in np.unique(orders)]
-        arena = self.arena
-        for order, sel in groups:
-            d, s = dst[sel], src[sel]
-            if order >= _SLICE_COPY_ORDER:
-                n = 1 << order
-                for di, si in zip(d.tolist(), s.tolist(), strict=True):
-                    arena[di:di + n] = arena[si:si + n]
-            else:
-                view = self.folio_view(order)
-                view[d >> order] = view[s >> order]
+        """``folio_mc_copy()`` for many folios: real bytes, one memcpy per folio."""
+        _copy.copy_folios(self.arena.ctypes.data, self.page_bytes,
+                          np.ascontiguousarray(dst, dtype=np.int64),
+                          np.ascontiguousarray(src, dtype=np.int64),
+                          np.ascontiguousarray(orders, dtype=np.int8))
 
     def metadata_bytes(self) -> int:
         """Bytes of per-page metadata: struct-page arrays and buddy bitmaps."""
-        arrays = (self.folio_order, self.flags, self.refcount, self.mapcount, self.mapping,
-                  self.index, self.nid_of)
-        return sum(a.nbytes for a in arrays) + sum(nd.buddy.metadata_bytes() for nd in self.nodes)
+        return self.mem_map.nbytes + self.free_area.metadata_bytes()

@@ -5,6 +5,7 @@ and whether that PTE currently holds a *migration entry* (the folio is being
 migrated; ``pfn`` then still names the source page, as the swap-format entry
 made by ``make_migration_entry()`` does).  ``version`` is bumped by every write
 and, with the tenant id and vpage, determines the page's expected content.
+The arrays are views of the machine-wide page table at ``vbase``.
 """
 
 from __future__ import annotations
@@ -55,14 +56,16 @@ class _Counters:
 class Tenant:
     """One address space; see the module docstring."""
 
-    def __init__(self, tid: int, spec: TenantSpec, nr_pages: int) -> None:
+    def __init__(self, tid: int, spec: TenantSpec, vbase: int, pte_pfn: np.ndarray,
+                 migration_entry: np.ndarray, version: np.ndarray) -> None:
         self.tid = tid
         self.spec = spec
         self.name = spec.name
-        self.nr_pages = nr_pages
-        self.pte_pfn = np.full(nr_pages, -1, dtype=np.int64)
-        self.migration_entry = np.zeros(nr_pages, dtype=bool)
-        self.version = np.zeros(nr_pages, dtype=np.uint32)
+        self.vbase = vbase
+        self.nr_pages = pte_pfn.size
+        self.pte_pfn = pte_pfn
+        self.migration_entry = migration_entry
+        self.version = version
         self._counters = _Counters()
 
     def statistics(self) -> TenantStatistics:

@@ -1,0 +1,116 @@
+"""The per-folio loops of ``migrate_pages_batch()`` (mm/migrate.c), compiled.
+
+The engine (``_engine``) keeps the control flow — passes, splitting, the batch
+copy, the clocks and the accounting — in Python; these loops do the per-folio
+work of the unmap loop, the move loop and the undo, over a list of folios in
+compiled code.  Why compiled: the kernel's own loop costs well under a
+microsecond per folio; numpy's per-call overhead made a batch holding one
+2 MiB folio spend more time in bookkeeping than in copying it.
+"""
+
+from __future__ import annotations
+
+import numba
+
+from ..mm._buddy import alloc_block, free_block
+from ..mm._copy import memcpy
+from ..mm._page import FOLIO_CONTENT_COPIED, HPAGE_PMD_ORDER, PG_locked, PG_movable_ops
+from ..mm._rmap import (
+    NOT_COPIED_MASK,
+    UNLOCK_MASK,
+    folio_free,
+    folio_init,
+    remove_migration_ptes,
+    try_to_migrate,
+)
+
+#: ``migrate_folio_unmap()`` outcomes, per folio.
+MIGRATEPAGE_UNMAP = 0
+UNMAP_EAGAIN = 1
+UNMAP_SPLIT = 2  # -ENOMEM, split into base folios (set by the engine)
+UNMAP_NOT_TRIED = 3
+
+
+@numba.njit(cache=True)
+def migrate_folio_unmap_batch(bitmap, area, mem_map, ptes, pending, fail_alloc, target,
+                              first, result, dst):
+    """Unmap ``pending[first:]`` in list order, like the unmap loop.
+
+    For each folio: allocate the destination (``get_new_folio``; an injected
+    failure counts as -ENOMEM), fail with -EAGAIN if it is locked or pinned
+    (``try_to_migrate()`` cannot unmap a maybe-DMA-pinned anon page), else lock
+    both folios and install migration entries.  Stops at the first -ENOMEM.
+
+    Returns ``(stop, nr_unmapped, nr_movable_ops)``: the index of the -ENOMEM
+    folio (``pending.size`` if none), how many folios were unmapped, and how
+    many of those are movable_ops folios (never batch-copy eligible).
+    """
+    nr_unmapped = 0
+    nr_movable_ops = 0
+    for i in range(first, pending.size):
+        src = pending[i]
+        pg = mem_map[src]
+        if fail_alloc[i]:
+            return i, nr_unmapped, nr_movable_ops
+        d = alloc_block(bitmap, area, target, pg.order)
+        if d < 0:
+            return i, nr_unmapped, nr_movable_ops
+        if (pg.flags & PG_locked) or pg.refcount > 1 + pg.mapcount:
+            free_block(bitmap, area, target, pg.order, d)
+            result[i] = UNMAP_EAGAIN
+            continue
+        movable_ops = pg.flags & PG_movable_ops
+        folio_init(mem_map, d, pg.order, PG_locked | movable_ops)
+        pg.flags |= PG_locked
+        try_to_migrate(mem_map, ptes, src)
+        result[i] = MIGRATEPAGE_UNMAP
+        dst[i] = d
+        nr_unmapped += 1
+        nr_movable_ops += movable_ops != 0
+    return pending.size, nr_unmapped, nr_movable_ops
+
+
+@numba.njit(cache=True, nogil=True)
+def migrate_folio_move_batch(bitmap, area, mem_map, ptes, base, page_bytes, src, dst,
+                             cpu_copied):
+    """The move loop: ``migrate_folio_move()`` for each folio.
+
+    ``move_to_new_folio()`` copies the contents with ``folio_mc_copy()`` unless
+    the batch copy already did (FOLIO_CONTENT_COPIED, consumed here) and
+    records that in ``cpu_copied``; then ``folio_migrate_mapping()``, remap,
+    unlock, and the source's last reference is dropped.  Returns
+    ``(nr_pages, nr_thp, nr_cpu_copied_pages)``.
+    """
+    nr_pages = 0
+    nr_thp = 0
+    nr_copied = 0
+    for i in range(src.size):
+        s = mem_map[src[i]]
+        d = mem_map[dst[i]]
+        order = s.order
+        if s.flags & FOLIO_CONTENT_COPIED:
+            s.flags &= NOT_COPIED_MASK
+            cpu_copied[i] = False
+        else:
+            memcpy(base + dst[i] * page_bytes, base + src[i] * page_bytes, page_bytes << order)
+            cpu_copied[i] = True
+            nr_copied += 1 << order
+        d.mapping = s.mapping
+        d.index = s.index
+        remove_migration_ptes(mem_map, ptes, src[i], dst[i])
+        d.flags &= UNLOCK_MASK
+        folio_free(bitmap, area, mem_map, src[i])
+        nr_pages += 1 << order
+        nr_thp += order == HPAGE_PMD_ORDER
+    return nr_pages, nr_thp, nr_copied
+
+
+@numba.njit(cache=True)
+def migrate_folio_undo_batch(bitmap, area, mem_map, ptes, src, dst):
+    """``migrate_folio_undo_src()`` + ``_dst()``: remap the source, free the dst."""
+    for i in range(src.size):
+        s = mem_map[src[i]]
+        s.flags &= NOT_COPIED_MASK
+        remove_migration_ptes(mem_map, ptes, src[i], src[i])
+        s.flags &= UNLOCK_MASK
+        folio_free(bitmap, area, mem_map, dst[i])
