@@ -90,5 +90,10 @@ class FaultInjector:
     def __getitem__(self, name: str) -> FaultAttr:
         return self.points[name]
 
+    @property
+    def armed(self) -> bool:
+        """Whether any fault point can fire."""
+        return any(a.probability and a.times for a in self.points.values())
+
     def injected(self) -> dict[str, int]:
         return {name: a.injected for name, a in self.points.items()}

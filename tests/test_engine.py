@@ -88,7 +88,7 @@ async def test_batches_are_cut_at_the_bound_like_the_kernel(autojump_clock):
     t = m.add_tenant(TenantSpec("t", 4 * MiB, order=0))
     e = make_engine(m, True)
     records: list[BatchRecord] = []
-    e.subscribe(records.append)
+    e.subscribe(records.extend)
     e.nr_max_batched_migration = 300
     await e.migrate_pages(m.tenant_folios(t), 1, MigrateReason.MR_DEMOTION)
     assert [r.nr_pages for r in records] == [300, 300, 300, 124]
@@ -137,7 +137,7 @@ async def test_sync_mode_retries_failures_folio_by_folio(autojump_clock):
     t = m.add_tenant(TenantSpec("t", 256 * 1024, order=0))
     e = make_engine(m, True)
     records: list[BatchRecord] = []
-    e.subscribe(records.append)
+    e.subscribe(records.extend)
     folios = m.tenant_folios(t)
     m.memory.refcount[folios[[3, 7]]] += 1
     r = await e.migrate_pages(folios, 1, MigrateReason.MR_SYSCALL, MigrateMode.MIGRATE_SYNC)
@@ -177,7 +177,7 @@ async def test_fallback_copies_exactly_the_unmarked_folios(virtual):
     e = make_engine(m, virtual)
     e.registry.register(HalfCopier())
     records: list[BatchRecord] = []
-    e.subscribe(records.append)
+    e.subscribe(records.extend)
     r = await e.migrate_pages(m.tenant_folios(t), 1, MigrateReason.MR_DEMOTION)
     assert r.rc == 0 and m.check_integrity().ok
     assert e.statistics().fallbacks == {"EIO": 128}
@@ -210,7 +210,7 @@ async def test_movable_ops_folios_take_the_cpu_path(autojump_clock):
     e = make_engine(m, True)
     e.registry.register(LyingCopier())
     records: list[BatchRecord] = []
-    e.subscribe(records.append)
+    e.subscribe(records.extend)
     await e.migrate_pages(m.tenant_folios(t), 1, MigrateReason.MR_COMPACTION)
     assert records[0].nr_offloaded == 0 and m.check_integrity().ok
 
@@ -231,7 +231,7 @@ async def test_first_folio_latency_and_inaccessible_time_are_recorded(autojump_c
     t = m.add_tenant(TenantSpec("t", 2 * MiB, order=0))
     e = make_engine(m, True)
     records: list[BatchRecord] = []
-    e.subscribe(records.append)
+    e.subscribe(records.extend)
     await e.migrate_pages(m.tenant_folios(t), 1, MigrateReason.MR_SYSCALL)
     (rec,) = records
     cpu = e.profile.cpu
@@ -243,3 +243,32 @@ async def test_first_folio_latency_and_inaccessible_time_are_recorded(autojump_c
     assert (rec.inaccessible_seconds > 0).all()
     h = e.statistics().inaccessible_seconds
     assert h.count == 512
+
+
+@pytest.mark.parametrize("order", [0, 3, 9])
+@pytest.mark.parametrize("batch", [1, 100, 512, 4096])
+async def test_cpu_fast_path_matches_the_general_path(order, batch):
+    """The compiled whole-batch path for the CPU copy must be indistinguishable
+    from the engine's general path: same batches, counters, placement, content."""
+    outcomes = []
+    for force_general in (False, True):
+        m = make_machine(False, node_mib=16)
+        t = m.add_tenant(TenantSpec("t", 8 * MiB, order=order, mlocked=order == 3))
+        e = make_engine(m, False)
+        if force_general:  # armed, never fires: the fast path steps aside
+            e.faults["fail_migrate_alloc"].set(probability=100, interval=10**9, times=-1)
+        e.nr_max_batched_migration = batch
+        pinned = m.tenant_folios(t)[[1]]
+        m.memory.refcount[pinned] += 1
+        records = []
+        e.subscribe(records.extend)
+        r = await e.move_pages(t, np.arange(t.nr_pages), 1)
+        assert m.check_integrity().ok
+        s = e.statistics()
+        outcomes.append((
+            r.rc, r.failed.tolist(), s.vmstat, s.folios_migrated, s.folios_failed,
+            [(x.nr_folios, x.nr_pages, x.nr_failed) for x in records],
+            m.memory.nid_of[m.tenant_folios(t)].tolist(),
+            [n.nr_free_pages for n in m.memory.nodes], s.batch_pages.counts,
+            int((m.memory.flags[m.tenant_folios(t)] != 0).sum())))
+    assert outcomes[0] == outcomes[1]

@@ -12,6 +12,7 @@ from ._engine import (
 from ._stats import (
     VMSTAT_ITEMS,
     BatchRecord,
+    BatchRecords,
     EngineStatistics,
     HistogramSnapshot,
     MigrateStats,
@@ -20,5 +21,6 @@ from ._stats import (
 __all__ = [
     "NR_MAX_BATCHED_MIGRATION", "NR_MAX_BATCHED_MIGRATION_LIMIT", "NR_MAX_MIGRATE_ASYNC_RETRY",
     "NR_MAX_MIGRATE_PAGES_RETRY", "NR_MAX_MIGRATE_SYNC_RETRY", "VMSTAT_ITEMS", "BatchRecord",
+    "BatchRecords",
     "EngineStatistics", "HistogramSnapshot", "MigrateResult", "MigrateStats", "MigrationEngine",
 ]

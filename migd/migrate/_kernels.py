@@ -11,6 +11,10 @@ microsecond per folio; numpy's per-call overhead made a batch holding one
 from __future__ import annotations
 
 import numba
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from ..mm._buddy import alloc_block, free_block
 from ..mm._copy import memcpy
@@ -114,3 +118,109 @@ def migrate_folio_undo_batch(bitmap, area, mem_map, ptes, src, dst):
         remove_migration_ptes(mem_map, ptes, src[i], src[i])
         s.flags &= UNLOCK_MASK
         folio_free(bitmap, area, mem_map, dst[i])
+
+
+@intrinsic
+def ktime_get_ns(typingctx):
+    """``ktime_get_ns()``: CLOCK_MONOTONIC in ns, the clock of ``time.perf_counter()``."""
+    def codegen(context, builder, signature, args):
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        timespec = ir.LiteralStructType([i64, i64])
+        fnty = ir.FunctionType(i32, [i32, timespec.as_pointer()])
+        clock_gettime = cgutils.get_or_insert_function(builder.module, fnty, "clock_gettime")
+        ts = cgutils.alloca_once(builder, timespec)
+        builder.call(clock_gettime, [ir.Constant(i32, 1), ts])  # CLOCK_MONOTONIC
+        sec = builder.load(builder.gep(ts, [ir.Constant(i32, 0), ir.Constant(i32, 0)]))
+        nsec = builder.load(builder.gep(ts, [ir.Constant(i32, 0), ir.Constant(i32, 1)]))
+        return builder.add(builder.mul(sec, ir.Constant(i64, 1_000_000_000)), nsec)
+    return types.int64(), codegen
+
+
+#: Columns of the per-batch timing rows written by ``migrate_pages_batch_cpu``.
+T_ENTRY, T_UNMAPPED, T_COPIED, T_FIRST, T_END, NR_FOLIOS, NR_PAGES, NR_THP = range(8)
+
+
+@numba.njit(cache=True, nogil=True)
+def migrate_pages_batch_cpu(bitmap, area, mem_map, ptes, base, page_bytes, folios, cum,
+                            start, target, bound, deadline_ns, dst, rows):
+    """Whole ``migrate_pages_batch()`` runs for the default CPU copy, compiled.
+
+    Cuts batches from ``folios[start:]`` as ``migrate_pages()`` does (``cum``:
+    running page count), and runs each one clean batch as the engine would:
+    the unmap loop, the batch copy (``folios_mc_copy``), the move loop.  Only
+    the uncontended case is handled: at the first folio that would not unmap
+    at once (locked, pinned, movable_ops, no destination memory) the batch's
+    unmaps are undone — no other task ran meanwhile, so nothing saw them — and
+    the call returns, leaving that batch to the engine's general path, which
+    handles retries, splitting and failures.  Stops after the batch that
+    passes ``deadline_ns`` so the event loop keeps its turn.
+
+    Returns ``(next_folio, nr_batches)``; ``rows[b]`` gets the timings and sizes
+    of batch ``b`` (columns ``T_ENTRY`` ... ``NR_THP``).
+    """
+    n = folios.size
+    i = start
+    b = 0
+    while i < n and b < rows.shape[0]:
+        done = cum[i - 1] if i > 0 else 0
+        j = i
+        while j < n - 1 and cum[j] - done < bound:
+            j += 1
+        j += 1
+        t_entry = ktime_get_ns()
+        k = i
+        while k < j:  # the unmap loop, first pass
+            src = folios[k]
+            pg = mem_map[src]
+            if (pg.flags & (PG_locked | PG_movable_ops)) or pg.refcount > 1 + pg.mapcount:
+                break
+            d = alloc_block(bitmap, area, target, pg.order)
+            if d < 0:
+                break
+            folio_init(mem_map, d, pg.order, PG_locked)
+            pg.flags |= PG_locked
+            try_to_migrate(mem_map, ptes, src)
+            dst[k] = d
+            k += 1
+        if k < j:  # not a clean batch: undo, let the engine take it
+            for u in range(i, k):
+                remove_migration_ptes(mem_map, ptes, folios[u], folios[u])
+                mem_map[folios[u]].flags &= UNLOCK_MASK
+                folio_free(bitmap, area, mem_map, dst[u])
+            break
+        t_unmapped = ktime_get_ns()
+        for u in range(i, j):  # the batch copy
+            memcpy(base + dst[u] * page_bytes, base + folios[u] * page_bytes,
+                   page_bytes << mem_map[folios[u]].order)
+        t_copied = ktime_get_ns()
+        t_first = t_copied
+        nr_pages = 0
+        nr_thp = 0
+        for u in range(i, j):  # the move loop
+            s = mem_map[folios[u]]
+            d = mem_map[dst[u]]
+            order = s.order
+            d.mapping = s.mapping
+            d.index = s.index
+            remove_migration_ptes(mem_map, ptes, folios[u], dst[u])
+            d.flags &= UNLOCK_MASK
+            folio_free(bitmap, area, mem_map, folios[u])
+            nr_pages += 1 << order
+            nr_thp += order == HPAGE_PMD_ORDER
+            if u == i:
+                t_first = ktime_get_ns()
+        t_end = ktime_get_ns()
+        r = rows[b]
+        r[T_ENTRY] = t_entry
+        r[T_UNMAPPED] = t_unmapped
+        r[T_COPIED] = t_copied
+        r[T_FIRST] = t_first
+        r[T_END] = t_end
+        r[NR_FOLIOS] = j - i
+        r[NR_PAGES] = nr_pages
+        r[NR_THP] = nr_thp
+        b += 1
+        i = j
+        if t_end >= deadline_ns:
+            break
+    return i, b

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -40,8 +41,9 @@ class Histogram:
         self.sum += value
 
     def observe_many(self, values: np.ndarray) -> None:
-        if values.size == 1:
-            self.observe(float(values[0]))
+        if values.size <= 16:  # bisect beats numpy's call overhead here
+            for v in values.tolist():
+                self.observe(v)
             return
         if values.size == 0:
             return
@@ -75,8 +77,7 @@ SECONDS_BUCKETS = tuple(1e-6 * 2.0 ** i for i in range(24))
 PAGES_BUCKETS = tuple(float(2 ** i) for i in range(19))
 
 
-@dataclass(frozen=True)
-class BatchRecord:
+class BatchRecord(NamedTuple):
     """One ``migrate_pages_batch()`` as the tracepoints would report it."""
 
     reason: str
@@ -93,7 +94,49 @@ class BatchRecord:
     start: float
     end: float
     first_folio_seconds: float | None  # batch entry -> first folio remapped
-    inaccessible_seconds: np.ndarray = field(repr=False)  # per folio, unmap -> remap
+    inaccessible_seconds: np.ndarray  # per folio, unmap -> remap
+
+
+@dataclass(frozen=True)
+class BatchRecords:
+    """Consecutive batches of one ``migrate_pages()`` call, column-wise.
+
+    The engine reports batches in groups (one per compiled fast-path call,
+    one per batch otherwise) because building an object per batch cost more
+    than running a 2 MiB batch's bookkeeping.  Iterating yields
+    :class:`BatchRecord` rows.
+    """
+
+    reason: str
+    migrator: str
+    mode: str
+    target_nid: int
+    fallback_cause: str | None
+    nr_folios: np.ndarray
+    nr_pages: np.ndarray
+    nr_failed: np.ndarray
+    nr_offloaded: np.ndarray
+    nr_fallback: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    first_folio_seconds: np.ndarray  # NaN where no folio was remapped
+    inaccessible_seconds: np.ndarray  # every folio of every batch, in order
+    inaccessible_offsets: np.ndarray  # batch b's folios: [off[b], off[b + 1])
+
+    def __len__(self) -> int:
+        return int(self.nr_folios.size)
+
+    def __iter__(self):
+        for b in range(len(self)):
+            ff = float(self.first_folio_seconds[b])
+            lo, hi = self.inaccessible_offsets[b], self.inaccessible_offsets[b + 1]
+            yield BatchRecord(
+                self.reason, self.migrator, self.mode, self.target_nid,
+                int(self.nr_folios[b]), int(self.nr_pages[b]),
+                int(self.nr_folios[b] - self.nr_failed[b]), int(self.nr_failed[b]),
+                int(self.nr_offloaded[b]), int(self.nr_fallback[b]), self.fallback_cause,
+                float(self.start[b]), float(self.end[b]), None if ff != ff else ff,
+                self.inaccessible_seconds[lo:hi])
 
 
 @dataclass(frozen=True)

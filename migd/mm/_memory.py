@@ -108,6 +108,8 @@ class PhysMemory:
         # first-touch page faults never land inside a timed copy.
         self.arena = np.zeros((n, words_per_page), dtype=np.uint64)
         self.arena.fill(0)
+        #: Address of the arena, for compiled copies (the arena never moves).
+        self.arena_base = self.arena.ctypes.data
 
     # -- folio lookup -------------------------------------------------------
 
@@ -181,7 +183,7 @@ class PhysMemory:
 
     def copy_folios(self, dst: np.ndarray, src: np.ndarray, orders: np.ndarray) -> None:
         """``folio_mc_copy()`` for many folios: real bytes, one memcpy per folio."""
-        _copy.copy_folios(self.arena.ctypes.data, self.page_bytes,
+        _copy.copy_folios(self.arena_base, self.page_bytes,
                           np.ascontiguousarray(dst, dtype=np.int64),
                           np.ascontiguousarray(src, dtype=np.int64),
                           np.ascontiguousarray(orders, dtype=np.int8))

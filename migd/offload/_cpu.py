@@ -35,7 +35,7 @@ async def folios_mc_copy(memory: PhysMemory, src: np.ndarray, dst: np.ndarray, c
     virtual one (where the copy moves the arena's one word per page).
     """
     start = time.perf_counter()
-    _folios_mc_copy(memory.arena.ctypes.data, memory.page_bytes, memory.mem_map, dst, src)
+    _folios_mc_copy(memory.arena_base, memory.page_bytes, memory.mem_map, dst, src)
     if clock.virtual:
         seconds = float(profile.cpu.copy_seconds(memory.folio_order[src]).sum())
         await clock.spend(seconds)
