@@ -16,21 +16,33 @@ from dataclasses import dataclass, field
 import numpy as np
 import trio
 
+from ..dma import DmaDevice
 from ..hw import Clock, VirtualClock, get_profile, mock_clock
 from ..migrate import BatchRecords, MigrationEngine
 from ..mm import PAGE_SIZE, Machine, NodeSpec, TenantSpec
-from ..offload import Migrator
+from ..offload import (
+    DCBM_MAX_CHANNELS,
+    MTCOPY_MAX_THREADS,
+    DcbmMigrator,
+    Migrator,
+    MtcopyMigrator,
+)
 from ._options import MigratorSpec
 from ._report import BenchReport, BenchRow
 
 #: Migrators the bench can run, with their parameter range.
-AVAILABLE_MIGRATORS: dict[str, tuple[int, int]] = {"cpu": (0, 0)}
+AVAILABLE_MIGRATORS: dict[str, tuple[int, int]] = {
+    "cpu": (0, 0), "mtcopy": (1, MTCOPY_MAX_THREADS), "dcbm": (1, DCBM_MAX_CHANNELS)}
 
 
-def make_migrator(spec: MigratorSpec) -> Migrator | None:
+def make_migrator(spec: MigratorSpec, dma: DmaDevice) -> Migrator | None:
     """A fresh migrator for ``spec``; None for the CPU default."""
     if spec.name == "cpu":
         return None
+    if spec.name == "mtcopy":
+        return MtcopyMigrator(spec.param)
+    if spec.name == "dcbm":
+        return DcbmMigrator(dma, spec.param)
     raise ValueError(f"unknown migrator {spec.name!r}")
 
 
@@ -99,16 +111,20 @@ class _Rig:
         """move_pages() the whole tenant to the other node, measured."""
         engine = MigrationEngine(self.machine, self.clock, self.profile)
         engine.nr_max_batched_migration = batch_pages
-        migrator = make_migrator(spec)
+        dma = DmaDevice(0, self.machine.memory, self.clock, self.profile.dma, engine.faults)
+        migrator = make_migrator(spec, dma)
         if migrator is not None:
             engine.registry.register(migrator)
         records: list[BatchRecords] = []
         engine.subscribe(records.append)
         target = 1 - self.node
         vpages = np.arange(self.tenant.nr_pages)
-        t0 = trio.current_time()
-        result = await engine.move_pages(self.tenant, vpages, target)
-        seconds = trio.current_time() - t0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(dma.run)
+            t0 = trio.current_time()
+            result = await engine.move_pages(self.tenant, vpages, target)
+            seconds = trio.current_time() - t0
+            nursery.cancel_scope.cancel()
         if migrator is not None:
             await engine.registry.unregister(migrator)
         if result.failed.size:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import trio
 
@@ -39,6 +40,7 @@ from ..mm import (
     PG_movable_ops,
 )
 from ..offload import CopyBatch, Offload, OffloadRegistry, folios_mc_copy
+from ..offload._mtcopy import set_copy_threads
 from . import _kernels as _k
 from ._stats import (
     PAGES_BUCKETS,
@@ -216,10 +218,13 @@ class MigrationEngine:
             with self.registry.read_lock() as offload:
                 bound = self.batch_bound(offload)
                 ctx = _Ctx(target_nid, reason, offload, stats)
-                if offload.is_default and not self.clock.virtual and not self.faults.armed:
+                threads = getattr(offload.migrator, "cpu_threads", 0)
+                if (threads and (offload.reason_mask >> reason) & 1
+                        and not self.clock.virtual and not self.faults.armed):
                     if dst is None:
                         dst = np.empty(n, dtype=np.int64)
-                    j = await self._migrate_pages_batch_cpu(ctx, folios, cum, i, bound, dst)
+                    j = await self._migrate_pages_batch_cpu(ctx, folios, cum, i, bound, threads,
+                                                            dst)
                     if j > i:
                         i = j
                         continue
@@ -256,8 +261,9 @@ class MigrationEngine:
         return MigrateResult(rc_gather, stats, left)
 
     async def _migrate_pages_batch_cpu(self, ctx: _Ctx, folios: np.ndarray, cum: np.ndarray,
-                                       start: int, bound: int, dst: np.ndarray) -> int:
-        """Clean batches for the default CPU copy in one compiled call.
+                                       start: int, bound: int, threads: int,
+                                       dst: np.ndarray) -> int:
+        """Clean batches for a CPU-copy migrator (cpu, mtcopy) in one compiled call.
 
         Same steps as :meth:`_migrate_pages_batch` (see
         ``_kernels.migrate_pages_batch_cpu``) without the ~50 us of Python
@@ -268,9 +274,11 @@ class MigrationEngine:
         mem = self.memory
         offset = trio.current_time() - time.perf_counter()
         deadline = time.perf_counter_ns() + _FAST_PATH_SLICE_NS
+        if threads > 1:
+            set_copy_threads(threads)
         j, nr_batches = _k.migrate_pages_batch_cpu(
             *self._kernel_state, mem.arena_base, mem.page_bytes, folios, cum, start,
-            ctx.target_nid, bound, deadline, dst, self._rows)
+            ctx.target_nid, bound, deadline, threads, dst, self._rows)
         if nr_batches:
             self._record_batches_cpu(ctx, self._rows[:nr_batches], offset)
             await self.clock.yield_point()
@@ -553,8 +561,11 @@ class MigrationEngine:
         st.nr_folios_succeeded += total_folios
         st.nr_thp_succeeded += int(rows[:, _k.NR_THP].sum())
         self._count_folios(ctx, total_folios, total_pages, True)
-        self._batches["cpu"] = self._batches.get("cpu", 0) + len(rows)
-        self._add_cpu_seconds("cpu", float((t[:, _k.T_COPIED] - t[:, _k.T_UNMAPPED]).sum()))
+        name = ctx.offload.migrator.name
+        self._batches[name] = self._batches.get(name, 0) + len(rows)
+        copy = float((t[:, _k.T_COPIED] - t[:, _k.T_UNMAPPED]).sum())
+        threads = getattr(ctx.offload.migrator, "cpu_threads", 1)
+        self._add_cpu_seconds(name, copy * min(threads, numba.config.NUMBA_NUM_THREADS))
         entry, first, end = t[:, _k.T_ENTRY], t[:, _k.T_FIRST], t[:, _k.T_END]
         # Every folio was unmapped at entry; the first is remapped at T_FIRST,
         # the others at the end of the move loop.
@@ -565,7 +576,7 @@ class MigrationEngine:
         self.machine.wake_remapped()
         zeros = np.zeros(len(rows), dtype=np.int64)
         self._emit(BatchRecords(
-            ctx.reason.label, "cpu", MigrateMode.MIGRATE_ASYNC.value, ctx.target_nid, None,
+            ctx.reason.label, name, MigrateMode.MIGRATE_ASYNC.value, ctx.target_nid, None,
             nr_folios, nr_pages, zeros, nr_folios, zeros, entry, end, first - entry,
             inacc, offsets))
 

@@ -17,7 +17,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..mm._buddy import alloc_block, free_block
-from ..mm._copy import memcpy
+from ..mm._copy import folios_copy_mt, memcpy
 from ..mm._page import FOLIO_CONTENT_COPIED, HPAGE_PMD_ORDER, PG_locked, PG_movable_ops
 from ..mm._rmap import (
     NOT_COPIED_MASK,
@@ -142,8 +142,11 @@ T_ENTRY, T_UNMAPPED, T_COPIED, T_FIRST, T_END, NR_FOLIOS, NR_PAGES, NR_THP = ran
 
 @numba.njit(cache=True, nogil=True)
 def migrate_pages_batch_cpu(bitmap, area, mem_map, ptes, base, page_bytes, folios, cum,
-                            start, target, bound, deadline_ns, dst, rows):
-    """Whole ``migrate_pages_batch()`` runs for the default CPU copy, compiled.
+                            start, target, bound, deadline_ns, nr_threads, dst, rows):
+    """Whole ``migrate_pages_batch()`` runs for a CPU-copy migrator, compiled.
+
+    The batch copy is the default ``folios_mc_copy`` (``nr_threads`` 1) or the
+    multi-threaded copy of ``mtcopy``.
 
     Cuts batches from ``folios[start:]`` as ``migrate_pages()`` does (``cum``:
     running page count), and runs each one clean batch as the engine would:
@@ -189,9 +192,12 @@ def migrate_pages_batch_cpu(bitmap, area, mem_map, ptes, base, page_bytes, folio
                 folio_free(bitmap, area, mem_map, dst[u])
             break
         t_unmapped = ktime_get_ns()
-        for u in range(i, j):  # the batch copy
-            memcpy(base + dst[u] * page_bytes, base + folios[u] * page_bytes,
-                   page_bytes << mem_map[folios[u]].order)
+        if nr_threads > 1:  # the batch copy
+            folios_copy_mt(base, page_bytes, mem_map, dst, folios, i, j, nr_threads)
+        else:
+            for u in range(i, j):
+                memcpy(base + dst[u] * page_bytes, base + folios[u] * page_bytes,
+                       page_bytes << mem_map[folios[u]].order)
         t_copied = ktime_get_ns()
         t_first = t_copied
         nr_pages = 0

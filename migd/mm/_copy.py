@@ -47,3 +47,32 @@ def folios_mc_copy(base, page_bytes, mem_map, dst, src):
         memcpy(base + dst[i] * page_bytes, base + s * page_bytes,
                page_bytes << mem_map[s].order)
         mem_map[s].flags |= FOLIO_CONTENT_COPIED
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def folios_copy_mt(base, page_bytes, mem_map, dst, src, lo, hi, nr_threads):
+    """Multi-threaded copy of folios ``lo..hi`` (Zi Yan's ``copy_page_lists_mt()``).
+
+    Fewer folios than threads: every folio is split into ``nr_threads``
+    pieces, one per thread.  Otherwise each thread copies a contiguous run of
+    folios.  Threads beyond the machine's CPUs share them (numba's pool).
+    """
+    n = hi - lo
+    if n < nr_threads:
+        for t in numba.prange(nr_threads):
+            for u in range(lo, hi):
+                size = page_bytes << mem_map[src[u]].order
+                a = size * t // nr_threads
+                b = size * (t + 1) // nr_threads
+                memcpy(base + dst[u] * page_bytes + a, base + src[u] * page_bytes + a, b - a)
+    else:
+        for t in numba.prange(nr_threads):
+            for u in range(lo + n * t // nr_threads, lo + n * (t + 1) // nr_threads):
+                memcpy(base + dst[u] * page_bytes, base + src[u] * page_bytes,
+                       page_bytes << mem_map[src[u]].order)
+
+
+@numba.njit(cache=True)
+def folios_set_content_copied(mem_map, src):
+    for i in range(src.size):
+        mem_map[src[i]].flags |= FOLIO_CONTENT_COPIED

@@ -21,6 +21,8 @@ class CpuMigrator(Migrator):
     """
 
     name = "cpu"
+    #: Copy threads (the engine's CPU fast path runs CPU-copy migrators inline).
+    cpu_threads = 1
 
     async def migrate_offc(self, batch: CopyBatch) -> int:
         await folios_mc_copy(batch.memory, batch.src, batch.dst, batch.clock, batch.profile)

@@ -32,6 +32,10 @@ class CopyBatch:
         return int(self.src.size)
 
     @property
+    def nr_pages(self) -> int:
+        return int(np.left_shift(1, self.orders.astype(np.int64)).sum())
+
+    @property
     def nr_bytes(self) -> int:
         return int((np.left_shift(1, self.orders.astype(np.int64)) * PAGE_SIZE).sum())
 

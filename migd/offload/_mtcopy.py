@@ -1,0 +1,71 @@
+"""``mtcopy``: multi-threaded CPU copy (Zi Yan's RFC, ``copy_page_lists_mt()``)."""
+
+from __future__ import annotations
+
+import errno
+
+import numba
+import numpy as np
+
+from ..mm import PAGE_SIZE
+from ..mm._copy import folios_copy_mt, folios_set_content_copied
+from ._migrator import CopyBatch, Migrator
+
+MTCOPY_MAX_THREADS = 64
+
+
+def set_copy_threads(threads: int) -> None:
+    """Run numba's parallel regions on up to ``threads`` OS threads (at most the
+    CPUs numba was started with; more ``threads`` become more, smaller pieces)."""
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+
+
+class MtcopyMigrator(Migrator):
+    """Copies each batch with ``threads`` real threads.
+
+    Real clock: a compiled parallel copy (numba prange; the pool's threads are
+    real OS threads doing real memcpys).  Virtual clock: each thread's share
+    runs at one CPU's copy bandwidth, all under the memory-bus ceiling, after a
+    per-batch dispatch cost (queue_work + wait).
+    """
+
+    name = "mtcopy"
+
+    def __init__(self, threads: int = 4) -> None:
+        self.threads = 1
+        self.set_threads(threads)
+
+    def set_threads(self, threads: int) -> None:
+        if not 1 <= threads <= MTCOPY_MAX_THREADS:
+            raise OSError(errno.EINVAL, f"threads must be 1..{MTCOPY_MAX_THREADS}")
+        self.threads = threads
+
+    @property
+    def cpu_threads(self) -> int:
+        """Copy threads (the engine's CPU fast path runs CPU-copy migrators inline)."""
+        return self.threads
+
+    async def migrate_offc(self, batch: CopyBatch) -> int:
+        mem = batch.memory
+        if batch.clock.virtual:
+            folios_set_content_copied(mem.mem_map, batch.src)
+            mem.copy_folios(batch.dst, batch.src, batch.orders)
+            await batch.clock.spend(
+                batch.profile.cpu.mt_copy_seconds(thread_bytes(batch.orders, self.threads)))
+            return 0
+        set_copy_threads(self.threads)
+        folios_copy_mt(mem.arena_base, mem.page_bytes, mem.mem_map, batch.dst, batch.src, 0,
+                       batch.nr_folios, self.threads)
+        folios_set_content_copied(mem.mem_map, batch.src)
+        return 0
+
+
+def thread_bytes(orders: np.ndarray, threads: int) -> np.ndarray:
+    """Bytes each thread copies under ``folios_copy_mt``'s split."""
+    sizes = PAGE_SIZE * np.left_shift(1, orders.astype(np.int64))
+    n = sizes.size
+    if n < threads:
+        return np.full(threads, sizes.sum() / threads)
+    cut = n * np.arange(threads + 1) // threads
+    csum = np.concatenate([[0], np.cumsum(sizes)])
+    return (csum[cut[1:]] - csum[cut[:-1]]).astype(np.float64)
