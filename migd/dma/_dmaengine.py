@@ -124,7 +124,10 @@ class DmaChannel:
             finally:
                 self._idle.set()
 
-    #: Descriptors run at one rate before the engine/bus sharing is re-evaluated.
+    #: At most this many descriptors complete together (and run at one rate
+    #: before the engine/bus sharing is re-evaluated); never more than an
+    #: eighth of what is queued, so small batches complete descriptor by
+    #: descriptor and large ones stay cheap to simulate.
     RATE_CHUNK = 64
 
     async def _process(self, descs: list[Descriptor], generation: int) -> None:
@@ -144,14 +147,17 @@ class DmaChannel:
         if not dev.clock.virtual and n:  # real bytes, off the event loop
             await trio.to_thread.run_sync(dev.copy, descs[:n], moved)
         t = start
-        for lo in range(0, n, self.RATE_CHUNK):
-            hi = min(lo + self.RATE_CHUNK, n)
+        chunk = max(1, min(self.RATE_CHUNK, n // 8))
+        for lo in range(0, n, chunk):
+            hi = min(lo + chunk, n)
             if dev.clock.virtual or not model.native:
                 sharing = sum(1 for c in dev.channels if c.engine == self.engine and c.busy)
                 active = sum(1 for c in dev.channels if c.busy)
                 t += sum(model.desc_seconds(int(nbytes[i]), descs[i].order, sharing, active)
                          for i in range(lo, hi))
                 await trio.sleep_until(t)
+            else:
+                await trio.lowlevel.checkpoint()  # let other channels complete too
             if generation != self._generation:
                 return  # terminated meanwhile: dropped without callback
             if dev.clock.virtual:

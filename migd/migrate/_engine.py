@@ -66,6 +66,11 @@ _EMPTY = np.empty(0, dtype=np.int64)
 _FAST_PATH_SLICE_NS = 8_000_000
 
 
+def errno_name(err: int) -> str:
+    """The kernel's name of an errno (Python says ENOTSUP for 95; Linux, EOPNOTSUPP)."""
+    return "EOPNOTSUPP" if err == errno.EOPNOTSUPP else errno.errorcode.get(err, f"E{err}")
+
+
 @dataclass(frozen=True)
 class MigrateResult:
     """What ``migrate_pages()`` returns, plus the list the caller gets back."""
@@ -480,7 +485,7 @@ class MigrationEngine:
         missed = int(((mem.flags[src] & FOLIO_CONTENT_COPIED) == 0).sum())
         cause = None
         if missed:
-            cause = errno.errorcode.get(-rc, "EIO") if rc < 0 else "incomplete"
+            cause = errno_name(-rc) if rc < 0 else "incomplete"
             self._fallbacks[cause] = self._fallbacks.get(cause, 0) + missed
         return batch.nr_folios, missed, cause
 

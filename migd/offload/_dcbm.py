@@ -57,6 +57,7 @@ class DcbmMigrator(Migrator):
             chans = dev.request_channels(dcbm_nr_channels(self.nr_dma_chan, nr))
         except OSError as e:
             dev.batches_refused += 1
+            self.folios_failures += nr
             return -e.errno
         flags = batch.memory.flags
         src = batch.src

@@ -1,0 +1,225 @@
+"""mtcopy, dcbm and the emulated dmaengine: RFC semantics, faults, concurrency."""
+
+import errno
+
+import numpy as np
+import pytest
+import trio
+
+from migd.dma import DmaDevice, dcbm_nr_channels, slice_bounds
+from migd.hw import Clock, VirtualClock, get_profile
+from migd.migrate import BatchRecords, MigrationEngine
+from migd.mm import MigrateReason, TenantSpec
+from migd.offload import DcbmMigrator, MtcopyMigrator
+from migd.offload._mtcopy import thread_bytes
+
+from .conftest import MiB, make_machine
+
+
+def rig(virtual: bool, profile: str = "zen3-ptdma", node_mib: int = 32):
+    m = make_machine(virtual, node_mib=node_mib)
+    e = MigrationEngine(m, VirtualClock() if virtual else Clock(), get_profile(profile))
+    dma = DmaDevice(0, m.memory, e.clock, e.profile.dma, e.faults)
+    return m, e, dma
+
+
+def test_slice_arithmetic_matches_the_kernel_formula():
+    for nr_folios in range(1, 65):
+        for nr_dma_chan in range(1, 17):
+            c = dcbm_nr_channels(nr_dma_chan, nr_folios)
+            assert c == min(nr_dma_chan, nr_folios, 16)
+            bounds = slice_bounds(nr_folios, c)
+            sizes = [hi - lo for lo, hi in bounds]
+            # the RFC: nr*(i+1)/c - nr*i/c folios for channel i, contiguous
+            assert sizes == [nr_folios * (i + 1) // c - nr_folios * i // c for i in range(c)]
+            assert bounds[0][0] == 0 and bounds[-1][1] == nr_folios
+            assert all(bounds[i][1] == bounds[i + 1][0] for i in range(c - 1))
+
+
+async def test_dcbm_puts_each_slice_on_its_channel(autojump_clock):
+    """Every (nr_folios, nr_dma_chan) up to 64 x 16: per-channel descriptor counts."""
+    m, e, dma = rig(True, node_mib=8)
+    t = m.add_tenant(TenantSpec("t", 64 * 4096, order=0))
+    dcbm = DcbmMigrator(dma)
+    e.registry.register(dcbm)
+    e.nr_max_batched_migration = 64
+    async with trio.open_nursery() as n:
+        n.start_soon(dma.run)
+        for nr_folios in range(1, 65):
+            for nr_dma_chan in range(1, 17):
+                dcbm.set_nr_dma_chan(nr_dma_chan)
+                before = [c.memcpy_count for c in dma.channels]
+                folios = m.tenant_folios(t)[:nr_folios]
+                target = 1 - int(m.memory.nid_of[folios[0]])
+                folios = folios[m.memory.nid_of[folios] != target]
+                await e.migrate_pages(folios, target, MigrateReason.MR_DEMOTION)
+                got = [c.memcpy_count - b for c, b in zip(dma.channels, before, strict=True)]
+                c = dcbm_nr_channels(nr_dma_chan, folios.size)
+                want = [hi - lo for lo, hi in slice_bounds(folios.size, c)] + [0] * (16 - c)
+                assert got == want, (nr_folios, nr_dma_chan)
+        n.cancel_scope.cancel()
+    assert m.check_integrity().ok
+
+
+@pytest.mark.parametrize("virtual", [True, False])
+async def test_completions_out_of_order_are_handled(virtual):
+    m, e, dma = rig(virtual)
+    t = m.add_tenant(TenantSpec("t", 2 * MiB, order=2))
+    dcbm = DcbmMigrator(dma, nr_dma_chan=4)
+    e.registry.register(dcbm)
+    e.nr_max_batched_migration = 512
+    async with trio.open_nursery() as n:
+        n.start_soon(dma.run)
+        await e.migrate_pages(m.tenant_folios(t), 1, MigrateReason.MR_DEMOTION)
+        n.cancel_scope.cancel()
+    order = dcbm.completion_order
+    assert sorted(order) == list(range(len(order)))
+    if virtual:  # deterministic there: channels finish their descriptors interleaved
+        assert order != sorted(order), "four channels must complete interleaved"
+    assert dcbm.folios_migrated == len(order) and dcbm.folios_failures == 0
+    assert m.check_integrity().ok and (m.memory.nid_of[m.tenant_folios(t)] == 1).all()
+
+
+FAULTS = [
+    # fault point, dcbm's errno (fallback cause), counted as refused batch,
+    # interval and times (per-descriptor points see 128 calls, busy one per batch)
+    ("fail_dma_desc", "EIO", False, 7, 3),
+    ("fail_dma_partial", "EIO", False, 7, 3),
+    ("fail_dma_timeout", "ETIMEDOUT", False, 7, 3),
+    ("fail_dma_busy", "EBUSY", True, 2, 1),
+]
+
+
+@pytest.mark.parametrize("virtual", [True, False])
+@pytest.mark.parametrize("point, cause, refused, interval, times", FAULTS)
+async def test_every_dma_fault_falls_back_and_loses_nothing(virtual, point, cause, refused,
+                                                           interval, times):
+    m, e, dma = rig(virtual)
+    t = m.add_tenant(TenantSpec("t", 4 * MiB, order=3))
+    dcbm = DcbmMigrator(dma, nr_dma_chan=4, timeout=10.0 if virtual else 0.2)
+    e.registry.register(dcbm)
+    e.nr_max_batched_migration = 256
+    e.faults[point].set(probability=100, interval=interval, times=times)
+    records: list[BatchRecords] = []
+    e.subscribe(records.append)
+    async with trio.open_nursery() as n:
+        n.start_soon(dma.run)
+        r = await e.migrate_pages(m.tenant_folios(t), 1, MigrateReason.MR_DEMOTION)
+        n.cancel_scope.cancel()
+    assert r.rc == 0 and r.failed.size == 0
+    report = m.check_integrity()
+    assert report.ok, report
+    assert (m.memory.nid_of[m.tenant_folios(t)] == 1).all()
+    s = e.statistics()
+    fell_back = sum(int(x.nr_fallback.sum()) for x in records)
+    assert fell_back > 0 and s.fallbacks == {cause: fell_back}
+    assert dcbm.folios_migrated + dcbm.folios_failures == sum(
+        int(x.nr_offloaded.sum()) for x in records)
+    assert dcbm.folios_failures == fell_back
+    assert (dma.batches_refused > 0) == refused
+    assert e.faults[point].injected == times
+    if point == "fail_dma_timeout":
+        # the hung descriptor's channel was terminated and serves the next batch
+        assert all(not c.busy for c in dma.channels)
+
+
+async def test_declining_small_batches_falls_back_with_eopnotsupp(autojump_clock):
+    m, e, dma = rig(True)
+    t = m.add_tenant(TenantSpec("t", 2 * MiB, order=0))
+    dcbm = DcbmMigrator(dma, nr_dma_chan=2)
+    dcbm.min_batch_pages = 256
+    e.registry.register(dcbm)
+    e.nr_max_batched_migration = 100
+    async with trio.open_nursery() as n:
+        n.start_soon(dma.run)
+        await e.migrate_pages(m.tenant_folios(t), 1, MigrateReason.MR_DEMOTION)
+        n.cancel_scope.cancel()
+    assert e.statistics().fallbacks == {"EOPNOTSUPP": 512}
+    assert sum(c.memcpy_count for c in dma.channels) == 0
+    assert m.check_integrity().ok
+
+
+async def test_migrator_batch_size_preference_is_bounded_by_the_core(autojump_clock):
+    m, e, dma = rig(True, node_mib=2048)
+    t = m.add_tenant(TenantSpec("t", 1024 * MiB, order=9))
+    dcbm = DcbmMigrator(dma, nr_dma_chan=16)
+    e.registry.register(dcbm)
+    records: list[BatchRecords] = []
+    e.subscribe(records.append)
+    async with trio.open_nursery() as n:
+        n.start_soon(dma.run)
+        dcbm.batch_size = 4096  # the migrator asks for 8 THPs per batch
+        await e.migrate_pages(m.tenant_folios(t)[:16], 1, MigrateReason.MR_DEMOTION)
+        dcbm.batch_size = 10**9  # more than the core allows: clamped to 262144 pages
+        await e.migrate_pages(m.tenant_folios(t)[16:], 1, MigrateReason.MR_DEMOTION)
+        n.cancel_scope.cancel()
+    pages = [int(p) for r in records for p in r.nr_pages]
+    assert pages == [4096, 4096, 262144 - 8192]
+    assert m.check_integrity().ok
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 7, 64])
+@pytest.mark.parametrize("order", [0, 4, 9])
+async def test_mtcopy_copies_every_byte(threads, order):
+    m, e, _ = rig(False)
+    t = m.add_tenant(TenantSpec("t", 4 * MiB, order=order))
+    e.registry.register(MtcopyMigrator(threads))
+    e.faults["fail_migrate_alloc"].set(probability=100, interval=10**9, times=-1)  # general path
+    await e.migrate_pages(m.tenant_folios(t), 1, MigrateReason.MR_SYSCALL)
+    e.faults["fail_migrate_alloc"].set(probability=0)
+    await e.migrate_pages(m.tenant_folios(t), 0, MigrateReason.MR_SYSCALL)  # fast path
+    assert m.check_integrity().ok
+    assert (m.memory.nid_of[m.tenant_folios(t)] == 0).all()
+
+
+def test_mtcopy_split_follows_zi_yans_rule():
+    # fewer folios than threads: every folio split across all threads
+    assert thread_bytes(np.array([9, 9]), 4).tolist() == [1 << 20] * 4
+    # otherwise contiguous runs of folios per thread
+    assert thread_bytes(np.zeros(10, dtype=np.int8), 4).tolist() == [8192, 12288, 8192, 12288]
+    with pytest.raises(OSError) as e:
+        MtcopyMigrator(65)
+    assert e.value.errno == errno.EINVAL
+
+
+async def test_switching_migrators_under_load_loses_nothing():
+    """Real clock: migrations run continuously while migrators are registered,
+    switched and unregistered under them; every page verifies afterwards."""
+    m, e, dma = rig(False, profile="native", node_mib=64)
+    tenants = [m.add_tenant(TenantSpec(f"t{o}", 8 * MiB, order=o, access_rate=20000))
+               for o in (0, 4, 9)]
+    e.nr_max_batched_migration = 256
+    migrators = [DcbmMigrator(dma, nr_dma_chan=4), MtcopyMigrator(2), None,
+                 DcbmMigrator(dma, nr_dma_chan=16)]
+    stop = trio.Event()
+
+    async def migrate_forever():
+        rnd = 0
+        while not stop.is_set():
+            for t in tenants:
+                folios = m.tenant_folios(t)
+                await e.migrate_pages(folios, 1 - int(m.memory.nid_of[folios[0]]),
+                                      MigrateReason.MR_SYSCALL)
+            rnd += 1
+
+    async with trio.open_nursery() as n:
+        n.start_soon(dma.run)
+        for i, t in enumerate(tenants):
+            n.start_soon(m.run_mutator, t, i, 0.001)
+        n.start_soon(migrate_forever)
+        for k in range(12):
+            mig = migrators[k % len(migrators)]
+            if mig is not None:
+                e.registry.register(mig)
+            await trio.sleep(0.01)
+            if mig is not None:
+                await e.registry.unregister(mig)  # waits for its in-flight batch
+                assert e.registry.in_flight(mig) == 0
+        stop.set()
+        await trio.sleep(0.05)
+        n.cancel_scope.cancel()
+    assert sum(t.statistics().corrupt_reads for t in tenants) == 0
+    report = m.check_integrity(migrating=True)
+    assert report.ok, report
+    batches = e.statistics().batches
+    assert {"dcbm", "mtcopy", "cpu"} <= batches.keys()
