@@ -96,7 +96,7 @@ async def test_every_dma_fault_falls_back_and_loses_nothing(virtual, point, caus
                                                            interval, times):
     m, e, dma = rig(virtual)
     t = m.add_tenant(TenantSpec("t", 4 * MiB, order=3))
-    dcbm = DcbmMigrator(dma, nr_dma_chan=4, timeout=10.0 if virtual else 0.2)
+    dcbm = DcbmMigrator(dma, nr_dma_chan=4, timeout=0.2)
     e.registry.register(dcbm)
     e.nr_max_batched_migration = 256
     e.faults[point].set(probability=100, interval=interval, times=times)
