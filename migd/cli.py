@@ -31,15 +31,19 @@ def _bench(args: argparse.Namespace) -> int:
     from . import bench
 
     try:
+        if args.repeat < 1:
+            raise ValueError("--repeat must be at least 1")
         opts = bench.BenchOptions(
-            clock=args.clock, profile=args.profile,
+            clock=args.clock or bench.DEFAULT_CLOCK.get(args.experiment, "real"),
+            profile=args.profile,
             orders=bench.parse_orders(args.orders),
             migrators=bench.parse_migrators(args.migrators, bench.AVAILABLE_MIGRATORS),
             total=bench.parse_size(args.total),
             batch_pages=(None if args.batch_pages is None else
                          [int(x) for x in args.batch_pages.split(",")]),
             verify=args.verify, repeat=args.repeat,
-            progress=_progress_printer())
+            progress=_progress_printer(),
+            calibration=_calibration_dir(args.calibration))
         if opts.batch_pages is not None:
             from .migrate import NR_MAX_BATCHED_MIGRATION_LIMIT
             if any(not 1 <= b <= NR_MAX_BATCHED_MIGRATION_LIMIT for b in opts.batch_pages):
@@ -52,6 +56,17 @@ def _bench(args: argparse.Namespace) -> int:
     if args.json:
         report.write_json(args.json)
     return 0
+
+
+def _calibration_dir(path: str | None):
+    from pathlib import Path
+
+    if path is None:
+        return None
+    p = Path(path)
+    if not (p / "throughput.csv").is_file():
+        raise ValueError(f"--calibration {path}: no throughput.csv there")
+    return p
 
 
 def _progress_printer():
@@ -80,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_run)
     b = sub.add_parser("bench", help="run an experiment")
     b.add_argument("experiment", choices=sorted(EXPERIMENTS))
-    b.add_argument("--clock", choices=("real", "virtual"), default="real")
+    b.add_argument("--clock", choices=("real", "virtual"), default=None,
+                   help="default: virtual for seed, real for the others")
     b.add_argument("--profile", default=None, help="hardware profile (default: native on "
                    "the real clock, zen3-ptdma on the virtual one)")
     b.add_argument("--orders", default="0,2,4,6,8,9")
@@ -90,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeat", type=int, default=1)
     b.add_argument("--verify", action="store_true")
     b.add_argument("--json", default=None, metavar="FILE")
+    b.add_argument("--calibration", default=None, metavar="DIR",
+                   help="seed: directory of calibration CSVs (default: the packaged set)")
     b.set_defaults(func=_bench)
     return p
 

@@ -12,6 +12,7 @@ import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import trio
@@ -57,6 +58,7 @@ class BenchOptions:
     verify: bool = False
     repeat: int = 1
     progress: Callable[[str], None] = lambda msg: None
+    calibration: Path | None = None  # seed: directory of the calibration CSVs
 
     @property
     def profile_name(self) -> str:
@@ -203,4 +205,33 @@ async def throughput(opts: BenchOptions) -> BenchReport:
     return BenchReport("throughput", opts.clock, opts.profile_name, rows, notes)
 
 
-EXPERIMENTS = {"memcpy": memcpy, "throughput": throughput}
+async def batch_sweep(opts: BenchOptions) -> BenchReport:
+    """nr_max_batched_migration sweep: throughput and first-folio latency."""
+    if not opts.batch_pages:
+        opts.batch_pages = [512 << i for i in range(10)]
+    report = await throughput(opts)
+    report.experiment = "batch-sweep"
+    return report
+
+
+async def seed(opts: BenchOptions) -> BenchReport:
+    """Every published cell of the calibration set, beside its published value."""
+    from . import _seed
+
+    cells = _seed.load_cells(opts.calibration)
+    rows: list[BenchRow] = []
+    for order in sorted({c.order for c in cells}):
+        rig = _Rig(opts, order)
+        mine = [c for c in cells if c.order == order]
+        for k, cell in enumerate(mine):
+            opts.progress(f"seed: order {order}, cell {k + 1}/{len(mine)} ({cell.source})")
+            rows.append(await _seed.run_cell(rig, cell, make_migrator))
+        del rig
+    report = BenchReport("seed", opts.clock, opts.profile_name, rows)
+    _seed.summarise(report)
+    return report
+
+
+EXPERIMENTS = {"memcpy": memcpy, "throughput": throughput, "batch-sweep": batch_sweep,
+               "seed": seed}
+DEFAULT_CLOCK = {"seed": "virtual"}

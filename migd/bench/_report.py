@@ -54,27 +54,42 @@ class BenchReport:
 
     def table(self) -> str:
         ref = self.memcpy_gbps()
+        published = any("published_gbps" in r.extra for r in self.rows)
         head = ["migrator", "order", "folio", "batch", "GB/s", "x memcpy", "first-folio us",
                 "inacc p50 us", "inacc p99 us", "verified"]
+        if published:
+            head = ["migrator", "order", "folio", "batch", "n", "GB/s", "published", "error",
+                    "first-folio us", "published", "error"]
         lines = []
         for r in self.rows:
             name = r.migrator if not r.param else f"{r.migrator}:{r.param}"
-            lines.append([
-                name, "-" if r.order is None else str(r.order), _size(r.folio_bytes),
-                str(r.batch_pages or "-"), f"{r.gbps:.2f}",
-                f"{r.gbps / ref:.2f}" if ref else "-", _num(r.first_folio_us),
-                _num(r.inaccessible_us_p50), _num(r.inaccessible_us_p99),
-                "yes" if r.verified else "no"])
+            common = [name, "-" if r.order is None else str(r.order), _size(r.folio_bytes),
+                      str(r.batch_pages or "-")]
+            if published:
+                e = r.extra
+                lines.append(common + [
+                    str(e.get("n_folios") or "all"), f"{r.gbps:.2f}", _num(e["published_gbps"], 2),
+                    _pct(e["gbps_error"]), _num(r.first_folio_us),
+                    _num(e["published_first_folio_us"]), _pct(e["first_folio_error"])])
+                continue
+            lines.append(common + [
+                f"{r.gbps:.2f}", f"{r.gbps / ref:.2f}" if ref else "-",
+                _num(r.first_folio_us), _num(r.inaccessible_us_p50),
+                _num(r.inaccessible_us_p99), "yes" if r.verified else "no"])
         widths = [max(len(x) for x in col) for col in zip(head, *lines, strict=True)]
         out = [f"# {self.experiment}, {self.clock} clock, profile {self.profile}"]
-        out += ["# " + n for n in self.notes]
         for row in [head, *lines]:
             out.append("  ".join(x.rjust(w) for x, w in zip(row, widths, strict=True)))
+        out += ["# " + n for n in self.notes]
         return "\n".join(out)
 
 
-def _num(v: float | None) -> str:
-    return "-" if v is None else f"{v:.1f}"
+def _num(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:+.0%}"
 
 
 def _size(n: int) -> str:

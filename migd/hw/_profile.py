@@ -106,10 +106,10 @@ class HardwareProfile:
 #: AMD Zen 3 EPYC (2 sockets), calibrated on shared/calibration.
 ZEN3_CPU = CpuModel(
     call_us=80.0, flush_us=20.0, unmap_folio_us=0.10, move_folio_us=0.55, pte_us=0.22,
-    page_us=0.02, copy_gbps=13.0, mt_dispatch_us=8.0, membus_gbps=56.0,
+    page_us=0.02, copy_gbps=13.0, mt_dispatch_us=5.0, membus_gbps=72.0,
 )
 ZEN3_PTDMA = DmaModel(
-    nr_channels=16, channels_per_engine=2, engine_gbps=14.0, membus_gbps=80.0, desc_us=0.5,
+    nr_channels=16, channels_per_engine=2, engine_gbps=14.0, membus_gbps=100.0, desc_us=0.5,
     iommu_page_us=0.35, submit_us=0.12,
 )
 
