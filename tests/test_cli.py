@@ -68,3 +68,35 @@ def test_bench_bad_input_is_one_line_and_nonzero(args, needle):
     assert p.returncode != 0
     assert needle in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert p.stdout == ""
+
+
+def test_bench_seed_reproduces_the_calibration_set(tmp_path):
+    """The virtual-clock zen3-ptdma model against every published cell."""
+    out = tmp_path / "seed.json"
+    p = migd("bench", "seed", "--json", str(out))
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(out.read_text())
+    assert doc["clock"] == "virtual" and doc["profile"] == "zen3-ptdma"
+    rows = doc["rows"]
+    assert len(rows) == 76  # 24 + 19 + 30 + 3 published cells
+    assert all(ROW_KEYS <= r.keys() and "published_gbps" in r for r in rows)
+    tp = [abs(r["gbps_error"]) for r in rows]
+    ff = [abs(r["first_folio_error"]) for r in rows if r["first_folio_error"] is not None]
+    assert len(ff) == 49
+    assert sorted(tp)[len(tp) // 2] <= 0.10
+    assert sorted(ff)[len(ff) // 2] <= 0.20
+    assert "median |error|" in p.stdout
+
+
+def test_bench_batch_sweep_trades_latency_for_throughput(tmp_path):
+    out = tmp_path / "sweep.json"
+    p = migd("bench", "batch-sweep", "--clock", "virtual", "--orders", "9",
+             "--migrators", "dcbm:16", "--total", "256M", "--batch-pages", "512,2048,8192,65536",
+             "--json", str(out))
+    assert p.returncode == 0, p.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["batch_pages"] for r in rows] == [512, 2048, 8192, 65536]
+    gbps = [r["gbps"] for r in rows]
+    ff = [r["first_folio_us"] for r in rows]
+    assert gbps == sorted(gbps) and gbps[-1] > 3 * gbps[0]  # more channels busy
+    assert ff == sorted(ff) and ff[-1] > 10 * ff[0]  # the first folio waits longer
