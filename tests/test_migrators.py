@@ -223,3 +223,54 @@ async def test_switching_migrators_under_load_loses_nothing():
     assert report.ok, report
     batches = e.statistics().batches
     assert {"dcbm", "mtcopy", "cpu"} <= batches.keys()
+
+
+async def test_sdxi_ring_chunks_large_batches(autojump_clock):
+    """One channel with a 512-descriptor ring: a 2048-folio batch is fed in
+    chunks as descriptors complete; never more than the ring is queued."""
+    m, e, dma = rig(True, profile="sdxi", node_mib=32)
+    t = m.add_tenant(TenantSpec("t", 8 * MiB, order=0))
+    dcbm = DcbmMigrator(dma, nr_dma_chan=16)  # sdxi has one channel
+    e.registry.register(dcbm)
+    e.nr_max_batched_migration = 2048
+    (chan,) = dma.channels
+    peak = 0
+    orig = chan.submit
+
+    async def watched(descs):
+        nonlocal peak
+        await orig(descs)
+        peak = max(peak, len(chan._queue))
+
+    chan.submit = watched
+    async with trio.open_nursery() as n:
+        n.start_soon(dma.run)
+        await e.migrate_pages(m.tenant_folios(t), 1, MigrateReason.MR_DEMOTION)
+        n.cancel_scope.cancel()
+    assert chan.memcpy_count == 2048 and peak <= 512
+    assert dcbm.folios_migrated == 2048 and m.check_integrity().ok
+
+
+async def test_dsa_refuses_a_batch_when_every_channel_is_claimed(autojump_clock):
+    """Exclusive channels: a second concurrent batch finds none free (-EBUSY),
+    counted in batches_refused, and falls back to the CPU."""
+    m, e, dma = rig(True, profile="dsa", node_mib=64)
+    a = m.add_tenant(TenantSpec("a", 16 * MiB, order=4))
+    b = m.add_tenant(TenantSpec("b", 16 * MiB, order=4))
+    dcbm = DcbmMigrator(dma, nr_dma_chan=16)  # claims all 8 DSA work queues
+    e.registry.register(dcbm)
+    e.nr_max_batched_migration = 4096
+    async with trio.open_nursery() as n:
+        n.start_soon(dma.run)
+        async with trio.open_nursery() as callers:
+            callers.start_soon(e.migrate_pages, m.tenant_folios(a), 1,
+                               MigrateReason.MR_DEMOTION)
+            callers.start_soon(e.migrate_pages, m.tenant_folios(b), 1,
+                               MigrateReason.MR_COMPACTION)
+        n.cancel_scope.cancel()
+    assert dma.batches_refused >= 1
+    assert e.statistics().fallbacks.get("EBUSY", 0) > 0
+    assert all(not c.in_use for c in dma.channels)  # released after every batch
+    assert m.check_integrity().ok
+    assert (m.memory.nid_of[m.tenant_folios(a)] == 1).all()
+    assert (m.memory.nid_of[m.tenant_folios(b)] == 1).all()
