@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 _NT_TUNABLE = "glibc.cpu.x86_non_temporal_threshold"
 
@@ -78,10 +79,18 @@ def _progress_printer():
     return show
 
 
-def _run(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "etc" / "migd.toml"
 
-    return run_demo(duration=args.duration)
+
+def _run(args: argparse.Namespace) -> int:
+    from .daemon import ConfigError, load_config, run_daemon
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        print(f"migd run: {args.config}: {e}", file=sys.stderr)
+        return 2
+    return run_daemon(cfg, args.mount)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,9 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="migd", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="run the daemon (for now: a live demo of the engine)")
-    r.add_argument("--duration", type=float, default=0.0,
-                   help="stop after this many seconds (0: until SIGINT/SIGTERM)")
+    r = sub.add_parser("run", help="run the daemon")
+    r.add_argument("--config", default=str(DEFAULT_CONFIG), metavar="FILE")
+    r.add_argument("--mount", default=None, metavar="DIR",
+                   help="mount point of the control tree (default: the config's)")
     r.set_defaults(func=_run)
     b = sub.add_parser("bench", help="run an experiment")
     b.add_argument("experiment", choices=sorted(EXPERIMENTS))

@@ -36,6 +36,7 @@ from ..mm import (
     Machine,
     MigrateMode,
     MigrateReason,
+    PG_isolated,
     PG_locked,
     PG_movable_ops,
 )
@@ -137,6 +138,9 @@ class MigrationEngine:
         self._h_first_folio = Histogram(SECONDS_BUCKETS)
         self._h_inaccessible = Histogram(SECONDS_BUCKETS)
         self._rows = np.zeros((4096, 8), dtype=np.int64)  # fast path's batch timings
+        #: Set at shutdown: migrate_pages() stops at the next batch boundary and
+        #: returns the folios it did not get to (intact at their source).
+        self.stopping = False
 
     # -- knobs ------------------------------------------------------------------
 
@@ -165,6 +169,10 @@ class MigrationEngine:
         return lambda: self._listeners.remove(listener)
 
     def statistics(self) -> EngineStatistics:
+        """A frozen snapshot.  Safe from any thread: every mutable container is
+        copied in one C-level step before it is looked at."""
+        folios, nbytes = dict(self._folios), dict(self._bytes)
+
         def split(d: dict, ok: bool) -> dict:
             return {(m, r): v for (m, r, good), v in d.items() if good == ok}
         by_reason = {r.label: dict(zip(VMSTAT_ITEMS, self._vmstat[r].tolist(), strict=True))
@@ -172,10 +180,10 @@ class MigrationEngine:
         return EngineStatistics(
             vmstat=dict(zip(VMSTAT_ITEMS, self._vmstat.sum(axis=0).tolist(), strict=True)),
             vmstat_by_reason=by_reason,
-            folios_migrated=split(self._folios, True),
-            folios_failed=split(self._folios, False),
-            bytes_migrated=split(self._bytes, True),
-            bytes_failed=split(self._bytes, False),
+            folios_migrated=split(folios, True),
+            folios_failed=split(folios, False),
+            bytes_migrated=split(nbytes, True),
+            bytes_failed=split(nbytes, False),
             batches=dict(self._batches),
             fallbacks=dict(self._fallbacks),
             cpu_copy_seconds=dict(self._cpu_copy_seconds),
@@ -208,18 +216,52 @@ class MigrationEngine:
         """Migrate ``folios`` (head pfns, in list order) to node ``target_nid``."""
         if not 0 <= target_nid < len(self.memory.nodes):
             raise ValueError(f"target node {target_nid} does not exist")
-        rest = np.ascontiguousarray(folios, dtype=np.int64)
-        if rest.size and (self.memory.folio_order[rest] < 0).any():
-            raise ValueError("migrate_pages() of a page that is not an allocated folio")
+        folios = self.isolate_folios(np.ascontiguousarray(folios, dtype=np.int64))
+        result = None
+        try:
+            result = await self._migrate_pages(folios, target_nid, reason, mode)
+            return result
+        finally:
+            # what stayed at the source (split parts included) leaves the list
+            self.putback_folios(result.failed if result is not None else folios)
+
+    def isolate_folios(self, folios: np.ndarray) -> np.ndarray:
+        """``folio_isolate_lru()`` for a caller's list: the folios that are
+        allocated heads and not already on another migration list, now marked
+        PG_isolated.  The others are dropped, as a failed isolation drops them
+        from the kernel's lists: a caller's pick may be stale by the time it
+        calls (another caller migrated the folio meanwhile)."""
+        mem = self.memory
+        order = mem.folio_order[folios].astype(np.int64)
+        ok = (order >= 0) & ((folios & ((np.int64(1) << np.maximum(order, 0)) - 1)) == 0)
+        ok[ok] &= (mem.flags[folios[ok]] & PG_isolated) == 0
+        folios = folios[ok] if not ok.all() else folios
+        if folios.size != np.unique(folios).size:
+            folios = folios[np.sort(np.unique(folios, return_index=True)[1])]
+        mem.flags[folios] |= PG_isolated
+        return folios
+
+    def putback_folios(self, folios: np.ndarray) -> None:
+        """``putback_movable_pages()``: folios that did not migrate leave the list."""
+        mem = self.memory
+        heads = folios[mem.folio_order[folios] >= 0]
+        mem.flags[heads] &= ~np.uint16(PG_isolated)
+
+    async def _migrate_pages(self, folios: np.ndarray, target_nid: int, reason: MigrateReason,
+                             mode: MigrateMode) -> MigrateResult:
         stats = MigrateStats()
         failed: list[np.ndarray] = []
         rc_gather = 0
-        folios = rest
         n = folios.size
         cum = np.cumsum(self.memory.folio_nr_pages(folios))
         dst = None  # the fast path's destination list, allocated on first use
         i = 0
         while i < n:
+            if self.stopping:
+                ctx = _Ctx(target_nid, reason, self.registry.active, stats)
+                self._count_failed(ctx, folios[i:])
+                failed.append(folios[i:])
+                break
             with self.registry.read_lock() as offload:
                 bound = self.batch_bound(offload)
                 ctx = _Ctx(target_nid, reason, offload, stats)

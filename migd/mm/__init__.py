@@ -19,6 +19,7 @@ from ._page import (
     HPAGE_PMD_ORDER,
     MAX_FOLIO_ORDER,
     PAGE_SIZE,
+    PG_isolated,
     PG_locked,
     PG_mlocked,
     PG_movable_ops,
@@ -27,7 +28,7 @@ from ._tenant import Tenant, TenantSpec, TenantStatistics
 
 __all__ = [
     "FOLIO_CONTENT_COPIED", "FOLIO_WAS_MAPPED", "FOLIO_WAS_MLOCKED", "HPAGE_PMD_NR",
-    "HPAGE_PMD_ORDER", "MAX_FOLIO_ORDER", "PAGE_SIZE", "PG_locked", "PG_mlocked",
+    "HPAGE_PMD_ORDER", "MAX_FOLIO_ORDER", "PAGE_SIZE", "PG_isolated", "PG_locked", "PG_mlocked",
     "PG_movable_ops", "WORDS_PER_PAGE_REAL", "IntegrityReport", "Machine", "Node", "NodeSpec",
     "PhysMemory", "Tenant", "TenantSpec", "TenantStatistics", "page_keys", "verify_pages",
     "write_pages", "MR_TYPES", "REASON_MASK_ALL", "MigrateMode", "MigrateReason",

@@ -16,7 +16,7 @@ import trio
 
 from . import _content
 from ._memory import NodeSpec, PhysMemory
-from ._page import PAGE_SIZE, PG_mlocked, PG_movable_ops, pte_dtype
+from ._page import PAGE_SIZE, PG_isolated, PG_mlocked, PG_movable_ops, pte_dtype
 from ._tenant import Tenant, TenantSpec
 
 
@@ -30,6 +30,7 @@ class IntegrityReport:
     corrupt_pages: int  # content differs from (tenant, vpage, version)
     accounting_errors: int  # free + used != capacity on some node
     stale_migration_entries: int  # migration entry left behind with no migration running
+    stale_isolated: int = 0  # folio left on a migration list with no migration running
 
     @property
     def ok(self) -> bool:
@@ -51,6 +52,9 @@ class Machine:
         self.pte_pfn = self.ptes["pfn"]
         self.migration_entry = self.ptes["migration_entry"]
         self.version = np.zeros(n, dtype=np.uint32)
+        #: The accessed bit of each virtual page (the PTE young bit): set by
+        #: tenant accesses, cleared by aging; hot and cold tiering read it.
+        self.accessed = np.zeros(n, dtype=bool)
         self._next_vpage = 0
         self._remapped = trio.Event()
 
@@ -77,7 +81,7 @@ class Machine:
         self._next_vpage += nr_pages
         v = slice(vbase, vbase + nr_pages)
         tenant = Tenant(len(self.tenants), spec, vbase, self.pte_pfn[v],
-                        self.migration_entry[v], self.version[v])
+                        self.migration_entry[v], self.version[v], self.accessed[v])
         vheads = vbase + (np.arange(nr_folios, dtype=np.int64) << spec.order)
         mem.mapping[heads] = tenant.tid
         mem.index[heads] = vheads
@@ -122,6 +126,7 @@ class Machine:
             c.stall_seconds += stall
             c.max_stall_seconds = max(c.max_stall_seconds, stall)
         mem = self.memory
+        tenant.accessed[vpages] = True
         reads, writes = vpages[~write], vpages[write]
         bad = _content.verify_pages(
             mem.arena, tenant.pte_pfn[reads],
@@ -184,8 +189,13 @@ class Machine:
         if all_pfns:
             cat = np.concatenate(all_pfns)
             shared = int(cat.size - np.unique(cat).size)
+        stale_isolated = 0
+        if not migrating:
+            heads = np.flatnonzero(mem.folio_order >= 0)
+            stale_isolated = int(((mem.flags[heads] & PG_isolated) != 0).sum())
         accounting = 0
         for node in mem.nodes:
             used = int((mem.folio_order[node.start_pfn:node.end_pfn] >= 0).sum())
             accounting += int(used + node.nr_free_pages != node.nr_pages)
-        return IntegrityReport(unmapped, shared, misattributed, corrupt, accounting, stale)
+        return IntegrityReport(unmapped, shared, misattributed, corrupt, accounting, stale,
+                               stale_isolated)

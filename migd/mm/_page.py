@@ -26,6 +26,8 @@ FOLIO_WAS_MLOCKED = 1 << 4
 #: RFC v6: set by a migrator on each source folio it copied; consumed (test and
 #: clear) by the move step, which copies on the CPU any folio not so marked.
 FOLIO_CONTENT_COPIED = 1 << 5
+#: On a migration list (``folio_isolate_lru()``): no other caller can take it.
+PG_isolated = 1 << 6
 
 #: ``struct page`` as migd keeps it: one 24-byte record per base page, the
 #: array of them being ``mem_map``.  ``order`` is set on every page of a folio

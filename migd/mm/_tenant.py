@@ -57,7 +57,8 @@ class Tenant:
     """One address space; see the module docstring."""
 
     def __init__(self, tid: int, spec: TenantSpec, vbase: int, pte_pfn: np.ndarray,
-                 migration_entry: np.ndarray, version: np.ndarray) -> None:
+                 migration_entry: np.ndarray, version: np.ndarray,
+                 accessed: np.ndarray) -> None:
         self.tid = tid
         self.spec = spec
         self.name = spec.name
@@ -66,6 +67,7 @@ class Tenant:
         self.pte_pfn = pte_pfn
         self.migration_entry = migration_entry
         self.version = version
+        self.accessed = accessed
         self._counters = _Counters()
 
     def statistics(self) -> TenantStatistics:
@@ -74,4 +76,5 @@ class Tenant:
                                 c.max_stall_seconds, c.corrupt_reads)
 
     def metadata_bytes(self) -> int:
-        return self.pte_pfn.nbytes + self.migration_entry.nbytes + self.version.nbytes
+        return (self.pte_pfn.nbytes + self.migration_entry.nbytes + self.version.nbytes
+                + self.accessed.nbytes)

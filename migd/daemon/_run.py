@@ -1,0 +1,120 @@
+"""``migd run``: one trio program wiring the emulated kernel and its surfaces.
+
+Start-up: configuration, the System (machine, engine, DMA, migrators), the
+signal receiver (entered before libfuse mounts, so libfuse leaves SIGTERM,
+SIGINT and SIGHUP to us), a stale mount cleared, the tree mounted on a worker
+thread, mutators and workloads started, ``READY=1``.  SIGTERM/SIGINT: stop
+starting work, let in-flight batches end (the engine stops at the next batch
+boundary; nothing is left unmapped), unmount, verify every page, exit 0.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import os
+import signal
+import time
+
+import trio
+
+from ..sysfs import clear_stale_mount, serve, unmount
+from ._attrs import build_tree
+from ._config import Config
+from ._log import configure_logging
+from ._notify import sd_notify, watchdog_interval
+from ._system import System
+from ._workloads import run_workloads
+
+#: Longest a shutdown waits for in-flight batches before unmounting anyway.
+SHUTDOWN_GRACE = 3.0
+
+
+async def _wait_mounted(mountpoint: str, timeout: float = 10.0) -> None:
+    with trio.fail_after(timeout):
+        while not os.path.ismount(mountpoint):
+            await trio.sleep(0.01)
+
+
+async def _watchdog(interval: float) -> None:
+    while True:
+        sd_notify("WATCHDOG=1")
+        await trio.sleep(interval)
+
+
+async def _fault_reporter(sys: System, period: float = 1.0) -> None:
+    """Turn counters into events once a period: faults injected, fallback bursts."""
+    seen = sys.faults.injected()
+    fallbacks = dict(sys.engine.statistics().fallbacks)
+    while True:
+        await trio.sleep(period)
+        now = sys.faults.injected()
+        for point, n in now.items():
+            if n > seen[point]:
+                sys.emit("fault_injected", point=point, count=n - seen[point])
+        seen = now
+        fb = sys.engine.statistics().fallbacks
+        burst = {c: n - fallbacks.get(c, 0) for c, n in fb.items() if n > fallbacks.get(c, 0)}
+        if burst:
+            sys.emit("fallback_burst", folios=burst)
+        fallbacks = dict(fb)
+
+
+async def serve_daemon(cfg: Config, mountpoint: str, log) -> int:
+    t_start = time.monotonic()
+    sys = System(cfg)
+    sys.events.append(lambda event, fields: log.info(event, **fields))
+    if cfg.migrator["active"] != "none":
+        await sys.set_migrator(cfg.migrator["active"])
+    gc.freeze()  # everything built so far lives as long as the daemon
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        if clear_stale_mount(mountpoint):
+            log.info("stale_mount_cleared", mount=mountpoint)
+        tree = build_tree(sys)
+        token = trio.lowlevel.current_trio_token()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sys.dma.run)
+            nursery.start_soon(functools.partial(
+                trio.to_thread.run_sync, serve, tree, mountpoint, token, abandon_on_cancel=True))
+            await _wait_mounted(mountpoint)
+            for i, t in enumerate(sys.tenants):
+                nursery.start_soon(sys.machine.run_mutator, t, cfg.daemon["seed"] + i)
+            workloads_done = trio.Event()
+
+            async def workloads() -> None:
+                try:
+                    await run_workloads(sys)
+                finally:
+                    workloads_done.set()
+            nursery.start_soon(workloads)
+            nursery.start_soon(_fault_reporter, sys)
+            interval = watchdog_interval()
+            if interval:
+                nursery.start_soon(_watchdog, interval)
+            sd_notify("READY=1")
+            log.info("ready", mount=mountpoint, profile=sys.profile.name,
+                     migrator=sys.active_migrator(), tenants=len(sys.tenants),
+                     startup_seconds=round(time.monotonic() - t_start, 3))
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    log.info("sighup_ignored")
+                    continue
+                log.info("stopping", signal=signal.Signals(signum).name)
+                break
+            sd_notify("STOPPING=1")
+            sys.engine.stopping = True
+            with trio.move_on_after(SHUTDOWN_GRACE):
+                await workloads_done.wait()
+            sys.trace.close()
+            unmount(mountpoint)
+            nursery.cancel_scope.cancel()
+    report = sys.machine.check_integrity()
+    log.info("stopped", integrity_ok=report.ok, **vars(report))
+    return 0 if report.ok else 1
+
+
+def run_daemon(cfg: Config, mountpoint: str | None = None) -> int:
+    log = configure_logging(cfg.daemon["log_format"])
+    mountpoint = mountpoint or cfg.daemon["mount"]
+    log.info("starting", mount=mountpoint, pid=os.getpid())
+    return trio.run(serve_daemon, cfg, mountpoint, log)

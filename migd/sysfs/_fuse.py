@@ -1,0 +1,130 @@
+"""The control tree over FUSE (fusepy on libfuse2): a thin adapter.
+
+Reads run on libfuse's threads, straight from the model (``show()`` only
+reads), so ``cat`` never waits for the event loop.  Writes are handed to the
+trio thread (``trio.from_thread.run``), where stores apply between batches.
+Files are direct_io with size 0, so ``cat`` reads whole values; ``echo v >``
+truncates first, which a writable attribute accepts and ignores.
+"""
+
+from __future__ import annotations
+
+import errno
+import inspect
+import itertools
+import os
+import stat
+import subprocess
+import threading
+import time
+
+import trio
+from fuse import FUSE, Operations
+
+from ._tree import Directory, SysfsTree
+
+
+class SysfsOperations(Operations):
+    def __init__(self, tree: SysfsTree, trio_token: trio.lowlevel.TrioToken) -> None:
+        self.tree = tree
+        self.token = trio_token
+        self.mounted_at = time.time()
+        self._fh = itertools.count(1)
+        self._cache: dict[int, bytes] = {}  # per open file: the value read at offset 0
+        self._lock = threading.Lock()
+
+    def getattr(self, path, fh=None):
+        node = self.tree.lookup(path)
+        t = self.mounted_at
+        if isinstance(node, Directory):
+            return {"st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2, "st_atime": t,
+                    "st_mtime": t, "st_ctime": t}
+        return {"st_mode": stat.S_IFREG | node.mode, "st_nlink": 1, "st_size": 0,
+                "st_atime": t, "st_mtime": t, "st_ctime": t}
+
+    def readdir(self, path, fh):
+        return [".", "..", *self.tree.listdir(path)]
+
+    def open(self, path, flags):
+        attr = self.tree.attribute(path)
+        accmode = flags & os.O_ACCMODE
+        if accmode in (os.O_WRONLY, os.O_RDWR) and attr.store is None:
+            raise OSError(errno.EACCES, path)
+        if accmode in (os.O_RDONLY, os.O_RDWR) and attr.show is None and attr.stream is None:
+            raise OSError(errno.EACCES, path)
+        return next(self._fh)
+
+    def read(self, path, size, offset, fh):
+        attr = self.tree.attribute(path)
+        if attr.stream is not None:
+            return attr.stream(size)
+        with self._lock:
+            data = self._cache.get(fh) if offset else None
+        if data is None:
+            data = self.tree.read(path)
+            with self._lock:
+                self._cache[fh] = data
+        return data[offset:offset + size]
+
+    def release(self, path, fh):
+        with self._lock:
+            self._cache.pop(fh, None)
+        return 0
+
+    def write(self, path, data, offset, fh):
+        store, value = self.tree.prepare_store(path, data)
+        trio.from_thread.run(_apply, store, value, trio_token=self.token)
+        return len(data)
+
+    def truncate(self, path, length, fh=None):
+        self.tree.check_write(path)
+        return 0
+
+    def _eperm(self, *args, **kwargs):
+        raise OSError(errno.EPERM, "the control tree's shape is fixed")
+
+    create = mkdir = mknod = unlink = rmdir = rename = symlink = link = _eperm
+    chmod = chown = setxattr = removexattr = _eperm
+
+    def utimens(self, path, times=None):
+        return 0
+
+
+async def _apply(store, value: str) -> None:
+    try:
+        result = store(value)
+        if inspect.isawaitable(result):
+            await result
+    except ValueError as e:
+        raise OSError(errno.EINVAL, str(e)) from None
+
+
+def clear_stale_mount(mountpoint: str) -> bool:
+    """Unmount a dead FUSE mount ("Transport endpoint is not connected").
+
+    Returns True if one was cleared.  A live mount (another daemon) is left
+    alone and reported as OSError EBUSY.
+    """
+    try:
+        os.stat(mountpoint)
+    except FileNotFoundError:
+        os.makedirs(mountpoint, exist_ok=True)
+        return False
+    except OSError as e:
+        if e.errno != errno.ENOTCONN:
+            raise
+        subprocess.run(["fusermount", "-uz", mountpoint], check=False, capture_output=True)
+        return True
+    if os.path.ismount(mountpoint):
+        raise OSError(errno.EBUSY, f"{mountpoint} is already mounted (another migd?)")
+    return False
+
+
+def serve(tree: SysfsTree, mountpoint: str, trio_token: trio.lowlevel.TrioToken) -> None:
+    """Mount and serve until unmounted (blocks: run it in a worker thread)."""
+    FUSE(SysfsOperations(tree, trio_token), mountpoint, foreground=True, direct_io=True,
+         nothreads=False, allow_other=True, fsname="migd", subtype="migd")
+
+
+def unmount(mountpoint: str) -> None:
+    subprocess.run(["fusermount", "-uz", mountpoint], check=False, capture_output=True)

@@ -1,0 +1,124 @@
+"""The control tree as a plain model of files: sysfs semantics, no FUSE.
+
+Each file is an :class:`Attribute` with a ``show()`` (its value, without the
+trailing newline) and, if writable, a ``store(value)``.  The rules are sysfs's:
+values read back with ``\\n``; a write may carry a trailing ``\\n``; a value the
+store rejects (``ValueError``) fails with EINVAL and changes nothing; writing a
+read-only file fails with EACCES (even for root); creating, removing or renaming
+anything fails with EPERM; unknown paths are ENOENT.  A store that raises
+``OSError`` keeps its errno (EBUSY for a migrator already active).
+
+Stores may be coroutines (``unregister`` waits for in-flight batches); the
+adapter runs them in the trio thread.  ``show()`` runs in whatever thread reads
+and must only read.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+Show = Callable[[], str]
+Store = Callable[[str], "None | Awaitable[None]"]
+
+
+@dataclass
+class Attribute:
+    show: Show | None = None
+    store: Store | None = None
+    #: A stream (trace_pipe): read(size) blocks until there is data.
+    stream: Callable[[int], bytes] | None = None
+
+    @property
+    def mode(self) -> int:
+        readable = self.show is not None or self.stream is not None
+        return (0o444 if readable else 0) | (0o200 if self.store else 0)
+
+
+@dataclass
+class Directory:
+    children: dict[str, Attribute | Directory] = field(default_factory=dict)
+
+    def add(self, path: str, node: Attribute | Directory) -> None:
+        """Add ``node`` at ``path`` (slash-separated, relative), making directories."""
+        parts = path.strip("/").split("/")
+        d = self
+        for p in parts[:-1]:
+            d = d.children.setdefault(p, Directory())
+            if not isinstance(d, Directory):
+                raise ValueError(f"{path}: {p} is a file")
+        d.children[parts[-1]] = node
+
+    def remove(self, path: str) -> None:
+        parts = path.strip("/").split("/")
+        d = self.lookup("/".join(parts[:-1]))
+        assert isinstance(d, Directory)
+        d.children.pop(parts[-1], None)
+
+    def lookup(self, path: str) -> Attribute | Directory:
+        node: Attribute | Directory = self
+        for p in path.strip("/").split("/"):
+            if not p:
+                continue
+            if not isinstance(node, Directory) or p not in node.children:
+                raise OSError(errno.ENOENT, f"no such file: {path}")
+            node = node.children[p]
+        return node
+
+
+def parse_store_value(data: bytes) -> str:
+    """What a store sees: the written bytes, one trailing newline removed."""
+    text = data.decode("utf-8", errors="strict")
+    return text[:-1] if text.endswith("\n") else text
+
+
+class SysfsTree:
+    """The whole tree; the FUSE adapter and the tests both drive it."""
+
+    def __init__(self) -> None:
+        self.root = Directory()
+
+    def add(self, path: str, node: Attribute | Directory) -> None:
+        self.root.add(path, node)
+
+    def remove(self, path: str) -> None:
+        self.root.remove(path)
+
+    def lookup(self, path: str) -> Attribute | Directory:
+        return self.root.lookup(path)
+
+    def attribute(self, path: str) -> Attribute:
+        node = self.lookup(path)
+        if isinstance(node, Directory):
+            raise OSError(errno.EISDIR, path)
+        return node
+
+    def listdir(self, path: str) -> list[str]:
+        node = self.lookup(path)
+        if not isinstance(node, Directory):
+            raise OSError(errno.ENOTDIR, path)
+        return sorted(node.children)
+
+    def read(self, path: str) -> bytes:
+        """The whole value of a non-stream attribute, newline-terminated."""
+        attr = self.attribute(path)
+        if attr.show is None:
+            raise OSError(errno.EACCES, f"{path} is write-only")
+        value = attr.show()
+        return (value if value.endswith("\n") else value + "\n").encode()
+
+    def check_write(self, path: str) -> Attribute:
+        attr = self.attribute(path)
+        if attr.store is None:
+            raise OSError(errno.EACCES, f"{path} is read-only")
+        return attr
+
+    def prepare_store(self, path: str, data: bytes) -> tuple[Store, str]:
+        """Validate a write's target and encoding; returns (store, value)."""
+        attr = self.check_write(path)
+        try:
+            value = parse_store_value(data)
+        except UnicodeDecodeError:
+            raise OSError(errno.EINVAL, f"{path}: value is not UTF-8") from None
+        return attr.store, value
