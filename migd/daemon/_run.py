@@ -68,8 +68,12 @@ async def serve_daemon(cfg: Config, mountpoint: str, log) -> int:
         await sys.set_migrator(cfg.migrator["active"])
     gc.freeze()  # everything built so far lives as long as the daemon
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        if clear_stale_mount(mountpoint):
-            log.info("stale_mount_cleared", mount=mountpoint)
+        try:
+            if clear_stale_mount(mountpoint):
+                log.info("stale_mount_cleared", mount=mountpoint)
+        except OSError as e:
+            log.error("mount_failed", mount=mountpoint, error=str(e))
+            return 1
         tree = build_tree(sys)
         token = trio.lowlevel.current_trio_token()
         async with trio.open_nursery() as nursery:

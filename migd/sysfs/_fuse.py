@@ -107,6 +107,8 @@ def clear_stale_mount(mountpoint: str) -> bool:
     """
     try:
         os.stat(mountpoint)
+        if os.path.ismount(mountpoint):
+            os.listdir(mountpoint)  # stat may come from the attribute cache; this may not
     except FileNotFoundError:
         os.makedirs(mountpoint, exist_ok=True)
         return False

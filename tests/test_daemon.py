@@ -1,0 +1,334 @@
+"""migd run against a real FUSE mount: file semantics, knobs, signals, config.
+
+Every test starts the daemon as a subprocess (as systemd would, with a
+NOTIFY_SOCKET the test listens on for READY=1) and uses plain file I/O on the
+mounted tree, as cat and echo do.
+"""
+
+import errno
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+CONFIG = """
+[daemon]
+log_format = "json"
+[[nodes]]
+name = "dram"
+capacity = "64M"
+demotion_target = 1
+[[nodes]]
+name = "far"
+capacity = "64M"
+[[tenants]]
+name = "small"
+size = "8M"
+order = 0
+access_rate = 20000
+[[tenants]]
+name = "huge"
+size = "16M"
+order = 9
+access_rate = 5000
+[migrator]
+active = "none"
+[dma]
+profile = "native"
+[workloads.move]
+interval = 0.02
+fraction = 0.5
+[workloads.demotion]
+interval = 0.03
+[workloads.promotion]
+interval = 0.03
+[workloads.compaction]
+interval = 0.1
+"""
+
+
+class Daemon:
+    def __init__(self, tmp: Path, config: str = CONFIG) -> None:
+        self.tmp = tmp
+        self.mount = tmp / "sys"
+        self.cfg = tmp / "migd.toml"
+        self.cfg.write_text(config)
+        self.sock_path = str(tmp / "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.sock_path)
+        self.sock.settimeout(60)
+        self.log = open(tmp / "migd.log", "w+")
+        env = dict(os.environ, NOTIFY_SOCKET=self.sock_path)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "migd", "run", "--config", str(self.cfg),
+             "--mount", str(self.mount)], stdout=self.log, stderr=subprocess.STDOUT, env=env)
+
+    def wait_ready(self) -> None:
+        msgs = []
+        while b"READY=1" not in msgs:
+            msgs.append(self.sock.recv(4096))
+        assert os.path.ismount(self.mount)
+
+    def p(self, rel: str) -> Path:
+        return self.mount / rel
+
+    def read(self, rel: str) -> str:
+        return self.p(rel).read_text()
+
+    def write(self, rel: str, value: str | bytes) -> None:
+        data = value if isinstance(value, bytes) else value.encode()
+        with open(self.p(rel), "wb") as f:  # O_TRUNC first, as echo > does
+            f.write(data)
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 5.0) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def events(self) -> list[dict]:
+        self.log.flush()
+        self.log.seek(0)
+        return [json.loads(line) for line in self.log if line.startswith("{")]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        subprocess.run(["fusermount", "-uz", str(self.mount)], capture_output=True)
+        self.sock.close()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    d = Daemon(tmp_path_factory.mktemp("migd"))
+    try:
+        d.wait_ready()
+        yield d
+    finally:
+        d.close()
+
+
+def all_files(root: Path):
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            yield Path(dirpath, f).relative_to(root)
+
+
+def test_every_readable_file_reads(daemon):
+    seen = 0
+    for rel in all_files(daemon.mount):
+        mode = os.stat(daemon.p(str(rel))).st_mode
+        assert stat.S_ISREG(mode)
+        if not mode & 0o444 or rel.name == "trace_pipe":
+            continue
+        text = daemon.read(str(rel))
+        assert text.endswith("\n") and len(text) > 1, rel
+        seen += 1
+    assert seen > 40
+    assert "[none] mtcopy dcbm" in daemon.read("kernel/mm/migrate_offload/migrator")
+    vmstat = dict(line.split() for line in daemon.read("proc/vmstat").splitlines())
+    assert int(vmstat["pgmigrate_success"]) > 0  # the workloads run from the start
+
+
+#: writable file -> values it must accept (each read back as shown)
+VALID = {
+    "module/dcbm/parameters/nr_dma_chan": [("16", "16"), ("1", "1"), ("4\n", "4")],
+    "module/dcbm/parameters/reason_mask": [
+        ("demotion,compaction", "compaction,demotion"), ("none", "none"),
+        ("0x3", "compaction,memory_failure"), ("all", None)],
+    "module/dcbm/parameters/batch_size": [("8192", "8192"), ("0", "0")],
+    "module/dcbm/parameters/min_batch_pages": [("64", "64"), ("0", "0")],
+    "kernel/cpu_mt/threads": [("64", "64"), ("2", "2")],
+    "kernel/cpu_mt/reason_mask": [("numa_misplaced", "numa_misplaced"), ("all", None)],
+    "kernel/mm/migrate_offload/nr_max_batched_migration": [
+        ("262144", "262144"), ("1", "1"), ("512", "512")],
+    "kernel/mm/migrate_offload/migrator": [
+        ("mtcopy", "none [mtcopy] dcbm"), ("dcbm", "none mtcopy [dcbm]"),
+        ("none", "[none] mtcopy dcbm")],
+    "module/dcbm/parameters/offloading": [("1", "1"), ("0", "0")],
+    "kernel/cpu_mt/offloading": [("1", "1"), ("0", "0")],
+    "kernel/debug/fail_dma_desc/probability": [("10", "10"), ("0", "0")],
+    "kernel/debug/fail_dma_desc/interval": [("3", "3"), ("1", "1")],
+    "kernel/debug/fail_dma_desc/times": [("-1", "-1"), ("5", "5"), ("1", "1")],
+    "kernel/tracing/events/migrate/enable": [("0", "0"), ("1", "1")],
+}
+
+
+def test_every_writable_file_round_trips(daemon):
+    writable = {str(r) for r in all_files(daemon.mount)
+                if os.stat(daemon.p(str(r))).st_mode & 0o200}
+    triggers = {w for w in writable if w.endswith(("/demote", "/migrate", "compact_memory"))}
+    counters = {w for w in writable if w.endswith(("folios_migrated", "folios_failures"))}
+    faults = {w for w in writable if w.startswith("kernel/debug/")}
+    assert writable - triggers - counters - faults <= VALID.keys()
+    for rel, values in VALID.items():
+        for value, shown in values:
+            daemon.write(rel, value)
+            if shown is not None:
+                assert daemon.read(rel) == shown + "\n", rel
+    for rel in sorted(faults):  # every fault knob, restored to off
+        daemon.write(rel, "0" if rel.endswith("probability") else "1")
+    for rel in counters:  # any write resets the tree's view to 0
+        daemon.write(rel, "1")
+        assert daemon.read(rel) in ("0\n", "1\n", "2\n")  # may count on at once
+    daemon.write("proc/sys/vm/compact_memory", "1")
+    daemon.write("devices/system/node/node0/demote", "64")
+    daemon.write("proc/1000/migrate", "1")
+    assert "N1=2048" in daemon.read("proc/1000/numa_maps")
+
+
+INVALID_FOR = {
+    "module/dcbm/parameters/nr_dma_chan": ["0", "17", "x", "\n", "4 4", "-1"],
+    "module/dcbm/parameters/reason_mask": ["bogus", "demotion,bogus", "0x400", "-1"],
+    "kernel/cpu_mt/threads": ["0", "65", "two"],
+    "kernel/mm/migrate_offload/nr_max_batched_migration": ["0", "262145", "1e3"],
+    "kernel/mm/migrate_offload/migrator": ["gpu", "\n", "cpu"],
+    "module/dcbm/parameters/offloading": ["2", "yes"],
+    "kernel/debug/fail_dma_desc/probability": ["101", "-1"],
+    "kernel/debug/fail_dma_desc/interval": ["0"],
+    "kernel/tracing/events/migrate/enable": ["2"],
+    "proc/sys/vm/compact_memory": ["0", "2"],
+    "devices/system/node/node0/demote": ["0", "x"],
+    "proc/1000/migrate": ["2", "-1", "x"],
+}
+
+
+def test_invalid_writes_are_einval_and_change_nothing(daemon):
+    for rel, bad in INVALID_FOR.items():
+        before = daemon.read(rel) if os.stat(daemon.p(rel)).st_mode & 0o444 else None
+        for value in bad:
+            with pytest.raises(OSError) as e:
+                daemon.write(rel, value)
+            assert e.value.errno == errno.EINVAL, (rel, value)
+            if before is not None:
+                assert daemon.read(rel) == before, (rel, value)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(sorted(k for k in INVALID_FOR if "demote" not in k and k
+                              .rsplit("/", 1)[-1] != "migrate" and "compact" not in k)),
+       st.binary(min_size=1, max_size=24))
+def test_arbitrary_bytes_never_change_a_knob_unless_valid(daemon, rel, data):
+    before = daemon.read(rel)
+    try:
+        daemon.write(rel, data)
+    except OSError as e:
+        assert e.errno in (errno.EINVAL, errno.EBUSY), e
+        assert daemon.read(rel) == before
+    finally:
+        daemon.write("kernel/mm/migrate_offload/migrator", "none")
+
+
+def test_read_only_files_are_eacces_and_the_shape_is_eperm(daemon):
+    for rel in ("proc/vmstat", "class/dma/dma0chan0/memcpy_count",
+                "devices/system/node/node0/meminfo", "kernel/mm/migrate_offload/profile",
+                "proc/1000/numa_maps"):
+        with pytest.raises(PermissionError) as e:
+            daemon.write(rel, "1")
+        assert e.value.errno == errno.EACCES
+    for op in (lambda: os.mkdir(daemon.p("kernel/new")),
+               lambda: os.unlink(daemon.p("proc/vmstat")),
+               lambda: os.rename(daemon.p("proc/vmstat"), daemon.p("proc/vmstat2")),
+               lambda: open(daemon.p("proc/newfile"), "w")):
+        with pytest.raises(OSError) as e:
+            op()
+        assert e.value.errno == errno.EPERM
+    with pytest.raises(FileNotFoundError):
+        daemon.read("no/such/file")
+
+
+def test_dcbm_offloading_while_mtcopy_is_active_is_ebusy(daemon):
+    daemon.write("kernel/cpu_mt/offloading", "1")
+    try:
+        with pytest.raises(OSError) as e:
+            daemon.write("module/dcbm/parameters/offloading", "1")
+        assert e.value.errno == errno.EBUSY
+        assert daemon.read("kernel/mm/migrate_offload/migrator") == "none [mtcopy] dcbm\n"
+    finally:
+        daemon.write("kernel/cpu_mt/offloading", "0")
+
+
+def test_trace_pipe_streams_and_a_reader_can_stop(daemon):
+    with open(daemon.p("kernel/tracing/trace_pipe"), "rb") as f:
+        data = f.read1(4096) if hasattr(f, "read1") else f.read(4096)
+    assert b"mm_migrate_pages:" in data and b"reason=" in data
+    with open(daemon.p("kernel/tracing/trace_pipe"), "rb") as f:  # and again: not stuck
+        assert b"nr_succeeded=" in f.read1(512)
+
+
+def test_migrator_switches_under_load_lose_nothing_then_sigterm(tmp_path):
+    d = Daemon(tmp_path)
+    try:
+        d.wait_ready()
+        d.write("kernel/mm/migrate_offload/nr_max_batched_migration", "64")
+        for name in ("dcbm", "mtcopy", "none", "dcbm", "none", "mtcopy") * 3:
+            d.write("kernel/mm/migrate_offload/migrator", name)
+            time.sleep(0.05)
+        d.write("kernel/mm/migrate_offload/migrator", "none")
+        d.write("module/dcbm/parameters/offloading", "1")
+        time.sleep(0.3)  # heavy migration in flight
+        t0 = time.monotonic()
+        assert d.stop(signal.SIGTERM) == 0
+        assert time.monotonic() - t0 < 5
+        assert not os.path.ismount(d.mount)
+        ev = d.events()
+        stopped = [e for e in ev if e["event"] == "stopped"][-1]
+        assert stopped["integrity_ok"] is True and stopped["corrupt_pages"] == 0
+        switches = [e for e in ev if e["event"] == "migrator_switched"]
+        assert len(switches) >= 12
+    finally:
+        d.close()
+
+
+def test_sigkill_leaves_a_stale_mount_that_the_next_start_clears(tmp_path):
+    d = Daemon(tmp_path)
+    try:
+        d.wait_ready()
+        d.proc.kill()
+        d.proc.wait()
+        with pytest.raises(OSError) as e:
+            os.listdir(d.mount)
+        assert e.value.errno == errno.ENOTCONN  # "Transport endpoint is not connected"
+    finally:
+        d.sock.close()
+        d.log.close()
+    d2 = Daemon.__new__(Daemon)
+    (tmp_path / "notify.sock").unlink()
+    Daemon.__init__(d2, tmp_path)
+    try:
+        d2.wait_ready()
+        assert "[none]" in d2.read("kernel/mm/migrate_offload/migrator")
+        assert any(e["event"] == "stale_mount_cleared" for e in d2.events())
+        assert d2.stop() == 0
+    finally:
+        d2.close()
+
+
+@pytest.mark.parametrize("text, key", [
+    ("[daemon]\nmount = 3\n", "daemon.mount"),
+    ("[[tenants]]\nname='a'\norder = 12\n", "tenants[0].order"),
+    ("[migrator]\nactive = 'gpu'\n", "migrator.active"),
+    ("[migrator.dcbm]\nnr_dma_chan = 99\n", "migrator.dcbm.nr_dma_chan"),
+    ("[dma]\nprofile = 'x'\n", "dma.profile"),
+    ("[workloads.move]\nspeed = 1\n", "workloads.move.speed"),
+    ("[[nodes]]\ncapacity = '3M'\n", "nodes[0].capacity"),
+    ("bogus = 1\n", "bogus"),
+])
+def test_bad_config_fails_start_naming_the_key(tmp_path, text, key):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    p = subprocess.run([sys.executable, "-m", "migd", "run", "--config", str(cfg),
+                        "--mount", str(tmp_path / "m")], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 2
+    assert key in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert not os.path.ismount(tmp_path / "m")
