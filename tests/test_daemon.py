@@ -66,7 +66,7 @@ class Daemon:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.sock_path)
         self.sock.settimeout(60)
-        self.log = open(tmp / "migd.log", "w+")
+        self.log = open(tmp / "migd.log", "w+")  # noqa: SIM115 - lives as long as the daemon
         env = dict(os.environ, NOTIFY_SOCKET=self.sock_path)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "migd", "run", "--config", str(self.cfg),
@@ -238,7 +238,7 @@ def test_read_only_files_are_eacces_and_the_shape_is_eperm(daemon):
     for op in (lambda: os.mkdir(daemon.p("kernel/new")),
                lambda: os.unlink(daemon.p("proc/vmstat")),
                lambda: os.rename(daemon.p("proc/vmstat"), daemon.p("proc/vmstat2")),
-               lambda: open(daemon.p("proc/newfile"), "w")):
+               lambda: open(daemon.p("proc/newfile"), "w")):  # noqa: SIM115
         with pytest.raises(OSError) as e:
             op()
         assert e.value.errno == errno.EPERM
