@@ -44,7 +44,8 @@ def _bench(args: argparse.Namespace) -> int:
                          [int(x) for x in args.batch_pages.split(",")]),
             verify=args.verify, repeat=args.repeat,
             progress=_progress_printer(),
-            calibration=_calibration_dir(args.calibration))
+            calibration=_calibration_dir(args.calibration),
+            duration=_duration(args.duration))
         if opts.batch_pages is not None:
             from .migrate import NR_MAX_BATCHED_MIGRATION_LIMIT
             if any(not 1 <= b <= NR_MAX_BATCHED_MIGRATION_LIMIT for b in opts.batch_pages):
@@ -57,6 +58,18 @@ def _bench(args: argparse.Namespace) -> int:
     if args.json:
         report.write_json(args.json)
     return 0
+
+
+def _duration(text: str) -> float:
+    s = text.strip().lower()
+    mult = {"s": 1, "m": 60, "h": 3600}.get(s[-1:])
+    try:
+        value = float(s[:-1]) * mult if mult else float(s)
+    except ValueError:
+        raise ValueError(f"bad duration {text!r} (expected e.g. 30s, 10m)") from None
+    if value <= 0:
+        raise ValueError(f"duration must be positive: {text!r}")
+    return value
 
 
 def _calibration_dir(path: str | None):
@@ -116,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeat", type=int, default=1)
     b.add_argument("--verify", action="store_true")
     b.add_argument("--json", default=None, metavar="FILE")
+    b.add_argument("--duration", default="10s",
+                   help="cat-latency: how long to read (e.g. 10s, 2m)")
     b.add_argument("--calibration", default=None, metavar="DIR",
                    help="seed: directory of calibration CSVs (default: the packaged set)")
     b.set_defaults(func=_bench)

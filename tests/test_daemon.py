@@ -285,6 +285,10 @@ def test_migrator_switches_under_load_lose_nothing_then_sigterm(tmp_path):
         assert stopped["integrity_ok"] is True and stopped["corrupt_pages"] == 0
         switches = [e for e in ev if e["event"] == "migrator_switched"]
         assert len(switches) >= 12
+        knobs = [e for e in ev if e["event"] == "knob_changed"]
+        assert {"knob": "nr_max_batched_migration", "old": 512, "new": 64}.items() <= \
+            knobs[0].items()
+        assert [e["event"] for e in ev][:2] == ["starting", "ready"]
     finally:
         d.close()
 

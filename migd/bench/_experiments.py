@@ -59,6 +59,7 @@ class BenchOptions:
     repeat: int = 1
     progress: Callable[[str], None] = lambda msg: None
     calibration: Path | None = None  # seed: directory of the calibration CSVs
+    duration: float = 10.0  # cat-latency: seconds of reading
 
     @property
     def profile_name(self) -> str:
@@ -232,6 +233,13 @@ async def seed(opts: BenchOptions) -> BenchReport:
     return report
 
 
+async def cat_latency(opts: BenchOptions) -> BenchReport:
+    """Latency of reading the real control tree while migrating at full speed."""
+    from ._catlat import cat_latency as run_it
+
+    return await run_it(opts)
+
+
 EXPERIMENTS = {"memcpy": memcpy, "throughput": throughput, "batch-sweep": batch_sweep,
-               "seed": seed}
+               "seed": seed, "cat-latency": cat_latency}
 DEFAULT_CLOCK = {"seed": "virtual"}

@@ -46,6 +46,14 @@ class BenchReport:
             json.dump(self.as_json(), f, indent=1)
             f.write("\n")
 
+    def _cat_table(self) -> str:
+        head, lines = _cat_table_rows(self.rows)
+        widths = [max(len(x) for x in col) for col in zip(head, *lines, strict=True)]
+        out = [f"# {self.experiment}, {self.clock} clock, profile {self.profile}"]
+        out += ["  ".join(x.rjust(w) for x, w in zip(row, widths, strict=True))
+                for row in [head, *lines]]
+        return "\n".join(out + ["# " + n for n in self.notes])
+
     def memcpy_gbps(self) -> float | None:
         for r in self.rows:
             if r.migrator == "memcpy":
@@ -55,6 +63,8 @@ class BenchReport:
     def table(self) -> str:
         ref = self.memcpy_gbps()
         published = any("published_gbps" in r.extra for r in self.rows)
+        if any("cat_p99_ms" in r.extra for r in self.rows):
+            return self._cat_table()
         head = ["migrator", "order", "folio", "batch", "GB/s", "x memcpy", "first-folio us",
                 "inacc p50 us", "inacc p99 us", "verified"]
         if published:
@@ -82,6 +92,16 @@ class BenchReport:
             out.append("  ".join(x.rjust(w) for x, w in zip(row, widths, strict=True)))
         out += ["# " + n for n in self.notes]
         return "\n".join(out)
+
+
+def _cat_table_rows(rows):
+    head = ["migrator", "order", "migrating GB/s", "reads", "files", "cat p50 ms", "cat p99 ms",
+            "cat max ms"]
+    lines = [[r.migrator if not r.param else f"{r.migrator}:{r.param}", str(r.order),
+              f"{r.gbps:.2f}", str(r.extra["cat_reads"]), str(r.extra["files"]),
+              f"{r.extra['cat_p50_ms']:.2f}", f"{r.extra['cat_p99_ms']:.2f}",
+              f"{r.extra['cat_max_ms']:.2f}"] for r in rows]
+    return head, lines
 
 
 def _num(v: float | None, digits: int = 1) -> str:

@@ -1,0 +1,131 @@
+"""``bench cat-latency``: reading the control tree while migrating at full speed.
+
+The daemon's System and its tree are mounted for real; a tenant is migrated
+back and forth as fast as the engine goes; a separate reader process opens,
+reads and closes every attribute in turn (what ``cat`` does) and times each.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import trio
+
+from ..daemon._attrs import build_tree
+from ..daemon._config import load_config
+from ..daemon._system import System
+from ..sysfs import clear_stale_mount, serve, unmount
+from ._options import MigratorSpec
+from ._report import BenchReport, BenchRow
+
+_READER = r"""
+import json, os, sys, time
+paths, duration, out = json.loads(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+lat, end = [], time.monotonic() + duration
+while time.monotonic() < end:
+    for p in paths:
+        t = time.perf_counter()
+        with open(p, "rb") as f:
+            f.read()
+        lat.append(time.perf_counter() - t)
+with open(out, "w") as f:
+    json.dump(lat, f)
+"""
+
+
+def _config(order: int, total: int) -> str:
+    cap = max(64, (total >> 20) + 16)
+    return f"""
+[[nodes]]
+name = "dram"
+capacity = "{cap}M"
+demotion_target = 1
+[[nodes]]
+name = "far"
+capacity = "{cap}M"
+[[tenants]]
+name = "bench"
+size = "{total >> 20}M"
+order = {order}
+access_rate = 1000
+[workloads.move]
+enabled = false
+[workloads.demotion]
+enabled = false
+[workloads.promotion]
+enabled = false
+[workloads.compaction]
+enabled = false
+"""
+
+
+async def cat_latency(opts) -> BenchReport:
+    rows = []
+    seconds = opts.duration
+    for order in opts.orders:
+        for spec in opts.migrators:
+            opts.progress(f"cat-latency: order {order}, {spec}")
+            rows.append(await _one(opts, order, spec, seconds))
+    report = BenchReport("cat-latency", "real", opts.profile_name, rows)
+    worst = max(r.extra["cat_p99_ms"] for r in rows)
+    report.notes.append(f"cat p99 over every attribute while migrating: worst {worst:.2f} ms")
+    return report
+
+
+async def _one(opts, order: int, spec: MigratorSpec, seconds: float) -> BenchRow:
+    cfg = load_config(text=_config(order, opts.total))
+    cfg.dma["profile"] = opts.profile_name
+    sys_ = System(cfg)
+    if spec.name != "cpu":
+        if spec.name == "mtcopy":
+            sys_.mtcopy.set_threads(spec.param)
+        else:
+            sys_.dcbm.set_nr_dma_chan(spec.param)
+        await sys_.set_migrator(spec.name)
+    tenant = sys_.tenants[0]
+    mount = tempfile.mkdtemp(prefix="migd-cat-")
+    clear_stale_mount(mount)
+    tree = build_tree(sys_)
+    token = trio.lowlevel.current_trio_token()
+    moved = 0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sys_.dma.run)
+        nursery.start_soon(lambda: trio.to_thread.run_sync(
+            serve, tree, mount, token, abandon_on_cancel=True))
+        with trio.fail_after(10):
+            while not Path(mount, "proc").exists():
+                await trio.sleep(0.01)
+        paths = sorted(str(p) for p in Path(mount).rglob("*")
+                       if p.is_file() and p.stat().st_mode & 0o444 and p.name != "trace_pipe")
+        out = Path(mount).with_suffix(".json")
+        reader = subprocess.Popen([sys.executable, "-c", _READER, json.dumps(paths),
+                                   str(seconds), str(out)])
+        t0 = time.monotonic()
+        node = 1
+        while reader.poll() is None:
+            r = await sys_.engine.move_pages(tenant, np.arange(tenant.nr_pages), node)
+            moved += r.stats.nr_succeeded
+            node = 1 - node
+        elapsed = time.monotonic() - t0
+        lat = np.array(json.loads(out.read_text())) * 1e3
+        out.unlink()
+        unmount(mount)
+        nursery.cancel_scope.cancel()
+    ok = sys_.machine.check_integrity().ok
+    if not ok:
+        raise RuntimeError("pages were lost or corrupted during cat-latency")
+    nbytes = moved * 4096
+    return BenchRow(
+        migrator=spec.name, param=spec.param, order=order, folio_bytes=4096 << order,
+        batch_pages=sys_.engine.nr_max_batched_migration, total_bytes=nbytes,
+        seconds=elapsed, gbps=nbytes / elapsed / 1e9, first_folio_us=None,
+        inaccessible_us_p50=None, inaccessible_us_p99=None, verified=ok,
+        extra={"cat_reads": int(lat.size), "cat_p50_ms": float(np.percentile(lat, 50)),
+               "cat_p99_ms": float(np.percentile(lat, 99)), "cat_max_ms": float(lat.max()),
+               "files": len(paths)})
