@@ -36,10 +36,10 @@ from ..mm import (
     Machine,
     MigrateMode,
     MigrateReason,
-    PG_isolated,
     PG_locked,
     PG_movable_ops,
 )
+from ..mm._rmap import folio_isolate_batch, folio_putback_batch
 from ..offload import CopyBatch, Offload, OffloadRegistry, folios_mc_copy
 from ..offload._mtcopy import set_copy_threads
 from . import _kernels as _k
@@ -231,21 +231,12 @@ class MigrationEngine:
         PG_isolated.  The others are dropped, as a failed isolation drops them
         from the kernel's lists: a caller's pick may be stale by the time it
         calls (another caller migrated the folio meanwhile)."""
-        mem = self.memory
-        order = mem.folio_order[folios].astype(np.int64)
-        ok = (order >= 0) & ((folios & ((np.int64(1) << np.maximum(order, 0)) - 1)) == 0)
-        ok[ok] &= (mem.flags[folios[ok]] & PG_isolated) == 0
-        folios = folios[ok] if not ok.all() else folios
-        if folios.size != np.unique(folios).size:
-            folios = folios[np.sort(np.unique(folios, return_index=True)[1])]
-        mem.flags[folios] |= PG_isolated
-        return folios
+        out = np.empty(folios.size, dtype=np.int64)
+        return out[:folio_isolate_batch(self.memory.mem_map, folios, out)]
 
     def putback_folios(self, folios: np.ndarray) -> None:
         """``putback_movable_pages()``: folios that did not migrate leave the list."""
-        mem = self.memory
-        heads = folios[mem.folio_order[folios] >= 0]
-        mem.flags[heads] &= ~np.uint16(PG_isolated)
+        folio_putback_batch(self.memory.mem_map, folios)
 
     async def _migrate_pages(self, folios: np.ndarray, target_nid: int, reason: MigrateReason,
                              mode: MigrateMode) -> MigrateResult:
@@ -270,8 +261,9 @@ class MigrationEngine:
                         and not self.clock.virtual and not self.faults.armed):
                     if dst is None:
                         dst = np.empty(n, dtype=np.int64)
+                        scratch = np.empty(n, dtype=np.bool_)
                     j = await self._migrate_pages_batch_cpu(ctx, folios, cum, i, bound, threads,
-                                                            dst)
+                                                            dst, scratch)
                     if j > i:
                         i = j
                         continue
@@ -309,7 +301,7 @@ class MigrationEngine:
 
     async def _migrate_pages_batch_cpu(self, ctx: _Ctx, folios: np.ndarray, cum: np.ndarray,
                                        start: int, bound: int, threads: int,
-                                       dst: np.ndarray) -> int:
+                                       dst: np.ndarray, scratch: np.ndarray) -> int:
         """Clean batches for a CPU-copy migrator (cpu, mtcopy) in one compiled call.
 
         Same steps as :meth:`_migrate_pages_batch` (see
@@ -325,7 +317,7 @@ class MigrationEngine:
             set_copy_threads(threads)
         j, nr_batches = _k.migrate_pages_batch_cpu(
             *self._kernel_state, mem.arena_base, mem.page_bytes, folios, cum, start,
-            ctx.target_nid, bound, deadline, threads, dst, self._rows)
+            ctx.target_nid, bound, deadline, threads, dst, scratch, self._rows)
         if nr_batches:
             self._record_batches_cpu(ctx, self._rows[:nr_batches], offset)
             await self.clock.yield_point()

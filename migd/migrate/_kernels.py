@@ -17,7 +17,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..mm._buddy import alloc_block, free_block
-from ..mm._copy import folios_copy_mt, memcpy
+from ..mm._copy import folios_copy_mt, folios_mc_copy, folios_set_content_copied, memcpy
 from ..mm._page import FOLIO_CONTENT_COPIED, HPAGE_PMD_ORDER, PG_locked, PG_movable_ops
 from ..mm._rmap import (
     NOT_COPIED_MASK,
@@ -142,7 +142,8 @@ T_ENTRY, T_UNMAPPED, T_COPIED, T_FIRST, T_END, NR_FOLIOS, NR_PAGES, NR_THP = ran
 
 @numba.njit(cache=True, nogil=True)
 def migrate_pages_batch_cpu(bitmap, area, mem_map, ptes, base, page_bytes, folios, cum,
-                            start, target, bound, deadline_ns, nr_threads, dst, rows):
+                            start, target, bound, deadline_ns, nr_threads, dst, scratch,
+                            rows):
     """Whole ``migrate_pages_batch()`` runs for a CPU-copy migrator, compiled.
 
     The batch copy is the default ``folios_mc_copy`` (``nr_threads`` 1) or the
@@ -159,7 +160,8 @@ def migrate_pages_batch_cpu(bitmap, area, mem_map, ptes, base, page_bytes, folio
     passes ``deadline_ns`` so the event loop keeps its turn.
 
     Returns ``(next_folio, nr_batches)``; ``rows[b]`` gets the timings and sizes
-    of batch ``b`` (columns ``T_ENTRY`` ... ``NR_THP``).
+    of batch ``b`` (columns ``T_ENTRY`` ... ``NR_THP``).  ``scratch``: a bool
+    array as long as ``folios``.
     """
     n = folios.size
     i = start
@@ -192,29 +194,23 @@ def migrate_pages_batch_cpu(bitmap, area, mem_map, ptes, base, page_bytes, folio
                 folio_free(bitmap, area, mem_map, dst[u])
             break
         t_unmapped = ktime_get_ns()
-        if nr_threads > 1:  # the batch copy
+        # the batch copy, marking each folio FOLIO_CONTENT_COPIED as the general path's does
+        if nr_threads > 1:
             folios_copy_mt(base, page_bytes, mem_map, dst, folios, i, j, nr_threads)
+            folios_set_content_copied(mem_map, folios[i:j])
         else:
-            for u in range(i, j):
-                memcpy(base + dst[u] * page_bytes, base + folios[u] * page_bytes,
-                       page_bytes << mem_map[folios[u]].order)
+            folios_mc_copy(base, page_bytes, mem_map, dst[i:j], folios[i:j])
         t_copied = ktime_get_ns()
-        t_first = t_copied
-        nr_pages = 0
-        nr_thp = 0
-        for u in range(i, j):  # the move loop
-            s = mem_map[folios[u]]
-            d = mem_map[dst[u]]
-            order = s.order
-            d.mapping = s.mapping
-            d.index = s.index
-            remove_migration_ptes(mem_map, ptes, folios[u], dst[u])
-            d.flags &= UNLOCK_MASK
-            folio_free(bitmap, area, mem_map, folios[u])
-            nr_pages += 1 << order
-            nr_thp += order == HPAGE_PMD_ORDER
-            if u == i:
-                t_first = ktime_get_ns()
+        # the move loop, the first folio on its own for its remap time
+        nr_pages, nr_thp, _ = migrate_folio_move_batch(
+            bitmap, area, mem_map, ptes, base, page_bytes, folios[i:i + 1], dst[i:i + 1],
+            scratch)
+        t_first = ktime_get_ns()
+        more_pages, more_thp, _ = migrate_folio_move_batch(
+            bitmap, area, mem_map, ptes, base, page_bytes, folios[i + 1:j], dst[i + 1:j],
+            scratch)
+        nr_pages += more_pages
+        nr_thp += more_thp
         t_end = ktime_get_ns()
         r = rows[b]
         r[T_ENTRY] = t_entry

@@ -14,7 +14,14 @@ from __future__ import annotations
 import numba
 
 from ._buddy import alloc_block, free_block
-from ._page import FOLIO_CONTENT_COPIED, FOLIO_WAS_MAPPED, FOLIO_WAS_MLOCKED, PG_locked, PG_mlocked
+from ._page import (
+    FOLIO_CONTENT_COPIED,
+    FOLIO_WAS_MAPPED,
+    FOLIO_WAS_MLOCKED,
+    PG_isolated,
+    PG_locked,
+    PG_mlocked,
+)
 
 UNLOCK_MASK = ~PG_locked
 NOT_COPIED_MASK = ~FOLIO_CONTENT_COPIED
@@ -108,3 +115,31 @@ def remove_migration_ptes(mem_map, ptes, src, dst):
         d.mapcount = 1
         d.refcount += 1
     s.flags &= ~(FOLIO_WAS_MAPPED | FOLIO_WAS_MLOCKED)
+
+
+@numba.njit(cache=True)
+def folio_isolate_batch(mem_map, folios, out):
+    """``folio_isolate_lru()`` over a caller's list: keep (in ``out``) each folio
+    that is an allocated head not on a migration list yet, and mark it.  A
+    folio named twice fails the second time, as it would in the kernel."""
+    n = 0
+    for i in range(folios.size):
+        f = folios[i]
+        if f < 0 or f >= mem_map.size:
+            continue
+        pg = mem_map[f]
+        if pg.order < 0 or (f & ((1 << pg.order) - 1)) or pg.flags & PG_isolated:
+            continue
+        pg.flags |= PG_isolated
+        out[n] = f
+        n += 1
+    return n
+
+
+@numba.njit(cache=True)
+def folio_putback_batch(mem_map, folios):
+    """``putback_movable_pages()``: the folios still allocated leave their list."""
+    for i in range(folios.size):
+        pg = mem_map[folios[i]]
+        if pg.order >= 0:
+            pg.flags &= ~PG_isolated
