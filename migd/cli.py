@@ -97,13 +97,19 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "etc" / "migd.toml"
 
 def _run(args: argparse.Namespace) -> int:
     from .daemon import ConfigError, load_config, run_daemon
+    from .metrics._http import parse_address
 
     try:
         cfg = load_config(args.config)
     except ConfigError as e:
         print(f"migd run: {args.config}: {e}", file=sys.stderr)
         return 2
-    return run_daemon(cfg, args.mount)
+    try:
+        parse_address(args.metrics or cfg.daemon["metrics"])
+    except ValueError as e:
+        print(f"migd run: {e}", file=sys.stderr)
+        return 2
+    return run_daemon(cfg, args.mount, args.metrics)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", default=str(DEFAULT_CONFIG), metavar="FILE")
     r.add_argument("--mount", default=None, metavar="DIR",
                    help="mount point of the control tree (default: the config's)")
+    r.add_argument("--metrics", default=None, metavar="HOST:PORT",
+                   help="serve Prometheus /metrics there (default: the config's)")
     r.set_defaults(func=_run)
     b = sub.add_parser("bench", help="run an experiment")
     b.add_argument("experiment", choices=sorted(EXPERIMENTS))

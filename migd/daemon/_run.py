@@ -18,6 +18,7 @@ import time
 
 import trio
 
+from ..metrics import serve_metrics
 from ..sysfs import clear_stale_mount, serve, unmount
 from ._attrs import build_tree
 from ._config import Config
@@ -60,7 +61,7 @@ async def _fault_reporter(sys: System, period: float = 1.0) -> None:
         fallbacks = dict(fb)
 
 
-async def serve_daemon(cfg: Config, mountpoint: str, log) -> int:
+async def serve_daemon(cfg: Config, mountpoint: str, metrics: str, log) -> int:
     t_start = time.monotonic()
     sys = System(cfg)
     sys.events.append(lambda event, fields: log.info(event, **fields))
@@ -73,6 +74,11 @@ async def serve_daemon(cfg: Config, mountpoint: str, log) -> int:
                 log.info("stale_mount_cleared", mount=mountpoint)
         except OSError as e:
             log.error("mount_failed", mount=mountpoint, error=str(e))
+            return 1
+        try:
+            http, port = serve_metrics(sys, metrics)
+        except (OSError, ValueError) as e:
+            log.error("metrics_failed", address=metrics, error=str(e))
             return 1
         tree = build_tree(sys)
         token = trio.lowlevel.current_trio_token()
@@ -95,10 +101,10 @@ async def serve_daemon(cfg: Config, mountpoint: str, log) -> int:
             interval = watchdog_interval()
             if interval:
                 nursery.start_soon(_watchdog, interval)
-            sd_notify("READY=1")
-            log.info("ready", mount=mountpoint, profile=sys.profile.name,
+            log.info("ready", mount=mountpoint, metrics_port=port, profile=sys.profile.name,
                      migrator=sys.active_migrator(), tenants=len(sys.tenants),
                      startup_seconds=round(time.monotonic() - t_start, 3))
+            sd_notify("READY=1")
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     log.info("sighup_ignored")
@@ -111,14 +117,16 @@ async def serve_daemon(cfg: Config, mountpoint: str, log) -> int:
                 await workloads_done.wait()
             sys.trace.close()
             unmount(mountpoint)
+            http.shutdown()
             nursery.cancel_scope.cancel()
     report = sys.machine.check_integrity()
     log.info("stopped", integrity_ok=report.ok, **vars(report))
     return 0 if report.ok else 1
 
 
-def run_daemon(cfg: Config, mountpoint: str | None = None) -> int:
+def run_daemon(cfg: Config, mountpoint: str | None = None, metrics: str | None = None) -> int:
     log = configure_logging(cfg.daemon["log_format"])
     mountpoint = mountpoint or cfg.daemon["mount"]
-    log.info("starting", mount=mountpoint, pid=os.getpid())
-    return trio.run(serve_daemon, cfg, mountpoint, log)
+    metrics = metrics or cfg.daemon["metrics"]
+    log.info("starting", mount=mountpoint, metrics=metrics, pid=os.getpid())
+    return trio.run(serve_daemon, cfg, mountpoint, metrics, log)

@@ -1,0 +1,153 @@
+"""Prometheus metrics: a collector that translates the core's snapshots.
+
+No second set of books: at each scrape the collector reads the engine's
+``statistics()`` (safe from the HTTP thread), the DMA channels', tenants' and
+callers' counters, and renders them with Prometheus names (``migd_`` prefix,
+``_total`` counters, base units) and low-cardinality labels.  Every counter
+comes from a monotonic count in the core, so none goes backwards — a reset of
+``folios_migrated`` in the tree only moves the tree's view.
+"""
+
+from __future__ import annotations
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+)
+
+from ..migrate import VMSTAT_ITEMS, HistogramSnapshot
+from ..mm import PAGE_SIZE
+
+
+def _histogram(name: str, doc: str, h: HistogramSnapshot) -> HistogramMetricFamily:
+    buckets, acc = [], 0
+    for le, n in zip([*h.bounds, float("inf")], h.counts, strict=True):
+        acc += n
+        buckets.append(("+Inf" if le == float("inf") else repr(float(le)), acc))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=h.sum)
+
+
+class MigdCollector:
+    def __init__(self, system, version: str) -> None:
+        self.sys = system
+        self.version = version
+
+    def describe(self):
+        return []  # no scrape at registration
+
+    def collect(self):
+        sys = self.sys
+        s = sys.engine.statistics()
+        mig = sys.active_migrator()
+        info = InfoMetricFamily("migd_migrator", "The active migrator (none: CPU default).")
+        info.add_metric([], {"migrator": mig, "profile": sys.profile.name})
+        yield info
+        build = InfoMetricFamily("migd_build", "migd's version.")
+        build.add_metric([], {"version": self.version})
+        yield build
+        for item in VMSTAT_ITEMS:  # the kernel's vmstat items, by reason
+            unit = "pages" if item.startswith("pg") else "folios"
+            c = CounterMetricFamily(f"migd_{item}_{unit}", f"/proc/vmstat {item}, by reason.",
+                                    labels=["reason"])
+            for reason, row in s.vmstat_by_reason.items():
+                c.add_metric([reason], row[item])
+            yield c
+        for what, d in (("migrated", s.folios_migrated), ("failed", s.folios_failed)):
+            c = CounterMetricFamily(f"migd_{what}_folios", f"Folios {what}.",
+                                    labels=["migrator", "reason"])
+            for (m, r), v in d.items():
+                c.add_metric([m, r], v)
+            yield c
+        for what, d in (("migrated", s.bytes_migrated), ("failed", s.bytes_failed)):
+            c = CounterMetricFamily(f"migd_{what}_bytes", f"Bytes of folios {what}.",
+                                    labels=["migrator", "reason"])
+            for (m, r), v in d.items():
+                c.add_metric([m, r], v)
+            yield c
+        c = CounterMetricFamily("migd_batches", "migrate_pages_batch() runs.", labels=["migrator"])
+        for m, v in s.batches.items():
+            c.add_metric([m], v)
+        yield c
+        c = CounterMetricFamily("migd_offload_fallback_folios",
+                                "Folios an offload migrator left to the CPU, by cause.",
+                                labels=["cause"])
+        for cause, v in s.fallbacks.items():
+            c.add_metric([cause], v)
+        yield c
+        c = CounterMetricFamily("migd_copy_cpu_seconds", "CPU time spent copying folios.",
+                                labels=["migrator"])
+        for m, v in s.cpu_copy_seconds.items():
+            c.add_metric([m], v)
+        yield c
+        yield _histogram("migd_batch_pages", "Base pages per batch.", s.batch_pages)
+        yield _histogram("migd_first_folio_latency_seconds",
+                         "Batch entry to the first folio remapped.", s.first_folio_seconds)
+        yield _histogram("migd_inaccessible_seconds",
+                         "Per folio: unmapped (migration entry) to remapped.",
+                         s.inaccessible_seconds)
+        yield from self._dma()
+        yield from self._nodes()
+        yield from self._tenants()
+        c = CounterMetricFamily("migd_faults_injected", "Injected faults, by fault point.",
+                                labels=["point"])
+        for point, v in sys.faults.injected().items():
+            c.add_metric([point], v)
+        yield c
+
+    def _dma(self):
+        dev = self.sys.dma
+        fams = {
+            "busy": CounterMetricFamily("migd_dma_channel_busy_seconds",
+                                        "Time a DMA channel spent on descriptors.",
+                                        labels=["device", "channel"]),
+            "bytes": CounterMetricFamily("migd_dma_channel_transferred_bytes",
+                                         "Bytes a DMA channel copied.",
+                                         labels=["device", "channel"]),
+            "desc": CounterMetricFamily("migd_dma_channel_descriptors",
+                                        "Memcpy descriptors a DMA channel completed.",
+                                        labels=["device", "channel"]),
+        }
+        for ch in dev.channels:
+            labels = [f"dma{dev.dev_id}", str(ch.chan_id)]
+            fams["busy"].add_metric(labels, ch.busy_seconds)
+            fams["bytes"].add_metric(labels, ch.bytes_transferred)
+            fams["desc"].add_metric(labels, ch.memcpy_count)
+        yield from fams.values()
+        c = CounterMetricFamily("migd_dma_batches_refused", "Batches refused (-EBUSY).",
+                                labels=["device"])
+        c.add_metric([f"dma{dev.dev_id}"], dev.batches_refused)
+        yield c
+
+    def _nodes(self):
+        mem = self.sys.machine.memory
+        cap = GaugeMetricFamily("migd_node_capacity_bytes", "Node memory.", labels=["node"])
+        used = GaugeMetricFamily("migd_node_used_bytes", "Node memory in use.", labels=["node"])
+        for n in mem.nodes:
+            cap.add_metric([str(n.nid)], n.nr_pages * PAGE_SIZE)
+            used.add_metric([str(n.nid)], (n.nr_pages - n.nr_free_pages) * PAGE_SIZE)
+        yield cap
+        yield used
+        for item, per_node in self.sys.node_vmstat.items():
+            unit = "pages" if item.startswith("pg") else "folios"
+            if item == "compact_success":
+                unit = "runs"
+            c = CounterMetricFamily(f"migd_{item}_{unit}", f"Node vmstat {item}.",
+                                    labels=["node"])
+            for n in mem.nodes:
+                c.add_metric([str(n.nid)], int(per_node[n.nid]))
+            yield c
+
+    def _tenants(self):
+        secs = CounterMetricFamily("migd_tenant_stall_seconds",
+                                   "Time a tenant waited on migration entries.",
+                                   labels=["tenant"])
+        stalls = CounterMetricFamily("migd_tenant_stalls",
+                                     "Accesses that met a migration entry.", labels=["tenant"])
+        for t in self.sys.tenants:
+            st = t.statistics()
+            secs.add_metric([t.name], st.stall_seconds)
+            stalls.add_metric([t.name], st.stalls)
+        yield secs
+        yield stalls
