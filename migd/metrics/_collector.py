@@ -18,7 +18,16 @@ from prometheus_client.core import (
 )
 
 from ..migrate import VMSTAT_ITEMS, HistogramSnapshot
-from ..mm import PAGE_SIZE
+from ..mm import PAGE_SIZE, MigrateReason
+
+MIGRATORS = ("cpu", "mtcopy", "dcbm")
+#: Fallback causes dcbm and the engine can report (always exported, 0 until seen).
+CAUSES = ("EIO", "ETIMEDOUT", "EBUSY", "EOPNOTSUPP", "incomplete")
+
+
+def _complete(d: dict, keys) -> dict:
+    """Every expected label set, 0 where nothing happened yet (queries see 0, not nothing)."""
+    return {k: d.get(k, 0) for k in [*keys, *(k for k in d if k not in keys)]}
 
 
 def _histogram(name: str, doc: str, h: HistogramSnapshot) -> HistogramMetricFamily:
@@ -54,33 +63,28 @@ class MigdCollector:
             for reason, row in s.vmstat_by_reason.items():
                 c.add_metric([reason], row[item])
             yield c
-        for what, d in (("migrated", s.folios_migrated), ("failed", s.folios_failed)):
-            c = CounterMetricFamily(f"migd_{what}_folios", f"Folios {what}.",
-                                    labels=["migrator", "reason"])
-            for (m, r), v in d.items():
+        pairs = [(m, r.label) for m in MIGRATORS for r in MigrateReason]
+        for name, doc, d in (
+                ("migd_migrated_folios", "Folios migrated.", s.folios_migrated),
+                ("migd_failed_folios", "Folios that failed to migrate.", s.folios_failed),
+                ("migd_migrated_bytes", "Bytes of folios migrated.", s.bytes_migrated),
+                ("migd_failed_bytes", "Bytes of folios that failed.", s.bytes_failed)):
+            c = CounterMetricFamily(name, doc, labels=["migrator", "reason"])
+            for (m, r), v in _complete(d, pairs).items():
                 c.add_metric([m, r], v)
             yield c
-        for what, d in (("migrated", s.bytes_migrated), ("failed", s.bytes_failed)):
-            c = CounterMetricFamily(f"migd_{what}_bytes", f"Bytes of folios {what}.",
-                                    labels=["migrator", "reason"])
-            for (m, r), v in d.items():
-                c.add_metric([m, r], v)
+        for name, doc, label, d, keys in (
+                ("migd_batches", "migrate_pages_batch() runs.", "migrator", s.batches,
+                 MIGRATORS),
+                ("migd_offload_fallback_folios",
+                 "Folios an offload migrator left to the CPU, by cause.", "cause", s.fallbacks,
+                 CAUSES),
+                ("migd_copy_cpu_seconds", "CPU time spent copying folios.", "migrator",
+                 s.cpu_copy_seconds, MIGRATORS)):
+            c = CounterMetricFamily(name, doc, labels=[label])
+            for k, v in _complete(d, keys).items():
+                c.add_metric([k], v)
             yield c
-        c = CounterMetricFamily("migd_batches", "migrate_pages_batch() runs.", labels=["migrator"])
-        for m, v in s.batches.items():
-            c.add_metric([m], v)
-        yield c
-        c = CounterMetricFamily("migd_offload_fallback_folios",
-                                "Folios an offload migrator left to the CPU, by cause.",
-                                labels=["cause"])
-        for cause, v in s.fallbacks.items():
-            c.add_metric([cause], v)
-        yield c
-        c = CounterMetricFamily("migd_copy_cpu_seconds", "CPU time spent copying folios.",
-                                labels=["migrator"])
-        for m, v in s.cpu_copy_seconds.items():
-            c.add_metric([m], v)
-        yield c
         yield _histogram("migd_batch_pages", "Base pages per batch.", s.batch_pages)
         yield _histogram("migd_first_folio_latency_seconds",
                          "Batch entry to the first folio remapped.", s.first_folio_seconds)

@@ -1,0 +1,132 @@
+"""/metrics against real tools: promtool, a real Prometheus server, the dashboard."""
+
+import json
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from .test_daemon import Daemon
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD = ROOT / "etc" / "grafana" / "dashboards" / "migd.json"
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    d = Daemon(tmp_path_factory.mktemp("metrics"))
+    try:
+        d.wait_ready()
+        yield d
+    finally:
+        d.close()
+
+
+def scrape(d) -> str:
+    with urllib.request.urlopen(d.metrics_url, timeout=10) as r:
+        return r.read().decode()
+
+
+def counters(text: str) -> dict[tuple, float]:
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.type in ("counter", "histogram"):
+            for s in fam.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_promtool_check_metrics_on_a_live_scrape_is_clean(daemon):
+    text = scrape(daemon)
+    p = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == "" and p.stderr.strip() == "", p
+    names = {f.name for f in text_string_to_metric_families(text)}
+    for want in ("migd_migrated_bytes", "migd_failed_folios", "migd_batches",
+                 "migd_offload_fallback_folios", "migd_dma_channel_busy_seconds",
+                 "migd_copy_cpu_seconds", "migd_first_folio_latency_seconds",
+                 "migd_inaccessible_seconds", "migd_batch_pages", "migd_node_used_bytes",
+                 "migd_tenant_stall_seconds", "migd_migrator_info"):
+        assert want in names, want
+
+
+def test_counters_never_go_backwards_across_switches_and_tree_resets(daemon):
+    before = counters(scrape(daemon))
+    for name in ("dcbm", "mtcopy", "none", "dcbm", "none"):
+        daemon.write("kernel/mm/migrate_offload/migrator", name)
+        time.sleep(0.2)
+    assert int(daemon.read("module/dcbm/parameters/folios_migrated")) > 0
+    daemon.write("module/dcbm/parameters/folios_migrated", "0")  # the tree's view only
+    assert daemon.read("module/dcbm/parameters/folios_migrated") == "0\n"
+    after = counters(scrape(daemon))
+    went_back = {k: (v, after.get(k)) for k, v in before.items() if after.get(k, v) < v}
+    assert went_back == {}
+    assert after[("migd_batches_total", (("migrator", "dcbm"),))] > 0
+
+
+def test_dashboard_is_provisionable():
+    d = json.loads(DASHBOARD.read_text())
+    assert d["id"] is None and d["uid"] == "migd-overview" and "__inputs" not in d
+    prov = (ROOT / "etc/grafana/provisioning/datasources/migd.yaml").read_text()
+    for panel in d["panels"]:
+        assert panel["datasource"]["uid"] == "migd-prometheus"
+        assert panel["targets"]
+    assert "uid: migd-prometheus" in prov
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prom_query(port: int, expr: str) -> list:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=10) as r:
+        doc = json.loads(r.read())
+    assert doc["status"] == "success", doc
+    return doc["data"]["result"]
+
+
+def test_every_dashboard_panel_returns_data_from_a_real_prometheus(daemon, tmp_path):
+    target = urllib.parse.urlparse(daemon.metrics_url).netloc
+    cfg = tmp_path / "prometheus.yml"
+    cfg.write_text(f"""
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: migd
+    static_configs:
+      - targets: ["{target}"]
+""")
+    port = free_port()
+    prom = subprocess.Popen(
+        ["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        daemon.write("module/dcbm/parameters/offloading", "1")  # exercise DMA panels too
+        deadline = time.monotonic() + 60
+        while True:  # until Prometheus is up and has scraped a few times
+            try:
+                up = prom_query(port, 'count_over_time(up{job="migd"}[1m])')
+                if up and float(up[0]["value"][1]) >= 4:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "Prometheus never scraped migd"
+            time.sleep(0.5)
+        exprs = [t["expr"] for p in json.loads(DASHBOARD.read_text())["panels"]
+                 for t in p["targets"]]
+        empty = [e for e in exprs if not prom_query(port, e)]
+        assert empty == [], empty
+        assert len(exprs) >= 14
+    finally:
+        daemon.write("module/dcbm/parameters/offloading", "0")
+        prom.terminate()
+        prom.wait(10)
