@@ -111,3 +111,13 @@ def test_bench_cat_latency_reads_the_real_mount_while_migrating(tmp_path):
     assert row["cat_reads"] > 100 and row["files"] > 40  # every attribute, many times
     assert 0 < row["cat_p50_ms"] <= row["cat_p99_ms"] <= row["cat_max_ms"]
     assert row["total_bytes"] > 0 and row["verified"]  # it migrated, and lost nothing
+
+
+def test_bench_scrape_times_real_http_scrapes(tmp_path):
+    out = tmp_path / "scrape.json"
+    p = migd("bench", "scrape", "--json", str(out))
+    assert p.returncode == 0, p.stderr
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["scrapes"] == 50 and row["series"] > 300
+    assert 0 < row["scrape_p50_ms"] <= row["scrape_p99_ms"] <= row["scrape_max_ms"]
+    assert "scrapes of" in p.stdout

@@ -240,6 +240,13 @@ async def cat_latency(opts: BenchOptions) -> BenchReport:
     return await run_it(opts)
 
 
+async def scrape(opts: BenchOptions) -> BenchReport:
+    """Time of a full /metrics scrape with every series present."""
+    from ._scrape import scrape as run_it
+
+    return await run_it(opts)
+
+
 EXPERIMENTS = {"memcpy": memcpy, "throughput": throughput, "batch-sweep": batch_sweep,
-               "seed": seed, "cat-latency": cat_latency}
+               "seed": seed, "cat-latency": cat_latency, "scrape": scrape}
 DEFAULT_CLOCK = {"seed": "virtual"}

@@ -65,6 +65,9 @@ class BenchReport:
         published = any("published_gbps" in r.extra for r in self.rows)
         if any("cat_p99_ms" in r.extra for r in self.rows):
             return self._cat_table()
+        if any("scrape_p99_ms" in r.extra for r in self.rows):
+            return "\n".join([f"# {self.experiment}, {self.clock} clock"]
+                             + ["# " + n for n in self.notes])
         head = ["migrator", "order", "folio", "batch", "GB/s", "x memcpy", "first-folio us",
                 "inacc p50 us", "inacc p99 us", "verified"]
         if published:
