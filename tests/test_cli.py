@@ -1,5 +1,6 @@
 """``migd bench``: JSON rows as the SPEC says, and one-line errors on bad input."""
 
+import os
 import json
 import subprocess
 import sys
@@ -121,3 +122,23 @@ def test_bench_scrape_times_real_http_scrapes(tmp_path):
     assert row["scrapes"] == 50 and row["series"] > 300
     assert 0 < row["scrape_p50_ms"] <= row["scrape_p99_ms"] <= row["scrape_max_ms"]
     assert "scrapes of" in p.stdout
+
+
+def test_compiled_code_cache_survives_any_order_of_first_use(tmp_path):
+    """numba's on-disk cache: the fast path compiled in a process where the
+    parallel copy was loaded from the cache once crashed every later process
+    (SIGSEGV).  The parallel copy is therefore never cached; this replays the
+    order that broke it: the copy alone, then the fast path, then a reload."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    first = ("import numpy as np; from migd.mm._copy import folios_copy_mt; "
+             "from migd.mm import PhysMemory, NodeSpec; "
+             "m = PhysMemory([NodeSpec(4 << 20, 'a', None)]); "
+             "e = np.empty(0, dtype=np.int64); "
+             "folios_copy_mt(m.arena_base, m.page_bytes, m.mem_map, e, e, 0, 0, 2)")
+    p = subprocess.run([sys.executable, "-c", first], env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    for _ in range(2):
+        p = subprocess.run([sys.executable, "-m", "migd", "bench", "throughput", "--clock",
+                            "real", "--orders", "0", "--total", "4M", "--migrators", "cpu"],
+                           env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr

@@ -49,7 +49,11 @@ def folios_mc_copy(base, page_bytes, mem_map, dst, src):
         mem_map[s].flags |= FOLIO_CONTENT_COPIED
 
 
-@numba.njit(parallel=True, nogil=True, cache=True)
+# Never cached on disk: a cached caller (the engine's fast path) compiled in a
+# process that had loaded this parallel function from the cache crashed every
+# later process that loaded the caller (numba 0.6x).  Uncached, it is compiled
+# into each caller afresh; the cost is a compile on first direct use.
+@numba.njit(parallel=True, nogil=True, cache=False)
 def folios_copy_mt(base, page_bytes, mem_map, dst, src, lo, hi, nr_threads):
     """Multi-threaded copy of folios ``lo..hi`` (Zi Yan's ``copy_page_lists_mt()``).
 
