@@ -1,7 +1,7 @@
 """``migd bench``: JSON rows as the SPEC says, and one-line errors on bad input."""
 
-import os
 import json
+import os
 import subprocess
 import sys
 
