@@ -51,7 +51,7 @@ def folios_mc_copy(base, page_bytes, mem_map, dst, src):
 
 # Never cached on disk: a cached caller (the engine's fast path) compiled in a
 # process that had loaded this parallel function from the cache crashed every
-# later process that loaded the caller (numba 0.6x).  Uncached, it is compiled
+# later process that loaded the caller (numba 0.68).  Uncached, it is compiled
 # into each caller afresh; the cost is a compile on first direct use.
 @numba.njit(parallel=True, nogil=True, cache=False)
 def folios_copy_mt(base, page_bytes, mem_map, dst, src, lo, hi, nr_threads):
