@@ -274,3 +274,63 @@ async def test_dsa_refuses_a_batch_when_every_channel_is_claimed(autojump_clock)
     assert m.check_integrity().ok
     assert (m.memory.nid_of[m.tenant_folios(a)] == 1).all()
     assert (m.memory.nid_of[m.tenant_folios(b)] == 1).all()
+
+
+@pytest.mark.parametrize("virtual", [True, False])
+async def test_stop_during_a_hung_dma_batch_finishes_it_on_the_cpu(virtual):
+    """Shutdown while a batch waits on a descriptor that never completes: the
+    copy is cancelled at once (not after the 10 s timeout), the batch finishes
+    on the CPU, later batches are not started, nothing is left unmapped."""
+    m, e, dma = rig(virtual)
+    t = m.add_tenant(TenantSpec("t", 8 * MiB, order=0))
+    e.registry.register(DcbmMigrator(dma, nr_dma_chan=4))
+    e.nr_max_batched_migration = 256
+    e.faults["fail_dma_timeout"].set(probability=100, times=1)
+    folios = m.tenant_folios(t)
+    async with trio.open_nursery() as n:
+        n.start_soon(dma.run)
+        result = []
+
+        async def migrate():
+            result.append(await e.migrate_pages(folios, 1, MigrateReason.MR_DEMOTION))
+        n.start_soon(migrate)
+        while not e.faults["fail_dma_timeout"].injected:
+            await trio.sleep(0.001)
+        t0 = trio.current_time()
+        e.stop()
+        while not result:
+            await trio.sleep(0.001)
+        assert trio.current_time() - t0 < 1.0
+        n.cancel_scope.cancel()
+    r = result[0]
+    assert 0 < r.failed.size < folios.size  # the first batch moved, the rest never tried
+    fallbacks = e.statistics().fallbacks  # the folios the DMA had not copied
+    assert fallbacks.keys() == {"EINTR"} and 0 < fallbacks["EINTR"] <= 256
+    assert (m.memory.nid_of[m.tenant_folios(t)] == 1).sum() == 256
+    assert m.check_integrity().ok
+    v = e.statistics().vmstat
+    assert v["pgmigrate_success"] == 256 and v["pgmigrate_fail"] == folios.size - 256
+    assert e.pages_in_flight == 0 and e.pages_attempted == folios.size
+
+
+async def test_cancelling_a_caller_mid_batch_leaves_no_batch_half_done(autojump_clock):
+    """A cancelled migrate_pages() returns at the next batch boundary: the batch
+    in flight completes (shielded), later folios fail at their source."""
+    m, e, dma = rig(True)
+    t = m.add_tenant(TenantSpec("t", 8 * MiB, order=2))
+    e.registry.register(DcbmMigrator(dma, nr_dma_chan=2))
+    e.nr_max_batched_migration = 128
+    folios = m.tenant_folios(t)
+    async with trio.open_nursery() as n:
+        n.start_soon(dma.run)
+        with trio.move_on_after(0.0003) as scope:  # inside the first DMA batch
+            await e.migrate_pages(folios, 1, MigrateReason.MR_DEMOTION)
+        n.cancel_scope.cancel()
+    assert scope.cancelled_caught
+    moved = int((m.memory.nid_of[m.tenant_folios(t)] == 1).sum())
+    assert 0 < moved < folios.size and (moved * 4) % 128 == 0  # whole batches
+    report = m.check_integrity()
+    assert report.ok, report
+    v = e.statistics().vmstat
+    assert v["pgmigrate_success"] + v["pgmigrate_fail"] == e.pages_attempted == folios.size * 4
+    assert e.pages_in_flight == 0

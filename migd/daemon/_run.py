@@ -15,6 +15,8 @@ import gc
 import os
 import signal
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import trio
 
@@ -61,6 +63,45 @@ async def _fault_reporter(sys: System, period: float = 1.0) -> None:
         fallbacks = dict(fb)
 
 
+@asynccontextmanager
+async def system_running(sys: System, mountpoint: str) -> AsyncIterator[trio.Nursery]:
+    """The System live: DMA channels, the tree mounted, mutators and workloads.
+
+    Yields the nursery they run in, for the caller's own tasks.  On exit, even
+    when cancelled: the engine stops (batches in flight finish, see
+    ``MigrationEngine.stop``), workloads get :data:`SHUTDOWN_GRACE` to return,
+    the tree is unmounted and every task is cancelled.  Shared by ``migd run``
+    and ``migd soak`` so that the soak exercises the daemon's own shutdown.
+    """
+    tree = build_tree(sys)
+    token = trio.lowlevel.current_trio_token()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sys.dma.run)
+        nursery.start_soon(functools.partial(
+            trio.to_thread.run_sync, serve, tree, mountpoint, token, abandon_on_cancel=True))
+        try:
+            await _wait_mounted(mountpoint)
+            for i, t in enumerate(sys.tenants):
+                nursery.start_soon(sys.machine.run_mutator, t, sys.cfg.daemon["seed"] + i)
+            workloads_done = trio.Event()
+
+            async def workloads() -> None:
+                try:
+                    await run_workloads(sys)
+                finally:
+                    workloads_done.set()
+            nursery.start_soon(workloads)
+            yield nursery
+        finally:
+            with trio.CancelScope(shield=True):
+                sys.engine.stop()
+                with trio.move_on_after(SHUTDOWN_GRACE):
+                    await workloads_done.wait()
+                sys.trace.close()
+                await trio.to_thread.run_sync(unmount, mountpoint)
+            nursery.cancel_scope.cancel()
+
+
 async def serve_daemon(cfg: Config, mountpoint: str, metrics: str, log) -> int:
     t_start = time.monotonic()
     sys = System(cfg)
@@ -80,45 +121,25 @@ async def serve_daemon(cfg: Config, mountpoint: str, metrics: str, log) -> int:
         except (OSError, ValueError) as e:
             log.error("metrics_failed", address=metrics, error=str(e))
             return 1
-        tree = build_tree(sys)
-        token = trio.lowlevel.current_trio_token()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(sys.dma.run)
-            nursery.start_soon(functools.partial(
-                trio.to_thread.run_sync, serve, tree, mountpoint, token, abandon_on_cancel=True))
-            await _wait_mounted(mountpoint)
-            for i, t in enumerate(sys.tenants):
-                nursery.start_soon(sys.machine.run_mutator, t, cfg.daemon["seed"] + i)
-            workloads_done = trio.Event()
-
-            async def workloads() -> None:
-                try:
-                    await run_workloads(sys)
-                finally:
-                    workloads_done.set()
-            nursery.start_soon(workloads)
-            nursery.start_soon(_fault_reporter, sys)
-            interval = watchdog_interval()
-            if interval:
-                nursery.start_soon(_watchdog, interval)
-            log.info("ready", mount=mountpoint, metrics_port=port, profile=sys.profile.name,
-                     migrator=sys.active_migrator(), tenants=len(sys.tenants),
-                     startup_seconds=round(time.monotonic() - t_start, 3))
-            sd_notify("READY=1")
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    log.info("sighup_ignored")
-                    continue
-                log.info("stopping", signal=signal.Signals(signum).name)
-                break
-            sd_notify("STOPPING=1")
-            sys.engine.stopping = True
-            with trio.move_on_after(SHUTDOWN_GRACE):
-                await workloads_done.wait()
-            sys.trace.close()
-            unmount(mountpoint)
+        try:
+            async with system_running(sys, mountpoint) as nursery:
+                nursery.start_soon(_fault_reporter, sys)
+                interval = watchdog_interval()
+                if interval:
+                    nursery.start_soon(_watchdog, interval)
+                log.info("ready", mount=mountpoint, metrics_port=port, profile=sys.profile.name,
+                         migrator=sys.active_migrator(), tenants=len(sys.tenants),
+                         startup_seconds=round(time.monotonic() - t_start, 3))
+                sd_notify("READY=1")
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        log.info("sighup_ignored")
+                        continue
+                    log.info("stopping", signal=signal.Signals(signum).name)
+                    break
+                sd_notify("STOPPING=1")
+        finally:
             http.shutdown()
-            nursery.cancel_scope.cancel()
     report = sys.machine.check_integrity()
     log.info("stopped", integrity_ok=report.ok, **vars(report))
     return 0 if report.ok else 1

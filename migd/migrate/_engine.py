@@ -138,9 +138,14 @@ class MigrationEngine:
         self._h_first_folio = Histogram(SECONDS_BUCKETS)
         self._h_inaccessible = Histogram(SECONDS_BUCKETS)
         self._rows = np.zeros((4096, 8), dtype=np.int64)  # fast path's batch timings
-        #: Set at shutdown: migrate_pages() stops at the next batch boundary and
-        #: returns the folios it did not get to (intact at their source).
+        #: Set by :meth:`stop`: migrate_pages() stops at the next batch boundary
+        #: and returns the folios it did not get to (intact at their source).
         self.stopping = False
+        self._copy_scopes: set[trio.CancelScope] = set()
+        #: Pages handed to migrate_pages() (after isolation), and those of calls
+        #: still running: pgmigrate_success + pgmigrate_fail + in flight == attempted.
+        self.pages_attempted = 0
+        self.pages_in_flight = 0
 
     # -- knobs ------------------------------------------------------------------
 
@@ -159,6 +164,20 @@ class MigrationEngine:
         """Pages per batch: the migrator's preference, bounded by the core."""
         want = offload.migrator.batch_pages(self._nr_max_batched_migration)
         return int(min(max(want, 1), NR_MAX_BATCHED_MIGRATION_LIMIT))
+
+    def stop(self) -> None:
+        """Shutdown: batches in flight finish, no new batch starts.
+
+        Offloaded copies in flight are cancelled (the migrator terminates its
+        channels) and their folios are copied by the CPU in the move loop, as
+        after any offload failure; later batches of the calls in flight are
+        not started.  Cancelling the callers instead was rejected: a batch
+        torn between unmap and move would leave migration entries behind, and
+        an injected DMA timeout can hold a batch for 10 s.
+        """
+        self.stopping = True
+        for scope in list(self._copy_scopes):
+            scope.cancel()
 
     # -- observers ----------------------------------------------------------------
 
@@ -217,13 +236,23 @@ class MigrationEngine:
         if not 0 <= target_nid < len(self.memory.nodes):
             raise ValueError(f"target node {target_nid} does not exist")
         folios = self.isolate_folios(np.ascontiguousarray(folios, dtype=np.int64))
-        result = None
+        pages = int(self.memory.folio_nr_pages(folios).sum()) if folios.size else 0
+        self.pages_attempted += pages
+        self.pages_in_flight += pages
+        stats = MigrateStats()
+        failed: list[np.ndarray] = []
         try:
-            result = await self._migrate_pages(folios, target_nid, reason, mode)
-            return result
+            rc = await self._migrate_pages(folios, target_nid, reason, mode, stats, failed)
         finally:
-            # what stayed at the source (split parts included) leaves the list
-            self.putback_folios(result.failed if result is not None else folios)
+            # Also when cancelled between batches: every page is accounted
+            # for, and what stayed at the source leaves the list.
+            left = np.concatenate(failed) if failed else _EMPTY
+            self._vmstat[reason] += (stats.nr_succeeded, stats.nr_failed_pages,
+                                     stats.nr_thp_succeeded, stats.nr_thp_failed,
+                                     stats.nr_thp_split)
+            self.putback_folios(left)
+            self.pages_in_flight -= pages
+        return MigrateResult(rc if left.size else 0, stats, left)
 
     def isolate_folios(self, folios: np.ndarray) -> np.ndarray:
         """``folio_isolate_lru()`` for a caller's list: the folios that are
@@ -239,69 +268,74 @@ class MigrationEngine:
         folio_putback_batch(self.memory.mem_map, folios)
 
     async def _migrate_pages(self, folios: np.ndarray, target_nid: int, reason: MigrateReason,
-                             mode: MigrateMode) -> MigrateResult:
-        stats = MigrateStats()
-        failed: list[np.ndarray] = []
+                             mode: MigrateMode, stats: MigrateStats,
+                             failed: list[np.ndarray]) -> int:
+        """The batch loop; returns rc.  Folios left at the source go to ``failed``.
+
+        Batches are not cancellable (see :meth:`_migrate_pages_batch`): a
+        cancellation arrives between batches, and the folios not yet tried
+        then fail, intact.
+        """
         rc_gather = 0
         n = folios.size
         cum = np.cumsum(self.memory.folio_nr_pages(folios))
         dst = None  # the fast path's destination list, allocated on first use
         i = 0
-        while i < n:
-            if self.stopping:
-                ctx = _Ctx(target_nid, reason, self.registry.active, stats)
-                self._count_failed(ctx, folios[i:])
-                failed.append(folios[i:])
-                break
-            with self.registry.read_lock() as offload:
-                bound = self.batch_bound(offload)
-                ctx = _Ctx(target_nid, reason, offload, stats)
-                threads = getattr(offload.migrator, "cpu_threads", 0)
-                if (threads and (offload.reason_mask >> reason) & 1
-                        and not self.clock.virtual and not self.faults.armed):
-                    if dst is None:
-                        dst = np.empty(n, dtype=np.int64)
-                        scratch = np.empty(n, dtype=np.bool_)
-                    j = await self._migrate_pages_batch_cpu(ctx, folios, cum, i, bound, threads,
-                                                            dst, scratch)
-                    if j > i:
-                        i = j
-                        continue
-                # The batch ends with the folio that reaches the bound (the
-                # kernel's "nr_pages >= NR_MAX_BATCHED_MIGRATION" cut).
-                done = int(cum[i - 1]) if i else 0
-                j = min(int(cum.searchsorted(done + bound)) + 1, n)
-                batch, i = folios[i:j], j
-                if mode is MigrateMode.MIGRATE_ASYNC:
-                    rc, left, split = await self._migrate_pages_batch(
-                        ctx, batch, MigrateMode.MIGRATE_ASYNC, NR_MAX_MIGRATE_PAGES_RETRY)
-                else:
-                    rc, left, split = await self._migrate_pages_sync(ctx, batch)
-                if left.size:
-                    failed.append(left)
-                if rc < 0:
-                    # Stopped (-ENOMEM): what was never tried fails too.
-                    self._count_failed(ctx, np.concatenate([split, folios[i:]]))
-                    failed += [split, folios[i:]]
-                    rc_gather = rc
+        ctx = _Ctx(target_nid, reason, self.registry.active, stats)
+        try:
+            while i < n:
+                if self.stopping:
                     break
-                if split.size:
-                    # Split parts: one ASYNC pass; their failures are counted
-                    # per page (the kernel counted the THP as one failure).
-                    _, left, _ = await self._migrate_pages_batch(
-                        ctx, split, MigrateMode.MIGRATE_ASYNC, 1, may_split=False)
-                    failed.append(left)
-                rc_gather += rc
-        left = np.concatenate(failed) if failed else _EMPTY
-        if left.size == 0:
-            rc_gather = 0
-        self._vmstat[reason] += (stats.nr_succeeded, stats.nr_failed_pages,
-                                 stats.nr_thp_succeeded, stats.nr_thp_failed, stats.nr_thp_split)
-        return MigrateResult(rc_gather, stats, left)
+                await trio.lowlevel.checkpoint_if_cancelled()  # batch boundary
+                with self.registry.read_lock() as offload:
+                    bound = self.batch_bound(offload)
+                    ctx = _Ctx(target_nid, reason, offload, stats)
+                    threads = getattr(offload.migrator, "cpu_threads", 0)
+                    if (threads and (offload.reason_mask >> reason) & 1
+                            and not self.clock.virtual and not self.faults.armed):
+                        if dst is None:
+                            dst = np.empty(n, dtype=np.int64)
+                            scratch = np.empty(n, dtype=np.bool_)
+                        j = self._migrate_pages_batch_cpu(ctx, folios, cum, i, bound, threads,
+                                                          dst, scratch)
+                        if j > i:
+                            i = j
+                            await self.clock.yield_point()
+                            continue
+                    # The batch ends with the folio that reaches the bound (the
+                    # kernel's "nr_pages >= NR_MAX_BATCHED_MIGRATION" cut).
+                    done = int(cum[i - 1]) if i else 0
+                    j = min(int(cum.searchsorted(done + bound)) + 1, n)
+                    batch, i = folios[i:j], j
+                    if mode is MigrateMode.MIGRATE_ASYNC:
+                        rc, left, split = await self._migrate_pages_batch(
+                            ctx, batch, MigrateMode.MIGRATE_ASYNC, NR_MAX_MIGRATE_PAGES_RETRY)
+                    else:
+                        rc, left, split = await self._migrate_pages_sync(ctx, batch)
+                    if left.size:
+                        failed.append(left)
+                    if rc < 0:
+                        # Stopped (-ENOMEM): the split parts fail with the rest.
+                        self._count_failed(ctx, split)
+                        failed.append(split)
+                        rc_gather = rc
+                        break
+                    if split.size:
+                        # Split parts: one ASYNC pass; their failures are counted
+                        # per page (the kernel counted the THP as one failure).
+                        _, left, _ = await self._migrate_pages_batch(
+                            ctx, split, MigrateMode.MIGRATE_ASYNC, 1, may_split=False)
+                        failed.append(left)
+                    rc_gather += rc
+        finally:
+            # Not tried (stopped, -ENOMEM, cancelled): failed, at the source.
+            self._count_failed(ctx, folios[i:])
+            failed.append(folios[i:])
+        return rc_gather
 
-    async def _migrate_pages_batch_cpu(self, ctx: _Ctx, folios: np.ndarray, cum: np.ndarray,
-                                       start: int, bound: int, threads: int,
-                                       dst: np.ndarray, scratch: np.ndarray) -> int:
+    def _migrate_pages_batch_cpu(self, ctx: _Ctx, folios: np.ndarray, cum: np.ndarray,
+                                 start: int, bound: int, threads: int,
+                                 dst: np.ndarray, scratch: np.ndarray) -> int:
         """Clean batches for a CPU-copy migrator (cpu, mtcopy) in one compiled call.
 
         Same steps as :meth:`_migrate_pages_batch` (see
@@ -320,8 +354,8 @@ class MigrationEngine:
             ctx.target_nid, bound, deadline, threads, dst, scratch, self._rows)
         if nr_batches:
             self._record_batches_cpu(ctx, self._rows[:nr_batches], offset)
-            await self.clock.yield_point()
         return j
+
     async def _migrate_pages_sync(self, ctx: _Ctx, batch: np.ndarray):
         """``migrate_pages_sync()``: one ASYNC batch, then folio by folio, SYNC."""
         astats = MigrateStats()
@@ -366,7 +400,19 @@ class MigrationEngine:
     async def _migrate_pages_batch(self, ctx: _Ctx, folios: np.ndarray, mode: MigrateMode,
                                    nr_pass: int, may_split: bool = True):
         """Returns ``(rc, left, split)``: rc as the kernel's, the folios that
-        stay at the source, and the parts of folios split on -ENOMEM."""
+        stay at the source, and the parts of folios split on -ENOMEM.
+
+        Shielded from cancellation: between unmap and move the folios are
+        reachable only through migration entries, and a batch ends in a move
+        or an undo, never half-way.  Its only long wait, an offloaded copy,
+        is cut short by :meth:`stop` instead.
+        """
+        with trio.CancelScope(shield=True):
+            return await self._migrate_pages_batch_shielded(ctx, folios, mode, nr_pass,
+                                                            may_split)
+
+    async def _migrate_pages_batch_shielded(self, ctx: _Ctx, folios: np.ndarray,
+                                            mode: MigrateMode, nr_pass: int, may_split: bool):
         t_entry = trio.current_time()
         nr_pages = int(self.memory.folio_nr_pages(folios).sum())
         nosplit = ctx.reason == MigrateReason.MR_NUMA_MISPLACED or not may_split
@@ -511,11 +557,18 @@ class MigrationEngine:
             seconds = await folios_mc_copy(mem, src, dst, self.clock, self.profile)
             self._add_cpu_seconds("cpu", seconds)
             return int(src.size), 0, None
+        if self.stopping:
+            return 0, 0, None  # shutting down: the move loop copies on the CPU
         batch = CopyBatch(mem, src, dst, mem.folio_order[src], self.clock, self.profile)
-        try:
-            rc = await offload.migrator.migrate_offc(batch)
-        except Exception:  # a migrator bug must not lose pages: the CPU copies
-            rc = -errno.EIO
+        rc = -errno.EINTR  # stays so when stop() cancels the copy
+        with trio.CancelScope() as scope:
+            self._copy_scopes.add(scope)
+            try:
+                rc = await offload.migrator.migrate_offc(batch)
+            except Exception:  # a migrator bug must not lose pages: the CPU copies
+                rc = -errno.EIO
+            finally:
+                self._copy_scopes.discard(scope)
         missed = int(((mem.flags[src] & FOLIO_CONTENT_COPIED) == 0).sum())
         cause = None
         if missed:

@@ -97,10 +97,17 @@ class DcbmMigrator(Migrator):
             if rc:
                 for ch in chans:
                     await ch.terminate_sync()
+        except trio.Cancelled:
+            # The engine is stopping: no DMA write may land after the CPU
+            # fallback copies, so the channels are terminated first.
+            with trio.CancelScope(shield=True):
+                for ch in chans:
+                    await ch.terminate_sync()
+            raise
         finally:
             dev.release_channels(chans)
-        self.completion_order = order
-        copied = nr - outstanding - failed
-        self.folios_migrated += copied
-        self.folios_failures += nr - copied
+            self.completion_order = order
+            copied = nr - outstanding - failed
+            self.folios_migrated += copied
+            self.folios_failures += nr - copied
         return rc
