@@ -112,10 +112,35 @@ def _run(args: argparse.Namespace) -> int:
     return run_daemon(cfg, args.mount, args.metrics)
 
 
+def _soak(args: argparse.Namespace) -> int:
+    from .soak import SoakOptions, run_soak, summary_json
+
+    try:
+        opts = SoakOptions(duration=_duration(args.duration), faults=args.faults,
+                           seed=args.seed, mount=args.mount, progress=_progress_printer())
+    except ValueError as e:
+        print(f"migd soak: {e}", file=sys.stderr)
+        return 2
+    summary = run_soak(opts)
+    text = summary_json(summary)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
+    return 0 if summary.ok else 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (the usage is in ``--help``)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .bench import EXPERIMENTS
 
-    p = argparse.ArgumentParser(prog="migd", description=__doc__)
+    p = _Parser(prog="migd", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the daemon")
     r.add_argument("--config", default=str(DEFAULT_CONFIG), metavar="FILE")
@@ -124,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--metrics", default=None, metavar="HOST:PORT",
                    help="serve Prometheus /metrics there (default: the config's)")
     r.set_defaults(func=_run)
+    k = sub.add_parser("soak", help="random work, knob flips and faults, checked throughout")
+    k.add_argument("--duration", default="10m", help="e.g. 60s, 10m, 2h")
+    k.add_argument("--faults", action="store_true", help="inject random faults of every kind")
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--json", default=None, metavar="FILE")
+    k.add_argument("--mount", default=None, metavar="DIR",
+                   help="where to mount the tree (default: a fresh temporary directory)")
+    k.set_defaults(func=_soak)
     b = sub.add_parser("bench", help="run an experiment")
     b.add_argument("experiment", choices=sorted(EXPERIMENTS))
     b.add_argument("--clock", choices=("real", "virtual"), default=None,
