@@ -45,7 +45,9 @@ def _bench(args: argparse.Namespace) -> int:
             verify=args.verify, repeat=args.repeat,
             progress=_progress_printer(),
             calibration=_calibration_dir(args.calibration),
-            duration=_duration(args.duration))
+            duration=_duration(args.duration),
+            budgets_us=(None if args.budget_us is None else bench.parse_int_list(
+                args.budget_us, "--budget-us", 1, 10_000_000)))
         if opts.batch_pages is not None:
             from .migrate import NR_MAX_BATCHED_MIGRATION_LIMIT
             if any(not 1 <= b <= NR_MAX_BATCHED_MIGRATION_LIMIT for b in opts.batch_pages):
@@ -160,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="run an experiment")
     b.add_argument("experiment", choices=sorted(EXPERIMENTS))
     b.add_argument("--clock", choices=("real", "virtual"), default=None,
-                   help="default: virtual for seed, real for the others")
+                   help="default: virtual for seed, latency-budget and auto-choice, "
+                   "real for the others")
     b.add_argument("--profile", default=None, help="hardware profile (default: native on "
                    "the real clock, zen3-ptdma on the virtual one)")
     b.add_argument("--orders", default="0,2,4,6,8,9")
@@ -172,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", default=None, metavar="FILE")
     b.add_argument("--duration", default="10s",
                    help="cat-latency: how long to read (e.g. 10s, 2m)")
+    b.add_argument("--budget-us", default=None, metavar="US,...",
+                   help="latency-budget: the budgets (default 250,500,1000,2000,5000)")
     b.add_argument("--calibration", default=None, metavar="DIR",
                    help="seed: directory of calibration CSVs (default: the packaged set)")
     b.set_defaults(func=_bench)

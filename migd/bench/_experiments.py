@@ -60,6 +60,7 @@ class BenchOptions:
     progress: Callable[[str], None] = lambda msg: None
     calibration: Path | None = None  # seed: directory of the calibration CSVs
     duration: float = 10.0  # cat-latency: seconds of reading
+    budgets_us: list[int] | None = None  # latency-budget: the budgets
 
     @property
     def profile_name(self) -> str:
@@ -110,39 +111,68 @@ class _Rig:
         self.node = 0
         self.profile = get_profile(opts.profile_name)
 
-    async def migrate(self, spec: MigratorSpec, batch_pages: int) -> BenchRow:
-        """move_pages() the whole tenant to the other node, measured."""
+    async def migrate(self, spec: MigratorSpec, batch_pages: int, *, budget_us: int = 0,
+                      auto: bool = False, passes: int = 1,
+                      between: Callable[[MigrationEngine, DmaDevice, int], None] | None = None
+                      ) -> BenchRow:
+        """move_pages() the whole tenant to the other node, measured.
+
+        ``budget_us``: the engine's latency budget; ``auto``: the migrator's
+        automatic CPU/offload choice; ``passes``: migrations back and forth on
+        one engine (the policies learn), the last one timed; ``between(engine,
+        dma, pass)`` runs before each pass (tests change the hardware there).
+        """
         engine = MigrationEngine(self.machine, self.clock, self.profile)
         engine.nr_max_batched_migration = batch_pages
+        engine.max_inaccessible_us = budget_us
         dma = DmaDevice(0, self.machine.memory, self.clock, self.profile.dma, engine.faults)
         migrator = make_migrator(spec, dma)
         if migrator is not None:
+            migrator.auto = auto
             engine.registry.register(migrator)
         records: list[BatchRecords] = []
         engine.subscribe(records.append)
-        target = 1 - self.node
         vpages = np.arange(self.tenant.nr_pages)
+        pass_seconds = []
         async with trio.open_nursery() as nursery:
             nursery.start_soon(dma.run)
-            t0 = trio.current_time()
-            result = await engine.move_pages(self.tenant, vpages, target)
-            seconds = trio.current_time() - t0
+            for p in range(passes):
+                if between is not None:
+                    between(engine, dma, p)
+                if p == passes - 1:
+                    timed_from = len(records)
+                target = 1 - self.node
+                t0 = trio.current_time()
+                result = await engine.move_pages(self.tenant, vpages, target)
+                pass_seconds.append(trio.current_time() - t0)
+                if result.failed.size:
+                    raise RuntimeError(f"{result.failed.size} folios failed to migrate")
+                self.node = target
             nursery.cancel_scope.cancel()
         if migrator is not None:
             await engine.registry.unregister(migrator)
-        if result.failed.size:
-            raise RuntimeError(f"{result.failed.size} folios failed to migrate")
-        self.node = target
         verified = False
         if self.opts.verify:
             report = self.machine.check_integrity()
             if not report.ok:
                 raise RuntimeError(f"integrity check failed after {spec}: {report}")
             verified = True
-        ff = np.concatenate([r.first_folio_seconds for r in records])
+        timed = records[timed_from:]
+        ff = np.concatenate([r.first_folio_seconds for r in timed])
         ff = ff[ff == ff]
-        inacc = np.concatenate([r.inaccessible_seconds for r in records])
-        total = self.opts.total
+        inacc = np.concatenate([r.inaccessible_seconds for r in timed])
+        total, seconds = self.opts.total, pass_seconds[-1]
+        extra: dict = {"batches": sum(len(r) for r in timed)}
+        if budget_us:
+            longest = np.concatenate([r.longest_inaccessible() for r in records])
+            extra.update(budget_us=budget_us,
+                         over_budget_pct=100.0 * float((longest > budget_us * 1e-6).mean()))
+        if passes > 1:
+            extra["first_pass_gbps"] = total / pass_seconds[0] / 1e9
+        if auto and migrator is not None:
+            extra["offloaded_pct"] = 100.0 * float(
+                sum(int(r.nr_offloaded.sum()) - int(r.nr_fallback.sum()) for r in timed)
+                / max(1, sum(int(r.nr_folios.sum()) for r in timed)))
         return BenchRow(
             migrator=spec.name, param=spec.param, order=self.tenant.spec.order,
             folio_bytes=PAGE_SIZE << self.tenant.spec.order, batch_pages=batch_pages,
@@ -150,7 +180,7 @@ class _Rig:
             first_folio_us=float(np.median(ff)) * 1e6 if ff.size else None,
             inaccessible_us_p50=float(np.percentile(inacc, 50)) * 1e6 if inacc.size else None,
             inaccessible_us_p99=float(np.percentile(inacc, 99)) * 1e6 if inacc.size else None,
-            verified=verified, extra={"batches": sum(len(r) for r in records)})
+            verified=verified, extra=extra)
 
     def memcpy(self) -> BenchRow:
         """This machine's copy limit: ``total`` bytes in one copy, best of 3."""
@@ -247,6 +277,21 @@ async def scrape(opts: BenchOptions) -> BenchReport:
     return await run_it(opts)
 
 
+async def latency_budget(opts: BenchOptions) -> BenchReport:
+    """The adaptive batch bound under a latency budget, against fixed bounds."""
+    from ._policies import latency_budget as run_it
+
+    return await run_it(opts)
+
+
+async def auto_choice(opts: BenchOptions) -> BenchReport:
+    """The automatic CPU/offload choice, against the CPU and always offloading."""
+    from ._policies import auto_choice as run_it
+
+    return await run_it(opts)
+
+
 EXPERIMENTS = {"memcpy": memcpy, "throughput": throughput, "batch-sweep": batch_sweep,
-               "seed": seed, "cat-latency": cat_latency, "scrape": scrape}
-DEFAULT_CLOCK = {"seed": "virtual"}
+               "seed": seed, "cat-latency": cat_latency, "scrape": scrape,
+               "latency-budget": latency_budget, "auto-choice": auto_choice}
+DEFAULT_CLOCK = {"seed": "virtual", "latency-budget": "virtual", "auto-choice": "virtual"}

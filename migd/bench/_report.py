@@ -36,6 +36,8 @@ class BenchReport:
     profile: str
     rows: list[BenchRow]
     notes: list[str] = field(default_factory=list)
+    #: Keys of the rows' ``extra`` shown as more columns of the table.
+    columns: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {"experiment": self.experiment, "clock": self.clock, "profile": self.profile,
@@ -73,6 +75,8 @@ class BenchReport:
         if published:
             head = ["migrator", "order", "folio", "batch", "n", "GB/s", "published", "error",
                     "first-folio us", "published", "error"]
+        else:
+            head += [c.replace("_", " ") for c in self.columns]
         lines = []
         for r in self.rows:
             name = r.migrator if not r.param else f"{r.migrator}:{r.param}"
@@ -88,7 +92,8 @@ class BenchReport:
             lines.append(common + [
                 f"{r.gbps:.2f}", f"{r.gbps / ref:.2f}" if ref else "-",
                 _num(r.first_folio_us), _num(r.inaccessible_us_p50),
-                _num(r.inaccessible_us_p99), "yes" if r.verified else "no"])
+                _num(r.inaccessible_us_p99), "yes" if r.verified else "no"]
+                + [_cell(r.extra.get(c)) for c in self.columns])
         widths = [max(len(x) for x in col) for col in zip(head, *lines, strict=True)]
         out = [f"# {self.experiment}, {self.clock} clock, profile {self.profile}"]
         for row in [head, *lines]:
@@ -120,3 +125,11 @@ def _size(n: int) -> str:
         if n >= 1 << shift and n % (1 << shift) == 0:
             return f"{n >> shift}{unit}"
     return str(n)
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+    return str(v)

@@ -1,6 +1,8 @@
 """The migration engine: ``migrate_pages()`` with batch copy and offload dispatch."""
 
+from ._budget import BudgetStatistics
 from ._engine import (
+    MAX_INACCESSIBLE_US_LIMIT,
     NR_MAX_BATCHED_MIGRATION,
     NR_MAX_BATCHED_MIGRATION_LIMIT,
     NR_MAX_MIGRATE_ASYNC_RETRY,
@@ -19,6 +21,7 @@ from ._stats import (
 )
 
 __all__ = [
+    "MAX_INACCESSIBLE_US_LIMIT", "BudgetStatistics",
     "NR_MAX_BATCHED_MIGRATION", "NR_MAX_BATCHED_MIGRATION_LIMIT", "NR_MAX_MIGRATE_ASYNC_RETRY",
     "NR_MAX_MIGRATE_PAGES_RETRY", "NR_MAX_MIGRATE_SYNC_RETRY", "VMSTAT_ITEMS", "BatchRecord",
     "BatchRecords",

@@ -43,6 +43,7 @@ from ..mm._rmap import folio_isolate_batch, folio_putback_batch
 from ..offload import CopyBatch, Offload, OffloadRegistry, folios_mc_copy
 from ..offload._mtcopy import set_copy_threads
 from . import _kernels as _k
+from ._budget import BatchBudget, BudgetStatistics
 from ._stats import (
     PAGES_BUCKETS,
     SECONDS_BUCKETS,
@@ -56,6 +57,7 @@ from ._stats import (
 NR_MAX_BATCHED_MIGRATION = 512  # HPAGE_PMD_NR
 NR_MAX_BATCHED_MIGRATION_LIMIT = 262144  # the knob's bound: 1 GiB of base pages
 NR_MAX_MIGRATE_PAGES_RETRY = 10
+MAX_INACCESSIBLE_US_LIMIT = 10_000_000  # the budget knob's bound: 10 s
 NR_MAX_MIGRATE_ASYNC_RETRY = 3
 NR_MAX_MIGRATE_SYNC_RETRY = NR_MAX_MIGRATE_PAGES_RETRY - NR_MAX_MIGRATE_ASYNC_RETRY
 
@@ -127,6 +129,7 @@ class MigrationEngine:
         self._kernel_state = (mem.free_area.bitmap, mem.free_area.area, mem.mem_map,
                               machine.ptes)
         self._nr_max_batched_migration = NR_MAX_BATCHED_MIGRATION
+        self._budget = BatchBudget(NR_MAX_BATCHED_MIGRATION_LIMIT)
         self._listeners: list[Callable[[BatchRecords], None]] = []
         self._vmstat = np.zeros((MR_TYPES, len(VMSTAT_ITEMS)), dtype=np.int64)
         self._folios: dict[tuple[str, str, bool], int] = {}
@@ -160,8 +163,29 @@ class MigrationEngine:
                 f"nr_max_batched_migration must be 1..{NR_MAX_BATCHED_MIGRATION_LIMIT}")
         self._nr_max_batched_migration = value
 
+    @property
+    def max_inaccessible_us(self) -> int:
+        """The latency budget: 0, or the longest a folio may stay unmapped (us).
+
+        When set, it replaces ``nr_max_batched_migration`` (and a migrator's
+        own preference) as the batch bound: see :class:`BatchBudget`.
+        """
+        return self._budget.budget_us
+
+    @max_inaccessible_us.setter
+    def max_inaccessible_us(self, value: int) -> None:
+        if not 0 <= value <= MAX_INACCESSIBLE_US_LIMIT:
+            raise ValueError(f"max_inaccessible_us must be 0..{MAX_INACCESSIBLE_US_LIMIT}")
+        self._budget.set_budget(value)
+
+    def budget_statistics(self) -> BudgetStatistics:
+        return self._budget.statistics()
+
     def batch_bound(self, offload: Offload) -> int:
-        """Pages per batch: the migrator's preference, bounded by the core."""
+        """Pages per batch: under a latency budget, the budget's; else the
+        migrator's preference, bounded by the core."""
+        if self._budget.budget_us:
+            return self._budget.bound(offload.migrator.name, self._nr_max_batched_migration)
         want = offload.migrator.batch_pages(self._nr_max_batched_migration)
         return int(min(max(want, 1), NR_MAX_BATCHED_MIGRATION_LIMIT))
 
@@ -303,9 +327,13 @@ class MigrationEngine:
                             await self.clock.yield_point()
                             continue
                     # The batch ends with the folio that reaches the bound (the
-                    # kernel's "nr_pages >= NR_MAX_BATCHED_MIGRATION" cut).
+                    # kernel's "nr_pages >= NR_MAX_BATCHED_MIGRATION" cut); under
+                    # a latency budget, before a folio that would cross it.
                     done = int(cum[i - 1]) if i else 0
-                    j = min(int(cum.searchsorted(done + bound)) + 1, n)
+                    if self._budget.budget_us:
+                        j = min(max(int(cum.searchsorted(done + bound, "right")), i + 1), n)
+                    else:
+                        j = min(int(cum.searchsorted(done + bound)) + 1, n)
                     batch, i = folios[i:j], j
                     if mode is MigrateMode.MIGRATE_ASYNC:
                         rc, left, split = await self._migrate_pages_batch(
@@ -351,7 +379,8 @@ class MigrationEngine:
             set_copy_threads(threads)
         j, nr_batches = _k.migrate_pages_batch_cpu(
             *self._kernel_state, mem.arena_base, mem.page_bytes, folios, cum, start,
-            ctx.target_nid, bound, deadline, threads, dst, scratch, self._rows)
+            ctx.target_nid, bound, not self._budget.budget_us, deadline, threads, dst,
+            scratch, self._rows)
         if nr_batches:
             self._record_batches_cpu(ctx, self._rows[:nr_batches], offset)
         return j
@@ -423,7 +452,8 @@ class MigrationEngine:
         inaccessible: list[np.ndarray] = []
         if todo.src.size:
             await self.clock.spend(self.profile.cpu.flush_us * 1e-6)  # try_to_unmap_flush()
-            nr_offloaded, nr_fallback, cause = await self._batch_copy(ctx, todo)
+            t_copy = trio.current_time()
+            nr_offloaded, nr_fallback, cause, batch = await self._batch_copy(ctx, todo)
             for _ in range(nr_pass):
                 # folio_migrate_mapping(): someone took a reference -> -EAGAIN
                 busy = self.memory.refcount[todo.src] != 1
@@ -439,6 +469,8 @@ class MigrationEngine:
             else:
                 inaccessible.append(self._undo(todo) - todo.t_unmap)
                 left = np.concatenate([left, todo.src])
+            if batch is not None and batch.choice is not None:
+                ctx.offload.migrator.batch_done(batch, trio.current_time() - t_copy)
         if left.size:
             self._count_failed(ctx, left)
         nr_failed = int(left.size) + len(splits)
@@ -537,28 +569,30 @@ class MigrationEngine:
             await self.clock.yield_point()  # mutators may now meet migration entries
         return _Unmapped(src, dst, t_unmap, nr_movable_ops), still, split_parts, stopped_at
 
-    async def _batch_copy(self, ctx: _Ctx, todo: _Unmapped) -> tuple[int, int, str | None]:
+    async def _batch_copy(self, ctx: _Ctx, todo: _Unmapped
+                          ) -> tuple[int, int, str | None, CopyBatch | None]:
         """The RFC's batch copy of eligible folios through the active migrator.
 
         Eligible: reason in the migrator's mask, refcount as expected, not
-        movable_ops.  Returns (offloaded, fell back, fallback cause).
+        movable_ops.  Returns (offloaded, fell back, fallback cause, the batch
+        handed to the migrator).
         """
         mem = self.memory
         offload = ctx.offload
         if not (offload.reason_mask >> ctx.reason) & 1:
-            return 0, 0, None
+            return 0, 0, None, None
         src, dst = todo.src, todo.dst
         if todo.nr_movable_ops:
             eligible = (mem.flags[src] & PG_movable_ops) == 0
             src, dst = src[eligible], dst[eligible]
             if src.size == 0:
-                return 0, 0, None
+                return 0, 0, None, None
         if offload.is_default:
             seconds = await folios_mc_copy(mem, src, dst, self.clock, self.profile)
             self._add_cpu_seconds("cpu", seconds)
-            return int(src.size), 0, None
+            return int(src.size), 0, None, None
         if self.stopping:
-            return 0, 0, None  # shutting down: the move loop copies on the CPU
+            return 0, 0, None, None  # shutting down: the move loop copies on the CPU
         batch = CopyBatch(mem, src, dst, mem.folio_order[src], self.clock, self.profile)
         rc = -errno.EINTR  # stays so when stop() cancels the copy
         with trio.CancelScope() as scope:
@@ -574,7 +608,7 @@ class MigrationEngine:
         if missed:
             cause = errno_name(-rc) if rc < 0 else "incomplete"
             self._fallbacks[cause] = self._fallbacks.get(cause, 0) + missed
-        return batch.nr_folios, missed, cause
+        return batch.nr_folios, missed, cause, batch
 
     async def _move(self, ctx: _Ctx, mv: _Unmapped) -> np.ndarray:
         """The move loop; returns each folio's remap time.
@@ -677,6 +711,9 @@ class MigrationEngine:
         ff = records.first_folio_seconds
         self._h_first_folio.observe_many(ff[ff == ff])
         self._h_inaccessible.observe_many(records.inaccessible_seconds)
+        if self._budget.budget_us:
+            self._budget.observe(records.migrator, records.nr_folios, records.nr_pages,
+                                 records.longest_inaccessible())
         for listener in list(self._listeners):
             listener(records)
 

@@ -142,22 +142,23 @@ T_ENTRY, T_UNMAPPED, T_COPIED, T_FIRST, T_END, NR_FOLIOS, NR_PAGES, NR_THP = ran
 
 @numba.njit(cache=True, nogil=True)
 def migrate_pages_batch_cpu(bitmap, area, mem_map, ptes, base, page_bytes, folios, cum,
-                            start, target, bound, deadline_ns, nr_threads, dst, scratch,
-                            rows):
+                            start, target, bound, crossing, deadline_ns, nr_threads, dst,
+                            scratch, rows):
     """Whole ``migrate_pages_batch()`` runs for a CPU-copy migrator, compiled.
 
     The batch copy is the default ``folios_mc_copy`` (``nr_threads`` 1) or the
     multi-threaded copy of ``mtcopy``.
 
-    Cuts batches from ``folios[start:]`` as ``migrate_pages()`` does (``cum``:
-    running page count), and runs each one clean batch as the engine would:
-    the unmap loop, the batch copy (``folios_mc_copy``), the move loop.  Only
-    the uncontended case is handled: at the first folio that would not unmap
-    at once (locked, pinned, movable_ops, no destination memory) the batch's
-    unmaps are undone — no other task ran meanwhile, so nothing saw them — and
-    the call returns, leaving that batch to the engine's general path, which
-    handles retries, splitting and failures.  Stops after the batch that
-    passes ``deadline_ns`` so the event loop keeps its turn.
+    Cuts batches from ``folios[start:]`` as ``migrate_pages()`` does (``cum``: running
+    page count; ``crossing``: whether the folio that crosses the bound ends the batch,
+    as in the kernel, or starts the next), and runs each one clean batch as the engine
+    would: the unmap loop, the batch copy (``folios_mc_copy``), the move loop.  Only the
+    uncontended case is handled: at the first folio that would not unmap at once
+    (locked, pinned, movable_ops, no destination memory) the batch's unmaps are undone —
+    no other task ran meanwhile, so nothing saw them — and the call returns, leaving
+    that batch to the engine's general path, which handles retries, splitting and
+    failures.  Stops after the batch that passes ``deadline_ns`` so the event loop keeps
+    its turn.
 
     Returns ``(next_folio, nr_batches)``; ``rows[b]`` gets the timings and sizes
     of batch ``b`` (columns ``T_ENTRY`` ... ``NR_THP``).  ``scratch``: a bool
@@ -171,7 +172,8 @@ def migrate_pages_batch_cpu(bitmap, area, mem_map, ptes, base, page_bytes, folio
         j = i
         while j < n - 1 and cum[j] - done < bound:
             j += 1
-        j += 1
+        if crossing or j == i or cum[j] - done <= bound:
+            j += 1
         t_entry = ktime_get_ns()
         k = i
         while k < j:  # the unmap loop, first pass

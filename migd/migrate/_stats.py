@@ -126,6 +126,15 @@ class BatchRecords:
     def __len__(self) -> int:
         return int(self.nr_folios.size)
 
+    def longest_inaccessible(self) -> np.ndarray:
+        """Each batch's longest per-folio inaccessible time (0 if none was unmapped)."""
+        off = self.inaccessible_offsets
+        some = off[1:] > off[:-1]
+        out = np.zeros(len(self))
+        if self.inaccessible_seconds.size:
+            out[some] = np.maximum.reduceat(self.inaccessible_seconds, off[:-1][some])
+        return out
+
     def __iter__(self):
         for b in range(len(self)):
             ff = float(self.first_folio_seconds[b])
