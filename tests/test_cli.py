@@ -142,3 +142,31 @@ def test_compiled_code_cache_survives_any_order_of_first_use(tmp_path):
                             "real", "--orders", "0", "--total", "4M", "--migrators", "cpu"],
                            env=env, capture_output=True, text=True, timeout=300)
         assert p.returncode == 0, p.stderr
+
+
+def test_bench_latency_budget_rows_say_whether_the_budget_held(tmp_path):
+    out = tmp_path / "b.json"
+    p = migd("bench", "latency-budget", "--orders", "9", "--migrators", "dcbm:16",
+             "--total", "256M", "--budget-us", "500", "--batch-pages", "512,2048,8192,32768",
+             "--json", str(out))
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(out.read_text())
+    assert doc["clock"] == "virtual" and doc["profile"] == "zen3-ptdma"
+    fixed = [r for r in doc["rows"] if r["policy"] == "fixed"]
+    (adaptive,) = [r for r in doc["rows"] if r["policy"] == "adaptive"]
+    assert [r["batch_pages"] for r in fixed] == [512, 2048, 8192, 32768]
+    assert adaptive["budget_us"] == 500 and adaptive["best_fixed_batch_pages"] == 8192
+    assert adaptive["vs_best_fixed"] >= 0.9 and adaptive["over_budget_pct"] <= 1.0
+
+
+def test_bench_auto_choice_rows_compare_with_the_better_way(tmp_path):
+    out = tmp_path / "a.json"
+    p = migd("bench", "auto-choice", "--orders", "0,4", "--migrators", "dcbm:1,dcbm:16",
+             "--total", "128M", "--json", str(out))
+    assert p.returncode == 0, p.stderr
+    rows = json.loads(out.read_text())["rows"]
+    autos = [r for r in rows if r["policy"] == "auto"]
+    assert len(autos) == 4 and {r["policy"] for r in rows} == {"cpu", "offload", "auto"}
+    assert all(r["vs_better"] >= 0.95 for r in autos), [r["vs_better"] for r in autos]
+    by = {(r["order"], r["param"]): r["offloaded_pct"] for r in autos}
+    assert by[(0, 1)] < 5 and by[(4, 16)] > 95  # declines where the CPU wins, not elsewhere

@@ -168,6 +168,9 @@ VALID = {
     "kernel/debug/fail_dma_desc/interval": [("3", "3"), ("1", "1")],
     "kernel/debug/fail_dma_desc/times": [("-1", "-1"), ("5", "5"), ("1", "1")],
     "kernel/tracing/events/migrate/enable": [("0", "0"), ("1", "1")],
+    "kernel/mm/migrate_offload/max_inaccessible_us": [("500", "500"), ("0", "0")],
+    "module/dcbm/parameters/auto": [("1", "1"), ("0", "0")],
+    "kernel/cpu_mt/auto": [("1", "1"), ("0", "0")],
 }
 
 
@@ -213,6 +216,8 @@ INVALID_FOR = {
     "kernel/debug/fail_dma_desc/probability": ["101", "-1"],
     "kernel/debug/fail_dma_desc/interval": ["0"],
     "kernel/tracing/events/migrate/enable": ["2"],
+    "kernel/mm/migrate_offload/max_inaccessible_us": ["-1", "10000001", "1ms"],
+    "module/dcbm/parameters/auto": ["2", "on"],
     "proc/sys/vm/compact_memory": ["0", "2"],
     "devices/system/node/node0/demote": ["0", "x"],
     "proc/1000/migrate": ["2", "-1", "x"],

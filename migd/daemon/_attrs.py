@@ -8,7 +8,7 @@ where one exists.
 from __future__ import annotations
 
 from ..faults import FaultInjector
-from ..migrate import NR_MAX_BATCHED_MIGRATION_LIMIT, VMSTAT_ITEMS
+from ..migrate import MAX_INACCESSIBLE_US_LIMIT, NR_MAX_BATCHED_MIGRATION_LIMIT, VMSTAT_ITEMS
 from ..mm import PAGE_SIZE, format_reason_mask
 from ..offload import DCBM_MAX_CHANNELS, MTCOPY_MAX_THREADS
 from ..sysfs import Attribute, SysfsTree
@@ -43,6 +43,10 @@ def build_tree(sys: System) -> SysfsTree:
             lambda v, k=knob: _set_attr(sys, sys.dcbm, k, v, 0,
                                         NR_MAX_BATCHED_MIGRATION_LIMIT, f"dcbm.{k}")))
 
+    for path, m in ((f"{dcbm}/auto", sys.dcbm), ("kernel/cpu_mt/auto", sys.mtcopy)):
+        add(path, Attribute(lambda m=m: str(int(m.auto)),
+                            lambda v, m=m: _set_auto(sys, m, v)))
+
     # kernel/cpu_mt: the multi-threaded copy migrator
     add("kernel/cpu_mt/offloading", Attribute(
         lambda: str(int(sys.active_migrator() == "mtcopy")),
@@ -61,6 +65,10 @@ def build_tree(sys: System) -> SysfsTree:
         lambda: str(eng.nr_max_batched_migration),
         lambda v: _set_attr(sys, eng, "nr_max_batched_migration", v, 1,
                             NR_MAX_BATCHED_MIGRATION_LIMIT, "nr_max_batched_migration")))
+    add(f"{mo}/max_inaccessible_us", Attribute(
+        lambda: str(eng.max_inaccessible_us),
+        lambda v: _set_attr(sys, eng, "max_inaccessible_us", v, 0,
+                            MAX_INACCESSIBLE_US_LIMIT, "max_inaccessible_us")))
     add(f"{mo}/profile", Attribute(lambda: sys.profile.name))
 
     # class/dma
@@ -117,6 +125,13 @@ def _set_attr(sys: System, obj, name: str, text: str, lo: int, hi: int, knob: st
     old = getattr(obj, name)
     setattr(obj, name, value)
     sys._knob(knob, old, value)
+
+
+def _set_auto(sys: System, migrator, text: str) -> None:
+    value = parse_bool(text, "auto")
+    old = migrator.auto
+    migrator.auto = value
+    sys._knob(f"{migrator.name}.auto", old, value)
 
 
 def _set_nr_dma_chan(sys: System, text: str) -> None:

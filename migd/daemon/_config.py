@@ -104,16 +104,19 @@ TENANT = {
 MIGRATOR = {
     "active": Key("choice", "none", choices=("none", "mtcopy", "dcbm")),
     "nr_max_batched_migration": Key("int", 512, 1, 262144),
+    "max_inaccessible_us": Key("int", 0, 0, 10_000_000),
 }
 DCBM = {
     "nr_dma_chan": Key("int", 4, 1, DCBM_MAX_CHANNELS),
     "reason_mask": Key("reasons", "all"),
     "batch_size": Key("int", 0, 0, 262144),
     "min_batch_pages": Key("int", 0, 0, 262144),
+    "auto": Key("bool", False),
 }
 MTCOPY = {
     "threads": Key("int", 2, 1, MTCOPY_MAX_THREADS),
     "reason_mask": Key("reasons", "all"),
+    "auto": Key("bool", False),
 }
 DMA = {
     "profile": Key("choice", "native", choices=tuple(PROFILES)),

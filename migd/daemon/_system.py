@@ -67,11 +67,14 @@ class System:
         self.faults = FaultInjector(seed)
         self.engine = MigrationEngine(self.machine, self.clock, self.profile, faults=self.faults)
         self.engine.nr_max_batched_migration = cfg.migrator["nr_max_batched_migration"]
+        self.engine.max_inaccessible_us = cfg.migrator["max_inaccessible_us"]
         self.dma = DmaDevice(0, self.machine.memory, self.clock, self.profile.dma, self.faults)
         self.dcbm = DcbmMigrator(self.dma, cfg.dcbm["nr_dma_chan"])
         self.dcbm.batch_size = cfg.dcbm["batch_size"]
         self.dcbm.min_batch_pages = cfg.dcbm["min_batch_pages"]
         self.mtcopy = MtcopyMigrator(cfg.mtcopy["threads"])
+        self.dcbm.auto = cfg.dcbm["auto"]
+        self.mtcopy.auto = cfg.mtcopy["auto"]
         self.reason_masks = {"dcbm": parse_reason_mask(cfg.dcbm["reason_mask"]),
                              "mtcopy": parse_reason_mask(cfg.mtcopy["reason_mask"])}
         #: Tree view of dcbm's counters: a write resets the view, not the counter.

@@ -48,10 +48,16 @@ class DcbmMigrator(Migrator):
     def batch_pages(self, nr_max_batched_migration: int) -> int:
         return self.batch_size or nr_max_batched_migration
 
+    @property
+    def param(self) -> int:
+        return self.nr_dma_chan
+
     async def migrate_offc(self, batch: CopyBatch) -> int:
         nr = batch.nr_folios
         if batch.nr_pages < self.min_batch_pages:
             return -errno.EOPNOTSUPP  # too small to be worth the DMA setup
+        if not self.choose_offload(batch):
+            return -errno.EOPNOTSUPP  # the CPU copies such batches faster here
         dev = self.device
         try:
             chans = dev.request_channels(dcbm_nr_channels(self.nr_dma_chan, nr))

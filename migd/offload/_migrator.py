@@ -8,6 +8,7 @@ import numpy as np
 
 from ..hw import Clock, HardwareProfile
 from ..mm import FOLIO_CONTENT_COPIED, PAGE_SIZE, PhysMemory
+from ._auto import OffloadChooser
 
 
 @dataclass
@@ -26,6 +27,8 @@ class CopyBatch:
     orders: np.ndarray
     clock: Clock
     profile: HardwareProfile
+    #: Set by an automatic-choice migrator: (cell, offloaded) of its decision.
+    choice: tuple | None = None
 
     @property
     def nr_folios(self) -> int:
@@ -53,9 +56,37 @@ class Migrator:
     """
 
     name: str = ""
+    #: Automatic choice: decline (-EOPNOTSUPP) the batches the CPU copies
+    #: faster, as learnt by :class:`OffloadChooser` from this machine's copies.
+    auto: bool = False
+    _chooser: OffloadChooser | None = None
 
     async def migrate_offc(self, batch: CopyBatch) -> int:
         raise NotImplementedError
+
+    @property
+    def param(self) -> int:
+        """Channels or threads: part of what the automatic choice learns per."""
+        return 0
+
+    def choose_offload(self, batch: CopyBatch) -> bool:
+        """Under ``auto``, whether to copy ``batch`` (else the caller declines it)."""
+        if not self.auto:
+            return True
+        if self._chooser is None:
+            self._chooser = OffloadChooser()
+        key = self._chooser.key(self.param, batch.nr_folios, batch.nr_pages)
+        batch.choice = (key, self._chooser.offload(key))
+        return batch.choice[1]
+
+    def batch_done(self, batch: CopyBatch, seconds: float) -> None:
+        """The core's report: ``batch``'s copy and move took ``seconds``."""
+        if batch.choice is not None and self._chooser is not None and batch.nr_bytes:
+            key, offloaded = batch.choice
+            self._chooser.observe(key, offloaded, seconds / batch.nr_bytes)
+
+    def chooser_statistics(self) -> dict:
+        return self._chooser.statistics() if self._chooser is not None else {}
 
     def batch_pages(self, nr_max_batched_migration: int) -> int:
         """Preferred batch size in base pages; the core bounds it."""

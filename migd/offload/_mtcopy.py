@@ -42,10 +42,17 @@ class MtcopyMigrator(Migrator):
 
     @property
     def cpu_threads(self) -> int:
-        """Copy threads (the engine's CPU fast path runs CPU-copy migrators inline)."""
+        """Copy threads (the engine's CPU fast path runs CPU-copy migrators
+        inline); 0 under ``auto``, whose choices are made batch by batch."""
+        return 0 if self.auto else self.threads
+
+    @property
+    def param(self) -> int:
         return self.threads
 
     async def migrate_offc(self, batch: CopyBatch) -> int:
+        if not self.choose_offload(batch):
+            return -errno.EOPNOTSUPP  # one CPU copies such batches faster here
         mem = batch.memory
         if batch.clock.virtual:
             folios_set_content_copied(mem.mem_map, batch.src)
