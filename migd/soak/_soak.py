@@ -350,9 +350,9 @@ async def _soak(opts: SoakOptions, summary: SoakSummary,
             async with system_running(sys, mount) as nursery:
                 if opts.faults:
                     nursery.start_soon(_pinner, sys, rng, pinned)
-                # File I/O on the mount never runs in the trio thread, which
-                # serves the writes: walking the tree here while a write waited
-                # for this thread stalled a soak for 48 minutes.
+                # File I/O on the mount never runs in the trio thread: it
+                # serves the writes, and a FUSE request waiting on a write
+                # would wait on this thread.
                 cat = await trio.to_thread.run_sync(_CatSampler, mount, opts.seed)
                 flipper = _Flipper(mount, opts.seed, opts.faults, summary)
                 flipper.thread.start()
