@@ -59,6 +59,13 @@ def _bench(args: argparse.Namespace) -> int:
     print(report.table())
     if args.json:
         report.write_json(args.json)
+    if args.plot:
+        from .bench import plot_report
+        try:
+            plot_report(report, args.plot)
+        except (OSError, ValueError) as e:
+            print(f"migd bench: cannot write the plot: {e}", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -86,11 +93,16 @@ def _calibration_dir(path: str | None):
 
 
 def _progress_printer():
+    """One status line on a terminal's stderr, with the time so far; nothing
+    when stderr is a file or a pipe (logs stay clean)."""
     if not sys.stderr.isatty():
         return lambda msg: None
+    import time
+    t0 = time.monotonic()
 
     def show(msg: str) -> None:
-        print(f"\r\x1b[K{msg}", end="", file=sys.stderr, flush=True)
+        print(f"\r\x1b[K[{time.monotonic() - t0:5.0f}s] {msg}", end="", file=sys.stderr,
+              flush=True)
     return show
 
 
@@ -173,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeat", type=int, default=1)
     b.add_argument("--verify", action="store_true")
     b.add_argument("--json", default=None, metavar="FILE")
+    b.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="draw the results (matplotlib)")
     b.add_argument("--duration", default="10s",
                    help="cat-latency: how long to read (e.g. 10s, 2m)")
     b.add_argument("--budget-us", default=None, metavar="US,...",

@@ -5,7 +5,19 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+
+def assert_drawn(png) -> None:
+    """A PNG with a figure in it: many colours, not a blank canvas."""
+    import matplotlib.image
+
+    img = matplotlib.image.imread(png)
+    assert img.shape[0] >= 400 and img.shape[1] >= 700
+    colours = np.unique((img[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)
+    assert len(colours) > 50
+
 
 ROW_KEYS = {"migrator", "param", "order", "folio_bytes", "batch_pages", "total_bytes",
             "seconds", "gbps", "first_folio_us", "inaccessible_us_p50",
@@ -20,8 +32,9 @@ def migd(*args: str) -> subprocess.CompletedProcess:
 def test_bench_throughput_real_clock_verifies_and_has_memcpy_row(tmp_path):
     out = tmp_path / "t.json"
     p = migd("bench", "throughput", "--clock", "real", "--orders", "0,9", "--total", "32M",
-             "--verify", "--json", str(out))
+             "--verify", "--json", str(out), "--plot", str(out.with_suffix(".png")))
     assert p.returncode == 0, p.stderr
+    assert_drawn(out.with_suffix(".png"))
     doc = json.loads(out.read_text())
     assert doc["experiment"] == "throughput" and doc["clock"] == "real"
     assert doc["profile"] == "native"
@@ -74,8 +87,9 @@ def test_bench_bad_input_is_one_line_and_nonzero(args, needle):
 def test_bench_seed_reproduces_the_calibration_set(tmp_path):
     """The virtual-clock zen3-ptdma model against every published cell."""
     out = tmp_path / "seed.json"
-    p = migd("bench", "seed", "--json", str(out))
+    p = migd("bench", "seed", "--json", str(out), "--plot", str(out.with_suffix(".png")))
     assert p.returncode == 0, p.stderr
+    assert_drawn(out.with_suffix(".png"))
     doc = json.loads(out.read_text())
     assert doc["clock"] == "virtual" and doc["profile"] == "zen3-ptdma"
     rows = doc["rows"]
@@ -93,8 +107,9 @@ def test_bench_batch_sweep_trades_latency_for_throughput(tmp_path):
     out = tmp_path / "sweep.json"
     p = migd("bench", "batch-sweep", "--clock", "virtual", "--orders", "9",
              "--migrators", "dcbm:16", "--total", "256M", "--batch-pages", "512,2048,8192,65536",
-             "--json", str(out))
+             "--json", str(out), "--plot", str(out.with_suffix(".png")))
     assert p.returncode == 0, p.stderr
+    assert_drawn(out.with_suffix(".png"))
     rows = json.loads(out.read_text())["rows"]
     assert [r["batch_pages"] for r in rows] == [512, 2048, 8192, 65536]
     gbps = [r["gbps"] for r in rows]
@@ -106,8 +121,9 @@ def test_bench_batch_sweep_trades_latency_for_throughput(tmp_path):
 def test_bench_cat_latency_reads_the_real_mount_while_migrating(tmp_path):
     out = tmp_path / "cat.json"
     p = migd("bench", "cat-latency", "--orders", "0", "--migrators", "cpu", "--total", "32M",
-             "--duration", "1s", "--json", str(out))
+             "--duration", "1s", "--json", str(out), "--plot", str(out.with_suffix(".png")))
     assert p.returncode == 0, p.stderr
+    assert_drawn(out.with_suffix(".png"))
     (row,) = json.loads(out.read_text())["rows"]
     assert row["cat_reads"] > 100 and row["files"] > 40  # every attribute, many times
     assert 0 < row["cat_p50_ms"] <= row["cat_p99_ms"] <= row["cat_max_ms"]
@@ -116,8 +132,9 @@ def test_bench_cat_latency_reads_the_real_mount_while_migrating(tmp_path):
 
 def test_bench_scrape_times_real_http_scrapes(tmp_path):
     out = tmp_path / "scrape.json"
-    p = migd("bench", "scrape", "--json", str(out))
+    p = migd("bench", "scrape", "--json", str(out), "--plot", str(out.with_suffix(".png")))
     assert p.returncode == 0, p.stderr
+    assert_drawn(out.with_suffix(".png"))
     (row,) = json.loads(out.read_text())["rows"]
     assert row["scrapes"] == 50 and row["series"] > 300
     assert 0 < row["scrape_p50_ms"] <= row["scrape_p99_ms"] <= row["scrape_max_ms"]
@@ -148,8 +165,9 @@ def test_bench_latency_budget_rows_say_whether_the_budget_held(tmp_path):
     out = tmp_path / "b.json"
     p = migd("bench", "latency-budget", "--orders", "9", "--migrators", "dcbm:16",
              "--total", "256M", "--budget-us", "500", "--batch-pages", "512,2048,8192,32768",
-             "--json", str(out))
+             "--json", str(out), "--plot", str(out.with_suffix(".png")))
     assert p.returncode == 0, p.stderr
+    assert_drawn(out.with_suffix(".png"))
     doc = json.loads(out.read_text())
     assert doc["clock"] == "virtual" and doc["profile"] == "zen3-ptdma"
     fixed = [r for r in doc["rows"] if r["policy"] == "fixed"]
@@ -162,8 +180,9 @@ def test_bench_latency_budget_rows_say_whether_the_budget_held(tmp_path):
 def test_bench_auto_choice_rows_compare_with_the_better_way(tmp_path):
     out = tmp_path / "a.json"
     p = migd("bench", "auto-choice", "--orders", "0,4", "--migrators", "dcbm:1,dcbm:16",
-             "--total", "128M", "--json", str(out))
+             "--total", "128M", "--json", str(out), "--plot", str(out.with_suffix(".png")))
     assert p.returncode == 0, p.stderr
+    assert_drawn(out.with_suffix(".png"))
     rows = json.loads(out.read_text())["rows"]
     autos = [r for r in rows if r["policy"] == "auto"]
     assert len(autos) == 4 and {r["policy"] for r in rows} == {"cpu", "offload", "auto"}
