@@ -69,6 +69,29 @@ def test_counters_never_go_backwards_across_switches_and_tree_resets(daemon):
     assert after[("migd_batches_total", (("migrator", "dcbm"),))] > 0
 
 
+def gauges(text: str) -> dict[str, float]:
+    return {s.name: s.value for f in text_string_to_metric_families(text)
+            if f.type == "gauge" for s in f.samples if not s.labels}
+
+
+def test_the_latency_budget_is_exported_with_its_batches(daemon):
+    daemon.write("kernel/mm/migrate_offload/max_inaccessible_us", "2000")
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            text = scrape(daemon)
+            n = counters(text)[("migd_budget_batches_total", ())]
+            if n > 10 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert n > 10
+        assert gauges(text)["migd_max_inaccessible_seconds"] == 0.002
+        assert counters(text)[("migd_budget_exceeded_batches_total", ())] <= n
+    finally:
+        daemon.write("kernel/mm/migrate_offload/max_inaccessible_us", "0")
+    assert gauges(scrape(daemon))["migd_max_inaccessible_seconds"] == 0
+
+
 def test_dashboard_is_provisionable():
     d = json.loads(DASHBOARD.read_text())
     assert d["id"] is None and d["uid"] == "migd-overview" and "__inputs" not in d

@@ -56,6 +56,19 @@ class MigdCollector:
         build = InfoMetricFamily("migd_build", "migd's version.")
         build.add_metric([], {"version": self.version})
         yield build
+        budget = sys.engine.budget_statistics()
+        g = GaugeMetricFamily("migd_max_inaccessible_seconds",
+                              "The latency budget (max_inaccessible_us); 0: off.")
+        g.add_metric([], budget.budget_us * 1e-6)
+        yield g
+        c = CounterMetricFamily("migd_budget_batches", "Batches run under a latency budget.")
+        c.add_metric([], budget.batches)
+        yield c
+        c = CounterMetricFamily("migd_budget_exceeded_batches",
+                                "Batches under a budget whose longest inaccessible time "
+                                "exceeded it.")
+        c.add_metric([], budget.exceeded)
+        yield c
         for item in VMSTAT_ITEMS:  # the kernel's vmstat items, by reason
             unit = "pages" if item.startswith("pg") else "folios"
             c = CounterMetricFamily(f"migd_{item}_{unit}", f"/proc/vmstat {item}, by reason.",
