@@ -123,3 +123,30 @@ def test_bad_soak_arguments_are_one_line_errors():
     for args in (["--duration", "soon"], ["--duration", "-5s"]):
         p = subprocess.run(soak_cmd(*args), capture_output=True, text=True)
         assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+
+
+async def test_what_grows_with_batches_is_bounded(autojump_clock):
+    """The trace ring, the histograms and the engine's books stay the same size
+    however many batches run (the soak's RSS check is the end-to-end version)."""
+    import numpy as np
+
+    from migd.daemon._trace import TRACE_LINES, TraceBuffer
+    from migd.mm import TenantSpec
+
+    from .conftest import MiB, make_engine, make_machine
+
+    m = make_machine(True)
+    t = m.add_tenant(TenantSpec("t", 4 * MiB, order=0))
+    e = make_engine(m, True)
+    e.nr_max_batched_migration = 1  # a batch per folio: many batches
+    trace = TraceBuffer()
+    e.subscribe(trace.on_batches)
+    sizes = []
+    for k in range(6):
+        await e.move_pages(t, np.arange(t.nr_pages), (k + 1) % 2)
+        s = e.statistics()
+        sizes.append((len(s.batch_pages.counts), len(s.first_folio_seconds.counts),
+                      len(s.inaccessible_seconds.counts), len(s.folios_migrated),
+                      len(s.fallbacks)))
+    assert len(set(sizes)) == 1
+    assert len(trace._lines) == TRACE_LINES and trace.lost == 6 * 1024 - TRACE_LINES
