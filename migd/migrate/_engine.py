@@ -314,15 +314,29 @@ class MigrationEngine:
                 with self.registry.read_lock() as offload:
                     bound = self.batch_bound(offload)
                     ctx = _Ctx(target_nid, reason, offload, stats)
-                    threads = getattr(offload.migrator, "cpu_threads", 0)
-                    if (threads and (offload.reason_mask >> reason) & 1
-                            and not self.clock.virtual and not self.faults.armed):
+                    migrator = offload.migrator
+                    fast = ((offload.reason_mask >> reason) & 1 and not self.clock.virtual
+                            and not self.faults.armed)
+                    threads = getattr(migrator, "cpu_threads", 0) if fast else 0
+                    choice = None
+                    if fast and migrator.auto:
+                        # The automatic choice, made here so that the CPU way
+                        # runs compiled like the default migrator's.
+                        choice = migrator.choose_way(*self._next_batch_size(cum, i, bound))
+                        threads = migrator.fast_path_threads(choice[1])
+                    if threads:
                         if dst is None:
                             dst = np.empty(n, dtype=np.int64)
                             scratch = np.empty(n, dtype=np.bool_)
-                        j = self._migrate_pages_batch_cpu(ctx, folios, cum, i, bound, threads,
-                                                          dst, scratch)
+                        declined = choice is not None and not choice[1]
+                        j, rows = self._migrate_pages_batch_cpu(ctx, folios, cum, i, bound,
+                                                                threads, dst, scratch, declined)
                         if j > i:
+                            if choice is not None:
+                                migrator.way_done(
+                                    choice, float((rows[:, _k.T_END] - rows[:, _k.T_ENTRY])
+                                                  .sum()) * 1e-9,
+                                    int(rows[:, _k.NR_PAGES].sum()) * PAGE_SIZE)
                             i = j
                             await self.clock.yield_point()
                             continue
@@ -363,14 +377,15 @@ class MigrationEngine:
 
     def _migrate_pages_batch_cpu(self, ctx: _Ctx, folios: np.ndarray, cum: np.ndarray,
                                  start: int, bound: int, threads: int,
-                                 dst: np.ndarray, scratch: np.ndarray) -> int:
+                                 dst: np.ndarray, scratch: np.ndarray,
+                                 declined: bool = False) -> tuple[int, np.ndarray]:
         """Clean batches for a CPU-copy migrator (cpu, mtcopy) in one compiled call.
 
         Same steps as :meth:`_migrate_pages_batch` (see
         ``_kernels.migrate_pages_batch_cpu``) without the ~50 us of Python
         control flow per batch, which for a 2 MiB folio is a quarter of its
-        copy.  Returns the index of the next folio to migrate; ``start`` when
-        the first batch needs the general path.
+        copy.  Returns the index of the next folio to migrate (``start`` when
+        the first batch needs the general path) and the batches' timing rows.
         """
         mem = self.memory
         offset = trio.current_time() - time.perf_counter()
@@ -381,9 +396,17 @@ class MigrationEngine:
             *self._kernel_state, mem.arena_base, mem.page_bytes, folios, cum, start,
             ctx.target_nid, bound, not self._budget.budget_us, deadline, threads, dst,
             scratch, self._rows)
+        rows = self._rows[:nr_batches]
         if nr_batches:
-            self._record_batches_cpu(ctx, self._rows[:nr_batches], offset)
-        return j
+            self._record_batches_cpu(ctx, rows, offset, threads, declined)
+        return j, rows
+
+    @staticmethod
+    def _next_batch_size(cum: np.ndarray, i: int, bound: int) -> tuple[int, int]:
+        """(folios, pages) of the batch that would start at folio ``i``."""
+        done = int(cum[i - 1]) if i else 0
+        j = min(int(cum.searchsorted(done + bound)) + 1, cum.size)
+        return j - i, int(cum[j - 1]) - done
 
     async def _migrate_pages_sync(self, ctx: _Ctx, batch: np.ndarray):
         """``migrate_pages_sync()``: one ASYNC batch, then folio by folio, SYNC."""
@@ -676,8 +699,10 @@ class MigrationEngine:
     def _add_cpu_seconds(self, who: str, seconds: float) -> None:
         self._cpu_copy_seconds[who] = self._cpu_copy_seconds.get(who, 0.0) + seconds
 
-    def _record_batches_cpu(self, ctx: _Ctx, rows: np.ndarray, offset: float) -> None:
-        """Accounting and records of the batches the CPU fast path ran."""
+    def _record_batches_cpu(self, ctx: _Ctx, rows: np.ndarray, offset: float, threads: int,
+                            declined: bool) -> None:
+        """Accounting and records of the batches the CPU fast path ran
+        (``declined``: by the automatic choice of a migrator, as a fallback)."""
         t = rows[:, :_k.NR_FOLIOS] * 1e-9 + offset  # trio time
         nr_folios = rows[:, _k.NR_FOLIOS]
         nr_pages = rows[:, _k.NR_PAGES]
@@ -690,8 +715,12 @@ class MigrationEngine:
         name = ctx.offload.migrator.name
         self._batches[name] = self._batches.get(name, 0) + len(rows)
         copy = float((t[:, _k.T_COPIED] - t[:, _k.T_UNMAPPED]).sum())
-        threads = getattr(ctx.offload.migrator, "cpu_threads", 1)
-        self._add_cpu_seconds(name, copy * min(threads, numba.config.NUMBA_NUM_THREADS))
+        self._add_cpu_seconds("cpu" if declined else name,
+                              copy * min(threads, numba.config.NUMBA_NUM_THREADS))
+        cause, fallback = None, np.zeros(len(rows), dtype=np.int64)
+        if declined:
+            cause, fallback = "EOPNOTSUPP", nr_folios
+            self._fallbacks[cause] = self._fallbacks.get(cause, 0) + total_folios
         entry, first, end = t[:, _k.T_ENTRY], t[:, _k.T_FIRST], t[:, _k.T_END]
         # Every folio was unmapped at entry; the first is remapped at T_FIRST,
         # the others at the end of the move loop.
@@ -702,8 +731,8 @@ class MigrationEngine:
         self.machine.wake_remapped()
         zeros = np.zeros(len(rows), dtype=np.int64)
         self._emit(BatchRecords(
-            ctx.reason.label, name, MigrateMode.MIGRATE_ASYNC.value, ctx.target_nid, None,
-            nr_folios, nr_pages, zeros, nr_folios, zeros, entry, end, first - entry,
+            ctx.reason.label, name, MigrateMode.MIGRATE_ASYNC.value, ctx.target_nid, cause,
+            nr_folios, nr_pages, zeros, nr_folios, fallback, entry, end, first - entry,
             inacc, offsets))
 
     def _emit(self, records: BatchRecords) -> None:

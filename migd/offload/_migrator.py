@@ -69,21 +69,35 @@ class Migrator:
         """Channels or threads: part of what the automatic choice learns per."""
         return 0
 
+    def choose_way(self, nr_folios: int, nr_pages: int) -> tuple:
+        """Under ``auto``: ``(cell, offload?)`` for a batch of this size."""
+        if self._chooser is None:
+            self._chooser = OffloadChooser()
+        key = self._chooser.key(self.param, nr_folios, nr_pages)
+        return key, self._chooser.offload(key)
+
     def choose_offload(self, batch: CopyBatch) -> bool:
         """Under ``auto``, whether to copy ``batch`` (else the caller declines it)."""
         if not self.auto:
             return True
-        if self._chooser is None:
-            self._chooser = OffloadChooser()
-        key = self._chooser.key(self.param, batch.nr_folios, batch.nr_pages)
-        batch.choice = (key, self._chooser.offload(key))
+        batch.choice = self.choose_way(batch.nr_folios, batch.nr_pages)
         return batch.choice[1]
+
+    def fast_path_threads(self, offload: bool) -> int:
+        """Copy threads for the engine's compiled CPU path on the chosen way
+        (1: the CPU's own copy); 0 when the way needs ``migrate_offc``."""
+        return getattr(self, "cpu_threads", 0) if offload else 1
+
+    def way_done(self, choice: tuple, seconds: float, nr_bytes: int) -> None:
+        """The core's report: ``nr_bytes`` went the ``choice`` way in ``seconds``."""
+        if self._chooser is not None and nr_bytes:
+            key, offloaded = choice
+            self._chooser.observe(key, offloaded, seconds / nr_bytes)
 
     def batch_done(self, batch: CopyBatch, seconds: float) -> None:
         """The core's report: ``batch``'s copy and move took ``seconds``."""
-        if batch.choice is not None and self._chooser is not None and batch.nr_bytes:
-            key, offloaded = batch.choice
-            self._chooser.observe(key, offloaded, seconds / batch.nr_bytes)
+        if batch.choice is not None:
+            self.way_done(batch.choice, seconds, batch.nr_bytes)
 
     def chooser_statistics(self) -> dict:
         return self._chooser.statistics() if self._chooser is not None else {}

@@ -42,9 +42,8 @@ class MtcopyMigrator(Migrator):
 
     @property
     def cpu_threads(self) -> int:
-        """Copy threads (the engine's CPU fast path runs CPU-copy migrators
-        inline); 0 under ``auto``, whose choices are made batch by batch."""
-        return 0 if self.auto else self.threads
+        """Copy threads (the engine's CPU fast path runs CPU-copy migrators inline)."""
+        return self.threads
 
     @property
     def param(self) -> int:
