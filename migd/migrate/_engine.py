@@ -475,7 +475,6 @@ class MigrationEngine:
         inaccessible: list[np.ndarray] = []
         if todo.src.size:
             await self.clock.spend(self.profile.cpu.flush_us * 1e-6)  # try_to_unmap_flush()
-            t_copy = trio.current_time()
             nr_offloaded, nr_fallback, cause, batch = await self._batch_copy(ctx, todo)
             for _ in range(nr_pass):
                 # folio_migrate_mapping(): someone took a reference -> -EAGAIN
@@ -493,7 +492,8 @@ class MigrationEngine:
                 inaccessible.append(self._undo(todo) - todo.t_unmap)
                 left = np.concatenate([left, todo.src])
             if batch is not None and batch.choice is not None:
-                ctx.offload.migrator.batch_done(batch, trio.current_time() - t_copy)
+                # the whole batch, as the compiled path's rows measure it
+                ctx.offload.migrator.batch_done(batch, trio.current_time() - t_entry)
         if left.size:
             self._count_failed(ctx, left)
         nr_failed = int(left.size) + len(splits)

@@ -95,7 +95,7 @@ class Migrator:
             self._chooser.observe(key, offloaded, seconds / nr_bytes)
 
     def batch_done(self, batch: CopyBatch, seconds: float) -> None:
-        """The core's report: ``batch``'s copy and move took ``seconds``."""
+        """The core's report: ``batch``'s unmap, copy and move took ``seconds``."""
         if batch.choice is not None:
             self.way_done(batch.choice, seconds, batch.nr_bytes)
 
