@@ -25,10 +25,12 @@ from ._tree import Directory, SysfsTree
 
 
 class SysfsOperations(Operations):
+    use_ns = True  # utimens() times in ns (fusepy warns otherwise); they are ignored
+
     def __init__(self, tree: SysfsTree, trio_token: trio.lowlevel.TrioToken) -> None:
         self.tree = tree
         self.token = trio_token
-        self.mounted_at = time.time()
+        self.mounted_at = time.time_ns()  # use_ns: getattr times in ns too
         self._fh = itertools.count(1)
         self._cache: dict[int, bytes] = {}  # per open file: the value read at offset 0
         self._lock = threading.Lock()
