@@ -147,6 +147,11 @@ def test_every_readable_file_reads(daemon):
     assert int(vmstat["pgmigrate_success"]) > 0
 
 
+def test_stat_times_are_the_mount_time(daemon):
+    st = os.stat(daemon.p("proc/vmstat"))
+    assert 0 <= time.time() - st.st_mtime < 600 and st.st_mtime == st.st_ctime
+
+
 #: writable file -> values it must accept (each read back as shown)
 VALID = {
     "module/dcbm/parameters/nr_dma_chan": [("16", "16"), ("1", "1"), ("4\n", "4")],
