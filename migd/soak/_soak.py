@@ -2,8 +2,8 @@
 
 The daemon's machinery runs as ``migd run`` runs it (:func:`system_running`:
 real clock, real bytes, the real FUSE tree, the daemon's own shutdown), with
-the workloads of every reason at a fast pace over tenants of folio orders 0, 3
-and 9.  Around it:
+the workloads of every reason at a fast pace over a tenant of each folio order
+0..9.  Around it:
 
 * a flipper thread writes random knob values through the mounted tree
   (migrator switches, channel and thread counts, batch bounds, reason masks,
@@ -60,22 +60,66 @@ demotion_target = 1
 name = "far"
 capacity = "256M"
 [[tenants]]
-name = "small"
-size = "32M"
+name = "o0"
+size = "16M"
 order = 0
-access_rate = 20000
+access_rate = 5000
 write_fraction = 0.3
 [[tenants]]
-name = "mid"
-size = "32M"
+name = "o1"
+size = "16M"
+order = 1
+access_rate = 5000
+write_fraction = 0.1
+[[tenants]]
+name = "o2"
+size = "16M"
+order = 2
+access_rate = 5000
+write_fraction = 0.3
+[[tenants]]
+name = "o3"
+size = "16M"
 order = 3
-access_rate = 10000
+access_rate = 5000
+write_fraction = 0.1
 mlocked = true
 [[tenants]]
-name = "huge"
-size = "64M"
+name = "o4"
+size = "16M"
+order = 4
+access_rate = 2000
+write_fraction = 0.3
+[[tenants]]
+name = "o5"
+size = "16M"
+order = 5
+access_rate = 2000
+write_fraction = 0.1
+[[tenants]]
+name = "o6"
+size = "16M"
+order = 6
+access_rate = 2000
+write_fraction = 0.3
+[[tenants]]
+name = "o7"
+size = "16M"
+order = 7
+access_rate = 2000
+write_fraction = 0.1
+[[tenants]]
+name = "o8"
+size = "16M"
+order = 8
+access_rate = 2000
+write_fraction = 0.3
+[[tenants]]
+name = "o9"
+size = "16M"
 order = 9
-access_rate = 5000
+access_rate = 2000
+write_fraction = 0.1
 [migrator]
 active = "dcbm"
 [dma]
