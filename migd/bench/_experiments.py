@@ -19,7 +19,7 @@ import trio
 
 from ..dma import DmaDevice
 from ..hw import Clock, VirtualClock, get_profile, mock_clock
-from ..migrate import BatchRecords, MigrationEngine
+from ..migrate import BatchRecords, MigrationEngine, warm_up
 from ..mm import PAGE_SIZE, Machine, NodeSpec, TenantSpec
 from ..offload import (
     DCBM_MAX_CHANNELS,
@@ -72,7 +72,7 @@ def run(experiment: str, opts: BenchOptions) -> BenchReport:
     fn = EXPERIMENTS[experiment]
     get_profile(opts.profile_name)  # fail early on a bad name
     opts.progress("warming up the compiled paths")
-    trio.run(_warm_up)
+    trio.run(warm_up)
     # Everything imported so far (numba, llvmlite, trio) lives for the whole
     # run; without this the cyclic GC rescans it ~100 times a second, costing
     # ~10% of a real-clock run.
@@ -80,21 +80,6 @@ def run(experiment: str, opts: BenchOptions) -> BenchReport:
     if opts.clock == "virtual":
         return trio.run(fn, opts, clock=mock_clock())
     return trio.run(fn, opts)
-
-
-async def _warm_up() -> None:
-    """Load (or compile) every compiled path once, outside any timed region.
-
-    numba compiles on first call, or loads its on-disk cache: without this the
-    first timed run of a fresh checkout would include seconds of compilation.
-    """
-    machine = Machine([NodeSpec(8 << 20), NodeSpec(8 << 20)], words_per_page=1)
-    tenant = machine.add_tenant(TenantSpec("warm", 4 << 20, order=0))
-    engine = MigrationEngine(machine, Clock(), get_profile("native"))
-    await engine.move_pages(tenant, np.arange(tenant.nr_pages), 1)  # the CPU fast path
-    machine.memory.refcount[machine.tenant_folios(tenant)[:1]] += 1  # a pinned folio
-    await engine.move_pages(tenant, np.arange(tenant.nr_pages), 0)  # the general path
-    machine.memory.refcount[machine.tenant_folios(tenant)[:1]] -= 1
 
 
 class _Rig:

@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from ..metrics import serve_metrics
+from ..migrate import warm_up
 from ..sysfs import clear_stale_mount, serve, unmount
 from ._attrs import build_tree
 from ._config import Config
@@ -75,6 +76,7 @@ async def system_running(sys: System, mountpoint: str) -> AsyncIterator[trio.Nur
     """
     tree = build_tree(sys)
     token = trio.lowlevel.current_trio_token()
+    await warm_up()  # compiled paths loaded before anything is served
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sys.dma.run)
         nursery.start_soon(functools.partial(

@@ -19,11 +19,12 @@ from ._stats import (
     HistogramSnapshot,
     MigrateStats,
 )
+from ._warmup import warm_up
 
 __all__ = [
     "MAX_INACCESSIBLE_US_LIMIT", "BudgetStatistics",
     "NR_MAX_BATCHED_MIGRATION", "NR_MAX_BATCHED_MIGRATION_LIMIT", "NR_MAX_MIGRATE_ASYNC_RETRY",
     "NR_MAX_MIGRATE_PAGES_RETRY", "NR_MAX_MIGRATE_SYNC_RETRY", "VMSTAT_ITEMS", "BatchRecord",
-    "BatchRecords",
+    "BatchRecords", "warm_up",
     "EngineStatistics", "HistogramSnapshot", "MigrateResult", "MigrateStats", "MigrationEngine",
 ]

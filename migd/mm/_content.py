@@ -4,15 +4,15 @@ Word ``j`` of a page is ``key + j * RAMP_STEP`` where ``key`` is a 64-bit mix of
 (tenant, vpage, version).  A copy made before unmap (stale version), a remap
 before copy (old frame's bytes), a dropped or partial descriptor (other page's
 key, or a torn page whose words disagree) all fail the check.  Per-byte Python
-was rejected for the obvious reason; everything here works on chunks of pages.
+was rejected for the obvious reason; both run as compiled loops over pages.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 RAMP_STEP = np.uint64(0x9E3779B97F4A7C15)
-_CHUNK_BYTES = 8 << 20
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -39,25 +39,41 @@ def _ramp(words: int) -> np.ndarray:
 
 def write_pages(arena: np.ndarray, pfns: np.ndarray, keys: np.ndarray) -> None:
     """Fill each page ``pfns[i]`` with the content of ``keys[i]``."""
-    words = arena.shape[1]
-    ramp = _ramp(words)
-    step = max(1, _CHUNK_BYTES // (8 * words))
-    for lo in range(0, pfns.size, step):
-        sl = slice(lo, lo + step)
-        arena[pfns[sl]] = keys[sl, None] + ramp
+    _write_pages(arena, np.ascontiguousarray(pfns, dtype=np.int64),
+                 np.ascontiguousarray(keys, dtype=np.uint64), _ramp(arena.shape[1]))
 
 
 def verify_pages(arena: np.ndarray, pfns: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """Indices ``i`` whose page ``pfns[i]`` does not hold ``keys[i]``'s content."""
+    bad = np.empty(pfns.size, dtype=np.int64)
+    n = _verify_pages(arena, np.ascontiguousarray(pfns, dtype=np.int64),
+                      np.ascontiguousarray(keys, dtype=np.uint64), _ramp(arena.shape[1]), bad)
+    return bad[:n]
+
+
+# Compiled and GIL-free: numpy's chunked version held the GIL for each chunk,
+# and mutators verify on every read, so the tree's readers (other threads)
+# waited behind them.
+@numba.njit(cache=True, nogil=True)
+def _write_pages(arena, pfns, keys, ramp):
     words = arena.shape[1]
-    ramp = _ramp(words)
-    step = max(1, _CHUNK_BYTES // (8 * words))
-    bad = []
-    for lo in range(0, pfns.size, step):
-        sl = slice(lo, lo + step)
-        pages = arena[pfns[sl]]
-        pages -= ramp
-        wrong = (pages != keys[sl, None]).any(axis=1)
-        if wrong.any():
-            bad.append(np.flatnonzero(wrong) + lo)
-    return np.concatenate(bad) if bad else np.empty(0, dtype=np.int64)
+    for i in range(pfns.size):
+        page = arena[pfns[i]]
+        k = keys[i]
+        for w in range(words):
+            page[w] = k + ramp[w]
+
+
+@numba.njit(cache=True, nogil=True)
+def _verify_pages(arena, pfns, keys, ramp, bad):
+    words = arena.shape[1]
+    n = 0
+    for i in range(pfns.size):
+        page = arena[pfns[i]]
+        k = keys[i]
+        for w in range(words):
+            if page[w] - ramp[w] != k:
+                bad[n] = i
+                n += 1
+                break
+    return n
