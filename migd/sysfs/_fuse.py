@@ -26,6 +26,9 @@ from ._tree import Directory, SysfsTree
 
 class SysfsOperations(Operations):
     use_ns = True  # utimens() times in ns (fusepy warns otherwise); they are ignored
+    # Not registered with libfuse: the kernel gets ENOSYS once and stops asking,
+    # which spares every cat a callback (and the wait for the GIL it costs).
+    flush = getxattr = listxattr = opendir = releasedir = None
 
     def __init__(self, tree: SysfsTree, trio_token: trio.lowlevel.TrioToken) -> None:
         self.tree = tree
