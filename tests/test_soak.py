@@ -25,6 +25,7 @@ def test_a_60s_soak_with_faults_loses_nothing(tmp_path):
     p = subprocess.run(soak_cmd("--duration", "60s", "--faults", "--seed", "7",
                                 "--json", str(out)), capture_output=True, text=True,
                        timeout=180)
+    assert out.exists(), (p.returncode, p.stderr[-3000:])
     s = json.loads(out.read_text())
     assert p.returncode == 0, (p.stderr[-2000:], s["violations"])
     assert json.loads(p.stdout) == s
