@@ -10,7 +10,6 @@ boundary; nothing is left unmapped), unmount, verify every page, exit 0.
 
 from __future__ import annotations
 
-import functools
 import gc
 import os
 import signal
@@ -64,6 +63,18 @@ async def _fault_reporter(sys: System, period: float = 1.0) -> None:
         fallbacks = dict(fb)
 
 
+async def _serve_tree(sys: System, tree, mountpoint: str, token) -> None:
+    """libfuse's loop on a worker thread.  Once the tree is being unmounted, how
+    that loop ends is not an error: with a reader's request in flight at the
+    unmount, libfuse can report one (fusepy raises RuntimeError), which would
+    otherwise fail a clean shutdown."""
+    try:
+        await trio.to_thread.run_sync(serve, tree, mountpoint, token, abandon_on_cancel=True)
+    except RuntimeError:
+        if not sys.engine.stopping:
+            raise
+
+
 @asynccontextmanager
 async def system_running(sys: System, mountpoint: str) -> AsyncIterator[trio.Nursery]:
     """The System live: DMA channels, the tree mounted, mutators and workloads.
@@ -79,8 +90,7 @@ async def system_running(sys: System, mountpoint: str) -> AsyncIterator[trio.Nur
     await warm_up()  # compiled paths loaded before anything is served
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sys.dma.run)
-        nursery.start_soon(functools.partial(
-            trio.to_thread.run_sync, serve, tree, mountpoint, token, abandon_on_cancel=True))
+        nursery.start_soon(_serve_tree, sys, tree, mountpoint, token)
         try:
             await _wait_mounted(mountpoint)
             for i, t in enumerate(sys.tenants):

@@ -285,7 +285,8 @@ class _CatSampler:
             self.hist[min(int(float(line) / _CAT_BIN_S), _CAT_BINS)] += 1
 
     def close(self) -> None:
-        self.proc.terminate()
+        if self.proc.poll() is None:
+            self.proc.terminate()
         self.proc.wait()
         self.thread.join()
 
@@ -422,8 +423,10 @@ async def _soak(opts: SoakOptions, summary: SoakSummary,
                             f"{summary.corrupt_pages}  violations "
                             f"{summary.invariant_violations}  rss {_rss_mb():.0f} MB  "
                             f"cat p99 {cat.p99_ms():.1f} ms")
+                # Readers and writers stop before the tree is unmounted.
                 flipper.stop.set()
                 await trio.to_thread.run_sync(flipper.thread.join)
+                await trio.to_thread.run_sync(cat.close)
                 for point in FaultInjector.POINTS:  # the last batches run clean
                     sys.faults[point].set(probability=0)
         finally:
