@@ -34,6 +34,8 @@ def _bench(args: argparse.Namespace) -> int:
     try:
         if args.repeat < 1:
             raise ValueError("--repeat must be at least 1")
+        _check_output(args.json, "--json")
+        _check_output(args.plot, "--plot")
         opts = bench.BenchOptions(
             clock=args.clock or bench.DEFAULT_CLOCK.get(args.experiment, "real"),
             profile=args.profile,
@@ -67,6 +69,12 @@ def _bench(args: argparse.Namespace) -> int:
             print(f"migd bench: cannot write the plot: {e}", file=sys.stderr)
             return 1
     return 0
+
+
+def _check_output(path: str | None, what: str) -> None:
+    """Fail before the run, not after it, on a file that cannot be written."""
+    if path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise ValueError(f"{what}: no such directory for {path!r}")
 
 
 def _duration(text: str) -> float:
@@ -130,6 +138,11 @@ def _soak(args: argparse.Namespace) -> int:
     from .soak import SoakOptions, run_soak, summary_json
 
     try:
+        if not 0 <= args.seed < 2**32:
+            raise ValueError(f"--seed must be 0..{2**32 - 1}: {args.seed}")
+        if args.mount is not None and not os.path.isdir(args.mount):
+            raise ValueError(f"--mount: not a directory: {args.mount!r}")
+        _check_output(args.json, "--json")
         opts = SoakOptions(duration=_duration(args.duration), faults=args.faults,
                            seed=args.seed, mount=args.mount, progress=_progress_printer())
     except ValueError as e:

@@ -76,6 +76,8 @@ def test_bench_memcpy():
     (["--migrators", "gpu"], "unknown migrator"),
     (["--batch-pages", "0"], "batch-pages"),
     (["--profile", "nope"], "unknown hardware profile"),
+    (["--plot", "/no/such/dir/p.png"], "--plot: no such directory"),
+    (["--json", "/no/such/dir/t.json"], "--json: no such directory"),
 ])
 def test_bench_bad_input_is_one_line_and_nonzero(args, needle):
     p = migd("bench", "throughput", "--total", "8M", *args)

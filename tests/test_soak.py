@@ -121,7 +121,8 @@ def test_sigkill_leaves_a_stale_mount_that_the_next_soak_clears(tmp_path):
 
 
 def test_bad_soak_arguments_are_one_line_errors():
-    for args in (["--duration", "soon"], ["--duration", "-5s"]):
+    for args in (["--duration", "soon"], ["--duration", "-5s"], ["--seed", "-1"],
+                 ["--mount", "/no/such/dir"], ["--json", "/no/such/dir/s.json"]):
         p = subprocess.run(soak_cmd(*args), capture_output=True, text=True)
         assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
 
