@@ -19,6 +19,16 @@ def assert_drawn(png) -> None:
     assert len(colours) > 50
 
 
+def bench(tmp_path, *args: str):
+    """``migd bench ARGS --json --plot``: exit 0 and a figure drawn; returns the
+    JSON document and the process."""
+    out = tmp_path / "bench.json"
+    p = migd("bench", *args, "--json", str(out), "--plot", str(out.with_suffix(".png")))
+    assert p.returncode == 0, p.stderr
+    assert_drawn(out.with_suffix(".png"))
+    return json.loads(out.read_text()), p
+
+
 ROW_KEYS = {"migrator", "param", "order", "folio_bytes", "batch_pages", "total_bytes",
             "seconds", "gbps", "first_folio_us", "inaccessible_us_p50",
             "inaccessible_us_p99", "verified"}
@@ -30,12 +40,8 @@ def migd(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_bench_throughput_real_clock_verifies_and_has_memcpy_row(tmp_path):
-    out = tmp_path / "t.json"
-    p = migd("bench", "throughput", "--clock", "real", "--orders", "0,9", "--total", "32M",
-             "--verify", "--json", str(out), "--plot", str(out.with_suffix(".png")))
-    assert p.returncode == 0, p.stderr
-    assert_drawn(out.with_suffix(".png"))
-    doc = json.loads(out.read_text())
+    doc, p = bench(tmp_path, "throughput", "--clock", "real", "--orders", "0,9", "--total", "32M",
+                   "--verify")
     assert doc["experiment"] == "throughput" and doc["clock"] == "real"
     assert doc["profile"] == "native"
     migrators = [r["migrator"] for r in doc["rows"]]
@@ -88,11 +94,7 @@ def test_bench_bad_input_is_one_line_and_nonzero(args, needle):
 
 def test_bench_seed_reproduces_the_calibration_set(tmp_path):
     """The virtual-clock zen3-ptdma model against every published cell."""
-    out = tmp_path / "seed.json"
-    p = migd("bench", "seed", "--json", str(out), "--plot", str(out.with_suffix(".png")))
-    assert p.returncode == 0, p.stderr
-    assert_drawn(out.with_suffix(".png"))
-    doc = json.loads(out.read_text())
+    doc, p = bench(tmp_path, "seed")
     assert doc["clock"] == "virtual" and doc["profile"] == "zen3-ptdma"
     rows = doc["rows"]
     assert len(rows) == 76  # 24 + 19 + 30 + 3 published cells
@@ -106,13 +108,10 @@ def test_bench_seed_reproduces_the_calibration_set(tmp_path):
 
 
 def test_bench_batch_sweep_trades_latency_for_throughput(tmp_path):
-    out = tmp_path / "sweep.json"
-    p = migd("bench", "batch-sweep", "--clock", "virtual", "--orders", "9",
-             "--migrators", "dcbm:16", "--total", "256M", "--batch-pages", "512,2048,8192,65536",
-             "--json", str(out), "--plot", str(out.with_suffix(".png")))
-    assert p.returncode == 0, p.stderr
-    assert_drawn(out.with_suffix(".png"))
-    rows = json.loads(out.read_text())["rows"]
+    doc, p = bench(tmp_path, "batch-sweep", "--clock", "virtual", "--orders", "9",
+                   "--migrators", "dcbm:16", "--total", "256M",
+                   "--batch-pages", "512,2048,8192,65536")
+    rows = doc["rows"]
     assert [r["batch_pages"] for r in rows] == [512, 2048, 8192, 65536]
     gbps = [r["gbps"] for r in rows]
     ff = [r["first_folio_us"] for r in rows]
@@ -121,23 +120,17 @@ def test_bench_batch_sweep_trades_latency_for_throughput(tmp_path):
 
 
 def test_bench_cat_latency_reads_the_real_mount_while_migrating(tmp_path):
-    out = tmp_path / "cat.json"
-    p = migd("bench", "cat-latency", "--orders", "0", "--migrators", "cpu", "--total", "32M",
-             "--duration", "1s", "--json", str(out), "--plot", str(out.with_suffix(".png")))
-    assert p.returncode == 0, p.stderr
-    assert_drawn(out.with_suffix(".png"))
-    (row,) = json.loads(out.read_text())["rows"]
+    doc, p = bench(tmp_path, "cat-latency", "--orders", "0", "--migrators", "cpu", "--total", "32M",
+                   "--duration", "1s")
+    (row,) = doc["rows"]
     assert row["cat_reads"] > 100 and row["files"] > 40  # every attribute, many times
     assert 0 < row["cat_p50_ms"] <= row["cat_p99_ms"] <= row["cat_max_ms"]
     assert row["total_bytes"] > 0 and row["verified"]  # it migrated, and lost nothing
 
 
 def test_bench_scrape_times_real_http_scrapes(tmp_path):
-    out = tmp_path / "scrape.json"
-    p = migd("bench", "scrape", "--json", str(out), "--plot", str(out.with_suffix(".png")))
-    assert p.returncode == 0, p.stderr
-    assert_drawn(out.with_suffix(".png"))
-    (row,) = json.loads(out.read_text())["rows"]
+    doc, p = bench(tmp_path, "scrape")
+    (row,) = doc["rows"]
     assert row["scrapes"] == 50 and row["series"] > 300
     assert 0 < row["scrape_p50_ms"] <= row["scrape_p99_ms"] <= row["scrape_max_ms"]
     assert "scrapes of" in p.stdout
@@ -164,13 +157,8 @@ def test_compiled_code_cache_survives_any_order_of_first_use(tmp_path):
 
 
 def test_bench_latency_budget_rows_say_whether_the_budget_held(tmp_path):
-    out = tmp_path / "b.json"
-    p = migd("bench", "latency-budget", "--orders", "9", "--migrators", "dcbm:16",
-             "--total", "256M", "--budget-us", "500", "--batch-pages", "512,2048,8192,32768",
-             "--json", str(out), "--plot", str(out.with_suffix(".png")))
-    assert p.returncode == 0, p.stderr
-    assert_drawn(out.with_suffix(".png"))
-    doc = json.loads(out.read_text())
+    doc, p = bench(tmp_path, "latency-budget", "--orders", "9", "--migrators", "dcbm:16",
+                   "--total", "256M", "--budget-us", "500", "--batch-pages", "512,2048,8192,32768")
     assert doc["clock"] == "virtual" and doc["profile"] == "zen3-ptdma"
     fixed = [r for r in doc["rows"] if r["policy"] == "fixed"]
     (adaptive,) = [r for r in doc["rows"] if r["policy"] == "adaptive"]
@@ -180,12 +168,9 @@ def test_bench_latency_budget_rows_say_whether_the_budget_held(tmp_path):
 
 
 def test_bench_auto_choice_rows_compare_with_the_better_way(tmp_path):
-    out = tmp_path / "a.json"
-    p = migd("bench", "auto-choice", "--orders", "0,4", "--migrators", "dcbm:1,dcbm:16",
-             "--total", "128M", "--json", str(out), "--plot", str(out.with_suffix(".png")))
-    assert p.returncode == 0, p.stderr
-    assert_drawn(out.with_suffix(".png"))
-    rows = json.loads(out.read_text())["rows"]
+    doc, p = bench(tmp_path, "auto-choice", "--orders", "0,4", "--migrators", "dcbm:1,dcbm:16",
+                   "--total", "128M")
+    rows = doc["rows"]
     autos = [r for r in rows if r["policy"] == "auto"]
     assert len(autos) == 4 and {r["policy"] for r in rows} == {"cpu", "offload", "auto"}
     assert all(r["vs_better"] >= 0.95 for r in autos), [r["vs_better"] for r in autos]

@@ -260,13 +260,15 @@ class MigrationEngine:
         if not 0 <= target_nid < len(self.memory.nodes):
             raise ValueError(f"target node {target_nid} does not exist")
         folios = self.isolate_folios(np.ascontiguousarray(folios, dtype=np.int64))
-        pages = int(self.memory.folio_nr_pages(folios).sum()) if folios.size else 0
+        cum = np.cumsum(self.memory.folio_nr_pages(folios))  # running page count
+        pages = int(cum[-1]) if cum.size else 0
         self.pages_attempted += pages
         self.pages_in_flight += pages
         stats = MigrateStats()
         failed: list[np.ndarray] = []
         try:
-            rc = await self._migrate_pages(folios, target_nid, reason, mode, stats, failed)
+            rc = await self._migrate_pages(folios, cum, target_nid, reason, mode, stats,
+                                           failed)
         finally:
             # Also when cancelled between batches: every page is accounted
             # for, and what stayed at the source leaves the list.
@@ -291,8 +293,8 @@ class MigrationEngine:
         """``putback_movable_pages()``: folios that did not migrate leave the list."""
         folio_putback_batch(self.memory.mem_map, folios)
 
-    async def _migrate_pages(self, folios: np.ndarray, target_nid: int, reason: MigrateReason,
-                             mode: MigrateMode, stats: MigrateStats,
+    async def _migrate_pages(self, folios: np.ndarray, cum: np.ndarray, target_nid: int,
+                             reason: MigrateReason, mode: MigrateMode, stats: MigrateStats,
                              failed: list[np.ndarray]) -> int:
         """The batch loop; returns rc.  Folios left at the source go to ``failed``.
 
@@ -302,7 +304,6 @@ class MigrationEngine:
         """
         rc_gather = 0
         n = folios.size
-        cum = np.cumsum(self.memory.folio_nr_pages(folios))
         dst = None  # the fast path's destination list, allocated on first use
         i = 0
         ctx = _Ctx(target_nid, reason, self.registry.active, stats)
@@ -322,7 +323,9 @@ class MigrationEngine:
                     if fast and migrator.auto:
                         # The automatic choice, made here so that the CPU way
                         # runs compiled like the default migrator's.
-                        choice = migrator.choose_way(*self._next_batch_size(cum, i, bound))
+                        j = self._batch_end(cum, i, bound, crossing=True)
+                        done = int(cum[i - 1]) if i else 0
+                        choice = migrator.choose_way(j - i, int(cum[j - 1]) - done)
                         threads = migrator.fast_path_threads(choice[1])
                     if threads:
                         if dst is None:
@@ -340,14 +343,7 @@ class MigrationEngine:
                             i = j
                             await self.clock.yield_point()
                             continue
-                    # The batch ends with the folio that reaches the bound (the
-                    # kernel's "nr_pages >= NR_MAX_BATCHED_MIGRATION" cut); under
-                    # a latency budget, before a folio that would cross it.
-                    done = int(cum[i - 1]) if i else 0
-                    if self._budget.budget_us:
-                        j = min(max(int(cum.searchsorted(done + bound, "right")), i + 1), n)
-                    else:
-                        j = min(int(cum.searchsorted(done + bound)) + 1, n)
+                    j = self._batch_end(cum, i, bound, crossing=not self._budget.budget_us)
                     batch, i = folios[i:j], j
                     if mode is MigrateMode.MIGRATE_ASYNC:
                         rc, left, split = await self._migrate_pages_batch(
@@ -402,11 +398,17 @@ class MigrationEngine:
         return j, rows
 
     @staticmethod
-    def _next_batch_size(cum: np.ndarray, i: int, bound: int) -> tuple[int, int]:
-        """(folios, pages) of the batch that would start at folio ``i``."""
+    def _batch_end(cum: np.ndarray, i: int, bound: int, crossing: bool) -> int:
+        """Where the batch starting at folio ``i`` ends (exclusive).
+
+        ``crossing``: the batch ends with the folio that reaches the bound (the
+        kernel's "nr_pages >= NR_MAX_BATCHED_MIGRATION" cut); else (under a
+        latency budget) before a folio that would cross it, one folio at least.
+        """
         done = int(cum[i - 1]) if i else 0
-        j = min(int(cum.searchsorted(done + bound)) + 1, cum.size)
-        return j - i, int(cum[j - 1]) - done
+        if crossing:
+            return min(int(cum.searchsorted(done + bound)) + 1, cum.size)
+        return min(max(int(cum.searchsorted(done + bound, "right")), i + 1), cum.size)
 
     async def _migrate_pages_sync(self, ctx: _Ctx, batch: np.ndarray):
         """``migrate_pages_sync()``: one ASYNC batch, then folio by folio, SYNC."""

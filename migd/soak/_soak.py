@@ -39,8 +39,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import trio
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from ..daemon._config import load_config
 from ..daemon._run import system_running
@@ -330,15 +328,11 @@ async def _pinner(sys: System, rng: np.random.Generator, pinned: dict[str, int])
 
 
 def _exported_counters(sys: System) -> dict:
-    """Every counter and histogram sample of a /metrics scrape, by name and labels."""
-    reg = CollectorRegistry(auto_describe=False)
-    reg.register(MigdCollector(sys, "soak"))
-    out = {}
-    for fam in text_string_to_metric_families(generate_latest(reg).decode()):
-        if fam.type in ("counter", "histogram"):
-            for s in fam.samples:
-                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
+    """Every counter and histogram sample the collector exports, by name and labels
+    (from the collector itself: a text scrape and its parsing add nothing here)."""
+    return {(smp.name, tuple(sorted(smp.labels.items()))): smp.value
+            for fam in MigdCollector(sys, "soak").collect()
+            if fam.type in ("counter", "histogram") for smp in fam.samples}
 
 
 def _check(sys: System, summary: SoakSummary, last: dict, final: bool = False) -> dict:
