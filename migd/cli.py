@@ -71,6 +71,20 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_mountpoint(path: str) -> None:
+    """A directory, or a dead mount (ENOTCONN: the start clears it)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = 0
+    except OSError:
+        return  # e.g. "Transport endpoint is not connected": a stale mount
+    if not stat.S_ISDIR(mode):
+        raise ValueError(f"--mount: not a directory: {path!r}")
+
+
 def _check_output(path: str | None, what: str) -> None:
     """Fail before the run, not after it, on a file that cannot be written."""
     if path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
@@ -140,8 +154,8 @@ def _soak(args: argparse.Namespace) -> int:
     try:
         if not 0 <= args.seed < 2**32:
             raise ValueError(f"--seed must be 0..{2**32 - 1}: {args.seed}")
-        if args.mount is not None and not os.path.isdir(args.mount):
-            raise ValueError(f"--mount: not a directory: {args.mount!r}")
+        if args.mount is not None:
+            _check_mountpoint(args.mount)
         _check_output(args.json, "--json")
         opts = SoakOptions(duration=_duration(args.duration), faults=args.faults,
                            seed=args.seed, mount=args.mount, progress=_progress_printer())
