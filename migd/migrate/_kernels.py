@@ -35,7 +35,7 @@ UNMAP_SPLIT = 2  # -ENOMEM, split into base folios (set by the engine)
 UNMAP_NOT_TRIED = 3
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def migrate_folio_unmap_batch(bitmap, area, mem_map, ptes, pending, fail_alloc, target,
                               first, result, dst):
     """Unmap ``pending[first:]`` in list order, like the unmap loop.
@@ -109,7 +109,7 @@ def migrate_folio_move_batch(bitmap, area, mem_map, ptes, base, page_bytes, src,
     return nr_pages, nr_thp, nr_copied
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def migrate_folio_undo_batch(bitmap, area, mem_map, ptes, src, dst):
     """``migrate_folio_undo_src()`` + ``_dst()``: remap the source, free the dst."""
     for i in range(src.size):

@@ -76,7 +76,7 @@ class FreeArea:
 # numba call costs a handful of scalars to pass, which measured ~80 ns per call
 # with six of them, 20 ns with two.
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def alloc_block(bitmap, area, nid, order):
     """``__rmqueue_smallest()`` + ``expand()``: one block's pfn, or -1 if none."""
     for k in range(order, NR_ORDERS):
@@ -102,7 +102,7 @@ def alloc_block(bitmap, area, nid, order):
     return -1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def free_block(bitmap, area, nid, order, pfn):
     """``__free_one_page()``: free one block and merge it with free buddies."""
     i = (pfn - area[nid, 0].start_pfn) >> order
@@ -126,7 +126,7 @@ def free_block(bitmap, area, nid, order, pfn):
         a.hint = i
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def alloc_blocks(bitmap, area, nid, order, count, out):
     n = 0
     while n < count:
@@ -138,7 +138,7 @@ def alloc_blocks(bitmap, area, nid, order, count, out):
     return n
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def free_blocks(bitmap, area, nid, order, pfns):
     for j in range(pfns.size):
         free_block(bitmap, area, nid, order, pfns[j])

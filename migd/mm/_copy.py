@@ -77,7 +77,7 @@ def folios_copy_mt(base, page_bytes, mem_map, dst, src, lo, hi, nr_threads):
                        page_bytes << mem_map[src[u]].order)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def folios_set_content_copied(mem_map, src):
     for i in range(src.size):
         mem_map[src[i]].flags |= FOLIO_CONTENT_COPIED

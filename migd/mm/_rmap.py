@@ -27,7 +27,7 @@ UNLOCK_MASK = ~PG_locked
 NOT_COPIED_MASK = ~FOLIO_CONTENT_COPIED
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def folio_init(mem_map, pfn, order, flags):
     """A freshly allocated folio: one reference, unmapped."""
     for p in range(1 << order):
@@ -40,7 +40,7 @@ def folio_init(mem_map, pfn, order, flags):
     pg.index = 0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def folio_free(bitmap, area, mem_map, pfn):
     """The last reference is gone: back to the buddy allocator."""
     pg = mem_map[pfn]
@@ -55,7 +55,7 @@ def folio_free(bitmap, area, mem_map, pfn):
     free_block(bitmap, area, pg.nid, order, pfn)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def folio_alloc_batch(bitmap, area, mem_map, nid, order, count, out):
     n = 0
     while n < count:
@@ -68,13 +68,13 @@ def folio_alloc_batch(bitmap, area, mem_map, nid, order, count, out):
     return n
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def folio_put_batch(bitmap, area, mem_map, heads):
     for i in range(heads.size):
         folio_free(bitmap, area, mem_map, heads[i])
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def try_to_migrate(mem_map, ptes, src):
     """Replace a mapped folio's PTEs with migration entries (mm/rmap.c).
 
@@ -95,7 +95,7 @@ def try_to_migrate(mem_map, ptes, src):
     pg.flags = f
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def remove_migration_ptes(mem_map, ptes, src, dst):
     """Make the migration entries of ``src`` present again, pointing at ``dst``.
 
@@ -117,7 +117,7 @@ def remove_migration_ptes(mem_map, ptes, src, dst):
     s.flags &= ~(FOLIO_WAS_MAPPED | FOLIO_WAS_MLOCKED)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def folio_isolate_batch(mem_map, folios, out):
     """``folio_isolate_lru()`` over a caller's list: keep (in ``out``) each folio
     that is an allocated head not on a migration list yet, and mark it.  A
@@ -136,7 +136,7 @@ def folio_isolate_batch(mem_map, folios, out):
     return n
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def folio_putback_batch(mem_map, folios):
     """``putback_movable_pages()``: the folios still allocated leave their list."""
     for i in range(folios.size):
