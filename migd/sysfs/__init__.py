@@ -1,7 +1,7 @@
 """The control tree: a sysfs-like model of files, and its FUSE binding."""
 
-from ._fuse import clear_stale_mount, serve, unmount
+from ._fuse import TREE_THREAD_NICE, clear_stale_mount, serve, unmount
 from ._tree import Attribute, Directory, SysfsTree, parse_store_value
 
-__all__ = ["Attribute", "Directory", "SysfsTree", "clear_stale_mount", "parse_store_value",
-           "serve", "unmount"]
+__all__ = ["TREE_THREAD_NICE", "Attribute", "Directory", "SysfsTree", "clear_stale_mount",
+           "parse_store_value", "serve", "unmount"]
