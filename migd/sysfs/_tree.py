@@ -50,12 +50,6 @@ class Directory:
                 raise ValueError(f"{path}: {p} is a file")
         d.children[parts[-1]] = node
 
-    def remove(self, path: str) -> None:
-        parts = path.strip("/").split("/")
-        d = self.lookup("/".join(parts[:-1]))
-        assert isinstance(d, Directory)
-        d.children.pop(parts[-1], None)
-
     def lookup(self, path: str) -> Attribute | Directory:
         node: Attribute | Directory = self
         for p in path.strip("/").split("/"):
@@ -81,9 +75,6 @@ class SysfsTree:
 
     def add(self, path: str, node: Attribute | Directory) -> None:
         self.root.add(path, node)
-
-    def remove(self, path: str) -> None:
-        self.root.remove(path)
 
     def lookup(self, path: str) -> Attribute | Directory:
         return self.root.lookup(path)
