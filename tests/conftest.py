@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import trio
@@ -26,3 +28,12 @@ def autojump_clock():
 
 
 __all__ = ["MiB", "TenantSpec", "make_engine", "make_machine", "np"]
+
+
+def thread_nice(pid: int) -> dict[int, int]:
+    """Each thread's nice value, from /proc (field 19 of stat)."""
+    nice = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            nice[int(tid)] = int(f.read().rsplit(")", 1)[1].split()[16])
+    return nice

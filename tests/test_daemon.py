@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 
 from migd.sysfs import TREE_THREAD_NICE
 
+from .conftest import thread_nice
+
 CONFIG = """
 [daemon]
 log_format = "json"
@@ -154,20 +156,11 @@ def test_stat_times_are_the_mount_time(daemon):
     assert 0 <= time.time() - st.st_mtime < 600 and st.st_mtime == st.st_ctime
 
 
-def _thread_nice(pid: int) -> dict[int, int]:
-    """Each thread's nice value, from /proc (field 19 of stat)."""
-    nice = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/stat") as f:
-            nice[int(tid)] = int(f.read().rsplit(")", 1)[1].split()[16])
-    return nice
-
-
 def test_tree_threads_answer_before_the_copy_work(daemon):
     """Threads that served a read run at TREE_THREAD_NICE; the rest keep nice 0."""
     for _ in range(20):
         daemon.read("proc/vmstat")
-    nice = _thread_nice(daemon.proc.pid)
+    nice = thread_nice(daemon.proc.pid)
     assert nice.pop(daemon.proc.pid) == 0
     assert TREE_THREAD_NICE in nice.values() and 0 in nice.values()
     assert set(nice.values()) == {0, TREE_THREAD_NICE}

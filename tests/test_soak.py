@@ -15,6 +15,8 @@ from migd.mm._copy import folios_set_content_copied
 from migd.offload import DcbmMigrator
 from migd.soak import SoakOptions, run_soak
 
+from .conftest import thread_nice
+
 
 def soak_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "migd", "soak", *args]
@@ -66,6 +68,9 @@ def test_the_same_soak_without_the_bug_is_clean(tmp_path):
     s = run_soak(SoakOptions(duration=6, seed=3, check_every=1.5, mount=str(tmp_path / "m")))
     assert s.ok and s.checks >= 4, s.violations
     assert trio  # the soak runs its own trio loop: callable from a plain test
+    # The tree's threads ran at TREE_THREAD_NICE; none of this process's threads
+    # still does (the trio worker that ran libfuse's loop went back to the cache).
+    assert set(thread_nice(os.getpid()).values()) == {0}
 
 
 def wait_mounted(path, timeout=60.0):

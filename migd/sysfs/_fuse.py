@@ -27,9 +27,10 @@ from ._tree import Directory, SysfsTree
 
 class SysfsOperations(Operations):
     use_ns = True  # utimens() times in ns (fusepy warns otherwise); they are ignored
-    # Not registered: libfuse answers ENOSYS itself (the kernel stops asking for
-    # flush, xattrs and opendir; an ioctl, such as the isatty() in Python's
-    # open(), fails ENOTTY) without a Python callback and its wait for the GIL.
+    # Not registered, so libfuse answers in C, without a Python callback and
+    # its wait for the GIL: ENOSYS for flush and xattrs (the kernel then stops
+    # asking), success for opendir/releasedir, and ENOTTY for an ioctl (the
+    # isatty() in Python's open()).
     flush = getxattr = listxattr = opendir = releasedir = ioctl = None
 
     def __init__(self, tree: SysfsTree, trio_token: trio.lowlevel.TrioToken) -> None:
@@ -42,7 +43,9 @@ class SysfsOperations(Operations):
         self._prioritised = threading.local()
 
     def __call__(self, op, *args):
-        if not getattr(self._prioritised, "done", False):
+        # Not for init/destroy: destroy runs in the thread that called serve(),
+        # a trio worker that later runs other jobs (DMA copies among them).
+        if op not in ("init", "destroy") and not getattr(self._prioritised, "done", False):
             self._prioritised.done = True
             raise_thread_priority()
         return getattr(self, op)(*args)
@@ -115,9 +118,11 @@ def raise_thread_priority() -> None:
     answered by a thread of a daemon whose other threads copy gigabytes (numba's
     pool, DMA channel workers).  On a 2-CPU machine a woken tree thread waited
     for a CPU behind them at each of a ``cat``'s 4-5 requests: the nice value
-    lets it preempt them at once (``cat`` p99 in a soak: ~8 ms -> ~5 ms).
-    Real-time scheduling (SCHED_RR) measured no better and risks more.
-    Without CAP_SYS_NICE the thread keeps its priority.
+    lets it preempt them at once (``cat`` p99 in 45 s soaks: ~8 ms -> ~5 ms).
+    Real-time scheduling (SCHED_RR) measured no better and risks more.  The
+    price: a reader looping over large attributes (``numa_maps``) takes CPU
+    from migration at this priority rather than at its own.  Without
+    CAP_SYS_NICE the thread keeps its priority.
     """
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), TREE_THREAD_NICE)
@@ -159,8 +164,8 @@ def serve(tree: SysfsTree, mountpoint: str, trio_token: trio.lowlevel.TrioToken)
     """Mount and serve until unmounted (blocks: run it in a worker thread).
 
     The tree's shape and attributes never change, so the kernel may cache
-    lookups and attributes for an hour: a ``cat`` costs open and reads only
-    (fstat still asks once atime was invalidated by a read).
+    lookups and attributes for an hour: a ``cat`` costs open, reads and
+    release (and a getattr for its fstat, since a read invalidates atime).
     """
     FUSE(SysfsOperations(tree, trio_token), mountpoint, foreground=True, direct_io=True,
          nothreads=False, allow_other=True, attr_timeout=3600, entry_timeout=3600,
