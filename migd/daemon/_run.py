@@ -88,9 +88,10 @@ async def system_running(sys: System, mountpoint: str) -> AsyncIterator[trio.Nur
     tree = build_tree(sys)
     token = trio.lowlevel.current_trio_token()
     await warm_up()  # compiled paths loaded before anything is served
-    # Everything built so far lives as long as the daemon: out of the
+    # What is left after a collection lives as long as the daemon: out of the
     # collector's sight, a full collection no longer walks it (55 ms with the
     # GIL held, every minute or so of a soak, where every reader waited).
+    gc.collect()
     gc.freeze()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sys.dma.run)
