@@ -47,6 +47,7 @@ from ..faults import FaultInjector
 from ..metrics import MigdCollector
 from ..sysfs import clear_stale_mount
 
+#: A tenant of each folio order 0..9 (order 3 mlocked), two nodes, dcbm active.
 SOAK_CONFIG = """
 [daemon]
 log_format = "json"
@@ -57,68 +58,14 @@ demotion_target = 1
 [[nodes]]
 name = "far"
 capacity = "256M"
-[[tenants]]
-name = "o0"
+""" + "".join(f"""[[tenants]]
+name = "o{order}"
 size = "16M"
-order = 0
-access_rate = 5000
-write_fraction = 0.3
-[[tenants]]
-name = "o1"
-size = "16M"
-order = 1
-access_rate = 5000
-write_fraction = 0.1
-[[tenants]]
-name = "o2"
-size = "16M"
-order = 2
-access_rate = 5000
-write_fraction = 0.3
-[[tenants]]
-name = "o3"
-size = "16M"
-order = 3
-access_rate = 5000
-write_fraction = 0.1
-mlocked = true
-[[tenants]]
-name = "o4"
-size = "16M"
-order = 4
-access_rate = 2000
-write_fraction = 0.3
-[[tenants]]
-name = "o5"
-size = "16M"
-order = 5
-access_rate = 2000
-write_fraction = 0.1
-[[tenants]]
-name = "o6"
-size = "16M"
-order = 6
-access_rate = 2000
-write_fraction = 0.3
-[[tenants]]
-name = "o7"
-size = "16M"
-order = 7
-access_rate = 2000
-write_fraction = 0.1
-[[tenants]]
-name = "o8"
-size = "16M"
-order = 8
-access_rate = 2000
-write_fraction = 0.3
-[[tenants]]
-name = "o9"
-size = "16M"
-order = 9
-access_rate = 2000
-write_fraction = 0.1
-[migrator]
+order = {order}
+access_rate = {5000 if order < 4 else 2000}
+write_fraction = {0.3 if order % 2 == 0 else 0.1}
+{"mlocked = true" if order == 3 else ""}
+""" for order in range(10)) + """[migrator]
 active = "dcbm"
 [dma]
 profile = "zen3-ptdma"
