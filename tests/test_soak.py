@@ -8,14 +8,17 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import trio
 
 from migd.daemon import System
+from migd.daemon._trace import TRACE_LINES, TraceBuffer
+from migd.mm import TenantSpec
 from migd.mm._copy import folios_set_content_copied
 from migd.offload import DcbmMigrator
 from migd.soak import SoakOptions, run_soak
 
-from .conftest import thread_nice
+from .conftest import MiB, make_engine, make_machine, thread_nice
 
 
 def soak_cmd(*args: str) -> list[str]:
@@ -135,13 +138,6 @@ def test_bad_soak_arguments_are_one_line_errors():
 async def test_what_grows_with_batches_is_bounded(autojump_clock):
     """The trace ring, the histograms and the engine's books stay the same size
     however many batches run (the soak's RSS check is the end-to-end version)."""
-    import numpy as np
-
-    from migd.daemon._trace import TRACE_LINES, TraceBuffer
-    from migd.mm import TenantSpec
-
-    from .conftest import MiB, make_engine, make_machine
-
     m = make_machine(True)
     t = m.add_tenant(TenantSpec("t", 4 * MiB, order=0))
     e = make_engine(m, True)
