@@ -85,4 +85,12 @@ class MigrateMode(enum.Enum):
     """``enum migrate_mode``: how hard migration tries (passes, waiting)."""
 
     MIGRATE_ASYNC = "async"
+    #: kcompactd and direct compaction's second try: waits for a locked
+    #: folio, not for writeback (include/linux/migrate_mode.h).
+    MIGRATE_SYNC_LIGHT = "sync_light"
     MIGRATE_SYNC = "sync"
+
+    @property
+    def label(self) -> str:
+        """The name ``trace/events/migrate.h`` (MIGRATE_MODE) prints."""
+        return self.name
