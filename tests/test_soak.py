@@ -12,11 +12,11 @@ import numpy as np
 import trio
 
 from migd.daemon import System
-from migd.daemon._trace import TRACE_LINES, TraceBuffer
 from migd.mm import TenantSpec
 from migd.mm._copy import folios_set_content_copied
 from migd.offload import DcbmMigrator
 from migd.soak import SoakOptions, run_soak
+from migd.tracing import RING_ENTRIES, Tracing
 
 from .conftest import MiB, make_engine, make_machine, thread_nice
 
@@ -142,8 +142,8 @@ async def test_what_grows_with_batches_is_bounded(autojump_clock):
     t = m.add_tenant(TenantSpec("t", 4 * MiB, order=0))
     e = make_engine(m, True)
     e.nr_max_batched_migration = 1  # a batch per folio: many batches
-    trace = TraceBuffer()
-    e.subscribe(trace.on_batches)
+    trace = Tracing(0.0)
+    trace.attach(e)
     sizes = []
     for k in range(6):
         await e.move_pages(t, np.arange(t.nr_pages), (k + 1) % 2)
@@ -152,4 +152,6 @@ async def test_what_grows_with_batches_is_bounded(autojump_clock):
                       len(s.inaccessible_seconds.counts), len(s.folios_migrated),
                       len(s.fallbacks)))
     assert len(set(sizes)) == 1
-    assert len(trace._lines) == TRACE_LINES and trace.lost == 6 * 1024 - TRACE_LINES
+    # 1024 batch events and a call's start and end per move_pages, six times
+    written = 6 * (1024 + 2)
+    assert len(trace.ring) == RING_ENTRIES and trace.ring.overrun == written - RING_ENTRIES

@@ -13,6 +13,7 @@ from ..mm import PAGE_SIZE, format_reason_mask
 from ..offload import DCBM_MAX_CHANNELS, MTCOPY_MAX_THREADS
 from ..sysfs import Attribute, SysfsTree
 from ._system import TENANT_PID_BASE, System, parse_bool, parse_int
+from ._tracefs import add_tracefs
 from ._workloads import compact_all, demote_node, move_tenant
 
 KB = 1024
@@ -108,10 +109,7 @@ def build_tree(sys: System) -> SysfsTree:
                 lambda a=attr, k=knob: str(getattr(a, k)),
                 lambda v, a=attr, k=knob, lo=lo, hi=hi: _set_fault(sys, a, k, v, lo, hi)))
 
-    # kernel/tracing
-    add("kernel/tracing/trace_pipe", Attribute(stream=sys.trace.read))
-    add("kernel/tracing/events/migrate/enable", Attribute(
-        lambda: str(int(sys.trace.enabled)), lambda v: _set_tracing(sys, v)))
+    add_tracefs(add, sys)
     return tree
 
 
@@ -159,13 +157,6 @@ def _set_fault(sys: System, attr, knob: str, text: str, lo: int, hi: int) -> Non
     old = getattr(attr, knob)
     attr.set(**{knob: value})
     sys._knob(f"{attr.name}.{knob}", old, value)
-
-
-def _set_tracing(sys: System, text: str) -> None:
-    value = parse_bool(text, "enable")
-    old = sys.trace.enabled
-    sys.trace.enabled = value
-    sys._knob("tracing.migrate.enable", int(old), int(value))
 
 
 async def _compact(sys: System, text: str) -> None:

@@ -114,7 +114,7 @@ async def system_running(sys: System, mountpoint: str) -> AsyncIterator[trio.Nur
                 sys.engine.stop()
                 with trio.move_on_after(SHUTDOWN_GRACE):
                     await workloads_done.wait()
-                sys.trace.close()
+                sys.tracing.ring.close()  # blocked trace_pipe readers: EOF
                 await trio.to_thread.run_sync(unmount, mountpoint)
             nursery.cancel_scope.cancel()
 

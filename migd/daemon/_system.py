@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import trio
 
 from ..dma import DmaDevice
 from ..faults import FaultInjector
@@ -26,8 +27,8 @@ from ..mm import (
     parse_reason_mask,
 )
 from ..offload import DcbmMigrator, Migrator, MtcopyMigrator
+from ..tracing import Tracing
 from ._config import Config
-from ._trace import TraceBuffer
 
 Listener = Callable[[str, dict[str, Any]], None]
 
@@ -84,8 +85,9 @@ class System:
         self.node_vmstat = {k: np.zeros(nn, dtype=np.int64) for k in (
             "pgdemote_kswapd", "pgdemote_direct", "pgpromote_success",
             "compact_migrate_scanned", "compact_isolated", "compact_success")}
-        self.trace = TraceBuffer()
-        self.engine.subscribe(self.trace.on_batches)
+        #: kernel/tracing; its boot clock starts now (the daemon's start).
+        self.tracing = Tracing(trio.current_time())
+        self.tracing.attach(self.engine)
         self.events: list[Listener] = []
         self.rng = np.random.default_rng(seed)
 

@@ -17,6 +17,7 @@ from ._stats import (
     BatchRecords,
     EngineStatistics,
     HistogramSnapshot,
+    MigrateCall,
     MigrateStats,
 )
 from ._warmup import warm_up
@@ -26,5 +27,6 @@ __all__ = [
     "NR_MAX_BATCHED_MIGRATION", "NR_MAX_BATCHED_MIGRATION_LIMIT", "NR_MAX_MIGRATE_ASYNC_RETRY",
     "NR_MAX_MIGRATE_PAGES_RETRY", "NR_MAX_MIGRATE_SYNC_RETRY", "VMSTAT_ITEMS", "BatchRecord",
     "BatchRecords", "warm_up",
-    "EngineStatistics", "HistogramSnapshot", "MigrateResult", "MigrateStats", "MigrationEngine",
+    "EngineStatistics", "HistogramSnapshot", "MigrateCall", "MigrateResult", "MigrateStats",
+    "MigrationEngine",
 ]

@@ -51,6 +51,7 @@ from ._stats import (
     BatchRecords,
     EngineStatistics,
     Histogram,
+    MigrateCall,
     MigrateStats,
 )
 
@@ -131,6 +132,7 @@ class MigrationEngine:
         self._nr_max_batched_migration = NR_MAX_BATCHED_MIGRATION
         self._budget = BatchBudget(NR_MAX_BATCHED_MIGRATION_LIMIT)
         self._listeners: list[Callable[[BatchRecords], None]] = []
+        self._call_listeners: list[Callable[[MigrateCall], None]] = []
         self._vmstat = np.zeros((MR_TYPES, len(VMSTAT_ITEMS)), dtype=np.int64)
         self._folios: dict[tuple[str, str, bool], int] = {}
         self._bytes: dict[tuple[str, str, bool], int] = {}
@@ -211,6 +213,24 @@ class MigrationEngine:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
+    def subscribe_calls(self, listener: Callable[[MigrateCall], None]) -> Callable[[], None]:
+        """Call ``listener`` at the start and the end of every ``migrate_pages()``
+        (:class:`MigrateCall`, where mm/migrate.c has its two tracepoints);
+        returns the unsubscribe function."""
+        self._call_listeners.append(listener)
+        return lambda: self._call_listeners.remove(listener)
+
+    def _emit_call(self, end: bool, mode: MigrateMode, reason: MigrateReason,
+                   stats: MigrateStats | None = None) -> None:
+        if not self._call_listeners:
+            return
+        s = stats or MigrateStats()
+        call = MigrateCall(end, trio.current_time(), mode, reason, s.nr_succeeded,
+                           s.nr_failed_pages, s.nr_thp_succeeded, s.nr_thp_failed,
+                           s.nr_thp_split, s.nr_split)
+        for listener in list(self._call_listeners):
+            listener(call)
+
     def statistics(self) -> EngineStatistics:
         """A frozen snapshot.  Safe from any thread: every mutable container is
         copied in one C-level step before it is looked at."""
@@ -259,6 +279,7 @@ class MigrationEngine:
         """Migrate ``folios`` (head pfns, in list order) to node ``target_nid``."""
         if not 0 <= target_nid < len(self.memory.nodes):
             raise ValueError(f"target node {target_nid} does not exist")
+        self._emit_call(False, mode, reason)
         folios = self.isolate_folios(np.ascontiguousarray(folios, dtype=np.int64))
         cum = np.cumsum(self.memory.folio_nr_pages(folios))  # running page count
         pages = int(cum[-1]) if cum.size else 0
@@ -278,6 +299,7 @@ class MigrationEngine:
                                      stats.nr_thp_split)
             self.putback_folios(left)
             self.pages_in_flight -= pages
+            self._emit_call(True, mode, reason, stats)
         return MigrateResult(rc if left.size else 0, stats, left)
 
     def isolate_folios(self, folios: np.ndarray) -> np.ndarray:

@@ -8,6 +8,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..mm import MigrateMode, MigrateReason
+
 #: vmstat items of page migration, as /proc/vmstat names them.
 VMSTAT_ITEMS = ("pgmigrate_success", "pgmigrate_fail", "thp_migration_success",
                 "thp_migration_fail", "thp_migration_split")
@@ -75,6 +77,26 @@ class HistogramSnapshot:
 SECONDS_BUCKETS = tuple(1e-6 * 2.0 ** i for i in range(24))
 #: 1 .. 262144 base pages, x2 steps.
 PAGES_BUCKETS = tuple(float(2 ** i) for i in range(19))
+
+
+class MigrateCall(NamedTuple):
+    """One end of a ``migrate_pages()`` call, what mm/migrate.c traces there:
+    ``trace_mm_migrate_pages_start(mode, reason)`` on entry (``end`` False,
+    counts 0) and ``trace_mm_migrate_pages()`` with the call's
+    ``struct migrate_pages_stats`` on return (``end`` True).  One record per
+    call and end, not per batch: a tracer needs the call's totals, and the
+    per-batch detail already goes out as :class:`BatchRecords`."""
+
+    end: bool
+    time: float  # trio clock, seconds
+    mode: MigrateMode
+    reason: MigrateReason
+    nr_succeeded: int = 0  # base pages
+    nr_failed: int = 0  # base pages (stats.nr_failed_pages)
+    nr_thp_succeeded: int = 0  # THPs
+    nr_thp_failed: int = 0
+    nr_thp_split: int = 0
+    nr_split: int = 0  # large folios split (THP or not)
 
 
 class BatchRecord(NamedTuple):

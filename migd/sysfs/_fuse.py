@@ -39,6 +39,7 @@ class SysfsOperations(Operations):
         self.mounted_at = time.time_ns()  # use_ns: getattr times in ns too
         self._fh = itertools.count(1)
         self._cache: dict[int, bytes] = {}  # per open file: the value read at offset 0
+        self._nonblock: set[int] = set()  # streams opened O_NONBLOCK
         self._lock = threading.Lock()
         self._prioritised = threading.local()
 
@@ -69,12 +70,18 @@ class SysfsOperations(Operations):
             raise OSError(errno.EACCES, path)
         if accmode in (os.O_RDONLY, os.O_RDWR) and attr.show is None and attr.stream is None:
             raise OSError(errno.EACCES, path)
-        return next(self._fh)
+        if flags & os.O_TRUNC and attr.truncate is not None:  # atomic_o_trunc kernels
+            attr.truncate()
+        fh = next(self._fh)
+        if attr.stream is not None and flags & os.O_NONBLOCK:
+            with self._lock:
+                self._nonblock.add(fh)
+        return fh
 
     def read(self, path, size, offset, fh):
         attr = self.tree.attribute(path)
         if attr.stream is not None:
-            return attr.stream(size)
+            return attr.stream(size, fh not in self._nonblock)
         with self._lock:
             data = self._cache.get(fh) if offset else None
         if data is None:
@@ -86,6 +93,7 @@ class SysfsOperations(Operations):
     def release(self, path, fh):
         with self._lock:
             self._cache.pop(fh, None)
+            self._nonblock.discard(fh)
         return 0
 
     def write(self, path, data, offset, fh):
@@ -94,7 +102,9 @@ class SysfsOperations(Operations):
         return len(data)
 
     def truncate(self, path, length, fh=None):
-        self.tree.check_write(path)
+        attr = self.tree.check_write(path)
+        if attr.truncate is not None:
+            attr.truncate()
         return 0
 
     def _eperm(self, *args, **kwargs):

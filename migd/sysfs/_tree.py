@@ -27,8 +27,12 @@ Store = Callable[[str], "None | Awaitable[None]"]
 class Attribute:
     show: Show | None = None
     store: Store | None = None
-    #: A stream (trace_pipe): read(size) blocks until there is data.
-    stream: Callable[[int], bytes] | None = None
+    #: A stream (trace_pipe): read(size, block) waits for data unless
+    #: ``block`` is False (O_NONBLOCK), then OSError EAGAIN.
+    stream: Callable[[int, bool], bytes] | None = None
+    #: What opening for writing with O_TRUNC (``> file``) does besides the
+    #: store; ``trace`` clears its ring.  Runs on the reader's thread.
+    truncate: Callable[[], None] | None = None
 
     @property
     def mode(self) -> int:

@@ -1,0 +1,19 @@
+"""tracefs for migd: the kernel's ``migrate`` events and migd's own, a ring
+buffer read as ``trace`` and ``trace_pipe`` (kernel/trace/ in the kernel).
+
+Pure: no FUSE; the daemon binds it into its tree (``daemon/_tracefs.py``).
+"""
+
+from ._events import (
+    EVENTS,
+    MIGRATE_OFFLOAD_BATCH,
+    MM_MIGRATE_PAGES,
+    MM_MIGRATE_PAGES_START,
+    Event,
+    Field,
+)
+from ._ring import RING_ENTRIES, TraceRing, format_line
+from ._tracer import Tracing
+
+__all__ = ["EVENTS", "MIGRATE_OFFLOAD_BATCH", "MM_MIGRATE_PAGES", "MM_MIGRATE_PAGES_START",
+           "RING_ENTRIES", "Event", "Field", "TraceRing", "Tracing", "format_line"]

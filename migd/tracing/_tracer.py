@@ -1,0 +1,87 @@
+"""What kernel/tracing holds for migd's events: enable flags, ``tracing_on``
+and the ring, fed by the engine's two observers.
+
+Timestamps are seconds on the emulated machine's boot clock: the engine's
+trio clock minus its value when the machine booted (daemon start), as the
+kernel's ``boot`` trace clock counts from boot.  Every event starts enabled,
+unlike the kernel's (all off at boot): a fresh daemon's ``trace_pipe`` shows
+migrations at once, which is what people open it for; an event costs ~1 us on
+the engine's thread while enabled and a test of two flags while not.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..migrate import BatchRecords, MigrateCall
+from ..mm import MigrateMode, MigrateReason
+from ._events import EVENTS, MIGRATE_OFFLOAD_BATCH, MM_MIGRATE_PAGES, MM_MIGRATE_PAGES_START, Event
+from ._ring import RING_ENTRIES, TraceRing
+
+#: ``enum migrate_mode`` numbers (include/linux/migrate_mode.h order).
+_MODE_VALUE = {m: i for i, m in enumerate(MigrateMode)}
+
+
+class Tracing:
+    def __init__(self, boot: float, entries: int = RING_ENTRIES, pid: int | None = None,
+                 nr_cpus: int | None = None) -> None:
+        self.boot = boot
+        self.ring = TraceRing(entries, pid)
+        self.nr_cpus = nr_cpus or os.cpu_count() or 1
+        #: ``tracing_on``: 0 stops recording, the enable flags stay as they are.
+        self.tracing_on = True
+        self.enabled: dict[Event, bool] = dict.fromkeys(EVENTS, True)
+
+    def attach(self, engine) -> None:
+        engine.subscribe_calls(self.on_call)
+        engine.subscribe(self.on_batches)
+
+    # -- enable files ------------------------------------------------------------
+
+    def events(self, system: str | None = None) -> list[Event]:
+        return [e for e in EVENTS if system is None or e.system == system]
+
+    def enable_state(self, system: str | None = None) -> str:
+        """An ``enable`` file above events: 0, 1, or X when they differ."""
+        states = {self.enabled[e] for e in self.events(system)}
+        return "X" if len(states) > 1 else str(int(states.pop()))
+
+    def set_enabled(self, on: bool, system: str | None = None) -> None:
+        for e in self.events(system):
+            self.enabled[e] = on
+
+    # -- the engine's observers ----------------------------------------------------
+
+    def _recording(self, event: Event) -> bool:
+        return self.tracing_on and self.enabled[event]
+
+    def on_call(self, call: MigrateCall) -> None:
+        """mm_migrate_pages_start / mm_migrate_pages, where migrate_pages() has them."""
+        event = MM_MIGRATE_PAGES if call.end else MM_MIGRATE_PAGES_START
+        if not self._recording(event):
+            return
+        sym = (_MODE_VALUE[call.mode], int(call.reason))
+        values = ((call.nr_succeeded, call.nr_failed, call.nr_thp_succeeded,
+                   call.nr_thp_failed, call.nr_thp_split, call.nr_split) + sym
+                  if call.end else sym)
+        self.ring.append(event, call.time - self.boot, values)
+
+    def on_batches(self, r: BatchRecords) -> None:
+        """migrate_offload_batch, one per batch of the group."""
+        if not self._recording(MIGRATE_OFFLOAD_BATCH):
+            return
+        reason = int(MigrateReason.from_label(r.reason))
+        cause = r.fallback_cause or "none"
+        ff = np.nan_to_num(r.first_folio_seconds, nan=0.0)
+        ff_ns = np.rint(ff * 1e9).astype(np.int64).tolist()
+        inacc_ns = np.rint(r.longest_inaccessible() * 1e9).astype(np.int64).tolist()
+        append = self.ring.append
+        for end, folios, pages, failed, off, fb, ff1, in1 in zip(
+                (r.end - self.boot).tolist(), r.nr_folios.tolist(), r.nr_pages.tolist(),
+                r.nr_failed.tolist(), r.nr_offloaded.tolist(), r.nr_fallback.tolist(),
+                ff_ns, inacc_ns, strict=True):
+            append(MIGRATE_OFFLOAD_BATCH, end,
+                   (r.migrator, r.target_nid, reason, folios, pages, folios - failed, failed,
+                    off, fb, cause if fb else "none", ff1, in1))
