@@ -49,7 +49,7 @@ def format_line(event: Event, seconds: float, values: tuple, pid: int) -> str:
     """One line as trace_output.c writes it: ``trace_print_context``
     (``"%16s-%-7d "``, ``"[%03d] "``, the five lat flags, ``" %5lu.%06lu: "``)
     then ``"<event>: "`` and the event's TP_printk text."""
-    us = round(seconds * 1e6)
+    us = (round(seconds * 1e9) + 500) // 1000  # ns2usecs(): ns rounded to the nearest us
     return (f"{COMM:>16}-{pid:<7} [000] ..... {us // 1_000_000:5d}.{us % 1_000_000:06d}: "
             f"{event.name}: {event.payload(values)}\n")
 

@@ -20,6 +20,9 @@ from ..mm import MigrateMode, MigrateReason
 from ._events import EVENTS, MIGRATE_OFFLOAD_BATCH, MM_MIGRATE_PAGES, MM_MIGRATE_PAGES_START, Event
 from ._ring import RING_ENTRIES, TraceRing
 
+#: The engine's name of the default (vanilla) migrator is "cpu"; SPEC names it
+#: ``none`` on every surface.
+_MIGRATOR_NAME = {"cpu": "none"}
 #: ``enum migrate_mode`` numbers (include/linux/migrate_mode.h order).
 _MODE_VALUE = {m: i for i, m in enumerate(MigrateMode)}
 
@@ -74,6 +77,7 @@ class Tracing:
             return
         reason = int(MigrateReason.from_label(r.reason))
         cause = r.fallback_cause or "none"
+        migrator = _MIGRATOR_NAME.get(r.migrator, r.migrator)
         ff = np.nan_to_num(r.first_folio_seconds, nan=0.0)
         ff_ns = np.rint(ff * 1e9).astype(np.int64).tolist()
         inacc_ns = np.rint(r.longest_inaccessible() * 1e9).astype(np.int64).tolist()
@@ -83,5 +87,5 @@ class Tracing:
                 r.nr_failed.tolist(), r.nr_offloaded.tolist(), r.nr_fallback.tolist(),
                 ff_ns, inacc_ns, strict=True):
             append(MIGRATE_OFFLOAD_BATCH, end,
-                   (r.migrator, r.target_nid, reason, folios, pages, folios - failed, failed,
+                   (migrator, r.target_nid, reason, folios, pages, folios - failed, failed,
                     off, fb, cause if fb else "none", ff1, in1))

@@ -1,0 +1,417 @@
+"""kernel/tracing: events as include/trace/events/migrate.h declares them, the
+format files as libtraceevent (Debian's libtraceevent1) parses them, and
+trace_pipe read from a live daemon.
+
+Expectations come from the kernel: the TP_printk text and TP_STRUCT__entry of
+migrate.h are copied here, the line layout is trace_output.c's, and a line's
+text must be what libtraceevent prints for a record laid out by the event's
+own ``format`` file.  Every blocking read of trace_pipe runs in a subprocess
+with a timeout, or with O_NONBLOCK.
+"""
+
+import ctypes
+import errno
+import os
+import re
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from migd.migrate import MigrateCall
+from migd.mm import HPAGE_PMD_ORDER, MigrateMode, MigrateReason
+from migd.tracing import EVENTS, MM_MIGRATE_PAGES, TraceRing, Tracing, format_line
+
+from .conftest import MiB, TenantSpec, make_engine, make_machine
+
+# include/trace/events/migrate.h, verbatim.
+TP_PRINTK = {
+    "mm_migrate_pages": "nr_succeeded=%lu nr_failed=%lu nr_thp_succeeded=%lu "
+                        "nr_thp_failed=%lu nr_thp_split=%lu nr_split=%lu mode=%s reason=%s",
+    "mm_migrate_pages_start": "mode=%s reason=%s",
+}
+TP_STRUCT = {
+    "mm_migrate_pages": ["succeeded", "failed", "thp_succeeded", "thp_failed", "thp_split",
+                         "large_folio_split", "mode", "reason"],
+    "mm_migrate_pages_start": ["mode", "reason"],
+}
+MIGRATE_MODE = ["MIGRATE_ASYNC", "MIGRATE_SYNC_LIGHT", "MIGRATE_SYNC"]
+MIGRATE_REASON = ["compaction", "memory_failure", "memory_hotplug", "syscall_or_cpuset",
+                  "mempolicy_mbind", "numa_misplaced", "contig_range", "longterm_pin",
+                  "demotion", "damon"]
+
+#: An ftrace text line, as trace-cmd / perf script style parsers read it.
+LINE = re.compile(r"^\s*(?P<task>.+)-(?P<pid>\d+)\s+\[(?P<cpu>\d{3})\]\s+(?P<flags>\S{4,5})\s+"
+                  r"(?P<ts>\d+\.\d{6}): (?P<event>\w+): (?P<payload>.*)$")
+
+
+# -- the format file, read as a parser reads it ----------------------------------------------
+
+def split_args(text: str) -> list[str]:
+    """Top-level comma-separated arguments of a print fmt."""
+    out, depth, quote, cur = [], 0, False, ""
+    for ch in text:
+        if ch == '"':
+            quote = not quote
+        elif not quote and ch in "({":
+            depth += 1
+        elif not quote and ch in ")}":
+            depth -= 1
+        if ch == "," and depth == 0 and not quote:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    return [*out, cur.strip()] if cur.strip() else out
+
+
+def parse_format(text: str) -> dict:
+    name = re.search(r"^name: (\S+)$", text, re.M)[1]
+    fields = {m[2]: (m[1], int(m[3]), int(m[4]), int(m[5])) for m in re.finditer(
+        r"^\tfield:(.+) (\w+);\toffset:(\d+);\tsize:(\d+);\tsigned:(\d);$", text, re.M)}
+    fmt, rest = re.search(r'^print fmt: "((?:[^"\\]|\\.)*)", (.*)$', text, re.M).groups()
+    return {"name": name, "id": int(re.search(r"^ID: (\d+)$", text, re.M)[1]),
+            "fields": fields, "fmt": fmt, "args": split_args(rest)}
+
+
+def payload_regex(fmt: dict) -> tuple[re.Pattern, list[tuple[str, dict | None]]]:
+    """The payload regex a print fmt implies: %lu/%u/%llu digits, %d signed,
+    %s of __print_symbolic one of its symbols, %s of __get_str a word.  Also
+    returns each conversion's field and symbol table (symbol -> value)."""
+    parts = re.split(r"(%(?:ll|l)?[dus])", fmt["fmt"])
+    convs = parts[1::2]
+    assert len(convs) == len(fmt["args"])
+    rx, out = "", []
+    for lit, conv, arg in zip(parts[::2], [*convs, None], [*fmt["args"], None], strict=True):
+        rx += re.escape(lit)
+        if conv is None:
+            break
+        if arg.startswith("__print_symbolic("):
+            table = {s: int(v) for v, s in re.findall(r'\{(\d+), "([^"]+)"\}', arg)}
+            rx += "(" + "|".join(map(re.escape, table)) + ")"
+            out.append((re.match(r"__print_symbolic\(REC->(\w+)", arg)[1], table))
+        elif arg.startswith("__get_str("):
+            rx += r"(\S*)"
+            out.append((arg[len("__get_str("):-1], None))
+        else:
+            rx += r"(-?\d+)" if conv.endswith("d") else r"(\d+)"
+            out.append((arg.removeprefix("REC->"), None))
+    return re.compile(f"^{rx}$"), out
+
+
+def encode_record(fmt: dict, payload: str) -> bytes:
+    """The binary entry the format file describes, from a line's payload."""
+    rx, convs = payload_regex(fmt)
+    m = rx.match(payload)
+    assert m, (fmt["name"], payload)
+    fields = fmt["fields"]
+    fixed = max(off + size for _, off, size, _ in fields.values())
+    data, tail = bytearray(fixed), bytearray()
+    struct.pack_into("<H", data, 0, fmt["id"])
+    for (name, table), text in zip(convs, m.groups(), strict=True):
+        ctype, off, size, signed = fields[name]
+        if ctype.startswith("__data_loc"):
+            s = text.encode() + b"\0"
+            struct.pack_into("<I", data, off, (len(s) << 16) | (fixed + len(tail)))
+            tail += s
+        else:
+            value = table[text] if table else int(text)
+            data[off:off + size] = value.to_bytes(size, "little", signed=bool(signed))
+    return bytes(data + tail)
+
+
+# -- libtraceevent, through ctypes ------------------------------------------------------
+
+class TraceSeq(ctypes.Structure):
+    _fields_ = [("buffer", ctypes.c_char_p), ("buffer_size", ctypes.c_uint),
+                ("len", ctypes.c_uint), ("readpos", ctypes.c_uint), ("state", ctypes.c_int)]
+
+
+class TepRecord(ctypes.Structure):
+    _fields_ = [("ts", ctypes.c_ulonglong), ("offset", ctypes.c_ulonglong),
+                ("missed_events", ctypes.c_longlong), ("record_size", ctypes.c_int),
+                ("size", ctypes.c_int), ("data", ctypes.c_void_p), ("cpu", ctypes.c_int),
+                ("ref_count", ctypes.c_int), ("locked", ctypes.c_int),
+                ("priv", ctypes.c_void_p), ("pad", ctypes.c_char * 64)]
+
+
+class TepField(ctypes.Structure):
+    _fields_ = [("next", ctypes.c_void_p), ("event", ctypes.c_void_p),
+                ("type", ctypes.c_char_p), ("name", ctypes.c_char_p),
+                ("alias", ctypes.c_char_p), ("offset", ctypes.c_int), ("size", ctypes.c_int),
+                ("arraylen", ctypes.c_uint), ("elementsize", ctypes.c_uint),
+                ("flags", ctypes.c_ulong)]
+
+
+class Tep:
+    """A ``struct tep_handle`` with the given format files parsed in."""
+
+    def __init__(self, formats: dict[str, str]) -> None:
+        lib = self.lib = ctypes.CDLL("libtraceevent.so.1")
+        lib.tep_alloc.restype = ctypes.c_void_p
+        lib.tep_find_event_by_name.restype = ctypes.c_void_p
+        lib.tep_find_field.restype = ctypes.POINTER(TepField)
+        lib.tep_find_event_by_name.argtypes = [ctypes.c_void_p, ctypes.c_char_p,
+                                               ctypes.c_char_p]
+        lib.tep_find_field.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.tep_parse_event.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_ulong,
+                                        ctypes.c_char_p]
+        self.tep = lib.tep_alloc()
+        lib.tep_set_long_size(ctypes.c_void_p(self.tep), 8)
+        for path, text in formats.items():
+            data = text.encode()
+            rc = lib.tep_parse_event(self.tep, data, len(data), path.split("/")[0].encode())
+            assert rc == 0, (path, rc)
+
+    def field(self, system: str, event: str, name: str) -> tuple[int, int]:
+        ev = self.lib.tep_find_event_by_name(self.tep, system.encode(), event.encode())
+        assert ev, (system, event)
+        f = self.lib.tep_find_field(ev, name.encode())
+        assert f, name
+        return f.contents.offset, f.contents.size
+
+    def info(self, data: bytes) -> str:
+        """What libtraceevent prints for a record (TEP_PRINT_INFO)."""
+        buf = ctypes.create_string_buffer(data, len(data))
+        rec = TepRecord(size=len(data), record_size=len(data),
+                        data=ctypes.cast(buf, ctypes.c_void_p))
+        s = TraceSeq()
+        self.lib.trace_seq_init(ctypes.byref(s))
+        self.lib.tep_print_event(ctypes.c_void_p(self.tep), ctypes.byref(s),
+                                 ctypes.byref(rec), b"%s", b"INFO")
+        self.lib.trace_seq_terminate(ctypes.byref(s))
+        out = ctypes.string_at(s.buffer, s.len).decode()
+        self.lib.trace_seq_destroy(ctypes.byref(s))
+        return out
+
+
+def check_lines(lines: list[str], formats: dict[str, str]) -> dict[str, int]:
+    """Every line: the generic ftrace regex, its payload the regex of its
+    event's print fmt, and its payload what libtraceevent prints for the
+    record it encodes.  Returns lines per event."""
+    parsed = {p.split("/")[1]: parse_format(t) for p, t in formats.items()}
+    tep = Tep(formats)
+    seen: dict[str, int] = {}
+    for line in lines:
+        m = LINE.match(line)
+        assert m, line
+        fmt = parsed[m["event"]]
+        assert payload_regex(fmt)[0].match(m["payload"]), line
+        assert tep.info(encode_record(fmt, m["payload"])) == m["payload"], line
+        seen[m["event"]] = seen.get(m["event"], 0) + 1
+    return seen
+
+
+# -- the model -----------------------------------------------------------------
+
+def test_migrate_events_are_migrate_h():
+    for e in EVENTS:
+        fmt = parse_format(e.format_file())
+        assert (fmt["name"], fmt["id"]) == (e.name, e.id)
+        assert list(fmt["fields"])[:4] == ["common_type", "common_flags",
+                                           "common_preempt_count", "common_pid"]
+        if e.system == "migrate":
+            assert fmt["fmt"] == TP_PRINTK[e.name]
+            assert list(fmt["fields"])[4:] == TP_STRUCT[e.name]
+            symbols = [payload_regex(fmt)[1][i][1] for i in (-2, -1)]
+            assert list(symbols[0]) == MIGRATE_MODE and list(symbols[1]) == MIGRATE_REASON
+    tep = Tep({e.path: e.format_file() for e in EVENTS})
+    # x86_64: unsigned long is 8 bytes, the enum and int 4; laid out in order.
+    assert [tep.field("migrate", "mm_migrate_pages", f) for f in
+            TP_STRUCT["mm_migrate_pages"]] == [(8 + 8 * i, 8) for i in range(6)] + [(56, 4),
+                                                                                     (60, 4)]
+
+
+def test_a_line_is_what_libtraceevent_prints_for_its_record():
+    lines = [format_line(MM_MIGRATE_PAGES, 12.3456785, (512, 3, 1, 0, 1, 1, 2, 8), 4321)]
+    t = Tracing(100.0, pid=4321)
+    t.on_call(MigrateCall(False, 100.25, MigrateMode.MIGRATE_SYNC_LIGHT,
+                          MigrateReason.MR_COMPACTION))
+    lines += t.ring.read_pipe(1 << 16, block=False).decode().splitlines(keepends=True)
+    assert lines[0].startswith("            migd-4321    [000] .....    12.345679: "
+                               "mm_migrate_pages: nr_succeeded=512 nr_failed=3 ")
+    assert lines[0].endswith("mode=MIGRATE_SYNC reason=demotion\n")
+    assert lines[1].endswith("0.250000: mm_migrate_pages_start: mode=MIGRATE_SYNC_LIGHT "
+                             "reason=compaction\n")
+    check_lines([ln.rstrip("\n") for ln in lines], {e.path: e.format_file() for e in EVENTS})
+
+
+async def test_one_start_and_one_end_per_call_with_the_calls_stats(autojump_clock):
+    """mm_migrate_pages carries what migrate_pages() adds to vmstat
+    (mm/migrate.c passes the same stats to both), THPs counted as THPs."""
+    m = make_machine(True)
+    t = m.add_tenant(TenantSpec("t", 8 * MiB, order=HPAGE_PMD_ORDER))
+    e = make_engine(m, True)
+    tracing = Tracing(0.0)
+    tracing.attach(e)
+    calls: list[MigrateCall] = []
+    e.subscribe_calls(calls.append)
+    before = e.statistics().vmstat
+    await e.move_pages(t, np.arange(t.nr_pages), 1)
+    await e.migrate_pages(m.tenant_folios(t), 0, MigrateReason.MR_DEMOTION)
+    after = e.statistics().vmstat
+    assert [(c.end, c.mode, c.reason) for c in calls] == [
+        (False, MigrateMode.MIGRATE_SYNC, MigrateReason.MR_SYSCALL),
+        (True, MigrateMode.MIGRATE_SYNC, MigrateReason.MR_SYSCALL),
+        (False, MigrateMode.MIGRATE_ASYNC, MigrateReason.MR_DEMOTION),
+        (True, MigrateMode.MIGRATE_ASYNC, MigrateReason.MR_DEMOTION)]
+    ends = [c for c in calls if c.end]
+    for item, attr in (("pgmigrate_success", "nr_succeeded"), ("pgmigrate_fail", "nr_failed"),
+                       ("thp_migration_success", "nr_thp_succeeded"),
+                       ("thp_migration_fail", "nr_thp_failed"),
+                       ("thp_migration_split", "nr_thp_split")):
+        assert after[item] - before[item] == sum(getattr(c, attr) for c in ends), item
+    assert ends[0].nr_succeeded == t.nr_pages and ends[0].nr_thp_succeeded == t.nr_pages // 512
+    text = tracing.ring.snapshot(2)
+    lines = [ln for ln in text.splitlines() if not ln.startswith("#")]
+    seen = check_lines(lines, {ev.path: ev.format_file() for ev in EVENTS})
+    assert seen["mm_migrate_pages_start"] == seen["mm_migrate_pages"] == 2
+    assert seen["migrate_offload_batch"] >= 2
+    assert f"# entries-in-buffer/entries-written: {len(lines)}/{len(lines)}   #P:2\n" in text
+
+
+def test_ring_pipe_nonblock_overrun_clear_and_close():
+    ring = TraceRing(entries=3, pid=1)
+    with pytest.raises(OSError) as e:
+        ring.read_pipe(4096, block=False)
+    assert e.value.errno == errno.EAGAIN
+    for i in range(5):
+        ring.append(MM_MIGRATE_PAGES, float(i), (i, 0, 0, 0, 0, 0, 0, 0))
+    assert len(ring) == 3 and ring.overrun == 2
+    assert "entries-in-buffer/entries-written: 3/5 " in ring.snapshot(1)
+    first = ring.read_pipe(4096).decode()
+    assert [ln.split("nr_succeeded=")[1].split()[0] for ln in first.splitlines()] == \
+        ["2", "3", "4"]
+    ring.append(MM_MIGRATE_PAGES, 9.0, (9, 0, 0, 0, 0, 0, 0, 0))
+    ring.clear()
+    assert len(ring) == 0 and "entries-written: 0/0 " in ring.snapshot(1)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(ring.read_pipe(4096)), daemon=True)
+    reader.start()
+    time.sleep(0.1)
+    assert reader.is_alive()  # blocked: nothing to read
+    ring.close()
+    reader.join(5)
+    assert not reader.is_alive() and got == [b""]  # EOF at unmount
+
+
+# -- a live daemon ----------------------------------------------------------------
+
+CONFIG = """
+[daemon]
+log_format = "json"
+[[nodes]]
+name = "dram"
+capacity = "64M"
+demotion_target = 1
+[[nodes]]
+name = "far"
+capacity = "64M"
+[[tenants]]
+name = "small"
+size = "8M"
+order = 0
+access_rate = 20000
+[[tenants]]
+name = "huge"
+size = "16M"
+order = 9
+access_rate = 5000
+[migrator]
+active = "mtcopy"
+[dma]
+profile = "native"
+[workloads.move]
+interval = 0.02
+fraction = 0.5
+[workloads.demotion]
+interval = 0.03
+[workloads.promotion]
+interval = 0.03
+[workloads.compaction]
+interval = 0.1
+"""
+
+
+@pytest.fixture
+def migd_run(tmp_path):
+    """``migd run`` on a tmp mount; killed and unmounted whatever happens."""
+    (tmp_path / "migd.toml").write_text(CONFIG)
+    mount = tmp_path / "sys"
+    log = open(tmp_path / "migd.log", "w+")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen([sys.executable, "-m", "migd", "run", "--config",
+                             str(tmp_path / "migd.toml"), "--mount", str(mount),
+                             "--metrics", "127.0.0.1:0"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not (mount / "kernel/tracing/trace").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "migd did not start"
+            time.sleep(0.05)
+        yield proc, mount / "kernel/tracing"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
+        subprocess.run(["fusermount", "-uz", str(mount)], capture_output=True, timeout=30)
+        log.close()
+
+
+def read_pipe_for(path: Path, seconds: float) -> list[str]:
+    """Lines of trace_pipe over ``seconds``, read by ``cat`` in a subprocess."""
+    p = subprocess.run(["timeout", str(seconds), "cat", str(path)], capture_output=True,
+                       text=True, timeout=seconds + 20)
+    lines = p.stdout.split("\n")
+    return lines[:-1]  # cat was killed: a last line cut short is not the daemon's
+
+
+def test_every_trace_pipe_line_parses_with_its_format_file(migd_run):
+    _, tracing = migd_run
+    events = (tracing / "available_events").read_text().split()
+    formats = {e.replace(":", "/"): (tracing / "events" / e.replace(":", "/") / "format")
+               .read_text() for e in events}
+    for path, text in formats.items():
+        assert (tracing / "events" / path / "id").read_text() == f"{parse_format(text)['id']}\n"
+    lines = read_pipe_for(tracing / "trace_pipe", 4)
+    seen = check_lines(lines, formats)
+    assert set(seen) == {e.split(":")[1] for e in events}, seen
+    assert seen["mm_migrate_pages_start"] >= seen["mm_migrate_pages"] - 1 > 10
+    stamps = [float(LINE.match(ln)["ts"]) for ln in lines]
+    assert 0 < stamps[0] < 60 and stamps[-1] - stamps[0] > 2  # the boot clock, in seconds
+
+
+def test_tracefs_files_and_sigterm_with_a_reader_blocked(migd_run):
+    proc, tracing = migd_run
+    (tracing / "events/migrate/mm_migrate_pages/enable").write_text("0")
+    assert (tracing / "events/migrate/enable").read_text() == "X\n"
+    assert (tracing / "events/enable").read_text() == "X\n"
+    with pytest.raises(OSError) as e:
+        (tracing / "events/migrate/enable").write_text("2")
+    assert e.value.errno == errno.EINVAL
+    (tracing / "tracing_on").write_text("0")
+    assert (tracing / "tracing_on").read_text() == "0\n"
+    (tracing / "trace").write_text("")  # O_TRUNC: the ring is cleared
+    assert "entries-in-buffer/entries-written: 0/0 " in (tracing / "trace").read_text()
+    fd = os.open(tracing / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        with pytest.raises(BlockingIOError):
+            os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    reader = subprocess.Popen(["cat", str(tracing / "trace_pipe")], stdout=subprocess.PIPE)
+    try:
+        time.sleep(0.5)
+        assert reader.poll() is None  # blocked on an empty ring
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        assert reader.wait(20) == 0 and reader.stdout.read() == b""
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+        reader.wait(10)
+        reader.stdout.close()
