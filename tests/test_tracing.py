@@ -383,6 +383,7 @@ def test_every_trace_pipe_line_parses_with_its_format_file(migd_run):
     assert seen["mm_migrate_pages_start"] >= seen["mm_migrate_pages"] - 1 > 10
     stamps = [float(LINE.match(ln)["ts"]) for ln in lines]
     assert 0 < stamps[0] < 60 and stamps[-1] - stamps[0] > 2  # the boot clock, in seconds
+    assert stamps == sorted(stamps)  # as the kernel merges its per-CPU buffers: in time order
 
 
 def test_tracefs_files_and_sigterm_with_a_reader_blocked(migd_run):

@@ -279,8 +279,12 @@ class MigrationEngine:
         """Migrate ``folios`` (head pfns, in list order) to node ``target_nid``."""
         if not 0 <= target_nid < len(self.memory.nodes):
             raise ValueError(f"target node {target_nid} does not exist")
-        self._emit_call(False, mode, reason)
         folios = self.isolate_folios(np.ascontiguousarray(folios, dtype=np.int64))
+        # The kernel's callers isolate first and call with what they isolated;
+        # nothing isolated, no call (and none of its two tracepoints).
+        traced = folios.size > 0
+        if traced:
+            self._emit_call(False, mode, reason)
         cum = np.cumsum(self.memory.folio_nr_pages(folios))  # running page count
         pages = int(cum[-1]) if cum.size else 0
         self.pages_attempted += pages
@@ -299,7 +303,8 @@ class MigrationEngine:
                                      stats.nr_thp_split)
             self.putback_folios(left)
             self.pages_in_flight -= pages
-            self._emit_call(True, mode, reason, stats)
+            if traced:
+                self._emit_call(True, mode, reason, stats)
         return MigrateResult(rc if left.size else 0, stats, left)
 
     def isolate_folios(self, folios: np.ndarray) -> np.ndarray:
