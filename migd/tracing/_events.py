@@ -42,8 +42,10 @@ _COMMON = (Field("unsigned short", "common_type", 2, False),
            Field("int", "common_pid", 4, True))
 _COMMON_OFFSETS = (0, 2, 3, 4)
 
+#: ``enum migrate_mode`` numbers (include/linux/migrate_mode.h order).
+MODE_VALUE = {m: i for i, m in enumerate(MigrateMode)}
 #: ``enum migrate_mode`` values as ``MIGRATE_MODE`` maps them.
-MODE_SYMBOLS = tuple((i, m.label) for i, m in enumerate(MigrateMode))
+MODE_SYMBOLS = tuple((i, m.label) for m, i in MODE_VALUE.items())
 #: ``enum migrate_reason`` values as ``MIGRATE_REASON`` maps them.
 REASON_SYMBOLS = tuple((int(r), r.label) for r in MigrateReason)
 

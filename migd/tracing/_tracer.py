@@ -16,18 +16,26 @@ import os
 import numpy as np
 
 from ..migrate import BatchRecords, MigrateCall
-from ..mm import MigrateMode, MigrateReason
-from ._events import EVENTS, MIGRATE_OFFLOAD_BATCH, MM_MIGRATE_PAGES, MM_MIGRATE_PAGES_START, Event
+from ..mm import MigrateReason
+from ._events import (
+    EVENTS,
+    MIGRATE_OFFLOAD_BATCH,
+    MM_MIGRATE_PAGES,
+    MM_MIGRATE_PAGES_START,
+    MODE_VALUE,
+    Event,
+)
 from ._ring import RING_ENTRIES, TraceRing
 
 #: The engine's name of the default (vanilla) migrator is "cpu"; SPEC names it
 #: ``none`` on every surface.
 _MIGRATOR_NAME = {"cpu": "none"}
-#: ``enum migrate_mode`` numbers (include/linux/migrate_mode.h order).
-_MODE_VALUE = {m: i for i, m in enumerate(MigrateMode)}
 
 
 class Tracing:
+    """The tracing instance: ``boot`` is the trio time the boot clock counts
+    from; :meth:`attach` subscribes it to an engine."""
+
     def __init__(self, boot: float, entries: int = RING_ENTRIES, pid: int | None = None,
                  nr_cpus: int | None = None) -> None:
         self.boot = boot
@@ -65,7 +73,7 @@ class Tracing:
         event = MM_MIGRATE_PAGES if call.end else MM_MIGRATE_PAGES_START
         if not self._recording(event):
             return
-        sym = (_MODE_VALUE[call.mode], int(call.reason))
+        sym = (MODE_VALUE[call.mode], int(call.reason))
         values = ((call.nr_succeeded, call.nr_failed, call.nr_thp_succeeded,
                    call.nr_thp_failed, call.nr_thp_split, call.nr_split) + sym
                   if call.end else sym)
