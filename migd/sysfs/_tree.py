@@ -2,7 +2,8 @@
 
 Each file is an :class:`Attribute` with a ``show()`` (its value, without the
 trailing newline) and, if writable, a ``store(value)``.  The rules are sysfs's:
-values read back with ``\\n``; a write may carry a trailing ``\\n``; a value the
+values read back with ``\\n``; a write may carry one trailing ``\\n`` (numbers
+and booleans parse as lib/kstrtox.c does, see ``_kstrtox``); a value the
 store rejects (``ValueError``) fails with EINVAL and changes nothing; writing a
 read-only file fails with EACCES (even for root); creating, removing or renaming
 anything fails with EPERM; unknown paths are ENOENT.  A store that raises
@@ -62,9 +63,13 @@ class Directory:
 
 
 def parse_store_value(data: bytes) -> str:
-    """What a store sees: the written bytes, one trailing newline removed."""
-    text = data.decode("utf-8", errors="strict")
-    return text[:-1] if text.endswith("\n") else text
+    """What a store sees: the written bytes as text, newline included.
+
+    As the kernel hands a store its whole buffer: ``kstrtoul`` accepts one
+    trailing newline and refuses ``"1\\n\\n"``, which stripping one newline here
+    would have turned into an accepted ``"1\\n"``.
+    """
+    return data.decode("utf-8", errors="strict")
 
 
 class SysfsTree:
