@@ -139,7 +139,8 @@ def test_every_readable_file_reads(daemon):
         if not mode & 0o444 or rel.name == "trace_pipe":
             continue
         text = daemon.read(str(rel))
-        assert text.endswith("\n") and len(text) > 1, rel
+        # a CPU-less node's cpulist is just "\n", as node_read_cpumap prints it
+        assert text.endswith("\n") and (len(text) > 1 or rel.name == "cpulist"), rel
         seen += 1
     assert seen > 40
     assert "[none] mtcopy dcbm" in daemon.read("kernel/mm/migrate_offload/migrator")
@@ -232,12 +233,12 @@ INVALID_FOR = {
     "kernel/cpu_mt/threads": ["0", "65", "two"],
     "kernel/mm/migrate_offload/nr_max_batched_migration": ["0", "262145", "1e3"],
     "kernel/mm/migrate_offload/migrator": ["gpu", "\n", "cpu"],
-    "module/dcbm/parameters/offloading": ["2", "yes"],
+    "module/dcbm/parameters/offloading": ["2", "true"],  # kstrtobool: "yes" is y
     "kernel/debug/fail_dma_desc/probability": ["101", "-1"],
     "kernel/debug/fail_dma_desc/interval": ["0"],
     "kernel/tracing/events/migrate/enable": ["2"],
     "kernel/mm/migrate_offload/max_inaccessible_us": ["-1", "10000001", "1ms"],
-    "module/dcbm/parameters/auto": ["2", "on"],
+    "module/dcbm/parameters/auto": ["2", "o", " 1"],  # kstrtobool: "on" is true
     "proc/sys/vm/compact_memory": ["0", "2"],
     "devices/system/node/node0/demote": ["0", "x"],
     "proc/1000/migrate": ["2", "-1", "x"],
@@ -328,7 +329,7 @@ def _kernel_value(grammar, payload: bytes):
     return -value if grammar is _KSTRTOLL and m.group(1) == b"-" else value
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_numbers_and_booleans_parse_as_kstrtox(daemon, data):
     """Writes shaped like numbers: accepted exactly when the kernel's rules
