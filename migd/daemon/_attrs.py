@@ -8,15 +8,14 @@ where one exists.
 from __future__ import annotations
 
 from ..faults import FaultInjector
-from ..migrate import MAX_INACCESSIBLE_US_LIMIT, NR_MAX_BATCHED_MIGRATION_LIMIT, VMSTAT_ITEMS
-from ..mm import PAGE_SIZE, format_reason_mask
+from ..migrate import MAX_INACCESSIBLE_US_LIMIT, NR_MAX_BATCHED_MIGRATION_LIMIT
+from ..mm import format_reason_mask
 from ..offload import DCBM_MAX_CHANNELS, MTCOPY_MAX_THREADS
 from ..sysfs import Attribute, SysfsTree
+from ._nodefs import add_node_files
 from ._system import TENANT_PID_BASE, System, parse_bool, parse_int
 from ._tracefs import add_tracefs
 from ._workloads import compact_all, demote_node, move_tenant
-
-KB = 1024
 
 
 def build_tree(sys: System) -> SysfsTree:
@@ -81,21 +80,19 @@ def build_tree(sys: System) -> SysfsTree:
     # devices/system/node
     for node in sys.machine.memory.nodes:
         base = f"devices/system/node/node{node.nid}"
-        add(f"{base}/meminfo", Attribute(lambda n=node: _meminfo(sys, n)))
-        add(f"{base}/vmstat", Attribute(lambda n=node: _node_vmstat(sys, n)))
         if node.demotion_target is not None:
             add(f"{base}/demote", Attribute(
                 None, lambda v, n=node: demote_node(
                     sys, n.nid, parse_int(v, 1, n.nr_pages, "demote (pages)"))))
 
+    add_node_files(add, sys)  # node dirs, proc/vmstat, numa_maps: kernel formats
+
     # proc
-    add("proc/vmstat", Attribute(lambda: _vmstat(sys)))
     add("proc/sys/vm/compact_memory", Attribute(
         None, lambda v: _compact(sys, v)))
     for t in sys.tenants:
         pid = TENANT_PID_BASE + t.tid
         add(f"proc/{pid}/comm", Attribute(lambda t=t: t.name))
-        add(f"proc/{pid}/numa_maps", Attribute(lambda t=t: _numa_maps(sys, t)))
         add(f"proc/{pid}/migrate", Attribute(
             None, lambda v, t=t: move_tenant(
                 sys, t, parse_int(v, 0, len(sys.machine.memory.nodes) - 1, "migrate (node)"))))
@@ -162,43 +159,3 @@ def _set_fault(sys: System, attr, knob: str, text: str, lo: int, hi: int) -> Non
 async def _compact(sys: System, text: str) -> None:
     if parse_int(text, 1, 1, "compact_memory") == 1:
         await compact_all(sys)
-
-
-def _meminfo(sys: System, node) -> str:
-    mem = sys.machine.memory
-    orders = mem.folio_order[node.start_pfn:node.end_pfn]
-    used = int((orders >= 0).sum())
-    thp = int((orders == 9).sum())
-    free = node.nr_free_pages
-    n = node.nid
-    rows = [("MemTotal", node.nr_pages), ("MemFree", free), ("MemUsed", node.nr_pages - free),
-            ("AnonPages", used), ("AnonHugePages", thp)]
-    return "\n".join(f"Node {n} {k + ':':<15} {v * PAGE_SIZE // KB:>10} kB" for k, v in rows)
-
-
-def _node_vmstat(sys: System, node) -> str:
-    mem = sys.machine.memory
-    orders = mem.folio_order[node.start_pfn:node.end_pfn]
-    rows = [("nr_free_pages", node.nr_free_pages),
-            ("nr_anon_pages", int((orders >= 0).sum())),
-            ("nr_anon_transparent_hugepages", int((orders == 9).sum()) // 512)]
-    rows += [(k, int(v[node.nid])) for k, v in sys.node_vmstat.items()]
-    return "\n".join(f"{k} {v}" for k, v in rows)
-
-
-def _vmstat(sys: System) -> str:
-    s = sys.engine.statistics().vmstat
-    free = sum(n.nr_free_pages for n in sys.machine.memory.nodes)
-    rows = [("nr_free_pages", free)] + [(k, s[k]) for k in VMSTAT_ITEMS]
-    rows += [(k, int(v.sum())) for k, v in sys.node_vmstat.items()]
-    return "\n".join(f"{k} {v}" for k, v in rows)
-
-
-def _numa_maps(sys: System, t) -> str:
-    mem = sys.machine.memory
-    per_node = mem.nid_of[t.pte_pfn]
-    counts = [int((per_node == n.nid).sum()) for n in mem.nodes]
-    nodes = " ".join(f"N{i}={c}" for i, c in enumerate(counts) if c)
-    kb = (PAGE_SIZE << t.spec.order) // KB
-    return (f"{0x7f0000000000 + (t.tid << 36):x} default anon={t.nr_pages} "
-            f"dirty={t.nr_pages} {nodes} kernelpagesize_kB={kb}")

@@ -27,6 +27,7 @@ from ..mm import (
     parse_reason_mask,
 )
 from ..offload import DcbmMigrator, Migrator, MtcopyMigrator
+from ..sysfs import kstrtobool, kstrtoll, kstrtoull
 from ..tracing import Tracing
 from ._config import Config
 
@@ -34,22 +35,24 @@ Listener = Callable[[str, dict[str, Any]], None]
 
 
 def parse_int(text: str, lo: int, hi: int, what: str) -> int:
+    """A number as the kernel's store would parse it: ``kstrtoull(buf, 0)``
+    (``kstrtoll`` where the knob may be negative, as debugfs' signed
+    attributes), then the knob's own range."""
     try:
-        value = int(text.strip(), 0)
-    except ValueError:
-        raise ValueError(f"{what}: expected an integer {lo}..{hi}") from None
+        value = (kstrtoll if lo < 0 else kstrtoull)(text, 0)
+    except ValueError as e:
+        raise ValueError(f"{what}: expected an integer {lo}..{hi} ({e})") from None
     if not lo <= value <= hi:
         raise ValueError(f"{what}: expected an integer {lo}..{hi}")
     return value
 
 
 def parse_bool(text: str, what: str) -> bool:
-    v = text.strip()
-    if v in ("1", "Y", "y"):
-        return True
-    if v in ("0", "N", "n"):
-        return False
-    raise ValueError(f"{what}: expected 0 or 1")
+    """A boolean as ``kstrtobool``: ``1/y/Y/on`` or ``0/n/N/off``."""
+    try:
+        return kstrtobool(text)
+    except ValueError as e:
+        raise ValueError(f"{what}: {e}") from None
 
 
 class System:

@@ -21,8 +21,11 @@ from ._page import MAX_FOLIO_ORDER
 
 NR_ORDERS = MAX_FOLIO_ORDER + 1
 
+#: ``nr_alloc``: blocks of this order handed out on this node since boot, the
+#: allocator's own count (``zone_statistics()`` counts one NUMA event per
+#: allocation, whatever its order); the node files' ``numastat`` reads it.
 area_dtype = np.dtype([("start_pfn", np.int64), ("off", np.int64), ("nr_free", np.int64),
-                       ("hint", np.int64)])
+                       ("hint", np.int64), ("nr_alloc", np.int64)])
 
 
 class FreeArea:
@@ -50,6 +53,10 @@ class FreeArea:
 
     def nr_free_pages(self, nid: int) -> int:
         return int((self.area["nr_free"][nid, :NR_ORDERS] << np.arange(NR_ORDERS)).sum())
+
+    def nr_allocations(self) -> np.ndarray:
+        """Allocations served per node since boot (one per block, any order)."""
+        return self.area["nr_alloc"][:, :NR_ORDERS].sum(axis=1)
 
     def nr_free_blocks(self, nid: int) -> list[int]:
         """Free blocks per order, as ``/proc/buddyinfo`` shows them."""
@@ -98,6 +105,7 @@ def alloc_block(bitmap, area, nid, order):
             b.nr_free += 1
             if i + 1 < b.hint:
                 b.hint = i + 1
+        area[nid, order].nr_alloc += 1
         return area[nid, 0].start_pfn + (i << order)
     return -1
 

@@ -54,11 +54,12 @@ class SysfsOperations(Operations):
     def getattr(self, path, fh=None):
         node = self.tree.lookup(path)
         t = self.mounted_at
+        ids = {"st_uid": node.owner.uid, "st_gid": node.owner.gid}
         if isinstance(node, Directory):
-            return {"st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2, "st_atime": t,
-                    "st_mtime": t, "st_ctime": t}
+            return {"st_mode": stat.S_IFDIR | node.mode, "st_nlink": 2, "st_atime": t,
+                    "st_mtime": t, "st_ctime": t, **ids}
         return {"st_mode": stat.S_IFREG | node.mode, "st_nlink": 1, "st_size": 0,
-                "st_atime": t, "st_mtime": t, "st_ctime": t}
+                "st_atime": t, "st_mtime": t, "st_ctime": t, **ids}
 
     def readdir(self, path, fh):
         return [".", "..", *self.tree.listdir(path)]
@@ -111,7 +112,16 @@ class SysfsOperations(Operations):
         raise OSError(errno.EPERM, "the control tree's shape is fixed")
 
     create = mkdir = mknod = unlink = rmdir = rename = symlink = link = _eperm
-    chmod = chown = setxattr = removexattr = _eperm
+    setxattr = removexattr = _eperm
+
+    def chmod(self, path, mode):
+        # The kernel allowed it (default_permissions: the owner, i.e. root).
+        self.tree.chmod(path, mode)
+        return 0
+
+    def chown(self, path, uid, gid):
+        self.tree.chown(path, uid, gid)
+        return 0
 
     def utimens(self, path, times=None):
         return 0
@@ -173,13 +183,22 @@ def clear_stale_mount(mountpoint: str) -> bool:
 def serve(tree: SysfsTree, mountpoint: str, trio_token: trio.lowlevel.TrioToken) -> None:
     """Mount and serve until unmounted (blocks: run it in a worker thread).
 
-    The tree's shape and attributes never change, so the kernel may cache
-    lookups and attributes for an hour: a ``cat`` costs open, reads and
-    release (and a getattr for its fstat, since a read invalidates atime).
+    The tree's shape and attributes never change but by chmod/chown, whose
+    reply refreshes the kernel's copy, so the kernel may cache lookups and
+    attributes for an hour: a ``cat`` costs open, reads and release (and a
+    getattr for its fstat, since a read invalidates atime).
+
+    ``allow_other`` lets every user in (libfuse2 wants ``user_allow_other`` in
+    /etc/fuse.conf only when a non-root user mounts; migd mounts as root) and
+    ``default_permissions`` has the kernel check the modes, as on sysfs: without
+    it any user could write any knob (the mode bits were decoration), and
+    checking the caller's uid in each handler was rejected as slower (a
+    fuse_get_context() per request) and easier to get wrong than the kernel's
+    own generic_permission().
     """
     FUSE(SysfsOperations(tree, trio_token), mountpoint, foreground=True, direct_io=True,
-         nothreads=False, allow_other=True, attr_timeout=3600, entry_timeout=3600,
-         fsname="migd", subtype="migd")
+         nothreads=False, allow_other=True, default_permissions=True, attr_timeout=3600,
+         entry_timeout=3600, fsname="migd", subtype="migd")
 
 
 def unmount(mountpoint: str) -> None:

@@ -2,10 +2,13 @@
 
 Each file is an :class:`Attribute` with a ``show()`` (its value, without the
 trailing newline) and, if writable, a ``store(value)``.  The rules are sysfs's:
-values read back with ``\\n``; a write may carry a trailing ``\\n``; a value the
+values read back with ``\\n``; a write may carry one trailing ``\\n`` (numbers
+and booleans parse as lib/kstrtox.c does, see ``_kstrtox``); a value the
 store rejects (``ValueError``) fails with EINVAL and changes nothing; writing a
 read-only file fails with EACCES (even for root); creating, removing or renaming
-anything fails with EPERM; unknown paths are ENOENT.  A store that raises
+anything fails with EPERM; unknown paths are ENOENT.  Modes are sysfs's (0444,
+0644, 0200), enforced by the kernel (the mount's ``default_permissions``): any
+user reads, only root writes; root may chmod/chown files (``Owner``).  A store that raises
 ``OSError`` keeps its errno (EBUSY for a migrator already active).
 
 Stores may be coroutines (``unregister`` waits for in-flight batches); the
@@ -24,6 +27,17 @@ Store = Callable[[str], "None | Awaitable[None]"]
 
 
 @dataclass
+class Owner:
+    """What root may change with chmod/chown, as udev does on sysfs (e.g. to let
+    a group write a knob).  Kept in memory only: a restart restores the
+    defaults, as a reboot does on sysfs."""
+
+    perm: int | None = None  # None: the default mode
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass
 class Attribute:
     show: Show | None = None
     store: Store | None = None
@@ -33,9 +47,14 @@ class Attribute:
     #: What opening for writing with O_TRUNC (``> file``) does besides the
     #: store; ``trace`` clears its ring.  Runs on the reader's thread.
     truncate: Callable[[], None] | None = None
+    owner: Owner = field(default_factory=Owner)
 
     @property
     def mode(self) -> int:
+        """sysfs' modes: 0444 read-only, 0644 read-write, 0200 write-only,
+        unless root changed them."""
+        if self.owner.perm is not None:
+            return self.owner.perm
         readable = self.show is not None or self.stream is not None
         return (0o444 if readable else 0) | (0o200 if self.store else 0)
 
@@ -43,6 +62,11 @@ class Attribute:
 @dataclass
 class Directory:
     children: dict[str, Attribute | Directory] = field(default_factory=dict)
+    owner: Owner = field(default_factory=Owner)
+
+    @property
+    def mode(self) -> int:
+        return 0o755 if self.owner.perm is None else self.owner.perm
 
     def add(self, path: str, node: Attribute | Directory) -> None:
         """Add ``node`` at ``path`` (slash-separated, relative), making directories."""
@@ -66,9 +90,13 @@ class Directory:
 
 
 def parse_store_value(data: bytes) -> str:
-    """What a store sees: the written bytes, one trailing newline removed."""
-    text = data.decode("utf-8", errors="strict")
-    return text[:-1] if text.endswith("\n") else text
+    """What a store sees: the written bytes as text, newline included.
+
+    As the kernel hands a store its whole buffer: ``kstrtoul`` accepts one
+    trailing newline and refuses ``"1\\n\\n"``, which stripping one newline here
+    would have turned into an accepted ``"1\\n"``.
+    """
+    return data.decode("utf-8", errors="strict")
 
 
 class SysfsTree:
@@ -88,6 +116,18 @@ class SysfsTree:
         if isinstance(node, Directory):
             raise OSError(errno.EISDIR, path)
         return node
+
+    def chmod(self, path: str, mode: int) -> None:
+        """Who may do it is the kernel's check (default_permissions: owner or root)."""
+        self.lookup(path).owner.perm = mode & 0o7777
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        """-1 leaves that id unchanged, as chown(2)."""
+        owner = self.lookup(path).owner
+        if uid != -1:
+            owner.uid = uid
+        if gid != -1:
+            owner.gid = gid
 
     def listdir(self, path: str) -> list[str]:
         node = self.lookup(path)

@@ -1,0 +1,293 @@
+"""The tree as tools nobody here wrote read it, and as users who are not root.
+
+Against a real ``migd run`` (migrating all along): prometheus-node-exporter
+scraped over HTTP, numastat and numactl in a private mount namespace with the
+tree bound over /sys/devices/system/node, and an unprivileged uid (setpriv)
+reading and writing through the real mount.  Every subprocess has a timeout;
+the exporter is killed in ``finally``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CONFIG = """
+[daemon]
+log_format = "json"
+[[nodes]]
+name = "dram"
+capacity = "64M"
+demotion_target = 1
+[[nodes]]
+name = "far"
+capacity = "64M"
+[[tenants]]
+name = "small"
+size = "8M"
+order = 0
+access_rate = 20000
+[[tenants]]
+name = "huge"
+size = "16M"
+order = 9
+access_rate = 5000
+[dma]
+profile = "native"
+[workloads.move]
+interval = 0.02
+fraction = 0.5
+[workloads.demotion]
+interval = 0.03
+[workloads.promotion]
+interval = 0.03
+[workloads.compaction]
+interval = 0.1
+"""
+NOBODY = 65534
+VMSTAT_FIELDS = r"^(pgmigrate|thp_migration|pgdemote|pgpromote|numa_pages_migrated|compact)_.*"
+
+
+@pytest.fixture(scope="module")
+def mount(tmp_path_factory):
+    """A daemon mounted where an unprivileged user can reach it (pytest's
+    tmp dirs are 0700), its mount point made traversable by all."""
+    tmp = tmp_path_factory.mktemp("tools")
+    top = Path(tempfile.mkdtemp(prefix="migd-tools-"))
+    top.chmod(0o755)
+    mnt = top / "sys"
+    cfg = tmp / "migd.toml"
+    cfg.write_text(CONFIG)
+    sock_path = str(tmp / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(sock_path)
+    sock.settimeout(60)
+    with open(tmp / "migd.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "migd", "run", "--config", str(cfg), "--mount", str(mnt),
+             "--metrics", "127.0.0.1:0"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=dict(os.environ, NOTIFY_SOCKET=sock_path))
+    try:
+        while b"READY=1" not in sock.recv(4096):
+            pass
+        # let every workload migrate a first time
+        deadline = time.monotonic() + 20
+        while _kv(mnt / "proc/vmstat").get("pgmigrate_success", 0) == 0:
+            assert time.monotonic() < deadline, "no migration within 20 s"
+            time.sleep(0.05)
+        yield mnt
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        subprocess.run(["fusermount", "-uz", str(mnt)], capture_output=True, timeout=10)
+        sock.close()
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def _kv(path: Path) -> dict[str, int]:
+    return {k: int(v) for k, v in (ln.split() for ln in path.read_text().splitlines())}
+
+
+def _meminfo(path: Path) -> dict[str, int]:
+    """node_read_meminfo lines: ``Node <n> <Key>: <value>[ kB]`` -> bytes or count."""
+    out = {}
+    for line in path.read_text().splitlines():
+        f = line.split()
+        out[f[2].rstrip(":")] = int(f[3]) * (1024 if len(f) == 5 else 1)
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tree_values(mnt: Path) -> dict[str, float]:
+    """What node_exporter should report, named as its collectors name them."""
+    v: dict[str, float] = {}
+    for k, n in _kv(mnt / "proc/vmstat").items():
+        if re.match(VMSTAT_FIELDS, k):
+            v[f"node_vmstat_{k}"] = n
+    for node in sorted((mnt / "devices/system/node").glob("node[0-9]*")):
+        nid = node.name[4:]
+        for k, n in _meminfo(node / "meminfo").items():
+            k = k.replace("(", "_").replace(")", "")
+            v[f'node_memory_numa_{k}{{node="{nid}"}}'] = n
+        for k, n in _kv(node / "numastat").items():
+            v[f'node_memory_numa_{k}_total{{node="{nid}"}}'] = n
+    return v
+
+
+def _scrape(url: str) -> tuple[dict[str, float], float]:
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    dt = time.perf_counter() - t0
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out, dt
+
+
+def test_node_exporter_reads_the_tree(mount):
+    exe = shutil.which("prometheus-node-exporter")
+    assert exe, "prometheus-node-exporter is not installed (scripts/setup --test)"
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    proc = subprocess.Popen(
+        [exe, f"--path.sysfs={mount}", f"--path.procfs={mount}/proc",
+         "--collector.disable-defaults", "--collector.vmstat", "--collector.meminfo_numa",
+         f"--collector.vmstat.fields={VMSTAT_FIELDS}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                metrics, _ = _scrape(url)
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "node_exporter did not answer in 15 s"
+                time.sleep(0.05)
+        for c in ("vmstat", "meminfo_numa"):
+            assert metrics[f'node_scrape_collector_success{{collector="{c}"}}'] == 1, c
+        # Every value equals the file read around the scrape: migration goes on,
+        # so a value must lie between the reads before and after it (counters
+        # only grow; gauges may move back, so up to 5 tries for one clean one).
+        for _attempt in range(5):
+            before = _tree_values(mount)
+            metrics, _ = _scrape(url)
+            after = _tree_values(mount)
+            assert set(before) <= set(metrics), sorted(set(before) - set(metrics))[:5]
+            bad = {k: (before[k], metrics[k], after[k]) for k in before
+                   if not min(before[k], after[k]) <= metrics[k] <= max(before[k], after[k])}
+            if not bad:
+                break
+        assert not bad, list(bad.items())[:5]
+        assert metrics["node_vmstat_pgmigrate_success"] > 0
+        times = sorted(_scrape(url)[1] for _ in range(60))
+        p99 = times[int(0.99 * len(times))]
+        print(f"node_exporter scrape over the tree while migrating: p50 "
+              f"{times[len(times) // 2] * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms")
+        assert p99 < 0.2  # target 20 ms (reported); the bound only catches a hang
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+def _in_namespace(mount: Path, cmd: str) -> subprocess.CompletedProcess:
+    """``cmd`` in a private mount namespace, the tree bound over the node dir."""
+    script = f"mount --bind {mount}/devices/system/node /sys/devices/system/node && {cmd}"
+    return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+
+
+def test_numactl_and_numastat_read_the_node_dirs(mount):
+    for tool in ("numactl", "numastat"):
+        assert shutil.which(tool), f"{tool} is not installed (scripts/setup --test)"
+    mb = {n: _meminfo(mount / f"devices/system/node/node{n}/meminfo")["MemTotal"] >> 20
+          for n in (0, 1)}
+    r = _in_namespace(mount, "numactl --hardware")
+    assert r.returncode == 0 and not r.stderr, (r.stdout, r.stderr)
+    assert "available: 2 nodes (0-1)" in r.stdout, r.stdout
+    for n in (0, 1):
+        assert f"node {n} size: {mb[n]} MB" in r.stdout, r.stdout
+    assert re.search(r"node 0 cpus: 0\b", r.stdout) and re.search(r"node 1 cpus:\s*$",
+                                                                      r.stdout, re.M)
+    assert re.search(r"^\s*0:\s+10\s+20\s*$", r.stdout, re.M), r.stdout
+
+    r = _in_namespace(mount, "numastat -m")
+    assert r.returncode == 0 and not r.stderr, (r.stdout, r.stderr)
+    row = next(ln.split() for ln in r.stdout.splitlines() if ln.startswith("MemTotal"))
+    assert [float(x) for x in row[1:]] == [mb[0], mb[1], mb[0] + mb[1]], row
+
+    before = [_kv(mount / f"devices/system/node/node{n}/numastat")["numa_hit"] for n in (0, 1)]
+    r = _in_namespace(mount, "numastat -n")
+    after = [_kv(mount / f"devices/system/node/node{n}/numastat")["numa_hit"] for n in (0, 1)]
+    assert r.returncode == 0 and not r.stderr, (r.stdout, r.stderr)
+    row = next(ln.split() for ln in r.stdout.splitlines() if ln.startswith("Numa_Hit"))
+    for n in (0, 1):  # numastat -n shows MB of 4 KiB pages, 2 decimals
+        assert round(before[n] * 4096 / 2**20, 2) - 0.01 <= float(row[1 + n]) \
+            <= round(after[n] * 4096 / 2**20, 2) + 0.01, (row, before, after)
+
+
+def _as_nobody(script: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+         "sh", "-c", script], capture_output=True, text=True, timeout=30,
+        stdin=subprocess.DEVNULL)
+
+
+def _files(mount: Path):
+    for dirpath, _, files in os.walk(mount):
+        for f in files:
+            p = Path(dirpath, f)
+            yield p, stat.S_IMODE(os.stat(p).st_mode)
+
+
+def test_unprivileged_user_reads_and_cannot_write(mount):
+    files = [(p, m) for p, m in _files(mount) if p.name != "trace_pipe"]
+    assert {m for _, m in files} <= {0o444, 0o644, 0o200}, {oct(m) for _, m in files}
+    readable = [str(p) for p, m in files if m & 0o004]
+    writable = [str(p) for p, m in files if m & 0o200]
+    knobs = {p: p.read_text() for p, m in files  # counters and the trace ring move
+             if m == 0o644 and "folios_" not in p.name and p.name != "trace"}
+    r = _as_nobody('for f in "$@"; do cat "$f" >/dev/null || echo "READ FAILED $f"; done'
+                   .replace('"$@"', " ".join(f"'{f}'" for f in readable)))
+    assert "READ FAILED" not in r.stdout + r.stderr and r.returncode == 0, r.stderr[-2000:]
+    r = _as_nobody(" ".join(
+        f"(echo 1 > '{f}') 2>/dev/null && echo 'WROTE {f}'; "
+        f"(echo 1 > '{f}') 2>&1 | grep -q 'Permission denied' || echo 'NOT EACCES {f}';"
+        for f in writable))
+    assert r.stdout == "", r.stdout[-2000:]
+    assert {p: p.read_text() for p in knobs} == knobs  # nothing changed
+    # 0200 files are unreadable to others
+    wo = [str(p) for p, m in files if m == 0o200]
+    r = _as_nobody(" ".join(f"cat '{f}' 2>/dev/null && echo 'READ {f}';" for f in wo))
+    assert wo and r.stdout == "", r.stdout
+
+
+def test_root_may_chmod_and_chown_as_udev_does(mount):
+    knob = mount / "kernel/debug/fail_migrate_alloc/probability"
+    old = knob.read_text()
+    try:
+        os.chown(knob, -1, NOBODY)
+        os.chmod(knob, 0o664)
+        ls = subprocess.run(["ls", "-ln", str(knob)], capture_output=True, text=True,
+                            timeout=10).stdout
+        assert ls.startswith("-rw-rw-r--") and f" 0 {NOBODY} " in ls, ls
+        r = _as_nobody(f"echo 0 > '{knob}'")  # the group may write now
+        assert r.returncode == 0, r.stderr
+        # dash's echo says "I/O error" for any failed write: ask python for errno
+        r = _as_nobody(f"/usr/bin/python3 -I -c \"import os; os.write(os.open('{knob}', "
+                       f"os.O_WRONLY), b'1x')\"")
+        assert "Errno 22" in r.stderr, r.stderr
+    finally:
+        with contextlib.suppress(OSError):
+            knob.write_text(old)
+        os.chmod(knob, 0o644)
+        os.chown(knob, 0, 0)
+    assert stat.S_IMODE(os.stat(knob).st_mode) == 0o644
+    r = _as_nobody(f"echo 0 > '{knob}'")
+    assert "Permission denied" in r.stderr, r.stderr
