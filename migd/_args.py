@@ -80,7 +80,7 @@ def add_options(parser: argparse.ArgumentParser, options) -> None:
             parser.add_argument(o.flag, dest=o.dest, action="store_true", help=o.help)
         else:
             parser.add_argument(o.flag, dest=o.dest, default=None, metavar=o.metavar,
-                                choices=o.choices, help=with_default(o.help, o.default))
+                                choices=o.choices, help=with_default(o.help, o.shown_default))
 
 
 def parsed_options(args: argparse.Namespace, options) -> dict[str, Any]:

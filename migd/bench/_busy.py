@@ -79,7 +79,8 @@ def busy_reasons(load: float | None = None, cores: int | None = None,
     if load / cores > BUSY_LOAD_PER_CORE:
         reasons.append(f"load average {load:.2f} on {cores} cores")
     if others:
-        pid, cmd = min(others.items())
-        more = f" and {len(others) - 1} more" if len(others) > 1 else ""
-        reasons.append(f"another migd is running (pid {pid}: {cmd[:60]}){more}")
+        pids = sorted(others)
+        more = f" and {len(pids) - 8} more" if len(pids) > 8 else ""
+        reasons.append(f"another migd is running (pid {', '.join(map(str, pids[:8]))}{more}: "
+                       f"{others[pids[0]][:60]})")
     return reasons

@@ -44,6 +44,11 @@ def _csv(values) -> str:
     return ",".join(str(v) for v in values)
 
 
+def _doubling(values: list[int]) -> str:
+    """``512,1024,...,262144`` for a long list of doublings (as --help shows it)."""
+    return f"{values[0]},{values[1]},...,{values[-1]}"
+
+
 def _repeat(text: str) -> int:
     (n,) = parse_int_list(text, "--repeat", 1, 1000)
     return n
@@ -157,7 +162,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                "throughput with a row per batch bound; bounds larger than --total are left "
                "out (they would batch exactly as --total does).",
                (CLOCK, PROFILE, ORDERS, MIGRATORS, TOTAL,
-                BATCH_PAGES.but(default=_csv(SWEEP_BATCH_PAGES)), REPEAT, VERIFY),
+                BATCH_PAGES.but(default=_csv(SWEEP_BATCH_PAGES),
+                                shown=_doubling(SWEEP_BATCH_PAGES)), REPEAT, VERIFY),
                batch_sweep),
     Experiment("seed", "every published cell of the calibration set, beside its value",
                "runs every cell of shared/calibration (throughput, vanilla first-folio, batch "
@@ -181,7 +187,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                "for each budget, the adaptive bound against the best fixed bound whose median "
                "first-folio latency is under the budget.",
                (VIRTUAL, PROFILE, ORDERS, MIGRATORS, TOTAL,
-                BATCH_PAGES.but(default=_csv(DEFAULT_SWEEP),
+                BATCH_PAGES.but(default=_csv(DEFAULT_SWEEP), shown=_doubling(DEFAULT_SWEEP),
                                 help="the fixed bounds to compare with, comma-separated"),
                 BUDGETS, VERIFY), latency_budget),
     Experiment("auto-choice", "the automatic CPU/offload choice, against the CPU and always "
@@ -189,7 +195,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                "for each order and offload migrator, the CPU, always offloading, and the "
                "automatic choice (cpu in --migrators is ignored: it is always compared).",
                (VIRTUAL, PROFILE, ORDERS,
-                MIGRATORS.but(default=_csv(f"dcbm:{c}" for c in range(1, 17))),
+                MIGRATORS.but(default=_csv(f"dcbm:{c}" for c in range(1, 17)),
+                              shown="dcbm:1,dcbm:2,...,dcbm:16"),
                 TOTAL, BATCH_PAGES, VERIFY), auto_choice),
 ]}
 

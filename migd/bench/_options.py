@@ -107,6 +107,11 @@ class Option:
     default: str | None = None
     metavar: str | None = None
     choices: tuple[str, ...] | None = None
+    shown: str | None = None  # the default as ``--help`` shows it, when ``default`` is long
+
+    @property
+    def shown_default(self) -> str | None:
+        return self.shown or self.default
 
     def but(self, **changes: Any) -> Option:
         """The same option with another default or help, for one experiment."""
