@@ -83,16 +83,15 @@ def add_options(parser: argparse.ArgumentParser, options) -> None:
                                 choices=o.choices, help=with_default(o.help, o.shown_default))
 
 
-def parsed_options(args: argparse.Namespace, options) -> dict[str, Any]:
-    """The declared options' values: given text parsed, absent ones from their
-    declared default; ValueError (one line) on bad text."""
+def given_options(args: argparse.Namespace, options) -> dict[str, Any]:
+    """The values of the declared options given on the command line, parsed
+    (absent ones are left to the declaration's default); ValueError on bad text."""
     values = {}
     for o in options:
         given = getattr(args, o.dest)
         if o.parse is None:
-            values[o.dest] = bool(given)
+            if given:
+                values[o.dest] = True
         elif given is not None:
             values[o.dest] = o.parse(given)
-        elif o.default is not None:
-            values[o.dest] = o.parse(o.default)
     return values

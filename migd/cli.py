@@ -49,7 +49,8 @@ def _bench(args: argparse.Namespace) -> int:
     try:
         _args.check_output(args.json, "--json")
         _args.check_output(args.plot, "--plot")
-        opts = bench.BenchOptions(**_args.parsed_options(args, exp.options), progress=progress)
+        opts = bench.options(args.experiment, progress=progress,
+                             **_args.given_options(args, exp.options))
         if opts.clock == "real":
             busy = bench.busy_reasons()
             if busy:
