@@ -127,10 +127,3 @@ class Experiment:
     description: str  # a paragraph, shown in ``migd bench NAME --help``
     options: tuple[Option, ...]
     runner: Callable[..., Awaitable[Any]]  # async (BenchOptions) -> BenchReport
-
-    @property
-    def default_clock(self) -> str:
-        for o in self.options:
-            if o.dest == "clock":
-                return o.default or "real"
-        return "real"
