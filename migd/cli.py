@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -143,6 +144,7 @@ def _prometheus_config(args: argparse.Namespace) -> int:
     return 0
 
 
+@functools.cache
 def _config_defaults() -> dict:
     """The shipped config's ``[daemon]`` table (the schema's defaults if it is missing)."""
     from .daemon import ConfigError, load_config
