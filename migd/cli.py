@@ -1,13 +1,27 @@
-"""The ``migd`` command line: ``run``, ``bench``."""
+"""The ``migd`` command line: thin adapters from arguments to the core and back."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
 
+from . import _args
+from ._version import migd_version
+
 _NT_TUNABLE = "glibc.cpu.x86_non_temporal_threshold"
+
+DESCRIPTION = """\
+migd emulates the Linux kernel's page-migration engine with batched folio
+copying and copy offload (the RFC's migrators: none, mtcopy, dcbm).  Drive it
+as you would the kernel: cat and echo on the mounted control tree, Prometheus
+on /metrics, experiments with "migd bench", long runs with "migd soak"."""
+
+EPILOG = "Run 'migd COMMAND --help' for a command's options and their defaults."
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "etc" / "migd.toml"
 
 
 def _ensure_streaming_copies() -> None:
@@ -31,109 +45,39 @@ def _ensure_streaming_copies() -> None:
 def _bench(args: argparse.Namespace) -> int:
     from . import bench
 
+    exp = bench.EXPERIMENTS[args.experiment]
+    progress = _args.Progress()
     try:
-        if args.repeat < 1:
-            raise ValueError("--repeat must be at least 1")
-        _check_output(args.json, "--json")
-        _check_output(args.plot, "--plot")
-        opts = bench.BenchOptions(
-            clock=args.clock or bench.DEFAULT_CLOCK.get(args.experiment, "real"),
-            profile=args.profile,
-            orders=bench.parse_orders(args.orders),
-            migrators=bench.parse_migrators(args.migrators, bench.AVAILABLE_MIGRATORS),
-            total=bench.parse_size(args.total),
-            batch_pages=(None if args.batch_pages is None else
-                         [int(x) for x in args.batch_pages.split(",")]),
-            verify=args.verify, repeat=args.repeat,
-            progress=_progress_printer(),
-            calibration=_calibration_dir(args.calibration),
-            duration=_duration(args.duration),
-            budgets_us=(None if args.budget_us is None else bench.parse_int_list(
-                args.budget_us, "--budget-us", 1, 10_000_000)))
-        if opts.batch_pages is not None:
-            from .migrate import NR_MAX_BATCHED_MIGRATION_LIMIT
-            if any(not 1 <= b <= NR_MAX_BATCHED_MIGRATION_LIMIT for b in opts.batch_pages):
-                raise ValueError(f"--batch-pages must be 1..{NR_MAX_BATCHED_MIGRATION_LIMIT}")
+        _args.check_output(args.json, "--json")
+        _args.check_output(args.plot, "--plot")
+        opts = bench.options(args.experiment, progress=progress,
+                             **_args.given_options(args, exp.options))
+        if opts.clock == "real":
+            busy = bench.busy_reasons()
+            if busy:
+                print(f"migd bench: warning: busy machine ({'; '.join(busy)}): real-clock "
+                      "numbers will be low", file=sys.stderr)
         report = bench.run(args.experiment, opts)
     except ValueError as e:
+        progress.clear()
         print(f"migd bench: {e}", file=sys.stderr)
         return 2
-    print(report.table())
+    progress.clear()
+    print(report.table(), flush=True)
     if args.json:
         report.write_json(args.json)
     if args.plot:
-        from .bench import plot_report
         try:
-            plot_report(report, args.plot)
+            bench.plot_report(report, args.plot)
         except (OSError, ValueError) as e:
             print(f"migd bench: cannot write the plot: {e}", file=sys.stderr)
             return 1
     return 0
 
 
-def _check_mountpoint(path: str) -> None:
-    """A directory, or a dead mount (ENOTCONN: the start clears it)."""
-    import stat
-
-    try:
-        mode = os.stat(path).st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        mode = 0
-    except OSError:
-        return  # e.g. "Transport endpoint is not connected": a stale mount
-    if not stat.S_ISDIR(mode):
-        raise ValueError(f"--mount: not a directory: {path!r}")
-
-
-def _check_output(path: str | None, what: str) -> None:
-    """Fail before the run, not after it, on a file that cannot be written."""
-    if path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        raise ValueError(f"{what}: no such directory for {path!r}")
-
-
-def _duration(text: str) -> float:
-    s = text.strip().lower()
-    mult = {"s": 1, "m": 60, "h": 3600}.get(s[-1:])
-    try:
-        value = float(s[:-1]) * mult if mult else float(s)
-    except ValueError:
-        raise ValueError(f"bad duration {text!r} (expected e.g. 30s, 10m)") from None
-    if value <= 0:
-        raise ValueError(f"duration must be positive: {text!r}")
-    return value
-
-
-def _calibration_dir(path: str | None):
-    from pathlib import Path
-
-    if path is None:
-        return None
-    p = Path(path)
-    if not (p / "throughput.csv").is_file():
-        raise ValueError(f"--calibration {path}: no throughput.csv there")
-    return p
-
-
-def _progress_printer():
-    """One status line on a terminal's stderr, with the time so far; nothing
-    when stderr is a file or a pipe (logs stay clean)."""
-    if not sys.stderr.isatty():
-        return lambda msg: None
-    import time
-    t0 = time.monotonic()
-
-    def show(msg: str) -> None:
-        print(f"\r\x1b[K[{time.monotonic() - t0:5.0f}s] {msg}", end="", file=sys.stderr,
-              flush=True)
-    return show
-
-
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "etc" / "migd.toml"
-
-
 def _run(args: argparse.Namespace) -> int:
     from .daemon import ConfigError, load_config, run_daemon
-    from .metrics._http import parse_address
+    from .metrics import parse_address
 
     try:
         cfg = load_config(args.config)
@@ -149,78 +93,149 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _soak(args: argparse.Namespace) -> int:
+    from .bench import parse_duration
     from .soak import SoakOptions, run_soak, summary_json
 
+    progress = _args.Progress()
     try:
         if not 0 <= args.seed < 2**32:
             raise ValueError(f"--seed must be 0..{2**32 - 1}: {args.seed}")
         if args.mount is not None:
-            _check_mountpoint(args.mount)
-        _check_output(args.json, "--json")
-        opts = SoakOptions(duration=_duration(args.duration), faults=args.faults,
-                           seed=args.seed, mount=args.mount, progress=_progress_printer())
+            _args.check_mountpoint(args.mount)
+        _args.check_output(args.json, "--json")
+        opts = SoakOptions(duration=parse_duration(args.duration), faults=args.faults,
+                           seed=args.seed, mount=args.mount, progress=progress)
     except ValueError as e:
         print(f"migd soak: {e}", file=sys.stderr)
         return 2
     summary = run_soak(opts)
+    progress.clear()
     text = summary_json(summary)
-    print(text)
+    print(text, flush=True)
     if args.json:
         with open(args.json, "w") as f:
             f.write(text + "\n")
     return 0 if summary.ok else 1
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with usage errors on one line (the usage is in ``--help``)."""
+def _install_service(args: argparse.Namespace) -> int:
+    from ._service import install_service
 
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: {message}\n")
+    config = Path(args.config)
+    if not config.is_file():
+        print(f"migd install-service: --config: no such file: {args.config}", file=sys.stderr)
+        return 2
+    try:
+        return install_service(config, Path(args.prefix), args.dry_run)
+    except OSError as e:
+        print(f"migd install-service: {e}", file=sys.stderr)
+        return 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .bench import EXPERIMENTS
+def _prometheus_config(args: argparse.Namespace) -> int:
+    from ._service import prometheus_config
 
-    p = _Parser(prog="migd", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="run the daemon")
-    r.add_argument("--config", default=str(DEFAULT_CONFIG), metavar="FILE")
+    try:
+        text = prometheus_config(args.metrics or _config_defaults()["metrics"])
+    except ValueError as e:
+        print(f"migd prometheus-config: {e}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    return 0
+
+
+@functools.cache
+def _config_defaults() -> dict:
+    """The shipped config's ``[daemon]`` table (the schema's defaults if it is missing)."""
+    from .daemon import ConfigError, load_config
+
+    try:
+        return load_config(DEFAULT_CONFIG).daemon
+    except ConfigError:
+        return load_config(text="").daemon
+
+
+def _add_run(sub) -> None:
+    d = _config_defaults()
+    r = sub.add_parser("run", help="run the daemon (control tree, /metrics, workloads)",
+                       description="Run the daemon: mount the control tree, serve /metrics, "
+                       "run the config's workloads until SIGTERM or SIGINT.")
+    r.add_argument("--config", default=str(DEFAULT_CONFIG), metavar="FILE",
+                   help=f"the config file (default: {DEFAULT_CONFIG})")
     r.add_argument("--mount", default=None, metavar="DIR",
-                   help="mount point of the control tree (default: the config's)")
+                   help=f"mount point of the control tree (default: {d['mount']}, the "
+                   "config's daemon.mount)")
     r.add_argument("--metrics", default=None, metavar="HOST:PORT",
-                   help="serve Prometheus /metrics there (default: the config's)")
+                   help=f"serve Prometheus /metrics there (default: {d['metrics']}, the "
+                   "config's daemon.metrics)")
     r.set_defaults(func=_run)
-    k = sub.add_parser("soak", help="random work, knob flips and faults, checked throughout")
-    k.add_argument("--duration", default="10m", help="e.g. 60s, 10m, 2h")
+
+
+def _add_soak(sub) -> None:
+    k = sub.add_parser("soak", help="random work, knob flips and faults, checked throughout",
+                       description="Random workloads, knob flips and (with --faults) "
+                       "injected faults on a mounted tree, with integrity checks all the way; "
+                       "exits 1 on any lost or corrupted page.")
+    k.add_argument("--duration", default="10m", metavar="TIME",
+                   help="how long to run, e.g. 60s, 10m, 2h (default: 10m)")
     k.add_argument("--faults", action="store_true", help="inject random faults of every kind")
-    k.add_argument("--seed", type=int, default=0)
-    k.add_argument("--json", default=None, metavar="FILE")
+    k.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    k.add_argument("--json", default=None, metavar="FILE", help="write the summary there too")
     k.add_argument("--mount", default=None, metavar="DIR",
                    help="where to mount the tree (default: a fresh temporary directory)")
     k.set_defaults(func=_soak)
-    b = sub.add_parser("bench", help="run an experiment")
-    b.add_argument("experiment", choices=sorted(EXPERIMENTS))
-    b.add_argument("--clock", choices=("real", "virtual"), default=None,
-                   help="default: virtual for seed, latency-budget and auto-choice, "
-                   "real for the others")
-    b.add_argument("--profile", default=None, help="hardware profile (default: native on "
-                   "the real clock, zen3-ptdma on the virtual one)")
-    b.add_argument("--orders", default="0,2,4,6,8,9")
-    b.add_argument("--migrators", default="cpu")
-    b.add_argument("--total", default="1G")
-    b.add_argument("--batch-pages", default=None)
-    b.add_argument("--repeat", type=int, default=1)
-    b.add_argument("--verify", action="store_true")
-    b.add_argument("--json", default=None, metavar="FILE")
-    b.add_argument("--plot", default=None, metavar="FILE.png",
-                   help="draw the results (matplotlib)")
-    b.add_argument("--duration", default="10s",
-                   help="cat-latency: how long to read (e.g. 10s, 2m)")
-    b.add_argument("--budget-us", default=None, metavar="US,...",
-                   help="latency-budget: the budgets (default 250,500,1000,2000,5000)")
-    b.add_argument("--calibration", default=None, metavar="DIR",
-                   help="seed: directory of calibration CSVs (default: the packaged set)")
-    b.set_defaults(func=_bench)
+
+
+def _add_bench(sub) -> None:
+    from .bench import EXPERIMENTS
+
+    b = sub.add_parser("bench", help="run an experiment (throughput, batch-sweep, seed, ...)",
+                       description="Run one experiment; human tables on stdout, --json and "
+                       "--plot for the rows.", epilog="Run 'migd bench EXPERIMENT --help' for "
+                       "an experiment's options and their defaults.")
+    exps = b.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT",
+                            parser_class=_args.Parser)
+    for e in EXPERIMENTS.values():
+        p = exps.add_parser(e.name, help=e.help,
+                            description=f"{e.help[0].upper()}{e.help[1:]}: {e.description}")
+        _args.add_options(p, e.options)
+        p.add_argument("--json", default=None, metavar="FILE",
+                       help="write the rows as JSON there too")
+        p.add_argument("--plot", default=None, metavar="FILE.png",
+                       help="draw the results there (matplotlib)")
+        p.set_defaults(func=_bench)
+
+
+def _add_service(sub) -> None:
+    s = sub.add_parser("install-service", help="install the systemd unit and its config",
+                       description="Install systemd/migd.service into /etc/systemd/system "
+                       "(its ExecStart pointed at this migd) and the config at the path the "
+                       "unit reads; an existing config is kept.")
+    s.add_argument("--config", default=str(DEFAULT_CONFIG), metavar="FILE",
+                   help=f"the config to install (default: {DEFAULT_CONFIG})")
+    s.add_argument("--prefix", default="/", metavar="DIR",
+                   help="install under this root instead of / (default: /)")
+    s.add_argument("--dry-run", action="store_true", help="say what would be written, write "
+                   "nothing")
+    s.set_defaults(func=_install_service)
+    d = _config_defaults()
+    p = sub.add_parser("prometheus-config", help="print a Prometheus config scraping migd",
+                       description="Print a prometheus.yml whose scrape target follows "
+                       "--metrics (the address given to migd run).")
+    p.add_argument("--metrics", default=None, metavar="HOST:PORT",
+                   help=f"the address migd run serves /metrics on (default: {d['metrics']})")
+    p.set_defaults(func=_prometheus_config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _args.Parser(prog="migd", description=DESCRIPTION, epilog=EPILOG)
+    p.add_argument("--version", action="version", version=f"migd {migd_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           parser_class=_args.Parser)
+    _add_run(sub)
+    _add_bench(sub)
+    _add_soak(sub)
+    _add_service(sub)
     return p
 
 

@@ -1,9 +1,16 @@
 """``migd bench``: JSON rows as the SPEC says, and one-line errors on bad input."""
 
+import io
 import json
 import os
+import pty
+import re
+import select
 import subprocess
 import sys
+import time
+import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,12 +127,16 @@ def test_bench_batch_sweep_trades_latency_for_throughput(tmp_path):
 
 
 def test_bench_cat_latency_reads_the_real_mount_while_migrating(tmp_path):
-    doc, p = bench(tmp_path, "cat-latency", "--orders", "0", "--migrators", "cpu", "--total", "32M",
-                   "--duration", "1s")
-    (row,) = doc["rows"]
-    assert row["cat_reads"] > 100 and row["files"] > 40  # every attribute, many times
-    assert 0 < row["cat_p50_ms"] <= row["cat_p99_ms"] <= row["cat_max_ms"]
-    assert row["total_bytes"] > 0 and row["verified"]  # it migrated, and lost nothing
+    """--duration is the whole run: two rows share 3 s (a per-row duration would
+    read for 3 s in each)."""
+    doc, p = bench(tmp_path, "cat-latency", "--orders", "0,9", "--migrators", "cpu",
+                   "--total", "32M", "--duration", "3s")
+    assert [r["order"] for r in doc["rows"]] == [0, 9]
+    for row in doc["rows"]:
+        assert row["cat_reads"] > 100 and row["files"] > 40  # every attribute, many times
+        assert 0 < row["cat_p50_ms"] <= row["cat_p99_ms"] <= row["cat_max_ms"]
+        assert row["total_bytes"] > 0 and row["verified"]  # it migrated, and lost nothing
+        assert 1.4 < row["seconds"] < 2.9  # 1.5 s of reading plus the reader's start
 
 
 def test_bench_scrape_times_real_http_scrapes(tmp_path):
@@ -147,7 +158,8 @@ def test_compiled_code_cache_survives_any_order_of_first_use(tmp_path):
              "m = PhysMemory([NodeSpec(4 << 20, 'a', None)]); "
              "e = np.empty(0, dtype=np.int64); "
              "folios_copy_mt(m.arena_base, m.page_bytes, m.mem_map, e, e, 0, 0, 2)")
-    p = subprocess.run([sys.executable, "-c", first], env=env, capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-c", first], env=env, capture_output=True, text=True,
+                       timeout=300)
     assert p.returncode == 0, p.stderr
     for _ in range(2):
         p = subprocess.run([sys.executable, "-m", "migd", "bench", "throughput", "--clock",
@@ -176,3 +188,211 @@ def test_bench_auto_choice_rows_compare_with_the_better_way(tmp_path):
     assert all(r["vs_better"] >= 0.95 for r in autos), [r["vs_better"] for r in autos]
     by = {(r["order"], r["param"]): r["offloaded_pct"] for r in autos}
     assert by[(0, 1)] < 5 and by[(4, 16)] > 95  # declines where the CPU wins, not elsewhere
+
+
+# --- a CLI that explains itself ------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+#: SPEC section 7: the commands, and the options common to the measuring experiments.
+COMMANDS = ["run", "bench", "soak", "install-service", "prometheus-config"]
+THROUGHPUT_FLAGS = {"--clock", "--profile", "--orders", "--migrators", "--total",
+                    "--batch-pages", "--repeat", "--verify", "--json", "--plot"}
+
+
+def help_flags(text: str) -> set[str]:
+    """The long options an argparse --help lists under options."""
+    return set(re.findall(r"^\s+(--[a-z-]+)", text.split("options:", 1)[1], re.M))
+
+
+def test_help_lists_every_command_in_clean_text():
+    p = migd("--help")
+    assert p.returncode == 0, p.stderr
+    for command in COMMANDS:
+        assert re.search(rf"^\s+{command}\s", p.stdout, re.M), command
+    assert "``" not in p.stdout and ":func:" not in p.stdout  # no docstring markup
+
+
+def help_of(capsys, *args: str) -> str:
+    """In process: what ``migd ARGS`` prints before it exits 0 (--help, --version)."""
+    from migd.cli import build_parser
+
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(list(args))
+    assert e.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_version_is_the_packaged_version(capsys):
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert help_of(capsys, "--version").strip() == f"migd {version}"
+
+
+def test_each_experiment_help_shows_only_its_options_with_defaults():
+    p = migd("bench", "throughput", "--help")
+    assert p.returncode == 0, p.stderr
+    assert help_flags(p.stdout) == THROUGHPUT_FLAGS  # no --calibration, --duration, ...
+    text = " ".join(p.stdout.split())
+    for default in ("(default: 0,2,4,6,8,9)", "(default: 1G)", "(default: 512)",
+                    "(default: real)"):
+        assert default in text, default
+
+
+def test_the_parser_has_one_subcommand_per_declared_experiment(capsys):
+    """In process: every experiment's subcommand takes exactly its declared
+    options, and each option with a declared default shows it."""
+    from migd.bench import EXPERIMENTS
+
+    for name, exp in EXPERIMENTS.items():
+        text = help_of(capsys, "bench", name, "--help")
+        assert help_flags(text) == {o.flag for o in exp.options} | {"--json", "--plot"}, name
+        flat = " ".join(text.split())
+        for o in exp.options:
+            if o.default is not None:
+                assert f"(default: {o.shown_default})" in flat, (name, o.flag)
+
+
+def test_run_help_shows_the_real_defaults(capsys):
+    text = " ".join(help_of(capsys, "run", "--help").split())
+    assert "(default: /run/migd/sys" in text  # SPEC section 5
+    assert "(default: 127.0.0.1:9464" in text  # etc/migd.toml, etc/prometheus
+    assert f"(default: {ROOT / 'etc' / 'migd.toml'})" in text
+    assert "the config's)" not in text
+
+
+def on_terminal(*args: str, timeout: float = 120) -> tuple[int, str]:
+    """``migd ARGS`` with stdout and stderr on one pseudo-terminal, as a user runs
+    it; returns the exit status and every byte the terminal received."""
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "migd", *args], stdin=subprocess.DEVNULL,
+                             stdout=slave, stderr=slave)
+    finally:
+        os.close(slave)
+    chunks, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: every writer has closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif p.poll() is not None:
+                break
+        p.wait(timeout=max(1, deadline - time.monotonic()))
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
+        os.close(master)
+    return p.returncode, b"".join(chunks).decode(errors="replace")
+
+
+def screen(raw: str) -> list[str]:
+    """The lines a terminal shows: each line is what follows its last carriage
+    return (every progress update starts with one, then erases the line)."""
+    return [line.rsplit("\r", 1)[-1].replace("\x1b[K", "")
+            for line in raw.replace("\r\n", "\n").split("\n")]
+
+
+def test_the_progress_line_is_cleared_before_the_bench_results():
+    rc, raw = on_terminal("bench", "throughput", "--clock", "virtual", "--orders", "0,9",
+                          "--total", "4M")
+    assert rc == 0, raw
+    assert "warming up" in raw and "order 9" in raw  # progress was shown ...
+    (head,) = [ln for ln in screen(raw) if "# throughput" in ln]
+    assert head.startswith("# throughput")  # ... and is not glued to the results
+
+
+def test_the_progress_line_is_cleared_before_the_soak_summary(tmp_path):
+    (tmp_path / "m").mkdir()
+    rc, raw = on_terminal("soak", "--duration", "1s", "--mount", str(tmp_path / "m"))
+    assert rc == 0, raw
+    assert "checks" in raw  # the soak's progress line was shown
+    lines = screen(raw)
+    first = next(i for i, ln in enumerate(lines) if '"duration_s"' in ln)
+    assert lines[first - 1] == "{"  # the summary's first line stands alone
+
+
+def test_bench_warns_on_one_line_when_another_migd_runs():
+    fake = subprocess.Popen(["bash", "-c", "exec -a migd sleep 60"])
+    try:
+        deadline = time.monotonic() + 10
+        while "migd" not in Path(f"/proc/{fake.pid}/cmdline").read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        p = migd("bench", "memcpy", "--total", "4M")
+        assert p.returncode == 0, p.stderr
+        (line,) = [ln for ln in p.stderr.splitlines() if "warning" in ln]
+        assert "busy machine" in line and str(fake.pid) in line
+    finally:
+        fake.kill()
+        fake.wait(timeout=10)
+
+
+def test_busy_reasons_name_the_load_and_the_other_migd():
+    from migd.bench import busy_reasons
+
+    assert busy_reasons(load=0.4, cores=2, others={}) == []
+    (load,) = busy_reasons(load=3.0, cores=2, others={})
+    assert "3.00" in load and "2 cores" in load
+    (other,) = busy_reasons(load=0.0, cores=2, others={4242: "migd run"})
+    assert "4242" in other and "migd run" in other
+
+
+def test_batch_sweep_leaves_out_bounds_larger_than_the_total(tmp_path):
+    out = tmp_path / "s.json"
+    p = migd("bench", "batch-sweep", "--clock", "virtual", "--orders", "9", "--migrators",
+             "dcbm:4", "--total", "4M", "--json", str(out))
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(out.read_text())
+    assert [r["batch_pages"] for r in doc["rows"]] == [512, 1024]  # 4 MiB = 1024 pages
+    assert any("2048" in n and "262144" in n for n in doc["notes"])
+
+
+def test_the_shipped_prometheus_config_is_the_generated_one():
+    from migd._service import prometheus_config
+
+    shipped = (ROOT / "etc" / "prometheus" / "prometheus.yml").read_text()
+    assert prometheus_config("127.0.0.1:9464") == shipped  # the default --metrics
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        prometheus_config("nowhere")
+
+
+def test_prometheus_config_follows_metrics_and_promtool_accepts_it(tmp_path):
+    p = migd("prometheus-config", "--metrics", "0.0.0.0:9500")
+    assert p.returncode == 0, p.stderr
+    assert '"127.0.0.1:9500"' in p.stdout  # a wildcard is scraped on the loopback
+    cfg = tmp_path / "prometheus.yml"
+    cfg.write_text(p.stdout)
+    check = subprocess.run(["promtool", "check", "config", str(cfg)], capture_output=True,
+                           text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_install_service_puts_unit_and_config_where_the_unit_reads_them(tmp_path):
+    from migd._service import install_service
+
+    p = migd("install-service", "--prefix", str(tmp_path), "--dry-run")
+    assert p.returncode == 0, p.stderr
+    assert "would write" in p.stdout and list(tmp_path.iterdir()) == []
+    p = migd("install-service", "--prefix", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    unit = (tmp_path / "etc/systemd/system/migd.service").read_text()
+    (exec_start,) = [ln for ln in unit.splitlines() if ln.startswith("ExecStart=")]
+    argv = exec_start.removeprefix("ExecStart=").split()
+    config = Path(argv[argv.index("--config") + 1])
+    installed = tmp_path / config.relative_to("/")
+    assert installed.read_text() == (ROOT / "etc" / "migd.toml").read_text()
+    assert Path(argv[0]).parent == Path(sys.executable).parent or argv[:3] == [
+        sys.executable, "-m", "migd"]  # this checkout's migd, not /opt's
+    installed.write_text("# edited\n")
+    install_service(ROOT / "etc" / "migd.toml", tmp_path, dry_run=False, out=io.StringIO())
+    assert installed.read_text() == "# edited\n"  # the user's config is kept
+    verify = subprocess.run(["systemd-analyze", "verify", str(tmp_path /
+                             "etc/systemd/system/migd.service")], capture_output=True,
+                            text=True, timeout=60)
+    assert [ln for ln in verify.stderr.splitlines() if "migd.service" in ln] == []

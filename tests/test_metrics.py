@@ -4,6 +4,7 @@ import json
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -30,6 +31,18 @@ def daemon(tmp_path_factory):
 def scrape(d) -> str:
     with urllib.request.urlopen(d.metrics_url, timeout=10) as r:
         return r.read().decode()
+
+
+def test_only_the_metrics_path_answers(daemon):
+    """A wrong scrape path is 404, not the metrics (prometheus-client's server
+    answered 200 on any path); a query string still reaches /metrics."""
+    base = daemon.metrics_url.rsplit("/", 1)[0]
+    for path in ("/", "/metric", "/metrics/x", "/favicon.ico"):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(base + path, timeout=10)
+        assert e.value.code == 404, path
+    with urllib.request.urlopen(base + "/metrics?name[]=x", timeout=10) as r:
+        assert r.status == 200 and b"migd_" in r.read()
 
 
 def counters(text: str) -> dict[tuple, float]:

@@ -5,8 +5,7 @@ import dataclasses
 import numpy as np
 import trio
 
-from migd.bench._experiments import BenchOptions, _Rig
-from migd.bench._options import MigratorSpec
+from migd.bench import BenchOptions, MigratorSpec, Rig
 from migd.hw import Clock, VirtualClock, get_profile
 from migd.migrate import BatchRecords, MigrationEngine
 from migd.mm import TenantSpec
@@ -32,7 +31,7 @@ def switch_profile_at(pass_no: int, profile):
 
 
 async def test_the_budget_holds_when_the_hardware_changes_mid_run(autojump_clock):
-    rig = _Rig(BenchOptions(clock="virtual", total=512 * MiB), order=4)
+    rig = Rig(BenchOptions(clock="virtual", total=512 * MiB), order=4)
     budget_us = 500
     engines = []
 
@@ -72,7 +71,7 @@ async def test_the_budget_holds_when_the_folio_order_mix_changes(autojump_clock)
 
 
 async def test_auto_choice_converges_after_a_profile_change(autojump_clock):
-    rig = _Rig(BenchOptions(clock="virtual", total=256 * MiB), order=4)
+    rig = Rig(BenchOptions(clock="virtual", total=256 * MiB), order=4)
     spec = MigratorSpec("dcbm", 16)
     fast = await rig.migrate(spec, 512)
     cpu = await rig.migrate(MigratorSpec("cpu"), 512)

@@ -1,191 +1,106 @@
-"""The bench experiments: each builds a machine, migrates, and measures.
+"""The bench experiments, declared once: name, help, options, runner.
 
 Real clock: real bytes move and every number is wall time measured around the
 engine; the ``memcpy`` row is this machine's copy limit measured in the same
 run, so ratios stay meaningful on a shared, noisy host.  Virtual clock: the same
 engine under MockClock with one word per page; times are the profile's model.
+
+``EXPERIMENTS`` is the only list of experiments: the CLI makes one ``migd bench
+NAME`` subcommand of each entry, with exactly the options it declares, so
+``migd bench throughput --help`` shows the eight options throughput reads and
+not the calibration directory of ``seed``.
 """
 
 from __future__ import annotations
 
 import gc
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import trio
 
-from ..dma import DmaDevice
-from ..hw import Clock, VirtualClock, get_profile, mock_clock
-from ..migrate import BatchRecords, MigrationEngine, warm_up
-from ..mm import PAGE_SIZE, Machine, NodeSpec, TenantSpec
-from ..offload import (
-    DCBM_MAX_CHANNELS,
-    MTCOPY_MAX_THREADS,
-    DcbmMigrator,
-    Migrator,
-    MtcopyMigrator,
+from ..hw import PROFILES, get_profile, mock_clock
+from ..migrate import NR_MAX_BATCHED_MIGRATION_LIMIT, warm_up
+from ._catlat import cat_latency
+from ._options import (
+    Experiment,
+    Option,
+    parse_duration,
+    parse_int_list,
+    parse_migrators,
+    parse_orders,
+    parse_size,
 )
-from ._options import MigratorSpec
+from ._policies import DEFAULT_BUDGETS_US, DEFAULT_SWEEP, auto_choice, latency_budget
 from ._report import BenchReport, BenchRow
+from ._rig import AVAILABLE_MIGRATORS, BenchOptions, Rig
+from ._scrape import scrape
+from ._seed import seed
 
-#: Migrators the bench can run, with their parameter range.
-AVAILABLE_MIGRATORS: dict[str, tuple[int, int]] = {
-    "cpu": (0, 0), "mtcopy": (1, MTCOPY_MAX_THREADS), "dcbm": (1, DCBM_MAX_CHANNELS)}
-
-
-def make_migrator(spec: MigratorSpec, dma: DmaDevice) -> Migrator | None:
-    """A fresh migrator for ``spec``; None for the CPU default."""
-    if spec.name == "cpu":
-        return None
-    if spec.name == "mtcopy":
-        return MtcopyMigrator(spec.param)
-    if spec.name == "dcbm":
-        return DcbmMigrator(dma, spec.param)
-    raise ValueError(f"unknown migrator {spec.name!r}")
+#: batch-sweep's bounds without ``--batch-pages``: 512 .. 262144 base pages.
+SWEEP_BATCH_PAGES = [512 << i for i in range(10)]
 
 
-@dataclass
-class BenchOptions:
-    clock: str = "real"
-    profile: str | None = None  # default: native (real), zen3-ptdma (virtual)
-    orders: list[int] = field(default_factory=lambda: [0, 2, 4, 6, 8, 9])
-    migrators: list[MigratorSpec] = field(default_factory=lambda: [MigratorSpec("cpu")])
-    total: int = 1 << 30
-    batch_pages: list[int] | None = None
-    verify: bool = False
-    repeat: int = 1
-    progress: Callable[[str], None] = lambda msg: None
-    calibration: Path | None = None  # seed: directory of the calibration CSVs
-    duration: float = 10.0  # cat-latency: seconds of reading
-    budgets_us: list[int] | None = None  # latency-budget: the budgets
-
-    @property
-    def profile_name(self) -> str:
-        return self.profile or ("native" if self.clock == "real" else "zen3-ptdma")
+def _csv(values) -> str:
+    return ",".join(str(v) for v in values)
 
 
-def run(experiment: str, opts: BenchOptions) -> BenchReport:
-    """Run ``experiment`` to completion on the chosen clock."""
-    fn = EXPERIMENTS[experiment]
-    get_profile(opts.profile_name)  # fail early on a bad name
-    opts.progress("warming up the compiled paths")
-    trio.run(warm_up)
-    # Everything imported so far (numba, llvmlite, trio) lives for the whole
-    # run; without this the cyclic GC rescans it ~100 times a second, costing
-    # ~10% of a real-clock run.
-    gc.freeze()
-    if opts.clock == "virtual":
-        return trio.run(fn, opts, clock=mock_clock())
-    return trio.run(fn, opts)
+def _doubling(values: list[int]) -> str:
+    """``512,1024,...,262144`` for a long list of doublings (as --help shows it)."""
+    return f"{values[0]},{values[1]},...,{values[-1]}"
 
 
-class _Rig:
-    """A two-node machine with one tenant of ``total`` bytes on node 0."""
+def _repeat(text: str) -> int:
+    (n,) = parse_int_list(text, "--repeat", 1, 1000)
+    return n
 
-    def __init__(self, opts: BenchOptions, order: int) -> None:
-        self.opts = opts
-        self.clock = VirtualClock() if opts.clock == "virtual" else Clock()
-        slack = 8 << 20
-        cap = -(-(opts.total + slack) // (2 << 20)) * (2 << 20)
-        self.machine = Machine([NodeSpec(cap, "dram", demotion_target=1), NodeSpec(cap, "far")],
-                               words_per_page=1 if self.clock.virtual else None)
-        self.tenant = self.machine.add_tenant(TenantSpec("bench", opts.total, order=order))
-        self.node = 0
-        self.profile = get_profile(opts.profile_name)
 
-    async def migrate(self, spec: MigratorSpec, batch_pages: int, *, budget_us: int = 0,
-                      auto: bool = False, passes: int = 1,
-                      between: Callable[[MigrationEngine, DmaDevice, int], None] | None = None
-                      ) -> BenchRow:
-        """move_pages() the whole tenant to the other node, measured.
+def _profile(text: str) -> str:
+    get_profile(text)  # ValueError naming the profiles
+    return text
 
-        ``budget_us``: the engine's latency budget; ``auto``: the migrator's
-        automatic CPU/offload choice; ``passes``: migrations back and forth on
-        one engine (the policies learn), the last one timed; ``between(engine,
-        dma, pass)`` runs before each pass (tests change the hardware there).
-        """
-        engine = MigrationEngine(self.machine, self.clock, self.profile)
-        engine.nr_max_batched_migration = batch_pages
-        engine.max_inaccessible_us = budget_us
-        dma = DmaDevice(0, self.machine.memory, self.clock, self.profile.dma, engine.faults)
-        migrator = make_migrator(spec, dma)
-        if migrator is not None:
-            migrator.auto = auto
-            engine.registry.register(migrator)
-        records: list[BatchRecords] = []
-        engine.subscribe(records.append)
-        vpages = np.arange(self.tenant.nr_pages)
-        pass_seconds = []
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(dma.run)
-            for p in range(passes):
-                if between is not None:
-                    between(engine, dma, p)
-                if p == passes - 1:
-                    timed_from = len(records)
-                target = 1 - self.node
-                t0 = trio.current_time()
-                result = await engine.move_pages(self.tenant, vpages, target)
-                pass_seconds.append(trio.current_time() - t0)
-                if result.failed.size:
-                    raise RuntimeError(f"{result.failed.size} folios failed to migrate")
-                self.node = target
-            nursery.cancel_scope.cancel()
-        if migrator is not None:
-            await engine.registry.unregister(migrator)
-        verified = False
-        if self.opts.verify:
-            report = self.machine.check_integrity()
-            if not report.ok:
-                raise RuntimeError(f"integrity check failed after {spec}: {report}")
-            verified = True
-        timed = records[timed_from:]
-        ff = np.concatenate([r.first_folio_seconds for r in timed])
-        ff = ff[ff == ff]
-        inacc = np.concatenate([r.inaccessible_seconds for r in timed])
-        total, seconds = self.opts.total, pass_seconds[-1]
-        extra: dict = {"batches": sum(len(r) for r in timed)}
-        if budget_us:
-            longest = np.concatenate([r.longest_inaccessible() for r in records])
-            extra.update(budget_us=budget_us,
-                         over_budget_pct=100.0 * float((longest > budget_us * 1e-6).mean()))
-        if passes > 1:
-            extra["first_pass_gbps"] = total / pass_seconds[0] / 1e9
-        if auto and migrator is not None:
-            extra["offloaded_pct"] = 100.0 * float(
-                sum(int(r.nr_offloaded.sum()) - int(r.nr_fallback.sum()) for r in timed)
-                / max(1, sum(int(r.nr_folios.sum()) for r in timed)))
-        return BenchRow(
-            migrator=spec.name, param=spec.param, order=self.tenant.spec.order,
-            folio_bytes=PAGE_SIZE << self.tenant.spec.order, batch_pages=batch_pages,
-            total_bytes=total, seconds=seconds, gbps=total / seconds / 1e9,
-            first_folio_us=float(np.median(ff)) * 1e6 if ff.size else None,
-            inaccessible_us_p50=float(np.percentile(inacc, 50)) * 1e6 if inacc.size else None,
-            inaccessible_us_p99=float(np.percentile(inacc, 99)) * 1e6 if inacc.size else None,
-            verified=verified, extra=extra)
 
-    def memcpy(self) -> BenchRow:
-        """This machine's copy limit: ``total`` bytes in one copy, best of 3."""
-        total = self.opts.total
-        if self.clock.virtual:
-            gbps = self.profile.cpu.copy_gbps
-            seconds = total / gbps / 1e9
-        else:
-            mem = self.machine.memory
-            src = mem.nodes[0].start_pfn
-            dst = mem.nodes[1].start_pfn
-            n = total // PAGE_SIZE
-            seconds = float("inf")
-            for _ in range(3):
-                t = time.perf_counter()
-                np.copyto(mem.arena[dst:dst + n], mem.arena[src:src + n])
-                seconds = min(seconds, time.perf_counter() - t)
-            gbps = total / seconds / 1e9
-        return BenchRow("memcpy", 0, None, total, 0, total, seconds, gbps, None, None, None,
-                        False)
+def _calibration(text: str) -> Path:
+    p = Path(text)
+    if not (p / "throughput.csv").is_file():
+        raise ValueError(f"--calibration {text}: no throughput.csv there")
+    return p
+
+
+CLOCK = Option("--clock", "clock", "real: real bytes move, wall time; virtual: the profile's "
+               "cost model on a mock clock, no bytes move (deterministic, seconds per grid)",
+               str, "real", choices=("real", "virtual"))
+PROFILE = Option("--profile", "profile", f"hardware profile, one of {', '.join(PROFILES)} "
+                 "(default: native on the real clock, zen3-ptdma on the virtual one)",
+                 _profile, metavar="NAME")
+ORDERS = Option("--orders", "orders", "folio orders, comma-separated (0 = 4 KiB .. 9 = 2 MiB)",
+                parse_orders, "0,2,4,6,8,9", "N,...")
+MIGRATORS = Option("--migrators", "migrators", "migrators, comma-separated: cpu (the vanilla "
+                   "kernel), mtcopy:THREADS, dcbm:CHANNELS",
+                   lambda t: parse_migrators(t, AVAILABLE_MIGRATORS), "cpu", "M,...")
+TOTAL = Option("--total", "total", "bytes migrated per run (the tenant's size), e.g. 1G, 256M",
+               parse_size, "1G", "SIZE")
+BATCH_PAGES = Option("--batch-pages", "batch_pages", "nr_max_batched_migration bounds in base "
+                     "pages, comma-separated; one row each",
+                     lambda t: parse_int_list(t, "--batch-pages", 1,
+                                              NR_MAX_BATCHED_MIGRATION_LIMIT), "512", "N,...")
+REPEAT = Option("--repeat", "repeat", "runs per row; the row is the median run", _repeat, "1",
+                "N")
+VERIFY = Option("--verify", "verify", "check every page's content after each run (outside the "
+                "timed region); the row says verified")
+DURATION = Option("--duration", "duration", "how long the WHOLE run reads the tree (e.g. 10s, "
+                  "2m), shared evenly by the orders x migrators rows", parse_duration, "10s",
+                  "TIME")
+BUDGETS = Option("--budget-us", "budgets_us", "latency budgets in microseconds, comma-separated",
+                 lambda t: parse_int_list(t, "--budget-us", 1, 10_000_000),
+                 _csv(DEFAULT_BUDGETS_US), "US,...")
+CALIBRATION = Option("--calibration", "calibration", "directory of calibration CSVs "
+                     "(default: the set packaged with migd)", _calibration, metavar="DIR")
+VIRTUAL = CLOCK.but(default="virtual")
+
+
+async def memcpy(opts: BenchOptions) -> BenchReport:
+    rig = Rig(opts, 9)
+    return BenchReport("memcpy", opts.clock, opts.profile_name, [rig.memcpy()])
 
 
 def _median_row(rows: list[BenchRow]) -> BenchRow:
@@ -193,25 +108,18 @@ def _median_row(rows: list[BenchRow]) -> BenchRow:
     return rows[len(rows) // 2]
 
 
-async def memcpy(opts: BenchOptions) -> BenchReport:
-    rig = _Rig(opts, 9)
-    return BenchReport("memcpy", opts.clock, opts.profile_name, [rig.memcpy()])
-
-
 async def throughput(opts: BenchOptions) -> BenchReport:
-    """Folio order x migrator: GB/s, first-folio latency, inaccessible time."""
     rows: list[BenchRow] = []
     notes = []
-    batch_list = opts.batch_pages or [512]
     for order in opts.orders:
         opts.progress(f"order {order}: building a {opts.total >> 20} MiB tenant")
-        rig = _Rig(opts, order)
+        rig = Rig(opts, order)
         if not rows and opts.clock == "real":
             rows.append(rig.memcpy())
             notes.append("real clock: copies use non-temporal stores above 1 MiB "
                          "(glibc x86_non_temporal_threshold), the memcpy row too")
         for spec in opts.migrators:
-            for batch_pages in batch_list:
+            for batch_pages in opts.batch_pages or [512]:
                 runs = []
                 for i in range(opts.repeat):
                     opts.progress(f"order {order} {spec} batch {batch_pages}: run {i + 1}")
@@ -222,61 +130,96 @@ async def throughput(opts: BenchOptions) -> BenchReport:
 
 
 async def batch_sweep(opts: BenchOptions) -> BenchReport:
-    """nr_max_batched_migration sweep: throughput and first-folio latency."""
-    if not opts.batch_pages:
-        opts.batch_pages = [512 << i for i in range(10)]
+    """A bound larger than the tenant batches exactly as the tenant's size does, so
+    such rows would repeat the last one under another label: they are left out
+    and a note says which (rather than printed as if measured)."""
+    bounds = opts.batch_pages or SWEEP_BATCH_PAGES
+    pages = opts.total // 4096
+    kept = [b for b in bounds if b <= pages]
+    if not kept:
+        raise ValueError(f"every --batch-pages bound is larger than --total "
+                         f"({pages} pages): nothing to sweep")
+    opts.batch_pages = kept
     report = await throughput(opts)
     report.experiment = "batch-sweep"
+    left_out = [b for b in bounds if b > pages]
+    if left_out:
+        report.notes.append(f"left out bounds larger than --total ({pages} pages): "
+                            f"{_csv(left_out)}")
     return report
 
 
-async def seed(opts: BenchOptions) -> BenchReport:
-    """Every published cell of the calibration set, beside its published value."""
-    from . import _seed
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
+    Experiment("throughput", "folio order x migrator: GB/s, first-folio latency, "
+               "inaccessible time",
+               "move_pages() of the whole tenant from node 0 to node 1 for each folio order, "
+               "migrator and batch bound; on the real clock a memcpy row gives this machine's "
+               "copy limit, measured in the same run.",
+               (CLOCK, PROFILE, ORDERS, MIGRATORS, TOTAL, BATCH_PAGES, REPEAT, VERIFY),
+               throughput),
+    Experiment("batch-sweep", "nr_max_batched_migration sweep: throughput against "
+               "first-folio latency",
+               "throughput with a row per batch bound; bounds larger than --total are left "
+               "out (they would batch exactly as --total does).",
+               (CLOCK, PROFILE, ORDERS, MIGRATORS, TOTAL,
+                BATCH_PAGES.but(default=_csv(SWEEP_BATCH_PAGES),
+                                shown=_doubling(SWEEP_BATCH_PAGES)), REPEAT, VERIFY),
+               batch_sweep),
+    Experiment("seed", "every published cell of the calibration set, beside its value",
+               "runs every cell of shared/calibration (throughput, vanilla first-folio, batch "
+               "sweep, mtcopy) on 1 GiB and prints the published value and the relative "
+               "error; the last lines give the median errors.",
+               (VIRTUAL, PROFILE, CALIBRATION), seed),
+    Experiment("memcpy", "this machine's copy limit (one large copy, best of 3)",
+               "one copy of --total bytes between the two nodes' arenas; on the virtual "
+               "clock, the profile's CPU copy bandwidth.",
+               (CLOCK, PROFILE, TOTAL), memcpy),
+    Experiment("cat-latency", "latency of reading the mounted tree while migrating at "
+               "full speed",
+               "mounts the daemon's control tree (FUSE), migrates a tenant back and forth "
+               "and times a separate process reading every attribute; real clock only.",
+               (PROFILE, ORDERS, MIGRATORS, TOTAL, DURATION), cat_latency),
+    Experiment("scrape", "time of a full /metrics scrape over HTTP, every series present",
+               "runs each migrator and fires faults so every series exists, then times 50 "
+               "scrapes per --repeat over real HTTP.", (REPEAT,), scrape),
+    Experiment("latency-budget", "the adaptive batch bound under a budget, against fixed "
+               "bounds",
+               "for each budget, the adaptive bound against the best fixed bound whose median "
+               "first-folio latency is under the budget.",
+               (VIRTUAL, PROFILE, ORDERS, MIGRATORS, TOTAL,
+                BATCH_PAGES.but(default=_csv(DEFAULT_SWEEP), shown=_doubling(DEFAULT_SWEEP),
+                                help="the fixed bounds to compare with, comma-separated"),
+                BUDGETS, VERIFY), latency_budget),
+    Experiment("auto-choice", "the automatic CPU/offload choice, against the CPU and always "
+               "offloading",
+               "for each order and offload migrator, the CPU, always offloading, and the "
+               "automatic choice (cpu in --migrators is ignored: it is always compared).",
+               (VIRTUAL, PROFILE, ORDERS,
+                MIGRATORS.but(default=_csv(f"dcbm:{c}" for c in range(1, 17)),
+                              shown="dcbm:1,dcbm:2,...,dcbm:16"),
+                TOTAL, BATCH_PAGES, VERIFY), auto_choice),
+]}
 
-    cells = _seed.load_cells(opts.calibration)
-    rows: list[BenchRow] = []
-    for order in sorted({c.order for c in cells}):
-        rig = _Rig(opts, order)
-        mine = [c for c in cells if c.order == order]
-        for k, cell in enumerate(mine):
-            opts.progress(f"seed: order {order}, cell {k + 1}/{len(mine)} ({cell.source})")
-            rows.append(await _seed.run_cell(rig, cell, make_migrator))
-        del rig
-    report = BenchReport("seed", opts.clock, opts.profile_name, rows)
-    _seed.summarise(report)
-    return report
+
+def options(experiment: str, **given) -> BenchOptions:
+    """``BenchOptions`` for ``experiment``: its declared defaults, then ``given``
+    (parsed values by field name)."""
+    values = {o.dest: o.parse(o.default) for o in EXPERIMENTS[experiment].options
+              if o.parse is not None and o.default is not None}
+    values.update(given)
+    return BenchOptions(**values)
 
 
-async def cat_latency(opts: BenchOptions) -> BenchReport:
-    """Latency of reading the real control tree while migrating at full speed."""
-    from ._catlat import cat_latency as run_it
-
-    return await run_it(opts)
-
-
-async def scrape(opts: BenchOptions) -> BenchReport:
-    """Time of a full /metrics scrape with every series present."""
-    from ._scrape import scrape as run_it
-
-    return await run_it(opts)
-
-
-async def latency_budget(opts: BenchOptions) -> BenchReport:
-    """The adaptive batch bound under a latency budget, against fixed bounds."""
-    from ._policies import latency_budget as run_it
-
-    return await run_it(opts)
-
-
-async def auto_choice(opts: BenchOptions) -> BenchReport:
-    """The automatic CPU/offload choice, against the CPU and always offloading."""
-    from ._policies import auto_choice as run_it
-
-    return await run_it(opts)
-
-
-EXPERIMENTS = {"memcpy": memcpy, "throughput": throughput, "batch-sweep": batch_sweep,
-               "seed": seed, "cat-latency": cat_latency, "scrape": scrape,
-               "latency-budget": latency_budget, "auto-choice": auto_choice}
-DEFAULT_CLOCK = {"seed": "virtual", "latency-budget": "virtual", "auto-choice": "virtual"}
+def run(experiment: str, opts: BenchOptions) -> BenchReport:
+    """Run ``experiment`` to completion on the chosen clock."""
+    fn = EXPERIMENTS[experiment].runner
+    get_profile(opts.profile_name)  # fail early on a bad name
+    opts.progress("warming up the compiled paths")
+    trio.run(warm_up)
+    # Everything imported so far (numba, llvmlite, trio) lives for the whole
+    # run; without this the cyclic GC rescans it ~100 times a second, costing
+    # ~10% of a real-clock run.
+    gc.freeze()
+    if opts.clock == "virtual":
+        return trio.run(fn, opts, clock=mock_clock())
+    return trio.run(fn, opts)

@@ -1,8 +1,11 @@
-"""Parsing of the bench command line's values (sizes, lists, migrator specs)."""
+"""The bench command line's values (sizes, lists, migrator specs, durations) and the
+declarations of options and experiments the CLI is built from."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
 
 from ..mm import MAX_FOLIO_ORDER
 
@@ -68,3 +71,59 @@ def parse_migrators(text: str, available: dict[str, tuple[int, int]]) -> list[Mi
                 raise ValueError(f"{name} takes a parameter {lo}..{hi}, got {item!r}")
         specs.append(MigratorSpec(name, value))
     return specs
+
+
+def parse_duration(text: str) -> float:
+    """``30s``, ``10m``, ``2h`` or plain seconds -> seconds (positive)."""
+    s = text.strip().lower()
+    mult = {"s": 1, "m": 60, "h": 3600}.get(s[-1:])
+    try:
+        value = float(s[:-1]) * mult if mult else float(s)
+    except ValueError:
+        raise ValueError(f"bad duration {text!r} (expected e.g. 30s, 10m)") from None
+    if value <= 0:
+        raise ValueError(f"duration must be positive: {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option of an experiment, declared once.
+
+    ``dest`` is the ``BenchOptions`` field it fills, ``parse`` turns the typed
+    text into that field's value (ValueError with a one-line message on bad
+    input; None for a flag), ``default`` is the text used when the option is
+    absent (None: the field's own default, which ``help`` then describes).
+    The CLI builds the option, its help line and its shown default from this;
+    the experiment gets the parsed value.  The alternative - argparse
+    arguments written out per experiment - is what left ``--orders`` and
+    ``--total`` without a word of help.
+    """
+
+    flag: str
+    dest: str
+    help: str
+    parse: Callable[[str], Any] | None = None
+    default: str | None = None
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+    shown: str | None = None  # the default as ``--help`` shows it, when ``default`` is long
+
+    @property
+    def shown_default(self) -> str | None:
+        return self.shown or self.default
+
+    def but(self, **changes: Any) -> Option:
+        """The same option with another default or help, for one experiment."""
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One ``migd bench`` experiment: its name, what it measures, its options, its runner."""
+
+    name: str
+    help: str  # one line, shown in ``migd bench --help``
+    description: str  # a paragraph, shown in ``migd bench NAME --help``
+    options: tuple[Option, ...]
+    runner: Callable[..., Awaitable[Any]]  # async (BenchOptions) -> BenchReport

@@ -11,9 +11,9 @@ keeps the first, learning included).
 
 from __future__ import annotations
 
-from ._experiments import BenchOptions, _Rig
 from ._options import MigratorSpec
 from ._report import BenchReport, BenchRow
+from ._rig import BenchOptions, Rig
 
 DEFAULT_BUDGETS_US = [250, 500, 1000, 2000, 5000]
 DEFAULT_SWEEP = [64 << i for i in range(12)]  # 64 .. 131072 pages
@@ -25,7 +25,7 @@ async def latency_budget(opts: BenchOptions) -> BenchReport:
     sweep = opts.batch_pages or DEFAULT_SWEEP
     rows: list[BenchRow] = []
     for order in opts.orders:
-        rig = _Rig(opts, order)
+        rig = Rig(opts, order)
         for spec in opts.migrators:
             fixed = []
             for bp in sweep:
@@ -63,7 +63,7 @@ async def auto_choice(opts: BenchOptions) -> BenchReport:
         MigratorSpec("dcbm", c) for c in range(1, 17)]
     rows: list[BenchRow] = []
     for order in opts.orders:
-        rig = _Rig(opts, order)
+        rig = Rig(opts, order)
         for bp in opts.batch_pages or [512]:
             opts.progress(f"auto-choice: order {order} batch {bp}: cpu")
             cpu = await rig.migrate(MigratorSpec("cpu"), bp)

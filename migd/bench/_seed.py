@@ -1,4 +1,4 @@
-"""``bench seed`` and ``bench batch-sweep``: the published experiments, re-run.
+"""``bench seed``: the published experiments, re-run.
 
 ``seed`` reads the calibration set (the CSVs of shared/calibration, packaged
 with migd) and runs every cell on the chosen clock and profile: move_pages()
@@ -16,13 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import trio
 
-from ..dma import DmaDevice
-from ..migrate import BatchRecords, MigrationEngine
-from ..mm import PAGE_SIZE
 from ._options import MigratorSpec
 from ._report import BenchReport, BenchRow
+from ._rig import BenchOptions, Rig
 
 _SIZES = {"4K": 0, "16K": 2, "64K": 4, "256K": 6, "1M": 8, "2M": 9}
 
@@ -75,55 +72,34 @@ def load_cells(directory: Path | None = None) -> list[Cell]:
 MAX_CALLS = 32
 
 
-async def run_cell(rig, cell: Cell, make_migrator) -> BenchRow:
-    """Run one cell on ``rig`` (a bench ``_Rig`` whose tenant has the cell's order)."""
-    engine = MigrationEngine(rig.machine, rig.clock, rig.profile)
-    engine.nr_max_batched_migration = cell.batch_pages
-    dma = DmaDevice(0, rig.machine.memory, rig.clock, rig.profile.dma, engine.faults)
-    migrator = make_migrator(cell.migrator, dma)
-    if migrator is not None:
-        engine.registry.register(migrator)
-    records: list[BatchRecords] = []
-    engine.subscribe(records.append)
-    tenant = rig.tenant
-    per_call = tenant.nr_pages if not cell.n_folios else cell.n_folios << cell.order
-    calls = tenant.nr_pages // per_call
-    if cell.n_folios:
-        calls = min(calls, MAX_CALLS)
-    target = 1 - rig.node
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(dma.run)
-        t0 = trio.current_time()
-        for c in range(calls):
-            vpages = np.arange(c * per_call, (c + 1) * per_call)
-            result = await engine.move_pages(tenant, vpages, target)
-            if result.failed.size:
-                raise RuntimeError(f"{result.failed.size} folios failed to migrate")
-        seconds = trio.current_time() - t0
-        nursery.cancel_scope.cancel()
-    if migrator is not None:
-        await engine.registry.unregister(migrator)
-    # put the tenant back where it started, unmeasured
-    back = MigrationEngine(rig.machine, rig.clock, rig.profile)
-    back.nr_max_batched_migration = 262144
-    await back.move_pages(tenant, np.arange(tenant.nr_pages), rig.node)
-    nbytes = calls * per_call * PAGE_SIZE
-    ff = np.concatenate([r.first_folio_seconds for r in records])
-    ff = ff[ff == ff]
-    inacc = np.concatenate([r.inaccessible_seconds for r in records])
-    gbps = nbytes / seconds / 1e9
-    ff_us = float(np.median(ff)) * 1e6 if ff.size else None
-    extra = {"source": cell.source, "n_folios": cell.n_folios,
-             "published_gbps": cell.gbps, "published_first_folio_us": cell.first_folio_us,
-             "gbps_error": _err(gbps, cell.gbps),
-             "first_folio_error": _err(ff_us, cell.first_folio_us)}
-    return BenchRow(
-        migrator=cell.migrator.name, param=cell.migrator.param, order=cell.order,
-        folio_bytes=PAGE_SIZE << cell.order, batch_pages=cell.batch_pages, total_bytes=nbytes,
-        seconds=seconds, gbps=gbps, first_folio_us=ff_us,
-        inaccessible_us_p50=float(np.percentile(inacc, 50)) * 1e6 if inacc.size else None,
-        inaccessible_us_p99=float(np.percentile(inacc, 99)) * 1e6 if inacc.size else None,
-        verified=False, extra=extra)
+async def run_cell(rig: Rig, cell: Cell) -> BenchRow:
+    """Run one cell on ``rig`` (whose tenant has the cell's order): the rig's
+    measured move_pages(), in calls of ``n_folios`` folios for the small-call
+    cells, with the published value and the relative error added."""
+    row = await rig.migrate(cell.migrator, cell.batch_pages,
+                            pages_per_call=cell.n_folios << cell.order,
+                            max_calls=MAX_CALLS if cell.n_folios else 0)
+    row.extra.update(source=cell.source, n_folios=cell.n_folios,
+                     published_gbps=cell.gbps, published_first_folio_us=cell.first_folio_us,
+                     gbps_error=_err(row.gbps, cell.gbps),
+                     first_folio_error=_err(row.first_folio_us, cell.first_folio_us))
+    return row
+
+
+async def seed(opts: BenchOptions) -> BenchReport:
+    """Every published cell of the calibration set, beside its published value."""
+    cells = load_cells(opts.calibration)
+    rows: list[BenchRow] = []
+    for order in sorted({c.order for c in cells}):
+        rig = Rig(opts, order)
+        mine = [c for c in cells if c.order == order]
+        for k, cell in enumerate(mine):
+            opts.progress(f"seed: order {order}, cell {k + 1}/{len(mine)} ({cell.source})")
+            rows.append(await run_cell(rig, cell))
+        del rig
+    report = BenchReport("seed", opts.clock, opts.profile_name, rows)
+    summarise(report)
+    return report
 
 
 def _err(got: float | None, published: float | None) -> float | None:
