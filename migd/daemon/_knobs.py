@@ -23,7 +23,6 @@ schema, again by the setter and again by the migrator).
 from __future__ import annotations
 
 import inspect
-import random
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -284,7 +283,7 @@ def _migrator(e: MigratorEntry) -> list[Knob]:
              f"0/1: unregister/register {e.name} (EBUSY if another migrator is active)",
              get=lambda s, i: s.active_migrator() == e.name, fmt=_bool, parse=Bool(),
              set=lambda s, i, v: s.set_offloading(e.name, v), family=fam),
-        Knob(f"{e.tree}/{e.param}", f"{e.name}'s {e.param}",
+        Knob(f"{e.tree}/{e.param}", f"{e.name}: {e.param_help or e.param}",
              get=lambda s, i: getattr(s.migrators[e.name], e.param), set=_param_set(e),
              parse=Int(e.lo, e.hi), name=f"{e.name}.{e.param}",
              config=f"{cfg}.{e.param}", default=e.default, soak=_spread(e.lo, e.hi), family=fam),
@@ -350,7 +349,8 @@ def _fault_points(sys) -> list[tuple[str, str]]:
 def _faults() -> list[Knob]:
     out = []
     for attr, parser, soak, what in (
-            ("probability", Int(0, 100), ("5", "20", "100"), "percent of chances that fail"),
+            ("probability", Int(0, 100), ("5", "20", "100"), "percent of chances that fail "
+             "(the soak arms them with --faults)"),
             ("interval", Int(1, 2**31 - 1), ("1", "3", "17"), "a chance every N calls"),
             ("times", Int(-1, 2**31 - 1), ("-1", "1", "5"), "failures left (-1: no limit)")):
         def get(sys, point, a=attr):
@@ -409,7 +409,3 @@ def soak_fault_settings() -> dict[str, tuple[str, ...]]:
     """What a random ``fail_*`` point is armed with: attribute -> values."""
     return {k.extra["attr"]: k.soak for k in _faults()}
 
-
-def random_write(rng: random.Random, writes: list[tuple[str, tuple[str, ...]]]) -> tuple[str, str]:
-    path, values = rng.choice(writes)
-    return path, rng.choice(values)

@@ -43,6 +43,8 @@ class MigratorEntry:
     default: int = 0
     #: ``make(dma, param)``: a fresh migrator (None for the CPU default).
     make: Callable[[DmaDevice, int], Migrator] | None = None
+    #: What the parameter means, for the generated reference.
+    param_help: str = ""
 
     @property
     def offload(self) -> bool:
@@ -54,10 +56,10 @@ CATALOGUE: dict[str, MigratorEntry] = {e.name: e for e in (
     MigratorEntry("none", "cpu", "the vanilla kernel: folio_mc_copy() on this CPU"),
     MigratorEntry("mtcopy", "mtcopy", "multi-threaded CPU copy (Zi Yan's copy_page_lists_mt)",
                   "kernel/cpu_mt", "threads", 1, MTCOPY_MAX_THREADS, 2,
-                  lambda dma, n: MtcopyMigrator(n)),
+                  lambda dma, n: MtcopyMigrator(n), "copy threads per batch"),
     MigratorEntry("dcbm", "dcbm", "DMA batch copy over the dmaengine (the RFC's dcbm)",
                   "module/dcbm/parameters", "nr_dma_chan", 1, DCBM_MAX_CHANNELS, 4,
-                  lambda dma, n: DcbmMigrator(dma, n)),
+                  lambda dma, n: DcbmMigrator(dma, n), "DMA channels a batch may claim"),
 )}
 
 
