@@ -11,8 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trio
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from migd.hw import Clock, VirtualClock, get_profile
+from migd.metrics import MigdCollector
 from migd.migrate import MigrationEngine
 from migd.mm import Machine, NodeSpec, TenantSpec
 from migd.offload import CopyBatch, CpuMigrator, Migrator
@@ -37,7 +40,17 @@ def autojump_clock():
 
 
 __all__ = ["DAEMON_CONFIG", "Daemon", "Gate", "MiB", "TenantSpec", "make_engine",
-           "make_machine", "np", "thread_nice"]
+           "make_machine", "np", "scrape_collector", "thread_nice"]
+
+
+def scrape_collector(system) -> dict[tuple, float]:
+    """One scrape of ``system``'s collector through a CollectorRegistry, as
+    {(sample name, sorted labels): value}."""
+    registry = CollectorRegistry()
+    registry.register(MigdCollector(system, "test"))
+    text = generate_latest(registry).decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
 def thread_nice(pid: int) -> dict[int, int]:

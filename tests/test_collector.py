@@ -8,13 +8,12 @@ the tree's view.
 
 import numpy as np
 import trio
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from migd.daemon import System, load_config
 from migd.daemon._attrs import build_tree
-from migd.metrics import MigdCollector
 from migd.mm import PAGE_SIZE, MigrateReason
+
+from .conftest import scrape_collector as scrape
 
 CONFIG = """
 [[nodes]]
@@ -27,14 +26,6 @@ capacity = "16M"
 name = "t"
 size = "2M"
 """
-
-
-def scrape(sys: System) -> dict[tuple, float]:
-    registry = CollectorRegistry()
-    registry.register(MigdCollector(sys, "test"))
-    text = generate_latest(registry).decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
 def total(samples: dict, name: str, **labels) -> float:
