@@ -8,6 +8,9 @@ of SPEC section 5 is checked in milliseconds.  Ranges come from SPEC's table.
 import errno
 
 import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from migd.daemon import System, load_config
 from migd.daemon._attrs import build_tree
@@ -184,6 +187,39 @@ async def test_triggers_start_their_migrations():
                       ("devices/system/node/node0/demote", "0"),
                       ("proc/sys/vm/compact_memory", "0")):
         await einval(tree, path, bad)
+
+
+_FUZZ = model()
+_WRITABLE = sorted(p for p in _FUZZ[1].files() if _FUZZ[1].attribute(p).store is not None)
+
+
+def restore(tree: SysfsTree, before: dict[str, bytes]) -> None:
+    for path, text in before.items():
+        if tree.read(path) != text and not path.endswith(("folios_migrated", "folios_failures")):
+            if path.endswith("/migrator"):  # shown as "[none] mtcopy dcbm"
+                text = text[text.index(b"[") + 1:text.index(b"]")]
+            trio.run(tree.write, path, text)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_arbitrary_bytes_to_any_writable_file_are_einval_and_change_nothing(data):
+    """Every writable file: a write is valid, or it fails with EINVAL (EBUSY for an
+    offloading conflict) and no tunable anywhere changed."""
+    sys, tree = _FUZZ
+    path = data.draw(st.sampled_from(_WRITABLE), label="file")
+    payload = data.draw(st.one_of(
+        st.binary(max_size=40),
+        st.text(alphabet="0123456789-+x ,\n\tabcdefnoY", max_size=12).map(str.encode)),
+        label="bytes")
+    before = state(tree)
+    try:
+        trio.run(tree.write, path, payload)
+    except OSError as e:
+        assert e.errno in (errno.EINVAL, errno.EBUSY), (path, payload, e)
+        assert state(tree) == before, (path, payload)
+    finally:
+        restore(tree, before)
 
 
 def test_the_readme_table_is_generated_from_the_knob_table():
