@@ -40,7 +40,21 @@ def autojump_clock():
 
 
 __all__ = ["DAEMON_CONFIG", "Daemon", "Gate", "MiB", "TenantSpec", "make_engine",
-           "make_machine", "np", "scrape_collector", "thread_nice"]
+           "SMALL_CONFIG", "make_machine", "np", "scrape_collector", "thread_nice"]
+
+
+#: Two 16 MiB nodes and one 2 MiB tenant of 4 KiB folios (512): an in-process System.
+SMALL_CONFIG = """
+[[nodes]]
+name = "dram"
+capacity = "16M"
+[[nodes]]
+name = "far"
+capacity = "16M"
+[[tenants]]
+name = "t"
+size = "2M"
+"""
 
 
 def scrape_collector(system) -> dict[tuple, float]:

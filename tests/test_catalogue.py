@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from migd import bench
-from migd.daemon import ConfigError, System, load_config, soak_writes
-from migd.daemon._attrs import build_tree
+from migd.daemon import ConfigError, System, build_tree, load_config, soak_writes
 from migd.daemon.reference import render
 from migd.offload import CATALOGUE, CopyBatch, CpuMigrator, Migrator, MigratorEntry
 
+from .conftest import SMALL_CONFIG as CONFIG
 from .conftest import scrape_collector as scrape
 
 
@@ -34,17 +34,6 @@ class MemcpyTest(Migrator):
 ENTRY = MigratorEntry("memcpy-test", "memcpy-test", "a test migrator", "kernel/memcpy_test",
                       "widgets", 1, 8, 3, lambda dma, n: MemcpyTest(n), "widgets per batch")
 
-CONFIG = """
-[[nodes]]
-name = "dram"
-capacity = "16M"
-[[nodes]]
-name = "far"
-capacity = "16M"
-[[tenants]]
-name = "t"
-size = "2M"
-"""
 
 
 @pytest.fixture(autouse=True)

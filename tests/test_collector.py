@@ -9,23 +9,11 @@ the tree's view.
 import numpy as np
 import trio
 
-from migd.daemon import System, load_config
-from migd.daemon._attrs import build_tree
+from migd.daemon import System, build_tree, load_config
 from migd.mm import PAGE_SIZE, MigrateReason
 
+from .conftest import SMALL_CONFIG as CONFIG
 from .conftest import scrape_collector as scrape
-
-CONFIG = """
-[[nodes]]
-name = "dram"
-capacity = "16M"
-[[nodes]]
-name = "far"
-capacity = "16M"
-[[tenants]]
-name = "t"
-size = "2M"
-"""
 
 
 def total(samples: dict, name: str, **labels) -> float:

@@ -12,8 +12,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from migd.daemon import System, load_config
-from migd.daemon._attrs import build_tree
+from migd.daemon import System, build_tree, load_config
 from migd.daemon.reference import stale
 from migd.sysfs import SysfsTree
 
