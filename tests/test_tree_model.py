@@ -104,12 +104,14 @@ async def test_a_knob_change_emits_old_and_new_and_a_rejected_one_nothing():
     await tree.write("kernel/mm/migrate_offload/nr_max_batched_migration", b"64")
     await einval(tree, "kernel/mm/migrate_offload/nr_max_batched_migration", "0")
     await tree.write("module/dcbm/parameters/reason_mask", b"demotion,compaction")
+    await tree.write("kernel/debug/fail_dma_busy/times", b"-1")
     assert events == [
         ("knob_changed", {"knob": "nr_max_batched_migration", "old": 512, "new": 64}),
         ("knob_changed", {"knob": "dcbm.reason_mask", "old": "compaction,memory_failure,"
                           "memory_hotplug,syscall_or_cpuset,mempolicy_mbind,numa_misplaced,"
                           "contig_range,longterm_pin,demotion,damon",
-                          "new": "compaction,demotion"})]
+                          "new": "compaction,demotion"}),
+        ("knob_changed", {"knob": "fail_dma_busy.times", "old": 1, "new": -1})]
     assert sys.engine.nr_max_batched_migration == 64
 
 

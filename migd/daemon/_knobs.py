@@ -55,7 +55,8 @@ class Knob:
     show: Callable[[Any, Any], str] | None = None
     #: A stream file (trace_pipe): (sys) -> read(size).
     stream: Callable[[Any], Callable[[int], bytes]] | None = None
-    #: The ``knob_changed`` event's name; None: no event (the store emits its own).
+    #: The ``knob_changed`` event's name (``{}``: the instance); None: no event
+    #: (the store emits its own, e.g. ``migrator_switched``).
     name: str | None = None
     #: Dotted config key that sets it at start, and its default.
     config: str | None = None
@@ -99,7 +100,8 @@ class Knob:
 
     def _emit(self, sys, inst, old) -> None:
         if self.name:
-            sys.emit("knob_changed", knob=self.name, old=old, new=self.get(sys, inst))
+            sys.emit("knob_changed", knob=self.name.format(inst), old=old,
+                     new=self.get(sys, inst))
 
 
 def _bool(v: Any) -> str:
@@ -254,6 +256,7 @@ def _faults() -> list[Knob]:
             sys.faults[point].set(**{a: v})
         out.append(Knob(f"kernel/debug/{{}}/{attr}", f"fault injection: {what}", get=get,
                         set=set_, parse=parser, soak=soak, each=_fault_points,
+                        name=f"{{}}.{attr}",
                         slot="fail_*", family="faults", extra={"attr": attr}))
     return out
 
