@@ -58,13 +58,16 @@ class FaultAttr:
             cand = calls % self.interval == 0
         else:
             cand = np.ones(n, dtype=bool)
-        self.count += n
         if self.probability < 100:
             cand &= self._rng.random(n) * 100 < self.probability
         idx = np.flatnonzero(cand)
+        counted = n
         if self.times > 0:
             idx = idx[: self.times]
             self.times -= idx.size
+            if self.times == 0:  # should_fail_ex() stops counting once times is 0
+                counted = int(idx[-1]) + 1
+        self.count += counted
         out[idx] = True
         self.injected += idx.size
         return out

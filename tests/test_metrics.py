@@ -12,20 +12,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .test_daemon import Daemon
-
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "etc" / "grafana" / "dashboards" / "migd.json"
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    d = Daemon(tmp_path_factory.mktemp("metrics"))
-    try:
-        d.wait_ready()
-        yield d
-    finally:
-        d.close()
 
 
 def scrape(d) -> str:

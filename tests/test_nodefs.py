@@ -15,9 +15,7 @@ import re
 import pytest
 import trio
 
-from migd.daemon._attrs import build_tree
-from migd.daemon._config import load_config
-from migd.daemon._system import System
+from migd.daemon import System, build_tree, load_config
 from migd.daemon._workloads import move_tenant
 
 MiB = 1 << 20

@@ -6,24 +6,9 @@ import pytest
 import trio
 
 from migd.mm import MigrateReason, TenantSpec
-from migd.offload import CopyBatch, CpuMigrator, Migrator, OffloadRegistry
+from migd.offload import CpuMigrator, Migrator, OffloadRegistry
 
-from .conftest import MiB, make_engine, make_machine
-
-
-class Gate(Migrator):
-    """A deliberately slow migrator: copies, then waits until released."""
-
-    name = "gate"
-
-    def __init__(self) -> None:
-        self.entered = trio.Event()
-        self.release = trio.Event()
-
-    async def migrate_offc(self, batch: CopyBatch) -> int:
-        self.entered.set()
-        await self.release.wait()
-        return await CpuMigrator().migrate_offc(batch)
+from .conftest import Gate, MiB, make_engine, make_machine
 
 
 class Other(Gate):

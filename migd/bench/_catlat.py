@@ -20,6 +20,7 @@ import trio
 from ..daemon._attrs import build_tree
 from ..daemon._config import load_config
 from ..daemon._system import System
+from ..offload import entry_by_label
 from ..sysfs import clear_stale_mount, serve, unmount
 from ._options import MigratorSpec
 from ._report import BenchReport, BenchRow
@@ -84,12 +85,10 @@ async def _one(opts, order: int, spec: MigratorSpec, seconds: float) -> BenchRow
     cfg = load_config(text=_config(order, opts.total))
     cfg.dma["profile"] = opts.profile_name
     sys_ = System(cfg)
-    if spec.name != "cpu":
-        if spec.name == "mtcopy":
-            sys_.mtcopy.set_threads(spec.param)
-        else:
-            sys_.dcbm.set_nr_dma_chan(spec.param)
-        await sys_.set_migrator(spec.name)
+    entry = entry_by_label(spec.name)
+    if entry.offload:
+        setattr(sys_.migrators[entry.name], entry.param, spec.param)
+        await sys_.set_migrator(entry.name)
     tenant = sys_.tenants[0]
     mount = tempfile.mkdtemp(prefix="migd-cat-")
     clear_stale_mount(mount)

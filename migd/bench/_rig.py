@@ -12,7 +12,7 @@ the percentile code).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,19 +23,29 @@ from ..dma import DmaDevice
 from ..hw import Clock, VirtualClock, get_profile
 from ..migrate import BatchRecords, MigrationEngine
 from ..mm import PAGE_SIZE, Machine, NodeSpec, TenantSpec
-from ..offload import (
-    DCBM_MAX_CHANNELS,
-    MTCOPY_MAX_THREADS,
-    DcbmMigrator,
-    Migrator,
-    MtcopyMigrator,
-)
+from ..offload import CATALOGUE, Migrator, entry_by_label
 from ._options import MigratorSpec
 from ._report import BenchRow
 
-#: Migrators the bench can run, with their parameter range.
-AVAILABLE_MIGRATORS: dict[str, tuple[int, int]] = {
-    "cpu": (0, 0), "mtcopy": (1, MTCOPY_MAX_THREADS), "dcbm": (1, DCBM_MAX_CHANNELS)}
+
+class _Available(Mapping):
+    """Migrators the bench can run (by metric label: ``cpu`` is the default), with
+    their parameter range; a view of the catalogue, read at each look-up."""
+
+    def _table(self) -> dict[str, tuple[int, int]]:
+        return {e.label: (e.lo, e.hi) for e in CATALOGUE.values()}
+
+    def __getitem__(self, name: str) -> tuple[int, int]:
+        return self._table()[name]
+
+    def __iter__(self):
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
+AVAILABLE_MIGRATORS: Mapping[str, tuple[int, int]] = _Available()
 
 #: The untimed move that puts a partly moved tenant back uses the largest bound.
 _RESTORE_BATCH_PAGES = 262144
@@ -43,13 +53,11 @@ _RESTORE_BATCH_PAGES = 262144
 
 def make_migrator(spec: MigratorSpec, dma: DmaDevice) -> Migrator | None:
     """A fresh migrator for ``spec``; None for the CPU default."""
-    if spec.name == "cpu":
-        return None
-    if spec.name == "mtcopy":
-        return MtcopyMigrator(spec.param)
-    if spec.name == "dcbm":
-        return DcbmMigrator(dma, spec.param)
-    raise ValueError(f"unknown migrator {spec.name!r}")
+    try:
+        entry = entry_by_label(spec.name)
+    except KeyError:
+        raise ValueError(f"unknown migrator {spec.name!r}") from None
+    return entry.make(dma, spec.param) if entry.make is not None else None
 
 
 @dataclass

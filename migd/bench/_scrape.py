@@ -10,6 +10,7 @@ import trio
 
 from ..daemon import System, load_config
 from ..metrics import serve_metrics
+from ..offload import migrator_names
 from ._catlat import _config
 from ._report import BenchReport, BenchRow
 
@@ -22,7 +23,7 @@ async def scrape(opts) -> BenchReport:
     sys_.faults["fail_dma_desc"].set(probability=100, interval=50, times=-1)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sys_.dma.run)
-        for k, name in enumerate(("none", "mtcopy", "dcbm")):
+        for k, name in enumerate(migrator_names()):
             await sys_.set_migrator(name)
             await sys_.engine.move_pages(tenant, np.arange(tenant.nr_pages), (k + 1) % 2)
         await sys_.set_migrator("none")

@@ -2,7 +2,9 @@
 
 The schema is data: each key has a type and a check.  Anything unknown or out
 of range is refused at start with the key's dotted path and what was expected,
-e.g. ``tenants[1].order: expected an integer 0..9, got 12``.
+e.g. ``tenants[1].order: expected an integer 0..9, got 12``.  ``[migrator]`` and
+its ``[migrator.<name>]`` tables are not written here: they are generated from
+the knob table (``_knobs``), so a knob's range is the tree's and the config's.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Any
 
 from ..hw import PROFILES
 from ..mm import MAX_FOLIO_ORDER, parse_reason_mask
-from ..offload import DCBM_MAX_CHANNELS, MTCOPY_MAX_THREADS
+from ..offload import offload_migrators
+from ._knobs import Knob, config_knobs
 
 MiB = 1 << 20
 
@@ -75,7 +78,7 @@ class Key:
         elif k == "reasons":
             if not isinstance(value, str):
                 raise ValueError
-            parse_reason_mask(value)
+            value = parse_reason_mask(value)  # the mask: validated once, applied as is
         if self.lo is not None and not self.lo <= value <= self.hi:
             raise ValueError
         return value
@@ -101,23 +104,28 @@ TENANT = {
     "write_fraction": Key("float", 0.25, 0, 1),
     "mlocked": Key("bool", False),
 }
-MIGRATOR = {
-    "active": Key("choice", "none", choices=("none", "mtcopy", "dcbm")),
-    "nr_max_batched_migration": Key("int", 512, 1, 262144),
-    "max_inaccessible_us": Key("int", 0, 0, 10_000_000),
-}
-DCBM = {
-    "nr_dma_chan": Key("int", 4, 1, DCBM_MAX_CHANNELS),
-    "reason_mask": Key("reasons", "all"),
-    "batch_size": Key("int", 0, 0, 262144),
-    "min_batch_pages": Key("int", 0, 0, 262144),
-    "auto": Key("bool", False),
-}
-MTCOPY = {
-    "threads": Key("int", 2, 1, MTCOPY_MAX_THREADS),
-    "reason_mask": Key("reasons", "all"),
-    "auto": Key("bool", False),
-}
+
+
+def _key(knob: Knob) -> Key:
+    p = knob.parse
+    if p.kind == "int":
+        return Key("int", knob.default, p.lo, p.hi)
+    if p.kind == "choice":
+        return Key("choice", knob.default, choices=p.choices)
+    return Key(p.kind, knob.default)
+
+
+def migrator_schemas() -> dict[str, dict[str, Key]]:
+    """``migrator`` and ``migrator.<name>`` tables: every config-keyed knob, the
+    catalogue read now."""
+    tables: dict[str, dict[str, Key]] = {"migrator": {}}
+    tables.update({f"migrator.{e.name}": {} for e in offload_migrators()})
+    for knob in config_knobs():
+        table, key = knob.config.rsplit(".", 1)
+        tables[table][key] = _key(knob)
+    return tables
+
+
 DMA = {
     "profile": Key("choice", "native", choices=tuple(PROFILES)),
 }
@@ -135,10 +143,17 @@ class Config:
     nodes: list[dict[str, Any]]
     tenants: list[dict[str, Any]]
     migrator: dict[str, Any]
-    dcbm: dict[str, Any]
-    mtcopy: dict[str, Any]
+    #: ``[migrator.<name>]`` of every catalogue migrator.
+    migrators: dict[str, dict[str, Any]]
     dma: dict[str, Any]
     workloads: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def knob_values(self) -> dict[str, Any]:
+        """Validated knob values by their dotted config key (``migrator.dcbm.auto``)."""
+        out = {f"migrator.{k}": v for k, v in self.migrator.items()}
+        for name, table in self.migrators.items():
+            out.update({f"migrator.{name}.{k}": v for k, v in table.items()})
+        return out
 
 
 def _table(data: Any, schema: dict[str, Key], where: str) -> dict[str, Any]:
@@ -176,8 +191,12 @@ def load_config(path: str | Path | None = None, text: str | None = None) -> Conf
     for key in data:
         if key not in top:
             raise ConfigError(f"{key}: unknown key (expected one of {', '.join(sorted(top))})")
-    mig = dict(data.get("migrator", {}))
-    dcbm, mtcopy = mig.pop("dcbm", {}), mig.pop("mtcopy", {})
+    schemas = migrator_schemas()
+    mig = data.get("migrator", {})
+    if not isinstance(mig, dict):
+        raise ConfigError("migrator: expected a table")
+    mig = dict(mig)
+    subtables = {e.name: mig.pop(e.name, {}) for e in offload_migrators()}
     nodes = data.get("nodes", [{"name": "dram", "demotion_target": 1}, {"name": "far"}])
     tenants = data.get("tenants", [])
     for name, v in (("nodes", nodes), ("tenants", tenants)):
@@ -187,9 +206,9 @@ def load_config(path: str | Path | None = None, text: str | None = None) -> Conf
         daemon=_table(data.get("daemon", {}), DAEMON, "daemon"),
         nodes=[_table(n, NODE, f"nodes[{i}]") for i, n in enumerate(nodes)],
         tenants=[_table(t, TENANT, f"tenants[{i}]") for i, t in enumerate(tenants)],
-        migrator=_table(mig, MIGRATOR, "migrator"),
-        dcbm=_table(dcbm, DCBM, "migrator.dcbm"),
-        mtcopy=_table(mtcopy, MTCOPY, "migrator.mtcopy"),
+        migrator=_table(mig, schemas["migrator"], "migrator"),
+        migrators={name: _table(t, schemas[f"migrator.{name}"], f"migrator.{name}")
+                   for name, t in subtables.items()},
         dma=_table(data.get("dma", {}), DMA, "dma"),
     )
     wl = data.get("workloads", {})

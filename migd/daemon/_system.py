@@ -1,9 +1,10 @@
 """One emulated kernel: machine, engine, DMA, migrators, callers' counters, tracing.
 
-The daemon's state, with the knobs the control tree exposes as methods that
-validate first and change nothing on bad input (ValueError -> EINVAL; OSError
-keeps its errno, e.g. EBUSY).  No FUSE, no HTTP, no logging sink: observers
-subscribe to :attr:`System.events` (knob changes, migrator switches, ...).
+The daemon's state.  Its knobs are declared in ``_knobs`` (which parses a
+value once and applies it here); the methods below are the ones that need more
+than an assignment: switching migrators (EBUSY keeps its errno).  No FUSE, no
+HTTP, no logging sink: observers subscribe to :attr:`System.events` (knob
+changes, migrator switches, ...).
 """
 
 from __future__ import annotations
@@ -19,40 +20,13 @@ from ..dma import DmaDevice
 from ..faults import FaultInjector
 from ..hw import Clock, get_profile
 from ..migrate import MigrationEngine
-from ..mm import (
-    Machine,
-    NodeSpec,
-    TenantSpec,
-    format_reason_mask,
-    parse_reason_mask,
-)
-from ..offload import DcbmMigrator, Migrator, MtcopyMigrator
-from ..sysfs import kstrtobool, kstrtoll, kstrtoull
+from ..mm import REASON_MASK_ALL, Machine, NodeSpec, TenantSpec
+from ..offload import Migrator, migrator_names, offload_migrators
 from ..tracing import Tracing
 from ._config import Config
+from ._knobs import apply_config
 
 Listener = Callable[[str, dict[str, Any]], None]
-
-
-def parse_int(text: str, lo: int, hi: int, what: str) -> int:
-    """A number as the kernel's store would parse it: ``kstrtoull(buf, 0)``
-    (``kstrtoll`` where the knob may be negative, as debugfs' signed
-    attributes), then the knob's own range."""
-    try:
-        value = (kstrtoll if lo < 0 else kstrtoull)(text, 0)
-    except ValueError as e:
-        raise ValueError(f"{what}: expected an integer {lo}..{hi} ({e})") from None
-    if not lo <= value <= hi:
-        raise ValueError(f"{what}: expected an integer {lo}..{hi}")
-    return value
-
-
-def parse_bool(text: str, what: str) -> bool:
-    """A boolean as ``kstrtobool``: ``1/y/Y/on`` or ``0/n/N/off``."""
-    try:
-        return kstrtobool(text)
-    except ValueError as e:
-        raise ValueError(f"{what}: {e}") from None
 
 
 class System:
@@ -70,17 +44,11 @@ class System:
         self.profile = get_profile(cfg.dma["profile"])
         self.faults = FaultInjector(seed)
         self.engine = MigrationEngine(self.machine, self.clock, self.profile, faults=self.faults)
-        self.engine.nr_max_batched_migration = cfg.migrator["nr_max_batched_migration"]
-        self.engine.max_inaccessible_us = cfg.migrator["max_inaccessible_us"]
         self.dma = DmaDevice(0, self.machine.memory, self.clock, self.profile.dma, self.faults)
-        self.dcbm = DcbmMigrator(self.dma, cfg.dcbm["nr_dma_chan"])
-        self.dcbm.batch_size = cfg.dcbm["batch_size"]
-        self.dcbm.min_batch_pages = cfg.dcbm["min_batch_pages"]
-        self.mtcopy = MtcopyMigrator(cfg.mtcopy["threads"])
-        self.dcbm.auto = cfg.dcbm["auto"]
-        self.mtcopy.auto = cfg.mtcopy["auto"]
-        self.reason_masks = {"dcbm": parse_reason_mask(cfg.dcbm["reason_mask"]),
-                             "mtcopy": parse_reason_mask(cfg.mtcopy["reason_mask"])}
+        #: The catalogue's migrators by name (``none`` is the registry's default).
+        self.migrators: dict[str, Migrator] = {
+            e.name: e.make(self.dma, e.default) for e in offload_migrators()}
+        self.reason_masks: dict[str, int] = {name: REASON_MASK_ALL for name in self.migrators}
         #: Tree view of dcbm's counters: a write resets the view, not the counter.
         self.dcbm_counter_base = {"folios_migrated": 0, "folios_failures": 0}
         nn = len(self.machine.memory.nodes)
@@ -88,11 +56,18 @@ class System:
         self.node_vmstat = {k: np.zeros(nn, dtype=np.int64) for k in (
             "pgdemote_kswapd", "pgdemote_direct", "pgpromote_success",
             "compact_migrate_scanned", "compact_isolated", "compact_success")}
-        #: kernel/tracing; its boot clock starts now (the daemon's start).
-        self.tracing = Tracing(trio.current_time())
+        #: kernel/tracing; its boot clock starts now (the daemon's start).  A
+        #: System built outside a trio run (a model under test, which emits no
+        #: events before a run starts) counts from trio's clock zero instead.
+        try:
+            boot = trio.current_time()
+        except RuntimeError:
+            boot = 0.0
+        self.tracing = Tracing(boot)
         self.tracing.attach(self.engine)
         self.events: list[Listener] = []
         self.rng = np.random.default_rng(seed)
+        apply_config(self, cfg.knob_values())  # each value validated once, by the schema
 
     # -- events ----------------------------------------------------------------
 
@@ -100,22 +75,15 @@ class System:
         for listener in list(self.events):
             listener(event, fields)
 
-    def _knob(self, name: str, old: Any, new: Any) -> None:
-        self.emit("knob_changed", knob=name, old=old, new=new)
-
     # -- migrators -------------------------------------------------------------
-
-    @property
-    def migrators(self) -> dict[str, Migrator]:
-        return {"mtcopy": self.mtcopy, "dcbm": self.dcbm}
 
     def active_migrator(self) -> str:
         offload = self.engine.registry.active
         return "none" if offload.is_default else offload.migrator.name
 
     async def set_migrator(self, name: str) -> None:
-        """Switch: ``none`` for the CPU default, or ``mtcopy`` / ``dcbm``."""
-        if name not in ("none", *self.migrators):
+        """Switch: ``none`` for the CPU default, or a catalogue migrator's name."""
+        if name not in migrator_names():
             raise ValueError(f"unknown migrator {name!r}")
         old = self.active_migrator()
         if old == name:
@@ -139,13 +107,11 @@ class System:
         elif active == name:
             await self.set_migrator("none")
 
-    def set_reason_mask(self, name: str, text: str) -> None:
-        mask = parse_reason_mask(text)
-        old = self.reason_masks[name]
+    def set_reason_mask(self, name: str, mask: int) -> None:
+        """The reasons ``name`` serves (a parsed mask); applies from the next batch."""
         self.reason_masks[name] = mask
         if self.active_migrator() == name:
             self.engine.registry.set_reason_mask(self.migrators[name], mask)
-        self._knob(f"{name}.reason_mask", format_reason_mask(old), format_reason_mask(mask))
 
     # -- callers' bookkeeping --------------------------------------------------------
 

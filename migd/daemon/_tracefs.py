@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from ..sysfs import Attribute
 from ..tracing import EVENTS
-from ._system import System, parse_int
+from ._parsers import parse_int
+from ._system import System
 
 #: The bound of kstrtoul on a 64-bit kernel.
 _ULONG_MAX = 2**64 - 1
@@ -48,7 +49,7 @@ def add_tracefs(add, sys: System, base: str = "kernel/tracing") -> None:
 def _set_tracing_on(sys: System, text: str) -> None:
     on = parse_int(text, 0, _ULONG_MAX, "tracing_on") != 0
     old, sys.tracing.tracing_on = sys.tracing.tracing_on, on
-    sys._knob("tracing_on", int(old), int(on))
+    sys.emit("knob_changed", knob="tracing_on", old=int(old), new=int(on))
 
 
 def _set_clock(text: str) -> None:
@@ -60,11 +61,13 @@ def _set_enable(sys: System, text: str, system: str | None) -> None:
     on = bool(parse_int(text, 0, 1, "enable"))
     old = sys.tracing.enable_state(system)
     sys.tracing.set_enabled(on, system)
-    sys._knob(f"tracing.events.{system or 'all'}.enable", old, int(on))
+    sys.emit("knob_changed", knob=f"tracing.events.{system or 'all'}.enable", old=old,
+             new=int(on))
 
 
 def _set_event(sys: System, event, text: str) -> None:
     on = bool(parse_int(text, 0, 1, "enable"))
     old = int(sys.tracing.enabled[event])
     sys.tracing.enabled[event] = on
-    sys._knob(f"tracing.events.{event.system}.{event.name}.enable", old, int(on))
+    sys.emit("knob_changed", knob=f"tracing.events.{event.system}.{event.name}.enable",
+             old=old, new=int(on))

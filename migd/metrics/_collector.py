@@ -19,8 +19,8 @@ from prometheus_client.core import (
 
 from ..migrate import VMSTAT_ITEMS, HistogramSnapshot
 from ..mm import PAGE_SIZE, MigrateReason
+from ..offload import migrator_labels
 
-MIGRATORS = ("cpu", "mtcopy", "dcbm")
 #: Fallback causes dcbm and the engine can report (always exported, 0 until seen).
 CAUSES = ("EIO", "ETIMEDOUT", "EBUSY", "EOPNOTSUPP", "incomplete")
 
@@ -76,7 +76,8 @@ class MigdCollector:
             for reason, row in s.vmstat_by_reason.items():
                 c.add_metric([reason], row[item])
             yield c
-        pairs = [(m, r.label) for m in MIGRATORS for r in MigrateReason]
+        migrators = migrator_labels()  # the catalogue, read at each scrape
+        pairs = [(m, r.label) for m in migrators for r in MigrateReason]
         for name, doc, d in (
                 ("migd_migrated_folios", "Folios migrated.", s.folios_migrated),
                 ("migd_failed_folios", "Folios that failed to migrate.", s.folios_failed),
@@ -88,12 +89,12 @@ class MigdCollector:
             yield c
         for name, doc, label, d, keys in (
                 ("migd_batches", "migrate_pages_batch() runs.", "migrator", s.batches,
-                 MIGRATORS),
+                 migrators),
                 ("migd_offload_fallback_folios",
                  "Folios an offload migrator left to the CPU, by cause.", "cause", s.fallbacks,
                  CAUSES),
                 ("migd_copy_cpu_seconds", "CPU time spent copying folios.", "migrator",
-                 s.cpu_copy_seconds, MIGRATORS)):
+                 s.cpu_copy_seconds, migrators)):
             c = CounterMetricFamily(name, doc, labels=[label])
             for k, v in _complete(d, keys).items():
                 c.add_metric([k], v)

@@ -5,9 +5,10 @@ real clock, real bytes, the real FUSE tree, the daemon's own shutdown), with
 the workloads of every reason at a fast pace over a tenant of each folio order
 0..9.  Around it:
 
-* a flipper thread writes random knob values through the mounted tree
-  (migrator switches, channel and thread counts, batch bounds, reason masks,
-  counter resets) and, with ``faults``, arms random ``fail_*`` points;
+* a flipper thread writes random knob values through the mounted tree (the
+  knob table's soak values: migrator switches, channel and thread counts,
+  batch bounds, reason masks, counter resets) and, with ``faults``, arms
+  random ``fail_*`` points;
 * with ``faults``, a pinner task holds extra references on random mapped
   folios for a while, as ``pin_user_pages()`` would (they must fail with
   -EAGAIN and stay intact);
@@ -40,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import trio
 
+from ..daemon import soak_fault_settings, soak_writes
 from ..daemon._config import load_config
 from ..daemon._run import system_running
 from ..daemon._system import System
@@ -82,26 +84,6 @@ fraction = 0.5
 interval = 0.3
 fraction = 0.2
 """
-
-#: (file, value generator) for the flipper: every knob users turn.
-KNOBS: list[tuple[str, Callable[[random.Random], str]]] = [
-    ("kernel/mm/migrate_offload/migrator", lambda r: r.choice(["none", "mtcopy", "dcbm"])),
-    ("module/dcbm/parameters/nr_dma_chan", lambda r: str(r.randint(1, 16))),
-    ("kernel/cpu_mt/threads", lambda r: str(r.choice([1, 2, 3, 4, 8, 64]))),
-    ("kernel/mm/migrate_offload/nr_max_batched_migration",
-     lambda r: str(r.choice([1, 32, 256, 512, 2048, 8192]))),
-    ("module/dcbm/parameters/reason_mask",
-     lambda r: r.choice(["all", "none", "demotion,compaction", "syscall_or_cpuset", "0x3ff"])),
-    ("kernel/cpu_mt/reason_mask", lambda r: r.choice(["all", "numa_misplaced,demotion"])),
-    ("module/dcbm/parameters/folios_migrated", lambda r: "0"),
-    ("module/dcbm/parameters/folios_failures", lambda r: "0"),
-    ("module/dcbm/parameters/batch_size", lambda r: str(r.choice([0, 0, 1024, 8192]))),
-    ("module/dcbm/parameters/min_batch_pages", lambda r: str(r.choice([0, 0, 16, 256]))),
-    ("kernel/tracing/events/migrate/enable", lambda r: r.choice(["0", "1"])),
-]
-
-#: The attribute a random ``fail_*`` point is armed with.
-FAULT_SETTINGS = {"probability": [5, 20, 100], "interval": [1, 3, 17], "times": [-1, 1, 5]}
 
 #: ``cat`` latencies are kept as a histogram of 10 us bins up to 1 s (bounded
 #: memory for runs of hours; the p99 is exact to 10 us).
@@ -182,8 +164,10 @@ class _Flipper:
     A thread: its writes are served by the trio thread, which must stay free.
     """
 
-    def __init__(self, mount: str, seed: int, faults: bool, summary: SoakSummary) -> None:
+    def __init__(self, mount: str, seed: int, faults: bool, summary: SoakSummary,
+                 writes: list[tuple[str, tuple[str, ...]]]) -> None:
         self.mount, self.faults, self.summary = mount, faults, summary
+        self.writes, self.fault_settings = writes, soak_fault_settings()
         self.rng = random.Random(seed)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="soak-flipper", daemon=True)
@@ -200,13 +184,13 @@ class _Flipper:
     def _run(self) -> None:
         rng = self.rng
         while not self.stop.wait(rng.uniform(0.02, 0.2)):
-            rel, value = rng.choice(KNOBS)
-            self._write(rel, value(rng))
+            rel, values = rng.choice(self.writes)
+            self._write(rel, rng.choice(values))
             if self.faults and rng.random() < 0.3:
                 base = f"kernel/debug/{rng.choice(FaultInjector.POINTS)}"
                 if rng.random() < 0.5:
-                    for attr, values in FAULT_SETTINGS.items():
-                        self._write(f"{base}/{attr}", str(rng.choice(values)))
+                    for attr, values in self.fault_settings.items():
+                        self._write(f"{base}/{attr}", rng.choice(values))
                 else:
                     self._write(f"{base}/probability", "0")
 
@@ -321,7 +305,7 @@ async def _soak(opts: SoakOptions, summary: SoakSummary,
     cfg.daemon["seed"] = opts.seed
     sys = System(cfg)
     if dcbm is not None:  # tests: a migrator with a planted bug
-        sys.dcbm = dcbm(sys)
+        sys.migrators["dcbm"] = dcbm(sys)
     if cfg.migrator["active"] != "none":
         await sys.set_migrator(cfg.migrator["active"])
     mount = opts.mount or tempfile.mkdtemp(prefix="migd-soak-")
@@ -340,7 +324,8 @@ async def _soak(opts: SoakOptions, summary: SoakSummary,
                 # serves the writes, and a FUSE request waiting on a write
                 # would wait on this thread.
                 cat = await trio.to_thread.run_sync(_CatSampler, mount, opts.seed)
-                flipper = _Flipper(mount, opts.seed, opts.faults, summary)
+                flipper = _Flipper(mount, opts.seed, opts.faults, summary,
+                                   soak_writes(sys, faults=False))
                 flipper.thread.start()
 
                 async def stop_on_signal(scope: trio.CancelScope) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import inspect
 import itertools
 import os
 import stat
@@ -22,7 +21,7 @@ import time
 import trio
 from fuse import FUSE, Operations
 
-from ._tree import Directory, SysfsTree
+from ._tree import Directory, SysfsTree, apply_store
 
 
 class SysfsOperations(Operations):
@@ -99,7 +98,7 @@ class SysfsOperations(Operations):
 
     def write(self, path, data, offset, fh):
         store, value = self.tree.prepare_store(path, data)
-        trio.from_thread.run(_apply, store, value, trio_token=self.token)
+        trio.from_thread.run(apply_store, store, value, trio_token=self.token)
         return len(data)
 
     def truncate(self, path, length, fh=None):
@@ -146,15 +145,6 @@ def raise_thread_priority() -> None:
     """
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), TREE_THREAD_NICE)
-
-
-async def _apply(store, value: str) -> None:
-    try:
-        result = store(value)
-        if inspect.isawaitable(result):
-            await result
-    except ValueError as e:
-        raise OSError(errno.EINVAL, str(e)) from None
 
 
 def clear_stale_mount(mountpoint: str) -> bool:

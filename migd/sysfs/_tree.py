@@ -19,6 +19,7 @@ and must only read.
 from __future__ import annotations
 
 import errno
+import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -99,6 +100,16 @@ def parse_store_value(data: bytes) -> str:
     return data.decode("utf-8", errors="strict")
 
 
+async def apply_store(store: Store, value: str) -> None:
+    """Run a store in the trio thread: ValueError becomes EINVAL (nothing changed)."""
+    try:
+        result = store(value)
+        if inspect.isawaitable(result):
+            await result
+    except ValueError as e:
+        raise OSError(errno.EINVAL, str(e)) from None
+
+
 class SysfsTree:
     """The whole tree; the FUSE adapter and the tests both drive it."""
 
@@ -157,3 +168,19 @@ class SysfsTree:
         except UnicodeDecodeError:
             raise OSError(errno.EINVAL, f"{path}: value is not UTF-8") from None
         return attr.store, value
+
+    async def write(self, path: str, data: bytes) -> None:
+        """A whole write, as the FUSE adapter does it (tests drive the model with it)."""
+        store, value = self.prepare_store(path, data)
+        await apply_store(store, value)
+
+    def files(self, path: str = "") -> list[str]:
+        """Every file under ``path``, relative, depth first."""
+        node = self.lookup(path)
+        if isinstance(node, Attribute):
+            return [path]
+        out = []
+        for name, child in node.children.items():
+            sub = f"{path}/{name}" if path else name
+            out += [sub] if isinstance(child, Attribute) else self.files(sub)
+        return out

@@ -1,0 +1,105 @@
+"""Adding a migrator is its class plus one catalogue entry: ``memcpy-test`` here.
+
+With nothing else edited, the new migrator must appear in the tree (its own
+files, the migrator list), the config schema, the metrics' label sets, bench's
+``--migrators`` parsing and runs, and the soak's knob flipper.
+"""
+
+import numpy as np
+import pytest
+
+from migd import bench
+from migd.daemon import ConfigError, System, build_tree, load_config, soak_writes
+from migd.daemon.reference import render
+from migd.offload import CATALOGUE, CopyBatch, CpuMigrator, Migrator, MigratorEntry
+
+from .conftest import SMALL_CONFIG as CONFIG
+from .conftest import scrape_collector as scrape
+
+
+class MemcpyTest(Migrator):
+    """Copies on this CPU; ``widgets`` is its one parameter."""
+
+    name = "memcpy-test"
+
+    def __init__(self, widgets: int) -> None:
+        self.widgets = widgets
+        self.batches = 0
+
+    async def migrate_offc(self, batch: CopyBatch) -> int:
+        self.batches += 1
+        return await CpuMigrator().migrate_offc(batch)
+
+
+ENTRY = MigratorEntry("memcpy-test", "memcpy-test", "a test migrator", "kernel/memcpy_test",
+                      "widgets", 1, 8, 3, lambda dma, n: MemcpyTest(n), "widgets per batch")
+
+
+
+@pytest.fixture(autouse=True)
+def memcpy_test(monkeypatch):
+    monkeypatch.setitem(CATALOGUE, ENTRY.name, ENTRY)
+
+
+async def test_it_appears_in_the_tree_and_migrates():
+    sys = System(load_config(text=CONFIG))
+    tree = build_tree(sys)
+    assert sorted(tree.listdir("kernel/memcpy_test")) == [
+        "auto", "offloading", "reason_mask", "widgets"]
+    assert tree.read("kernel/memcpy_test/widgets") == b"3\n"
+    await tree.write("kernel/memcpy_test/widgets", b"8")
+    assert sys.migrators["memcpy-test"].widgets == 8
+    with pytest.raises(OSError):
+        await tree.write("kernel/memcpy_test/widgets", b"9")
+    await tree.write("kernel/mm/migrate_offload/migrator", b"memcpy-test")
+    assert tree.read("kernel/mm/migrate_offload/migrator") == \
+        b"none mtcopy dcbm [memcpy-test]\n"
+    t = sys.tenants[0]
+    await sys.engine.move_pages(t, np.arange(t.nr_pages), 1)
+    assert sys.migrators["memcpy-test"].batches > 0
+    s = scrape(sys)
+    labels = (("migrator", "memcpy-test"), ("reason", "syscall_or_cpuset"))
+    assert s[("migd_migrated_folios_total", labels)] == 512
+    assert "`kernel/memcpy_test/widgets` | rw | 1..8 | `migrator.memcpy-test.widgets = 3`" \
+        in render()
+
+
+def test_it_appears_in_the_config_schema():
+    cfg = load_config(text=CONFIG + "[migrator]\nactive = 'memcpy-test'\n"
+                      "[migrator.memcpy-test]\nwidgets = 5\nauto = true\n")
+    sys = System(cfg)
+    assert sys.migrators["memcpy-test"].widgets == 5 and sys.migrators["memcpy-test"].auto
+    with pytest.raises(ConfigError, match=r"migrator.memcpy-test.widgets: expected an integer "
+                                          r"1..8, got 9"):
+        load_config(text="[migrator.memcpy-test]\nwidgets = 9\n")
+
+
+def test_it_appears_in_the_metrics_before_it_runs():
+    s = scrape(System(load_config(text=CONFIG)))
+    assert s[("migd_batches_total", (("migrator", "memcpy-test"),))] == 0
+
+
+def test_bench_parses_builds_and_runs_it():
+    specs = bench.parse_migrators("cpu,memcpy-test:7", bench.AVAILABLE_MIGRATORS)
+    assert [str(s) for s in specs] == ["cpu", "memcpy-test:7"]
+    with pytest.raises(ValueError, match="1..8"):
+        bench.parse_migrators("memcpy-test:9", bench.AVAILABLE_MIGRATORS)
+    report = bench.run("throughput", bench.BenchOptions(
+        clock="virtual", orders=[0], migrators=specs[1:], total=4 << 20))
+    assert [(r.migrator, r.param) for r in report.rows] == [("memcpy-test", 7)]
+    assert report.rows[0].gbps > 0
+
+
+def test_the_soak_flips_it():
+    writes = dict(soak_writes(System(load_config(text=CONFIG)), faults=False))
+    assert "memcpy-test" in writes["kernel/mm/migrate_offload/migrator"]
+    assert {"1", "8"} <= set(writes["kernel/memcpy_test/widgets"])
+    assert "kernel/memcpy_test/reason_mask" in writes
+
+
+def test_without_the_entry_it_is_nowhere(monkeypatch):
+    monkeypatch.delitem(CATALOGUE, ENTRY.name)
+    sys = System(load_config(text=CONFIG))
+    assert "memcpy_test" not in build_tree(sys).listdir("kernel")
+    assert "memcpy-test" not in dict(soak_writes(sys, faults=False))[
+        "kernel/mm/migrate_offload/migrator"]

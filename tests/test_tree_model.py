@@ -1,0 +1,229 @@
+"""The control tree as a model, in process: ``build_tree(System(load_config(text)))``.
+
+No FUSE here (test_daemon mounts the real tree): the same stores and shows,
+driven through :meth:`SysfsTree.write` and :meth:`SysfsTree.read`, so every rule
+of SPEC section 5 is checked in milliseconds.  Ranges come from SPEC's table.
+"""
+
+import errno
+
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from migd.daemon import System, build_tree, load_config
+from migd.daemon.reference import stale
+from migd.sysfs import SysfsTree
+
+CONFIG = """
+[[nodes]]
+name = "dram"
+capacity = "16M"
+demotion_target = 1
+[[nodes]]
+name = "far"
+capacity = "16M"
+[[tenants]]
+name = "small"
+size = "2M"
+[[tenants]]
+name = "huge"
+size = "4M"
+order = 9
+"""
+
+#: SPEC section 5: file -> the range it accepts.
+SPEC_RANGES = {
+    "module/dcbm/parameters/nr_dma_chan": (1, 16),
+    "kernel/cpu_mt/threads": (1, 64),
+    "kernel/mm/migrate_offload/nr_max_batched_migration": (1, 262144),
+    "kernel/debug/fail_dma_desc/probability": (0, 100),
+}
+
+
+def model(text: str = CONFIG) -> tuple[System, SysfsTree]:
+    sys = System(load_config(text=text))
+    return sys, build_tree(sys)
+
+
+def readable(tree: SysfsTree) -> list[str]:
+    return [p for p in tree.files() if tree.attribute(p).show is not None]
+
+
+def state(tree: SysfsTree) -> dict[str, bytes]:
+    """Every tunable's value (status files move on their own: left out)."""
+    return {p: tree.read(p) for p in readable(tree) if tree.attribute(p).store is not None}
+
+
+async def einval(tree: SysfsTree, path: str, text: str) -> None:
+    with pytest.raises(OSError) as e:
+        await tree.write(path, text.encode())
+    assert e.value.errno == errno.EINVAL, (path, text)
+
+
+def test_every_readable_file_reads_a_whole_line():
+    sys, tree = model()
+    paths = readable(tree)
+    assert len(paths) > 40
+    for p in paths:
+        text = tree.read(p)
+        # node_read_cpulist prints "%*pbl\n": an empty line for a CPU-less node
+        assert text.endswith(b"\n") and (len(text) > 1 or p.endswith("cpulist")), p
+    assert tree.read("kernel/mm/migrate_offload/migrator") == b"[none] mtcopy dcbm\n"
+    assert tree.read("proc/1000/comm") == b"small\n"
+
+
+async def test_spec_ranges_hold_at_both_ends_and_nothing_changes_outside():
+    sys, tree = model()
+    for path, (lo, hi) in SPEC_RANGES.items():
+        for v in (lo, hi):
+            await tree.write(path, f"{v}\n".encode())
+            assert tree.read(path) == f"{v}\n".encode()
+        before = state(tree)
+        for bad in (str(lo - 1), str(hi + 1), "x", "", "\n", f"{lo} {lo}", "1e3"):
+            await einval(tree, path, bad)
+        assert state(tree) == before, path
+
+
+async def test_writing_back_what_a_file_shows_changes_nothing():
+    """sysfs idempotence: every tunable accepts its own shown value (the migrator
+    list and trace_clock show brackets, counters and the trace ring reset: aside)."""
+    sys, tree = model()
+    before = state(tree)
+    for path, text in before.items():
+        if path.endswith(("/migrator", "/trace_clock", "/trace", "folios_migrated",
+                          "folios_failures")):
+            continue
+        await tree.write(path, text)
+    assert state(tree) == before
+
+
+async def test_a_knob_change_emits_old_and_new_and_a_rejected_one_nothing():
+    sys, tree = model()
+    events = []
+    sys.events.append(lambda ev, f: events.append((ev, f)))
+    await tree.write("kernel/mm/migrate_offload/nr_max_batched_migration", b"64")
+    await einval(tree, "kernel/mm/migrate_offload/nr_max_batched_migration", "0")
+    await tree.write("module/dcbm/parameters/reason_mask", b"demotion,compaction")
+    await tree.write("kernel/debug/fail_dma_busy/times", b"-1")
+    assert events == [
+        ("knob_changed", {"knob": "nr_max_batched_migration", "old": 512, "new": 64}),
+        ("knob_changed", {"knob": "dcbm.reason_mask", "old": "compaction,memory_failure,"
+                          "memory_hotplug,syscall_or_cpuset,mempolicy_mbind,numa_misplaced,"
+                          "contig_range,longterm_pin,demotion,damon",
+                          "new": "compaction,demotion"}),
+        ("knob_changed", {"knob": "fail_dma_busy.times", "old": 1, "new": -1})]
+    assert sys.engine.nr_max_batched_migration == 64
+
+
+async def test_switching_migrators_and_ebusy_for_a_second_one():
+    sys, tree = model()
+    await tree.write("kernel/mm/migrate_offload/migrator", b"mtcopy\n")
+    assert tree.read("kernel/mm/migrate_offload/migrator") == b"none [mtcopy] dcbm\n"
+    assert tree.read("kernel/cpu_mt/offloading") == b"1\n"
+    with pytest.raises(OSError) as e:
+        await tree.write("module/dcbm/parameters/offloading", b"1")
+    assert e.value.errno == errno.EBUSY
+    await tree.write("kernel/cpu_mt/offloading", b"0")
+    assert sys.active_migrator() == "none"
+    for bad in ("gpu", "cpu", "\n"):
+        await einval(tree, "kernel/mm/migrate_offload/migrator", bad)
+
+
+def test_config_values_are_what_the_tree_shows():
+    sys, tree = model(CONFIG + """
+[migrator]
+nr_max_batched_migration = 2048
+max_inaccessible_us = 300
+[migrator.dcbm]
+nr_dma_chan = 8
+reason_mask = "demotion"
+batch_size = 1024
+auto = true
+[migrator.mtcopy]
+threads = 3
+""")
+    for path, shown in (("module/dcbm/parameters/nr_dma_chan", "8"),
+                        ("module/dcbm/parameters/reason_mask", "demotion"),
+                        ("module/dcbm/parameters/batch_size", "1024"),
+                        ("module/dcbm/parameters/auto", "1"),
+                        ("kernel/cpu_mt/threads", "3"),
+                        ("kernel/cpu_mt/auto", "0"),
+                        ("kernel/mm/migrate_offload/nr_max_batched_migration", "2048"),
+                        ("kernel/mm/migrate_offload/max_inaccessible_us", "300")):
+        assert tree.read(path) == f"{shown}\n".encode(), path
+
+
+async def test_read_only_is_eacces_write_only_too_and_unknown_enoent():
+    sys, tree = model()
+    for path in ("proc/vmstat", "class/dma/dma0chan0/memcpy_count",
+                 "kernel/mm/migrate_offload/profile", "proc/1000/numa_maps"):
+        with pytest.raises(OSError) as e:
+            await tree.write(path, b"1")
+        assert e.value.errno == errno.EACCES, path
+    with pytest.raises(OSError) as e:
+        tree.read("proc/sys/vm/compact_memory")
+    assert e.value.errno == errno.EACCES
+    with pytest.raises(OSError) as e:
+        tree.read("no/such/file")
+    assert e.value.errno == errno.ENOENT
+    assert "demote" not in tree.listdir("devices/system/node/node1")  # no demotion target
+
+
+def vmstat(tree: SysfsTree) -> dict[str, int]:
+    lines = tree.read("proc/vmstat").decode().splitlines()
+    return {k: int(v) for k, v in (ln.split() for ln in lines)}
+
+
+async def test_triggers_start_their_migrations():
+    sys, tree = model()
+    await tree.write("proc/1000/migrate", b"1")
+    assert b" N1=512 " in tree.read("proc/1000/numa_maps")  # 2 MiB of 4 KiB pages
+    moved = vmstat(tree)["pgmigrate_success"]
+    assert moved == 512
+    await tree.write("devices/system/node/node0/demote", b"512")
+    assert vmstat(tree)["pgmigrate_success"] > moved
+    await tree.write("proc/sys/vm/compact_memory", b"1")
+    assert vmstat(tree)["compact_migrate_scanned"] > 0
+    for path, bad in (("proc/1000/migrate", "2"), ("proc/1000/migrate", "-1"),
+                      ("devices/system/node/node0/demote", "0"),
+                      ("proc/sys/vm/compact_memory", "0")):
+        await einval(tree, path, bad)
+
+
+_FUZZ = model()
+_WRITABLE = sorted(p for p in _FUZZ[1].files() if _FUZZ[1].attribute(p).store is not None)
+
+
+def restore(tree: SysfsTree, before: dict[str, bytes]) -> None:
+    for path, text in before.items():
+        if tree.read(path) != text and not path.endswith(("folios_migrated", "folios_failures")):
+            if path.endswith("/migrator"):  # shown as "[none] mtcopy dcbm"
+                text = text[text.index(b"[") + 1:text.index(b"]")]
+            trio.run(tree.write, path, text)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_arbitrary_bytes_to_any_writable_file_are_einval_and_change_nothing(data):
+    """Every writable file: a write is valid, or it fails with EINVAL (EBUSY for an
+    offloading conflict) and no tunable anywhere changed."""
+    sys, tree = _FUZZ
+    path = data.draw(st.sampled_from(_WRITABLE), label="file")
+    payload = data.draw(st.one_of(
+        st.binary(max_size=40),
+        st.text(alphabet="0123456789-+x ,\n\tabcdefnoY", max_size=12).map(str.encode)),
+        label="bytes")
+    before = state(tree)
+    try:
+        trio.run(tree.write, path, payload)
+    except OSError as e:
+        assert e.errno in (errno.EINVAL, errno.EBUSY), (path, payload, e)
+        assert state(tree) == before, (path, payload)
+    finally:
+        restore(tree, before)
+
+
+def test_the_readme_table_is_generated_from_the_knob_table():
+    assert not stale(), "run: python -m migd.daemon.reference"
