@@ -12,12 +12,14 @@ from ._engine import (
     MigrationEngine,
 )
 from ._stats import (
+    MIGRATOR_ERROR,
     VMSTAT_ITEMS,
     BatchRecord,
     BatchRecords,
     EngineStatistics,
     HistogramSnapshot,
     MigrateStats,
+    MigratorError,
 )
 from ._warmup import warm_up
 
@@ -27,4 +29,5 @@ __all__ = [
     "NR_MAX_MIGRATE_PAGES_RETRY", "NR_MAX_MIGRATE_SYNC_RETRY", "VMSTAT_ITEMS", "BatchRecord",
     "BatchRecords", "warm_up",
     "EngineStatistics", "HistogramSnapshot", "MigrateResult", "MigrateStats", "MigrationEngine",
+    "MigratorError", "MIGRATOR_ERROR",
 ]

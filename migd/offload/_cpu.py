@@ -13,16 +13,16 @@ from ._migrator import CopyBatch, Migrator
 
 
 class CpuMigrator(Migrator):
-    """What runs when no offload migrator is registered.
+    """What is active when no offload migrator is registered: the vanilla kernel.
 
-    The batch is copied before the move loop (the RFC's batch copy), so the
-    first folio is remapped only after the whole batch is copied: the
-    first-folio latency that offload trades against throughput.
+    ``migrate_should_offload()`` is false for it, so the engine never calls
+    :meth:`migrate_offc`: each folio is copied in the move loop
+    (``folio_mc_copy()``) and remapped before the next is copied, which keeps
+    the first-folio latency at the batch's unmap + flush + one copy (the
+    published vanilla table: 166-208 us for n >= 2048 4K folios).
     """
 
     name = "cpu"
-    #: Copy threads (the engine's CPU fast path runs CPU-copy migrators inline).
-    cpu_threads = 1
 
     async def migrate_offc(self, batch: CopyBatch) -> int:
         await folios_mc_copy(batch.memory, batch.src, batch.dst, batch.clock, batch.profile)
