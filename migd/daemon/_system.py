@@ -9,6 +9,7 @@ subscribe to :attr:`System.events` (knob changes, migrator switches, ...).
 from __future__ import annotations
 
 import errno
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 from ..dma import DmaDevice
 from ..faults import FaultInjector
 from ..hw import Clock, get_profile
-from ..migrate import MigrationEngine
+from ..migrate import MigrationEngine, MigratorError
 from ..mm import (
     Machine,
     NodeSpec,
@@ -87,6 +88,7 @@ class System:
         self.trace = TraceBuffer()
         self.engine.subscribe(self.trace.on_batches)
         self.events: list[Listener] = []
+        self.engine.subscribe_errors(self._migrator_error)
         self.rng = np.random.default_rng(seed)
 
     # -- events ----------------------------------------------------------------
@@ -94,6 +96,12 @@ class System:
     def emit(self, event: str, **fields: Any) -> None:
         for listener in list(self.events):
             listener(event, fields)
+
+    def _migrator_error(self, err: MigratorError) -> None:
+        """A migrator raised: its batch fell back; the event carries the traceback."""
+        self.emit("migrator_error", migrator=err.migrator, reason=err.reason,
+                  folios=err.nr_folios, error=repr(err.error),
+                  traceback="".join(traceback.format_exception(err.error)))
 
     def _knob(self, name: str, old: Any, new: Any) -> None:
         self.emit("knob_changed", knob=name, old=old, new=new)

@@ -26,7 +26,6 @@ import numpy as np
 import trio
 
 from ..mm import FOLIO_CONTENT_COPIED, PG_movable_ops
-from ..mm._rmap import NOT_COPIED_MASK
 from ..offload import CopyBatch
 from ._fastpath import should_offload
 from ._stats import MIGRATOR_ERROR, MigratorError
@@ -77,7 +76,7 @@ async def batch_copy(engine, ctx, src: np.ndarray, dst: np.ndarray,
         try:
             rc = await migrator.migrate_offc(batch)
         except Exception as exc:
-            mem.flags[src] &= NOT_COPIED_MASK  # its marks are not trusted
+            mem.flags[src] &= np.invert(mem.flags.dtype.type(FOLIO_CONTENT_COPIED))  # untrusted
             engine.books.migrator_error(
                 MigratorError(migrator.name, ctx.reason.label, batch.nr_folios, exc))
             return _fell_back(engine, batch, MIGRATOR_ERROR, choice)

@@ -329,7 +329,7 @@ class MigrationEngine:
                         b = await self._migrate_pages_batch(ctx, batch, mode,
                                                             NR_MAX_MIGRATE_PAGES_RETRY)
                     else:
-                        b = await self._migrate_pages_sync(ctx, batch)
+                        b = await self._migrate_pages_sync(ctx, batch, failed)
                     failed += (b.left, b.untried)
                     if b.rc >= 0 and b.split.size:
                         # Split parts: one ASYNC pass; their failures are counted
@@ -355,7 +355,8 @@ class MigrationEngine:
             failed.append(folios[i:])
         return rc_gather
 
-    async def _migrate_pages_sync(self, ctx: _Ctx, batch: np.ndarray) -> _Batch:
+    async def _migrate_pages_sync(self, ctx: _Ctx, batch: np.ndarray,
+                                  failed: list[np.ndarray]) -> _Batch:
         """``migrate_pages_sync()``: the batch under MIGRATE_ASYNC with
         NR_MAX_MIGRATE_ASYNC_RETRY (3) passes, then every folio that failed on
         its own, in the call's mode, with NR_MAX_MIGRATE_SYNC_RETRY (7) passes:
@@ -387,8 +388,15 @@ class MigrationEngine:
         nr_failed = astats.nr_split
         still, splits = [], [a.split]
         for i, folio in enumerate(a.left.tolist()):
-            b = await self._migrate_pages_batch(
-                ctx, np.array([folio], dtype=np.int64), ctx.mode, NR_MAX_MIGRATE_SYNC_RETRY)
+            try:
+                b = await self._migrate_pages_batch(
+                    ctx, np.array([folio], dtype=np.int64), ctx.mode,
+                    NR_MAX_MIGRATE_SYNC_RETRY)
+            except BaseException:  # cancelled in folio_lock(): the rest fails, intact
+                rest = np.concatenate([*splits, a.left[i:]])
+                self._count_failed(ctx, rest)
+                failed += (*still, rest)
+                raise
             still.append(b.left)
             splits.append(b.split)
             if b.rc < 0:
@@ -407,6 +415,10 @@ class MigrationEngine:
         and move the folios are reachable only through migration entries, and
         a batch ends in a move or an undo, never half-way.  Its only long wait,
         an offloaded copy, is cut short by :meth:`stop` instead."""
+        if mode is not MigrateMode.MIGRATE_ASYNC:
+            # Before the shield, nothing of the batch unmapped yet: a caller
+            # cancelled while it sleeps in folio_lock() leaves nothing behind.
+            await self._folio_lock(folios)
         with trio.CancelScope(shield=True):
             return await self._migrate_pages_batch_shielded(ctx, folios, mode, nr_pass,
                                                             may_split)
@@ -493,6 +505,9 @@ class MigrationEngine:
     async def _folio_lock(self, heads: np.ndarray) -> None:
         """``folio_lock()`` in a sync mode: sleep while any of ``heads`` is locked
         (MIGRATE_ASYNC's ``folio_trylock()`` fails with -EAGAIN instead).
+        Sync batches hold one folio (``migrate_pages_sync()``), so no lock is
+        held while it sleeps; it sleeps before the batch's first pass, and a
+        folio locked again by a later pass fails that pass with -EAGAIN.
         Writeback, which only MIGRATE_SYNC waits for, is not modelled."""
         mem = self.memory
         while not self.stopping and (mem.flags[heads] & PG_locked).any():
@@ -508,8 +523,6 @@ class MigrationEngine:
         that failed before it in this pass, ``untried`` those after it.
         """
         mem = self.memory
-        if mode is not MigrateMode.MIGRATE_ASYNC:
-            await self._folio_lock(pending)
         n = pending.size
         fail_alloc = self.faults["fail_migrate_alloc"].should_fail_many(n)
         result = np.full(n, _k.UNMAP_NOT_TRIED, dtype=np.int8)
