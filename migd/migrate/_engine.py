@@ -23,8 +23,6 @@ cancellation (no kernel analogue) fails its untried folios, intact.
 
 from __future__ import annotations
 
-import errno
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,12 +32,9 @@ import trio
 from ..faults import FaultInjector
 from ..hw import Clock, HardwareProfile
 from ..mm import (
-    FOLIO_CONTENT_COPIED,
-    HPAGE_PMD_ORDER,
     Machine,
     MigrateMode,
     MigrateReason,
-    PG_locked,
 )
 from ..mm._rmap import folio_isolate_batch, folio_putback_batch
 from ..offload import Migrator, Offload, OffloadRegistry
@@ -49,6 +44,16 @@ from ._batch import batch_copy
 from ._budget import BatchBudget, BudgetStatistics
 from ._fastpath import GENERAL, FastPath
 from ._stats import BatchRecords, EngineBooks, EngineStatistics, MigrateStats, MigratorError
+from ._steps import (
+    count_failed,
+    count_untried,
+    folio_lock,
+    move,
+    record_batch,
+    uncount_folios,
+    undo,
+    unmap_loop,
+)
 
 NR_MAX_BATCHED_MIGRATION = 512  # HPAGE_PMD_NR
 NR_MAX_BATCHED_MIGRATION_LIMIT = 262144  # the knob's bound: 1 GiB of base pages
@@ -76,22 +81,6 @@ class _Ctx:
     offload: Offload
     stats: MigrateStats
     mode: MigrateMode = MigrateMode.MIGRATE_ASYNC  # the call's
-
-
-@dataclass
-class _Unmapped:
-    """Folios that are unmapped and have a destination: the kernel's
-    ``unmap_folios`` / ``dst_folios`` lists, with the time each was unmapped
-    (a scalar when all were unmapped at once)."""
-
-    src: np.ndarray
-    dst: np.ndarray
-    t_unmap: np.ndarray | float
-    nr_movable_ops: int
-
-    def take(self, sel: np.ndarray) -> _Unmapped:
-        t = self.t_unmap if np.isscalar(self.t_unmap) else self.t_unmap[sel]
-        return _Unmapped(self.src[sel], self.dst[sel], t, -1 if self.nr_movable_ops else 0)
 
 
 @dataclass
@@ -342,8 +331,8 @@ class MigrationEngine:
                     if b.rc < 0:
                         # "When memory is low, don't bother to try to migrate
                         # other folios": the split parts and the rest stay untried.
-                        self._count_untried(ctx, b.split)
-                        self._count_untried(ctx, folios[i:])
+                        count_untried(self, ctx, b.split)
+                        count_untried(self, ctx, folios[i:])
                         failed += (b.split, folios[i:])
                         i = n
                         rc_gather = b.rc
@@ -351,7 +340,7 @@ class MigrationEngine:
                     rc_gather += b.rc
         finally:
             # Not tried (stopped, cancelled): failed, at the source.
-            self._count_failed(ctx, folios[i:])
+            count_failed(self, ctx, folios[i:])
             failed.append(folios[i:])
         return rc_gather
 
@@ -384,7 +373,7 @@ class MigrationEngine:
         # Every failure is retried synchronously, one folio at a time; the
         # async attempt's failures are not counted (they are retried).  Its
         # per-migrator counts are taken back for the same reason.
-        self._uncount_folios(ctx, astats)
+        uncount_folios(self, ctx, astats)
         nr_failed = astats.nr_split
         still, splits = [], [a.split]
         for i, folio in enumerate(a.left.tolist()):
@@ -394,14 +383,14 @@ class MigrationEngine:
                     NR_MAX_MIGRATE_SYNC_RETRY)
             except BaseException:  # cancelled in folio_lock(): the rest fails, intact
                 rest = np.concatenate([*splits, a.left[i:]])
-                self._count_failed(ctx, rest)
+                count_failed(self, ctx, rest)
                 failed += (*still, rest)
                 raise
             still.append(b.left)
             splits.append(b.split)
             if b.rc < 0:
                 rest = a.left[i + 1:]
-                self._count_untried(ctx, rest)
+                count_untried(self, ctx, rest)
                 return _Batch(b.rc, np.concatenate(still), np.concatenate(splits),
                               np.concatenate([b.untried, rest]))
             nr_failed += b.rc
@@ -418,7 +407,7 @@ class MigrationEngine:
         if mode is not MigrateMode.MIGRATE_ASYNC:
             # Before the shield, nothing of the batch unmapped yet: a caller
             # cancelled while it sleeps in folio_lock() leaves nothing behind.
-            await self._folio_lock(folios)
+            await folio_lock(self, folios)
         with trio.CancelScope(shield=True):
             return await self._migrate_pages_batch_shielded(ctx, folios, mode, nr_pass,
                                                             may_split)
@@ -429,8 +418,8 @@ class MigrationEngine:
         t_entry = trio.current_time()
         nr_pages = int(self.memory.folio_nr_pages(folios).sum())
         nosplit = ctx.reason == MigrateReason.MR_NUMA_MISPLACED or not may_split
-        todo, left, splits, rc_saved, untried, passes = await self._unmap_loop(
-            ctx, folios, mode, nr_pass, nosplit)
+        todo, left, splits, rc_saved, untried, passes = await unmap_loop(
+            self, ctx, folios, nr_pass, nosplit)
         copied = None
         first_folio = None
         inaccessible: list[np.ndarray] = []
@@ -442,7 +431,7 @@ class MigrationEngine:
                 busy = self.memory.refcount[todo.src] != 1
                 movable = todo.take(~busy) if busy.any() else todo
                 if movable.src.size:
-                    t_remap = await self._move(ctx, movable)
+                    t_remap = await move(self, ctx, movable)
                     if first_folio is None:
                         first_folio = float(t_remap[0] - t_entry)
                     inaccessible.append(t_remap - movable.t_unmap)
@@ -450,216 +439,15 @@ class MigrationEngine:
                     break
                 todo = todo.take(busy)
             else:
-                inaccessible.append(self._undo(todo) - todo.t_unmap)
+                inaccessible.append(undo(self, todo) - todo.t_unmap)
                 left = np.concatenate([left, todo.src])
             if copied.choice is not None:  # the whole batch, as the fast path measures it
                 self.fast.way_done(ctx.offload.migrator, copied.choice,
                                    trio.current_time() - t_entry, copied.nr_bytes)
-        self._count_failed(ctx, left)
-        self._count_untried(ctx, untried)
+        count_failed(self, ctx, left)
+        count_untried(self, ctx, untried)
         nr_failed = int(left.size) + len(splits)
-        self._record_batch(ctx, mode, folios.size, nr_pages, nr_failed, copied, t_entry,
+        record_batch(self, ctx, mode, folios.size, nr_pages, nr_failed, copied, t_entry,
                            first_folio, inaccessible, passes)
         split = np.concatenate(splits) if splits else _EMPTY
         return _Batch(rc_saved or nr_failed, left, split, untried)
-
-    async def _unmap_loop(self, ctx: _Ctx, folios: np.ndarray, mode: MigrateMode,
-                          nr_pass: int, nosplit: bool):
-        """The unmap loop with its passes.
-
-        Returns ``(unmapped, left, split_parts, rc, untried, passes)``: what is
-        unmapped, the folios that failed (-EAGAIN after every pass, or the one
-        whose allocation failed and those -EAGAIN before it in its pass), the
-        parts of folios split on -ENOMEM, -ENOMEM or 0, the folios -ENOMEM
-        left untried, and the passes run.
-        """
-        pending = folios
-        parts: list[_Unmapped] = []
-        splits: list[np.ndarray] = []
-        passes = 0
-        while passes < nr_pass:
-            passes += 1
-            done, pending, split, stopped, untried = await self._unmap_pass(
-                ctx, pending, mode, nosplit)
-            if done.src.size:
-                parts.append(done)
-            splits += split
-            if stopped is not None:
-                left = np.concatenate([np.array([stopped], dtype=np.int64), pending])
-                return self._join(parts), left, splits, -errno.ENOMEM, untried, passes
-            if pending.size == 0:
-                break
-        return self._join(parts), pending, splits, 0, _EMPTY, passes
-
-    @staticmethod
-    def _join(parts: list[_Unmapped]) -> _Unmapped:
-        if len(parts) == 1:
-            return parts[0]
-        if not parts:
-            return _Unmapped(_EMPTY, _EMPTY, 0.0, 0)
-        return _Unmapped(
-            np.concatenate([p.src for p in parts]), np.concatenate([p.dst for p in parts]),
-            np.concatenate([np.broadcast_to(p.t_unmap, p.src.shape) for p in parts]),
-            sum(p.nr_movable_ops for p in parts))
-
-    async def _folio_lock(self, heads: np.ndarray) -> None:
-        """``folio_lock()`` in a sync mode: sleep while any of ``heads`` is locked
-        (MIGRATE_ASYNC's ``folio_trylock()`` fails with -EAGAIN instead).
-        Sync batches hold one folio (``migrate_pages_sync()``), so no lock is
-        held while it sleeps; it sleeps before the batch's first pass, and a
-        folio locked again by a later pass fails that pass with -EAGAIN.
-        Writeback, which only MIGRATE_SYNC waits for, is not modelled."""
-        mem = self.memory
-        while not self.stopping and (mem.flags[heads] & PG_locked).any():
-            await self.machine.folio_wait()
-
-    async def _unmap_pass(self, ctx: _Ctx, pending: np.ndarray, mode: MigrateMode,
-                          nosplit: bool):
-        """One pass of the unmap loop over ``pending``, in list order.
-
-        Returns ``(unmapped, still_pending, split_parts, stopped_at, untried)``;
-        ``stopped_at`` is the folio whose allocation failed when migration
-        must stop (-ENOMEM), else None; then ``still_pending`` are the folios
-        that failed before it in this pass, ``untried`` those after it.
-        """
-        mem = self.memory
-        n = pending.size
-        fail_alloc = self.faults["fail_migrate_alloc"].should_fail_many(n)
-        result = np.full(n, _k.UNMAP_NOT_TRIED, dtype=np.int8)
-        dst = np.empty(n, dtype=np.int64)
-        split_parts: list[np.ndarray] = []
-        stopped_at = None
-        untried = _EMPTY
-        t0 = trio.current_time()
-        first = nr_unmapped = nr_movable_ops = 0
-        while True:
-            i, unmapped, movable_ops = _k.migrate_folio_unmap_batch(
-                *self.kernel_state, pending, fail_alloc, ctx.target_nid, first, result, dst)
-            nr_unmapped += unmapped
-            nr_movable_ops += movable_ops
-            if i == n:
-                break
-            # -ENOMEM at folio i: split a large folio and go on, else stop.
-            head = int(pending[i])
-            order = int(mem.folio_order[head])
-            splittable = (not mem.flags[head] & PG_locked
-                          and mem.refcount[head] == 1 + mem.mapcount[head])  # try_split_folio()
-            if order == 0 or nosplit or not splittable:
-                stopped_at = head
-                untried = pending[i + 1:]
-                break
-            split_parts.append(mem.split_folio(head))
-            result[i] = _k.UNMAP_SPLIT
-            is_thp = int(order == HPAGE_PMD_ORDER)
-            ctx.stats.nr_thp_split += is_thp
-            ctx.stats.nr_thp_failed += is_thp
-            ctx.stats.nr_split += 1
-            first = i + 1
-        if nr_unmapped == n:
-            src, still = pending, _EMPTY
-        else:
-            ok = result == _k.MIGRATEPAGE_UNMAP
-            src, dst = pending[ok], dst[ok]
-            if stopped_at is None:
-                still = pending[(result == _k.UNMAP_EAGAIN) | (result == _k.UNMAP_NOT_TRIED)]
-            else:
-                still = pending[result == _k.UNMAP_EAGAIN]
-        if self.clock.virtual:
-            costs = self.profile.cpu.unmap_seconds(mem.folio_order[src])
-            t_unmap = t0 + np.cumsum(costs)
-            await self.clock.spend(float(costs.sum()))
-        else:
-            t_unmap = t0
-            await self.clock.yield_point()  # mutators may now meet migration entries
-        return (_Unmapped(src, dst, t_unmap, nr_movable_ops), still, split_parts, stopped_at,
-                untried)
-
-    async def _move(self, ctx: _Ctx, mv: _Unmapped) -> np.ndarray:
-        """The move loop (``migrate_folio_move()`` per folio); returns each
-        folio's remap time.
-
-        ``move_to_new_folio()`` copies a folio the batch copy did not mark
-        (``folio_mc_copy()``), then it is remapped before the next is copied.
-        The first folio is moved on its own so that its remap time is real
-        (first-folio latency) and its waiters wake before folio 1 is copied;
-        the rest follow in one compiled loop.
-        """
-        mem = self.memory
-        virtual = self.clock.virtual
-        books = self.books
-        times = []
-        for part in ((slice(None),) if mv.src.size == 1 else (slice(0, 1), slice(1, None))):
-            s, d = mv.src[part], mv.dst[part]
-            costs = None
-            if virtual:  # charge before remapping: the time passes, then the PTEs change
-                orders = mem.folio_order[s]
-                copy = (mem.flags[s] & FOLIO_CONTENT_COPIED) == 0
-                cpu_copy = np.where(copy, self.profile.cpu.copy_seconds(orders), 0.0)
-                costs = self.profile.cpu.move_seconds(orders) + cpu_copy
-                books.add_cpu_seconds("cpu", float(cpu_copy.sum()))
-                t0 = trio.current_time()
-                await self.clock.spend(float(costs.sum()))
-            start = time.perf_counter()
-            copied = np.empty(s.size, dtype=np.bool_)
-            nr_pages, nr_thp, nr_copied = _k.migrate_folio_move_batch(
-                *self.kernel_state, mem.arena_base, mem.page_bytes, s, d, copied)
-            if nr_copied and not virtual:
-                books.add_cpu_seconds("cpu", time.perf_counter() - start)
-            self.machine.wake_remapped()
-            times.append(t0 + np.cumsum(costs) if virtual
-                         else np.full(s.size, trio.current_time()))
-            st = ctx.stats
-            st.nr_succeeded += nr_pages
-            st.nr_folios_succeeded += int(s.size)
-            st.nr_thp_succeeded += nr_thp
-            books.count_folios(ctx.offload.migrator.name, ctx.reason.label, int(s.size),
-                               nr_pages, True)
-            if part.start == 0 and mv.src.size > 1:
-                await trio.lowlevel.checkpoint()  # folio 0's waiters run before folio 1's copy
-        return times[0] if len(times) == 1 else np.concatenate(times)
-
-    def _undo(self, todo: _Unmapped) -> np.ndarray:
-        """``migrate_folio_undo_src()`` / ``_dst()``: remap the source, free the dst."""
-        _k.migrate_folio_undo_batch(*self.kernel_state, todo.src, todo.dst)
-        self.machine.wake_remapped()
-        return np.full(todo.src.size, trio.current_time())
-
-    # -- accounting ----------------------------------------------------------------------
-
-    def _count_failed(self, ctx: _Ctx, heads: np.ndarray) -> None:
-        if heads.size == 0:
-            return
-        o = self.memory.folio_order[heads]
-        nr_pages = int(np.left_shift(1, o.astype(np.int64)).sum())
-        ctx.stats.nr_failed_pages += nr_pages
-        ctx.stats.nr_folios_failed += int(heads.size)
-        ctx.stats.nr_thp_failed += int((o == HPAGE_PMD_ORDER).sum())
-        self.books.count_folios(ctx.offload.migrator.name, ctx.reason.label,
-                                int(heads.size), nr_pages, False)
-
-    def _count_untried(self, ctx: _Ctx, heads: np.ndarray) -> None:
-        """Folios -ENOMEM kept from being tried: in no kernel counter."""
-        if heads.size:
-            ctx.stats.nr_untried_pages += int(self.memory.folio_nr_pages(heads).sum())
-            ctx.stats.nr_folios_untried += int(heads.size)
-
-    def _uncount_folios(self, ctx: _Ctx, s: MigrateStats) -> None:
-        """Take back the failures of a pass whose failures are retried."""
-        self.books.count_folios(ctx.offload.migrator.name, ctx.reason.label,
-                                -s.nr_folios_failed, -s.nr_failed_pages, False)
-
-    def _record_batch(self, ctx: _Ctx, mode: MigrateMode, nr_folios: int, nr_pages: int,
-                      nr_failed: int, copied, t_entry: float, first_folio: float | None,
-                      inaccessible: list[np.ndarray], passes: int) -> None:
-        name = ctx.offload.migrator.name
-        self.books.add_batches(name, 1)
-        inacc = (inaccessible[0] if len(inaccessible) == 1 else
-                 np.concatenate(inaccessible) if inaccessible else np.empty(0))
-        one = np.array
-        self.books.emit(BatchRecords(
-            ctx.reason.label, name, mode.value, ctx.target_nid,
-            copied.cause if copied else None, one([nr_folios]), one([nr_pages]),
-            one([nr_failed]), one([copied.nr_offloaded if copied else 0]),
-            one([copied.nr_fallback if copied else 0]), one([t_entry]),
-            one([trio.current_time()]), one([np.nan if first_folio is None else first_folio]),
-            inacc, one([0, inacc.size]), one([passes])))
