@@ -1,11 +1,10 @@
 """Copy offload: the migrator interface, the registry, and the migrators."""
 
-from ._cpu import CpuMigrator, folios_mc_copy
+from ._cpu import CpuMigrator
 from ._dcbm import DCBM_MAX_CHANNELS, DcbmMigrator
 from ._migrator import CopyBatch, Migrator
 from ._mtcopy import MTCOPY_MAX_THREADS, MtcopyMigrator
 from ._registry import Offload, OffloadRegistry
 
 __all__ = ["DCBM_MAX_CHANNELS", "MTCOPY_MAX_THREADS", "CopyBatch", "CpuMigrator",
-           "DcbmMigrator", "Migrator", "MtcopyMigrator", "Offload", "OffloadRegistry",
-           "folios_mc_copy"]
+           "DcbmMigrator", "Migrator", "MtcopyMigrator", "Offload", "OffloadRegistry"]
