@@ -122,7 +122,8 @@ async def system_running(sys: System, mountpoint: str) -> AsyncIterator[trio.Nur
 async def serve_daemon(cfg: Config, mountpoint: str, metrics: str, log) -> int:
     t_start = time.monotonic()
     sys = System(cfg)
-    sys.events.append(lambda event, fields: log.info(event, **fields))
+    sys.events.append(lambda event, fields: (
+        log.error if event == "migrator_error" else log.info)(event, **fields))
     if cfg.migrator["active"] != "none":
         await sys.set_migrator(cfg.migrator["active"])
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:

@@ -10,6 +10,7 @@ changes, migrator switches, ...).
 from __future__ import annotations
 
 import errno
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ import trio
 from ..dma import DmaDevice
 from ..faults import FaultInjector
 from ..hw import Clock, get_profile
-from ..migrate import MigrationEngine
+from ..migrate import MigrationEngine, MigratorError
 from ..mm import REASON_MASK_ALL, Machine, NodeSpec, TenantSpec
 from ..offload import Migrator, migrator_names, offload_migrators
 from ..tracing import Tracing
@@ -66,6 +67,7 @@ class System:
         self.tracing = Tracing(boot)
         self.tracing.attach(self.engine)
         self.events: list[Listener] = []
+        self.engine.subscribe_errors(self._migrator_error)
         self.rng = np.random.default_rng(seed)
         apply_config(self, cfg.knob_values())  # each value validated once, by the schema
 
@@ -74,6 +76,12 @@ class System:
     def emit(self, event: str, **fields: Any) -> None:
         for listener in list(self.events):
             listener(event, fields)
+
+    def _migrator_error(self, err: MigratorError) -> None:
+        """A migrator raised: its batch fell back; the event carries the traceback."""
+        self.emit("migrator_error", migrator=err.migrator, reason=err.reason,
+                  folios=err.nr_folios, error=repr(err.error),
+                  traceback="".join(traceback.format_exception(err.error)))
 
     # -- migrators -------------------------------------------------------------
 

@@ -17,12 +17,14 @@ from prometheus_client.core import (
     InfoMetricFamily,
 )
 
-from ..migrate import VMSTAT_ITEMS, HistogramSnapshot
-from ..mm import PAGE_SIZE, MigrateReason
+from ..migrate import MIGRATOR_ERROR, VMSTAT_ITEMS, HistogramSnapshot
+from ..mm import PAGE_SIZE, MigrateMode, MigrateReason
 from ..offload import migrator_labels
 
 #: Fallback causes dcbm and the engine can report (always exported, 0 until seen).
-CAUSES = ("EIO", "ETIMEDOUT", "EBUSY", "EOPNOTSUPP", "incomplete")
+CAUSES = ("EIO", "ETIMEDOUT", "EBUSY", "EOPNOTSUPP", "incomplete", MIGRATOR_ERROR)
+#: migrate_pages() modes, as the trace prints them.
+MODES = tuple(m.value for m in MigrateMode)
 
 
 def _complete(d: dict, keys) -> dict:
@@ -94,7 +96,12 @@ class MigdCollector:
                  "Folios an offload migrator left to the CPU, by cause.", "cause", s.fallbacks,
                  CAUSES),
                 ("migd_copy_cpu_seconds", "CPU time spent copying folios.", "migrator",
-                 s.cpu_copy_seconds, migrators)):
+                 s.cpu_copy_seconds, migrators),
+                ("migd_migrator_errors",
+                 "Exceptions raised by a migrator's copy (its batch fell back to the CPU).",
+                 "migrator", s.migrator_errors, migrators),
+                ("migd_migrate_pages_calls", "migrate_pages() calls, by mode.", "mode",
+                 s.calls, MODES)):
             c = CounterMetricFamily(name, doc, labels=[label])
             for k, v in _complete(d, keys).items():
                 c.add_metric([k], v)

@@ -12,6 +12,7 @@ from ._engine import (
     MigrationEngine,
 )
 from ._stats import (
+    MIGRATOR_ERROR,
     VMSTAT_ITEMS,
     BatchRecord,
     BatchRecords,
@@ -19,6 +20,7 @@ from ._stats import (
     HistogramSnapshot,
     MigrateCall,
     MigrateStats,
+    MigratorError,
 )
 from ._warmup import warm_up
 
@@ -28,5 +30,5 @@ __all__ = [
     "NR_MAX_MIGRATE_PAGES_RETRY", "NR_MAX_MIGRATE_SYNC_RETRY", "VMSTAT_ITEMS", "BatchRecord",
     "BatchRecords", "warm_up",
     "EngineStatistics", "HistogramSnapshot", "MigrateCall", "MigrateResult", "MigrateStats",
-    "MigrationEngine",
+    "MigrationEngine", "MigratorError", "MIGRATOR_ERROR",
 ]

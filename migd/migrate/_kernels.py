@@ -136,6 +136,27 @@ def ktime_get_ns(typingctx):
     return types.int64(), codegen
 
 
+@numba.njit(cache=True, nogil=True)
+def batch_end(cum, i, bound, crossing):
+    """Where the batch starting at folio ``i`` ends (exclusive), in ``migrate_pages()``.
+
+    ``cum``: the running page count of the list.  ``crossing``: the batch ends
+    with the folio that reaches the bound (the kernel's ``nr_pages >=
+    NR_MAX_BATCHED_MIGRATION`` cut, which lets that folio cross it); else (under
+    a latency budget) before a folio that would cross it, one folio at least.
+    One rule for both the engine's general path and the compiled fast path, so
+    the two never cut a list differently.
+    """
+    n = cum.size
+    done = cum[i - 1] if i > 0 else 0
+    j = i
+    while j < n - 1 and cum[j] - done < bound:
+        j += 1
+    if crossing or j == i or cum[j] - done <= bound:
+        j += 1
+    return j
+
+
 #: Columns of the per-batch timing rows written by ``migrate_pages_batch_cpu``.
 T_ENTRY, T_UNMAPPED, T_COPIED, T_FIRST, T_END, NR_FOLIOS, NR_PAGES, NR_THP = range(8)
 
@@ -144,9 +165,13 @@ T_ENTRY, T_UNMAPPED, T_COPIED, T_FIRST, T_END, NR_FOLIOS, NR_PAGES, NR_THP = ran
 def migrate_pages_batch_cpu(bitmap, area, mem_map, ptes, base, page_bytes, folios, cum,
                             start, target, bound, crossing, deadline_ns, nr_threads, dst,
                             scratch, rows):
-    """Whole ``migrate_pages_batch()`` runs for a CPU-copy migrator, compiled.
+    """Whole ``migrate_pages_batch()`` runs, compiled, for the vanilla path and
+    for CPU-copy migrators.
 
-    The batch copy is the default ``folios_mc_copy`` (``nr_threads`` 1) or the
+    ``nr_threads`` 0: the vanilla kernel (no migrator, or a batch it does not
+    take): no batch copy, ``move_to_new_folio()`` copies each folio with
+    ``folio_mc_copy()`` and remaps it before the next is touched.  1: a batch
+    copy with ``folios_mc_copy`` before the move loop; more: the
     multi-threaded copy of ``mtcopy``.
 
     Cuts batches from ``folios[start:]`` as ``migrate_pages()`` does (``cum``: running
@@ -168,12 +193,7 @@ def migrate_pages_batch_cpu(bitmap, area, mem_map, ptes, base, page_bytes, folio
     i = start
     b = 0
     while i < n and b < rows.shape[0]:
-        done = cum[i - 1] if i > 0 else 0
-        j = i
-        while j < n - 1 and cum[j] - done < bound:
-            j += 1
-        if crossing or j == i or cum[j] - done <= bound:
-            j += 1
+        j = batch_end(cum, i, bound, crossing)
         t_entry = ktime_get_ns()
         k = i
         while k < j:  # the unmap loop, first pass
@@ -196,11 +216,13 @@ def migrate_pages_batch_cpu(bitmap, area, mem_map, ptes, base, page_bytes, folio
                 folio_free(bitmap, area, mem_map, dst[u])
             break
         t_unmapped = ktime_get_ns()
-        # the batch copy, marking each folio FOLIO_CONTENT_COPIED as the general path's does
+        # the batch copy (only when the batch is offloaded), marking each folio
+        # FOLIO_CONTENT_COPIED as the general path's does; the vanilla order
+        # (nr_threads 0) leaves every copy to the move loop, folio by folio
         if nr_threads > 1:
             folios_copy_mt(base, page_bytes, mem_map, dst, folios, i, j, nr_threads)
             folios_set_content_copied(mem_map, folios[i:j])
-        else:
+        elif nr_threads == 1:
             folios_mc_copy(base, page_bytes, mem_map, dst[i:j], folios[i:j])
         t_copied = ktime_get_ns()
         # the move loop, the first folio on its own for its remap time

@@ -1,4 +1,4 @@
-"""Counters and histograms the engine keeps (vmstat items, tracepoint-like records)."""
+"""The engine's books: counters, histograms, tracepoint-like records, and their listeners."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..mm import MigrateMode, MigrateReason
+from ..mm import MR_TYPES, PAGE_SIZE, MigrateMode, MigrateReason
 
 #: vmstat items of page migration, as /proc/vmstat names them.
 VMSTAT_ITEMS = ("pgmigrate_success", "pgmigrate_fail", "thp_migration_success",
@@ -27,6 +27,11 @@ class MigrateStats:
     nr_split: int = 0
     nr_folios_succeeded: int = 0
     nr_folios_failed: int = 0
+    #: Not tried: left on the list when -ENOMEM stopped migration.  The kernel
+    #: counts them nowhere; migd keeps them so that success + fail + untried
+    #: = the pages handed in.
+    nr_untried_pages: int = 0
+    nr_folios_untried: int = 0
 
 
 class Histogram:
@@ -98,6 +103,16 @@ class MigrateCall(NamedTuple):
     nr_thp_split: int = 0
     nr_split: int = 0  # large folios split (THP or not)
 
+    @classmethod
+    def of(cls, end: bool, time: float, mode: MigrateMode, reason: MigrateReason,
+           stats: MigrateStats | None = None) -> MigrateCall:
+        """The record of a call's start (no ``stats``) or end (its totals)."""
+        if stats is None:
+            return cls(end, time, mode, reason)
+        return cls(end, time, mode, reason, stats.nr_succeeded, stats.nr_failed_pages,
+                   stats.nr_thp_succeeded, stats.nr_thp_failed, stats.nr_thp_split,
+                   stats.nr_split)
+
 
 class BatchRecord(NamedTuple):
     """One ``migrate_pages_batch()`` as the tracepoints would report it."""
@@ -117,6 +132,7 @@ class BatchRecord(NamedTuple):
     end: float
     first_folio_seconds: float | None  # batch entry -> first folio remapped
     inaccessible_seconds: np.ndarray  # per folio, unmap -> remap
+    nr_passes: int = 1  # unmap passes actually run (retries included)
 
 
 @dataclass(frozen=True)
@@ -144,6 +160,7 @@ class BatchRecords:
     first_folio_seconds: np.ndarray  # NaN where no folio was remapped
     inaccessible_seconds: np.ndarray  # every folio of every batch, in order
     inaccessible_offsets: np.ndarray  # batch b's folios: [off[b], off[b + 1])
+    nr_passes: np.ndarray | None = None  # unmap passes run; None: one each
 
     def __len__(self) -> int:
         return int(self.nr_folios.size)
@@ -167,7 +184,8 @@ class BatchRecords:
                 int(self.nr_folios[b] - self.nr_failed[b]), int(self.nr_failed[b]),
                 int(self.nr_offloaded[b]), int(self.nr_fallback[b]), self.fallback_cause,
                 float(self.start[b]), float(self.end[b]), None if ff != ff else ff,
-                self.inaccessible_seconds[lo:hi])
+                self.inaccessible_seconds[lo:hi],
+                1 if self.nr_passes is None else int(self.nr_passes[b]))
 
 
 @dataclass(frozen=True)
@@ -182,9 +200,154 @@ class EngineStatistics:
     bytes_migrated: dict[tuple[str, str], int]
     bytes_failed: dict[tuple[str, str], int]
     batches: dict[str, int]  # by migrator
+    calls: dict[str, int]  # migrate_pages() calls, by mode ("async", "sync_light", "sync")
     fallbacks: dict[str, int]  # folios, by cause
+    migrator_errors: dict[str, int]  # exceptions raised by migrate_offc(), by migrator
     cpu_copy_seconds: dict[str, float]  # by migrator ("cpu" for the CPU paths)
     batch_pages: HistogramSnapshot
     first_folio_seconds: HistogramSnapshot
     inaccessible_seconds: HistogramSnapshot
     nr_max_batched_migration: int
+    #: Pages handed to migrate_pages(); of those, never tried (-ENOMEM stopped
+    #: the call) and still in flight: success + fail + untried + in flight = attempted.
+    pages_attempted: int = 0
+    pages_untried: int = 0
+    pages_in_flight: int = 0
+
+
+#: The fallback cause of a batch whose migrator raised (a bug, not an errno).
+MIGRATOR_ERROR = "migrator_error"
+
+
+@dataclass(frozen=True)
+class MigratorError:
+    """An exception raised inside a migrator's ``migrate_offc()``; its batch fell back."""
+
+    migrator: str
+    reason: str
+    nr_folios: int
+    error: BaseException
+
+
+class EngineBooks:
+    """Everything the engine counts, and who hears of it.
+
+    The kernel's vmstat items per reason, folios and bytes per (migrator,
+    reason), batches per migrator, calls per mode, fallbacks per cause, migrator
+    errors, CPU copy seconds, three histograms, and the listeners of batch
+    records and of migrator errors.  Kept apart from the algorithm so that
+    ``_engine`` reads as mm/migrate.c does and the fast path writes the same
+    books; a single lock-free writer (the trio thread) and snapshot readers.
+    """
+
+    def __init__(self, budget) -> None:
+        self.budget = budget
+        self.vmstat = np.zeros((MR_TYPES, len(VMSTAT_ITEMS)), dtype=np.int64)
+        self.folios: dict[tuple[str, str, bool], int] = {}
+        self.bytes: dict[tuple[str, str, bool], int] = {}
+        self.batches: dict[str, int] = {}
+        self.calls: dict[str, int] = {}
+        self.fallbacks: dict[str, int] = {}
+        self.migrator_errors: dict[str, int] = {}
+        self.cpu_copy_seconds: dict[str, float] = {}
+        self.h_batch_pages = Histogram(PAGES_BUCKETS)
+        self.h_first_folio = Histogram(SECONDS_BUCKETS)
+        self.h_inaccessible = Histogram(SECONDS_BUCKETS)
+        self.pages_attempted = 0
+        self.pages_in_flight = 0
+        self.pages_untried = 0
+        self._listeners: list = []
+        self._error_listeners: list = []
+        self._call_listeners: list = []
+
+    # -- observers --------------------------------------------------------------
+
+    def subscribe(self, listener) -> object:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def subscribe_errors(self, listener) -> object:
+        self._error_listeners.append(listener)
+        return lambda: self._error_listeners.remove(listener)
+
+    def subscribe_calls(self, listener) -> object:
+        self._call_listeners.append(listener)
+        return lambda: self._call_listeners.remove(listener)
+
+    # -- writing ------------------------------------------------------------------
+
+    @staticmethod
+    def _add(d: dict, key, n) -> None:
+        d[key] = d.get(key, 0) + n
+
+    def count_folios(self, migrator: str, reason: str, nr_folios: int, nr_pages: int,
+                     ok: bool) -> None:
+        self._add(self.folios, (migrator, reason, ok), nr_folios)
+        self._add(self.bytes, (migrator, reason, ok), nr_pages * PAGE_SIZE)
+
+    def add_cpu_seconds(self, who: str, seconds: float) -> None:
+        self._add(self.cpu_copy_seconds, who, seconds)
+
+    def add_fallback(self, cause: str, nr_folios: int) -> None:
+        self._add(self.fallbacks, cause, nr_folios)
+
+    def add_batches(self, migrator: str, n: int) -> None:
+        self._add(self.batches, migrator, n)
+
+    def add_call(self, mode: str) -> None:
+        self._add(self.calls, mode, 1)
+
+    def migrator_error(self, err: MigratorError) -> None:
+        """Count a migrator's exception and hand it to the error listeners
+        (the daemon logs it with its traceback); the batch has fallen back."""
+        self._add(self.migrator_errors, err.migrator, 1)
+        for listener in list(self._error_listeners):
+            listener(err)
+
+    def emit_call(self, call: MigrateCall) -> None:
+        for listener in list(self._call_listeners):
+            listener(call)
+
+    def emit(self, records: BatchRecords) -> None:
+        self.h_batch_pages.observe_many(records.nr_pages.astype(np.float64))
+        ff = records.first_folio_seconds
+        self.h_first_folio.observe_many(ff[ff == ff])
+        self.h_inaccessible.observe_many(records.inaccessible_seconds)
+        if self.budget.budget_us:
+            self.budget.observe(records.migrator, records.nr_folios, records.nr_pages,
+                                records.longest_inaccessible())
+        for listener in list(self._listeners):
+            listener(records)
+
+    # -- reading -------------------------------------------------------------------
+
+    def statistics(self, nr_max_batched_migration: int) -> EngineStatistics:
+        """A frozen snapshot.  Safe from any thread: every mutable container is
+        copied in one C-level step before it is looked at."""
+        folios, nbytes = dict(self.folios), dict(self.bytes)
+
+        def split(d: dict, ok: bool) -> dict:
+            return {(m, r): v for (m, r, good), v in d.items() if good == ok}
+        vm = self.vmstat.copy()
+        by_reason = {r.label: dict(zip(VMSTAT_ITEMS, vm[r].tolist(), strict=True))
+                     for r in MigrateReason}
+        return EngineStatistics(
+            vmstat=dict(zip(VMSTAT_ITEMS, vm.sum(axis=0).tolist(), strict=True)),
+            vmstat_by_reason=by_reason,
+            folios_migrated=split(folios, True),
+            folios_failed=split(folios, False),
+            bytes_migrated=split(nbytes, True),
+            bytes_failed=split(nbytes, False),
+            batches=dict(self.batches),
+            calls=dict(self.calls),
+            fallbacks=dict(self.fallbacks),
+            migrator_errors=dict(self.migrator_errors),
+            cpu_copy_seconds=dict(self.cpu_copy_seconds),
+            batch_pages=self.h_batch_pages.snapshot(),
+            first_folio_seconds=self.h_first_folio.snapshot(),
+            inaccessible_seconds=self.h_inaccessible.snapshot(),
+            nr_max_batched_migration=nr_max_batched_migration,
+            pages_attempted=self.pages_attempted,
+            pages_untried=self.pages_untried,
+            pages_in_flight=self.pages_in_flight,
+        )

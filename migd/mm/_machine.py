@@ -102,9 +102,14 @@ class Machine:
         return np.unique(self.memory.page_folio(pfns))
 
     def wake_remapped(self) -> None:
-        """Wake tasks waiting on migration entries (``migration_entry_wait()``)."""
+        """Wake tasks waiting on migration entries (``migration_entry_wait()``)
+        or on a folio lock: the kernel's folio wait queues serve both."""
         self._remapped.set()
         self._remapped = trio.Event()
+
+    async def folio_wait(self) -> None:
+        """Sleep until the next :meth:`wake_remapped` (``folio_wait_bit()``)."""
+        await self._remapped.wait()
 
     # -- tenant accesses ------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from ._catalogue import (
     migrator_names,
     offload_migrators,
 )
-from ._cpu import CpuMigrator, folios_mc_copy
+from ._cpu import CpuMigrator
 from ._dcbm import DCBM_MAX_CHANNELS, DcbmMigrator
 from ._migrator import CopyBatch, Migrator
 from ._mtcopy import MTCOPY_MAX_THREADS, MtcopyMigrator
@@ -16,5 +16,5 @@ from ._registry import Offload, OffloadRegistry
 
 __all__ = ["CATALOGUE", "DCBM_MAX_CHANNELS", "MTCOPY_MAX_THREADS", "CopyBatch", "CpuMigrator",
            "DcbmMigrator", "Migrator", "MtcopyMigrator", "Offload", "OffloadRegistry",
-           "MigratorEntry", "entry_by_label", "folios_mc_copy", "migrator_labels",
+           "MigratorEntry", "entry_by_label", "migrator_labels",
            "migrator_names", "offload_migrators"]

@@ -56,8 +56,6 @@ class DcbmMigrator(Migrator):
         nr = batch.nr_folios
         if batch.nr_pages < self.min_batch_pages:
             return -errno.EOPNOTSUPP  # too small to be worth the DMA setup
-        if not self.choose_offload(batch):
-            return -errno.EOPNOTSUPP  # the CPU copies such batches faster here
         dev = self.device
         try:
             chans = dev.request_channels(dcbm_nr_channels(self.nr_dma_chan, nr))

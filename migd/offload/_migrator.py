@@ -8,7 +8,6 @@ import numpy as np
 
 from ..hw import Clock, HardwareProfile
 from ..mm import FOLIO_CONTENT_COPIED, PAGE_SIZE, PhysMemory
-from ._auto import OffloadChooser
 
 
 @dataclass
@@ -27,8 +26,6 @@ class CopyBatch:
     orders: np.ndarray
     clock: Clock
     profile: HardwareProfile
-    #: Set by an automatic-choice migrator: (cell, offloaded) of its decision.
-    choice: tuple | None = None
 
     @property
     def nr_folios(self) -> int:
@@ -48,18 +45,25 @@ class CopyBatch:
 
 
 class Migrator:
-    """Base of every migrator (``struct migrator``).
+    """Base of every migrator: the RFC's ``struct migrator``.
 
-    Subclasses set ``name`` and implement :meth:`migrate_offc`.  Returning a
-    negative errno means "not all copied": unmarked folios fall back to the CPU,
-    and the errno names the fallback's cause (``-EOPNOTSUPP`` to decline a batch).
+    What the RFC's struct holds and no more: a ``name``, the copy callback
+    :meth:`migrate_offc`, the preferred batch size (:meth:`batch_pages`), and
+    the CPU threads its copy runs on (``cpu_threads``: 0 for a DMA engine; the
+    engine's compiled fast path runs CPU-copy migrators inline).  Returning a
+    negative errno means "not all copied": unmarked folios fall back to the
+    CPU, and the errno names the fallback's cause (``-EOPNOTSUPP`` to decline a
+    batch).  Whether to offload a batch at all under ``auto`` is the engine's
+    choice (``MigrationEngine.chooser``), not the migrator's: it needs the
+    whole batch's timing, which only the engine sees.
     """
 
     name: str = ""
-    #: Automatic choice: decline (-EOPNOTSUPP) the batches the CPU copies
-    #: faster, as learnt by :class:`OffloadChooser` from this machine's copies.
+    #: CPU threads the copy runs on (0: not a CPU copy).
+    cpu_threads: int = 0
+    #: Automatic choice: the engine declines (-EOPNOTSUPP) the batches the
+    #: CPU copies faster, as learnt from this machine's copies.
     auto: bool = False
-    _chooser: OffloadChooser | None = None
 
     async def migrate_offc(self, batch: CopyBatch) -> int:
         raise NotImplementedError
@@ -68,39 +72,6 @@ class Migrator:
     def param(self) -> int:
         """Channels or threads: part of what the automatic choice learns per."""
         return 0
-
-    def choose_way(self, nr_folios: int, nr_pages: int) -> tuple:
-        """Under ``auto``: ``(cell, offload?)`` for a batch of this size."""
-        if self._chooser is None:
-            self._chooser = OffloadChooser()
-        key = self._chooser.key(self.param, nr_folios, nr_pages)
-        return key, self._chooser.offload(key)
-
-    def choose_offload(self, batch: CopyBatch) -> bool:
-        """Under ``auto``, whether to copy ``batch`` (else the caller declines it)."""
-        if not self.auto:
-            return True
-        batch.choice = self.choose_way(batch.nr_folios, batch.nr_pages)
-        return batch.choice[1]
-
-    def fast_path_threads(self, offload: bool) -> int:
-        """Copy threads for the engine's compiled CPU path on the chosen way
-        (1: the CPU's own copy); 0 when the way needs ``migrate_offc``."""
-        return getattr(self, "cpu_threads", 0) if offload else 1
-
-    def way_done(self, choice: tuple, seconds: float, nr_bytes: int) -> None:
-        """The core's report: ``nr_bytes`` went the ``choice`` way in ``seconds``."""
-        if self._chooser is not None and nr_bytes:
-            key, offloaded = choice
-            self._chooser.observe(key, offloaded, seconds / nr_bytes)
-
-    def batch_done(self, batch: CopyBatch, seconds: float) -> None:
-        """The core's report: ``batch``'s unmap, copy and move took ``seconds``."""
-        if batch.choice is not None:
-            self.way_done(batch.choice, seconds, batch.nr_bytes)
-
-    def chooser_statistics(self) -> dict:
-        return self._chooser.statistics() if self._chooser is not None else {}
 
     def batch_pages(self, nr_max_batched_migration: int) -> int:
         """Preferred batch size in base pages; the core bounds it."""

@@ -50,8 +50,6 @@ class MtcopyMigrator(Migrator):
         return self.threads
 
     async def migrate_offc(self, batch: CopyBatch) -> int:
-        if not self.choose_offload(batch):
-            return -errno.EOPNOTSUPP  # one CPU copies such batches faster here
         mem = batch.memory
         if batch.clock.virtual:
             folios_set_content_copied(mem.mem_map, batch.src)

@@ -289,9 +289,10 @@ def _check(sys: System, summary: SoakSummary, last: dict, final: bool = False) -
                   f"{report.stale_isolated} isolated folios")
     v = eng.statistics().vmstat
     done = v["pgmigrate_success"] + v["pgmigrate_fail"]
-    if done + eng.pages_in_flight != eng.pages_attempted:
-        violation(f"pgmigrate_success + pgmigrate_fail = {done}, in flight "
-                  f"{eng.pages_in_flight}, attempted {eng.pages_attempted}")
+    if done + eng.pages_untried + eng.pages_in_flight != eng.pages_attempted:
+        violation(f"pgmigrate_success + pgmigrate_fail = {done}, untried "
+                  f"{eng.pages_untried}, in flight {eng.pages_in_flight}, "
+                  f"attempted {eng.pages_attempted}")
     now = _exported_counters(sys)
     back = [k[0] for k, val in last.items() if now.get(k, val) < val]
     if back:

@@ -1,0 +1,249 @@
+"""The unmap and move loops of ``migrate_pages_batch()`` (mm/migrate.c).
+
+``unmap_loop``: ``migrate_folio_unmap()`` over the list, pass after pass
+(allocate the destination, trylock, install migration entries; -EAGAIN retries
+next pass, -ENOMEM splits a large folio or stops).  ``move``: the move loop,
+``migrate_folio_move()`` per folio, whose ``move_to_new_folio()`` copies a
+folio the batch copy did not mark.  ``undo``: ``migrate_folio_undo_src()`` /
+``_dst()``.  The per-folio work is compiled (``_kernels``); the clocks are
+charged and the outcomes counted here.  Functions of the engine rather than its methods, so that
+``_engine`` holds ``migrate_pages()`` and ``migrate_pages_batch()`` as the
+kernel writes them and stays readable at one sitting.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import trio
+
+from ..mm import FOLIO_CONTENT_COPIED, HPAGE_PMD_ORDER, PG_locked
+from . import _kernels as _k
+from ._stats import BatchRecords, MigrateStats
+
+_EMPTY = np.empty(0, dtype=np.int64)
+
+
+@dataclass
+class Unmapped:
+    """Folios that are unmapped and have a destination: the kernel's
+    ``unmap_folios`` / ``dst_folios`` lists, with the time each was unmapped
+    (a scalar when all were unmapped at once)."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    t_unmap: np.ndarray | float
+    nr_movable_ops: int
+
+    def take(self, sel: np.ndarray) -> Unmapped:
+        t = self.t_unmap if np.isscalar(self.t_unmap) else self.t_unmap[sel]
+        return Unmapped(self.src[sel], self.dst[sel], t, -1 if self.nr_movable_ops else 0)
+
+
+async def unmap_loop(eng, ctx, folios: np.ndarray, nr_pass: int, nosplit: bool):
+    """The unmap loop with its passes.
+
+    Returns ``(unmapped, left, split_parts, rc, untried, passes)``: what is
+    unmapped, the folios that failed (-EAGAIN after every pass, or the one
+    whose allocation failed and those -EAGAIN before it in its pass), the
+    parts of folios split on -ENOMEM, -ENOMEM or 0, the folios -ENOMEM
+    left untried, and the passes run.
+    """
+    pending = folios
+    parts: list[Unmapped] = []
+    splits: list[np.ndarray] = []
+    passes = 0
+    while passes < nr_pass:
+        passes += 1
+        done, pending, split, stopped, untried = await unmap_pass(
+            eng, ctx, pending, nosplit)
+        if done.src.size:
+            parts.append(done)
+        splits += split
+        if stopped is not None:
+            left = np.concatenate([np.array([stopped], dtype=np.int64), pending])
+            return join(parts), left, splits, -errno.ENOMEM, untried, passes
+        if pending.size == 0:
+            break
+    return join(parts), pending, splits, 0, _EMPTY, passes
+
+def join(parts: list[Unmapped]) -> Unmapped:
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return Unmapped(_EMPTY, _EMPTY, 0.0, 0)
+    return Unmapped(
+        np.concatenate([p.src for p in parts]), np.concatenate([p.dst for p in parts]),
+        np.concatenate([np.broadcast_to(p.t_unmap, p.src.shape) for p in parts]),
+        sum(p.nr_movable_ops for p in parts))
+
+async def folio_lock(eng, heads: np.ndarray) -> None:
+    """``folio_lock()`` in a sync mode: sleep while any of ``heads`` is locked
+    (MIGRATE_ASYNC's ``folio_trylock()`` fails with -EAGAIN instead).
+    Sync batches hold one folio (``migrate_pages_sync()``), so no lock is
+    held while it sleeps; it sleeps before the batch's first pass, and a
+    folio locked again by a later pass fails that pass with -EAGAIN.
+    Writeback, which only MIGRATE_SYNC waits for, is not modelled."""
+    mem = eng.memory
+    while not eng.stopping and (mem.flags[heads] & PG_locked).any():
+        await eng.machine.folio_wait()
+
+async def unmap_pass(eng, ctx, pending: np.ndarray, nosplit: bool):
+    """One pass of the unmap loop over ``pending``, in list order.
+
+    Returns ``(unmapped, still_pending, split_parts, stopped_at, untried)``;
+    ``stopped_at`` is the folio whose allocation failed when migration
+    must stop (-ENOMEM), else None; then ``still_pending`` are the folios
+    that failed before it in this pass, ``untried`` those after it.
+    """
+    mem = eng.memory
+    n = pending.size
+    fail_alloc = eng.faults["fail_migrate_alloc"].should_fail_many(n)
+    result = np.full(n, _k.UNMAP_NOT_TRIED, dtype=np.int8)
+    dst = np.empty(n, dtype=np.int64)
+    split_parts: list[np.ndarray] = []
+    stopped_at = None
+    untried = _EMPTY
+    t0 = trio.current_time()
+    first = nr_unmapped = nr_movable_ops = 0
+    while True:
+        i, unmapped, movable_ops = _k.migrate_folio_unmap_batch(
+            *eng.kernel_state, pending, fail_alloc, ctx.target_nid, first, result, dst)
+        nr_unmapped += unmapped
+        nr_movable_ops += movable_ops
+        if i == n:
+            break
+        # -ENOMEM at folio i: split a large folio and go on, else stop.
+        head = int(pending[i])
+        order = int(mem.folio_order[head])
+        splittable = (not mem.flags[head] & PG_locked
+                      and mem.refcount[head] == 1 + mem.mapcount[head])  # try_split_folio()
+        if order == 0 or nosplit or not splittable:
+            stopped_at = head
+            untried = pending[i + 1:]
+            break
+        split_parts.append(mem.split_folio(head))
+        result[i] = _k.UNMAP_SPLIT
+        is_thp = int(order == HPAGE_PMD_ORDER)
+        ctx.stats.nr_thp_split += is_thp
+        ctx.stats.nr_thp_failed += is_thp
+        ctx.stats.nr_split += 1
+        first = i + 1
+    if nr_unmapped == n:
+        src, still = pending, _EMPTY
+    else:
+        ok = result == _k.MIGRATEPAGE_UNMAP
+        src, dst = pending[ok], dst[ok]
+        if stopped_at is None:
+            still = pending[(result == _k.UNMAP_EAGAIN) | (result == _k.UNMAP_NOT_TRIED)]
+        else:
+            still = pending[result == _k.UNMAP_EAGAIN]
+    if eng.clock.virtual:
+        costs = eng.profile.cpu.unmap_seconds(mem.folio_order[src])
+        t_unmap = t0 + np.cumsum(costs)
+        await eng.clock.spend(float(costs.sum()))
+    else:
+        t_unmap = t0
+        await eng.clock.yield_point()  # mutators may now meet migration entries
+    return (Unmapped(src, dst, t_unmap, nr_movable_ops), still, split_parts, stopped_at,
+            untried)
+
+async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
+    """The move loop (``migrate_folio_move()`` per folio); returns each
+    folio's remap time.
+
+    ``move_to_new_folio()`` copies a folio the batch copy did not mark
+    (``folio_mc_copy()``), then it is remapped before the next is copied.
+    The first folio is moved on its own so that its remap time is real
+    (first-folio latency) and its waiters wake before folio 1 is copied;
+    the rest follow in one compiled loop.
+    """
+    mem = eng.memory
+    virtual = eng.clock.virtual
+    books = eng.books
+    times = []
+    for part in ((slice(None),) if mv.src.size == 1 else (slice(0, 1), slice(1, None))):
+        s, d = mv.src[part], mv.dst[part]
+        costs = None
+        if virtual:  # charge before remapping: the time passes, then the PTEs change
+            orders = mem.folio_order[s]
+            copy = (mem.flags[s] & FOLIO_CONTENT_COPIED) == 0
+            cpu_copy = np.where(copy, eng.profile.cpu.copy_seconds(orders), 0.0)
+            costs = eng.profile.cpu.move_seconds(orders) + cpu_copy
+            books.add_cpu_seconds("cpu", float(cpu_copy.sum()))
+            t0 = trio.current_time()
+            await eng.clock.spend(float(costs.sum()))
+        start = time.perf_counter()
+        copied = np.empty(s.size, dtype=np.bool_)
+        nr_pages, nr_thp, nr_copied = _k.migrate_folio_move_batch(
+            *eng.kernel_state, mem.arena_base, mem.page_bytes, s, d, copied)
+        if nr_copied and not virtual:
+            books.add_cpu_seconds("cpu", time.perf_counter() - start)
+        eng.machine.wake_remapped()
+        times.append(t0 + np.cumsum(costs) if virtual
+                     else np.full(s.size, trio.current_time()))
+        st = ctx.stats
+        st.nr_succeeded += nr_pages
+        st.nr_folios_succeeded += int(s.size)
+        st.nr_thp_succeeded += nr_thp
+        books.count_folios(ctx.offload.migrator.name, ctx.reason.label, int(s.size),
+                           nr_pages, True)
+        if part.start == 0 and mv.src.size > 1:
+            await trio.lowlevel.checkpoint()  # folio 0's waiters run before folio 1's copy
+    return times[0] if len(times) == 1 else np.concatenate(times)
+
+def undo(eng, todo: Unmapped) -> np.ndarray:
+    """``migrate_folio_undo_src()`` / ``_dst()``: remap the source, free the dst."""
+    _k.migrate_folio_undo_batch(*eng.kernel_state, todo.src, todo.dst)
+    eng.machine.wake_remapped()
+    return np.full(todo.src.size, trio.current_time())
+
+
+# -- accounting ----------------------------------------------------------------------
+
+
+def count_failed(eng, ctx, heads: np.ndarray) -> None:
+    """Folios that stay at the source: ``nr_failed_pages`` and the per-migrator books."""
+    if heads.size == 0:
+        return
+    o = eng.memory.folio_order[heads]
+    nr_pages = int(np.left_shift(1, o.astype(np.int64)).sum())
+    ctx.stats.nr_failed_pages += nr_pages
+    ctx.stats.nr_folios_failed += int(heads.size)
+    ctx.stats.nr_thp_failed += int((o == HPAGE_PMD_ORDER).sum())
+    eng.books.count_folios(ctx.offload.migrator.name, ctx.reason.label,
+                           int(heads.size), nr_pages, False)
+
+
+def count_untried(eng, ctx, heads: np.ndarray) -> None:
+    """Folios -ENOMEM kept from being tried: in no kernel counter."""
+    if heads.size:
+        ctx.stats.nr_untried_pages += int(eng.memory.folio_nr_pages(heads).sum())
+        ctx.stats.nr_folios_untried += int(heads.size)
+
+
+def uncount_folios(eng, ctx, s: MigrateStats) -> None:
+    """Take back the failures of a pass whose failures are retried."""
+    eng.books.count_folios(ctx.offload.migrator.name, ctx.reason.label,
+                           -s.nr_folios_failed, -s.nr_failed_pages, False)
+
+
+def record_batch(eng, ctx, mode, nr_folios: int, nr_pages: int, nr_failed: int, copied,
+                 t_entry: float, first_folio: float | None, inaccessible: list[np.ndarray],
+                 passes: int) -> None:
+    """One batch's record (``mm_migrate_pages``-like, plus migd's timings)."""
+    name = ctx.offload.migrator.name
+    eng.books.add_batches(name, 1)
+    inacc = (inaccessible[0] if len(inaccessible) == 1 else
+             np.concatenate(inaccessible) if inaccessible else np.empty(0))
+    one = np.array
+    eng.books.emit(BatchRecords(
+        ctx.reason.label, name, mode.value, ctx.target_nid,
+        copied.cause if copied else None, one([nr_folios]), one([nr_pages]),
+        one([nr_failed]), one([copied.nr_offloaded if copied else 0]),
+        one([copied.nr_fallback if copied else 0]), one([t_entry]),
+        one([trio.current_time()]), one([np.nan if first_folio is None else first_folio]),
+        inacc, one([0, inacc.size]), one([passes])))
