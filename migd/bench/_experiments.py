@@ -117,7 +117,7 @@ class _Rig:
             engine.registry.register(migrator)
         records: list[BatchRecords] = []
         engine.subscribe(records.append)
-        vpages = np.arange(self.tenant.nr_pages)
+        vpages = np.arange(0, self.tenant.nr_pages, 1 << self.tenant.spec.order)  # per folio
         pass_seconds = []
         async with trio.open_nursery() as nursery:
             nursery.start_soon(dma.run)

@@ -95,7 +95,7 @@ async def run_cell(rig, cell: Cell, make_migrator) -> BenchRow:
         nursery.start_soon(dma.run)
         t0 = trio.current_time()
         for c in range(calls):
-            vpages = np.arange(c * per_call, (c + 1) * per_call)
+            vpages = np.arange(c * per_call, (c + 1) * per_call, 1 << cell.order)  # per folio
             result = await engine.move_pages(tenant, vpages, target)
             if result.failed.size:
                 raise RuntimeError(f"{result.failed.size} folios failed to migrate")
@@ -106,7 +106,7 @@ async def run_cell(rig, cell: Cell, make_migrator) -> BenchRow:
     # put the tenant back where it started, unmeasured
     back = MigrationEngine(rig.machine, rig.clock, rig.profile)
     back.nr_max_batched_migration = 262144
-    await back.move_pages(tenant, np.arange(tenant.nr_pages), rig.node)
+    await back.move_pages(tenant, np.arange(0, tenant.nr_pages, 1 << cell.order), rig.node)
     nbytes = calls * per_call * PAGE_SIZE
     ff = np.concatenate([r.first_folio_seconds for r in records])
     ff = ff[ff == ff]
