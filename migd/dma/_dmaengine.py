@@ -67,7 +67,9 @@ class DmaChannel:
         per_dev = device.model.channels_per_device or device.model.nr_channels
         #: The kernel's name: ``dma<device>chan<channel of that device>``
         #: (PTDMA: one channel per PT device, so dma0chan0 .. dma15chan0).
-        self.name = f"dma{device.dev_id + chan_id // per_dev}chan{chan_id % per_dev}"
+        self.device_name = f"dma{device.dev_id + chan_id // per_dev}"
+        self.index = chan_id % per_dev  # the channel's number within its device
+        self.name = f"{self.device_name}chan{self.index}"
         self.engine = chan_id // device.model.channels_per_engine
         self.memcpy_count = 0
         self.bytes_transferred = 0
