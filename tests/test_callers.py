@@ -3,6 +3,7 @@ makes, against the kernel's code (mm/vmscan.c, mm/compaction.c, mm/migrate.c,
 mm/damon), and dcbm / PTDMA as RFC v6 writes them.  Expectations are worked
 by hand from that code, never from migd's own helpers."""
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -247,7 +248,7 @@ async def test_one_failed_descriptor_fails_the_whole_v6_batch(autojump_clock, pr
     (128 descriptors of the ring here) that completed cleanly."""
     m, e, dma = rig(profile)
     if profile == "sdxi":
-        dma.model = type(dma.model)(**{**dma.model.__dict__, "ring_size": 128})
+        dma.model = dataclasses.replace(dma.model, ring_size=128)
     t = m.add_tenant(TenantSpec("t", 2 * MiB, order=1))  # 256 folios, one batch
     dcbm = DcbmMigrator(dma, nr_dma_chan=4)
     e.registry.register(dcbm)
@@ -289,3 +290,25 @@ async def test_ptdma_channels_are_exclusive_and_concurrent_batches_contend(autoj
     assert sorted(dcbm.channels_claimed) == [4, 12]
     assert max(peak) == 1 and all(c.client_count == 0 for c in dma.channels)
     assert m.check_integrity().ok
+
+
+async def test_v6_channel_request_and_mapping_are_charged_to_the_cpu(autojump_clock):
+    """The batch's first folio waits for the CPU's request/release of each
+    channel and dma_map_sgtable() of each folio, on top of the same DMA time."""
+    latency = []
+    for free in (False, True):
+        m, e, dma = rig()
+        if free:
+            dma.model = dataclasses.replace(dma.model, chan_request_us=0.0, map_folio_us=0.0)
+        t = m.add_tenant(TenantSpec("t", 64 * 4096, order=0))
+        e.registry.register(DcbmMigrator(dma, nr_dma_chan=8))
+        records = []
+        e.subscribe(records.append)
+        async with trio.open_nursery() as n:
+            n.start_soon(dma.run)
+            await e.migrate_pages(m.tenant_folios(t), 1, MigrateReason.MR_DEMOTION)
+            n.cancel_scope.cancel()
+        latency.append(float(records[0].first_folio_seconds[0]))
+    model = get_profile("zen3-ptdma").dma
+    charged = (8 * model.chan_request_us + 64 * model.map_folio_us) * 1e-6
+    assert charged > 0 and latency[0] - latency[1] == pytest.approx(charged, rel=1e-6)
