@@ -109,8 +109,9 @@ async def _one(opts, order: int, spec: MigratorSpec, seconds: float) -> BenchRow
                                    str(seconds), str(out)])
         t0 = time.monotonic()
         node = 1
+        per_folio = np.arange(0, tenant.nr_pages, 1 << tenant.spec.order)
         while reader.poll() is None:
-            r = await sys_.engine.move_pages(tenant, np.arange(tenant.nr_pages), node)
+            r = await sys_.engine.move_pages(tenant, per_folio, node)
             moved += r.stats.nr_succeeded
             node = 1 - node
         elapsed = time.monotonic() - t0

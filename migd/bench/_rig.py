@@ -157,15 +157,16 @@ class Rig:
                 timed_from = len(records)
                 target = 1 - self.node
                 t0 = trio.current_time()
+                step = 1 << self.tenant.spec.order  # move_pages() takes one address per folio
                 for c in range(calls):
                     result = await engine.move_pages(
-                        self.tenant, np.arange(c * per_call, (c + 1) * per_call), target)
+                        self.tenant, np.arange(c * per_call, (c + 1) * per_call, step), target)
                     if result.failed.size:
                         raise RuntimeError(f"{result.failed.size} folios failed to migrate")
                 pass_seconds.append(trio.current_time() - t0)
                 if partial:
                     await self._engine(_RESTORE_BATCH_PAGES).move_pages(
-                        self.tenant, np.arange(calls * per_call), self.node)
+                        self.tenant, np.arange(0, calls * per_call, step), self.node)
                 else:
                     self.node = target
             nursery.cancel_scope.cancel()

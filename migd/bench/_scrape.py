@@ -25,7 +25,8 @@ async def scrape(opts) -> BenchReport:
         nursery.start_soon(sys_.dma.run)
         for k, name in enumerate(migrator_names()):
             await sys_.set_migrator(name)
-            await sys_.engine.move_pages(tenant, np.arange(tenant.nr_pages), (k + 1) % 2)
+            per_folio = np.arange(0, tenant.nr_pages, 1 << tenant.spec.order)
+            await sys_.engine.move_pages(tenant, per_folio, (k + 1) % 2)
         await sys_.set_migrator("none")
         nursery.cancel_scope.cancel()
     server, port = serve_metrics(sys_, "127.0.0.1:0")

@@ -134,7 +134,13 @@ WORKLOAD = {
     "interval": Key("float", 1.0, 0.001, 3600),
     "fraction": Key("float", 0.25, 0, 1),
 }
-WORKLOADS = ("move", "demotion", "promotion", "compaction")
+WORKLOADS = ("move", "demotion", "promotion", "compaction", "damon")
+#: Per-workload keys beyond WORKLOAD's: reclaim's LRU for demotion (the lists
+#: it isolates differ: 32 pages classic, 64 MGLRU); DAMON off unless asked.
+WORKLOAD_SCHEMAS = {
+    "demotion": {**WORKLOAD, "lru": Key("choice", "classic", choices=("classic", "mglru"))},
+    "damon": {**WORKLOAD, "enabled": Key("bool", False)},
+}
 
 
 @dataclass
@@ -218,7 +224,8 @@ def load_config(path: str | Path | None = None, text: str | None = None) -> Conf
         if key not in WORKLOADS:
             raise ConfigError(f"workloads.{key}: unknown workload "
                               f"(expected one of {', '.join(WORKLOADS)})")
-    cfg.workloads = {w: _table(wl.get(w, {}), WORKLOAD, f"workloads.{w}") for w in WORKLOADS}
+    cfg.workloads = {w: _table(wl.get(w, {}), WORKLOAD_SCHEMAS.get(w, WORKLOAD), f"workloads.{w}")
+                     for w in WORKLOADS}
     if not cfg.nodes:
         raise ConfigError("nodes: at least one node is needed")
     for i, n in enumerate(cfg.nodes):

@@ -1,16 +1,33 @@
-"""The callers of ``migrate_pages()``: each with its kernel reason and its own pace.
+"""The callers of ``migrate_pages()``, each handing it the lists and the mode the
+kernel's caller hands it (the README's table of callers):
 
-* move (MR_SYSCALL): ``move_pages(2)`` of part of a tenant to another node;
-* demotion (MR_DEMOTION): cold folios (accessed bit clear) of a node with a
-  demotion target go down a tier, then the accessed bits are aged (cleared),
-  as kswapd's reclaim does; counted in ``pgdemote_kswapd``;
-* promotion (MR_NUMA_MISPLACED): hot folios (accessed bit set) on a lower tier
-  come back up, as NUMA-hinting faults would; ``pgpromote_success``;
-* compaction (MR_COMPACTION): the folios at the top of a node are migrated
-  within it, ``COMPACT_CLUSTER_MAX`` (32) at a time, so free memory gathers in
-  large blocks; ``compact_*`` counters.
+* promotion, ``migrate_misplaced_folio()`` (NUMA hinting fault): one folio per
+  call, MIGRATE_ASYNC, MR_NUMA_MISPLACED; ``pgpromote_success``;
+* demotion, ``shrink_folio_list()`` -> ``demote_folio_list()``: the cold folios
+  of one reclaim isolation, MIGRATE_ASYNC, MR_DEMOTION; ``pgdemote_kswapd``.
+  Classic LRU (``isolate_lru_folios()``): SWAP_CLUSTER_MAX (32) base pages
+  scanned, ``scan += nr_pages``, so one THP or up to 32 small folios.  MGLRU
+  (``evict_folios()`` -> ``scan_folios()``): until MIN_LRU_BATCH (64) base pages
+  are isolated or MAX_LRU_BATCH (4096) folios scanned;
+* compaction, ``isolate_migratepages_block()`` + ``compact_zone()``: lists
+  that stop once ``cc->nr_migratepages`` (base pages) reaches
+  COMPACT_CLUSTER_MAX (32), skipping folios of pageblock order (9) and, for a
+  targeted compaction, of the target order and above
+  (``skip_isolation_on_order()``); MR_COMPACTION with MIGRATE_SYNC for
+  ``compact_memory``, MIGRATE_SYNC_LIGHT for kcompactd, MIGRATE_ASYNC then
+  MIGRATE_SYNC_LIGHT for direct compaction; ``compact_*`` counters;
+* move_pages(2) (``do_pages_move()``): the engine's :meth:`move_pages`, one
+  MIGRATE_SYNC MR_SYSCALL call per run of pages queued for the same node;
+* DAMON (``damon_migrate_pages()``): the filtered folios of one physical region
+  in address order, one MIGRATE_ASYNC MR_DAMON call per run of folios on the
+  same source node (none for folios already on the target).
 
-Each loop sleeps its interval and stops when the engine is stopping.
+Memory hotplug offline and longterm pinning are not offered by migd.
+
+Each loop sleeps its interval and stops when the engine is stopping.  Rates are
+the emulator's pacing, not the kernel's (kswapd runs on watermarks, hinting
+faults follow the scanner): at most ``MAX_CALLS_PER_ROUND`` lists per node and
+round for promotion and demotion, so the daemon's Python stays bounded.
 """
 
 from __future__ import annotations
@@ -18,71 +35,167 @@ from __future__ import annotations
 import numpy as np
 import trio
 
-from ..mm import MigrateMode, MigrateReason
+from ..mm import HPAGE_PMD_ORDER, MigrateMode, MigrateReason
 from ._system import System
 
 COMPACT_CLUSTER_MAX = 32
+SWAP_CLUSTER_MAX = 32
+MIN_LRU_BATCH = 64  # BITS_PER_LONG
+MAX_LRU_BATCH = MIN_LRU_BATCH * 64
+PAGEBLOCK_ORDER = HPAGE_PMD_ORDER
+MAX_CALLS_PER_ROUND = 64
+LRU_CHOICES = ("classic", "mglru")
+
+
+def isolation_lists(nr_pages: np.ndarray, limit: int, max_folios: int = 0) -> list[slice]:
+    """Cut a folio sequence (their base-page counts) into the lists of
+    successive isolations that stop once ``limit`` base pages are taken (the
+    folio that reaches it included), or at ``max_folios`` folios (0: no cap)."""
+    cum = np.cumsum(nr_pages)
+    out, i, n = [], 0, nr_pages.size
+    while i < n:
+        done = int(cum[i - 1]) if i else 0
+        j = min(int(np.searchsorted(cum, done + limit)) + 1, n)
+        if max_folios:
+            j = min(j, i + max_folios)
+        out.append(slice(i, j))
+        i = j
+    return out
+
+
+def lru_lists(nr_pages: np.ndarray, lru: str) -> list[slice]:
+    """The lists reclaim isolates: ``isolate_lru_folios()`` (classic) or
+    ``scan_folios()`` (MGLRU)."""
+    if lru == "mglru":
+        return isolation_lists(nr_pages, MIN_LRU_BATCH, MAX_LRU_BATCH)
+    return isolation_lists(nr_pages, SWAP_CLUSTER_MAX)
 
 
 async def move_tenant(sys: System, tenant, nid: int, fraction: float = 1.0) -> None:
-    """move_pages() of ``fraction`` of the tenant's pages to node ``nid``."""
-    vpages = np.arange(tenant.nr_pages)
+    """move_pages() of ``fraction`` of the tenant's folios (one address each) to ``nid``."""
+    vpages = np.arange(0, tenant.nr_pages, 1 << tenant.spec.order)
     if fraction < 1.0:
         vpages = vpages[sys.rng.random(vpages.size) < fraction]
     await sys.engine.move_pages(tenant, vpages, nid, MigrateReason.MR_SYSCALL)
 
 
-async def demote_node(sys: System, nid: int, max_pages: int | None = None) -> int:
-    """Demote cold folios of node ``nid`` to its demotion target; returns pages moved."""
+async def demote_node(sys: System, nid: int, max_pages: int | None = None,
+                      lru: str | None = None) -> int:
+    """kswapd's reclaim of node ``nid``: isolate from the LRU, demote the cold
+    folios of each isolation to the demotion target; returns pages demoted."""
     mem = sys.machine.memory
     target = mem.nodes[nid].demotion_target
     if target is None:
         return 0
+    lru = lru or sys.cfg.workloads["demotion"].get("lru", "classic")
     heads = sys.folios_on(nid)
-    cold = heads[~sys.machine.accessed[mem.index[heads]]]
-    if max_pages is not None:
-        pages = np.cumsum(mem.folio_nr_pages(cold))
-        cold = cold[:int(np.searchsorted(pages, max_pages, side="right"))]
-    r = await sys.engine.migrate_pages(cold, target, MigrateReason.MR_DEMOTION)
-    sys.node_vmstat["pgdemote_kswapd"][nid] += r.stats.nr_succeeded
-    return r.stats.nr_succeeded
+    pages = mem.folio_nr_pages(heads)
+    cold = ~sys.machine.accessed[mem.index[heads]]
+    budget = max_pages if max_pages is not None else int(pages.sum())
+    moved = 0
+    for sl in lru_lists(pages, lru):
+        if budget <= 0 or sys.engine.stopping:
+            break
+        demote = heads[sl][cold[sl]]  # referenced folios are rotated back
+        if demote.size == 0:
+            continue
+        r = await sys.engine.migrate_pages(demote, target, MigrateReason.MR_DEMOTION,
+                                           MigrateMode.MIGRATE_ASYNC)
+        moved += r.stats.nr_succeeded
+        budget -= int(pages[sl].sum())
+    sys.node_vmstat["pgdemote_kswapd"][nid] += moved
+    return moved
 
 
-async def promote_node(sys: System, nid: int, fraction: float) -> None:
-    """Promote hot folios of a lower-tier node to the node that demotes into it."""
+async def promote_node(sys: System, nid: int, fraction: float,
+                       max_calls: int = MAX_CALLS_PER_ROUND) -> None:
+    """NUMA hinting faults on hot folios of a lower tier: each one
+    ``migrate_misplaced_folio()`` to the node that demotes into ``nid``."""
     mem = sys.machine.memory
     uppers = [n.nid for n in mem.nodes if n.demotion_target == nid]
     if not uppers:
         return
     heads = sys.folios_on(nid)
     hot = heads[sys.machine.accessed[mem.index[heads]]]
-    hot = hot[sys.rng.random(hot.size) < fraction]
-    r = await sys.engine.migrate_pages(hot, uppers[0], MigrateReason.MR_NUMA_MISPLACED)
-    sys.node_vmstat["pgpromote_success"][uppers[0]] += r.stats.nr_succeeded
-
-
-async def compact_node(sys: System, nid: int, fraction: float = 1.0) -> None:
-    """Migrate the highest folios of ``nid`` within it, 32 at a time."""
-    heads = sys.folios_on(nid)
-    heads = np.sort(heads)[::-1][:max(1, int(heads.size * fraction))]
-    ok = True
-    for lo in range(0, heads.size, COMPACT_CLUSTER_MAX):
+    hot = hot[sys.rng.random(hot.size) < fraction][:max_calls]
+    for folio in hot.tolist():
         if sys.engine.stopping:
             return
-        cluster = heads[lo:lo + COMPACT_CLUSTER_MAX]
-        sys.node_vmstat["compact_migrate_scanned"][nid] += int(cluster.size)
-        sys.node_vmstat["compact_isolated"][nid] += int(cluster.size)
-        r = await sys.engine.migrate_pages(cluster, nid, MigrateReason.MR_COMPACTION,
+        r = await sys.engine.migrate_pages(np.array([folio], dtype=np.int64), uppers[0],
+                                           MigrateReason.MR_NUMA_MISPLACED,
                                            MigrateMode.MIGRATE_ASYNC)
+        sys.node_vmstat["pgpromote_success"][uppers[0]] += r.stats.nr_succeeded
+
+
+async def compact_node(sys: System, nid: int, mode: MigrateMode, fraction: float = 1.0,
+                       order: int = -1) -> bool:
+    """``compact_zone()`` of node ``nid`` in ``mode``; ``order`` -1 is
+    ``compact_memory``'s whole-node compaction, else a target order.
+
+    The migrate scanner takes folios from the top of the node (migd's buddy
+    hands out the lowest free blocks, so its scanners are the kernel's
+    mirrored); returns whether every list migrated.
+    """
+    mem = sys.machine.memory
+    heads = np.sort(sys.folios_on(nid))[::-1]
+    heads = heads[:max(1, int(heads.size * fraction))] if heads.size else heads
+    orders = mem.folio_order[heads]
+    skip = orders >= (PAGEBLOCK_ORDER if order < 0 else min(order, PAGEBLOCK_ORDER))
+    vm = sys.node_vmstat
+    vm["compact_migrate_scanned"][nid] += int(mem.folio_nr_pages(heads).sum())
+    movable = heads[~skip]
+    pages = mem.folio_nr_pages(movable)
+    ok = True
+    for sl in isolation_lists(pages, COMPACT_CLUSTER_MAX):
+        if sys.engine.stopping:
+            return False
+        vm["compact_isolated"][nid] += int(pages[sl].sum())
+        r = await sys.engine.migrate_pages(movable[sl], nid, MigrateReason.MR_COMPACTION, mode)
         ok &= r.rc == 0
     if ok:
-        sys.node_vmstat["compact_success"][nid] += 1
+        vm["compact_success"][nid] += 1
+    return ok
 
 
 async def compact_all(sys: System) -> None:
-    """``echo 1 > /proc/sys/vm/compact_memory``."""
+    """``echo 1 > /proc/sys/vm/compact_memory``: every node, MIGRATE_SYNC."""
     for node in sys.machine.memory.nodes:
-        await compact_node(sys, node.nid)
+        await compact_node(sys, node.nid, MigrateMode.MIGRATE_SYNC)
+
+
+async def kcompactd(sys: System, nid: int, fraction: float) -> None:
+    """``kcompactd_do_work()``: MIGRATE_SYNC_LIGHT, for a THP-sized order."""
+    await compact_node(sys, nid, MigrateMode.MIGRATE_SYNC_LIGHT, fraction, HPAGE_PMD_ORDER)
+
+
+async def direct_compact(sys: System, nid: int, order: int, fraction: float = 1.0) -> None:
+    """``try_to_compact_pages()``: COMPACT_PRIO_ASYNC first, then, if that did
+    not succeed, COMPACT_PRIO_SYNC_LIGHT."""
+    if not await compact_node(sys, nid, MigrateMode.MIGRATE_ASYNC, fraction, order):
+        await compact_node(sys, nid, MigrateMode.MIGRATE_SYNC_LIGHT, fraction, order)
+
+
+async def damon_migrate(sys: System, start_pfn: int, end_pfn: int, target_nid: int,
+                        hot: bool) -> int:
+    """DAMOS ``migrate_hot`` / ``migrate_cold`` on the physical region
+    ``[start_pfn, end_pfn)``: the folios passing the access filter, in address
+    order (``damon_pa_migrate()``), then ``damon_migrate_pages()``: one call per
+    run on the same source node, none for a run already on the target."""
+    mem = sys.machine.memory
+    heads = [sys.machine.tenant_folios(t) for t in sys.tenants]
+    heads = np.sort(np.concatenate(heads)) if heads else np.empty(0, dtype=np.int64)
+    heads = heads[(heads >= start_pfn) & (heads < end_pfn)]
+    heads = heads[sys.machine.accessed[mem.index[heads]] == hot]
+    nids = mem.nid_of[heads]
+    cut = np.flatnonzero(np.diff(nids)) + 1
+    moved = 0
+    for run in np.split(heads, cut):
+        if run.size == 0 or int(mem.nid_of[run[0]]) == target_nid or sys.engine.stopping:
+            continue
+        r = await sys.engine.migrate_pages(run, target_nid, MigrateReason.MR_DAMON,
+                                           MigrateMode.MIGRATE_ASYNC)
+        moved += r.stats.nr_succeeded
+    return moved
 
 
 async def run_workloads(sys: System) -> None:
@@ -90,12 +203,13 @@ async def run_workloads(sys: System) -> None:
     async with trio.open_nursery() as nursery:
         for name, w in sys.cfg.workloads.items():
             if w["enabled"]:
-                nursery.start_soon(_loop, sys, name, w["interval"], w["fraction"])
+                nursery.start_soon(_loop, sys, name, w)
 
 
-async def _loop(sys: System, name: str, interval: float, fraction: float) -> None:
+async def _loop(sys: System, name: str, w: dict) -> None:
     mem = sys.machine.memory
     nn = len(mem.nodes)
+    interval, fraction = w["interval"], w["fraction"]
     while not sys.engine.stopping:
         await trio.sleep(interval)
         if sys.engine.stopping:
@@ -109,11 +223,22 @@ async def _loop(sys: System, name: str, interval: float, fraction: float) -> Non
                 if node.demotion_target is not None:
                     heads = sys.folios_on(node.nid)
                     budget = int(mem.folio_nr_pages(heads).sum() * fraction)
-                    await demote_node(sys, node.nid, budget)
+                    budget = min(budget, MAX_CALLS_PER_ROUND * SWAP_CLUSTER_MAX)
+                    await demote_node(sys, node.nid, budget, w.get("lru"))
             sys.machine.accessed[:] = False  # aging
         elif name == "promotion":
             for node in mem.nodes:
                 await promote_node(sys, node.nid, fraction)
         elif name == "compaction":
             for node in mem.nodes:
-                await compact_node(sys, node.nid, fraction)
+                await kcompactd(sys, node.nid, fraction)
+        elif name == "damon":
+            node = mem.nodes[sys.rng.integers(nn)]
+            span = max(1, int(node.nr_pages * fraction))
+            lo = node.start_pfn + int(sys.rng.integers(max(1, node.nr_pages - span)))
+            if node.demotion_target is not None:  # migrate_cold down a tier
+                await damon_migrate(sys, lo, lo + span, node.demotion_target, hot=False)
+            else:
+                uppers = [n.nid for n in mem.nodes if n.demotion_target == node.nid]
+                if uppers:  # migrate_hot up a tier
+                    await damon_migrate(sys, lo, lo + span, uppers[0], hot=True)

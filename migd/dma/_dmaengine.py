@@ -54,6 +54,8 @@ class ChannelStatistics:
     bytes_transferred: int
     in_use: bool
     busy_seconds: float
+    #: ``chan->client_count``, what the kernel's ``class/dma/*/in_use`` prints.
+    client_count: int = 0
 
 
 class DmaChannel:
@@ -62,12 +64,19 @@ class DmaChannel:
     def __init__(self, device: DmaDevice, chan_id: int) -> None:
         self.device = device
         self.chan_id = chan_id
-        self.name = f"dma{device.dev_id}chan{chan_id}"
+        per_dev = device.model.channels_per_device or device.model.nr_channels
+        #: The kernel's name: ``dma<device>chan<channel of that device>``
+        #: (PTDMA: one channel per PT device, so dma0chan0 .. dma15chan0).
+        self.device_name = f"dma{device.dev_id + chan_id // per_dev}"
+        self.index = chan_id % per_dev  # the channel's number within its device
+        self.name = f"{self.device_name}chan{self.index}"
         self.engine = chan_id // device.model.channels_per_engine
         self.memcpy_count = 0
         self.bytes_transferred = 0
         self.busy_seconds = 0.0
-        self.in_use = False
+        #: ``chan->client_count``: clients holding the channel (an exclusive,
+        #: DMA_PRIVATE channel has at most one).
+        self.client_count = 0
         self._queue: deque[Descriptor] = deque()
         self._wakeup = trio.Event()
         self._idle = trio.Event()
@@ -76,12 +85,16 @@ class DmaChannel:
         self._ring_space = trio.Event()
 
     @property
+    def in_use(self) -> bool:
+        return self.client_count > 0
+
+    @property
     def busy(self) -> bool:
         return bool(self._queue) or not self._idle.is_set()
 
     def statistics(self) -> ChannelStatistics:
         return ChannelStatistics(self.memcpy_count, self.bytes_transferred, self.in_use,
-                                 self.busy_seconds)
+                                 self.busy_seconds, self.client_count)
 
     async def submit(self, descs: list[Descriptor]) -> None:
         """``dmaengine_submit()`` + ``dma_async_issue_pending()``.
@@ -197,28 +210,31 @@ class DmaDevice:
                 nursery.start_soon(ch.run)
 
     def request_channels(self, count: int) -> list[DmaChannel]:
-        """``dma_request_chan()`` for ``count`` memcpy channels.
+        """``dma_request_chan_by_mask(DMA_MEMCPY)`` up to ``count`` times.
 
-        Shared channels (PTDMA, SDXI) are always granted; exclusive ones (DSA
-        work queues) are claimed until released, and OSError EBUSY is raised
-        when none is free.
+        Exclusive channels (``model.exclusive``: PTDMA and DSA, requested as
+        DMA_PRIVATE) go to one client at a time: a request takes the free
+        ones in order, possibly fewer than ``count`` while another batch
+        holds some, and OSError EBUSY is raised when none is free (the batch
+        is refused, as RFC v6 dcbm's ``dcbm_claim_channels()`` refuses it).
+        Shared channels (``native``, SDXI) are always granted.
         """
         if self.faults["fail_dma_busy"].should_fail():
             raise OSError(errno.EBUSY, "no DMA channel available (injected)")
         if not self.model.exclusive:
             chans = self.channels[:count]
         else:
-            chans = [c for c in self.channels if not c.in_use][:count]
+            chans = [c for c in self.channels if not c.client_count][:count]
             if not chans:
                 raise OSError(errno.EBUSY, "every DMA channel is claimed")
         for c in chans:
-            c.in_use = True
+            c.client_count += 1
         return chans
 
     def release_channels(self, chans: list[DmaChannel]) -> None:
         """``dma_release_channel()``."""
         for c in chans:
-            c.in_use = False
+            c.client_count -= 1
 
     def copy(self, descs: list[Descriptor], nbytes: np.ndarray) -> None:
         """Move the bytes of ``descs`` (``nbytes[i]`` of each; may run in a thread)."""

@@ -23,6 +23,18 @@ descriptor costs ``desc_us`` on its channel, plus ``iommu_page_us`` per 4 KiB
 page unless the folio is a PMD-mapped THP (one 2 MiB IOMMU mapping), plus its
 bytes at the channel's share of bandwidth.  Preparing and submitting it costs
 the CPU ``submit_us``.
+
+Per batch, RFC v6 dcbm also spends CPU outside the channels, and it is charged
+to the CPU, not hidden in channel time: ``chan_request_us`` per channel for
+``dma_request_chan_by_mask()`` and ``dma_release_channel()`` (a walk of the
+dmaengine device list under ``dma_list_mutex`` and the channel's
+client-count/module reference; ~0.5 us on a 3 GHz core, a few hundred cycles
+of locking and list walking each way), and ``map_folio_us`` per folio for the
+two ``dma_map_sgtable()`` calls of ``setup_sg_tables()`` (one scatterlist
+entry per side through the IOMMU's IOVA allocator, ~0.05 us a folio: the
+published 4K dcbm:16 row, 3.54 GB/s = 1.16 us per folio in all, leaves no room
+for more).  Rejected: folding them into ``desc_us``, which would let 16
+channels hide CPU work that one caller's core does serially.
 """
 
 from __future__ import annotations
@@ -85,6 +97,17 @@ class DmaModel:
     exclusive: bool = False
     #: No throttling at all: channels copy as fast as host threads can.
     native: bool = False
+    #: Channels per DMA device (0: all on one device).  PTDMA: one memcpy
+    #: channel per PT device, named ``dma<N>chan0``.
+    channels_per_device: int = 0
+    #: CPU per channel claimed: request + release (see the module docstring).
+    chan_request_us: float = 0.0
+    #: CPU per folio: ``dma_map_sgtable()`` of source and destination.
+    map_folio_us: float = 0.0
+    #: The ring-chunked dcbm variant: folios are marked copied chunk by chunk
+    #: (a ring's worth) as each completes, so an error keeps the finished
+    #: chunks.  Only the ``sdxi`` profile; v6 dcbm marks all or nothing.
+    mark_chunks: bool = False
 
     def desc_seconds(self, nbytes: int, order: int, sharing: int, active: int) -> float:
         """One descriptor's time on a channel whose engine has ``sharing`` busy
@@ -108,9 +131,14 @@ ZEN3_CPU = CpuModel(
     call_us=80.0, flush_us=20.0, unmap_folio_us=0.10, move_folio_us=0.55, pte_us=0.22,
     page_us=0.02, copy_gbps=13.0, mt_dispatch_us=5.0, membus_gbps=72.0,
 )
+#: 16 PT devices of one memcpy channel each, held exclusively (DMA_PRIVATE) by
+#: the batch that requested them.  Pairs of them share an engine's 14 GB/s:
+#: the published 2M rows scale 12.65 -> 27.01 GB/s from 1 to 4 channels (2x,
+#: not 4x).
 ZEN3_PTDMA = DmaModel(
     nr_channels=16, channels_per_engine=2, engine_gbps=14.0, membus_gbps=100.0, desc_us=0.5,
-    iommu_page_us=0.35, submit_us=0.12,
+    iommu_page_us=0.35, submit_us=0.12, exclusive=True, channels_per_device=1,
+    chan_request_us=0.5, map_folio_us=0.05,
 )
 
 PROFILES: dict[str, HardwareProfile] = {
@@ -123,11 +151,13 @@ PROFILES: dict[str, HardwareProfile] = {
     "sdxi": HardwareProfile(
         "sdxi", "one fast SDXI channel with a 512-descriptor ring", ZEN3_CPU,
         DmaModel(nr_channels=1, channels_per_engine=1, engine_gbps=40.0, membus_gbps=80.0,
-                 desc_us=0.2, iommu_page_us=0.05, submit_us=0.08, ring_size=512)),
+                 desc_us=0.2, iommu_page_us=0.05, submit_us=0.08, ring_size=512,
+                 chan_request_us=0.5, map_folio_us=0.05, mark_chunks=True)),
     "dsa": HardwareProfile(
         "dsa", "Intel DSA: work queues claimed per batch, -EBUSY when all are taken", ZEN3_CPU,
         DmaModel(nr_channels=8, channels_per_engine=1, engine_gbps=20.0, membus_gbps=80.0,
-                 desc_us=0.3, iommu_page_us=0.05, submit_us=0.1, exclusive=True)),
+                 desc_us=0.3, iommu_page_us=0.05, submit_us=0.1, exclusive=True,
+                 chan_request_us=0.5, map_folio_us=0.05)),
 }
 
 

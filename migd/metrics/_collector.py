@@ -135,7 +135,7 @@ class MigdCollector:
                                         labels=["device", "channel"]),
         }
         for ch in dev.channels:
-            labels = [f"dma{dev.dev_id}", str(ch.chan_id)]
+            labels = [ch.device_name, str(ch.index)]
             fams["busy"].add_metric(labels, ch.busy_seconds)
             fams["bytes"].add_metric(labels, ch.bytes_transferred)
             fams["desc"].add_metric(labels, ch.memcpy_count)

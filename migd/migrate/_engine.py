@@ -102,6 +102,39 @@ class _Batch:
     untried: np.ndarray
 
 
+def do_pages_move_runs(heads: np.ndarray, nids: np.ndarray, nodes: np.ndarray
+                       ) -> list[tuple[int, int]]:
+    """``[lo, hi)`` of each run of pages ``do_pages_move()`` hands to one
+    ``migrate_pages()`` call: consecutive pages queued for the same node.
+
+    Queued: the first page of its folio in the call, not on its node already.
+    Any other page flushes the list (``move_pages_and_store_status()``), so
+    runs never span it; an empty list makes no call.
+    """
+    n = heads.size
+    first = np.zeros(n, dtype=np.bool_)
+    first[np.unique(heads, return_index=True)[1]] = True
+    queued = np.flatnonzero(first & (nids != nodes))
+    if queued.size == 0:
+        return []
+    cut = np.flatnonzero((np.diff(queued) != 1) | (np.diff(nodes[queued]) != 0)) + 1
+    starts = queued[np.concatenate([[0], cut])]
+    ends = queued[np.concatenate([cut - 1, [queued.size - 1]])] + 1
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
+
+
+def _merge_results(results: list[MigrateResult]) -> MigrateResult:
+    """The calls of one ``move_pages()`` as one result (rc: the first error, else
+    the folios not migrated)."""
+    stats = MigrateStats()
+    for r in results:
+        for f in stats.__dataclass_fields__:
+            setattr(stats, f, getattr(stats, f) + getattr(r.stats, f))
+    errs = [r.rc for r in results if r.rc < 0]
+    failed = np.concatenate([r.failed for r in results]) if results else _EMPTY
+    return MigrateResult(errs[0] if errs else sum(r.rc for r in results), stats, failed)
+
+
 class MigrationEngine:
     """The migration core: runs ``migrate_pages()``, dispatches batch copies.
 
@@ -229,19 +262,27 @@ class MigrationEngine:
 
     # -- callers ---------------------------------------------------------------------
 
-    async def move_pages(self, tenant, vpages: np.ndarray, target_nid: int,
+    async def move_pages(self, tenant, vpages: np.ndarray, nodes: int | np.ndarray,
                          reason: MigrateReason = MigrateReason.MR_SYSCALL) -> MigrateResult:
-        """``move_pages(2)``: migrate the folios backing ``vpages`` to ``target_nid``.
+        """``move_pages(2)``: move the page at each of ``vpages`` to its node
+        (``nodes``: one for all, or one per page).
 
-        Folios already on the target are skipped, as ``add_page_for_migration``
-        does.  Uses MIGRATE_SYNC like the syscall.
+        As ``do_pages_move()``: one ``migrate_pages()`` call (MIGRATE_SYNC,
+        MR_SYSCALL) per run of consecutive pages queued for the same node.  A
+        page that is not queued flushes the run before it: already on its node,
+        or its folio already queued or moved by an earlier page of this call
+        (-EBUSY from ``folio_isolate_lru()``), so one address per folio makes
+        long runs and every base page of a THP makes one call per THP.
         """
         await self.clock.spend(self.profile.cpu.call_us * 1e-6)
-        pfns = tenant.pte_pfn[np.asarray(vpages)]
-        heads = self.memory.page_folio(pfns)
-        heads = heads[np.sort(np.unique(heads, return_index=True)[1])]
-        heads = heads[self.memory.nid_of[heads] != target_nid]
-        return await self.migrate_pages(heads, target_nid, reason, MigrateMode.MIGRATE_SYNC)
+        vpages = np.asarray(vpages)
+        heads = self.memory.page_folio(tenant.pte_pfn[vpages])
+        nodes = np.broadcast_to(np.asarray(nodes, dtype=np.int64), heads.shape)
+        results = []
+        for lo, hi in do_pages_move_runs(heads, self.memory.nid_of[heads], nodes):
+            results.append(await self.migrate_pages(heads[lo:hi], int(nodes[lo]), reason,
+                                                    MigrateMode.MIGRATE_SYNC))
+        return _merge_results(results)
 
     # -- migrate_pages ---------------------------------------------------------------
 

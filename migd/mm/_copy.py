@@ -70,9 +70,11 @@ def folios_copy_mt(base, page_bytes, mem_map, dst, src, lo, hi, nr_threads):
                 a = size * t // nr_threads
                 b = size * (t + 1) // nr_threads
                 memcpy(base + dst[u] * page_bytes + a, base + src[u] * page_bytes + a, b - a)
-    else:
+    else:  # thread t: n // T folios, one more for the first n % T threads
+        q, r = n // nr_threads, n % nr_threads
         for t in numba.prange(nr_threads):
-            for u in range(lo + n * t // nr_threads, lo + n * (t + 1) // nr_threads):
+            first = lo + t * q + min(t, r)
+            for u in range(first, first + q + (1 if t < r else 0)):
                 memcpy(base + dst[u] * page_bytes, base + src[u] * page_bytes,
                        page_bytes << mem_map[src[u]].order)
 

@@ -1,27 +1,67 @@
-"""``dcbm``: DMA batch copy over the dmaengine (the RFC's drivers/migrate_offload/dcbm).
+"""``dcbm``: DMA batch copy over the dmaengine, as RFC v6's
+drivers/migrate_offload/dcbm/dcbm.c (``folios_copy_dma()``) does it.
 
-Per batch: ``min(nr_dma_chan, nr_folios, 16)`` channels, contiguous slices of
-the folio list per channel (``nr*i/c .. nr*(i+1)/c``), one descriptor per folio
-(one segment each), each channel issued as soon as its descriptors are
-submitted.  A descriptor's completion marks its folio FOLIO_CONTENT_COPIED, so
-completions may come in any order.  The batch waits up to ``timeout``
-(10 s) for them all: -ETIMEDOUT after that, -EIO if any descriptor failed or
-came back short; either way every channel is terminated (synchronously, so no
-late write can land after the CPU fallback) and only the unmarked folios are
-left to the CPU.  ``folios_migrated`` / ``folios_failures`` count folios.
+Per batch:
+
+1. claim ``min(nr_dma_chan, nr_folios, 16)`` channels (``dcbm_nr_channels``),
+   each held exclusively on exclusive hardware (PTDMA, DSA) until the batch
+   releases them (``dcbm_release_channels()``); fewer while another batch
+   holds some, and none -> the batch is refused (-EBUSY, ``batches_refused``,
+   not a failure: the move loop copies it);
+2. map the folios (``dma_map_sgtable()``) and prepare one descriptor per folio,
+   contiguous slices ``nr*i/c .. nr*(i+1)/c`` per channel, each channel issued
+   as soon as its slice is submitted; these are CPU work of the caller;
+3. wait for each channel in turn, up to ``timeout`` (10 s) each: -ETIMEDOUT,
+   or -EIO once a channel completed with a failed or short descriptor; on
+   either every channel is terminated (synchronously: no late write after the
+   CPU fallback);
+4. only when every channel completed cleanly is FOLIO_CONTENT_COPIED set, on
+   every folio of the batch (``folios_migrated += nr_folios``); otherwise none
+   is marked, ``folios_failures += nr_folios`` and the CPU copies the whole
+   batch in the move loop.
+
+The later ring-chunked variant marks each ring's worth of descriptors as it
+completes, so an error keeps the finished chunks; it belongs to the ``sdxi``
+profile only (``DmaModel.mark_chunks``).
+
+Rejected: v6+'s per-device channel groups (a batch uses the channels of one
+DMA device): with PTDMA's one channel per device a batch would never get more
+than one, against the published 16-channel rows (65 GB/s against 12.65 GB/s).
 """
 
 from __future__ import annotations
 
 import errno
+from dataclasses import dataclass, field
 
+import numpy as np
 import trio
 
-from ..dma import Descriptor, DmaDevice, dcbm_nr_channels, slice_bounds
+from ..dma import Descriptor, DmaChannel, DmaDevice, dcbm_nr_channels, slice_bounds
 from ..mm import FOLIO_CONTENT_COPIED
 from ._migrator import CopyBatch, Migrator
 
 DCBM_MAX_CHANNELS = 16
+
+
+@dataclass
+class _Chunk:
+    """Descriptors whose folios are marked together when all completed cleanly."""
+
+    lo: int
+    hi: int
+    outstanding: int
+    failed: bool = False
+
+
+@dataclass
+class _Work:
+    """``struct dma_work``: one channel's slice and its completion."""
+
+    chan: DmaChannel
+    outstanding: int
+    done: trio.Event = field(default_factory=trio.Event)
+    failed: bool = False
 
 
 class DcbmMigrator(Migrator):
@@ -39,6 +79,8 @@ class DcbmMigrator(Migrator):
         self.folios_migrated = 0
         self.folios_failures = 0
         self.completion_order: list[int] = []  # cookies of the last batch, as completed
+        #: Channels each batch got, most recent last (bounded): contention shows here.
+        self.channels_claimed: list[int] = []
 
     def set_nr_dma_chan(self, n: int) -> None:
         if not 1 <= n <= DCBM_MAX_CHANNELS:
@@ -61,43 +103,68 @@ class DcbmMigrator(Migrator):
             chans = dev.request_channels(dcbm_nr_channels(self.nr_dma_chan, nr))
         except OSError as e:
             dev.batches_refused += 1
-            self.folios_failures += nr
             return -e.errno
+        self.channels_claimed = (self.channels_claimed + [len(chans)])[-64:]
+        try:
+            return await self._copy(batch, chans)
+        finally:
+            dev.release_channels(chans)
+            marked = int(np.count_nonzero(batch.memory.flags[batch.src] & FOLIO_CONTENT_COPIED))
+            self.folios_migrated += marked
+            self.folios_failures += nr - marked
+
+    async def _copy(self, batch: CopyBatch, chans: list[DmaChannel]) -> int:
+        """Map, submit, wait; returns 0 or -errno."""
+        nr = batch.nr_folios
+        model = self.device.model
+        clock = batch.clock
         flags = batch.memory.flags
         src = batch.src
-        outstanding = nr
-        all_done = trio.Event()
-        failed = 0
+        # dma_request_chan_by_mask() + dma_release_channel() per channel, and
+        # dma_map_sgtable() of every folio: CPU work before the first descriptor.
+        await clock.spend((model.chan_request_us * len(chans) + model.map_folio_us * nr) * 1e-6)
+        chunk_len = model.ring_size if model.mark_chunks and model.ring_size else nr
+        chunks = [_Chunk(lo, min(lo + chunk_len, nr), min(lo + chunk_len, nr) - lo)
+                  for lo in range(0, nr, chunk_len)]
+        bounds = slice_bounds(nr, len(chans))
+        works = [_Work(ch, hi - lo) for ch, (lo, hi) in zip(chans, bounds, strict=True)]
+        owner = np.repeat(np.arange(len(works)), [hi - lo for lo, hi in bounds]).tolist()
         order: list[int] = []
 
         def complete(d: Descriptor) -> None:
-            nonlocal outstanding, failed
             order.append(d.cookie)
-            if d.status == 0 and d.residue == 0:
-                flags[src[d.cookie]] |= FOLIO_CONTENT_COPIED
-            else:
-                failed += 1
-            outstanding -= 1
-            if outstanding == 0:
-                all_done.set()
+            ok = d.status == 0 and d.residue == 0
+            work = works[owner[d.cookie]]
+            chunk = chunks[d.cookie // chunk_len]
+            work.failed |= not ok
+            chunk.failed |= not ok
+            chunk.outstanding -= 1
+            work.outstanding -= 1
+            if chunk.outstanding == 0 and not chunk.failed:
+                flags[src[chunk.lo:chunk.hi]] |= FOLIO_CONTENT_COPIED
+            if work.outstanding == 0:
+                work.done.set()
 
         rc = 0
         try:
             orders = batch.orders.tolist()
             dst = batch.dst.tolist()
             srcs = src.tolist()
-            submit = batch.profile.dma.submit_us * 1e-6
-            for ch, (lo, hi) in zip(chans, slice_bounds(nr, len(chans)), strict=True):
+            submit = model.submit_us * 1e-6
+            for work, (lo, hi) in zip(works, bounds, strict=True):
                 descs = [Descriptor(srcs[i], dst[i], orders[i], complete, i)
                          for i in range(lo, hi)]
-                await batch.clock.spend(submit * (hi - lo))  # prep + submit on the CPU
-                await ch.submit(descs)
-            with trio.move_on_after(self.timeout):
-                await all_done.wait()
-            if outstanding:
-                rc = -errno.ETIMEDOUT
-            elif failed:
-                rc = -errno.EIO
+                await clock.spend(submit * (hi - lo))  # prep + submit on the CPU
+                await work.chan.submit(descs)  # + dma_async_issue_pending()
+            for work in works:  # wait_for_completion_timeout(), channel by channel
+                with trio.move_on_after(self.timeout):
+                    await work.done.wait()
+                if not work.done.is_set():
+                    rc = -errno.ETIMEDOUT
+                    break
+                if work.failed:
+                    rc = -errno.EIO
+                    break
             if rc:
                 for ch in chans:
                     await ch.terminate_sync()
@@ -109,9 +176,5 @@ class DcbmMigrator(Migrator):
                     await ch.terminate_sync()
             raise
         finally:
-            dev.release_channels(chans)
             self.completion_order = order
-            copied = nr - outstanding - failed
-            self.folios_migrated += copied
-            self.folios_failures += nr - copied
         return rc
