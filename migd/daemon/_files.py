@@ -40,11 +40,12 @@ def files() -> list[Knob]:
     dma, node, pid = "class/dma/{}", "devices/system/node/node{}", "proc/{}"
     return [
         *(Knob(f"{dma}/{f}", what, get=lambda s, c, f=f: getattr(c, f), each=_channels,
-               slot="dma0chan<C>", family="dma")
+               slot="dma<N>chan<C>", family="dma")
           for f, what in (("memcpy_count", "memcpy descriptors the channel completed"),
                           ("bytes_transferred", "bytes the channel copied"))),
-        Knob(f"{dma}/in_use", "1 while a batch holds the channel",
-             get=lambda s, c: int(c.in_use), each=_channels, slot="dma0chan<C>", family="dma"),
+        Knob(f"{dma}/in_use", "the channel's client count (dmaengine.c in_use_show): "
+             "1 while dcbm holds it", get=lambda s, c: c.client_count, each=_channels,
+             slot="dma<N>chan<C>", family="dma"),
         Knob(f"{node}/demote", "write N: demote N cold pages to the demotion target",
              set=lambda s, n, v: demote_node(s, n.nid, v),
              parse=Int(1, lambda s, n: n.nr_pages, "1..the node's pages"),
