@@ -1,0 +1,14 @@
+"""``migd replay``: rebuild migrate_pages() calls from a real kernel's ftrace
+text and replay them on the virtual clock through each configuration."""
+
+from ._parse import SHOWN_MALFORMED, TraceCalls, parse_text, read_traces
+from ._plot import plot_replay
+from ._replay import Config, replay_shapes
+from ._report import ReplayReport
+from ._run import ReplayError, load_traces, replay
+from ._shapes import ORDER_ASSUMPTION, call_shapes
+from ._synth import synthetic_trace
+
+__all__ = ["ORDER_ASSUMPTION", "SHOWN_MALFORMED", "Config", "ReplayError", "ReplayReport",
+           "TraceCalls", "call_shapes", "load_traces", "parse_text", "plot_replay",
+           "read_traces", "replay", "replay_shapes", "synthetic_trace"]

@@ -1,0 +1,62 @@
+"""``migd replay``'s core: trace files in, a :class:`ReplayReport` out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from ..bench import MigratorSpec
+from ._parse import TraceCalls, read_traces
+from ._replay import Config, replay_shapes
+from ._report import ReplayReport, build_report
+from ._shapes import ORDER_ASSUMPTION, call_shapes
+
+
+class ReplayError(ValueError):
+    """Input the replay cannot work with (one line, for the CLI's exit 2)."""
+
+
+def load_traces(paths: list[str]) -> TraceCalls:
+    """Parse ``paths``; ReplayError when unreadable or holding no migrate call."""
+    try:
+        calls = read_traces(paths)
+    except OSError as e:
+        raise ReplayError(f"cannot read the trace: {e}") from None
+    if not len(calls):
+        what = (f"{calls.malformed} malformed line(s), first at {calls.malformed_shown[0][1]}"
+                if calls.malformed else f"{calls.lines} line(s)")
+        raise ReplayError(f"no migrate:mm_migrate_pages_start/mm_migrate_pages call in "
+                          f"{', '.join(paths)} ({what})")
+    return calls
+
+
+def replay(calls: TraceCalls, configs: list[Config], budget_us: float,
+           progress: Callable[[str], None] = lambda msg: None) -> ReplayReport:
+    """Replay ``calls`` through each configuration; a ``none`` configuration
+    of the first one's profile and bound is added as the baseline if absent."""
+    base = Config(MigratorSpec("cpu"), configs[0].batch_pages, profile=configs[0].profile)
+    base = next((c for c in configs if c.migrator.name == "cpu"), base)
+    todo = list(dict.fromkeys([base, *configs]))
+    shapes = call_shapes(calls)
+    results = {}
+    for i, cfg in enumerate(todo):
+        progress(f"replaying {len(shapes.shapes)} call shapes through {cfg.name} "
+                 f"({i + 1}/{len(todo)})")
+        per_shape = replay_shapes(shapes, cfg)
+        results[cfg] = {c: v[shapes.index] for c, v in per_shape.items()}
+    notes = [f"{len(calls)} calls rebuilt from {calls.lines} lines, "
+             f"{len(shapes.shapes)} distinct call shapes replayed once each"]
+    if not calls.has_folio_orders:
+        notes.append(ORDER_ASSUMPTION)
+    if calls.other_events:
+        notes.append(f"{calls.other_events} events of other systems skipped")
+    if calls.unpaired:
+        notes.append(f"{calls.unpaired} start or end event(s) without their pair skipped")
+    if calls.malformed:
+        notes.append(f"{calls.malformed} malformed line(s) skipped")
+    over = int((results[base]["seconds"] > np.diff(calls["start"], append=np.inf)).sum())
+    if over:
+        notes.append(f"{over} calls would still run on none when the next traced call "
+                     "starts; calls replay one at a time (no contention modelled)")
+    return build_report(calls, results, base, budget_us, base.profile, notes)
