@@ -118,6 +118,64 @@ def _soak(args: argparse.Namespace) -> int:
     return 0 if summary.ok else 1
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from . import replay
+
+    progress = _args.Progress()
+    try:
+        _args.check_output(args.json, "--json")
+        _args.check_output(args.plot, "--plot")
+        if args.budget_us <= 0:
+            raise ValueError(f"--budget-us must be positive: {args.budget_us:g}")
+        configs = replay.configs(args.migrators, args.batch_pages, args.reason_mask,
+                                 args.profile)
+        calls = replay.load_traces(args.trace)
+    except ValueError as e:
+        print(f"migd replay: {e}", file=sys.stderr)
+        return 2
+    report = replay.replay(calls, configs, args.budget_us, progress)
+    progress.clear()
+    print(report.table(), flush=True)
+    if args.json:
+        report.write_json(args.json)
+    if args.plot:
+        try:
+            replay.plot_replay(report, args.plot)
+        except (OSError, ValueError) as e:
+            print(f"migd replay: cannot write the plot: {e}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from . import sweep
+
+    progress = _args.Progress()
+    try:
+        _args.check_output(args.json, "--json")
+        _args.check_output(args.plot, "--plot")
+        grid = sweep.load_grid(args.grid)
+        executor = sweep.executor(args.scheduler, args.workers)
+    except ValueError as e:
+        print(f"migd sweep: {e}", file=sys.stderr)
+        return 2
+    try:
+        result = sweep.run_sweep(grid, executor, args.out, progress)
+    finally:
+        executor.close()
+    progress.clear()
+    print(result.table(), flush=True)
+    if args.json:
+        result.write_json(args.json)
+    if args.plot:
+        try:
+            sweep.plot_sweep(result, args.plot, args.plot_axes)
+        except (OSError, ValueError) as e:
+            print(f"migd sweep: cannot write the plot: {e}", file=sys.stderr)
+            return 1
+    return 0
+
+
 def _install_service(args: argparse.Namespace) -> int:
     from ._service import install_service
 
@@ -206,6 +264,52 @@ def _add_bench(sub) -> None:
         p.set_defaults(func=_bench)
 
 
+def _add_replay(sub) -> None:
+    r = sub.add_parser("replay", help="replay a kernel's migrate trace through configurations",
+                       description="Rebuild each migrate_pages() call from ftrace text "
+                       "(trace_pipe, trace or trace-cmd report output; gzip accepted) and "
+                       "replay the calls on the virtual clock through each configuration: "
+                       "what offload would do on the machine that recorded the trace.")
+    r.add_argument("trace", nargs="+", metavar="TRACE", help="ftrace text files")
+    r.add_argument("--migrators", default="none,mtcopy:2,dcbm:4", metavar="LIST",
+                   help="configurations to replay through (default: none,mtcopy:2,dcbm:4)")
+    r.add_argument("--profile", default="zen3-ptdma", metavar="P",
+                   help="hardware profile (default: zen3-ptdma)")
+    r.add_argument("--batch-pages", default="512", metavar="LIST",
+                   help="nr_max_batched_migration values (default: 512)")
+    r.add_argument("--reason-mask", action="append", default=None, metavar="MASK",
+                   help="offload reason mask, repeatable: all, none, a number or reason "
+                   "names (default: all)")
+    r.add_argument("--budget-us", type=float, default=1000.0, metavar="US",
+                   help="p99 inaccessible-time budget of the recommendation (default: 1000)")
+    r.add_argument("--json", default=None, metavar="FILE", help="write the report as JSON")
+    r.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="draw time and latency per configuration and reason (matplotlib)")
+    r.set_defaults(func=_replay)
+
+
+def _add_sweep(sub) -> None:
+    s = sub.add_parser("sweep", help="run a grid of virtual-clock cells, locally or on Dask",
+                       description="Run the cartesian product of GRID.toml's [axes] as "
+                       "independent virtual-clock cells, on local worker processes or a Dask "
+                       "distributed cluster; finished cells are kept in --out and skipped "
+                       "on a rerun.")
+    s.add_argument("grid", metavar="GRID.toml", help="the grid file ([axes], [cell])")
+    s.add_argument("--scheduler", default=None, metavar="ADDR",
+                   help="a dask.distributed scheduler, tcp://HOST:PORT, or 'local' for a "
+                   "LocalCluster (default: local worker processes)")
+    s.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="local worker processes (default: one per core)")
+    s.add_argument("--out", default="sweep-out", metavar="DIR",
+                   help="one record per finished cell (default: sweep-out)")
+    s.add_argument("--json", default=None, metavar="FILE", help="write the rows as JSON")
+    s.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="plot the first metric over two axes (matplotlib)")
+    s.add_argument("--plot-axes", default=None, metavar="X,Y",
+                   help="the two axes of --plot (default: the first two with several values)")
+    s.set_defaults(func=_sweep)
+
+
 def _add_service(sub) -> None:
     s = sub.add_parser("install-service", help="install the systemd unit and its config",
                        description="Install systemd/migd.service into /etc/systemd/system "
@@ -235,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_bench(sub)
     _add_soak(sub)
+    _add_replay(sub)
+    _add_sweep(sub)
     _add_service(sub)
     return p
 

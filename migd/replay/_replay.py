@@ -26,8 +26,16 @@ from ..bench import MigratorSpec, make_migrator
 from ..dma import DmaDevice
 from ..hw import VirtualClock, get_profile, mock_clock
 from ..migrate import BatchRecords, MigrationEngine
-from ..mm import PAGE_SIZE, REASON_MASK_ALL, Machine, MigrateMode, MigrateReason, NodeSpec
-from ..mm import TenantSpec, format_reason_mask
+from ..mm import (
+    PAGE_SIZE,
+    REASON_MASK_ALL,
+    Machine,
+    MigrateMode,
+    MigrateReason,
+    NodeSpec,
+    TenantSpec,
+    format_reason_mask,
+)
 from ._shapes import Shapes
 
 _MODES = list(MigrateMode)

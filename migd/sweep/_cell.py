@@ -1,0 +1,81 @@
+"""One cell: a virtual-clock experiment from a flat dict of parameters to a
+flat dict row (SPEC section 7's row fields).  Runs in whichever process the
+executor picked (a local worker, a Dask worker, this one), so it imports what
+it needs, takes and returns plain data, and keeps no state but the compiled
+paths warmed once per process.
+
+``throughput``: the bench rig's move_pages() of ``total`` bytes of
+``order`` folios (``Rig.migrate``), the migrator registered for
+``reason_mask`` (the rig's calls are syscall_or_cpuset), the engine's
+latency budget ``budget_us``.  ``replay``: the trace through the cell's
+configuration; the row is the "all reasons" row plus the profile check.
+``repeat`` only tells repetitions apart: the virtual clock is deterministic.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+_warm = False
+
+
+def _warm_up() -> None:
+    global _warm
+    if not _warm:
+        import trio
+
+        from ..migrate import warm_up
+
+        trio.run(warm_up)
+        _warm = True
+
+
+def _throughput(p: dict[str, Any]) -> dict[str, Any]:
+    import trio
+
+    from ..bench import BenchOptions, Rig, parse_size
+    from ..hw import mock_clock
+    from ..mm import parse_reason_mask
+    from ..replay import parse_migrator_list
+
+    spec = parse_migrator_list(p["migrator"])[0]
+    mask = parse_reason_mask(p["reason_mask"])
+    opts = BenchOptions(clock="virtual", profile=p["profile"], total=parse_size(p["total"]),
+                        migrators=[spec])
+
+    def between(engine, dma, npass) -> None:
+        if spec.name != "cpu":
+            engine.registry.set_reason_mask(engine.registry.active.migrator, mask)
+
+    async def main():
+        rig = Rig(opts, p["order"])
+        return await rig.migrate(spec, p["batch_pages"], budget_us=p["budget_us"],
+                                 between=between)
+
+    row = trio.run(main, clock=mock_clock()).as_json()
+    row["migrator"] = "none" if row["migrator"] == "cpu" else row["migrator"]
+    return row
+
+
+def _replay(p: dict[str, Any]) -> dict[str, Any]:
+    from ..mm import parse_reason_mask
+    from ..replay import Config, load_traces, parse_migrator_list, replay
+
+    spec = parse_migrator_list(p["migrator"])[0]
+    cfg = Config(spec, p["batch_pages"], parse_reason_mask(p["reason_mask"]), p["profile"])
+    report = replay(load_traces([p["trace"]]), [cfg], float(p["budget_us"] or 1e12))
+    row = next(r for r in report.rows if r["config"] == cfg.name and r["reason"] == "all")
+    row = {k: v for k, v in row.items() if k not in ("config", "reason")}
+    row["median_error_pct"] = report.profile_check.get("median_error_pct")
+    return row
+
+
+def run_cell(params: dict[str, Any]) -> dict[str, Any]:
+    """The cell's row; ``wall_seconds`` is the only field that depends on
+    where and when it ran."""
+    _warm_up()
+    t = time.perf_counter()
+    row = (_replay if params["experiment"] == "replay" else _throughput)(params)
+    row["wall_seconds"] = time.perf_counter() - t
+    return row

@@ -1,0 +1,40 @@
+"""``migd sweep --plot``: one metric over two axes - the first axis on x, one
+line per value of the second, the mean over every other axis."""
+
+from __future__ import annotations
+
+from ._run import SweepResult
+
+_METRICS = ("gbps", "seconds")
+
+
+def plot_sweep(result: SweepResult, path: str, axes: str | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if axes:
+        names = [a.strip() for a in axes.split(",")]
+        if len(names) != 2 or any(n not in result.axes for n in names):
+            raise ValueError(f"--plot-axes: expected two of {', '.join(result.axes)}: {axes!r}")
+    else:
+        names = [a for a, v in result.axes.items() if len(v) > 1][:2]
+        names += [a for a in result.axes if a not in names][: 2 - len(names)]
+    metric = next(m for m in _METRICS if any(r.get(m) is not None for r in result.rows))
+    x, line = names[0], names[1] if len(names) > 1 else None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    xs = result.axes[x]
+    for lv in (result.axes[line] if line else [None]):
+        ys = []
+        for xv in xs:
+            vals = [r[metric] for r in result.rows
+                    if r[x] == xv and (line is None or r[line] == lv) and r.get(metric) is not None]
+            ys.append(sum(vals) / len(vals) if vals else float("nan"))
+        ax.plot([str(v) for v in xs], ys, marker="o", label=f"{line}={lv}" if line else metric)
+    ax.set_xlabel(x)
+    ax.set_ylabel(metric)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,110 @@
+"""The sweep driver: cells not yet in ``--out`` go to the executor, each
+result is written as it arrives, and the rows are read back in grid order.
+
+A record is ``<out>/<key>.json`` = ``{"key", "migd", "params", "row"}``,
+written to a temporary name and renamed, so a Ctrl-C or a crash leaves whole
+records or none; a rerun (after Ctrl-C, a lost worker, a new axis value)
+runs only the cells whose record is missing.  One file per cell was chosen
+over one appended JSON-lines file: a rename is atomic, an append cut short
+by a kill leaves a half line to repair.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._version import migd_version
+from ._grid import Grid, cell_key
+
+#: Row fields that depend on where and when a cell ran.
+WALL_FIELDS = ("wall_seconds",)
+
+
+@dataclass
+class SweepResult:
+    axes: dict[str, list]
+    rows: list[dict[str, Any]]
+    ran: int  # cells run now (the others came from --out)
+    executor: str
+    workers: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"experiment": "sweep", "axes": self.axes, "rows": self.rows}
+
+    def write_json(self, path: str) -> None:
+        with open(path, "w") as f:
+            json.dump(self.as_json(), f, indent=2)
+            f.write("\n")
+
+    def table(self) -> str:
+        names = list(self.axes)
+        metrics = [m for m in ("gbps", "seconds", "first_folio_us", "inaccessible_us_p99",
+                               "cpu_saved_seconds", "median_error_pct")
+                   if any(m in r for r in self.rows)]
+        head = "".join(f"{n:>14}" for n in names + metrics)
+        out = [head]
+        for r in self.rows:
+            cells = [str(r[n])[-14:] for n in names]
+            cells += ["-" if r.get(m) is None else f"{r[m]:.4g}" for m in metrics]
+            out.append("".join(f"{c:>14}" for c in cells))
+        out.append(f"{len(self.rows)} cells, {self.ran} run now on {self.executor} "
+                   f"({self.workers} worker(s)) in {self.seconds:.1f} s")
+        return "\n".join(out)
+
+
+def _record_path(out: str, key: str) -> str:
+    return os.path.join(out, f"{key}.json")
+
+
+def _read(out: str, key: str) -> dict | None:
+    try:
+        with open(_record_path(out, key)) as f:
+            rec = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return rec if rec.get("key") == key else None
+
+
+def _write(out: str, key: str, params: dict, row: dict) -> None:
+    tmp = _record_path(out, f".{key}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump({"key": key, "migd": migd_version(), "params": params, "row": row}, f)
+    os.replace(tmp, _record_path(out, key))
+
+
+def run_sweep(grid: Grid, executor, out: str,
+              progress: Callable[[str], None] = lambda msg: None) -> SweepResult:
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out: {e}") from None
+    cells = grid.cells()
+    keyed = [(cell_key(p), p) for p in cells]
+    todo = [(k, p) for k, p in keyed if _read(out, k) is None]
+    by_key = dict(todo)  # one run per distinct cell
+    todo = list(by_key.items())
+    t0 = time.monotonic()
+    done = 0
+    progress(f"{len(todo)} of {len(cells)} cells to run")
+    for key, row in executor.map(todo):
+        _write(out, key, by_key[key], row)
+        done += 1
+        elapsed = time.monotonic() - t0
+        eta = elapsed / done * (len(todo) - done)
+        bar = "#" * (20 * done // max(1, len(todo)))
+        progress(f"[{bar:<20}] {done}/{len(todo)} cells, ETA {eta:.0f} s")
+    rows = []
+    for key, params in keyed:
+        rec = _read(out, key)
+        if rec is None:
+            raise RuntimeError(f"cell {key} has no record after the sweep")
+        rows.append({**rec["row"], **{a: params[a] for a in grid.axes}})
+    return SweepResult(grid.axes, rows, done, executor.name, executor.workers,
+                       time.monotonic() - t0)
