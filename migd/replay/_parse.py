@@ -9,9 +9,12 @@ The line layout is trace_output.c's ``trace_print_context``: ``comm-pid``,
 the event's TP_printk text (include/trace/events/migrate.h).
 
 A call is the pair ``mm_migrate_pages_start`` .. ``mm_migrate_pages`` of one
-task (pid): calls on different CPUs interleave in the file, one task has at
-most one migrate_pages() open.  ``remove_migration_pte`` events of that task
-in between (``order=``) give the call's folio orders.  An end without its
+task (pid) with the same mode and reason: calls on different CPUs interleave
+in the file.  A kernel task has at most one migrate_pages() open, but a trace
+written by migd (one pid, several trio tasks) can hold a promotion and a
+compaction open at once, so open starts are kept per (pid, mode, reason),
+oldest first.  ``remove_migration_pte`` events of that task in between
+(``order=``) give the folio orders of its most recently started call.  An end without its
 start (the trace began mid-call) or a start left open are counted, not
 guessed at.  A line that is not a trace line, or a migrate line whose payload
 does not parse (truncated, edited), counts as malformed with its line number.
@@ -107,7 +110,8 @@ class _Builder:
     def __init__(self) -> None:
         self.rows: list[tuple] = []
         self.orders: list[dict[int, int] | None] = []
-        self.open: dict[int, tuple[float, MigrateReason, MigrateMode, Counter | None]] = {}
+        self.open: dict[tuple, list[list]] = {}  # (pid, reason, mode) -> [[ts, orders]]
+        self.last: dict[int, list] = {}  # pid -> its most recently started call
         self.lines = self.malformed = self.other = self.unpaired = 0
         self.shown: list[tuple[str, int, str]] = []
 
@@ -139,34 +143,43 @@ class _Builder:
             p = _START.match(payload)
             if p is None:
                 raise ValueError(payload)
-            if pid in self.open:
-                self.unpaired += 1  # its end was lost
-            self.open[pid] = (ts, _reason(p[2]), _mode(p[1]), None)
+            entry = [ts, None]
+            self.open.setdefault((pid, _reason(p[2]), _mode(p[1])), []).append(entry)
+            self.last[pid] = entry
         elif event == "remove_migration_pte":
             p = _PTE.match(payload)
             if p is None:
                 raise ValueError(payload)
-            cur = self.open.get(pid)
+            cur = self.last.get(pid)
             if cur is not None:
-                hist = cur[3] if cur[3] is not None else Counter()
-                hist[max(0, int(p[1]))] += 1
-                self.open[pid] = (*cur[:3], hist)
+                if cur[1] is None:
+                    cur[1] = Counter()
+                cur[1][max(0, int(p[1]))] += 1
         else:
             p = _END.match(payload)
             if p is None:
                 raise ValueError(payload)
             reason, mode = _reason(p[8]), _mode(p[7])
-            cur = self.open.pop(pid, None)
-            if cur is None or cur[1] != reason or cur[2] != mode:
-                self.unpaired += 1
+            starts = self.open.get((pid, reason, mode))
+            if not starts:
+                self.unpaired += 1  # the trace began inside this call
                 return
+            cur = starts.pop(0)
+            if self.last.get(pid) is cur:
+                del self.last[pid]
             nums = [int(x) if x is not None else 0 for x in p.groups()[:6]]
             self.rows.append((cur[0], ts, int(reason), list(MigrateMode).index(mode),
                               *nums, pid))
-            self.orders.append(dict(cur[3]) if cur[3] is not None else None)
+            self.orders.append(dict(cur[1]) if cur[1] is not None else None)
+
+    def close_file(self) -> None:
+        """Starts left open at the end of a file: their ends were not recorded."""
+        self.unpaired += sum(len(v) for v in self.open.values())
+        self.open.clear()
+        self.last.clear()
 
     def result(self, sources: list[str]) -> TraceCalls:
-        self.unpaired += len(self.open)
+        self.close_file()
         arr = (np.array(self.rows, dtype=np.float64) if self.rows
                else np.empty((0, len(COLUMNS))))
         cols = {}
@@ -201,6 +214,5 @@ def read_traces(paths: list[str]) -> TraceCalls:
                 b.feed(path, f)
             except (EOFError, gzip.BadGzipFile, OSError) as e:
                 b.bad(path, b.lines + 1, f"<{e}>")
-        b.unpaired += len(b.open)
-        b.open.clear()
+        b.close_file()
     return b.result(list(paths))
