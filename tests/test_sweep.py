@@ -1,0 +1,170 @@
+"""migd sweep: grids checked before any work, identical rows on every executor
+(a real dask.distributed LocalCluster included), a worker lost mid-sweep,
+an interrupted sweep resumed.
+
+Every Dask cluster here is in-process (``processes=False``: workers are
+threads of this process, no spawn cost), closed in ``finally`` with a
+timeout; each test stays far below pytest-timeout.
+"""
+
+import json
+import os
+
+import pytest
+
+from migd.cli import main
+from migd.sweep import WALL_FIELDS, DaskExecutor, InProcess, load_grid, run_sweep
+
+GRID = """
+[axes]
+migrator = ["none", "dcbm:4", "mtcopy:2"]
+order = [0, 9]
+batch_pages = [64, 512]
+
+[cell]
+total = "4M"
+"""
+
+
+def write_grid(tmp_path, text=GRID, name="grid.toml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def strip(rows):
+    return [{k: v for k, v in r.items() if k not in WALL_FIELDS} for r in rows]
+
+
+class Counting:
+    """Wraps an executor: which keys it ran, and optionally an interruption
+    (KeyboardInterrupt, as Ctrl-C) or a callback after the n-th result."""
+
+    def __init__(self, inner, stop_after=None, after=None):
+        self.inner, self.stop_after, self.after = inner, stop_after, after
+        self.name, self.workers = inner.name, inner.workers
+        self.keys = []
+
+    def map(self, items):
+        for key, row in self.inner.map(items):
+            self.keys.append(key)
+            yield key, row
+            if self.after is not None:
+                self.after(len(self.keys))
+            if self.stop_after is not None and len(self.keys) >= self.stop_after:
+                raise KeyboardInterrupt
+
+    def close(self):
+        self.inner.close()
+
+
+def local_cluster(workers=2):
+    return DaskExecutor("local", workers, processes=False)
+
+
+def test_same_rows_in_process_and_on_a_dask_local_cluster(tmp_path):
+    grid = load_grid(write_grid(tmp_path))
+    a = run_sweep(grid, InProcess(), str(tmp_path / "a"))
+    ex = local_cluster()
+    try:
+        assert ex.workers == 2
+        b = run_sweep(grid, ex, str(tmp_path / "b"))
+    finally:
+        ex.close()
+    assert len(a.rows) == 12 and a.ran == 12 and b.ran == 12
+    assert strip(a.rows) == strip(b.rows)
+    # Axis values win over the row's own fields (migrator "dcbm:4", not "dcbm").
+    assert [r["migrator"] for r in a.rows[:4]] == ["none"] * 4
+    assert {r["migrator"] for r in a.rows} == {"none", "dcbm:4", "mtcopy:2"}
+    assert all(r["gbps"] > 0 for r in a.rows)
+
+
+def test_a_worker_lost_mid_sweep_and_every_cell_recorded_once(tmp_path):
+    grid = load_grid(write_grid(tmp_path))
+    ex = local_cluster()
+    lost = []
+
+    def kill_one(n):
+        """After the first result, close the worker with the most cells in
+        flight: the scheduler must run them again elsewhere."""
+        if lost:
+            return
+        state = ex.cluster.scheduler.workers
+        worker = max(ex.cluster.workers.values(),
+                     key=lambda w: len(state[w.address].processing))
+        lost.append(len(state[worker.address].processing))
+        ex.cluster.sync(worker.close, timeout=10)
+
+    counting = Counting(ex, after=kill_one)
+    try:
+        res = run_sweep(grid, counting, str(tmp_path / "out"))
+    finally:
+        counting.close()
+    assert lost[0] > 0  # cells were in flight on the lost worker
+    assert sorted(counting.keys) == sorted(set(counting.keys)) and len(counting.keys) == 12
+    assert len([f for f in os.listdir(tmp_path / "out") if f.endswith(".json")]) == 12
+    assert len(res.rows) == 12
+
+
+def test_an_interrupted_sweep_resumes_with_only_the_missing_cells(tmp_path):
+    grid = load_grid(write_grid(tmp_path))
+    out = str(tmp_path / "out")
+    first = Counting(InProcess(), stop_after=5)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(grid, first, out)
+    second = Counting(InProcess())
+    res = run_sweep(grid, second, out)
+    assert len(second.keys) == 7 and not set(first.keys) & set(second.keys)
+    assert res.ran == 7 and len(res.rows) == 12
+    # A new axis value: only its cells run.
+    grid2 = load_grid(write_grid(tmp_path, GRID.replace("[64, 512]", "[64, 512, 128]"),
+                                 "grid2.toml"))
+    third = Counting(InProcess())
+    assert run_sweep(grid2, third, out).ran == 6 and len(third.keys) == 6
+
+
+def test_sweep_cli_json_plot_and_replay_cells(tmp_path, capsys):
+    from migd.replay import synthetic_trace
+
+    (tmp_path / "t.txt").write_text(synthetic_trace(200))
+    grid = write_grid(tmp_path, """
+[axes]
+migrator = ["none", "dcbm:8"]
+trace = ["t.txt"]
+budget_us = [200, 2000]
+[cell]
+experiment = "replay"
+""")
+    js, png = tmp_path / "s.json", tmp_path / "s.png"
+    assert main(["sweep", grid, "--workers", "0", "--out", str(tmp_path / "o"), "--json",
+                 str(js), "--plot", str(png)]) == 0
+    doc = json.loads(js.read_text())
+    assert doc["experiment"] == "sweep" and len(doc["rows"]) == 4
+    assert all(r["calls"] == 200 and r["seconds"] > 0 for r in doc["rows"])
+    assert png.stat().st_size > 0
+    assert "4 cells" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text, extra, message", [
+    (None, [], "cannot read the grid"),
+    ("[axes\n", [], "not TOML"),
+    ('[axes]\ncolour = ["red"]\n', [], "unknown axis 'colour'"),
+    ('[axes]\nmigrator = ["warp:3"]\n', [], "migrator = 'warp:3'"),
+    ('[axes]\norder = [12]\n', [], "order = 12"),
+    ('[axes]\nprofile = ["cray"]\n', [], "profile = 'cray'"),
+    ('[axes]\norder = [0]\n[cell]\nspeed = 3\n', [], "unknown [cell] key 'speed'"),
+    ('[axes]\norder = [0]\n[cell]\nexperiment = "replay"\n', [], "needs a trace"),
+    ('[axes]\norder = [0]\n', ["--scheduler", "tcp://127.0.0.1:9"], "cannot reach"),
+    ('[axes]\norder = [0]\n', ["--scheduler", "carrier-pigeon"], "--scheduler"),
+])
+def test_sweep_bad_input_is_one_line_and_exit_2_before_any_work(tmp_path, capsys, monkeypatch,
+                                                                  text, extra, message):
+    import migd.sweep._executors as executors
+
+    monkeypatch.setattr(executors, "CONNECT_TIMEOUT", 1.0)  # nothing listens there anyway
+    grid = str(tmp_path / "missing.toml") if text is None else write_grid(tmp_path, text)
+    out = tmp_path / "out"
+    assert main(["sweep", grid, "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()  # no work done
