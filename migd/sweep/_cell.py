@@ -20,7 +20,8 @@ from typing import Any
 _warm = False
 
 
-def _warm_up() -> None:
+def warm_up() -> None:
+    """The compiled paths, once per process."""
     global _warm
     if not _warm:
         import trio
@@ -74,7 +75,7 @@ def _replay(p: dict[str, Any]) -> dict[str, Any]:
 def run_cell(params: dict[str, Any]) -> dict[str, Any]:
     """The cell's row; ``wall_seconds`` is the only field that depends on
     where and when it ran."""
-    _warm_up()
+    warm_up()
     t = time.perf_counter()
     row = (_replay if params["experiment"] == "replay" else _throughput)(params)
     row["wall_seconds"] = time.perf_counter() - t

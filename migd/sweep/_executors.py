@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
-from ._cell import run_cell
+from ._cell import run_cell, warm_up
 
 #: How long a scheduler may take to answer before it counts as unreachable.
 CONNECT_TIMEOUT = 5.0
@@ -47,6 +47,7 @@ class LocalProcesses:
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
+        warm_up()  # compiled once here, inherited by every forked worker
         ctx = multiprocessing.get_context("fork")
         self.pool = ProcessPoolExecutor(workers, mp_context=ctx)
 
