@@ -161,6 +161,15 @@ def _sweep(args: argparse.Namespace) -> int:
         return 2
     try:
         result = sweep.run_sweep(grid, executor, args.out, progress)
+    except ValueError as e:
+        progress.clear()
+        print(f"migd sweep: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        progress.clear()
+        print(f"migd sweep: interrupted; finished cells are in {args.out}, run the same "
+              "command again to resume", file=sys.stderr)
+        return 130
     finally:
         executor.close()
     progress.clear()
