@@ -352,3 +352,14 @@ async def _record_on_the_virtual_clock() -> str:
             await engine.move_pages(huge, v, 1 - int(mem.nid_of[huge.pte_pfn[v[0]]]))
         await trio.sleep(0.001)
     return tracing.ring.snapshot(2)
+
+
+def test_a_call_that_counted_no_page_replays_as_nothing():
+    text = (line("kswapd0", 9, 5.0, "mm_migrate_pages_start", c_printf(START_FMT, MODES[0],
+                                                                      REASONS[8]))
+            + line("kswapd0", 9, 5.00001, "mm_migrate_pages",
+                   c_printf(END_FMT, 0, 0, 0, 0, 0, 0, MODES[0], REASONS[8])))
+    calls = parse_text(text + "".join(kernel_lines(END_FMT)))
+    rep = replay(calls, [Config(_spec("cpu"))], budget_us=1e9)
+    demotion = next(r for r in rep.rows if r["reason"] == "demotion")
+    assert demotion["calls"] == 3 and demotion["succeeded"] == 512 + 17

@@ -98,6 +98,9 @@ async def _replay(shapes: Shapes, config: Config) -> dict[str, np.ndarray]:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(dma.run)
         for k, (reason, mode, folios) in enumerate(shapes.shapes):
+            if not folios:  # a call that counted no page: nothing to replay
+                out["first_folio"][k] = np.nan
+                continue
             src = 0 if all(len(stacks[o][0]) >= n for o, n, _ in folios) else 1
             picked, pinned = [], []
             for o, n, npin in folios:
