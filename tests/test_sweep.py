@@ -13,7 +13,14 @@ import os
 import pytest
 
 from migd.cli import main
-from migd.sweep import WALL_FIELDS, DaskExecutor, InProcess, load_grid, run_sweep
+from migd.sweep import (
+    WALL_FIELDS,
+    DaskExecutor,
+    InProcess,
+    LocalProcesses,
+    load_grid,
+    run_sweep,
+)
 
 GRID = """
 [axes]
@@ -62,9 +69,15 @@ def local_cluster(workers=2):
     return DaskExecutor("local", workers, processes=False)
 
 
-def test_same_rows_in_process_and_on_a_dask_local_cluster(tmp_path):
+def test_same_rows_in_process_on_local_processes_and_on_a_dask_local_cluster(tmp_path):
     grid = load_grid(write_grid(tmp_path))
     a = run_sweep(grid, InProcess(), str(tmp_path / "a"))
+    local = LocalProcesses(2)
+    try:
+        c = run_sweep(grid, local, str(tmp_path / "c"))
+    finally:
+        local.close()
+    assert c.ran == 12 and strip(a.rows) == strip(c.rows)
     ex = local_cluster()
     try:
         assert ex.workers == 2
