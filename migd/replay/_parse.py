@@ -5,7 +5,8 @@ Reads what a real kernel writes: ``trace_pipe`` (no header), ``trace`` (the
 ``version =``/``cpus=``/``CPU n is empty`` preamble, comm padded, optional
 ``(tgid)`` and latency flags, micro- or nanosecond timestamps), plain or gzip.
 The line layout is trace_output.c's ``trace_print_context``: ``comm-pid``,
-``[cpu]``, the flags, ``secs.usecs:``, then ``event: payload`` where payload is
+``[cpu]``, the flags, ``secs.usecs:``, then ``event: payload`` (trace-cmd pads the
+event name to a column: any spaces before the payload) where payload is
 the event's TP_printk text (include/trace/events/migrate.h).
 
 A call is the pair ``mm_migrate_pages_start`` .. ``mm_migrate_pages`` of one
@@ -40,7 +41,7 @@ from ..mm import MigrateMode, MigrateReason
 #: ``comm-pid [(tgid)] [cpu] [flags] secs.frac: [system:]event: payload``.
 _LINE = re.compile(
     r"^\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[(?P<cpu>\d+)\]\s+"
-    r"(?:[^\s:]{1,8}\s+)?(?P<ts>\d+\.\d+):\s+(?:\w+:)?(?P<event>\w+):\s?(?P<payload>.*)$")
+    r"(?:[^\s:]{1,8}\s+)?(?P<ts>\d+\.\d+):\s+(?:\w+:)?(?P<event>\w+):\s*(?P<payload>.*)$")
 #: Lines of the ``trace`` header and the ``trace-cmd report`` preamble.
 _HEADER = re.compile(r"^\s*(#|$|version\s*=|cpus=|CPU\s*\d+ is empty|trace-cmd:)")
 
