@@ -170,6 +170,11 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"migd sweep: interrupted; finished cells are in {args.out}, run the same "
               "command again to resume", file=sys.stderr)
         return 130
+    except sweep.LostWorker as e:
+        progress.clear()
+        print(f"migd sweep: {e}; finished cells are in {args.out}, run the same command "
+              "again to resume", file=sys.stderr)
+        return 1
     finally:
         executor.close()
     progress.clear()

@@ -181,3 +181,30 @@ def test_sweep_bad_input_is_one_line_and_exit_2_before_any_work(tmp_path, capsys
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not out.exists()  # no work done
+
+
+def test_a_local_worker_process_killed_is_reported_and_the_rerun_completes(tmp_path):
+    """A ProcessPoolExecutor cannot rerun a dead worker's cell: the sweep
+    stops with LostWorker, and the rerun runs only what is missing."""
+    import signal
+
+    from migd.sweep import LocalProcesses, LostWorker
+
+    grid = load_grid(write_grid(tmp_path))  # 12 cells: some still to submit after the kill
+    out = str(tmp_path / "out")
+    local = LocalProcesses(2)
+
+    def kill(n):
+        if n == 1:
+            os.kill(next(iter(local.pool._processes)), signal.SIGKILL)
+
+    counting = Counting(local, after=kill)
+    try:
+        with pytest.raises(LostWorker):
+            run_sweep(grid, counting, out)
+    finally:
+        local.close()
+    again = Counting(InProcess())
+    res = run_sweep(grid, again, out)
+    assert len(res.rows) == 12
+    assert len(again.keys) == 12 - len(set(counting.keys))

@@ -3,11 +3,11 @@ process, on local worker processes or on a Dask distributed cluster, with
 finished cells kept in an output directory so a rerun resumes."""
 
 from ._cell import run_cell
-from ._executors import DaskExecutor, InProcess, LocalProcesses, executor
+from ._executors import DaskExecutor, InProcess, LocalProcesses, LostWorker, executor
 from ._grid import AXES, DEFAULTS, Grid, cell_key, load_grid
 from ._plot import plot_sweep
 from ._run import WALL_FIELDS, SweepResult, run_sweep
 
 __all__ = ["AXES", "DEFAULTS", "WALL_FIELDS", "DaskExecutor", "Grid", "InProcess",
-           "LocalProcesses", "SweepResult", "cell_key", "executor", "load_grid", "plot_sweep",
-           "run_cell", "run_sweep"]
+           "LocalProcesses", "LostWorker", "SweepResult", "cell_key", "executor", "load_grid",
+           "plot_sweep", "run_cell", "run_sweep"]

@@ -17,6 +17,7 @@ import multiprocessing
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from ._cell import run_cell, warm_up
@@ -25,6 +26,11 @@ from ._cell import run_cell, warm_up
 CONNECT_TIMEOUT = 5.0
 
 Item = tuple[str, dict[str, Any]]
+
+
+class LostWorker(RuntimeError):
+    """A local worker process died (killed, out of memory): the pool is gone.
+    Dask reruns a lost worker's cells itself; a ProcessPoolExecutor cannot."""
 
 
 class InProcess:
@@ -52,6 +58,12 @@ class LocalProcesses:
         self.pool = ProcessPoolExecutor(workers, mp_context=ctx)
 
     def map(self, items: Iterable[Item]) -> Iterator[tuple[str, dict]]:
+        try:
+            yield from self._map(items)
+        except BrokenProcessPool as e:
+            raise LostWorker(f"a local worker process died ({e})") from None
+
+    def _map(self, items: Iterable[Item]) -> Iterator[tuple[str, dict]]:
         it = iter(items)
         running = {}
         while True:
