@@ -107,6 +107,9 @@ class DaskExecutor:
             self.close()
             raise ValueError(f"--scheduler: cannot reach {address}: {e}") from None
         self.workers = len(self.client.scheduler_info().get("workers", {})) or 1
+        # Every worker compiles the engine's paths now, side by side, rather
+        # than each on its first cell (workers joining later do it then).
+        self.client.run(warm_up)
 
     def map(self, items: Iterable[Item]) -> Iterator[tuple[str, dict]]:
         from distributed import as_completed
