@@ -228,7 +228,10 @@ def test_report_totals_recommendation_and_cli(tmp_path, capsys):
     assert ORDER_ASSUMPTION in rep.notes
     assert rep.profile_check["calls"] == len(CALLS)
     out = tmp_path / "r.json"
-    assert main(["replay", str(p), "--migrators", "none,dcbm:2", "--json", str(out)]) == 0
+    png = tmp_path / "r.png"
+    assert main(["replay", str(p), "--migrators", "none,dcbm:2", "--json", str(out),
+                 "--plot", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
     doc = json.loads(out.read_text())
     assert doc["experiment"] == "replay" and {r["config"] for r in doc["rows"]} == {
         "none", "dcbm:2"}
