@@ -155,6 +155,11 @@ def _sweep(args: argparse.Namespace) -> int:
         _args.check_output(args.json, "--json")
         _args.check_output(args.plot, "--plot")
         grid = sweep.load_grid(args.grid)
+        if args.plot_axes is not None:
+            axes = [a.strip() for a in args.plot_axes.split(",")]
+            if len(axes) != 2 or any(a not in grid.axes for a in axes):
+                raise ValueError(f"--plot-axes: expected two of the grid's axes "
+                                 f"({', '.join(grid.axes)}): {args.plot_axes!r}")
         executor = sweep.executor(args.scheduler, args.workers)
     except ValueError as e:
         print(f"migd sweep: {e}", file=sys.stderr)

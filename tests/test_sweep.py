@@ -169,6 +169,8 @@ experiment = "replay"
     ('[axes]\norder = [0]\n[cell]\nexperiment = "replay"\n', [], "needs a trace"),
     ('[axes]\norder = [0]\n', ["--scheduler", "tcp://127.0.0.1:9"], "cannot reach"),
     ('[axes]\norder = [0]\n', ["--scheduler", "carrier-pigeon"], "--scheduler"),
+    ('[axes]\norder = [0]\n', ["--plot", "x.png", "--plot-axes", "order,colour"],
+     "--plot-axes"),
 ])
 def test_sweep_bad_input_is_one_line_and_exit_2_before_any_work(tmp_path, capsys, monkeypatch,
                                                                   text, extra, message):
