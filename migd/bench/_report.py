@@ -6,6 +6,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+#: Virtual-clock rows' columns: wall time of the timed run and simulated
+#: seconds per wall second (``Rig.migrate``).
+SPEED_COLUMNS = ("wall_seconds", "sim_speed")
+
 
 @dataclass
 class BenchRow:
@@ -72,11 +76,14 @@ class BenchReport:
                              + ["# " + n for n in self.notes])
         head = ["migrator", "order", "folio", "batch", "GB/s", "x memcpy", "first-folio us",
                 "inacc p50 us", "inacc p99 us", "verified"]
+        speed = [c for c in SPEED_COLUMNS
+                 if c not in self.columns and any(c in r.extra for r in self.rows)]
         if published:
             head = ["migrator", "order", "folio", "batch", "n", "GB/s", "published", "error",
                     "first-folio us", "published", "error"]
         else:
             head += [c.replace("_", " ") for c in self.columns]
+        head += [c.replace("_", " ") for c in speed]
         lines = []
         for r in self.rows:
             name = r.migrator if not r.param else f"{r.migrator}:{r.param}"
@@ -87,19 +94,31 @@ class BenchReport:
                 lines.append(common + [
                     str(e.get("n_folios") or "all"), f"{r.gbps:.2f}", _num(e["published_gbps"], 2),
                     _pct(e["gbps_error"]), _num(r.first_folio_us),
-                    _num(e["published_first_folio_us"]), _pct(e["first_folio_error"])])
+                    _num(e["published_first_folio_us"]), _pct(e["first_folio_error"])]
+                    + [_cell(e.get(c)) for c in speed])
                 continue
             lines.append(common + [
                 f"{r.gbps:.2f}", f"{r.gbps / ref:.2f}" if ref else "-",
                 _num(r.first_folio_us), _num(r.inaccessible_us_p50),
                 _num(r.inaccessible_us_p99), "yes" if r.verified else "no"]
-                + [_cell(r.extra.get(c)) for c in self.columns])
+                + [_cell(r.extra.get(c)) for c in self.columns]
+                + [_cell(r.extra.get(c)) for c in speed])
         widths = [max(len(x) for x in col) for col in zip(head, *lines, strict=True)]
         out = [f"# {self.experiment}, {self.clock} clock, profile {self.profile}"]
         for row in [head, *lines]:
             out.append("  ".join(x.rjust(w) for x, w in zip(row, widths, strict=True)))
         out += ["# " + n for n in self.notes]
+        if speed:
+            out.append("# " + self.speed_note())
         return "\n".join(out)
+
+    def speed_note(self) -> str:
+        """The simulator's speed over every virtual-clock row."""
+        rows = [r for r in self.rows if "wall_seconds" in r.extra]
+        sim = sum(r.seconds for r in rows)
+        wall = sum(r.extra["wall_seconds"] for r in rows)
+        return (f"simulator: {sim:.3f} s simulated in {wall:.3f} s of wall time "
+                f"(sim_speed {sim / wall:.2f}) over {len(rows)} rows")
 
 
 def _cat_table_rows(rows):

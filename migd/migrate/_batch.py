@@ -52,8 +52,9 @@ NOT_OFFLOADED = Copied()
 
 
 async def batch_copy(engine, ctx, src: np.ndarray, dst: np.ndarray,
-                     nr_movable_ops: int) -> Copied:
-    """The batch copy of the unmapped folios ``src`` -> ``dst``, if any."""
+                     nr_movable_ops: int, closed_form: bool = False) -> Copied:
+    """The batch copy of the unmapped folios ``src`` -> ``dst``, if any
+    (``closed_form``: nothing can interleave, see ``_vclock``)."""
     offload = ctx.offload
     if not should_offload(offload, ctx.reason):
         return NOT_OFFLOADED  # vanilla: the move loop copies each folio
@@ -64,7 +65,8 @@ async def batch_copy(engine, ctx, src: np.ndarray, dst: np.ndarray,
     if src.size == 0 or engine.stopping:
         return NOT_OFFLOADED  # shutting down: the move loop copies on the CPU
     migrator = offload.migrator
-    batch = CopyBatch(mem, src, dst, mem.folio_order[src], engine.clock, engine.profile)
+    batch = CopyBatch(mem, src, dst, mem.folio_order[src], engine.clock, engine.profile,
+                      closed_form)
     choice = None
     if migrator.auto:
         choice = engine.fast.choose(migrator, batch.nr_folios, batch.nr_pages)

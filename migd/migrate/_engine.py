@@ -61,6 +61,7 @@ from ._steps import (
     undo,
     unmap_loop,
 )
+from ._vclock import closed_form, unmap_clean
 
 NR_MAX_BATCHED_MIGRATION = 512  # HPAGE_PMD_NR
 NR_MAX_BATCHED_MIGRATION_LIMIT = 262144  # the knob's bound: 1 GiB of base pages
@@ -164,6 +165,11 @@ class MigrationEngine:
         self.stopping = False
         #: Offloaded copies in flight, cancelled by :meth:`stop`.
         self.copy_scopes: set[trio.CancelScope] = set()
+        #: ``migrate_pages()`` calls in flight: with more than one, batches
+        #: can interleave and the virtual clock runs them step by step.
+        self.calls_in_flight = 0
+        #: Batches the virtual clock ran in closed form (``_vclock``).
+        self.closed_form_batches = 0
 
     # -- knobs ------------------------------------------------------------------
 
@@ -306,10 +312,12 @@ class MigrationEngine:
         books.add_call(mode.value)
         stats = MigrateStats()
         failed: list[np.ndarray] = []
+        self.calls_in_flight += 1
         try:
             rc = await self._migrate_pages(folios, cum, target_nid, reason, mode, stats,
                                            failed)
         finally:
+            self.calls_in_flight -= 1
             # Also when cancelled between batches: every page is accounted
             # for, and what stayed at the source leaves the list.
             left = np.concatenate(failed) if failed else _EMPTY
@@ -479,14 +487,21 @@ class MigrationEngine:
         t_entry = trio.current_time()
         nr_pages = int(self.memory.folio_nr_pages(folios).sum())
         nosplit = ctx.reason == MigrateReason.MR_NUMA_MISPLACED or not may_split
-        todo, left, splits, rc_saved, untried, passes = await unmap_loop(
-            self, ctx, folios, nr_pass, nosplit)
+        closed = closed_form(self)
+        todo = await unmap_clean(self, ctx, folios) if closed else None
+        if todo is not None:
+            left, splits, rc_saved, untried, passes = _EMPTY, [], 0, _EMPTY, 1
+        else:
+            closed = False
+            todo, left, splits, rc_saved, untried, passes = await unmap_loop(
+                self, ctx, folios, nr_pass, nosplit)
         copied = None
         first_folio = None
         inaccessible: list[np.ndarray] = []
         if todo.src.size:
             await self.clock.spend(self.profile.cpu.flush_us * 1e-6)  # try_to_unmap_flush()
-            copied = await batch_copy(self, ctx, todo.src, todo.dst, todo.nr_movable_ops)
+            copied = await batch_copy(self, ctx, todo.src, todo.dst, todo.nr_movable_ops,
+                                      closed)
             for _ in range(nr_pass):
                 # folio_migrate_mapping(): someone took a reference -> -EAGAIN
                 busy = self.memory.refcount[todo.src] != 1

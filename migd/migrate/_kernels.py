@@ -75,6 +75,42 @@ def migrate_folio_unmap_batch(bitmap, area, mem_map, ptes, pending, fail_alloc, 
 
 
 @numba.njit(cache=True, nogil=True)
+def migrate_folio_unmap_clean(bitmap, area, mem_map, ptes, folios, target, dst):
+    """The unmap loop's first pass when every folio unmaps at once, else nothing.
+
+    As ``migrate_folio_unmap_batch`` with no fault armed, for a batch that
+    needs no retry: each folio gets its destination, is locked and unmapped.
+    At the first folio that would not (locked, pinned, movable_ops, no
+    destination memory) the unmaps so far are undone — nothing ran meanwhile,
+    so nothing saw them — and False is returned: the batch is the engine's
+    general path's.  The virtual clock's closed-form batch (``_vclock``)
+    starts here; the real clock's fast path has the same loop inline.
+    """
+    k = 0
+    n = folios.size
+    while k < n:
+        src = folios[k]
+        pg = mem_map[src]
+        if (pg.flags & (PG_locked | PG_movable_ops)) or pg.refcount > 1 + pg.mapcount:
+            break
+        d = alloc_block(bitmap, area, target, pg.order)
+        if d < 0:
+            break
+        folio_init(mem_map, d, pg.order, PG_locked)
+        pg.flags |= PG_locked
+        try_to_migrate(mem_map, ptes, src)
+        dst[k] = d
+        k += 1
+    if k == n:
+        return True
+    for u in range(k):
+        remove_migration_ptes(mem_map, ptes, folios[u], folios[u])
+        mem_map[folios[u]].flags &= UNLOCK_MASK
+        folio_free(bitmap, area, mem_map, dst[u])
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
 def migrate_folio_move_batch(bitmap, area, mem_map, ptes, base, page_bytes, src, dst,
                              cpu_copied):
     """The move loop: ``migrate_folio_move()`` for each folio.

@@ -39,6 +39,7 @@ import trio
 
 from ..dma import Descriptor, DmaChannel, DmaDevice, dcbm_nr_channels, slice_bounds
 from ..mm import FOLIO_CONTENT_COPIED
+from ._dcbm_vclock import copy_closed_form, fits
 from ._migrator import CopyBatch, Migrator
 
 DCBM_MAX_CHANNELS = 16
@@ -81,6 +82,8 @@ class DcbmMigrator(Migrator):
         self.completion_order: list[int] = []  # cookies of the last batch, as completed
         #: Channels each batch got, most recent last (bounded): contention shows here.
         self.channels_claimed: list[int] = []
+        #: Batches copied in closed form on the virtual clock (``_dcbm_vclock``).
+        self.closed_form_batches = 0
 
     def set_nr_dma_chan(self, n: int) -> None:
         if not 1 <= n <= DCBM_MAX_CHANNELS:
@@ -116,6 +119,8 @@ class DcbmMigrator(Migrator):
     async def _copy(self, batch: CopyBatch, chans: list[DmaChannel]) -> int:
         """Map, submit, wait; returns 0 or -errno."""
         nr = batch.nr_folios
+        if batch.closed_form and fits(self.device, chans, nr):
+            return await copy_closed_form(self, batch, chans)  # virtual clock, alone
         model = self.device.model
         clock = batch.clock
         flags = batch.memory.flags

@@ -26,6 +26,10 @@ class CopyBatch:
     orders: np.ndarray
     clock: Clock
     profile: HardwareProfile
+    #: The engine's word that nothing can interleave with this batch (virtual
+    #: clock, no fault armed, no other call in flight): a migrator may then
+    #: charge its modelled time in closed form, with one sleep.
+    closed_form: bool = False
 
     @property
     def nr_folios(self) -> int:

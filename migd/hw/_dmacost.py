@@ -1,0 +1,102 @@
+"""A batch's DMA time in closed form: the channels' schedule, computed at once.
+
+On the virtual clock a channel (``migd.dma``) runs its queue in chunks of
+``RATE_CHUNK`` descriptors; at the start of each chunk it looks at which
+channels are busy (``sharing`` on its engine, ``active`` on the device), takes
+its bandwidth share from that, sleeps the chunk's modelled time and completes
+it.  When one batch alone uses the device (no other batch in flight, no fault
+armed), nothing else changes which channels are busy, so the whole schedule
+follows from the batch itself: the times the client submits to each channel
+and the descriptors' sizes.  :func:`dma_schedule` replays that event by event
+without the event loop — the same chunks, the same busy sets, the same
+additions in the same order — and the client sleeps once, to the end.
+
+Measured: ``dcbm:16`` on 1 GiB of 4K folios ran 65,536 chunk sleeps and
+262,144 descriptor callbacks through trio, 0.06x real time; the schedule is
+~128 events per 512-folio batch in compiled code.  Rejected: an analytic
+fluid model (every channel's share as a function of time) - it would not
+give the step-by-step chunks' rounding and the two paths would disagree.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ..mm import HPAGE_PMD_ORDER, PAGE_SIZE
+from ._profile import DmaModel
+
+
+@numba.njit(cache=True, nogil=True)
+def _schedule(t_sub, lo, hi, engine, chunk, fixed, nbytes, engine_gbps, membus_gbps,
+              t_done, t_end):
+    k = t_sub.size
+    nxt = t_sub.copy()  # each channel's next event: its start, then its chunk's end
+    pos = lo.copy()  # first descriptor of the chunk in flight (or the next one)
+    cend = lo.copy()  # end of the chunk in flight
+    started = np.zeros(k, dtype=np.bool_)
+    busy = np.zeros(k, dtype=np.bool_)
+    done = np.zeros(k, dtype=np.bool_)
+    while True:
+        c = -1
+        best = np.inf
+        for x in range(k):
+            if not done[x] and nxt[x] < best:
+                best = nxt[x]
+                c = x
+        if c < 0:
+            return
+        t = nxt[c]
+        if not started[c]:
+            started[c] = True
+            busy[c] = True  # submitted: its queue is not empty
+        else:
+            for i in range(pos[c], cend[c]):
+                t_done[i] = t
+            pos[c] = cend[c]
+            if pos[c] == hi[c]:
+                busy[c] = False
+                done[c] = True
+                t_end[c] = t
+                continue
+        sharing = 0
+        active = 0
+        for x in range(k):
+            if busy[x]:
+                active += 1
+                if engine[x] == engine[c]:
+                    sharing += 1
+        rate = min(engine_gbps / max(sharing, 1), membus_gbps / max(active, 1))
+        e = min(pos[c] + chunk[c], hi[c])
+        acc = 0.0
+        for i in range(pos[c], e):
+            acc += fixed[i] + nbytes[i] / (rate * 1e9)
+        cend[c] = e
+        nxt[c] = t + acc
+
+
+def dma_schedule(model: DmaModel, t_submit: np.ndarray, bounds: list[tuple[int, int]],
+                 engines: np.ndarray, orders: np.ndarray, rate_chunk: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """When each descriptor completes and when each channel goes idle.
+
+    Channel ``c`` (on engine ``engines[c]``) gets descriptors ``bounds[c]`` of
+    a batch of folios of ``orders`` at ``t_submit[c]``, and every other
+    channel of the device is idle.  A channel runs its queue in chunks of
+    ``max(1, min(rate_chunk, n // 8))`` at the share
+    ``min(engine_gbps / sharing, membus_gbps / active)`` seen when the chunk
+    starts; a descriptor costs ``DmaModel.desc_seconds``.  Returns
+    ``(t_done per descriptor, t_end per channel)``.
+    """
+    lo = np.array([b[0] for b in bounds], dtype=np.int64)
+    hi = np.array([b[1] for b in bounds], dtype=np.int64)
+    chunk = np.maximum(1, np.minimum(rate_chunk, (hi - lo) // 8))
+    nb = PAGE_SIZE * np.left_shift(1, orders.astype(np.int64))
+    pages = np.where(orders >= HPAGE_PMD_ORDER, 0, nb // PAGE_SIZE)
+    fixed = (model.desc_us + model.iommu_page_us * pages) * 1e-6
+    t_done = np.empty(orders.size, dtype=np.float64)
+    t_end = np.empty(lo.size, dtype=np.float64)
+    _schedule(np.asarray(t_submit, dtype=np.float64), lo, hi,
+              np.asarray(engines, dtype=np.int64), chunk, fixed, nb.astype(np.float64),
+              float(model.engine_gbps), float(model.membus_gbps), t_done, t_end)
+    return t_done, t_end

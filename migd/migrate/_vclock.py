@@ -1,0 +1,57 @@
+"""The virtual clock's closed-form batch: when nothing can interleave.
+
+On the virtual clock the engine's time is the profile's model, charged as the
+step-by-step path runs: the unmap loop pass by pass (``_steps.unmap_loop``:
+fault draws, retry bookkeeping), the batch copy (a DMA migrator's channels
+sleep chunk by chunk, ~128 trio sleeps and 512 callbacks per 512-folio
+batch), the move loop.  When nothing can interleave with a batch — no fault
+armed, no other ``migrate_pages()`` call in flight, no stop requested — its
+outcome is known before it runs: every folio unmaps on the first pass (or
+the batch is not clean, and nothing was touched), and the copy's time follows
+from the batch alone.  Then:
+
+- the unmap loop is one compiled call (``migrate_folio_unmap_clean``) and one
+  sleep of the vectorised unmap costs (``CpuModel.unmap_seconds``), each
+  folio's unmap time their running sum, as ``unmap_pass`` computes them;
+- the batch copy is handed ``CopyBatch.closed_form``: dcbm computes its
+  channels' schedule at once and sleeps once (``offload._dcbm_vclock``);
+- the flush, the move loop (first folio, then the rest) and the records are
+  the engine's own code, so the sleeps that other tasks could see — a
+  mutator waiting on a migration entry wakes at folio 0's remap — stay
+  where the step-by-step path puts them, and first-folio latency is the
+  same number.
+
+Anything that can interleave keeps the step-by-step path: a fault armed (a
+draw could fire at any folio), a second caller (its batches claim channels
+and change the bus share mid-batch), a stop.  Rejected: one sleep for a
+whole call (all its batches): a mutator waiting on a migration entry would
+wake at the end of the call instead of at its folio's remap.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import trio
+
+from . import _kernels as _k
+from ._steps import Unmapped
+
+
+def closed_form(eng) -> bool:
+    """Whether a batch starting now may run in closed form."""
+    return (eng.clock.virtual and eng.calls_in_flight == 1 and not eng.stopping
+            and not eng.faults.armed)
+
+
+async def unmap_clean(eng, ctx, folios: np.ndarray) -> Unmapped | None:
+    """The unmap loop of a clean batch in one step, or None (nothing done)
+    when some folio would not unmap on the first pass."""
+    dst = np.empty(folios.size, dtype=np.int64)
+    t0 = trio.current_time()
+    if not _k.migrate_folio_unmap_clean(*eng.kernel_state, folios, ctx.target_nid, dst):
+        return None
+    eng.closed_form_batches += 1
+    costs = eng.profile.cpu.unmap_seconds(eng.memory.folio_order[folios])
+    t_unmap = t0 + np.cumsum(costs)
+    await eng.clock.spend(float(costs.sum()))
+    return Unmapped(folios, dst, t_unmap, 0)
