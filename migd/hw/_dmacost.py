@@ -28,9 +28,24 @@ from ._profile import DmaModel
 
 
 @numba.njit(cache=True, nogil=True)
-def _schedule(t_sub, lo, hi, engine, chunk, fixed, nbytes, engine_gbps, membus_gbps,
-              t_done, t_end):
+def _schedule(t_sub, engine, orders, rate_chunk, desc_us, iommu_page_us, engine_gbps,
+              membus_gbps, t_done, t_end):
     k = t_sub.size
+    nr = orders.size
+    lo = np.empty(k, dtype=np.int64)
+    hi = np.empty(k, dtype=np.int64)
+    chunk = np.empty(k, dtype=np.int64)
+    for c in range(k):  # the RFC's contiguous split (dma.slice_bounds)
+        lo[c] = nr * c // k
+        hi[c] = nr * (c + 1) // k
+        chunk[c] = max(1, min(rate_chunk, (hi[c] - lo[c]) // 8))
+    fixed = np.empty(nr, dtype=np.float64)
+    nbytes = np.empty(nr, dtype=np.float64)
+    for i in range(nr):  # DmaModel.desc_seconds without the bandwidth term
+        nb = PAGE_SIZE << orders[i]
+        pages = 0 if orders[i] >= HPAGE_PMD_ORDER else nb // PAGE_SIZE
+        fixed[i] = (desc_us + iommu_page_us * pages) * 1e-6
+        nbytes[i] = nb
     nxt = t_sub.copy()  # each channel's next event: its start, then its chunk's end
     pos = lo.copy()  # first descriptor of the chunk in flight (or the next one)
     cend = lo.copy()  # end of the chunk in flight
@@ -75,28 +90,21 @@ def _schedule(t_sub, lo, hi, engine, chunk, fixed, nbytes, engine_gbps, membus_g
         nxt[c] = t + acc
 
 
-def dma_schedule(model: DmaModel, t_submit: np.ndarray, bounds: list[tuple[int, int]],
-                 engines: np.ndarray, orders: np.ndarray, rate_chunk: int
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def dma_schedule(model: DmaModel, t_submit: np.ndarray, engines: np.ndarray,
+                 orders: np.ndarray, rate_chunk: int) -> tuple[np.ndarray, np.ndarray]:
     """When each descriptor completes and when each channel goes idle.
 
-    Channel ``c`` (on engine ``engines[c]``) gets descriptors ``bounds[c]`` of
-    a batch of folios of ``orders`` at ``t_submit[c]``, and every other
-    channel of the device is idle.  A channel runs its queue in chunks of
-    ``max(1, min(rate_chunk, n // 8))`` at the share
+    Channel ``c`` (on engine ``engines[c]``) gets its contiguous slice of a
+    batch of folios of ``orders`` (``dma.slice_bounds``) at ``t_submit[c]``,
+    and every other channel of the device is idle.  A channel runs its queue
+    in chunks of ``max(1, min(rate_chunk, n // 8))`` at the share
     ``min(engine_gbps / sharing, membus_gbps / active)`` seen when the chunk
     starts; a descriptor costs ``DmaModel.desc_seconds``.  Returns
     ``(t_done per descriptor, t_end per channel)``.
     """
-    lo = np.array([b[0] for b in bounds], dtype=np.int64)
-    hi = np.array([b[1] for b in bounds], dtype=np.int64)
-    chunk = np.maximum(1, np.minimum(rate_chunk, (hi - lo) // 8))
-    nb = PAGE_SIZE * np.left_shift(1, orders.astype(np.int64))
-    pages = np.where(orders >= HPAGE_PMD_ORDER, 0, nb // PAGE_SIZE)
-    fixed = (model.desc_us + model.iommu_page_us * pages) * 1e-6
     t_done = np.empty(orders.size, dtype=np.float64)
-    t_end = np.empty(lo.size, dtype=np.float64)
-    _schedule(np.asarray(t_submit, dtype=np.float64), lo, hi,
-              np.asarray(engines, dtype=np.int64), chunk, fixed, nb.astype(np.float64),
-              float(model.engine_gbps), float(model.membus_gbps), t_done, t_end)
+    t_end = np.empty(t_submit.size, dtype=np.float64)
+    _schedule(t_submit, engines, orders, rate_chunk, float(model.desc_us),
+              float(model.iommu_page_us), float(model.engine_gbps), float(model.membus_gbps),
+              t_done, t_end)
     return t_done, t_end

@@ -488,9 +488,11 @@ class MigrationEngine:
         nr_pages = int(self.memory.folio_nr_pages(folios).sum())
         nosplit = ctx.reason == MigrateReason.MR_NUMA_MISPLACED or not may_split
         closed = closed_form(self)
-        todo = await unmap_clean(self, ctx, folios) if closed else None
-        if todo is not None:
-            left, splits, rc_saved, untried, passes = _EMPTY, [], 0, _EMPTY, 1
+        clean = unmap_clean(self, ctx, folios) if closed else None
+        unslept = 0.0  # the closed form's unmap time, slept with the flush
+        if clean is not None:
+            (todo, unslept), left, splits, rc_saved, untried, passes = (
+                clean, _EMPTY, [], 0, _EMPTY, 1)
         else:
             closed = False
             todo, left, splits, rc_saved, untried, passes = await unmap_loop(
@@ -499,7 +501,8 @@ class MigrationEngine:
         first_folio = None
         inaccessible: list[np.ndarray] = []
         if todo.src.size:
-            await self.clock.spend(self.profile.cpu.flush_us * 1e-6)  # try_to_unmap_flush()
+            # try_to_unmap_flush() (and the closed form's unmap loop)
+            await self.clock.spend(unslept + self.profile.cpu.flush_us * 1e-6)
             copied = await batch_copy(self, ctx, todo.src, todo.dst, todo.nr_movable_ops,
                                       closed)
             for _ in range(nr_pass):

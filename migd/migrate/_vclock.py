@@ -10,9 +10,10 @@ outcome is known before it runs: every folio unmaps on the first pass (or
 the batch is not clean, and nothing was touched), and the copy's time follows
 from the batch alone.  Then:
 
-- the unmap loop is one compiled call (``migrate_folio_unmap_clean``) and one
-  sleep of the vectorised unmap costs (``CpuModel.unmap_seconds``), each
-  folio's unmap time their running sum, as ``unmap_pass`` computes them;
+- the unmap loop is one compiled call (``migrate_folio_unmap_clean``); its
+  vectorised costs (``CpuModel.unmap_seconds``) give each folio's unmap
+  time, their running sum as ``unmap_pass`` computes them, and are slept
+  with the TLB flush in one sleep (nothing changes between the two);
 - the batch copy is handed ``CopyBatch.closed_form``: dcbm computes its
   channels' schedule at once and sleeps once (``offload._dcbm_vclock``);
 - the flush, the move loop (first folio, then the rest) and the records are
@@ -43,9 +44,12 @@ def closed_form(eng) -> bool:
             and not eng.faults.armed)
 
 
-async def unmap_clean(eng, ctx, folios: np.ndarray) -> Unmapped | None:
+def unmap_clean(eng, ctx, folios: np.ndarray) -> tuple[Unmapped, float] | None:
     """The unmap loop of a clean batch in one step, or None (nothing done)
-    when some folio would not unmap on the first pass."""
+    when some folio would not unmap on the first pass.  Returns what is
+    unmapped and the unmap loop's modelled seconds, not yet slept: the
+    engine sleeps them with the flush's, as one sleep (nothing changes
+    between the two)."""
     dst = np.empty(folios.size, dtype=np.int64)
     t0 = trio.current_time()
     if not _k.migrate_folio_unmap_clean(*eng.kernel_state, folios, ctx.target_nid, dst):
@@ -53,5 +57,4 @@ async def unmap_clean(eng, ctx, folios: np.ndarray) -> Unmapped | None:
     eng.closed_form_batches += 1
     costs = eng.profile.cpu.unmap_seconds(eng.memory.folio_order[folios])
     t_unmap = t0 + np.cumsum(costs)
-    await eng.clock.spend(float(costs.sum()))
-    return Unmapped(folios, dst, t_unmap, 0)
+    return Unmapped(folios, dst, t_unmap, 0), float(costs.sum())

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..hw import Clock, get_profile
+from ..hw import Clock, dma_schedule, get_profile
 from ..mm import Machine, NodeSpec, TenantSpec
 from ..mm._copy import compile_copies
+from . import _kernels as _k
 from ._engine import MigrationEngine
 
 
@@ -26,3 +27,7 @@ async def warm_up() -> None:
     compile_copies(mem)
     none = np.empty(0, dtype=np.int64)
     mem.copy_folios(none, none, none)  # the DMA channels' copy
+    # the virtual clock's closed form (``_vclock``, ``hw.dma_schedule``)
+    _k.migrate_folio_unmap_clean(*engine.kernel_state, none, 0, none)
+    dma_schedule(get_profile("zen3-ptdma").dma, np.zeros(1), np.zeros(1, dtype=np.int64),
+                 np.zeros(1, dtype=np.int8), 64)

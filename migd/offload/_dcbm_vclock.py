@@ -24,43 +24,45 @@ from ._migrator import CopyBatch
 
 
 def fits(device, chans: list[DmaChannel], nr_folios: int) -> bool:
-    """Nothing else on the device: no channel busy, none claimed by another
-    client, and every slice fits its ring (a full ring makes the client wait
-    on the channel, which only the step-by-step path models)."""
+    """Nothing else on the device: no channel busy, none claimed but ours (each
+    of ours claimed once: by this batch), and every slice fits its ring (a
+    full ring makes the client wait on the channel, which only the
+    step-by-step path models)."""
     ring = device.model.ring_size
     if ring and -(-nr_folios // len(chans)) > ring:
         return False
-    mine = {id(c) for c in chans}
-    return not any(c.busy or (c.client_count and id(c) not in mine) for c in device.channels)
+    channels = device.channels
+    return (sum(c.client_count for c in channels) == len(chans)
+            and all(c.client_count == 1 for c in chans)
+            and not any(c.busy for c in channels))
 
 
 async def copy_closed_form(migrator, batch: CopyBatch, chans: list[DmaChannel]) -> int:
     """The batch copy of ``DcbmMigrator._copy`` with one sleep; returns 0."""
     model = migrator.device.model
-    clock = batch.clock
     nr = batch.nr_folios
-    bounds = slice_bounds(nr, len(chans))
-    setup = (model.chan_request_us * len(chans) + model.map_folio_us * nr) * 1e-6
-    await clock.spend(setup)
-    t_submit = np.empty(len(chans))
-    t = trio.current_time()
-    submit = model.submit_us * 1e-6
-    for k, (lo, hi) in enumerate(bounds):
-        t += submit * (hi - lo)  # prep + submit of channel k's slice on the CPU
-        t_submit[k] = t
-    t_done, t_end = dma_schedule(model, t_submit, bounds,
-                                 np.array([c.engine for c in chans]), batch.orders,
-                                 DmaChannel.RATE_CHUNK)
+    k = len(chans)
+    bounds = np.array(slice_bounds(nr, k) if k > 1 else [(0, nr)], dtype=np.int64)
+    setup = (model.chan_request_us * k + model.map_folio_us * nr) * 1e-6
+    # the channel requests and mappings, then each channel's slice prepared
+    # and submitted on the CPU (slept with the copy: nothing changes meanwhile)
+    steps = np.empty(k + 1)
+    steps[0] = trio.current_time() + setup
+    steps[1:] = (model.submit_us * 1e-6) * (bounds[:, 1] - bounds[:, 0])
+    t_submit = np.cumsum(steps)[1:]
+    t_done, t_end = dma_schedule(model, t_submit, np.array([c.engine for c in chans]),
+                                 batch.orders, DmaChannel.RATE_CHUNK)
     await trio.sleep_until(float(t_end.max()))
     mem = batch.memory
     mem.copy_folios(batch.dst, batch.src, batch.orders)
     mem.flags[batch.src] |= FOLIO_CONTENT_COPIED
-    nbytes = PAGE_SIZE * np.left_shift(1, batch.orders.astype(np.int64))
-    for c, (lo, hi), start, end in zip(chans, bounds, t_submit.tolist(), t_end.tolist(),
-                                       strict=True):
+    nbytes = PAGE_SIZE * np.cumsum(np.left_shift(1, batch.orders.astype(np.int64)))
+    sent = np.diff(nbytes[bounds[:, 1] - 1], prepend=0).tolist()
+    busy = (t_end - t_submit).tolist()
+    for c, (lo, hi), nb, b in zip(chans, bounds.tolist(), sent, busy, strict=True):
         c.memcpy_count += hi - lo
-        c.bytes_transferred += int(nbytes[lo:hi].sum())
-        c.busy_seconds += end - start
+        c.bytes_transferred += nb
+        c.busy_seconds += b
     migrator.completion_order = np.argsort(t_done, kind="stable").tolist()
     migrator.closed_form_batches += 1
     return 0
