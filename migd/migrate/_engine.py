@@ -168,8 +168,11 @@ class MigrationEngine:
         #: ``migrate_pages()`` calls in flight: with more than one, batches
         #: can interleave and the virtual clock runs them step by step.
         self.calls_in_flight = 0
-        #: Batches the virtual clock ran in closed form (``_vclock``).
+        #: Batches the virtual clock ran in closed form (``_vclock``), and
+        #: whether it may (False: every batch step by step, as the tests
+        #: that compare the two paths run it).
         self.closed_form_batches = 0
+        self.closed_form_enabled = True
 
     # -- knobs ------------------------------------------------------------------
 

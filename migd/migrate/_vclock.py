@@ -40,8 +40,8 @@ from ._steps import Unmapped
 
 def closed_form(eng) -> bool:
     """Whether a batch starting now may run in closed form."""
-    return (eng.clock.virtual and eng.calls_in_flight == 1 and not eng.stopping
-            and not eng.faults.armed)
+    return (eng.clock.virtual and eng.closed_form_enabled and eng.calls_in_flight == 1
+            and not eng.stopping and not eng.faults.armed)
 
 
 def unmap_clean(eng, ctx, folios: np.ndarray) -> tuple[Unmapped, float] | None:
