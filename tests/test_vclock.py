@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import trio
 
+from migd.bench import BenchOptions, BenchReport, MigratorSpec, Rig
 from migd.dma import DmaDevice
 from migd.hw import VirtualClock, get_profile, mock_clock
 from migd.migrate import MigrationEngine
@@ -178,3 +179,24 @@ def test_step_by_step_runs_while_another_caller_is_in_flight():
         assert seen[True] == seen[False]  # none while both were in flight
         assert 0 < engine.closed_form_batches < 16 + 2  # the long call's others were
     trio.run(main, clock=mock_clock())
+
+
+def test_virtual_bench_rows_report_the_simulators_speed():
+    """wall_seconds and sim_speed in a virtual row's JSON and in the table; not on
+    the real clock, where simulated and wall time are one."""
+    async def main(clock: str):
+        rig = Rig(BenchOptions(clock=clock, total=4 * MiB), order=0)
+        return await rig.migrate(MigratorSpec("dcbm", 4), 512)
+    row = trio.run(main, "virtual", clock=mock_clock())
+    js = row.as_json()
+    assert js["wall_seconds"] > 0
+    assert js["sim_speed"] == pytest.approx(js["seconds"] / js["wall_seconds"])
+    table = BenchReport("throughput", "virtual", "zen3-ptdma", [row]).table()
+    head = table.splitlines()[1]
+    assert head.endswith("wall seconds  sim speed")
+    wall, speed = (float(x) for x in table.splitlines()[2].split()[-2:])
+    assert (wall, speed) == (pytest.approx(js["wall_seconds"], abs=1e-3),
+                             pytest.approx(js["sim_speed"], rel=1e-2, abs=1e-3))
+    assert "# simulator: " in table and "over 1 rows" in table
+    real = trio.run(main, "real").as_json()
+    assert "sim_speed" not in real and "wall_seconds" not in real
