@@ -181,6 +181,52 @@ def test_step_by_step_runs_while_another_caller_is_in_flight():
     trio.run(main, clock=mock_clock())
 
 
+def _two_callers(closed: bool, offset: float) -> dict:
+    """A long dcbm:8 caller, and a short one entering ``offset`` seconds in."""
+    async def main() -> dict:
+        machine = make_machine(True, node_mib=16)
+        big = machine.add_tenant(TenantSpec("big", 4 * MiB, order=0))
+        small = machine.add_tenant(TenantSpec("small", 256 << 10, order=0))
+        clock, hw = VirtualClock(), get_profile("zen3-ptdma")
+        engine = MigrationEngine(machine, clock, hw)
+        engine.closed_form_enabled = closed
+        engine.nr_max_batched_migration = 256
+        dma = DmaDevice(0, machine.memory, clock, hw.dma, engine.faults)
+        mig = DcbmMigrator(dma, 8)
+        engine.registry.register(mig)
+        records = []
+        engine.subscribe(records.append)
+
+        async def short():
+            await trio.sleep(offset)
+            await engine.move_pages(small, np.arange(small.nr_pages), 1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(dma.run)
+            nursery.start_soon(short)
+            await engine.move_pages(big, np.arange(big.nr_pages), 1)
+            nursery.cancel_scope.cancel()
+        return {"records": [dataclasses.astuple(r) for r in records],
+                "statistics": engine.statistics(),
+                "channels": [dataclasses.astuple(c.statistics()) for c in dma.channels],
+                "claimed": mig.channels_claimed, "refused": dma.batches_refused,
+                "paths": (engine.closed_form_batches, mig.closed_form_batches)}
+    return trio.run(main, clock=mock_clock())
+
+
+@pytest.mark.parametrize("offset", [100e-6, 440e-6])
+def test_a_caller_entering_mid_copy_meets_the_channels_the_step_path_gives(offset):
+    """The second caller wakes while the first one's batch copy would be in flight:
+    that copy runs step by step (a task's sleep ends before it would), so the
+    second caller's batches claim channels and share the bus exactly as in the
+    all-step-by-step run; the first caller's batches before and after run closed."""
+    closed, steps = _two_callers(True, offset), _two_callers(False, offset)
+    engine_cf, dcbm_cf = closed.pop("paths")
+    assert steps.pop("paths") == (0, 0)
+    nr_batches = sum(len(r[5]) for r in closed["records"])
+    assert 0 < dcbm_cf < nr_batches - 1 and dcbm_cf <= engine_cf
+    _same(closed, steps)
+
+
 def test_virtual_bench_rows_report_the_simulators_speed():
     """wall_seconds and sim_speed in a virtual row's JSON and in the table; not on
     the real clock, where simulated and wall time are one."""

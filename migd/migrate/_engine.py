@@ -507,7 +507,7 @@ class MigrationEngine:
             # try_to_unmap_flush() (and the closed form's unmap loop)
             await self.clock.spend(unslept + self.profile.cpu.flush_us * 1e-6)
             copied = await batch_copy(self, ctx, todo.src, todo.dst, todo.nr_movable_ops,
-                                      closed)
+                                      closed and closed_form(self))  # still alone?
             for _ in range(nr_pass):
                 # folio_migrate_mapping(): someone took a reference -> -EAGAIN
                 busy = self.memory.refcount[todo.src] != 1

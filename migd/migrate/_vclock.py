@@ -14,8 +14,11 @@ from the batch alone.  Then:
   vectorised costs (``CpuModel.unmap_seconds``) give each folio's unmap
   time, their running sum as ``unmap_pass`` computes them, and are slept
   with the TLB flush in one sleep (nothing changes between the two);
-- the batch copy is handed ``CopyBatch.closed_form``: dcbm computes its
-  channels' schedule at once and sleeps once (``offload._dcbm_vclock``);
+- the batch copy is handed ``CopyBatch.closed_form`` (decided again after
+  the flush: still alone?): dcbm computes its channels' schedule at once
+  and sleeps once (``offload._dcbm_vclock``) unless another task could run
+  before the copy ends — one runnable, or one whose sleep ends first, which
+  could enter the engine and claim channels mid-copy;
 - the flush, the move loop (first folio, then the rest) and the records are
   the engine's own code, so the sleeps that other tasks could see — a
   mutator waiting on a migration entry wakes at folio 0's remap — stay

@@ -119,8 +119,10 @@ class DcbmMigrator(Migrator):
     async def _copy(self, batch: CopyBatch, chans: list[DmaChannel]) -> int:
         """Map, submit, wait; returns 0 or -errno."""
         nr = batch.nr_folios
-        if batch.closed_form and fits(self.device, chans, nr):
-            return await copy_closed_form(self, batch, chans)  # virtual clock, alone
+        if batch.closed_form and fits(self.device, chans, nr):  # virtual clock, alone
+            rc = await copy_closed_form(self, batch, chans)
+            if rc is not None:
+                return rc
         model = self.device.model
         clock = batch.clock
         flags = batch.memory.flags

@@ -37,8 +37,13 @@ def fits(device, chans: list[DmaChannel], nr_folios: int) -> bool:
             and not any(c.busy for c in channels))
 
 
-async def copy_closed_form(migrator, batch: CopyBatch, chans: list[DmaChannel]) -> int:
-    """The batch copy of ``DcbmMigrator._copy`` with one sleep; returns 0."""
+async def copy_closed_form(migrator, batch: CopyBatch, chans: list[DmaChannel]
+                           ) -> int | None:
+    """The batch copy of ``DcbmMigrator._copy`` with one sleep; returns 0, or
+    None (nothing done) when another task could run before the copy ends:
+    one runnable now, or one whose sleep ends first.  Such a task could call
+    the engine and claim channels mid-copy, changing the bus share the
+    schedule assumed; the step-by-step copy then models it."""
     model = migrator.device.model
     nr = batch.nr_folios
     k = len(chans)
@@ -52,7 +57,11 @@ async def copy_closed_form(migrator, batch: CopyBatch, chans: list[DmaChannel]) 
     t_submit = np.cumsum(steps)[1:]
     t_done, t_end = dma_schedule(model, t_submit, np.array([c.engine for c in chans]),
                                  batch.orders, DmaChannel.RATE_CHUNK)
-    await trio.sleep_until(float(t_end.max()))
+    end = float(t_end.max())
+    others = trio.lowlevel.current_statistics()
+    if others.tasks_runnable or others.seconds_to_next_deadline < end - trio.current_time():
+        return None
+    await trio.sleep_until(end)
     mem = batch.memory
     mem.copy_folios(batch.dst, batch.src, batch.orders)
     mem.flags[batch.src] |= FOLIO_CONTENT_COPIED
