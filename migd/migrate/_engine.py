@@ -513,7 +513,7 @@ class MigrationEngine:
                 busy = self.memory.refcount[todo.src] != 1
                 movable = todo.take(~busy) if busy.any() else todo
                 if movable.src.size:
-                    t_remap = await move(self, ctx, movable)
+                    t_remap = await move(self, ctx, movable, closed)
                     if first_folio is None:
                         first_folio = float(t_remap[0] - t_entry)
                     inaccessible.append(t_remap - movable.t_unmap)

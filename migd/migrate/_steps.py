@@ -151,7 +151,7 @@ async def unmap_pass(eng, ctx, pending: np.ndarray, nosplit: bool):
     return (Unmapped(src, dst, t_unmap, nr_movable_ops), still, split_parts, stopped_at,
             untried)
 
-async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
+async def move(eng, ctx, mv: Unmapped, closed: bool = False) -> np.ndarray:
     """The move loop (``migrate_folio_move()`` per folio); returns each
     folio's remap time.
 
@@ -159,22 +159,36 @@ async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
     (``folio_mc_copy()``), then it is remapped before the next is copied.
     The first folio is moved on its own so that its remap time is real
     (first-folio latency) and its waiters wake before folio 1 is copied;
-    the rest follow in one compiled loop.
+    the rest follow in one compiled loop.  ``closed`` (the virtual clock's
+    closed form, ``_vclock``): when no task could see folio 0 remapped
+    before the others - none waits on a folio, none is runnable, no sleep
+    ends before the loop does - all are moved after one sleep, each at its
+    modelled remap time all the same.
     """
     mem = eng.memory
     virtual = eng.clock.virtual
     books = eng.books
     times = []
+    parts = (slice(None),) if mv.src.size == 1 else (slice(0, 1), slice(1, None))
+    all_costs = None
     if virtual:  # every folio's cost at once (the flags are the batch copy's by now)
         orders = mem.folio_order[mv.src]
         copy = (mem.flags[mv.src] & FOLIO_CONTENT_COPIED) == 0
         all_copy = np.where(copy, eng.profile.cpu.copy_seconds(orders), 0.0)
         all_costs = eng.profile.cpu.move_seconds(orders) + all_copy
-    for part in ((slice(None),) if mv.src.size == 1 else (slice(0, 1), slice(1, None))):
+        if closed and len(parts) == 2 and unobserved(eng, float(all_costs.sum())):
+            for part in parts:  # the two parts' books, added as the step path adds them
+                books.add_cpu_seconds("cpu", float(all_copy[part].sum()))
+            t0 = trio.current_time()
+            t_first = t0 + all_costs[:1]
+            times = [t_first, t_first[0] + np.cumsum(all_costs[1:])]
+            await trio.sleep_until(float(times[1][-1]))
+            parts, all_costs = (slice(None),), None
+    for part in parts:
         s, d = mv.src[part], mv.dst[part]
         costs = None
-        if virtual:  # charge before remapping: the time passes, then the PTEs change
-            costs = all_costs[part]
+        if all_costs is not None:  # charge before remapping: the time passes, then
+            costs = all_costs[part]  # the PTEs change
             books.add_cpu_seconds("cpu", float(all_copy[part].sum()))
             t0 = trio.current_time()
             await eng.clock.spend(float(costs.sum()))
@@ -185,8 +199,10 @@ async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
         if nr_copied and not virtual:
             books.add_cpu_seconds("cpu", time.perf_counter() - start)
         eng.machine.wake_remapped()
-        times.append(t0 + np.cumsum(costs) if virtual
-                     else np.full(s.size, trio.current_time()))
+        if costs is not None:
+            times.append(t0 + np.cumsum(costs))
+        elif not virtual:
+            times.append(np.full(s.size, trio.current_time()))
         st = ctx.stats
         st.nr_succeeded += nr_pages
         st.nr_folios_succeeded += int(s.size)
@@ -198,6 +214,14 @@ async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
             # clock the next sleep lets them, at folio 0's remap time)
             await trio.lowlevel.checkpoint()
     return times[0] if len(times) == 1 else np.concatenate(times)
+
+def unobserved(eng, seconds: float) -> bool:
+    """No other task can run in the next ``seconds`` of virtual time: none
+    runnable, none asleep on a folio (woken by a remap), no sleep ending."""
+    others = trio.lowlevel.current_statistics()
+    return (not others.tasks_runnable and others.seconds_to_next_deadline >= seconds
+            and not eng.machine.nr_folio_waiters())
+
 
 def undo(eng, todo: Unmapped) -> np.ndarray:
     """``migrate_folio_undo_src()`` / ``_dst()``: remap the source, free the dst."""

@@ -107,6 +107,10 @@ class Machine:
         self._remapped.set()
         self._remapped = trio.Event()
 
+    def nr_folio_waiters(self) -> int:
+        """Tasks asleep in :meth:`folio_wait` or on a migration entry."""
+        return self._remapped.statistics().tasks_waiting
+
     async def folio_wait(self) -> None:
         """Sleep until the next :meth:`wake_remapped` (``folio_wait_bit()``)."""
         await self._remapped.wait()
