@@ -73,10 +73,12 @@ def _replay(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_cell(params: dict[str, Any]) -> dict[str, Any]:
-    """The cell's row; ``wall_seconds`` is the only field that depends on
+    """The cell's row; ``wall_seconds`` and ``sim_speed`` (the row's simulated
+    seconds per wall second of the cell) are the only fields that depend on
     where and when it ran."""
     warm_up()
     t = time.perf_counter()
     row = (_replay if params["experiment"] == "replay" else _throughput)(params)
     row["wall_seconds"] = time.perf_counter() - t
+    row["sim_speed"] = row["seconds"] / row["wall_seconds"]
     return row

@@ -22,7 +22,7 @@ from .._version import migd_version
 from ._grid import Grid, cell_key
 
 #: Row fields that depend on where and when a cell ran.
-WALL_FIELDS = ("wall_seconds",)
+WALL_FIELDS = ("wall_seconds", "sim_speed")
 
 
 @dataclass
