@@ -5,11 +5,12 @@ from ._engine import (
     MAX_INACCESSIBLE_US_LIMIT,
     NR_MAX_BATCHED_MIGRATION,
     NR_MAX_BATCHED_MIGRATION_LIMIT,
+    MigrationEngine,
+)
+from ._migrate_batch import (
     NR_MAX_MIGRATE_ASYNC_RETRY,
     NR_MAX_MIGRATE_PAGES_RETRY,
     NR_MAX_MIGRATE_SYNC_RETRY,
-    MigrateResult,
-    MigrationEngine,
 )
 from ._stats import (
     MIGRATOR_ERROR,
@@ -19,6 +20,7 @@ from ._stats import (
     EngineStatistics,
     HistogramSnapshot,
     MigrateCall,
+    MigrateResult,
     MigrateStats,
     MigratorError,
 )

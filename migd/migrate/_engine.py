@@ -9,10 +9,13 @@ copied with ``folio_mc_copy()``, remaps it and unlocks it before it touches the
 next) and the undo of whatever is left.  With no migrator the move loop does
 every copy: folio 0 is remapped before folio 1 is copied.
 
-Here: the algorithm, its clocks and its per-call results.  Elsewhere: the
-per-folio loops, compiled (``_kernels``); whole clean batches run compiled on
-the real clock (``_fastpath``); the counters, records and listeners
-(``_stats.EngineBooks``).
+Here: the call (isolation, the batch loop, -ENOMEM, the call's books) and the
+engine's knobs and observers.  Elsewhere: one batch (``_migrate_batch``:
+``migrate_pages_batch()``, ``migrate_pages_sync()``) and its steps
+(``_steps``); the per-folio loops, compiled (``_kernels``); whole clean
+batches run compiled on the real clock (``_fastpath``) or in closed form on
+the virtual one (``_vclock``); ``move_pages(2)``'s caller (``_move_pages``);
+the counters, records and listeners (``_stats.EngineBooks``).
 
 Accounting as the kernel's: when a destination allocation fails and migration
 stops (``-ENOMEM``), the folios never tried are counted neither as success nor
@@ -24,7 +27,6 @@ cancellation (no kernel analogue) fails its untried folios, intact.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import trio
@@ -40,100 +42,32 @@ from ..mm._rmap import folio_isolate_batch, folio_putback_batch
 from ..offload import Migrator, Offload, OffloadRegistry
 from ..offload._auto import OffloadChooser
 from . import _kernels as _k
-from ._batch import batch_copy
 from ._budget import BatchBudget, BudgetStatistics
 from ._fastpath import GENERAL, FastPath
+from ._migrate_batch import (
+    NR_MAX_MIGRATE_PAGES_RETRY,
+    BatchResult,
+    Ctx,
+    migrate_pages_batch,
+    migrate_pages_sync,
+)
+from ._move_pages import do_pages_move
 from ._stats import (
     BatchRecords,
     EngineBooks,
     EngineStatistics,
     MigrateCall,
+    MigrateResult,
     MigrateStats,
     MigratorError,
 )
-from ._steps import (
-    count_failed,
-    count_untried,
-    folio_lock,
-    move,
-    record_batch,
-    uncount_folios,
-    undo,
-    unmap_loop,
-)
-from ._vclock import closed_form, unmap_clean
+from ._steps import count_failed, count_untried
 
 NR_MAX_BATCHED_MIGRATION = 512  # HPAGE_PMD_NR
 NR_MAX_BATCHED_MIGRATION_LIMIT = 262144  # the knob's bound: 1 GiB of base pages
-NR_MAX_MIGRATE_PAGES_RETRY = 10
 MAX_INACCESSIBLE_US_LIMIT = 10_000_000  # the budget knob's bound: 10 s
-NR_MAX_MIGRATE_ASYNC_RETRY = 3
-NR_MAX_MIGRATE_SYNC_RETRY = NR_MAX_MIGRATE_PAGES_RETRY - NR_MAX_MIGRATE_ASYNC_RETRY
 
 _EMPTY = np.empty(0, dtype=np.int64)
-
-
-@dataclass(frozen=True)
-class MigrateResult:
-    """What ``migrate_pages()`` returns, plus the list the caller gets back."""
-
-    rc: int  # 0, the number of folios not migrated, or -errno
-    stats: MigrateStats
-    failed: np.ndarray  # head pfns of folios left at the source (untried included)
-
-
-@dataclass
-class _Ctx:
-    target_nid: int
-    reason: MigrateReason
-    offload: Offload
-    stats: MigrateStats
-    mode: MigrateMode = MigrateMode.MIGRATE_ASYNC  # the call's
-
-
-@dataclass
-class _Batch:
-    """What one ``migrate_pages_batch()`` leaves: rc, the folios that failed
-    (at the source), the parts of folios split on -ENOMEM, and the folios never
-    tried because -ENOMEM stopped it."""
-
-    rc: int
-    left: np.ndarray
-    split: np.ndarray
-    untried: np.ndarray
-
-
-def do_pages_move_runs(heads: np.ndarray, nids: np.ndarray, nodes: np.ndarray
-                       ) -> list[tuple[int, int]]:
-    """``[lo, hi)`` of each run of pages ``do_pages_move()`` hands to one
-    ``migrate_pages()`` call: consecutive pages queued for the same node.
-
-    Queued: the first page of its folio in the call, not on its node already.
-    Any other page flushes the list (``move_pages_and_store_status()``), so
-    runs never span it; an empty list makes no call.
-    """
-    n = heads.size
-    first = np.zeros(n, dtype=np.bool_)
-    first[np.unique(heads, return_index=True)[1]] = True
-    queued = np.flatnonzero(first & (nids != nodes))
-    if queued.size == 0:
-        return []
-    cut = np.flatnonzero((np.diff(queued) != 1) | (np.diff(nodes[queued]) != 0)) + 1
-    starts = queued[np.concatenate([[0], cut])]
-    ends = queued[np.concatenate([cut - 1, [queued.size - 1]])] + 1
-    return list(zip(starts.tolist(), ends.tolist(), strict=True))
-
-
-def _merge_results(results: list[MigrateResult]) -> MigrateResult:
-    """The calls of one ``move_pages()`` as one result (rc: the first error, else
-    the folios not migrated)."""
-    stats = MigrateStats()
-    for r in results:
-        for f in stats.__dataclass_fields__:
-            setattr(stats, f, getattr(stats, f) + getattr(r.stats, f))
-    errs = [r.rc for r in results if r.rc < 0]
-    failed = np.concatenate([r.failed for r in results]) if results else _EMPTY
-    return MigrateResult(errs[0] if errs else sum(r.rc for r in results), stats, failed)
 
 
 class MigrationEngine:
@@ -283,15 +217,7 @@ class MigrationEngine:
         (-EBUSY from ``folio_isolate_lru()``), so one address per folio makes
         long runs and every base page of a THP makes one call per THP.
         """
-        await self.clock.spend(self.profile.cpu.call_us * 1e-6)
-        vpages = np.asarray(vpages)
-        heads = self.memory.page_folio(tenant.pte_pfn[vpages])
-        nodes = np.broadcast_to(np.asarray(nodes, dtype=np.int64), heads.shape)
-        results = []
-        for lo, hi in do_pages_move_runs(heads, self.memory.nid_of[heads], nodes):
-            results.append(await self.migrate_pages(heads[lo:hi], int(nodes[lo]), reason,
-                                                    MigrateMode.MIGRATE_SYNC))
-        return _merge_results(results)
+        return await do_pages_move(self, tenant, vpages, nodes, reason)
 
     # -- migrate_pages ---------------------------------------------------------------
 
@@ -353,7 +279,7 @@ class MigrationEngine:
         """The batch loop of ``migrate_pages()``; returns rc.  Folios left at
         the source go to ``failed``.
 
-        Batches are not cancellable (see :meth:`_migrate_pages_batch`): a
+        Batches are not cancellable (see :func:`migrate_pages_batch`): a
         cancellation arrives between batches, and the folios not yet tried
         then fail, intact.  -ENOMEM ends the call: the folios after it, and
         the parts of a folio split for it, are not tried (nor counted failed).
@@ -363,7 +289,7 @@ class MigrationEngine:
         dst = scratch = None  # the fast path's destination list, made on first use
         crossing = not self._budget.budget_us
         i = 0
-        ctx = _Ctx(target_nid, reason, self.registry.active, stats, mode)
+        ctx = Ctx(target_nid, reason, self.registry.active, stats, mode)
         try:
             while i < n:
                 if self.stopping:
@@ -371,7 +297,7 @@ class MigrationEngine:
                 await trio.lowlevel.checkpoint_if_cancelled()  # batch boundary
                 with self.registry.read_lock() as offload:
                     bound = self.batch_bound(offload)
-                    ctx = _Ctx(target_nid, reason, offload, stats, mode)
+                    ctx = Ctx(target_nid, reason, offload, stats, mode)
                     if not self.clock.virtual and not self.faults.armed:
                         plan = self.fast.plan(offload, reason, cum, i, bound)
                         if plan.threads != GENERAL:
@@ -387,19 +313,19 @@ class MigrationEngine:
                     j = int(_k.batch_end(cum, i, bound, crossing))
                     batch, i = folios[i:j], j
                     if mode is MigrateMode.MIGRATE_ASYNC:
-                        b = await self._migrate_pages_batch(ctx, batch, mode,
-                                                            NR_MAX_MIGRATE_PAGES_RETRY)
+                        b = await migrate_pages_batch(self, ctx, batch, mode,
+                                                      NR_MAX_MIGRATE_PAGES_RETRY)
                     else:
-                        b = await self._migrate_pages_sync(ctx, batch, failed)
+                        b = await migrate_pages_sync(self, ctx, batch, failed)
                     failed += (b.left, b.untried)
                     if b.rc >= 0 and b.split.size:
                         # Split parts: one ASYNC pass; their failures are counted
                         # per page (the kernel counted the THP as one failure).
                         rc = b.rc
-                        b = await self._migrate_pages_batch(
-                            ctx, b.split, MigrateMode.MIGRATE_ASYNC, 1, may_split=False)
+                        b = await migrate_pages_batch(
+                            self, ctx, b.split, MigrateMode.MIGRATE_ASYNC, 1, may_split=False)
                         failed += (b.left, b.untried)
-                        b = _Batch(b.rc if b.rc < 0 else rc, _EMPTY, _EMPTY, _EMPTY)
+                        b = BatchResult(b.rc if b.rc < 0 else rc, _EMPTY, _EMPTY, _EMPTY)
                     if b.rc < 0:
                         # "When memory is low, don't bother to try to migrate
                         # other folios": the split parts and the rest stay untried.
@@ -415,121 +341,3 @@ class MigrationEngine:
             count_failed(self, ctx, folios[i:])
             failed.append(folios[i:])
         return rc_gather
-
-    async def _migrate_pages_sync(self, ctx: _Ctx, batch: np.ndarray,
-                                  failed: list[np.ndarray]) -> _Batch:
-        """``migrate_pages_sync()``: the batch under MIGRATE_ASYNC with
-        NR_MAX_MIGRATE_ASYNC_RETRY (3) passes, then every folio that failed on
-        its own, in the call's mode, with NR_MAX_MIGRATE_SYNC_RETRY (7) passes:
-        only there is a locked folio waited for (no lock is held on others)."""
-        astats = MigrateStats()
-        a = await self._migrate_pages_batch(
-            _Ctx(ctx.target_nid, ctx.reason, ctx.offload, astats, ctx.mode), batch,
-            MigrateMode.MIGRATE_ASYNC, NR_MAX_MIGRATE_ASYNC_RETRY)
-        s = ctx.stats
-        s.nr_succeeded += astats.nr_succeeded
-        s.nr_folios_succeeded += astats.nr_folios_succeeded
-        s.nr_thp_succeeded += astats.nr_thp_succeeded
-        s.nr_thp_split += astats.nr_thp_split
-        s.nr_split += astats.nr_split
-        s.nr_untried_pages += astats.nr_untried_pages
-        s.nr_folios_untried += astats.nr_folios_untried
-        if a.rc < 0:
-            s.nr_failed_pages += astats.nr_failed_pages
-            s.nr_folios_failed += astats.nr_folios_failed
-            s.nr_thp_failed += astats.nr_thp_failed
-            return a
-        s.nr_thp_failed += astats.nr_thp_split
-        if a.left.size == 0:
-            return _Batch(astats.nr_split, a.left, a.split, _EMPTY)
-        # Every failure is retried synchronously, one folio at a time; the
-        # async attempt's failures are not counted (they are retried).  Its
-        # per-migrator counts are taken back for the same reason.
-        uncount_folios(self, ctx, astats)
-        nr_failed = astats.nr_split
-        still, splits = [], [a.split]
-        for i, folio in enumerate(a.left.tolist()):
-            try:
-                b = await self._migrate_pages_batch(
-                    ctx, np.array([folio], dtype=np.int64), ctx.mode,
-                    NR_MAX_MIGRATE_SYNC_RETRY)
-            except BaseException:  # cancelled in folio_lock(): the rest fails, intact
-                rest = np.concatenate([*splits, a.left[i:]])
-                count_failed(self, ctx, rest)
-                failed += (*still, rest)
-                raise
-            still.append(b.left)
-            splits.append(b.split)
-            if b.rc < 0:
-                rest = a.left[i + 1:]
-                count_untried(self, ctx, rest)
-                return _Batch(b.rc, np.concatenate(still), np.concatenate(splits),
-                              np.concatenate([b.untried, rest]))
-            nr_failed += b.rc
-        return _Batch(nr_failed, np.concatenate(still), np.concatenate(splits), _EMPTY)
-
-    # -- migrate_pages_batch ------------------------------------------------------------
-
-    async def _migrate_pages_batch(self, ctx: _Ctx, folios: np.ndarray, mode: MigrateMode,
-                                   nr_pass: int, may_split: bool = True) -> _Batch:
-        """``migrate_pages_batch()``, shielded from cancellation: between unmap
-        and move the folios are reachable only through migration entries, and
-        a batch ends in a move or an undo, never half-way.  Its only long wait,
-        an offloaded copy, is cut short by :meth:`stop` instead."""
-        if mode is not MigrateMode.MIGRATE_ASYNC:
-            # Before the shield, nothing of the batch unmapped yet: a caller
-            # cancelled while it sleeps in folio_lock() leaves nothing behind.
-            await folio_lock(self, folios)
-        with trio.CancelScope(shield=True):
-            return await self._migrate_pages_batch_shielded(ctx, folios, mode, nr_pass,
-                                                            may_split)
-
-    async def _migrate_pages_batch_shielded(self, ctx: _Ctx, folios: np.ndarray,
-                                            mode: MigrateMode, nr_pass: int,
-                                            may_split: bool) -> _Batch:
-        t_entry = trio.current_time()
-        nr_pages = int(self.memory.folio_nr_pages(folios).sum())
-        nosplit = ctx.reason == MigrateReason.MR_NUMA_MISPLACED or not may_split
-        closed = closed_form(self)
-        clean = unmap_clean(self, ctx, folios) if closed else None
-        unslept = 0.0  # the closed form's unmap time, slept with the flush
-        if clean is not None:
-            (todo, unslept), left, splits, rc_saved, untried, passes = (
-                clean, _EMPTY, [], 0, _EMPTY, 1)
-        else:
-            closed = False
-            todo, left, splits, rc_saved, untried, passes = await unmap_loop(
-                self, ctx, folios, nr_pass, nosplit)
-        copied = None
-        first_folio = None
-        inaccessible: list[np.ndarray] = []
-        if todo.src.size:
-            # try_to_unmap_flush() (and the closed form's unmap loop)
-            await self.clock.spend(unslept + self.profile.cpu.flush_us * 1e-6)
-            copied = await batch_copy(self, ctx, todo.src, todo.dst, todo.nr_movable_ops,
-                                      closed and closed_form(self))  # still alone?
-            for _ in range(nr_pass):
-                # folio_migrate_mapping(): someone took a reference -> -EAGAIN
-                busy = self.memory.refcount[todo.src] != 1
-                movable = todo.take(~busy) if busy.any() else todo
-                if movable.src.size:
-                    t_remap = await move(self, ctx, movable, closed)
-                    if first_folio is None:
-                        first_folio = float(t_remap[0] - t_entry)
-                    inaccessible.append(t_remap - movable.t_unmap)
-                if not busy.any():
-                    break
-                todo = todo.take(busy)
-            else:
-                inaccessible.append(undo(self, todo) - todo.t_unmap)
-                left = np.concatenate([left, todo.src])
-            if copied.choice is not None:  # the whole batch, as the fast path measures it
-                self.fast.way_done(ctx.offload.migrator, copied.choice,
-                                   trio.current_time() - t_entry, copied.nr_bytes)
-        count_failed(self, ctx, left)
-        count_untried(self, ctx, untried)
-        nr_failed = int(left.size) + len(splits)
-        record_batch(self, ctx, mode, folios.size, nr_pages, nr_failed, copied, t_entry,
-                           first_folio, inaccessible, passes)
-        split = np.concatenate(splits) if splits else _EMPTY
-        return _Batch(rc_saved or nr_failed, left, split, untried)

@@ -84,6 +84,15 @@ SECONDS_BUCKETS = tuple(1e-6 * 2.0 ** i for i in range(24))
 PAGES_BUCKETS = tuple(float(2 ** i) for i in range(19))
 
 
+@dataclass(frozen=True)
+class MigrateResult:
+    """What ``migrate_pages()`` returns, plus the list the caller gets back."""
+
+    rc: int  # 0, the number of folios not migrated, or -errno
+    stats: MigrateStats
+    failed: np.ndarray  # head pfns of folios left at the source (untried included)
+
+
 class MigrateCall(NamedTuple):
     """One end of a ``migrate_pages()`` call, what mm/migrate.c traces there:
     ``trace_mm_migrate_pages_start(mode, reason)`` on entry (``end`` False,

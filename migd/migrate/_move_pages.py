@@ -1,0 +1,70 @@
+"""``move_pages(2)``'s ``do_pages_move()`` (mm/migrate.c): the syscall caller.
+
+One ``migrate_pages()`` call (MIGRATE_SYNC, MR_SYSCALL) per run of consecutive
+pages queued for the same node.  A page that is not queued flushes the run
+before it: already on its node, or its folio already queued or moved by an
+earlier page of this call (-EBUSY from ``folio_isolate_lru()``), so one address
+per folio makes long runs and every base page of a THP makes one call per THP.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..mm import MigrateMode, MigrateReason
+from ._stats import MigrateResult, MigrateStats
+
+if TYPE_CHECKING:
+    from ._engine import MigrationEngine
+
+_EMPTY = np.empty(0, dtype=np.int64)
+
+
+async def do_pages_move(engine: MigrationEngine, tenant, vpages: np.ndarray,
+                        nodes: int | np.ndarray, reason: MigrateReason) -> MigrateResult:
+    """Move the page at each of ``vpages`` of ``tenant`` to its node (``nodes``:
+    one for all, or one per page)."""
+    await engine.clock.spend(engine.profile.cpu.call_us * 1e-6)
+    vpages = np.asarray(vpages)
+    heads = engine.memory.page_folio(tenant.pte_pfn[vpages])
+    nodes = np.broadcast_to(np.asarray(nodes, dtype=np.int64), heads.shape)
+    results = []
+    for lo, hi in do_pages_move_runs(heads, engine.memory.nid_of[heads], nodes):
+        results.append(await engine.migrate_pages(heads[lo:hi], int(nodes[lo]), reason,
+                                                  MigrateMode.MIGRATE_SYNC))
+    return merge_results(results)
+
+
+def do_pages_move_runs(heads: np.ndarray, nids: np.ndarray, nodes: np.ndarray
+                       ) -> list[tuple[int, int]]:
+    """``[lo, hi)`` of each run of pages ``do_pages_move()`` hands to one
+    ``migrate_pages()`` call: consecutive pages queued for the same node.
+
+    Queued: the first page of its folio in the call, not on its node already.
+    Any other page flushes the list (``move_pages_and_store_status()``), so
+    runs never span it; an empty list makes no call.
+    """
+    n = heads.size
+    first = np.zeros(n, dtype=np.bool_)
+    first[np.unique(heads, return_index=True)[1]] = True
+    queued = np.flatnonzero(first & (nids != nodes))
+    if queued.size == 0:
+        return []
+    cut = np.flatnonzero((np.diff(queued) != 1) | (np.diff(nodes[queued]) != 0)) + 1
+    starts = queued[np.concatenate([[0], cut])]
+    ends = queued[np.concatenate([cut - 1, [queued.size - 1]])] + 1
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
+
+
+def merge_results(results: list[MigrateResult]) -> MigrateResult:
+    """The calls of one ``move_pages()`` as one result (rc: the first error, else
+    the folios not migrated)."""
+    stats = MigrateStats()
+    for r in results:
+        for f in stats.__dataclass_fields__:
+            setattr(stats, f, getattr(stats, f) + getattr(r.stats, f))
+    errs = [r.rc for r in results if r.rc < 0]
+    failed = np.concatenate([r.failed for r in results]) if results else _EMPTY
+    return MigrateResult(errs[0] if errs else sum(r.rc for r in results), stats, failed)
