@@ -52,7 +52,7 @@ def test_bench_throughput_real_clock_verifies_and_has_memcpy_row(tmp_path):
     assert doc["experiment"] == "throughput" and doc["clock"] == "real"
     assert doc["profile"] == "native"
     migrators = [r["migrator"] for r in doc["rows"]]
-    assert migrators == ["memcpy", "cpu", "cpu"]
+    assert migrators == ["memcpy", "none", "none"]
     for row in doc["rows"]:
         assert row.keys() >= ROW_KEYS
     cpu = doc["rows"][1:]
@@ -87,6 +87,7 @@ def test_bench_memcpy():
     (["--orders", "0,12"], "folio order"),
     (["--total", "lots"], "bad size"),
     (["--migrators", "gpu"], "unknown migrator"),
+    (["--migrators", "cpu"], "the vanilla kernel is now 'none'"),
     (["--batch-pages", "0"], "batch-pages"),
     (["--profile", "nope"], "unknown hardware profile"),
     (["--plot", "/no/such/dir/p.png"], "--plot: no such directory"),
@@ -129,7 +130,7 @@ def test_bench_batch_sweep_trades_latency_for_throughput(tmp_path):
 def test_bench_cat_latency_reads_the_real_mount_while_migrating(tmp_path):
     """--duration is the whole run: two rows share 3 s (a per-row duration would
     read for 3 s in each)."""
-    doc, p = bench(tmp_path, "cat-latency", "--orders", "0,9", "--migrators", "cpu",
+    doc, p = bench(tmp_path, "cat-latency", "--orders", "0,9", "--migrators", "none",
                    "--total", "32M", "--duration", "3s")
     assert [r["order"] for r in doc["rows"]] == [0, 9]
     for row in doc["rows"]:
@@ -163,7 +164,7 @@ def test_compiled_code_cache_survives_any_order_of_first_use(tmp_path):
     assert p.returncode == 0, p.stderr
     for _ in range(2):
         p = subprocess.run([sys.executable, "-m", "migd", "bench", "throughput", "--clock",
-                            "real", "--orders", "0", "--total", "4M", "--migrators", "cpu"],
+                            "real", "--orders", "0", "--total", "4M", "--migrators", "none"],
                            env=env, capture_output=True, text=True, timeout=300)
         assert p.returncode == 0, p.stderr
 
@@ -188,7 +189,7 @@ def test_bench_auto_choice_rows_compare_with_the_better_way(tmp_path):
                    "--total", "128M")
     rows = doc["rows"]
     autos = [r for r in rows if r["policy"] == "auto"]
-    assert len(autos) == 4 and {r["policy"] for r in rows} == {"cpu", "offload", "auto"}
+    assert len(autos) == 4 and {r["policy"] for r in rows} == {"none", "offload", "auto"}
     assert all(r["vs_better"] >= 0.95 for r in autos), [r["vs_better"] for r in autos]
     by = {(r["order"], r["param"]): r["offloaded_pct"] for r in autos}
     assert by[(0, 1)] < 5 and by[(4, 16)] > 95  # declines where the CPU wins, not elsewhere

@@ -23,7 +23,7 @@ def total(samples: dict, name: str, **labels) -> float:
 
 def test_every_migrator_and_reason_is_exported_at_zero_before_any_migration():
     s = scrape(System(load_config(text=CONFIG)))
-    for m in ("cpu", "mtcopy", "dcbm"):
+    for m in ("none", "mtcopy", "dcbm"):
         assert s[("migd_batches_total", (("migrator", m),))] == 0
         for r in MigrateReason:
             key = ("migd_migrated_folios_total", (("migrator", m), ("reason", r.label)))
@@ -45,7 +45,7 @@ async def test_bytes_by_migrator_add_up_to_the_kernels_pgmigrate_success():
     sys = System(load_config(text=CONFIG))
     await move_with_each_migrator(sys)
     s = scrape(sys)
-    for m in ("cpu", "mtcopy", "dcbm"):  # 512 base pages each time
+    for m in ("none", "mtcopy", "dcbm"):  # 512 base pages each time
         assert total(s, "migd_migrated_folios_total", migrator=m) == 512, m
     pgmigrate = total(s, "migd_pgmigrate_success_pages_total")
     assert pgmigrate == 3 * 512

@@ -38,7 +38,7 @@ async def test_the_budget_holds_when_the_hardware_changes_mid_run(autojump_clock
     def between(engine, dma, p):
         engines.append(engine)
         switch_profile_at(2, SLOW_CPU)(engine, dma, p)
-    row = await rig.migrate(MigratorSpec("cpu"), 64, budget_us=budget_us, passes=4,
+    row = await rig.migrate(MigratorSpec("none"), 64, budget_us=budget_us, passes=4,
                             between=between)
     stats = engines[0].budget_statistics()
     assert stats.batches > 200
@@ -74,7 +74,7 @@ async def test_auto_choice_converges_after_a_profile_change(autojump_clock):
     rig = Rig(BenchOptions(clock="virtual", total=256 * MiB), order=4)
     spec = MigratorSpec("dcbm", 16)
     fast = await rig.migrate(spec, 512)
-    cpu = await rig.migrate(MigratorSpec("cpu"), 512)
+    cpu = await rig.migrate(MigratorSpec("none"), 512)
     assert fast.gbps > 1.3 * cpu.gbps  # offload wins on zen3-ptdma here ...
     row = await rig.migrate(spec, 512, auto=True, passes=4,
                             between=switch_profile_at(2, SLOW_DMA))

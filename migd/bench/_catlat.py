@@ -20,7 +20,7 @@ import trio
 from ..daemon._attrs import build_tree
 from ..daemon._config import load_config
 from ..daemon._system import System
-from ..offload import entry_by_label
+from ..offload import CATALOGUE
 from ..sysfs import clear_stale_mount, serve, unmount
 from ._options import MigratorSpec
 from ._report import BenchReport, BenchRow
@@ -85,7 +85,7 @@ async def _one(opts, order: int, spec: MigratorSpec, seconds: float) -> BenchRow
     cfg = load_config(text=_config(order, opts.total))
     cfg.dma["profile"] = opts.profile_name
     sys_ = System(cfg)
-    entry = entry_by_label(spec.name)
+    entry = CATALOGUE[spec.name]
     if entry.offload:
         setattr(sys_.migrators[entry.name], entry.param, spec.param)
         await sys_.set_migrator(entry.name)

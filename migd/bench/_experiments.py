@@ -74,9 +74,9 @@ PROFILE = Option("--profile", "profile", f"hardware profile, one of {', '.join(P
                  _profile, metavar="NAME")
 ORDERS = Option("--orders", "orders", "folio orders, comma-separated (0 = 4 KiB .. 9 = 2 MiB)",
                 parse_orders, "0,2,4,6,8,9", "N,...")
-MIGRATORS = Option("--migrators", "migrators", "migrators, comma-separated: cpu (the vanilla "
+MIGRATORS = Option("--migrators", "migrators", "migrators, comma-separated: none (the vanilla "
                    "kernel), mtcopy:THREADS, dcbm:CHANNELS",
-                   lambda t: parse_migrators(t, AVAILABLE_MIGRATORS), "cpu", "M,...")
+                   lambda t: parse_migrators(t, AVAILABLE_MIGRATORS), "none", "M,...")
 TOTAL = Option("--total", "total", "bytes migrated per run (the tenant's size), e.g. 1G, 256M",
                parse_size, "1G", "SIZE")
 BATCH_PAGES = Option("--batch-pages", "batch_pages", "nr_max_batched_migration bounds in base "
@@ -193,7 +193,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("auto-choice", "the automatic CPU/offload choice, against the CPU and always "
                "offloading",
                "for each order and offload migrator, the CPU, always offloading, and the "
-               "automatic choice (cpu in --migrators is ignored: it is always compared).",
+               "automatic choice (none in --migrators is ignored: it is always compared).",
                (VIRTUAL, PROFILE, ORDERS,
                 MIGRATORS.but(default=_csv(f"dcbm:{c}" for c in range(1, 17)),
                               shown="dcbm:1,dcbm:2,...,dcbm:16"),

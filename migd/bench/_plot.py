@@ -111,8 +111,8 @@ def _auto(fig, report: BenchReport) -> None:
         ax = fig.add_subplot(1, len(orders), k + 1)
         rows = [r for r in report.rows if r.order == order]
         for r in rows:
-            if r.extra.get("policy") == "cpu":
-                ax.axhline(r.gbps, color="k", ls="--", lw=1, label="cpu")
+            if r.extra.get("policy") == "none":
+                ax.axhline(r.gbps, color="k", ls="--", lw=1, label="none")
         for policy, marker in (("offload", "o-"), ("auto", "s-")):
             for name, rs in _by([r for r in rows if r.extra.get("policy") == policy],
                                 lambda r: r.migrator).items():

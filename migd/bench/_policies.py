@@ -59,15 +59,15 @@ async def latency_budget(opts: BenchOptions) -> BenchReport:
 
 
 async def auto_choice(opts: BenchOptions) -> BenchReport:
-    specs = [s for s in opts.migrators if s.name != "cpu"] or [
+    specs = [s for s in opts.migrators if s.name != "none"] or [
         MigratorSpec("dcbm", c) for c in range(1, 17)]
     rows: list[BenchRow] = []
     for order in opts.orders:
         rig = Rig(opts, order)
         for bp in opts.batch_pages or [512]:
-            opts.progress(f"auto-choice: order {order} batch {bp}: cpu")
-            cpu = await rig.migrate(MigratorSpec("cpu"), bp)
-            cpu.extra["policy"] = "cpu"
+            opts.progress(f"auto-choice: order {order} batch {bp}: none")
+            cpu = await rig.migrate(MigratorSpec("none"), bp)
+            cpu.extra["policy"] = "none"
             rows.append(cpu)
             for spec in specs:
                 opts.progress(f"auto-choice: order {order} batch {bp}: {spec}")
@@ -86,7 +86,7 @@ async def auto_choice(opts: BenchOptions) -> BenchReport:
     if autos:
         worst = min(autos, key=lambda r: r.extra["vs_better"])
         report.notes.append(
-            f"auto vs the better of cpu and offload: min {worst.extra['vs_better']:.3f} "
+            f"auto vs the better of none and offload: min {worst.extra['vs_better']:.3f} "
             f"(order {worst.order}, {worst.migrator}:{worst.param}); first pass, learning "
             f"included: min {min(r.extra['first_pass_vs_better'] for r in autos):.3f}")
     return report

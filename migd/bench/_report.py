@@ -13,8 +13,8 @@ SPEED_COLUMNS = ("wall_seconds", "sim_speed")
 
 @dataclass
 class BenchRow:
-    migrator: str  # cpu | mtcopy | dcbm | memcpy
-    param: int  # threads or channels; 0 for cpu and memcpy
+    migrator: str  # none | mtcopy | dcbm | memcpy
+    param: int  # threads or channels; 0 for none and memcpy
     order: int | None  # folio order; None for memcpy
     folio_bytes: int
     batch_pages: int

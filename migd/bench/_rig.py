@@ -23,17 +23,17 @@ from ..dma import DmaDevice
 from ..hw import Clock, VirtualClock, get_profile
 from ..migrate import BatchRecords, MigrationEngine
 from ..mm import PAGE_SIZE, Machine, NodeSpec, TenantSpec
-from ..offload import CATALOGUE, Migrator, entry_by_label
+from ..offload import CATALOGUE, Migrator
 from ._options import MigratorSpec
 from ._report import BenchRow
 
 
 class _Available(Mapping):
-    """Migrators the bench can run (by metric label: ``cpu`` is the default), with
+    """Migrators the bench can run (by name: ``none`` is the vanilla kernel), with
     their parameter range; a view of the catalogue, read at each look-up."""
 
     def _table(self) -> dict[str, tuple[int, int]]:
-        return {e.label: (e.lo, e.hi) for e in CATALOGUE.values()}
+        return {e.name: (e.lo, e.hi) for e in CATALOGUE.values()}
 
     def __getitem__(self, name: str) -> tuple[int, int]:
         return self._table()[name]
@@ -52,11 +52,10 @@ _RESTORE_BATCH_PAGES = 262144
 
 
 def make_migrator(spec: MigratorSpec, dma: DmaDevice) -> Migrator | None:
-    """A fresh migrator for ``spec``; None for the CPU default."""
-    try:
-        entry = entry_by_label(spec.name)
-    except KeyError:
-        raise ValueError(f"unknown migrator {spec.name!r}") from None
+    """A fresh migrator for ``spec``; None for the vanilla kernel (``none``)."""
+    entry = CATALOGUE.get(spec.name)
+    if entry is None:
+        raise ValueError(f"unknown migrator {spec.name!r}")
     return entry.make(dma, spec.param) if entry.make is not None else None
 
 
@@ -67,7 +66,7 @@ class BenchOptions:
     clock: str = "real"
     profile: str | None = None  # default: native (real), zen3-ptdma (virtual)
     orders: list[int] = field(default_factory=lambda: [0, 2, 4, 6, 8, 9])
-    migrators: list[MigratorSpec] = field(default_factory=lambda: [MigratorSpec("cpu")])
+    migrators: list[MigratorSpec] = field(default_factory=lambda: [MigratorSpec("none")])
     total: int = 1 << 30
     batch_pages: list[int] | None = None
     verify: bool = False

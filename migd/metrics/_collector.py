@@ -19,7 +19,7 @@ from prometheus_client.core import (
 
 from ..migrate import MIGRATOR_ERROR, VMSTAT_ITEMS, HistogramSnapshot
 from ..mm import PAGE_SIZE, MigrateMode, MigrateReason
-from ..offload import migrator_labels
+from ..offload import migrator_names
 
 #: Fallback causes dcbm and the engine can report (always exported, 0 until seen).
 CAUSES = ("EIO", "ETIMEDOUT", "EBUSY", "EOPNOTSUPP", "incomplete", MIGRATOR_ERROR)
@@ -78,7 +78,7 @@ class MigdCollector:
             for reason, row in s.vmstat_by_reason.items():
                 c.add_metric([reason], row[item])
             yield c
-        migrators = migrator_labels()  # the catalogue, read at each scrape
+        migrators = migrator_names()  # the catalogue, read at each scrape
         pairs = [(m, r.label) for m in migrators for r in MigrateReason]
         for name, doc, d in (
                 ("migd_migrated_folios", "Folios migrated.", s.folios_migrated),

@@ -30,7 +30,7 @@ import numpy as np
 import trio
 
 from ..mm import PAGE_SIZE, MigrateMode, MigrateReason
-from ..offload import Migrator, Offload
+from ..offload import CpuMigrator, Migrator, Offload
 from ..offload._auto import OffloadChooser
 from ..offload._mtcopy import set_copy_threads
 from . import _kernels as _k
@@ -155,7 +155,7 @@ class FastPath:
         books.add_batches(name, len(rows))
         if plan.threads == 0:  # vanilla: the copies are the move loop's
             copy = float((t[:, _k.T_END] - t[:, _k.T_UNMAPPED]).sum())
-            books.add_cpu_seconds("cpu", copy)
+            books.add_cpu_seconds(CpuMigrator.name, copy)
         else:
             copy = float((t[:, _k.T_COPIED] - t[:, _k.T_UNMAPPED]).sum())
             books.add_cpu_seconds(name, copy * min(plan.threads, numba.config.NUMBA_NUM_THREADS))

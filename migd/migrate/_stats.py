@@ -212,7 +212,7 @@ class EngineStatistics:
     calls: dict[str, int]  # migrate_pages() calls, by mode ("async", "sync_light", "sync")
     fallbacks: dict[str, int]  # folios, by cause
     migrator_errors: dict[str, int]  # exceptions raised by migrate_offc(), by migrator
-    cpu_copy_seconds: dict[str, float]  # by migrator ("cpu" for the CPU paths)
+    cpu_copy_seconds: dict[str, float]  # by migrator ("none": move-loop copies)
     batch_pages: HistogramSnapshot
     first_folio_seconds: HistogramSnapshot
     inaccessible_seconds: HistogramSnapshot

@@ -21,8 +21,12 @@ import numpy as np
 import trio
 
 from ..mm import FOLIO_CONTENT_COPIED, HPAGE_PMD_ORDER, PG_locked
+from ..offload import CpuMigrator
 from . import _kernels as _k
 from ._stats import BatchRecords, MigrateStats
+
+#: Copies in the move loop (``folio_mc_copy()``) are the vanilla path's CPU seconds.
+VANILLA = CpuMigrator.name
 
 _EMPTY = np.empty(0, dtype=np.int64)
 
@@ -178,7 +182,7 @@ async def move(eng, ctx, mv: Unmapped, closed: bool = False) -> np.ndarray:
         all_costs = eng.profile.cpu.move_seconds(orders) + all_copy
         if closed and len(parts) == 2 and unobserved(eng, float(all_costs.sum())):
             for part in parts:  # the two parts' books, added as the step path adds them
-                books.add_cpu_seconds("cpu", float(all_copy[part].sum()))
+                books.add_cpu_seconds(VANILLA, float(all_copy[part].sum()))
             t0 = trio.current_time()
             t_first = t0 + all_costs[:1]
             times = [t_first, t_first[0] + np.cumsum(all_costs[1:])]
@@ -189,7 +193,7 @@ async def move(eng, ctx, mv: Unmapped, closed: bool = False) -> np.ndarray:
         costs = None
         if all_costs is not None:  # charge before remapping: the time passes, then
             costs = all_costs[part]  # the PTEs change
-            books.add_cpu_seconds("cpu", float(all_copy[part].sum()))
+            books.add_cpu_seconds(VANILLA, float(all_copy[part].sum()))
             t0 = trio.current_time()
             await eng.clock.spend(float(costs.sum()))
         start = time.perf_counter()
@@ -197,7 +201,7 @@ async def move(eng, ctx, mv: Unmapped, closed: bool = False) -> np.ndarray:
         nr_pages, nr_thp, nr_copied = _k.migrate_folio_move_batch(
             *eng.kernel_state, mem.arena_base, mem.page_bytes, s, d, copied)
         if nr_copied and not virtual:
-            books.add_cpu_seconds("cpu", time.perf_counter() - start)
+            books.add_cpu_seconds(VANILLA, time.perf_counter() - start)
         eng.machine.wake_remapped()
         if costs is not None:
             times.append(t0 + np.cumsum(costs))

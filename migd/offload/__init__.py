@@ -3,8 +3,6 @@
 from ._catalogue import (
     CATALOGUE,
     MigratorEntry,
-    entry_by_label,
-    migrator_labels,
     migrator_names,
     offload_migrators,
 )
@@ -16,5 +14,4 @@ from ._registry import Offload, OffloadRegistry
 
 __all__ = ["CATALOGUE", "DCBM_MAX_CHANNELS", "MTCOPY_MAX_THREADS", "CopyBatch", "CpuMigrator",
            "DcbmMigrator", "Migrator", "MtcopyMigrator", "Offload", "OffloadRegistry",
-           "MigratorEntry", "entry_by_label", "migrator_labels",
-           "migrator_names", "offload_migrators"]
+           "MigratorEntry", "migrator_names", "offload_migrators"]

@@ -17,7 +17,8 @@ class CpuMigrator(Migrator):
     batch, +42..+77% against that table; ``mtcopy:1`` is that batch copy.
     """
 
-    name = "cpu"
+    #: The tree's ``[none]``, and so every surface's name for it (the catalogue).
+    name = "none"
 
     async def migrate_offc(self, batch: CopyBatch) -> int:
         raise AssertionError("the vanilla path has no batch copy")

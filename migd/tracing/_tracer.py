@@ -27,10 +27,6 @@ from ._events import (
 )
 from ._ring import RING_ENTRIES, TraceRing
 
-#: The engine's name of the default (vanilla) migrator is "cpu"; SPEC names it
-#: ``none`` on every surface.
-_MIGRATOR_NAME = {"cpu": "none"}
-
 
 class Tracing:
     """The tracing instance: ``boot`` is the trio time the boot clock counts
@@ -85,7 +81,7 @@ class Tracing:
             return
         reason = int(MigrateReason.from_label(r.reason))
         cause = r.fallback_cause or "none"
-        migrator = _MIGRATOR_NAME.get(r.migrator, r.migrator)
+        migrator = r.migrator
         ff = np.nan_to_num(r.first_folio_seconds, nan=0.0)
         ff_ns = np.rint(ff * 1e9).astype(np.int64).tolist()
         inacc_ns = np.rint(r.longest_inaccessible() * 1e9).astype(np.int64).tolist()
