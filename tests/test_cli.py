@@ -110,8 +110,17 @@ def test_bench_seed_reproduces_the_calibration_set(tmp_path):
     tp = [abs(r["gbps_error"]) for r in rows]
     ff = [abs(r["first_folio_error"]) for r in rows if r["first_folio_error"] is not None]
     assert len(ff) == 49
-    assert sorted(tp)[len(tp) // 2] <= 0.10
-    assert sorted(ff)[len(ff) // 2] <= 0.20
+    # Issue 12's targets, against the published values each row carries.
+    assert sorted(tp)[len(tp) // 2] <= 0.05
+    assert sorted(ff)[len(ff) // 2] <= 0.08
+    # The vanilla path copies in the move loop: with full 512-folio batches its
+    # first folio waits for the batch's unmap, not its copy (published: flat
+    # at 166-208 us for n >= 2048 4K folios), each cell within 15%.
+    vanilla = [r for r in rows if r["source"] == "vanilla_first_folio" and r["order"] == 0
+               and r["n_folios"] >= 2048]
+    assert [r["migrator"] for r in vanilla] == ["none"] * 5
+    assert all(abs(r["first_folio_error"]) <= 0.15 for r in vanilla), \
+        [(r["n_folios"], r["first_folio_us"], r["published_first_folio_us"]) for r in vanilla]
     assert "median |error|" in p.stdout
 
 

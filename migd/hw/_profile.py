@@ -31,10 +31,11 @@ dmaengine device list under ``dma_list_mutex`` and the channel's
 client-count/module reference; ~0.5 us on a 3 GHz core, a few hundred cycles
 of locking and list walking each way), and ``map_folio_us`` per folio for the
 two ``dma_map_sgtable()`` calls of ``setup_sg_tables()`` (one scatterlist
-entry per side through the IOMMU's IOVA allocator, ~0.05 us a folio: the
-published 4K dcbm:16 row, 3.54 GB/s = 1.16 us per folio in all, leaves no room
-for more).  Rejected: folding them into ``desc_us``, which would let 16
-channels hide CPU work that one caller's core does serially.
+entry per side through the IOMMU's IOVA allocator, ~0.03 us a folio on
+``zen3-ptdma``: the published 4K dcbm:16 row, 3.54 GB/s = 1.16 us per folio in
+all, of which unmap and remap take ~0.9, leaves no room for more).
+Rejected: folding them into ``desc_us``, which would let 16 channels hide CPU
+work that one caller's core does serially.
 """
 
 from __future__ import annotations
@@ -127,18 +128,42 @@ class HardwareProfile:
 
 
 #: AMD Zen 3 EPYC (2 sockets), calibrated on shared/calibration.
+#:
+#: The unmap/move split of the per-folio work is pinned by the published
+#: vanilla first-folio table, now that the vanilla path copies in the move loop
+#: (unmap the batch, flush once, then copy + remap folio by folio): for n >= 2048
+#: 4K folios every batch is a full 512, so the first folio waits 512 unmaps +
+#: one flush + one copy + one move = 166-208 us.  ``flush_us`` is pinned at ~20
+#: us by the n = 1..16 rows (24-31 us, one folio's worth of everything else), so
+#: a 4K unmap is (184 - 20 - 1.3) / 512 ~= 0.32 us: ``unmap_folio_us`` 0.20 plus
+#: the per-page halves (0.12).  That is where ``migrate_folio_unmap()`` calls
+#: ``get_new_folio()`` (the destination's allocation on the far node, ~0.1 us)
+#: besides ``folio_trylock()`` and ``try_to_migrate()``.  The vanilla 4K rate
+#: (3.31 GB/s = 1.24 us a folio) fixes unmap + copy + move, so the move gives
+#: back most of what the unmap gained (0.55 -> 0.48); the remaining 0.03 is what
+#: the dcbm:16 batch sweep asks for after its first folio (~0.65 us a 4K folio
+#: of remap alone).  Rejected: a larger ``flush_us`` (one IPI round per batch;
+#: ~60 us would fit n >= 2048 but put the n = 1 row at ~60 us against 24, and
+#: the 2M rows, one flush per THP, 20% slow), and a faster ``copy_gbps`` (the 2M
+#: vanilla and mtcopy:1 rows pin 13 GB/s).
 ZEN3_CPU = CpuModel(
-    call_us=80.0, flush_us=20.0, unmap_folio_us=0.10, move_folio_us=0.55, pte_us=0.22,
+    call_us=80.0, flush_us=20.0, unmap_folio_us=0.20, move_folio_us=0.48, pte_us=0.22,
     page_us=0.02, copy_gbps=13.0, mt_dispatch_us=5.0, membus_gbps=72.0,
 )
 #: 16 PT devices of one memcpy channel each, held exclusively (DMA_PRIVATE) by
 #: the batch that requested them.  Pairs of them share an engine's 14 GB/s:
 #: the published 2M rows scale 12.65 -> 27.01 GB/s from 1 to 4 channels (2x,
-#: not 4x).
+#: not 4x).  A 4K dcbm:16 batch reaches its first remap after ~0.49 us a folio
+#: (batch sweep: 129 ms for 262144 folios, 253 us for 512), of which the unmap
+#: above takes 0.32 and the last channel's slice (1/16 of the descriptors at
+#: ~1.4 us each) ~0.09: what is left, ~0.08, is the CPU's two
+#: ``dma_map_page_attrs()`` (``map_folio_us`` 0.03) and one
+#: ``dmaengine_prep_dma_memcpy()`` + ``dmaengine_submit()`` (``submit_us`` 0.06)
+#: per folio.
 ZEN3_PTDMA = DmaModel(
     nr_channels=16, channels_per_engine=2, engine_gbps=14.0, membus_gbps=100.0, desc_us=0.5,
-    iommu_page_us=0.35, submit_us=0.12, exclusive=True, channels_per_device=1,
-    chan_request_us=0.5, map_folio_us=0.05,
+    iommu_page_us=0.35, submit_us=0.06, exclusive=True, channels_per_device=1,
+    chan_request_us=0.5, map_folio_us=0.03,
 )
 
 PROFILES: dict[str, HardwareProfile] = {
