@@ -208,7 +208,7 @@ def _spec(name, param=0):
 def test_report_totals_recommendation_and_cli(tmp_path, capsys):
     p = tmp_path / "t.txt"
     p.write_text("".join(kernel_lines(END_FMT)))
-    rep = replay(load_traces([str(p)]), [Config(_spec("cpu")), Config(_spec("dcbm", 4))],
+    rep = replay(load_traces([str(p)]), [Config(_spec("none")), Config(_spec("dcbm", 4))],
                  budget_us=1e9)
     total = next(t for t in rep.totals if t["reason"] == "all")
     assert total["calls"] == len(CALLS)
@@ -309,13 +309,13 @@ def test_round_trip_of_migd_runs_own_trace(tmp_path):
     calls = load_traces([str(path)])
     assert len(calls) >= 20 and calls.malformed == 0
     assert len(set(calls["reason"].tolist())) >= 3  # several callers
-    rep = replay(calls, [Config(_spec("cpu"), profile="native")], budget_us=1e9)
+    rep = replay(calls, [Config(_spec("none"), profile="native")], budget_us=1e9)
     row = next(r for r in rep.rows if r["config"] == "none" and r["reason"] == "all")
     assert row["calls"] == len(calls)
     for col in ("succeeded", "failed", "thp_succeeded", "thp_failed"):
         assert row[col] == int(calls[col].sum()), col
     per_call = call_shapes(calls)
-    emu = replay_shapes(per_call, Config(_spec("cpu"), profile="native"))
+    emu = replay_shapes(per_call, Config(_spec("none"), profile="native"))
     for col in ("succeeded", "failed", "thp_succeeded", "thp_failed"):
         assert np.array_equal(emu[col][per_call.index], calls[col]), col
 
@@ -328,7 +328,7 @@ def test_a_trace_migd_recorded_on_the_virtual_clock_replays_within_5_percent():
     text = trio.run(_record_on_the_virtual_clock, clock=mock_clock())
     calls = parse_text(text)
     assert len(calls) == 60
-    rep = replay(calls, [Config(_spec("cpu"))], budget_us=1e9)
+    rep = replay(calls, [Config(_spec("none"))], budget_us=1e9)
     assert rep.profile_check["calls"] == 60
     assert rep.profile_check["median_error_pct"] <= 5.0
 
@@ -366,6 +366,6 @@ def test_a_call_that_counted_no_page_replays_as_nothing():
             + line("kswapd0", 9, 5.00001, "mm_migrate_pages",
                    c_printf(END_FMT, 0, 0, 0, 0, 0, 0, MODES[0], REASONS[8])))
     calls = parse_text(text + "".join(kernel_lines(END_FMT)))
-    rep = replay(calls, [Config(_spec("cpu"))], budget_us=1e9)
+    rep = replay(calls, [Config(_spec("none"))], budget_us=1e9)
     demotion = next(r for r in rep.rows if r["reason"] == "demotion")
     assert demotion["calls"] == 3 and demotion["succeeded"] == 512 + 17

@@ -1,8 +1,8 @@
 """Configurations from text: ``--migrators none,dcbm:16,mtcopy:4`` times
 ``--batch-pages`` times ``--reason-mask``, one profile.
 
-``none`` is the SPEC's name of the CPU default (bench's ``cpu`` label is
-accepted too); parameters and masks are checked here, before any work.
+``none`` is the vanilla kernel, as everywhere; parameters and masks are
+checked here, before any work.
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ from ._replay import Config
 
 
 def parse_migrator_list(text: str) -> list[MigratorSpec]:
-    available = {("none" if k == "cpu" else k): v for k, v in AVAILABLE_MIGRATORS.items()}
-    specs = parse_migrators(text, available)
-    return [MigratorSpec("cpu") if s.name == "none" else s for s in specs]
+    return parse_migrators(text, AVAILABLE_MIGRATORS)
 
 
 def parse_batch_pages(text: str) -> list[int]:
@@ -41,6 +39,6 @@ def configs(migrators: str, batch_pages: str = "512", reason_masks: list[str] | 
     out = []
     for spec in specs:
         for b in bounds:
-            for m in masks if spec.name != "cpu" else masks[:1]:
+            for m in masks if spec.name != "none" else masks[:1]:
                 out.append(Config(spec, b, m, profile))
     return list(dict.fromkeys(out))

@@ -49,18 +49,17 @@ RESULT_COLUMNS = ("seconds", "first_folio", "inaccessible", "cpu_seconds", "page
 class Config:
     """One configuration the trace is replayed through."""
 
-    migrator: MigratorSpec  # bench label: cpu | mtcopy | dcbm
+    migrator: MigratorSpec  # none | mtcopy | dcbm
     batch_pages: int = 512
     reason_mask: int = REASON_MASK_ALL
     profile: str = "zen3-ptdma"
 
     @property
     def name(self) -> str:
-        m = "none" if self.migrator.name == "cpu" else str(self.migrator)
-        parts = [m]
+        parts = [str(self.migrator)]
         if self.batch_pages != 512:
             parts.append(f"b{self.batch_pages}")
-        if self.reason_mask != REASON_MASK_ALL and self.migrator.name != "cpu":
+        if self.reason_mask != REASON_MASK_ALL and self.migrator.name != "none":
             parts.append(f"mask={format_reason_mask(self.reason_mask)}")
         return " ".join(parts)
 

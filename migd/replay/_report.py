@@ -119,8 +119,7 @@ def build_report(calls: TraceCalls, results: dict[Config, dict[str, np.ndarray]]
             cpu = float(cpu_col[sel].sum())
             pages = float(res["pages"][sel].sum())
             rows.append({
-                "config": cfg.name, "migrator": "none" if cfg.migrator.name == "cpu"
-                else cfg.migrator.name, "param": cfg.migrator.param,
+                "config": cfg.name, "migrator": cfg.migrator.name, "param": cfg.migrator.param,
                 "batch_pages": cfg.batch_pages,
                 "reason_mask": format_reason_mask(cfg.reason_mask), "reason": label,
                 "calls": int(sel.sum()), "seconds": float(res["seconds"][sel].sum()),

@@ -35,8 +35,8 @@ def replay(calls: TraceCalls, configs: list[Config], budget_us: float,
            progress: Callable[[str], None] = lambda msg: None) -> ReplayReport:
     """Replay ``calls`` through each configuration; a ``none`` configuration
     of the first one's profile and bound is added as the baseline if absent."""
-    base = Config(MigratorSpec("cpu"), configs[0].batch_pages, profile=configs[0].profile)
-    base = next((c for c in configs if c.migrator.name == "cpu"), base)
+    base = Config(MigratorSpec("none"), configs[0].batch_pages, profile=configs[0].profile)
+    base = next((c for c in configs if c.migrator.name == "none"), base)
     todo = list(dict.fromkeys([base, *configs]))
     shapes = call_shapes(calls)
     results = {}
