@@ -110,13 +110,13 @@ def _run(closed: bool, order: int, migrator: str, bound: int, *, sync: bool = Tr
 
 
 @pytest.mark.parametrize(("order", "migrator", "bound", "sync", "profile", "budget_us"), [
-    (0, "cpu", 512, True, "zen3-ptdma", 0),
+    (0, "none", 512, True, "zen3-ptdma", 0),
     (0, "dcbm:16", 512, True, "zen3-ptdma", 0),
     (0, "dcbm:3", 300, False, "zen3-ptdma", 0),  # uneven slices, the bound crossed
     (0, "mtcopy:4", 256, True, "zen3-ptdma", 0),
     (4, "dcbm:8", 256, True, "zen3-ptdma", 0),
     (9, "dcbm:2", 512, False, "zen3-ptdma", 0),
-    (9, "cpu", 512, True, "zen3-ptdma", 0),
+    (9, "none", 512, True, "zen3-ptdma", 0),
     (2, "dcbm:1", 512, True, "sdxi", 0),  # one channel with a ring, marked by chunks
     (0, "dcbm:4", 512, True, "zen3-ptdma", 150),  # the latency budget sizes the batches
 ])
