@@ -256,10 +256,10 @@ async def test_sdxi_ring_chunks_large_batches(autojump_clock):
     peak = 0
     orig = chan.submit
 
-    async def watched(descs):
+    async def watched(*args):
         nonlocal peak
-        await orig(descs)
-        peak = max(peak, len(chan._queue))
+        await orig(*args)
+        peak = max(peak, chan.queued)
 
     chan.submit = watched
     async with trio.open_nursery() as n:

@@ -1,13 +1,13 @@
-"""The emulated dmaengine: devices, channels as async workers, descriptors."""
+"""The emulated dmaengine: devices, channels as async workers, descriptor rings as columns."""
 
 from ._dmaengine import (
     ChannelStatistics,
-    Descriptor,
     DmaChannel,
     DmaDevice,
     dcbm_nr_channels,
     slice_bounds,
 )
+from ._ring import DescRing, RangeCallback
 
-__all__ = ["ChannelStatistics", "Descriptor", "DmaChannel", "DmaDevice", "dcbm_nr_channels",
-           "slice_bounds"]
+__all__ = ["ChannelStatistics", "DescRing", "DmaChannel", "DmaDevice", "RangeCallback",
+           "dcbm_nr_channels", "slice_bounds"]

@@ -1,26 +1,27 @@
 """An emulated dmaengine (drivers/dma/dmaengine.c and a memcpy-capable driver).
 
 A :class:`DmaDevice` has channels; each :class:`DmaChannel` is a trio task that
-consumes the descriptors submitted to it, in order, and completes each one by
-calling its callback (``dmaengine_result``: status and residue).  Channels run
-independently, so completions across channels arrive in any order.
+consumes the descriptors submitted to it, in order, and completes them in
+ranges: the client's callback (``dmaengine_result``: status and residue per
+descriptor) runs once per completed range, not once per descriptor.  Channels
+run independently, so completions across channels arrive in any order.
 
 Real clock: the channel copies the bytes itself, off the event loop — all the
-descriptors it has queued in one worker-thread call of the GIL-free compiled
-copy — and, unless the profile is ``native``, holds each descriptor until its
-modelled completion time.  Virtual clock: the channel sleeps the modelled time
-and moves the one-word pages inline; no thread is ever waited on.
+descriptors it has queued in one hand-off to its own thread, one GIL-free
+compiled copy of the whole slice — and, unless the profile is ``native``,
+holds each chunk until its modelled completion time.  Virtual clock: the
+channel sleeps the modelled time and moves the one-word pages inline; no
+thread is ever waited on.
 
-Faults (``fail_dma_*``) act here, where hardware fails: a descriptor that
-completes with an error, one that completes short (residue), one that never
-completes (the client's wait times out and it terminates the channel).
+Faults (``fail_dma_*``) act here, where hardware fails, per descriptor and
+decided when the channel takes its queue (``should_fail_many``): a descriptor
+that completes with an error, one that completes short (residue), one that
+never completes (the client's wait times out and it terminates the channel).
 """
 
 from __future__ import annotations
 
 import errno
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,23 +30,9 @@ import trio
 from ..faults import FaultInjector
 from ..hw import Clock, DmaModel
 from ..mm import PAGE_SIZE, PhysMemory
-
-
-@dataclass
-class Descriptor:
-    """One memcpy descriptor: a whole folio (one segment)."""
-
-    src: int  # pfn
-    dst: int  # pfn
-    order: int
-    callback: Callable[[Descriptor], None]
-    cookie: int = 0  # position in the client's list
-    status: int | None = None  # 0, or -errno; None until completed
-    residue: int = 0  # bytes not transferred
-
-    @property
-    def nbytes(self) -> int:
-        return PAGE_SIZE << self.order
+from ..mm._copy import copy_folio_prefixes, copy_folios
+from ._ring import DescRing, RangeCallback
+from ._thread import CopyThread
 
 
 @dataclass
@@ -77,7 +64,8 @@ class DmaChannel:
         #: ``chan->client_count``: clients holding the channel (an exclusive,
         #: DMA_PRIVATE channel has at most one).
         self.client_count = 0
-        self._queue: deque[Descriptor] = deque()
+        self.ring = DescRing(device.model.ring_size)
+        self._thread = CopyThread(f"migd-{self.name}")
         self._wakeup = trio.Event()
         self._idle = trio.Event()
         self._idle.set()
@@ -89,102 +77,120 @@ class DmaChannel:
         return self.client_count > 0
 
     @property
+    def queued(self) -> int:
+        """Descriptors submitted and not yet completed (or dropped)."""
+        return len(self.ring)
+
+    @property
     def busy(self) -> bool:
-        return bool(self._queue) or not self._idle.is_set()
+        return bool(len(self.ring)) or not self._idle.is_set()
 
     def statistics(self) -> ChannelStatistics:
         return ChannelStatistics(self.memcpy_count, self.bytes_transferred, self.in_use,
                                  self.busy_seconds, self.client_count)
 
-    async def submit(self, descs: list[Descriptor]) -> None:
-        """``dmaengine_submit()`` + ``dma_async_issue_pending()``.
+    async def submit(self, src: np.ndarray, dst: np.ndarray, order: np.ndarray,
+                     cookie: np.ndarray, callback: RangeCallback) -> None:
+        """``dmaengine_submit()`` of one descriptor per folio ``src[i] -> dst[i]``
+        + ``dma_async_issue_pending()``; ``callback`` gets each completed range.
 
         With a descriptor ring (``ring_size``), waits for room as the channel
         completes earlier descriptors, as a full ring makes a driver wait.
         """
         ring = self.device.model.ring_size
-        while descs:
+        lo, n = 0, int(src.size)
+        while lo < n:
             if ring:
-                while len(self._queue) >= ring:
+                while len(self.ring) >= ring:
                     self._ring_space = trio.Event()
                     await self._ring_space.wait()
-                take = ring - len(self._queue)
+                hi = min(n, lo + ring - len(self.ring))
             else:
-                take = len(descs)
-            self._queue.extend(descs[:take])
-            descs = descs[take:]
+                hi = n
+            self.ring.push(src[lo:hi], dst[lo:hi], order[lo:hi], cookie[lo:hi], callback)
+            lo = hi
             self._wakeup.set()
 
     async def terminate_sync(self) -> None:
         """``dmaengine_terminate_sync()``: drop queued descriptors (no callback)
         and wait until nothing of this channel is in flight."""
         self._generation += 1
-        self._queue.clear()
+        self.ring.clear()
         self._ring_space.set()
         self._wakeup.set()
         await self._idle.wait()
 
     async def run(self) -> None:
         """The channel's worker loop."""
-        while True:
-            if not self._queue:
-                self._wakeup = trio.Event()
-                await self._wakeup.wait()
-                continue
-            self._idle = trio.Event()
-            try:
-                await self._process(list(self._queue), self._generation)
-            finally:
-                self._idle.set()
+        try:
+            while True:
+                if not len(self.ring):
+                    self.ring.rewind()
+                    self._wakeup = trio.Event()
+                    await self._wakeup.wait()
+                    continue
+                self._idle = trio.Event()
+                try:
+                    await self._process(len(self.ring), self._generation)
+                finally:
+                    self._idle.set()
+        finally:
+            self._thread.stop()
 
     #: At most this many descriptors complete together (and run at one rate
     #: before the engine/bus sharing is re-evaluated); never more than an
     #: eighth of what is queued, so small batches complete descriptor by
-    #: descriptor and large ones stay cheap to simulate.
+    #: descriptor and large ones stay cheap to simulate.  Modelled profiles
+    #: only: ``native`` on the real clock completes what it took in one range.
     RATE_CHUNK = 64
 
-    async def _process(self, descs: list[Descriptor], generation: int) -> None:
-        """Run what is queued: faults decided, bytes moved, modelled times held."""
+    async def _process(self, total: int, generation: int) -> None:
+        """Run the ``total`` oldest descriptors: faults decided, bytes moved,
+        modelled times held, completed in ranges."""
         dev = self.device
         model = dev.model
         faults = dev.faults
-        n = len(descs)
+        n = total
         hang = faults["fail_dma_timeout"].should_fail_many(n)
         error = faults["fail_dma_desc"].should_fail_many(n)
         short = faults["fail_dma_partial"].should_fail_many(n)
         if hang.any():  # that descriptor never completes: stop before it
             n = int(np.flatnonzero(hang)[0])
-        nbytes = np.array([d.nbytes for d in descs[:n]], dtype=np.int64)
-        moved = np.where(error[:n], 0, np.where(short[:n], nbytes // 2, nbytes))
+        src, dst, order = self.ring.front(n)
+        nbytes = np.left_shift(np.int64(PAGE_SIZE), order.astype(np.int64))
+        error, short = error[:n], short[:n]
+        clean = not (error.any() or short.any())
+        moved = nbytes if clean else np.where(error, 0, np.where(short, nbytes // 2, nbytes))
+        status = 0 if clean else np.where(error, -errno.EIO, 0).astype(np.int32)
+        residue = 0 if clean else nbytes - moved
         start = trio.current_time()
-        if not dev.clock.virtual and n:  # real bytes, off the event loop
-            await trio.to_thread.run_sync(dev.copy, descs[:n], moved)
+        if not dev.clock.virtual and n:  # real bytes, off the event loop, one hand-off
+            await self._thread.run(dev.copy, src, dst, order, moved, clean)
+        if not dev.clock.virtual and model.native:
+            chunk = max(n, 1)  # nothing modelled: all of it completes at once
+        else:
+            chunk = max(1, min(self.RATE_CHUNK, n // 8))
         t = start
-        chunk = max(1, min(self.RATE_CHUNK, n // 8))
         for lo in range(0, n, chunk):
             hi = min(lo + chunk, n)
             if dev.clock.virtual or not model.native:
                 sharing = sum(1 for c in dev.channels if c.engine == self.engine and c.busy)
                 active = sum(1 for c in dev.channels if c.busy)
-                t += sum(model.desc_seconds(int(nbytes[i]), descs[i].order, sharing, active)
-                         for i in range(lo, hi))
+                t += model.descs_seconds(nbytes[lo:hi], order[lo:hi], sharing, active)
                 await trio.sleep_until(t)
             else:
                 await trio.lowlevel.checkpoint()  # let other channels complete too
             if generation != self._generation:
                 return  # terminated meanwhile: dropped without callback
             if dev.clock.virtual:
-                dev.copy(descs[lo:hi], moved[lo:hi])
-            for i in range(lo, hi):
-                d = self._queue.popleft()
-                d.status = -errno.EIO if error[i] else 0
-                d.residue = int(nbytes[i] - moved[i])
-                self.memcpy_count += 1
-                self.bytes_transferred += int(moved[i])
-                d.callback(d)
+                dev.copy(src[lo:hi], dst[lo:hi], order[lo:hi], moved[lo:hi], clean)
+            self.memcpy_count += hi - lo
+            self.bytes_transferred += int(moved[lo:hi].sum())
+            self.ring.complete(hi - lo, status if clean else status[lo:hi],
+                               residue if clean else residue[lo:hi])
             self._ring_space.set()
         self.busy_seconds += trio.current_time() - start
-        while n < len(descs) and generation == self._generation:
+        while n < total and generation == self._generation:
             # a hung descriptor holds the channel until it is terminated
             self._wakeup = trio.Event()
             await self._wakeup.wait()
@@ -236,21 +242,15 @@ class DmaDevice:
         for c in chans:
             c.client_count -= 1
 
-    def copy(self, descs: list[Descriptor], nbytes: np.ndarray) -> None:
-        """Move the bytes of ``descs`` (``nbytes[i]`` of each; may run in a thread)."""
+    def copy(self, src: np.ndarray, dst: np.ndarray, order: np.ndarray, moved: np.ndarray,
+             clean: bool) -> None:
+        """Move ``moved[i]`` bytes of folio ``src[i]`` to ``dst[i]`` (whole
+        folios when ``clean``); GIL-free, so it may run on a channel's thread."""
         mem = self.memory
-        src = np.array([d.src for d in descs], dtype=np.int64)
-        dst = np.array([d.dst for d in descs], dtype=np.int64)
-        full = nbytes == np.array([d.nbytes for d in descs], dtype=np.int64)
-        if full.all():
-            mem.copy_folios(dst, src, np.array([d.order for d in descs], dtype=np.int8))
-            return
-        for i, d in enumerate(descs):  # faults: short or failed descriptors
-            if nbytes[i]:
-                words = int(nbytes[i]) * mem.words_per_page // PAGE_SIZE
-                flat = mem.arena.reshape(-1)
-                s, t = d.src * mem.words_per_page, d.dst * mem.words_per_page
-                flat[t:t + max(words, 1)] = flat[s:s + max(words, 1)]
+        if clean:
+            copy_folios(mem.arena_base, mem.page_bytes, dst, src, order)
+        else:  # faults: short or failed descriptors
+            copy_folio_prefixes(mem.arena_base, mem.page_bytes, dst, src, moved)
 
 
 def slice_bounds(nr_folios: int, nr_chan: int) -> list[tuple[int, int]]:

@@ -40,6 +40,19 @@ def copy_folios(base, page_bytes, dst, src, orders):
 
 
 @numba.njit(cache=True, nogil=True)
+def copy_folio_prefixes(base, page_bytes, dst, src, nbytes):
+    """Copy the first ``nbytes[i]`` bytes of folio ``src[i]`` to ``dst[i]`` (a
+    short or failed DMA descriptor); bytes scale to the arena's ``page_bytes``
+    per 4 KiB page, at least one 8-byte word when any moved."""
+    for i in range(dst.size):
+        b = nbytes[i] * page_bytes // 4096
+        if nbytes[i] > 0 and b < 8:
+            b = 8
+        if b > 0:
+            memcpy(base + dst[i] * page_bytes, base + src[i] * page_bytes, b)
+
+
+@numba.njit(cache=True, nogil=True)
 def folios_mc_copy(base, page_bytes, mem_map, dst, src):
     """The batch copy of the default migrator: copy each folio, then mark it
     FOLIO_CONTENT_COPIED (``folio_set_content_copied()``)."""

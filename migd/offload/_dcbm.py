@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import trio
 
-from ..dma import Descriptor, DmaChannel, DmaDevice, dcbm_nr_channels, slice_bounds
+from ..dma import DmaChannel, DmaDevice, dcbm_nr_channels, slice_bounds
 from ..mm import FOLIO_CONTENT_COPIED
 from ._dcbm_vclock import copy_closed_form, fits
 from ._migrator import CopyBatch, Migrator
@@ -79,11 +79,16 @@ class DcbmMigrator(Migrator):
         self.min_batch_pages = 0
         self.folios_migrated = 0
         self.folios_failures = 0
-        self.completion_order: list[int] = []  # cookies of the last batch, as completed
+        self._order: list[np.ndarray] = []  # completed cookie ranges of the last batch
         #: Channels each batch got, most recent last (bounded): contention shows here.
         self.channels_claimed: list[int] = []
         #: Batches copied in closed form on the virtual clock (``_dcbm_vclock``).
         self.closed_form_batches = 0
+
+    @property
+    def completion_order(self) -> list[int]:
+        """Cookies (positions in the batch) of the last batch, as completed."""
+        return np.concatenate(self._order).tolist() if self._order else []
 
     def set_nr_dma_chan(self, n: int) -> None:
         if not 1 <= n <= DCBM_MAX_CHANNELS:
@@ -107,7 +112,9 @@ class DcbmMigrator(Migrator):
         except OSError as e:
             dev.batches_refused += 1
             return -e.errno
-        self.channels_claimed = (self.channels_claimed + [len(chans)])[-64:]
+        self.channels_claimed.append(len(chans))
+        if len(self.channels_claimed) > 64:
+            del self.channels_claimed[:-64]
         try:
             return await self._copy(batch, chans)
         finally:
@@ -135,34 +142,36 @@ class DcbmMigrator(Migrator):
                   for lo in range(0, nr, chunk_len)]
         bounds = slice_bounds(nr, len(chans))
         works = [_Work(ch, hi - lo) for ch, (lo, hi) in zip(chans, bounds, strict=True)]
-        owner = np.repeat(np.arange(len(works)), [hi - lo for lo, hi in bounds]).tolist()
-        order: list[int] = []
+        order: list[np.ndarray] = []
+        self._order = order
 
-        def complete(d: Descriptor) -> None:
-            order.append(d.cookie)
-            ok = d.status == 0 and d.residue == 0
-            work = works[owner[d.cookie]]
-            chunk = chunks[d.cookie // chunk_len]
-            work.failed |= not ok
-            chunk.failed |= not ok
-            chunk.outstanding -= 1
-            work.outstanding -= 1
-            if chunk.outstanding == 0 and not chunk.failed:
-                flags[src[chunk.lo:chunk.hi]] |= FOLIO_CONTENT_COPIED
-            if work.outstanding == 0:
-                work.done.set()
+        def completer(work: _Work):
+            def complete(cookie: np.ndarray, status: np.ndarray, residue: np.ndarray) -> None:
+                """One completed range of ``work``'s slice (contiguous cookies)."""
+                order.append(cookie.copy())
+                ok = not (status.any() or residue.any())
+                work.failed |= not ok
+                first, last = int(cookie[0]), int(cookie[-1])
+                for chunk in chunks[first // chunk_len:last // chunk_len + 1]:
+                    if not ok:  # a chunk fails with any of its descriptors
+                        bad = np.flatnonzero((status != 0) | (residue != 0)) + first
+                        chunk.failed |= bool(((bad >= chunk.lo) & (bad < chunk.hi)).any())
+                    chunk.outstanding -= min(last + 1, chunk.hi) - max(first, chunk.lo)
+                    if chunk.outstanding == 0 and not chunk.failed:
+                        flags[src[chunk.lo:chunk.hi]] |= FOLIO_CONTENT_COPIED
+                work.outstanding -= cookie.size
+                if work.outstanding == 0:
+                    work.done.set()
+            return complete
 
         rc = 0
         try:
-            orders = batch.orders.tolist()
-            dst = batch.dst.tolist()
-            srcs = src.tolist()
+            cookies = np.arange(nr, dtype=np.int64)
             submit = model.submit_us * 1e-6
             for work, (lo, hi) in zip(works, bounds, strict=True):
-                descs = [Descriptor(srcs[i], dst[i], orders[i], complete, i)
-                         for i in range(lo, hi)]
                 await clock.spend(submit * (hi - lo))  # prep + submit on the CPU
-                await work.chan.submit(descs)  # + dma_async_issue_pending()
+                await work.chan.submit(src[lo:hi], batch.dst[lo:hi], batch.orders[lo:hi],
+                                       cookies[lo:hi], completer(work))  # + issue_pending
             for work in works:  # wait_for_completion_timeout(), channel by channel
                 with trio.move_on_after(self.timeout):
                     await work.done.wait()
@@ -182,6 +191,4 @@ class DcbmMigrator(Migrator):
                 for ch in chans:
                     await ch.terminate_sync()
             raise
-        finally:
-            self.completion_order = order
         return rc
