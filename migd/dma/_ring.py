@@ -2,9 +2,10 @@
 holds, one numpy array per field.
 
 The columns are ``src`` and ``dst`` (pfns), ``order``, ``status`` (0 or -errno),
-``residue`` (bytes not transferred) and ``cookie`` (the client's index), 37
-bytes a descriptor, held only while it is queued (at most one descriptor per
-folio in flight: <= 37 bytes per base page, under the 64-byte budget).  A
+``residue`` (bytes not transferred) and ``cookie`` (the client's index), 29
+bytes a descriptor, held only while it is queued (one descriptor per folio in
+flight: with the 24-byte ``struct page`` at most 53 bytes per base page, under
+the 64-byte budget).  A
 submission appends slices; a completion marks the front ``m`` descriptors at
 once and calls each submission's callback once for its part of that range,
 with views of the range's ``cookie``, ``status`` and ``residue``.
@@ -32,8 +33,9 @@ import numpy as np
 #: ``callback(cookie, status, residue)``: one completed range of one submission.
 RangeCallback = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 
+#: ``dma_cookie_t`` is an s32; a residue is at most one folio (< 2 GiB).
 _COLUMNS = (("src", np.int64), ("dst", np.int64), ("order", np.int8), ("status", np.int32),
-            ("residue", np.int64), ("cookie", np.int64))
+            ("residue", np.int32), ("cookie", np.int32))
 
 
 class DescRing:

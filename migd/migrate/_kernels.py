@@ -11,14 +11,11 @@ microsecond per folio; numpy's per-call overhead made a batch holding one
 from __future__ import annotations
 
 import numba
-from llvmlite import ir
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from ..mm._buddy import alloc_block, free_block
 from ..mm._copy import folios_copy_mt, folios_mc_copy, folios_set_content_copied, memcpy
 from ..mm._page import FOLIO_CONTENT_COPIED, HPAGE_PMD_ORDER, PG_locked, PG_movable_ops
+from ..mm._raw import ktime_get_ns
 from ..mm._rmap import (
     NOT_COPIED_MASK,
     UNLOCK_MASK,
@@ -156,22 +153,6 @@ def migrate_folio_undo_batch(bitmap, area, mem_map, ptes, src, dst):
         folio_free(bitmap, area, mem_map, dst[i])
 
 
-@intrinsic
-def ktime_get_ns(typingctx):
-    """``ktime_get_ns()``: CLOCK_MONOTONIC in ns, the clock of ``time.perf_counter()``."""
-    def codegen(context, builder, signature, args):
-        i32, i64 = ir.IntType(32), ir.IntType(64)
-        timespec = ir.LiteralStructType([i64, i64])
-        fnty = ir.FunctionType(i32, [i32, timespec.as_pointer()])
-        clock_gettime = cgutils.get_or_insert_function(builder.module, fnty, "clock_gettime")
-        ts = cgutils.alloca_once(builder, timespec)
-        builder.call(clock_gettime, [ir.Constant(i32, 1), ts])  # CLOCK_MONOTONIC
-        sec = builder.load(builder.gep(ts, [ir.Constant(i32, 0), ir.Constant(i32, 0)]))
-        nsec = builder.load(builder.gep(ts, [ir.Constant(i32, 0), ir.Constant(i32, 1)]))
-        return builder.add(builder.mul(sec, ir.Constant(i64, 1_000_000_000)), nsec)
-    return types.int64(), codegen
-
-
 @numba.njit(cache=True, nogil=True)
 def batch_end(cum, i, bound, crossing):
     """Where the batch starting at folio ``i`` ends (exclusive), in ``migrate_pages()``.
@@ -208,7 +189,8 @@ def migrate_pages_batch_cpu(bitmap, area, mem_map, ptes, base, page_bytes, folio
     take): no batch copy, ``move_to_new_folio()`` copies each folio with
     ``folio_mc_copy()`` and remaps it before the next is touched.  1: a batch
     copy with ``folios_mc_copy`` before the move loop; more: the
-    multi-threaded copy of ``mtcopy``.
+    multi-threaded copy of ``mtcopy`` (pieces claimed by the caller and the
+    copy helpers, ``mm._mtpool``).
 
     Cuts batches from ``folios[start:]`` as ``migrate_pages()`` does (``cum``: running
     page count; ``crossing``: whether the folio that crosses the bound ends the batch,

@@ -4,29 +4,30 @@ from __future__ import annotations
 
 import errno
 
-import numba
 import numpy as np
 
 from ..mm import PAGE_SIZE
-from ..mm._copy import folios_copy_mt, folios_set_content_copied
+from ..mm._copy import folios_copy_mt, folios_set_content_copied, wake_helpers
 from ._migrator import CopyBatch, Migrator
 
 MTCOPY_MAX_THREADS = 64
 
 
 def set_copy_threads(threads: int) -> None:
-    """Run numba's parallel regions on up to ``threads`` OS threads (at most the
-    CPUs numba was started with; more ``threads`` become more, smaller pieces)."""
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    """Copy on up to ``threads`` OS threads: wake the copy helpers (at most the
+    machine's CPUs - 1 besides the caller; more ``threads`` make more, smaller
+    pieces, as ``copy_page_lists_mt()`` does)."""
+    wake_helpers(threads)
 
 
 class MtcopyMigrator(Migrator):
     """Copies each batch with ``threads`` real threads.
 
-    Real clock: a compiled parallel copy (numba prange; the pool's threads are
-    real OS threads doing real memcpys).  Virtual clock: each thread's share
-    runs at one CPU's copy bandwidth, all under the memory-bus ceiling, after a
-    per-batch dispatch cost (queue_work + wait).
+    Real clock: a compiled copy whose pieces (Zi Yan's split) are claimed by
+    the caller and helper OS threads doing real memcpys (``mm._mtpool``).
+    Virtual clock: each thread's share runs at one CPU's copy bandwidth, all
+    under the memory-bus ceiling, after a per-batch dispatch cost (queue_work
+    + wait).
     """
 
     name = "mtcopy"

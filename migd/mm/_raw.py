@@ -1,0 +1,119 @@
+"""Raw-memory intrinsics for compiled code: ``memcpy``, atomics, a spin hint.
+
+The arena and the copy threads' control block are plain addresses; these let
+numba code touch them without building arrays around them.
+"""
+
+from __future__ import annotations
+
+import platform
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+
+@intrinsic
+def memcpy(typingctx, dst, src, nbytes):
+    """``memcpy(dst, src, nbytes)`` on raw addresses."""
+    def codegen(context, builder, signature, args):
+        d, s, n = args
+        i8p = ir.IntType(8).as_pointer()
+        cgutils.raw_memcpy(builder, builder.inttoptr(d, i8p), builder.inttoptr(s, i8p), n, 1)
+        return context.get_dummy_value()
+    return types.void(types.intp, types.intp, types.intp), codegen
+
+
+_i64 = ir.IntType(64)
+_X86 = platform.machine() in ("x86_64", "AMD64", "i686")
+
+
+def _ptr(builder, addr, bits=64):
+    return builder.inttoptr(addr, ir.IntType(bits).as_pointer())
+
+
+@intrinsic
+def ctl_address(typingctx):
+    """Address of the control block, resolved by the linker in each process."""
+    def codegen(context, builder, signature, args):
+        mod = builder.module
+        gv = mod.globals.get("migd_mtcopy_ctl")
+        if gv is None:
+            gv = ir.GlobalVariable(mod, _i64, "migd_mtcopy_ctl")
+            gv.linkage = "external"
+        return builder.ptrtoint(gv, _i64)
+    return types.int64(), codegen
+
+
+@intrinsic
+def atomic_load(typingctx, addr):
+    def codegen(context, builder, signature, args):
+        return builder.load_atomic(_ptr(builder, args[0]), "seq_cst", 8)
+    return types.int64(types.int64), codegen
+
+
+@intrinsic
+def atomic_store(typingctx, addr, value):
+    def codegen(context, builder, signature, args):
+        builder.store_atomic(args[1], _ptr(builder, args[0]), "seq_cst", 8)
+        return context.get_dummy_value()
+    return types.void(types.int64, types.int64), codegen
+
+
+@intrinsic
+def atomic_add(typingctx, addr, value):
+    def codegen(context, builder, signature, args):
+        return builder.atomic_rmw("add", _ptr(builder, args[0]), args[1], "seq_cst")
+    return types.int64(types.int64, types.int64), codegen
+
+
+@intrinsic
+def atomic_cas(typingctx, addr, expected, new):
+    """Compare-and-swap; returns the old value."""
+    def codegen(context, builder, signature, args):
+        pair = builder.cmpxchg(_ptr(builder, args[0]), args[1], args[2], "seq_cst", "seq_cst")
+        return builder.extract_value(pair, 0)
+    return types.int64(types.int64, types.int64, types.int64), codegen
+
+
+@intrinsic
+def load_i64(typingctx, addr):
+    def codegen(context, builder, signature, args):
+        return builder.load(_ptr(builder, args[0]))
+    return types.int64(types.int64), codegen
+
+
+@intrinsic
+def load_i8(typingctx, addr):
+    def codegen(context, builder, signature, args):
+        return builder.sext(builder.load(_ptr(builder, args[0], 8)), _i64)
+    return types.int64(types.int64), codegen
+
+
+@intrinsic
+def cpu_relax(typingctx):
+    """The ``pause`` of a spin loop."""
+    def codegen(context, builder, signature, args):
+        if _X86:
+            fnty = ir.FunctionType(ir.VoidType(), [])
+            builder.call(cgutils.get_or_insert_function(builder.module, fnty,
+                                                        "llvm.x86.sse2.pause"), [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@intrinsic
+def ktime_get_ns(typingctx):
+    """``ktime_get_ns()``: CLOCK_MONOTONIC in ns, the clock of ``time.perf_counter()``."""
+    def codegen(context, builder, signature, args):
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        timespec = ir.LiteralStructType([i64, i64])
+        fnty = ir.FunctionType(i32, [i32, timespec.as_pointer()])
+        clock_gettime = cgutils.get_or_insert_function(builder.module, fnty, "clock_gettime")
+        ts = cgutils.alloca_once(builder, timespec)
+        builder.call(clock_gettime, [ir.Constant(i32, 1), ts])  # CLOCK_MONOTONIC
+        sec = builder.load(builder.gep(ts, [ir.Constant(i32, 0), ir.Constant(i32, 0)]))
+        nsec = builder.load(builder.gep(ts, [ir.Constant(i32, 0), ir.Constant(i32, 1)]))
+        return builder.add(builder.mul(sec, ir.Constant(i64, 1_000_000_000)), nsec)
+    return types.int64(), codegen
