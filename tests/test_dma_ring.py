@@ -204,16 +204,17 @@ async def _drive(dev, submit, subs, placed, done: list) -> None:
         n.start_soon(dev.run)
         for (chan, _, pause), (src, dst, order) in zip(subs, placed, strict=True):
             await submit(dev.channels[chan], src, dst, order)
-            await trio.sleep(pause)
+            if pause:
+                await trio.sleep(pause)
         if isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
             await trio.sleep(1.0)
         else:  # real clock: until every channel is idle, or (a descriptor hung)
-            with trio.move_on_after(5.0):  # no completion came for 100 ms
+            with trio.move_on_after(5.0):  # no completion came for 200 ms
                 seen = -1
                 while any(c.busy for c in dev.channels) and (
                         seen != len(done) or not dev.faults["fail_dma_timeout"].injected):
                     seen = len(done)
-                    await trio.sleep(0.1)
+                    await trio.sleep(0.2)
         for c in dev.channels:
             await c.terminate_sync()
         n.cancel_scope.cancel()
@@ -286,7 +287,12 @@ def test_ring_matches_per_descriptor_reference_virtual(scenario, profile):
 def test_ring_matches_per_descriptor_reference_real_clock(scenario):
     """``native`` on the real clock: one hand-off and one range per slice;
     per channel the same completions in the same order, statuses, residues,
-    counters and bytes (across channels, real time decides the order)."""
+    counters and bytes (across channels, real time decides the order).
+    Everything is queued before the channels first run: how many descriptors
+    a channel takes at once (where the faults are decided) would otherwise
+    depend on thread timing."""
+    subs, faults, seed = scenario
+    scenario = ([(chan, orders, 0.0) for chan, orders, _ in subs], faults, seed)
     warm = np.zeros(1, dtype=np.int64)
     copy_folios(0, 0, warm, warm, np.zeros(1, dtype=np.int8))  # compiled before timing
     copy_folio_prefixes(0, 0, warm, warm, warm)

@@ -55,8 +55,13 @@ class CopyThread:
         box: list[BaseException] = []
         self._job = (fn, args, trio.lowlevel.current_trio_token(), done, box)
         self._go.release()
+        thread = self._thread
         with trio.CancelScope(shield=True):
-            await done.wait()
+            while not done.is_set():
+                with trio.move_on_after(1.0):
+                    await done.wait()
+                if not done.is_set() and not thread.is_alive():  # never hang on a dead one
+                    raise RuntimeError(f"{self.name}: the copy thread died")
         if box:
             raise box[0]
 
