@@ -192,6 +192,18 @@ class _Helpers:
 _HELPERS = _Helpers()
 
 
+def _after_fork_in_child() -> None:
+    """A forked child (sweep workers) has none of its parent's helper threads:
+    start afresh, so it gets its own rather than counting on ghosts."""
+    global _HELPERS
+    _HELPERS = _Helpers()
+    _CTL[HELPERS] = 0
+    _CTL[OWNER] = 0
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def wake_helpers(threads: int) -> None:
     """Before a copy on ``threads`` threads: wake up to ``threads - 1`` helpers
     (cheap when they are awake already)."""
