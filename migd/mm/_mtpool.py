@@ -49,6 +49,8 @@ from ._raw import (
 
 # Control block words.
 CLAIM, DONE, HELPERS, BASE, PAGE_BYTES, DST, SRC, MEM_MAP, LO, HI, SEQ, STOP, OWNER = range(13)
+#: Statistics: pieces published to the helpers, and of those, copied by one.
+PUBLISHED, HELPED = 13, 14
 _CTL = np.zeros(16, dtype=np.int64)
 ll.add_symbol("migd_mtcopy_ctl", _CTL.ctypes.data)
 
@@ -135,6 +137,7 @@ def folios_copy_mt(base, page_bytes, mem_map, dst, src, lo, hi, nr_threads):
     atomic_store(ctl + 8 * HI, hi)
     atomic_store(ctl + 8 * DONE, seq << 20)
     atomic_store(ctl + 8 * CLAIM, (seq << 40) | (nr_threads << 20))  # publish
+    atomic_add(ctl + 8 * PUBLISHED, nr_threads)
     claim_pieces(ctl, seq)
     while atomic_load(ctl + 8 * DONE) != (seq << 20) | nr_threads:
         cpu_relax()  # only pieces a helper is copying are waited for
@@ -150,9 +153,12 @@ def helper_loop(ctl, idle_ns):
     spins = 0
     while atomic_load(ctl + 8 * STOP) == 0:
         w = atomic_load(ctl + 8 * CLAIM)
-        if (w & _MASK20) < ((w >> 20) & _MASK20) and claim_pieces(ctl, w >> 40):
-            last = ktime_get_ns()
-            continue
+        if (w & _MASK20) < ((w >> 20) & _MASK20):
+            got = claim_pieces(ctl, w >> 40)
+            if got:
+                atomic_add(ctl + 8 * HELPED, got)
+                last = ktime_get_ns()
+                continue
         cpu_relax()
         spins += 1
         if spins % 256 == 0 and ktime_get_ns() - last > idle_ns:
