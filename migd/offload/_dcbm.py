@@ -90,6 +90,11 @@ class DcbmMigrator(Migrator):
         """Cookies (positions in the batch) of the last batch, as completed."""
         return np.concatenate(self._order).tolist() if self._order else []
 
+    @completion_order.setter
+    def completion_order(self, cookies) -> None:
+        """The closed-form copy (``_dcbm_vclock``) books the whole order at once."""
+        self._order = [np.asarray(cookies, dtype=np.int64)]
+
     def set_nr_dma_chan(self, n: int) -> None:
         if not 1 <= n <= DCBM_MAX_CHANNELS:
             raise OSError(errno.EINVAL, f"nr_dma_chan must be 1..{DCBM_MAX_CHANNELS}")
