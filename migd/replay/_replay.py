@@ -1,18 +1,31 @@
-"""Replay a trace's call shapes through one configuration on the virtual clock.
+"""Replay a trace's calls through one configuration on the virtual clock.
 
 The machine is sized to what the trace touches: per folio order, one tenant
-of twice the most folios one call hands in, so whichever node a call's
-folios must come from holds enough of them (each call moves its folios to
-the other node; a per-(order, node) stack says where every folio is).  One
-machine and one engine serve every shape of a configuration, in one
+of twice the most folios in use at once (one call's, or a whole cluster's of
+calls that overlap), so whichever node a call's folios must come from holds
+enough of them (each call moves its folios to the other node; a per-(order,
+node) stack says where every folio is, and a call in flight holds its own).
+One machine and one engine serve every call of a configuration, in one
 ``trio.run`` under MockClock: building an engine per call cost more than the
-call.  Each shape runs once on an idle machine (see ``_shapes``); replaying
-every call (~0.8 ms of Python each) was rejected: 100,000 calls would take
-80 s against the 30 s target, for the same numbers.
+call.
 
-What the machine cannot know about the traced host (other CPUs' calls
-contending for DMA channels at the same time) is not modelled: calls replay
-one at a time, as on a host whose migrations do not overlap.
+Calls are replayed at their recorded times, in two kinds:
+
+* A call whose recorded [start, end] overlaps no other call's ran on a host
+  with no other migration in flight; the emulation of a call on an idle
+  machine depends only on its shape (reason, mode, folios by order, pinned
+  ones; the virtual clock is deterministic and every call ends with the DMA
+  channels released and nothing queued), so each such shape runs once and
+  its result stands for all its calls (see ``_shapes``): 100,000 calls of a
+  tiering host fall into a few hundred shapes.  Replaying every call
+  (~0.8 ms of Python each) was rejected: 80 s against the 30 s target, for
+  the same numbers.
+* Calls whose intervals overlap form clusters (``_clusters``); each cluster
+  runs in one nursery, every call started at its recorded offset from the
+  cluster's first start, so they contend for the emulated DMA channels and
+  the CPU as on the traced host, and their results replace the shape
+  results.  Clusters run one after another: between them the machine is
+  idle, as it was on the host.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import trio
+from trio.lowlevel import current_task
 
 from ..bench import MigratorSpec, make_migrator
 from ..dma import DmaDevice
@@ -36,7 +50,8 @@ from ..mm import (
     TenantSpec,
     format_reason_mask,
 )
-from ._shapes import Shapes
+from ._clusters import Clusters
+from ._shapes import Shape, Shapes
 
 _MODES = list(MigrateMode)
 #: Per-shape result columns.
@@ -64,80 +79,142 @@ class Config:
         return " ".join(parts)
 
 
-def _machine(shapes: Shapes) -> tuple[Machine, dict[int, tuple[int, int]]]:
+def _need(shapes: Shapes, clusters: Clusters | None) -> dict[int, int]:
+    """Per order, the most folios in use at once: one call's, or a whole
+    cluster's (its calls may all be in flight together, each on its own folios)."""
+    need = dict(shapes.max_folios)
+    if clusters is None or not len(clusters):
+        return need
+    for o in need:
+        per_shape = np.array([sum(n for oo, n, _ in s[2] if oo == o) for s in shapes.shapes],
+                             dtype=np.int64)
+        per_call = per_shape[shapes.index[clusters.calls]]
+        need[o] = max(need[o], int(np.add.reduceat(per_call, clusters.bounds[:-1]).max()))
+    return need
+
+
+def _machine(need: dict[int, int]) -> tuple[Machine, dict[int, tuple[int, int]]]:
     """Two nodes each able to hold every tenant; per order (vbase, folios)."""
-    need = sum(2 * n << o for o, n in shapes.max_folios.items()) * PAGE_SIZE
-    cap = -(-(need + (8 << 20)) // (2 << 20)) * (2 << 20)
+    nbytes = sum(2 * n << o for o, n in need.items()) * PAGE_SIZE
+    cap = -(-(nbytes + (8 << 20)) // (2 << 20)) * (2 << 20)
     machine = Machine([NodeSpec(cap, "dram", demotion_target=1), NodeSpec(cap, "far")],
                       words_per_page=1)
     tenants = {}
-    for o, n in sorted(shapes.max_folios.items(), reverse=True):
+    for o, n in sorted(need.items(), reverse=True):
         t = machine.add_tenant(TenantSpec(f"order{o}", (2 * n << o) * PAGE_SIZE, order=o))
         tenants[o] = (t, 2 * n)
     return machine, tenants
 
 
-async def _replay(shapes: Shapes, config: Config) -> dict[str, np.ndarray]:
-    machine, tenants = _machine(shapes)
-    mem = machine.memory
-    clock = VirtualClock()
-    profile = get_profile(config.profile)
-    engine = MigrationEngine(machine, clock, profile)
-    engine.nr_max_batched_migration = config.batch_pages
-    dma = DmaDevice(0, mem, clock, profile.dma, engine.faults)
-    migrator = make_migrator(config.migrator, dma)
-    if migrator is not None:
-        engine.registry.register(migrator, config.reason_mask)
-    records: list[BatchRecords] = []
-    engine.subscribe(records.append)
-    cpu = engine.books.cpu_copy_seconds
-    # Where each tenant's folios are: per order, a stack of folio indices per node.
-    stacks = {o: ([*range(n)], []) for o, (_, n) in tenants.items()}
-    out = {c: np.zeros(len(shapes.shapes)) for c in RESULT_COLUMNS}
+class _Replayer:
+    """One configuration's machine, engine and DMA device; runs calls of a
+    shape, alone or concurrently, and books each call's results by its task.
+
+    Batch records and CPU copy seconds are attributed to the trio task that
+    produced them (the engine emits both from the calling task): with calls
+    in flight together, the engine-wide totals no longer say whose they are.
+    """
+
+    def __init__(self, need: dict[int, int], config: Config) -> None:
+        machine, self.tenants = _machine(need)
+        self.mem = machine.memory
+        profile = get_profile(config.profile)
+        self.engine = engine = MigrationEngine(machine, VirtualClock(), profile)
+        engine.nr_max_batched_migration = config.batch_pages
+        self.dma = DmaDevice(0, self.mem, engine.clock, profile.dma, engine.faults)
+        self.migrator = make_migrator(config.migrator, self.dma)
+        if self.migrator is not None:
+            engine.registry.register(self.migrator, config.reason_mask)
+        self.records: dict[object, list[BatchRecords]] = {}
+        self.cpu: dict[object, float] = {}
+        engine.subscribe(lambda r: self.records.setdefault(current_task(), []).append(r))
+        books = engine.books
+        add_cpu = books.add_cpu_seconds
+
+        def add_cpu_seconds(who: str, seconds: float) -> None:
+            add_cpu(who, seconds)
+            task = current_task()
+            self.cpu[task] = self.cpu.get(task, 0.0) + seconds
+
+        books.add_cpu_seconds = add_cpu_seconds
+        # Where each tenant's folios are: per order, a stack of folio indices per node.
+        self.stacks = {o: ([*range(n)], []) for o, (_, n) in self.tenants.items()}
+
+    async def call(self, shape: Shape, out: dict[str, np.ndarray], k: int) -> None:
+        """Run one call of ``shape``; its results into row ``k`` of ``out``."""
+        reason, mode, folios = shape
+        if not folios:  # a call that counted no page: nothing to replay
+            out["first_folio"][k] = np.nan
+            return
+        mem, stacks = self.mem, self.stacks
+        src = 0 if all(len(stacks[o][0]) >= n for o, n, _ in folios) else 1
+        picked, pinned = [], []
+        for o, n, npin in folios:
+            t, _ = self.tenants[o]
+            st = stacks[o][src]
+            idx = st[len(st) - n:]
+            del st[len(st) - n:]
+            heads = t.pte_pfn[np.asarray(idx, dtype=np.int64) << o]
+            picked.append((o, idx, heads))
+            pinned.append(heads[:npin])
+        pins = np.concatenate(pinned)
+        mem.refcount[pins] += 1
+        task = current_task()
+        self.records[task], self.cpu[task] = [], 0.0
+        t0 = trio.current_time()
+        res = await self.engine.migrate_pages(np.concatenate([h for _, _, h in picked]),
+                                              1 - src, MigrateReason(reason), _MODES[mode])
+        out["seconds"][k] = trio.current_time() - t0
+        mem.refcount[pins] -= 1
+        for o, idx, _ in picked:
+            t, _ = self.tenants[o]
+            nid = mem.nid_of[t.pte_pfn[np.asarray(idx, dtype=np.int64) << o]]
+            for i, node in zip(idx, nid.tolist(), strict=True):
+                stacks[o][node].append(i)
+        s = res.stats
+        for c, v in (("succeeded", s.nr_succeeded), ("failed", s.nr_failed_pages),
+                     ("thp_succeeded", s.nr_thp_succeeded), ("thp_failed", s.nr_thp_failed),
+                     ("thp_split", s.nr_thp_split), ("split", s.nr_split)):
+            out[c][k] = v
+        out["cpu_seconds"][k] = self.cpu.pop(task)
+        _batches(out, k, self.records.pop(task), t0)
+
+    async def cluster(self, shapes: list[Shape], offsets: np.ndarray,
+                      out: dict[str, np.ndarray], first: int) -> None:
+        """A cluster's calls in one nursery, each started at its recorded
+        offset from the cluster's first start; returns when all are done
+        (the machine is idle again for the next cluster)."""
+
+        async def at(delay: float, shape: Shape, k: int) -> None:
+            await trio.sleep(delay)
+            await self.call(shape, out, k)
+
+        async with trio.open_nursery() as nursery:
+            for j, (shape, delay) in enumerate(zip(shapes, offsets.tolist(), strict=True)):
+                nursery.start_soon(at, delay, shape, first + j)
+
+
+async def _replay(shapes: Shapes, config: Config, clusters: Clusters | None
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    r = _Replayer(_need(shapes, clusters), config)
+    per_shape = {c: np.zeros(len(shapes.shapes)) for c in RESULT_COLUMNS}
+    n = 0 if clusters is None else clusters.calls.size
+    per_call = {c: np.zeros(n) for c in RESULT_COLUMNS}
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(dma.run)
-        for k, (reason, mode, folios) in enumerate(shapes.shapes):
-            if not folios:  # a call that counted no page: nothing to replay
-                out["first_folio"][k] = np.nan
-                continue
-            src = 0 if all(len(stacks[o][0]) >= n for o, n, _ in folios) else 1
-            picked, pinned = [], []
-            for o, n, npin in folios:
-                t, _ = tenants[o]
-                st = stacks[o][src]
-                idx = st[len(st) - n:]
-                del st[len(st) - n:]
-                heads = t.pte_pfn[np.asarray(idx, dtype=np.int64) << o]
-                picked.append((o, idx, heads))
-                pinned.append(heads[:npin])
-            pins = np.concatenate(pinned)
-            mem.refcount[pins] += 1
-            del records[:]
-            cpu0 = sum(cpu.values())
-            t0 = trio.current_time()
-            res = await engine.migrate_pages(np.concatenate([h for _, _, h in picked]),
-                                             1 - src, MigrateReason(reason), _MODES[mode])
-            out["seconds"][k] = trio.current_time() - t0
-            mem.refcount[pins] -= 1
-            for o, idx, _ in picked:
-                t, _ = tenants[o]
-                nid = mem.nid_of[t.pte_pfn[np.asarray(idx, dtype=np.int64) << o]]
-                for i, node in zip(idx, nid.tolist(), strict=True):
-                    stacks[o][node].append(i)
-            s = res.stats
-            for c, v in (("succeeded", s.nr_succeeded), ("failed", s.nr_failed_pages),
-                         ("thp_succeeded", s.nr_thp_succeeded), ("thp_failed", s.nr_thp_failed),
-                         ("thp_split", s.nr_thp_split), ("split", s.nr_split)):
-                out[c][k] = v
-            out["cpu_seconds"][k] = sum(cpu.values()) - cpu0
-            _batches(out, k, records, t0)
+        nursery.start_soon(r.dma.run)
+        for k, shape in enumerate(shapes.shapes):
+            await r.call(shape, per_shape, k)
+        for c, (calls, offsets) in enumerate(clusters or ()):
+            await r.cluster([shapes.shapes[i] for i in shapes.index[calls]], offsets,
+                            per_call, int(clusters.bounds[c]))
         nursery.cancel_scope.cancel()
-    if getattr(migrator, "cpu_threads", 0):
+    if getattr(r.migrator, "cpu_threads", 0):
         # A CPU-thread migrator's copies sleep on the virtual clock without
         # being booked as CPU time; the report charges them as none's copies
         # of the same bytes (threads spread that work, they do not shrink it).
-        out["cpu_as_none"] = np.ones(len(shapes.shapes))
-    return out
+        per_shape["cpu_as_none"] = np.ones(len(shapes.shapes))
+        per_call["cpu_as_none"] = np.ones(n)
+    return per_shape, per_call
 
 
 def _batches(out: dict[str, np.ndarray], k: int, records: list[BatchRecords],
@@ -163,6 +240,18 @@ def _batches(out: dict[str, np.ndarray], k: int, records: list[BatchRecords],
 
 
 def replay_shapes(shapes: Shapes, config: Config) -> dict[str, np.ndarray]:
-    """Per-shape results of ``config`` (columns of :data:`RESULT_COLUMNS`)."""
+    """Per-shape results of ``config`` (columns of :data:`RESULT_COLUMNS`),
+    each shape run once on an idle machine."""
     get_profile(config.profile)
-    return trio.run(_replay, shapes, config, clock=mock_clock())
+    return trio.run(_replay, shapes, config, None, clock=mock_clock())[0]
+
+
+def replay_calls(shapes: Shapes, clusters: Clusters, config: Config) -> dict[str, np.ndarray]:
+    """Per-call results of ``config``: a call in no cluster gets its shape's
+    idle-machine result, a call in a cluster its concurrent replay's."""
+    get_profile(config.profile)
+    per_shape, per_call = trio.run(_replay, shapes, config, clusters, clock=mock_clock())
+    out = {c: v[shapes.index] for c, v in per_shape.items()}
+    for c, v in per_call.items():
+        out[c][clusters.calls] = v
+    return out

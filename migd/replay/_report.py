@@ -37,12 +37,14 @@ class ReplayReport:
     malformed: list[str] = field(default_factory=list)
     profile_check: dict[str, Any] = field(default_factory=dict)
     recommendation: dict[str, Any] = field(default_factory=dict)
+    #: Calls that overlapped on the traced host: {"calls", "clusters", "largest"}.
+    concurrent: dict[str, int] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {"experiment": "replay", "clock": "virtual", "profile": self.profile,
                 "budget_us": self.budget_us, "totals": self.totals, "rows": self.rows,
                 "profile_check": self.profile_check, "recommendation": self.recommendation,
-                "notes": self.notes, "malformed": self.malformed}
+                "concurrent": self.concurrent, "notes": self.notes, "malformed": self.malformed}
 
     def write_json(self, path: str) -> None:
         with open(path, "w") as f:
@@ -106,7 +108,8 @@ def trace_totals(calls: TraceCalls) -> list[dict[str, Any]]:
 
 def build_report(calls: TraceCalls, results: dict[Config, dict[str, np.ndarray]],
                  baseline: Config, budget_us: float, profile: str,
-                 notes: list[str]) -> ReplayReport:
+                 notes: list[str], concurrent: dict[str, int] | None = None
+                 ) -> ReplayReport:
     """``results``: per configuration, per-call columns (expanded from shapes)."""
     base = results[baseline]
     rows = []
@@ -146,7 +149,7 @@ def build_report(calls: TraceCalls, results: dict[Config, dict[str, np.ndarray]]
                  "median_error_pct": 100.0 * float(np.median(err))}
     return ReplayReport(trace_totals(calls), rows, profile, budget_us, notes,
                         [f"{s}:{n}: {t}" for s, n, t in calls.malformed_shown], check,
-                        recommend(rows, budget_us))
+                        recommend(rows, budget_us), dict(concurrent or {}))
 
 
 def recommend(rows: list[dict[str, Any]], budget_us: float) -> dict[str, Any]:

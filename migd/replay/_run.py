@@ -7,8 +7,9 @@ from collections.abc import Callable
 import numpy as np
 
 from ..bench import MigratorSpec
+from ._clusters import overlap_clusters
 from ._parse import TraceCalls, read_traces
-from ._replay import Config, replay_shapes
+from ._replay import Config, replay_calls
 from ._report import ReplayReport, build_report
 from ._shapes import ORDER_ASSUMPTION, call_shapes
 
@@ -39,14 +40,20 @@ def replay(calls: TraceCalls, configs: list[Config], budget_us: float,
     base = next((c for c in configs if c.migrator.name == "none"), base)
     todo = list(dict.fromkeys([base, *configs]))
     shapes = call_shapes(calls)
+    clusters = overlap_clusters(calls["start"], calls["end"])
+    concurrent = {"calls": int(clusters.calls.size), "clusters": len(clusters),
+                  "largest": int(clusters.sizes().max()) if len(clusters) else 0}
     results = {}
     for i, cfg in enumerate(todo):
-        progress(f"replaying {len(shapes.shapes)} call shapes through {cfg.name} "
-                 f"({i + 1}/{len(todo)})")
-        per_shape = replay_shapes(shapes, cfg)
-        results[cfg] = {c: v[shapes.index] for c, v in per_shape.items()}
+        progress(f"replaying {len(shapes.shapes)} call shapes and {concurrent['calls']} "
+                 f"overlapping calls through {cfg.name} ({i + 1}/{len(todo)})")
+        results[cfg] = replay_calls(shapes, clusters, cfg)
     notes = [f"{len(calls)} calls rebuilt from {calls.lines} lines, "
-             f"{len(shapes.shapes)} distinct call shapes replayed once each"]
+             f"{len(shapes.shapes)} distinct call shapes replayed once each for the calls "
+             "that overlap no other",
+             f"{concurrent['calls']} calls overlapped on the traced host: replayed "
+             f"concurrently at their recorded offsets in {concurrent['clusters']} clusters "
+             f"(largest {concurrent['largest']} calls)"]
     if not calls.has_folio_orders:
         notes.append(ORDER_ASSUMPTION)
     if calls.other_events:
@@ -58,5 +65,6 @@ def replay(calls: TraceCalls, configs: list[Config], budget_us: float,
     over = int((results[base]["seconds"] > np.diff(calls["start"], append=np.inf)).sum())
     if over:
         notes.append(f"{over} calls would still run on none when the next traced call "
-                     "starts; calls replay one at a time (no contention modelled)")
-    return build_report(calls, results, base, budget_us, base.profile, notes)
+                     "starts; calls that did not overlap on the traced host replay alone")
+    return build_report(calls, results, base, budget_us, base.profile, notes,
+                        concurrent)
