@@ -26,9 +26,12 @@ from migd.replay import (
     Config,
     ReplayError,
     call_shapes,
+    cluster_labels,
     load_traces,
+    overlap_clusters,
     parse_text,
     replay,
+    replay_calls,
     replay_shapes,
 )
 from migd.tracing import Tracing
@@ -369,3 +372,65 @@ def test_a_call_that_counted_no_page_replays_as_nothing():
     rep = replay(calls, [Config(_spec("none"))], budget_us=1e9)
     demotion = next(r for r in rep.rows if r["reason"] == "demotion")
     assert demotion["calls"] == 3 and demotion["succeeded"] == 512 + 17
+
+
+def test_overlapping_intervals_cluster_as_connected_components():
+    """Hand-written table: (start, end) -> component; a call starting as
+    another ends does not overlap it, and overlap chains through a middle call."""
+    table = [  # start, end, component (numbered by first start)
+        (5.0, 6.0, 1), (0.0, 2.0, 0), (1.0, 3.0, 0), (10.0, 11.0, 3), (2.5, 4.0, 0),
+        (20.0, 22.0, 4), (21.0, 21.5, 4), (6.0, 7.0, 2),
+    ]
+    start, end, want = (np.array(c) for c in zip(*table, strict=True))
+    assert cluster_labels(start, end).tolist() == want.tolist()
+    cl = overlap_clusters(start, end)
+    assert len(cl) == 2 and cl.sizes().tolist() == [3, 2]
+    groups = [(calls.tolist(), offs.tolist()) for calls, offs in cl]
+    assert groups == [([1, 2, 4], [0.0, 1.0, 2.5]), ([5, 6], [0.0, 1.0])]
+    assert len(overlap_clusters(np.array([]), np.array([]))) == 0
+
+
+def _demotions(times) -> str:
+    """One THP demoted per call (migrate.h's print fmts), (start, end) each."""
+    out = []
+    for pid, (t0, t1) in enumerate(times, start=300):
+        out.append((t0, line("kswapd0", pid, t0, "mm_migrate_pages_start",
+                             c_printf(START_FMT, "MIGRATE_ASYNC", "demotion"))))
+        out.append((t1, line("kswapd0", pid, t1, "mm_migrate_pages",
+                             c_printf(END_FMT, 512, 0, 1, 0, 0, 0, "MIGRATE_ASYNC",
+                                      "demotion"))))
+    return "".join(text for _, text in sorted(out))
+
+
+def test_overlapping_calls_contend_for_the_dma_engine():
+    """Two THP demotions whose traced intervals overlap, with dcbm:1 on
+    zen3-ptdma: each batch claims one channel, and the profile's channels
+    share an engine two by two (channels_per_engine = 2), so the second
+    call's 2 MiB copy waits on the engine behind the first's.  The same calls
+    replayed 50 s apart are each alone: the pair together must take longer,
+    the second call ending after the first; the isolated call is its shape's."""
+    near = [(100.0, 100.0003), (100.00005, 100.0004), (200.0, 200.0003)]
+    far = [(100.0, 100.0003), (150.00005, 150.0004), (200.0, 200.0003)]
+    cfg = Config(_spec("dcbm", 1))
+    got = {}
+    for name, times in (("near", near), ("far", far)):
+        calls = parse_text(_demotions(times))
+        clusters = overlap_clusters(calls["start"], calls["end"])
+        assert clusters.calls.size == (2 if name == "near" else 0)
+        got[name] = replay_calls(call_shapes(calls), clusters, cfg)
+        assert got[name]["succeeded"].tolist() == [512] * 3
+    alone = replay_shapes(call_shapes(parse_text(_demotions(near[2:]))), cfg)["seconds"][0]
+    n, f = got["near"]["seconds"], got["far"]["seconds"]
+    assert np.allclose(f, alone, rtol=1e-9)  # far apart: every call sees an idle machine
+    assert n[2] == pytest.approx(alone, rel=1e-9)  # the isolated call: its shape result
+    assert max(n[0] - f[0], n[1] - f[1]) > 0.1 * alone  # contention costs time
+    copy_2mib = (2 << 20) / (get_profile("zen3-ptdma").dma.engine_gbps * 1e9)
+    assert 50e-6 + n[1] >= n[0] + 0.5 * copy_2mib  # the second waits behind the first
+
+
+def test_report_counts_the_concurrent_calls(tmp_path):
+    calls = parse_text(_demotions([(100.0, 100.0003), (100.00005, 100.0004),
+                                   (100.0001, 100.0002), (200.0, 200.0003)]))
+    rep = replay(calls, [Config(_spec("dcbm", 1))], budget_us=1000.0)
+    assert rep.as_json()["concurrent"] == {"calls": 3, "clusters": 1, "largest": 3}
+    assert any("3 calls overlapped" in n and "1 clusters" in n for n in rep.notes)
