@@ -5,7 +5,7 @@ real clock, real bytes, the real FUSE tree, the daemon's own shutdown), with
 the workloads of every reason at a fast pace over a tenant of each folio order
 0..9.  Around it:
 
-* a flipper thread writes random knob values through the mounted tree (the
+* a flipper process writes random knob values through the mounted tree (the
   knob table's soak values: migrator switches, channel and thread counts,
   batch bounds, reason masks, counter resets) and, with ``faults``, arms
   random ``fail_*`` points;
@@ -27,13 +27,8 @@ function of the seed (the interleaving with migrations is not).
 from __future__ import annotations
 
 import json
-import os
-import random
 import signal
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -41,13 +36,14 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import trio
 
-from ..daemon import soak_fault_settings, soak_writes
+from ..daemon import soak_writes
 from ..daemon._config import load_config
 from ..daemon._run import system_running
 from ..daemon._system import System
 from ..faults import FaultInjector
 from ..metrics import MigdCollector
 from ..sysfs import clear_stale_mount
+from ._children import CatSampler, Flipper
 
 #: A tenant of each folio order 0..9 (order 3 mlocked), two nodes, dcbm active.
 SOAK_CONFIG = """
@@ -84,30 +80,6 @@ fraction = 0.5
 interval = 0.3
 fraction = 0.2
 """
-
-#: ``cat`` latencies are kept as a histogram of 10 us bins up to 1 s (bounded
-#: memory for runs of hours; the p99 is exact to 10 us).
-_CAT_BIN_S = 1e-5
-_CAT_BINS = 100_000
-
-_READER = r"""
-import os, random, sys, time
-paths = sys.argv[2:]
-rng = random.Random(int(sys.argv[1]))
-out, parent = sys.stdout, os.getppid()
-while os.getppid() == parent:  # ends with the soak, even a killed one
-    p = rng.choice(paths)
-    t = time.perf_counter()
-    try:
-        with open(p, "rb") as f:
-            f.read()
-    except OSError:
-        continue
-    out.write(f"{time.perf_counter() - t:.7f}\n")
-    out.flush()
-    time.sleep(0.005)
-"""
-
 
 @dataclass(frozen=True)
 class SoakOptions:
@@ -156,78 +128,6 @@ def _rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
-
-
-class _Flipper:
-    """Random knob writes (and fault arming) through the mount, as ``echo`` does.
-
-    A thread: its writes are served by the trio thread, which must stay free.
-    """
-
-    def __init__(self, mount: str, seed: int, faults: bool, summary: SoakSummary,
-                 writes: list[tuple[str, tuple[str, ...]]]) -> None:
-        self.mount, self.faults, self.summary = mount, faults, summary
-        self.writes, self.fault_settings = writes, soak_fault_settings()
-        self.rng = random.Random(seed)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="soak-flipper", daemon=True)
-
-    def _write(self, rel: str, value: str) -> None:
-        try:
-            with open(os.path.join(self.mount, rel), "w") as f:
-                f.write(value + "\n")
-            self.summary.knob_writes += 1
-        except OSError as e:  # EBUSY: dcbm offloading while mtcopy is active, etc.
-            err = e.strerror or str(e.errno)
-            self.summary.knob_errors[err] = self.summary.knob_errors.get(err, 0) + 1
-
-    def _run(self) -> None:
-        rng = self.rng
-        while not self.stop.wait(rng.uniform(0.02, 0.2)):
-            rel, values = rng.choice(self.writes)
-            self._write(rel, rng.choice(values))
-            if self.faults and rng.random() < 0.3:
-                base = f"kernel/debug/{rng.choice(FaultInjector.POINTS)}"
-                if rng.random() < 0.5:
-                    for attr, values in self.fault_settings.items():
-                        self._write(f"{base}/{attr}", rng.choice(values))
-                else:
-                    self._write(f"{base}/probability", "0")
-
-
-class _CatSampler:
-    """A reader process timing ``open``/``read``/``close`` of random attributes."""
-
-    def __init__(self, mount: str, seed: int) -> None:
-        paths = []
-        for dirpath, _, names in os.walk(mount):
-            paths += [os.path.join(dirpath, n) for n in names if n != "trace_pipe"
-                      and os.stat(os.path.join(dirpath, n)).st_mode & 0o444]
-        self.hist = np.zeros(_CAT_BINS + 1, dtype=np.int64)
-        self.proc = subprocess.Popen([sys.executable, "-c", _READER, str(seed), *paths],
-                                     stdout=subprocess.PIPE, text=True)
-        self.thread = threading.Thread(target=self._collect, name="soak-cat", daemon=True)
-        self.thread.start()
-
-    def _collect(self) -> None:
-        for line in self.proc.stdout:
-            self.hist[min(int(float(line) / _CAT_BIN_S), _CAT_BINS)] += 1
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        self.proc.wait()
-        self.thread.join()
-
-    @property
-    def reads(self) -> int:
-        return int(self.hist.sum())
-
-    def p99_ms(self) -> float:
-        if not self.reads:
-            return 0.0
-        i = int(np.searchsorted(np.cumsum(self.hist), 0.99 * self.reads))
-        return round((i + 1) * _CAT_BIN_S * 1e3, 2)  # the bin's upper edge
 
 
 async def _pinner(sys: System, rng: np.random.Generator, pinned: dict[str, int]) -> None:
@@ -321,13 +221,10 @@ async def _soak(opts: SoakOptions, summary: SoakSummary,
             async with system_running(sys, mount) as nursery:
                 if opts.faults:
                     nursery.start_soon(_pinner, sys, rng, pinned)
-                # File I/O on the mount never runs in the trio thread: it
-                # serves the writes, and a FUSE request waiting on a write
-                # would wait on this thread.
-                cat = await trio.to_thread.run_sync(_CatSampler, mount, opts.seed)
-                flipper = _Flipper(mount, opts.seed, opts.faults, summary,
+                # File I/O on the mount never runs in this process (_CHILD).
+                cat = CatSampler(mount, opts.seed)
+                flipper = Flipper(mount, opts.seed, opts.faults, summary,
                                    soak_writes(sys, faults=False))
-                flipper.thread.start()
 
                 async def stop_on_signal(scope: trio.CancelScope) -> None:
                     async for signum in signals:
@@ -351,16 +248,14 @@ async def _soak(opts: SoakOptions, summary: SoakSummary,
                             f"{summary.invariant_violations}  rss {_rss_mb():.0f} MB  "
                             f"cat p99 {cat.p99_ms():.1f} ms")
                 # Readers and writers stop before the tree is unmounted.
-                flipper.stop.set()
-                await trio.to_thread.run_sync(flipper.thread.join)
+                await trio.to_thread.run_sync(flipper.close)
                 await trio.to_thread.run_sync(cat.close)
                 for point in FaultInjector.POINTS:  # the last batches run clean
                     sys.faults[point].set(probability=0)
         finally:
-            if flipper is not None:
-                flipper.stop.set()
-            if cat is not None:
-                cat.close()
+            for child in (flipper, cat):
+                if child is not None:
+                    child.close()
     summary.duration_s = round(time.monotonic() - t0, 1)
     _check(sys, summary, last, final=True)
     s = sys.engine.statistics()
