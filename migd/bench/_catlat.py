@@ -25,9 +25,16 @@ from ..sysfs import clear_stale_mount, serve, unmount
 from ._options import MigratorSpec
 from ._report import BenchReport, BenchRow
 
+#: The reader walks the mount itself: no thread of the process serving the
+#: tree touches it (see migd.soak's children: a killed server with a thread
+#: waiting on its own mount can never exit).
 _READER = r"""
 import json, os, sys, time
-paths, duration, out = json.loads(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+mount, duration, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+paths = []
+for d, _, names in os.walk(mount):
+    paths += sorted(os.path.join(d, n) for n in names if n != "trace_pipe"
+                    and os.stat(os.path.join(d, n)).st_mode & 0o444)
 lat, end = [], time.monotonic() + duration
 while time.monotonic() < end:
     for p in paths:
@@ -36,7 +43,7 @@ while time.monotonic() < end:
             f.read()
         lat.append(time.perf_counter() - t)
 with open(out, "w") as f:
-    json.dump(lat, f)
+    json.dump({"lat": lat, "files": len(paths)}, f)
 """
 
 
@@ -102,11 +109,9 @@ async def _one(opts, order: int, spec: MigratorSpec, seconds: float) -> BenchRow
         with trio.fail_after(10):
             while not Path(mount, "proc").exists():
                 await trio.sleep(0.01)
-        paths = sorted(str(p) for p in Path(mount).rglob("*")
-                       if p.is_file() and p.stat().st_mode & 0o444 and p.name != "trace_pipe")
         out = Path(mount).with_suffix(".json")
-        reader = subprocess.Popen([sys.executable, "-c", _READER, json.dumps(paths),
-                                   str(seconds), str(out)])
+        reader = subprocess.Popen([sys.executable, "-c", _READER, mount, str(seconds),
+                                   str(out)])
         t0 = time.monotonic()
         node = 1
         per_folio = np.arange(0, tenant.nr_pages, 1 << tenant.spec.order)
@@ -115,7 +120,8 @@ async def _one(opts, order: int, spec: MigratorSpec, seconds: float) -> BenchRow
             moved += r.stats.nr_succeeded
             node = 1 - node
         elapsed = time.monotonic() - t0
-        lat = np.array(json.loads(out.read_text())) * 1e3
+        result = json.loads(out.read_text())
+        lat = np.array(result["lat"]) * 1e3
         out.unlink()
         unmount(mount)
         nursery.cancel_scope.cancel()
@@ -130,4 +136,4 @@ async def _one(opts, order: int, spec: MigratorSpec, seconds: float) -> BenchRow
         inaccessible_us_p50=None, inaccessible_us_p99=None, verified=ok,
         extra={"cat_reads": int(lat.size), "cat_p50_ms": float(np.percentile(lat, 50)),
                "cat_p99_ms": float(np.percentile(lat, 99)), "cat_max_ms": float(lat.max()),
-               "files": len(paths)})
+               "files": result["files"]})
