@@ -63,14 +63,19 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"migd bench: {e}", file=sys.stderr)
         return 2
     progress.clear()
+    return _results("bench", report, args, bench.plot_report)
+
+
+def _results(cmd: str, report, args: argparse.Namespace, plot) -> int:
+    """The table on stdout, then ``--json`` and ``--plot`` (exit 1 if unwritable)."""
     print(report.table(), flush=True)
     if args.json:
         report.write_json(args.json)
     if args.plot:
         try:
-            bench.plot_report(report, args.plot)
+            plot(report, args.plot)
         except (OSError, ValueError) as e:
-            print(f"migd bench: cannot write the plot: {e}", file=sys.stderr)
+            print(f"migd {cmd}: cannot write the plot: {e}", file=sys.stderr)
             return 1
     return 0
 
@@ -135,16 +140,7 @@ def _replay(args: argparse.Namespace) -> int:
         return 2
     report = replay.replay(calls, configs, args.budget_us, progress)
     progress.clear()
-    print(report.table(), flush=True)
-    if args.json:
-        report.write_json(args.json)
-    if args.plot:
-        try:
-            replay.plot_replay(report, args.plot)
-        except (OSError, ValueError) as e:
-            print(f"migd replay: cannot write the plot: {e}", file=sys.stderr)
-            return 1
-    return 0
+    return _results("replay", report, args, replay.plot_replay)
 
 
 def _sweep(args: argparse.Namespace) -> int:

@@ -25,38 +25,9 @@ from pathlib import Path
 
 import pytest
 
-CONFIG = """
-[daemon]
-log_format = "json"
-[[nodes]]
-name = "dram"
-capacity = "64M"
-demotion_target = 1
-[[nodes]]
-name = "far"
-capacity = "64M"
-[[tenants]]
-name = "small"
-size = "8M"
-order = 0
-access_rate = 20000
-[[tenants]]
-name = "huge"
-size = "16M"
-order = 9
-access_rate = 5000
-[dma]
-profile = "native"
-[workloads.move]
-interval = 0.02
-fraction = 0.5
-[workloads.demotion]
-interval = 0.03
-[workloads.promotion]
-interval = 0.03
-[workloads.compaction]
-interval = 0.1
-"""
+from .conftest import DAEMON_CONFIG
+
+CONFIG = DAEMON_CONFIG  # none active: the default
 NOBODY = 65534
 VMSTAT_FIELDS = r"^(pgmigrate|thp_migration|pgdemote|pgpromote|numa_pages_migrated|compact)_.*"
 

@@ -28,7 +28,7 @@ from migd.migrate import MigrateCall
 from migd.mm import HPAGE_PMD_ORDER, MigrateMode, MigrateReason
 from migd.tracing import EVENTS, MM_MIGRATE_PAGES, TraceRing, Tracing, format_line
 
-from .conftest import MiB, TenantSpec, make_engine, make_machine
+from .conftest import DAEMON_CONFIG, MiB, TenantSpec, make_engine, make_machine
 
 # include/trace/events/migrate.h, verbatim.
 TP_PRINTK = {
@@ -303,40 +303,7 @@ def test_ring_pipe_nonblock_overrun_clear_and_close():
 
 # -- a live daemon ----------------------------------------------------------------
 
-CONFIG = """
-[daemon]
-log_format = "json"
-[[nodes]]
-name = "dram"
-capacity = "64M"
-demotion_target = 1
-[[nodes]]
-name = "far"
-capacity = "64M"
-[[tenants]]
-name = "small"
-size = "8M"
-order = 0
-access_rate = 20000
-[[tenants]]
-name = "huge"
-size = "16M"
-order = 9
-access_rate = 5000
-[migrator]
-active = "mtcopy"
-[dma]
-profile = "native"
-[workloads.move]
-interval = 0.02
-fraction = 0.5
-[workloads.demotion]
-interval = 0.03
-[workloads.promotion]
-interval = 0.03
-[workloads.compaction]
-interval = 0.1
-"""
+CONFIG = DAEMON_CONFIG.replace('active = "none"', 'active = "mtcopy"')
 
 
 @pytest.fixture

@@ -72,7 +72,7 @@ def migrate_folio_unmap_batch(bitmap, area, mem_map, ptes, pending, fail_alloc, 
 
 
 @numba.njit(cache=True, nogil=True)
-def migrate_folio_unmap_clean(bitmap, area, mem_map, ptes, folios, target, dst):
+def migrate_folio_unmap_clean(bitmap, area, mem_map, ptes, folios, lo, hi, target, dst):
     """The unmap loop's first pass when every folio unmaps at once, else nothing.
 
     As ``migrate_folio_unmap_batch`` with no fault armed, for a batch that
@@ -80,11 +80,12 @@ def migrate_folio_unmap_clean(bitmap, area, mem_map, ptes, folios, target, dst):
     At the first folio that would not (locked, pinned, movable_ops, no
     destination memory) the unmaps so far are undone — nothing ran meanwhile,
     so nothing saw them — and False is returned: the batch is the engine's
-    general path's.  The virtual clock's closed-form batch (``_vclock``)
-    starts here; the real clock's fast path has the same loop inline.
+    general path's.  ``folios[lo:hi]`` is the batch (``dst`` indexed alike).
+    The virtual clock's closed-form batch (``_vclock``) and the real clock's
+    fast path (``migrate_pages_batch_cpu``) both start here.
     """
-    k = 0
-    n = folios.size
+    k = lo
+    n = hi
     while k < n:
         src = folios[k]
         pg = mem_map[src]
@@ -100,7 +101,7 @@ def migrate_folio_unmap_clean(bitmap, area, mem_map, ptes, folios, target, dst):
         k += 1
     if k == n:
         return True
-    for u in range(k):
+    for u in range(lo, k):
         remove_migration_ptes(mem_map, ptes, folios[u], folios[u])
         mem_map[folios[u]].flags &= UNLOCK_MASK
         folio_free(bitmap, area, mem_map, dst[u])
@@ -213,25 +214,9 @@ def migrate_pages_batch_cpu(bitmap, area, mem_map, ptes, base, page_bytes, folio
     while i < n and b < rows.shape[0]:
         j = batch_end(cum, i, bound, crossing)
         t_entry = ktime_get_ns()
-        k = i
-        while k < j:  # the unmap loop, first pass
-            src = folios[k]
-            pg = mem_map[src]
-            if (pg.flags & (PG_locked | PG_movable_ops)) or pg.refcount > 1 + pg.mapcount:
-                break
-            d = alloc_block(bitmap, area, target, pg.order)
-            if d < 0:
-                break
-            folio_init(mem_map, d, pg.order, PG_locked)
-            pg.flags |= PG_locked
-            try_to_migrate(mem_map, ptes, src)
-            dst[k] = d
-            k += 1
-        if k < j:  # not a clean batch: undo, let the engine take it
-            for u in range(i, k):
-                remove_migration_ptes(mem_map, ptes, folios[u], folios[u])
-                mem_map[folios[u]].flags &= UNLOCK_MASK
-                folio_free(bitmap, area, mem_map, dst[u])
+        # the unmap loop, first pass; not a clean batch: undone, the engine's
+        if not migrate_folio_unmap_clean(bitmap, area, mem_map, ptes, folios, i, j, target,
+                                         dst):
             break
         t_unmapped = ktime_get_ns()
         # the batch copy (only when the batch is offloaded), marking each folio

@@ -59,7 +59,8 @@ def unmap_clean(eng, ctx, folios: np.ndarray) -> tuple[Unmapped, float] | None:
     between the two)."""
     dst = np.empty(folios.size, dtype=np.int64)
     t0 = trio.current_time()
-    if not _k.migrate_folio_unmap_clean(*eng.kernel_state, folios, ctx.target_nid, dst):
+    if not _k.migrate_folio_unmap_clean(*eng.kernel_state, folios, 0, folios.size,
+                                        ctx.target_nid, dst):
         return None
     eng.closed_form_batches += 1
     costs = eng.profile.cpu.unmap_seconds(eng.memory.folio_order[folios])

@@ -28,6 +28,6 @@ async def warm_up() -> None:
     none = np.empty(0, dtype=np.int64)
     mem.copy_folios(none, none, none)  # the DMA channels' copy
     # the virtual clock's closed form (``_vclock``, ``hw.dma_schedule``)
-    _k.migrate_folio_unmap_clean(*engine.kernel_state, none, 0, none)
+    _k.migrate_folio_unmap_clean(*engine.kernel_state, none, 0, 0, 0, none)
     dma_schedule(get_profile("zen3-ptdma").dma, np.zeros(1), np.zeros(1, dtype=np.int64),
                  np.zeros(1, dtype=np.int8), 64)
