@@ -175,8 +175,8 @@ class Daemon:
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait()
-        subprocess.run(["fusermount", "-uz", str(self.mount)], capture_output=True)
+            self.proc.wait(30)
+        subprocess.run(["fusermount", "-uz", str(self.mount)], capture_output=True, timeout=30)
         self.sock.close()
         self.log.close()
 

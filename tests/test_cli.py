@@ -43,7 +43,7 @@ ROW_KEYS = {"migrator", "param", "order", "folio_bytes", "batch_pages", "total_b
 
 def migd(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "migd", *args], capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=150)
 
 
 def test_bench_throughput_real_clock_verifies_and_has_memcpy_row(tmp_path):
@@ -169,12 +169,12 @@ def test_compiled_code_cache_survives_any_order_of_first_use(tmp_path):
              "e = np.empty(0, dtype=np.int64); "
              "folios_copy_mt(m.arena_base, m.page_bytes, m.mem_map, e, e, 0, 0, 2)")
     p = subprocess.run([sys.executable, "-c", first], env=env, capture_output=True, text=True,
-                       timeout=300)
+                       timeout=150)
     assert p.returncode == 0, p.stderr
     for _ in range(2):
         p = subprocess.run([sys.executable, "-m", "migd", "bench", "throughput", "--clock",
                             "real", "--orders", "0", "--total", "4M", "--migrators", "none"],
-                           env=env, capture_output=True, text=True, timeout=300)
+                           env=env, capture_output=True, text=True, timeout=150)
         assert p.returncode == 0, p.stderr
 
 

@@ -335,7 +335,7 @@ def test_sigkill_leaves_a_stale_mount_that_the_next_start_clears(tmp_path):
     try:
         d.wait_ready()
         d.proc.kill()
-        d.proc.wait()
+        d.proc.wait(30)
         with pytest.raises(OSError) as e:
             os.listdir(d.mount)
         assert e.value.errno == errno.ENOTCONN  # "Transport endpoint is not connected"

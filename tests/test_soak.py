@@ -29,7 +29,7 @@ def test_a_60s_soak_with_faults_loses_nothing(tmp_path):
     out = tmp_path / "soak.json"
     p = subprocess.run(soak_cmd("--duration", "60s", "--faults", "--seed", "7",
                                 "--json", str(out)), capture_output=True, text=True,
-                       timeout=180)
+                       timeout=150)  # below pytest-timeout's 180: this test fails alone
     assert out.exists(), (p.returncode, p.stderr[-3000:])
     s = json.loads(out.read_text())
     assert p.returncode == 0, (p.stderr[-2000:], s["violations"])
@@ -97,6 +97,7 @@ def test_sigterm_in_the_middle_of_a_soak_ends_clean(tmp_path):
         stdout, stderr = p.communicate(timeout=30)
     finally:
         p.kill()
+        p.wait(10)
     assert p.returncode == 0, stderr[-2000:]
     assert time.monotonic() - t0 < 15
     s = json.loads(out.read_text())
@@ -133,7 +134,7 @@ def test_sigkill_leaves_a_stale_mount_that_the_next_soak_clears(tmp_path):
 def test_bad_soak_arguments_are_one_line_errors():
     for args in (["--duration", "soon"], ["--duration", "-5s"], ["--seed", "-1"],
                  ["--mount", "/no/such/dir"], ["--json", "/no/such/dir/s.json"]):
-        p = subprocess.run(soak_cmd(*args), capture_output=True, text=True)
+        p = subprocess.run(soak_cmd(*args), capture_output=True, text=True, timeout=120)
         assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
 
 

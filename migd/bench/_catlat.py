@@ -19,6 +19,7 @@ import trio
 
 from ..daemon._attrs import build_tree
 from ..daemon._config import load_config
+from ..daemon._run import is_mounted
 from ..daemon._system import System
 from ..offload import CATALOGUE
 from ..sysfs import clear_stale_mount, serve, unmount
@@ -107,7 +108,7 @@ async def _one(opts, order: int, spec: MigratorSpec, seconds: float) -> BenchRow
         nursery.start_soon(lambda: trio.to_thread.run_sync(
             serve, tree, mount, token, abandon_on_cancel=True))
         with trio.fail_after(10):
-            while not Path(mount, "proc").exists():
+            while not is_mounted(mount):  # not a lookup on our own mount
                 await trio.sleep(0.01)
         out = Path(mount).with_suffix(".json")
         reader = subprocess.Popen([sys.executable, "-c", _READER, mount, str(seconds),

@@ -33,9 +33,26 @@ from ._workloads import run_workloads
 SHUTDOWN_GRACE = 3.0
 
 
+def is_mounted(mountpoint: str) -> bool:
+    """Whether ``mountpoint`` is in this process's mount table.
+
+    Read from /proc/self/mountinfo, not by ``stat`` of the mount: the process
+    serving the mount must never wait on it (a thread waiting on its own FUSE
+    mount cannot die if the process is killed meanwhile).
+    """
+    target = os.path.realpath(mountpoint)
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            # field 5 is the mount point, octal-escaped (\040 for a space)
+            field = line.split(b" ")[4].decode("unicode_escape", "replace")
+            if field == target:
+                return True
+    return False
+
+
 async def _wait_mounted(mountpoint: str, timeout: float = 10.0) -> None:
     with trio.fail_after(timeout):
-        while not os.path.ismount(mountpoint):
+        while not is_mounted(mountpoint):
             await trio.sleep(0.01)
 
 

@@ -104,8 +104,12 @@ class _Child:
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
-        self.proc.wait()
-        self.thread.join()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:  # stuck in a request on a dying mount
+            self.proc.kill()
+            self.proc.wait(10)
+        self.thread.join(10)
 
 
 class Flipper(_Child):

@@ -109,7 +109,11 @@ class DaskExecutor:
         self.workers = len(self.client.scheduler_info().get("workers", {})) or 1
         # Every worker compiles the engine's paths now, side by side, rather
         # than each on its first cell (workers joining later do it then).
-        self.client.run(warm_up)
+        try:
+            self.client.run(warm_up)
+        except BaseException:
+            self.close()
+            raise
 
     def map(self, items: Iterable[Item]) -> Iterator[tuple[str, dict]]:
         from distributed import as_completed

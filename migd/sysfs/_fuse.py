@@ -163,7 +163,8 @@ def clear_stale_mount(mountpoint: str) -> bool:
     except OSError as e:
         if e.errno != errno.ENOTCONN:
             raise
-        subprocess.run(["fusermount", "-uz", mountpoint], check=False, capture_output=True)
+        subprocess.run(["fusermount", "-uz", mountpoint], check=False, capture_output=True,
+                   timeout=30)
         return True
     if os.path.ismount(mountpoint):
         raise OSError(errno.EBUSY, f"{mountpoint} is already mounted (another migd?)")
@@ -192,4 +193,5 @@ def serve(tree: SysfsTree, mountpoint: str, trio_token: trio.lowlevel.TrioToken)
 
 
 def unmount(mountpoint: str) -> None:
-    subprocess.run(["fusermount", "-uz", mountpoint], check=False, capture_output=True)
+    subprocess.run(["fusermount", "-uz", mountpoint], check=False, capture_output=True,
+                   timeout=30)
