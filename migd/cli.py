@@ -259,6 +259,12 @@ def _add_soak(sub) -> None:
     k.set_defaults(func=_soak)
 
 
+def _add_outputs(p, json_help: str, plot_help: str) -> None:
+    """``--json FILE`` and ``--plot FILE.png``, which :func:`_results` writes."""
+    p.add_argument("--json", default=None, metavar="FILE", help=json_help)
+    p.add_argument("--plot", default=None, metavar="FILE.png", help=plot_help)
+
+
 def _add_bench(sub) -> None:
     from .bench import EXPERIMENTS
 
@@ -272,10 +278,7 @@ def _add_bench(sub) -> None:
         p = exps.add_parser(e.name, help=e.help,
                             description=f"{e.help[0].upper()}{e.help[1:]}: {e.description}")
         _args.add_options(p, e.options)
-        p.add_argument("--json", default=None, metavar="FILE",
-                       help="write the rows as JSON there too")
-        p.add_argument("--plot", default=None, metavar="FILE.png",
-                       help="draw the results there (matplotlib)")
+        _add_outputs(p, "write the rows as JSON there too", "draw the results there (matplotlib)")
         p.set_defaults(func=_bench)
 
 
@@ -297,9 +300,8 @@ def _add_replay(sub) -> None:
                    "names (default: all)")
     r.add_argument("--budget-us", type=float, default=1000.0, metavar="US",
                    help="p99 inaccessible-time budget of the recommendation (default: 1000)")
-    r.add_argument("--json", default=None, metavar="FILE", help="write the report as JSON")
-    r.add_argument("--plot", default=None, metavar="FILE.png",
-                   help="draw time and latency per configuration and reason (matplotlib)")
+    _add_outputs(r, "write the report as JSON",
+                 "draw time and latency per configuration and reason (matplotlib)")
     r.set_defaults(func=_replay)
 
 
@@ -317,9 +319,7 @@ def _add_sweep(sub) -> None:
                    help="local worker processes (default: one per core)")
     s.add_argument("--out", default="sweep-out", metavar="DIR",
                    help="one record per finished cell (default: sweep-out)")
-    s.add_argument("--json", default=None, metavar="FILE", help="write the rows as JSON")
-    s.add_argument("--plot", default=None, metavar="FILE.png",
-                   help="plot the first metric over two axes (matplotlib)")
+    _add_outputs(s, "write the rows as JSON", "plot the first metric over two axes (matplotlib)")
     s.add_argument("--plot-axes", default=None, metavar="X,Y",
                    help="the two axes of --plot (default: the first two with several values)")
     s.set_defaults(func=_sweep)

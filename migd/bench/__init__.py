@@ -14,9 +14,9 @@ from ._options import (
 )
 from ._plot import plot_report
 from ._report import BenchReport, BenchRow
-from ._rig import AVAILABLE_MIGRATORS, BenchOptions, Rig, latency_summary, make_migrator
+from ._rig import BenchOptions, Rig, latency_summary, make_migrator
 
-__all__ = ["AVAILABLE_MIGRATORS", "EXPERIMENTS", "BenchOptions", "BenchReport", "BenchRow",
+__all__ = ["EXPERIMENTS", "BenchOptions", "BenchReport", "BenchRow",
            "Experiment", "MigratorSpec", "Option", "Rig", "busy_reasons", "latency_summary",
            "make_migrator", "options", "parse_duration", "parse_int_list", "parse_migrators",
            "parse_orders", "parse_size", "plot_report", "run"]

@@ -19,10 +19,9 @@ import trio
 
 from ..daemon._attrs import build_tree
 from ..daemon._config import load_config
-from ..daemon._run import is_mounted
 from ..daemon._system import System
 from ..offload import CATALOGUE
-from ..sysfs import clear_stale_mount, serve, unmount
+from ..sysfs import clear_stale_mount, is_mounted, serve, unmount
 from ._options import MigratorSpec
 from ._report import BenchReport, BenchRow
 

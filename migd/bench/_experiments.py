@@ -32,7 +32,7 @@ from ._options import (
 )
 from ._policies import DEFAULT_BUDGETS_US, DEFAULT_SWEEP, auto_choice, latency_budget
 from ._report import BenchReport, BenchRow
-from ._rig import AVAILABLE_MIGRATORS, BenchOptions, Rig
+from ._rig import BenchOptions, Rig
 from ._scrape import scrape
 from ._seed import seed
 
@@ -76,7 +76,7 @@ ORDERS = Option("--orders", "orders", "folio orders, comma-separated (0 = 4 KiB 
                 parse_orders, "0,2,4,6,8,9", "N,...")
 MIGRATORS = Option("--migrators", "migrators", "migrators, comma-separated: none (the vanilla "
                    "kernel), mtcopy:THREADS, dcbm:CHANNELS",
-                   lambda t: parse_migrators(t, AVAILABLE_MIGRATORS), "none", "M,...")
+                   parse_migrators, "none", "M,...")
 TOTAL = Option("--total", "total", "bytes migrated per run (the tenant's size), e.g. 1G, 256M",
                parse_size, "1G", "SIZE")
 BATCH_PAGES = Option("--batch-pages", "batch_pages", "nr_max_batched_migration bounds in base "

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..mm import MAX_FOLIO_ORDER
+from ..offload import CATALOGUE
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -51,8 +52,10 @@ class MigratorSpec:
         return self.name if not self.param else f"{self.name}:{self.param}"
 
 
-def parse_migrators(text: str, available: dict[str, tuple[int, int]]) -> list[MigratorSpec]:
-    """``available`` maps a migrator name to its parameter range (0, 0 for none)."""
+def parse_migrators(text: str) -> list[MigratorSpec]:
+    """``NAME[:PARAM],...`` against the migrator catalogue, read now (a test may add
+    to it): each name's parameter range, (0, 0) for ``none``."""
+    available = {e.name: (e.lo, e.hi) for e in CATALOGUE.values()}
     specs = []
     for item in text.split(","):
         name, _, param = item.strip().partition(":")

@@ -12,7 +12,7 @@ the percentile code).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,26 +26,6 @@ from ..mm import PAGE_SIZE, Machine, NodeSpec, TenantSpec
 from ..offload import CATALOGUE, Migrator
 from ._options import MigratorSpec
 from ._report import BenchRow
-
-
-class _Available(Mapping):
-    """Migrators the bench can run (by name: ``none`` is the vanilla kernel), with
-    their parameter range; a view of the catalogue, read at each look-up."""
-
-    def _table(self) -> dict[str, tuple[int, int]]:
-        return {e.name: (e.lo, e.hi) for e in CATALOGUE.values()}
-
-    def __getitem__(self, name: str) -> tuple[int, int]:
-        return self._table()[name]
-
-    def __iter__(self):
-        return iter(self._table())
-
-    def __len__(self) -> int:
-        return len(self._table())
-
-
-AVAILABLE_MIGRATORS: Mapping[str, tuple[int, int]] = _Available()
 
 #: The untimed move that puts a partly moved tenant back uses the largest bound.
 _RESTORE_BATCH_PAGES = 262144

@@ -21,7 +21,7 @@ import trio
 
 from ..metrics import serve_metrics
 from ..migrate import warm_up
-from ..sysfs import clear_stale_mount, serve, unmount
+from ..sysfs import clear_stale_mount, is_mounted, serve, unmount
 from ._attrs import build_tree
 from ._config import Config
 from ._log import configure_logging
@@ -31,23 +31,6 @@ from ._workloads import run_workloads
 
 #: Longest a shutdown waits for in-flight batches before unmounting anyway.
 SHUTDOWN_GRACE = 3.0
-
-
-def is_mounted(mountpoint: str) -> bool:
-    """Whether ``mountpoint`` is in this process's mount table.
-
-    Read from /proc/self/mountinfo, not by ``stat`` of the mount: the process
-    serving the mount must never wait on it (a thread waiting on its own FUSE
-    mount cannot die if the process is killed meanwhile).
-    """
-    target = os.path.realpath(mountpoint)
-    with open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            # field 5 is the mount point, octal-escaped (\040 for a space)
-            field = line.split(b" ")[4].decode("unicode_escape", "replace")
-            if field == target:
-                return True
-    return False
 
 
 async def _wait_mounted(mountpoint: str, timeout: float = 10.0) -> None:

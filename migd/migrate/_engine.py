@@ -53,6 +53,7 @@ from ._migrate_batch import (
 )
 from ._move_pages import do_pages_move
 from ._stats import (
+    NO_FOLIOS,
     BatchRecords,
     EngineBooks,
     EngineStatistics,
@@ -66,9 +67,6 @@ from ._steps import count_failed, count_untried
 NR_MAX_BATCHED_MIGRATION = 512  # HPAGE_PMD_NR
 NR_MAX_BATCHED_MIGRATION_LIMIT = 262144  # the knob's bound: 1 GiB of base pages
 MAX_INACCESSIBLE_US_LIMIT = 10_000_000  # the budget knob's bound: 10 s
-
-_EMPTY = np.empty(0, dtype=np.int64)
-
 
 class MigrationEngine:
     """The migration core: runs ``migrate_pages()``, dispatches batch copies.
@@ -249,7 +247,7 @@ class MigrationEngine:
             self.calls_in_flight -= 1
             # Also when cancelled between batches: every page is accounted
             # for, and what stayed at the source leaves the list.
-            left = np.concatenate(failed) if failed else _EMPTY
+            left = np.concatenate(failed) if failed else NO_FOLIOS
             books.vmstat[reason] += (stats.nr_succeeded, stats.nr_failed_pages,
                                      stats.nr_thp_succeeded, stats.nr_thp_failed,
                                      stats.nr_thp_split)
@@ -325,7 +323,7 @@ class MigrationEngine:
                         b = await migrate_pages_batch(
                             self, ctx, b.split, MigrateMode.MIGRATE_ASYNC, 1, may_split=False)
                         failed += (b.left, b.untried)
-                        b = BatchResult(b.rc if b.rc < 0 else rc, _EMPTY, _EMPTY, _EMPTY)
+                        b = BatchResult(b.rc if b.rc < 0 else rc, NO_FOLIOS, NO_FOLIOS, NO_FOLIOS)
                     if b.rc < 0:
                         # "When memory is low, don't bother to try to migrate
                         # other folios": the split parts and the rest stay untried.

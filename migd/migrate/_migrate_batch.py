@@ -21,7 +21,7 @@ import trio
 from ..mm import MigrateMode, MigrateReason
 from ..offload import Offload
 from ._batch import batch_copy
-from ._stats import MigrateStats
+from ._stats import NO_FOLIOS, MigrateStats
 from ._steps import (
     count_failed,
     count_untried,
@@ -40,9 +40,6 @@ if TYPE_CHECKING:
 NR_MAX_MIGRATE_PAGES_RETRY = 10
 NR_MAX_MIGRATE_ASYNC_RETRY = 3
 NR_MAX_MIGRATE_SYNC_RETRY = NR_MAX_MIGRATE_PAGES_RETRY - NR_MAX_MIGRATE_ASYNC_RETRY
-
-_EMPTY = np.empty(0, dtype=np.int64)
-
 
 @dataclass
 class Ctx:
@@ -92,7 +89,7 @@ async def migrate_pages_sync(engine: MigrationEngine, ctx: Ctx, batch: np.ndarra
         return a
     s.nr_thp_failed += astats.nr_thp_split
     if a.left.size == 0:
-        return BatchResult(astats.nr_split, a.left, a.split, _EMPTY)
+        return BatchResult(astats.nr_split, a.left, a.split, NO_FOLIOS)
     # Every failure is retried synchronously, one folio at a time; the
     # async attempt's failures are not counted (they are retried).  Its
     # per-migrator counts are taken back for the same reason.
@@ -117,7 +114,7 @@ async def migrate_pages_sync(engine: MigrationEngine, ctx: Ctx, batch: np.ndarra
             return BatchResult(b.rc, np.concatenate(still), np.concatenate(splits),
                           np.concatenate([b.untried, rest]))
         nr_failed += b.rc
-    return BatchResult(nr_failed, np.concatenate(still), np.concatenate(splits), _EMPTY)
+    return BatchResult(nr_failed, np.concatenate(still), np.concatenate(splits), NO_FOLIOS)
 
 
 async def migrate_pages_batch(engine: MigrationEngine, ctx: Ctx, folios: np.ndarray,
@@ -147,7 +144,7 @@ async def _migrate_pages_batch_shielded(engine: MigrationEngine, ctx: Ctx, folio
     unslept = 0.0  # the closed form's unmap time, slept with the flush
     if clean is not None:
         (todo, unslept), left, splits, rc_saved, untried, passes = (
-            clean, _EMPTY, [], 0, _EMPTY, 1)
+            clean, NO_FOLIOS, [], 0, NO_FOLIOS, 1)
     else:
         closed = False
         todo, left, splits, rc_saved, untried, passes = await unmap_loop(
@@ -183,5 +180,5 @@ async def _migrate_pages_batch_shielded(engine: MigrationEngine, ctx: Ctx, folio
     nr_failed = int(left.size) + len(splits)
     record_batch(engine, ctx, mode, folios.size, nr_pages, nr_failed, copied, t_entry,
                  first_folio, inaccessible, passes)
-    split = np.concatenate(splits) if splits else _EMPTY
+    split = np.concatenate(splits) if splits else NO_FOLIOS
     return BatchResult(rc_saved or nr_failed, left, split, untried)

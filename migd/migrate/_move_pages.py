@@ -14,13 +14,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..mm import MigrateMode, MigrateReason
-from ._stats import MigrateResult, MigrateStats
+from ._stats import NO_FOLIOS, MigrateResult, MigrateStats
 
 if TYPE_CHECKING:
     from ._engine import MigrationEngine
-
-_EMPTY = np.empty(0, dtype=np.int64)
-
 
 async def do_pages_move(engine: MigrationEngine, tenant, vpages: np.ndarray,
                         nodes: int | np.ndarray, reason: MigrateReason) -> MigrateResult:
@@ -66,5 +63,5 @@ def merge_results(results: list[MigrateResult]) -> MigrateResult:
         for f in stats.__dataclass_fields__:
             setattr(stats, f, getattr(stats, f) + getattr(r.stats, f))
     errs = [r.rc for r in results if r.rc < 0]
-    failed = np.concatenate([r.failed for r in results]) if results else _EMPTY
+    failed = np.concatenate([r.failed for r in results]) if results else NO_FOLIOS
     return MigrateResult(errs[0] if errs else sum(r.rc for r in results), stats, failed)

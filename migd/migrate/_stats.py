@@ -10,6 +10,9 @@ import numpy as np
 
 from ..mm import MR_TYPES, PAGE_SIZE, MigrateMode, MigrateReason
 
+#: An empty folio list (head pfns), shared.
+NO_FOLIOS = np.empty(0, dtype=np.int64)
+
 #: vmstat items of page migration, as /proc/vmstat names them.
 VMSTAT_ITEMS = ("pgmigrate_success", "pgmigrate_fail", "thp_migration_success",
                 "thp_migration_fail", "thp_migration_split")

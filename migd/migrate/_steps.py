@@ -23,13 +23,10 @@ import trio
 from ..mm import FOLIO_CONTENT_COPIED, HPAGE_PMD_ORDER, PG_locked
 from ..offload import CpuMigrator
 from . import _kernels as _k
-from ._stats import BatchRecords, MigrateStats
+from ._stats import NO_FOLIOS, BatchRecords, MigrateStats
 
 #: Copies in the move loop (``folio_mc_copy()``) are the vanilla path's CPU seconds.
 VANILLA = CpuMigrator.name
-
-_EMPTY = np.empty(0, dtype=np.int64)
-
 
 @dataclass
 class Unmapped:
@@ -72,13 +69,13 @@ async def unmap_loop(eng, ctx, folios: np.ndarray, nr_pass: int, nosplit: bool):
             return join(parts), left, splits, -errno.ENOMEM, untried, passes
         if pending.size == 0:
             break
-    return join(parts), pending, splits, 0, _EMPTY, passes
+    return join(parts), pending, splits, 0, NO_FOLIOS, passes
 
 def join(parts: list[Unmapped]) -> Unmapped:
     if len(parts) == 1:
         return parts[0]
     if not parts:
-        return Unmapped(_EMPTY, _EMPTY, 0.0, 0)
+        return Unmapped(NO_FOLIOS, NO_FOLIOS, 0.0, 0)
     return Unmapped(
         np.concatenate([p.src for p in parts]), np.concatenate([p.dst for p in parts]),
         np.concatenate([np.broadcast_to(p.t_unmap, p.src.shape) for p in parts]),
@@ -110,7 +107,7 @@ async def unmap_pass(eng, ctx, pending: np.ndarray, nosplit: bool):
     dst = np.empty(n, dtype=np.int64)
     split_parts: list[np.ndarray] = []
     stopped_at = None
-    untried = _EMPTY
+    untried = NO_FOLIOS
     t0 = trio.current_time()
     first = nr_unmapped = nr_movable_ops = 0
     while True:
@@ -137,7 +134,7 @@ async def unmap_pass(eng, ctx, pending: np.ndarray, nosplit: bool):
         ctx.stats.nr_split += 1
         first = i + 1
     if nr_unmapped == n:
-        src, still = pending, _EMPTY
+        src, still = pending, NO_FOLIOS
     else:
         ok = result == _k.MIGRATEPAGE_UNMAP
         src, dst = pending[ok], dst[ok]

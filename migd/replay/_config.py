@@ -7,7 +7,7 @@ checked here, before any work.
 
 from __future__ import annotations
 
-from ..bench import AVAILABLE_MIGRATORS, MigratorSpec, parse_int_list, parse_migrators
+from ..bench import MigratorSpec, parse_int_list, parse_migrators
 from ..hw import get_profile
 from ..migrate import NR_MAX_BATCHED_MIGRATION_LIMIT
 from ..mm import parse_reason_mask
@@ -15,7 +15,7 @@ from ._replay import Config
 
 
 def parse_migrator_list(text: str) -> list[MigratorSpec]:
-    return parse_migrators(text, AVAILABLE_MIGRATORS)
+    return parse_migrators(text)
 
 
 def parse_batch_pages(text: str) -> list[int]:

@@ -147,6 +147,23 @@ def raise_thread_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), TREE_THREAD_NICE)
 
 
+def is_mounted(mountpoint: str) -> bool:
+    """Whether ``mountpoint`` is in this process's mount table.
+
+    Read from /proc/self/mountinfo, not by ``stat`` of the mount: the process
+    serving the mount must never wait on it (a thread waiting on its own FUSE
+    mount cannot die if the process is killed meanwhile).
+    """
+    target = os.path.realpath(mountpoint)
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            # field 5 is the mount point, octal-escaped (\040 for a space)
+            field = line.split(b" ")[4].decode("unicode_escape", "replace")
+            if field == target:
+                return True
+    return False
+
+
 def clear_stale_mount(mountpoint: str) -> bool:
     """Unmount a dead FUSE mount ("Transport endpoint is not connected").
 
