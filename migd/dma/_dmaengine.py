@@ -31,6 +31,7 @@ from ..faults import FaultInjector
 from ..hw import Clock, DmaModel
 from ..mm import PAGE_SIZE, PhysMemory
 from ..mm._copy import copy_folio_prefixes, copy_folios
+from ._chanctl import new_ctl
 from ._ring import DescRing, RangeCallback
 from ._thread import CopyThread
 
@@ -65,7 +66,7 @@ class DmaChannel:
         #: DMA_PRIVATE channel has at most one).
         self.client_count = 0
         self.ring = DescRing(device.model.ring_size)
-        self._thread = CopyThread(f"migd-{self.name}")
+        self._thread = CopyThread(f"migd-{self.name}", device.ctl[chan_id])
         self._wakeup = trio.Event()
         self._idle = trio.Event()
         self._idle.set()
@@ -110,6 +111,16 @@ class DmaChannel:
             self.ring.push(src[lo:hi], dst[lo:hi], order[lo:hi], cookie[lo:hi], callback)
             lo = hi
             self._wakeup.set()
+
+    def ready_for_compiled_posts(self) -> bool:
+        """Nothing queued or in flight from the trio side, and the copy thread
+        running: slices may be posted to it from compiled code
+        (``_chanctl.dma_chan_post``), which then owns the channel until it
+        returns."""
+        if self.busy:
+            return False
+        self._thread.start()
+        return True
 
     async def terminate_sync(self) -> None:
         """``dmaengine_terminate_sync()``: drop queued descriptors (no callback)
@@ -205,6 +216,8 @@ class DmaDevice:
         self.clock = clock
         self.model = model
         self.faults = faults
+        #: Each channel's copy-thread control row (``_chanctl``).
+        self.ctl = new_ctl(model.nr_channels)
         self.channels = [DmaChannel(self, i) for i in range(model.nr_channels)]
         self.batches_refused = 0
 

@@ -1,13 +1,15 @@
 """The OS thread a channel copies on (real clock): one hand-off per slice.
 
 A real DMA engine copies while the CPU does other things; here a channel's
-queued slice is copied by a compiled, GIL-free kernel on the channel's own
-thread.  The hand-off is a semaphore release one way and one
-``run_sync_soon`` the other: ~23 us round trip on this 2-core machine,
-against ~41 us for ``trio.to_thread.run_sync`` (its capacity limiter, thread
-cache and job wrapping; measured with a no-op job, 500 round trips each).
-Rejected: polling a done flag from the event loop (~11 us median but it
-burns the loop's core and its mean under load was worse, 18 us).
+queued slice is copied by compiled, GIL-free code on the channel's own
+thread.  The thread lives in ``_chanctl.dma_chan_serve``: slices posted by
+the engine's compiled fast path are copied there without Python; a job of
+the channel's trio task (its whole queue) is asked for with ``PYJOB`` one way
+and answered with one ``run_sync_soon`` the other: ~25 us round trip on this
+2-core machine, against ~41 us for ``trio.to_thread.run_sync`` (its capacity
+limiter, thread cache and job wrapping; measured with a no-op job, 500 round
+trips each).  Rejected: polling a done flag from the event loop (~11 us
+median but it burns the loop's core and its mean under load was worse, 18 us).
 
 The wait is shielded from cancellation: no DMA write may land after the
 caller's CPU fallback, so a copy that started is always waited for (it is
@@ -20,24 +22,41 @@ import contextlib
 import threading
 from collections.abc import Callable
 
+import numpy as np
 import trio
+
+from ._chanctl import IDLE_SPIN_NS, PYJOB, SERVE_STOP, STOP, dma_chan_kick, dma_chan_serve
 
 
 class CopyThread:
-    """A daemon thread that runs one job at a time for a trio task."""
+    """A daemon thread serving one channel's control row ``ctl``: compiled
+    slices, and one Python job at a time for a trio task."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, ctl: np.ndarray) -> None:
         self.name = name
-        self._go = threading.Semaphore(0)
+        self.ctl = ctl
+        self._addr = int(ctl.ctypes.data)
         self._job: tuple | None = None
         self._thread: threading.Thread | None = None
+        self._stopped: threading.Thread | None = None  # told to stop, maybe not yet ended
+
+    def start(self) -> None:
+        """Start the thread if it is not running (first use, or in a forked child)."""
+        if self._thread is None or not self._thread.is_alive():
+            if self._stopped is not None:  # never two threads on one control row
+                self._stopped.join(10.0)
+                self._stopped = None
+            self.ctl[STOP] = 0
+            self.ctl[PYJOB] = 0
+            self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+            self._thread.start()
 
     def _loop(self) -> None:
-        while True:
-            self._go.acquire()
-            job = self._job
+        while dma_chan_serve(self._addr, IDLE_SPIN_NS) != SERVE_STOP:
+            job, self._job = self._job, None
+            self.ctl[PYJOB] = 0
             if job is None:
-                return
+                continue
             fn, args, token, done, box = job
             try:
                 fn(*args)
@@ -48,13 +67,11 @@ class CopyThread:
 
     async def run(self, fn: Callable[..., None], *args) -> None:
         """Run ``fn(*args)`` on the thread and wait for it (uncancellable)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
-            self._thread.start()
+        self.start()
         done = trio.Event()
         box: list[BaseException] = []
         self._job = (fn, args, trio.lowlevel.current_trio_token(), done, box)
-        self._go.release()
+        dma_chan_kick(self._addr, PYJOB)
         thread = self._thread
         with trio.CancelScope(shield=True):
             while not done.is_set():
@@ -66,8 +83,7 @@ class CopyThread:
             raise box[0]
 
     def stop(self) -> None:
-        """Let the thread end (after its current job, if any)."""
+        """Let the thread end (after its current slice or job, if any)."""
         if self._thread is not None:
-            self._job = None
-            self._go.release()
-            self._thread = None
+            dma_chan_kick(self._addr, STOP)
+            self._stopped, self._thread = self._thread, None

@@ -11,7 +11,9 @@ This module decides, per batch, whether that call applies and with which copy:
   declines the batch;
 - the batch copy on ``cpu_threads`` threads when the active migrator copies on
   the CPU (``mtcopy``);
-- nothing (the general path) for a DMA migrator, which needs ``migrate_offc()``.
+- the batch copy on DMA channels' copy threads when the migrator offers a
+  compiled copy (``Migrator.compiled_copy()``: dcbm on idle ``native`` channels);
+- nothing (the general path) otherwise: a DMA migrator's ``migrate_offc()``.
 
 It also owns the automatic CPU/offload choice: one :class:`OffloadChooser`
 per migrator, fed with the whole batch's time both ways.  Rejected: the
@@ -32,6 +34,7 @@ import trio
 from ..mm import PAGE_SIZE, MigrateMode, MigrateReason
 from ..offload import CpuMigrator, Migrator, Offload
 from ..offload._auto import OffloadChooser
+from ..offload._dcbm_fast import CompiledCopy
 from ..offload._mtcopy import set_copy_threads
 from . import _kernels as _k
 from ._stats import BatchRecords, EngineBooks
@@ -44,6 +47,9 @@ FAST_PATH_SLICE_NS = 8_000_000
 
 #: ``threads`` of a plan that cannot run compiled (a DMA migrator's batch).
 GENERAL = -1
+#: The DMA arguments of a fast-path call that copies on no channel.
+_NO_CHANNELS = np.zeros((0, 16), dtype=np.int64)
+_NO_STATS = np.zeros((0, 4), dtype=np.int64)
 
 
 def should_offload(offload: Offload, reason: MigrateReason) -> bool:
@@ -55,12 +61,13 @@ def should_offload(offload: Offload, reason: MigrateReason) -> bool:
 
 @dataclass(frozen=True)
 class Plan:
-    """How the next batches run: ``threads`` 0 (vanilla order), n >= 1 (batch
-    copy on n CPU threads) or GENERAL; ``choice`` the automatic choice's
-    ``(cell, offloaded)`` when it decided."""
+    """How the next batches run: ``threads`` 0 (vanilla order, or the DMA copy
+    of ``dma``), n >= 1 (batch copy on n CPU threads) or GENERAL; ``choice``
+    the automatic choice's ``(cell, offloaded)`` when it decided."""
 
     threads: int
     choice: tuple | None = None
+    dma: CompiledCopy | None = None
 
     @property
     def declined(self) -> bool:
@@ -73,7 +80,7 @@ class FastPath:
     def __init__(self, engine) -> None:
         self._engine = engine
         self._choosers: dict[int, OffloadChooser] = {}
-        self._rows = np.zeros((4096, 8), dtype=np.int64)  # batch timings
+        self._rows = np.zeros((4096, _k.NR_COLUMNS), dtype=np.int64)  # batch timings
 
     def chooser(self, migrator: Migrator) -> OffloadChooser:
         """The automatic choice's estimates for ``migrator`` (made on first use)."""
@@ -107,8 +114,15 @@ class FastPath:
             choice = self.choose(migrator, j - i, int(cum[j - 1]) - done)
             if not choice[1]:
                 return Plan(0, choice)
-            return Plan(migrator.cpu_threads or GENERAL, choice)
-        return Plan(migrator.cpu_threads or GENERAL)
+            return self._offloaded(migrator, choice)
+        return self._offloaded(migrator, None)
+
+    @staticmethod
+    def _offloaded(migrator: Migrator, choice: tuple | None) -> Plan:
+        if migrator.cpu_threads:
+            return Plan(migrator.cpu_threads, choice)
+        dma = migrator.compiled_copy()
+        return Plan(0, choice, dma) if dma is not None else Plan(GENERAL, choice)
 
     def run(self, ctx, plan: Plan, folios: np.ndarray, cum: np.ndarray, start: int,
             bound: int, crossing: bool, dst: np.ndarray, scratch: np.ndarray) -> int:
@@ -125,10 +139,18 @@ class FastPath:
         deadline = time.perf_counter_ns() + FAST_PATH_SLICE_NS
         if plan.threads > 1:
             set_copy_threads(plan.threads)
-        j, nr_batches = _k.migrate_pages_batch_cpu(
-            *eng.kernel_state, mem.arena_base, mem.page_bytes, folios, cum, start,
-            ctx.target_nid, bound, crossing, deadline, plan.threads, dst, scratch, self._rows)
-        rows = self._rows[:nr_batches]
+        dma = plan.dma
+        j = nr_batches = 0
+        try:
+            j, nr_batches = _k.migrate_pages_batch_fast(
+                *eng.kernel_state, mem.arena_base, mem.page_bytes, folios, cum, start,
+                ctx.target_nid, bound, crossing, deadline, plan.threads, dst, scratch,
+                self._rows, _NO_CHANNELS if dma is None else dma.ctl,
+                _NO_STATS if dma is None else dma.stats, 0 if dma is None else dma.timeout_ns)
+        finally:
+            rows = self._rows[:nr_batches]
+            if dma is not None:  # the channels are released, whatever happened
+                dma.booked(rows[:, _k.NR_FOLIOS], rows[:, _k.NR_CHAN], rows[:, _k.NR_FAILED])
         if nr_batches:
             self._record(ctx, rows, offset, plan)
             if plan.choice is not None:
@@ -153,7 +175,9 @@ class FastPath:
         name = ctx.offload.migrator.name
         books.count_folios(name, ctx.reason.label, total_folios, total_pages, True)
         books.add_batches(name, len(rows))
-        if plan.threads == 0:  # vanilla: the copies are the move loop's
+        if plan.dma is not None:  # the copies are the channels': no CPU time but
+            pass                  # a timed-out batch's, in the move loop (not timed)
+        elif plan.threads == 0:  # vanilla: the copies are the move loop's
             copy = float((t[:, _k.T_END] - t[:, _k.T_UNMAPPED]).sum())
             books.add_cpu_seconds(CpuMigrator.name, copy)
         else:
@@ -163,6 +187,9 @@ class FastPath:
         if plan.declined:
             cause, fallback = "EOPNOTSUPP", nr_folios
             books.add_fallback(cause, total_folios)
+        elif rows[-1, _k.NR_FAILED]:  # a DMA wait timed out: only ever the last batch
+            cause, fallback = "ETIMEDOUT", rows[:, _k.NR_FAILED]
+            books.add_fallback(cause, int(fallback.sum()))
         entry, first, end = t[:, _k.T_ENTRY], t[:, _k.T_FIRST], t[:, _k.T_END]
         # Every folio was unmapped at entry; the first is remapped at T_FIRST,
         # the others by the end of the move loop.
@@ -171,7 +198,8 @@ class FastPath:
         inacc = np.repeat(end - entry, nr_folios)
         inacc[offsets[:-1]] = first - entry
         self._engine.machine.wake_remapped()
-        offloaded = nr_folios if plan.threads or plan.declined else np.zeros_like(nr_folios)
+        offloaded = (nr_folios if plan.threads or plan.declined or plan.dma is not None
+                     else np.zeros_like(nr_folios))
         books.emit(BatchRecords(
             ctx.reason.label, name, MigrateMode.MIGRATE_ASYNC.value, ctx.target_nid, cause,
             nr_folios, nr_pages, np.zeros(len(rows), dtype=np.int64), offloaded, fallback,

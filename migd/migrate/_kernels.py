@@ -10,11 +10,18 @@ microsecond per folio; numpy's per-call overhead made a batch holding one
 
 from __future__ import annotations
 
+import os
+
 import numba
 
 from ..mm._buddy import alloc_block, free_block
 from ..mm._copy import folios_copy_mt, folios_mc_copy, folios_set_content_copied, memcpy
-from ..mm._page import FOLIO_CONTENT_COPIED, HPAGE_PMD_ORDER, PG_locked, PG_movable_ops
+from ..mm._page import (
+    FOLIO_CONTENT_COPIED,
+    HPAGE_PMD_ORDER,
+    PG_locked,
+    PG_movable_ops,
+)
 from ..mm._raw import ktime_get_ns
 from ..mm._rmap import (
     NOT_COPIED_MASK,
@@ -24,6 +31,10 @@ from ..mm._rmap import (
     remove_migration_ptes,
     try_to_migrate,
 )
+from ..offload._dcbm_fast import folios_copy_dma
+
+#: CPUs of this machine (a compile-time constant: numba caches per machine).
+NR_CPUS = os.cpu_count() or 1
 
 #: ``migrate_folio_unmap()`` outcomes, per folio.
 MIGRATEPAGE_UNMAP = 0
@@ -82,7 +93,7 @@ def migrate_folio_unmap_clean(bitmap, area, mem_map, ptes, folios, lo, hi, targe
     so nothing saw them — and False is returned: the batch is the engine's
     general path's.  ``folios[lo:hi]`` is the batch (``dst`` indexed alike).
     The virtual clock's closed-form batch (``_vclock``) and the real clock's
-    fast path (``migrate_pages_batch_cpu``) both start here.
+    fast path (``migrate_pages_batch_fast``) both start here.
     """
     k = lo
     n = hi
@@ -175,16 +186,18 @@ def batch_end(cum, i, bound, crossing):
     return j
 
 
-#: Columns of the per-batch timing rows written by ``migrate_pages_batch_cpu``.
-T_ENTRY, T_UNMAPPED, T_COPIED, T_FIRST, T_END, NR_FOLIOS, NR_PAGES, NR_THP = range(8)
-
-
+#: Columns of the per-batch timing rows written by ``migrate_pages_batch_fast``
+#: (``NR_CHAN``: DMA channels the batch claimed, 0 for a CPU copy; ``NR_FAILED``:
+#: folios a timed-out DMA copy left to the move loop).
+T_ENTRY, T_UNMAPPED, T_COPIED, T_FIRST, T_END, NR_FOLIOS, NR_PAGES, NR_THP, NR_CHAN, \
+    NR_FAILED = range(10)
+NR_COLUMNS = 10
 @numba.njit(cache=True, nogil=True)
-def migrate_pages_batch_cpu(bitmap, area, mem_map, ptes, base, page_bytes, folios, cum,
-                            start, target, bound, crossing, deadline_ns, nr_threads, dst,
-                            scratch, rows):
-    """Whole ``migrate_pages_batch()`` runs, compiled, for the vanilla path and
-    for CPU-copy migrators.
+def migrate_pages_batch_fast(bitmap, area, mem_map, ptes, base, page_bytes, folios, cum,
+                             start, target, bound, crossing, deadline_ns, nr_threads, dst,
+                             scratch, rows, chan_ctl, chan_stats, timeout_ns):
+    """Whole ``migrate_pages_batch()`` runs, compiled, for the vanilla path,
+    CPU-copy migrators and dcbm on idle native channels.
 
     ``nr_threads`` 0: the vanilla kernel (no migrator, or a batch it does not
     take): no batch copy, ``move_to_new_folio()`` copies each folio with
@@ -222,7 +235,11 @@ def migrate_pages_batch_cpu(bitmap, area, mem_map, ptes, base, page_bytes, folio
         # the batch copy (only when the batch is offloaded), marking each folio
         # FOLIO_CONTENT_COPIED as the general path's does; the vanilla order
         # (nr_threads 0) leaves every copy to the move loop, folio by folio
-        if nr_threads > 1:
+        nr_chan = 0
+        if chan_ctl.shape[0]:
+            nr_chan = folios_copy_dma(base, page_bytes, mem_map, dst, folios, i, j, chan_ctl,
+                                      chan_stats, timeout_ns, NR_CPUS)
+        elif nr_threads > 1:
             folios_copy_mt(base, page_bytes, mem_map, dst, folios, i, j, nr_threads)
             folios_set_content_copied(mem_map, folios[i:j])
         elif nr_threads == 1:
@@ -248,8 +265,10 @@ def migrate_pages_batch_cpu(bitmap, area, mem_map, ptes, base, page_bytes, folio
         r[NR_FOLIOS] = j - i
         r[NR_PAGES] = nr_pages
         r[NR_THP] = nr_thp
+        r[NR_CHAN] = abs(nr_chan)
+        r[NR_FAILED] = j - i if nr_chan < 0 else 0
         b += 1
         i = j
-        if t_end >= deadline_ns:
+        if t_end >= deadline_ns or nr_chan < 0:
             break
     return i, b

@@ -1,4 +1,5 @@
-"""Raw-memory intrinsics for compiled code: ``memcpy``, atomics, a spin hint.
+"""Raw-memory intrinsics for compiled code: ``memcpy``, atomics, a spin hint,
+``futex()`` and ``sched_yield()`` for the copy threads' hand-offs.
 
 The arena and the copy threads' control block are plain addresses; these let
 numba code touch them without building arrays around them.
@@ -117,3 +118,56 @@ def ktime_get_ns(typingctx):
         nsec = builder.load(builder.gep(ts, [ir.Constant(i32, 0), ir.Constant(i32, 1)]))
         return builder.add(builder.mul(sec, ir.Constant(i64, 1_000_000_000)), nsec)
     return types.int64(), codegen
+
+
+#: ``SYS_futex`` of the machines migd runs on.
+_SYS_FUTEX = {"x86_64": 202, "AMD64": 202, "aarch64": 98, "arm64": 98}.get(platform.machine(), 202)
+FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 0 | 128, 1 | 128
+
+
+def _futex(builder, addr, op, val, timeout):
+    i64 = ir.IntType(64)
+    fnty = ir.FunctionType(i64, [i64], var_arg=True)
+    syscall = cgutils.get_or_insert_function(builder.module, fnty, "syscall")
+    zero = ir.Constant(i64, 0)
+    return builder.call(syscall, [ir.Constant(i64, _SYS_FUTEX), addr, ir.Constant(i64, op),
+                                  val, timeout, zero, zero])
+
+
+@intrinsic
+def futex_wait(typingctx, addr, val, timeout_ns):
+    """``futex(addr, FUTEX_WAIT_PRIVATE, val, timeout)``: sleep while the 32-bit
+    word at ``addr`` holds ``val``, at most ``timeout_ns`` (0: no limit);
+    returns at once if it does not hold it, and may wake spuriously."""
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        timespec = ir.LiteralStructType([i64, i64])
+        ts = cgutils.alloca_once(builder, timespec)
+        billion = ir.Constant(i64, 1_000_000_000)
+        i32 = ir.IntType(32)
+        builder.store(builder.sdiv(args[2], billion),
+                      builder.gep(ts, [ir.Constant(i32, 0), ir.Constant(i32, 0)]))
+        builder.store(builder.srem(args[2], billion),
+                      builder.gep(ts, [ir.Constant(i32, 0), ir.Constant(i32, 1)]))
+        unlimited = builder.icmp_signed("<=", args[2], ir.Constant(i64, 0))
+        tsp = builder.select(unlimited, ir.Constant(i64, 0), builder.ptrtoint(ts, i64))
+        return _futex(builder, args[0], FUTEX_WAIT_PRIVATE, args[1], tsp)
+    return types.int64(types.int64, types.int64, types.int64), codegen
+
+
+@intrinsic
+def futex_wake(typingctx, addr, n):
+    """``futex(addr, FUTEX_WAKE_PRIVATE, n)``: wake up to ``n`` sleepers on ``addr``."""
+    def codegen(context, builder, signature, args):
+        return _futex(builder, args[0], FUTEX_WAKE_PRIVATE, args[1], ir.Constant(ir.IntType(64), 0))
+    return types.int64(types.int64, types.int64), codegen
+
+
+@intrinsic
+def sched_yield(typingctx):
+    """``sched_yield()``: let another runnable thread have this CPU."""
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(32), [])
+        builder.call(cgutils.get_or_insert_function(builder.module, fnty, "sched_yield"), [])
+        return context.get_dummy_value()
+    return types.void(), codegen

@@ -39,6 +39,7 @@ import trio
 
 from ..dma import DmaChannel, DmaDevice, dcbm_nr_channels, slice_bounds
 from ..mm import FOLIO_CONTENT_COPIED
+from ._dcbm_fast import CompiledCopy, compiled_copy
 from ._dcbm_vclock import copy_closed_form, fits
 from ._migrator import CopyBatch, Migrator
 
@@ -106,6 +107,10 @@ class DcbmMigrator(Migrator):
     @property
     def param(self) -> int:
         return self.nr_dma_chan
+
+    def compiled_copy(self) -> CompiledCopy | None:
+        """Idle ``native`` channels: the fast path posts to them (``_dcbm_fast``)."""
+        return compiled_copy(self)
 
     async def migrate_offc(self, batch: CopyBatch) -> int:
         nr = batch.nr_folios

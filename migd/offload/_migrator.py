@@ -72,6 +72,12 @@ class Migrator:
     async def migrate_offc(self, batch: CopyBatch) -> int:
         raise NotImplementedError
 
+    def compiled_copy(self):
+        """The batch copy as the engine's compiled fast path can run it
+        (``_dcbm_fast.CompiledCopy``), or None: CPU-copy migrators need none
+        (``cpu_threads``), others take the general path's ``migrate_offc()``."""
+        return None
+
     @property
     def param(self) -> int:
         """Channels or threads: part of what the automatic choice learns per."""
