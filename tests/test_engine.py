@@ -308,3 +308,37 @@ async def test_concurrent_callers_on_overlapping_lists_isolate_like_the_kernel(v
     assert report.ok, report
     s = e.statistics().vmstat
     assert s["pgmigrate_success"] > 0
+
+
+@pytest.mark.parametrize("virtual", [True, False])
+async def test_each_call_gets_its_own_cpu_copy_seconds(virtual):
+    """Concurrent calls: each call's ``stats.cpu_copy_seconds`` holds its own
+    copies, and together they are the books' total.  A CPU batch copy on
+    threads is booked as CPU time too: four threads spread the copy, they do
+    not make it cheaper than the vanilla path's (each thread copies its share
+    at no more than one CPU's speed)."""
+    from migd.offload import MtcopyMigrator
+
+    per_migrator = {}
+    for migrator in (None, MtcopyMigrator(threads=4)):
+        m = make_machine(virtual, node_mib=32)
+        t = m.add_tenant(TenantSpec("t", 8 * MiB, order=0))
+        e = make_engine(m, virtual)
+        if migrator is not None:
+            e.registry.register(migrator)
+        folios = m.tenant_folios(t)
+        results = []
+
+        async def call(sel, out=results, e=e, folios=folios):
+            out.append(await e.migrate_pages(folios[sel], 1, MigrateReason.MR_SYSCALL))
+
+        async with trio.open_nursery() as n:
+            n.start_soon(call, slice(0, None, 2))
+            n.start_soon(call, slice(1, None, 2))
+        total = sum(e.statistics().cpu_copy_seconds.values())
+        calls = [r.stats.cpu_copy_seconds for r in results]
+        assert all(c > 0 for c in calls)
+        assert sum(calls) == pytest.approx(total, rel=1e-12)
+        per_migrator[migrator is None] = total
+    if virtual:  # the modelled machine: real time would measure this machine's CPUs
+        assert per_migrator[False] >= per_migrator[True] * 0.95

@@ -20,6 +20,7 @@ batch between unmap and move).
 from __future__ import annotations
 
 import errno
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,7 @@ import trio
 
 from ..mm import FOLIO_CONTENT_COPIED, PG_movable_ops
 from ..offload import CopyBatch
+from ..offload._mtcopy import cpu_threads_busy
 from ._fastpath import should_offload
 from ._stats import MIGRATOR_ERROR, MigratorError
 
@@ -75,8 +77,15 @@ async def batch_copy(engine, ctx, src: np.ndarray, dst: np.ndarray,
     rc = -errno.EINTR  # stays so when stop() cancels the copy
     with trio.CancelScope() as scope:
         engine.copy_scopes.add(scope)
+        t0, w0 = trio.current_time(), time.perf_counter()
         try:
             rc = await migrator.migrate_offc(batch)
+            if migrator.cpu_threads:  # a CPU copy: its threads' time is CPU time
+                virtual = engine.clock.virtual
+                seconds = trio.current_time() - t0 if virtual else time.perf_counter() - w0
+                engine.books.add_cpu_seconds(
+                    migrator.name, seconds * cpu_threads_busy(migrator.cpu_threads, virtual),
+                    ctx.stats)
         except Exception as exc:
             mem.flags[src] &= np.invert(mem.flags.dtype.type(FOLIO_CONTENT_COPIED))  # untrusted
             engine.books.migrator_error(

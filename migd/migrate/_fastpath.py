@@ -27,7 +27,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 import trio
 
@@ -35,7 +34,7 @@ from ..mm import PAGE_SIZE, MigrateMode, MigrateReason
 from ..offload import CpuMigrator, Migrator, Offload
 from ..offload._auto import OffloadChooser
 from ..offload._dcbm_fast import CompiledCopy
-from ..offload._mtcopy import set_copy_threads
+from ..offload._mtcopy import cpu_threads_busy, set_copy_threads
 from . import _kernels as _k
 from ._stats import BatchRecords, EngineBooks
 
@@ -179,10 +178,10 @@ class FastPath:
             pass                  # a timed-out batch's, in the move loop (not timed)
         elif plan.threads == 0:  # vanilla: the copies are the move loop's
             copy = float((t[:, _k.T_END] - t[:, _k.T_UNMAPPED]).sum())
-            books.add_cpu_seconds(CpuMigrator.name, copy)
+            books.add_cpu_seconds(CpuMigrator.name, copy, st)
         else:
             copy = float((t[:, _k.T_COPIED] - t[:, _k.T_UNMAPPED]).sum())
-            books.add_cpu_seconds(name, copy * min(plan.threads, numba.config.NUMBA_NUM_THREADS))
+            books.add_cpu_seconds(name, copy * cpu_threads_busy(plan.threads, False), st)
         cause, fallback = None, np.zeros(len(rows), dtype=np.int64)
         if plan.declined:
             cause, fallback = "EOPNOTSUPP", nr_folios

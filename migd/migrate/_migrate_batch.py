@@ -82,6 +82,7 @@ async def migrate_pages_sync(engine: MigrationEngine, ctx: Ctx, batch: np.ndarra
     s.nr_split += astats.nr_split
     s.nr_untried_pages += astats.nr_untried_pages
     s.nr_folios_untried += astats.nr_folios_untried
+    s.cpu_copy_seconds += astats.cpu_copy_seconds
     if a.rc < 0:
         s.nr_failed_pages += astats.nr_failed_pages
         s.nr_folios_failed += astats.nr_folios_failed

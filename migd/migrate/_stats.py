@@ -35,6 +35,10 @@ class MigrateStats:
     #: = the pages handed in.
     nr_untried_pages: int = 0
     nr_folios_untried: int = 0
+    #: CPU seconds this call spent copying folios (move-loop copies and CPU
+    #: batch copies, all threads), which the kernel does not count either:
+    #: what replay charges each call.
+    cpu_copy_seconds: float = 0.0
 
 
 class Histogram:
@@ -297,8 +301,11 @@ class EngineBooks:
         self._add(self.folios, (migrator, reason, ok), nr_folios)
         self._add(self.bytes, (migrator, reason, ok), nr_pages * PAGE_SIZE)
 
-    def add_cpu_seconds(self, who: str, seconds: float) -> None:
+    def add_cpu_seconds(self, who: str, seconds: float, stats: MigrateStats) -> None:
+        """``seconds`` of CPU copying by ``who`` (a migrator, or ``none`` for the
+        move loop's copies), within the call whose stats are ``stats``."""
         self._add(self.cpu_copy_seconds, who, seconds)
+        stats.cpu_copy_seconds += seconds
 
     def add_fallback(self, cause: str, nr_folios: int) -> None:
         self._add(self.fallbacks, cause, nr_folios)

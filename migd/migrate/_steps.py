@@ -179,7 +179,7 @@ async def move(eng, ctx, mv: Unmapped, closed: bool = False) -> np.ndarray:
         all_costs = eng.profile.cpu.move_seconds(orders) + all_copy
         if closed and len(parts) == 2 and unobserved(eng, float(all_costs.sum())):
             for part in parts:  # the two parts' books, added as the step path adds them
-                books.add_cpu_seconds(VANILLA, float(all_copy[part].sum()))
+                books.add_cpu_seconds(VANILLA, float(all_copy[part].sum()), ctx.stats)
             t0 = trio.current_time()
             t_first = t0 + all_costs[:1]
             times = [t_first, t_first[0] + np.cumsum(all_costs[1:])]
@@ -190,7 +190,7 @@ async def move(eng, ctx, mv: Unmapped, closed: bool = False) -> np.ndarray:
         costs = None
         if all_costs is not None:  # charge before remapping: the time passes, then
             costs = all_costs[part]  # the PTEs change
-            books.add_cpu_seconds(VANILLA, float(all_copy[part].sum()))
+            books.add_cpu_seconds(VANILLA, float(all_copy[part].sum()), ctx.stats)
             t0 = trio.current_time()
             await eng.clock.spend(float(costs.sum()))
         start = time.perf_counter()
@@ -198,7 +198,7 @@ async def move(eng, ctx, mv: Unmapped, closed: bool = False) -> np.ndarray:
         nr_pages, nr_thp, nr_copied = _k.migrate_folio_move_batch(
             *eng.kernel_state, mem.arena_base, mem.page_bytes, s, d, copied)
         if nr_copied and not virtual:
-            books.add_cpu_seconds(VANILLA, time.perf_counter() - start)
+            books.add_cpu_seconds(VANILLA, time.perf_counter() - start, ctx.stats)
         eng.machine.wake_remapped()
         if costs is not None:
             times.append(t0 + np.cumsum(costs))

@@ -130,17 +130,7 @@ class _Replayer:
         if self.migrator is not None:
             engine.registry.register(self.migrator, config.reason_mask)
         self.records: dict[object, list[BatchRecords]] = {}
-        self.cpu: dict[object, float] = {}
         engine.subscribe(lambda r: self.records.setdefault(current_task(), []).append(r))
-        books = engine.books
-        add_cpu = books.add_cpu_seconds
-
-        def add_cpu_seconds(who: str, seconds: float) -> None:
-            add_cpu(who, seconds)
-            task = current_task()
-            self.cpu[task] = self.cpu.get(task, 0.0) + seconds
-
-        books.add_cpu_seconds = add_cpu_seconds
         # Where each tenant's folios are: per order, a stack of folio indices per node.
         self.stacks = {o: ([*range(n)], []) for o, (_, n) in self.tenants.items()}
 
@@ -164,7 +154,7 @@ class _Replayer:
         pins = np.concatenate(pinned)
         mem.refcount[pins] += 1
         task = current_task()
-        self.records[task], self.cpu[task] = [], 0.0
+        self.records[task] = []
         t0 = trio.current_time()
         res = await self.engine.migrate_pages(np.concatenate([h for _, _, h in picked]),
                                               1 - src, MigrateReason(reason), _MODES[mode])
@@ -180,7 +170,7 @@ class _Replayer:
                      ("thp_succeeded", s.nr_thp_succeeded), ("thp_failed", s.nr_thp_failed),
                      ("thp_split", s.nr_thp_split), ("split", s.nr_split)):
             out[c][k] = v
-        out["cpu_seconds"][k] = self.cpu.pop(task)
+        out["cpu_seconds"][k] = s.cpu_copy_seconds
         _batches(out, k, self.records.pop(task), t0)
 
     async def cluster(self, shapes: list[Shape], offsets: np.ndarray,
@@ -212,12 +202,6 @@ async def _replay(shapes: Shapes, config: Config, clusters: Clusters | None
             await r.cluster([shapes.shapes[i] for i in shapes.index[calls]], offsets,
                             per_call, int(clusters.bounds[c]))
         nursery.cancel_scope.cancel()
-    if getattr(r.migrator, "cpu_threads", 0):
-        # A CPU-thread migrator's copies sleep on the virtual clock without
-        # being booked as CPU time; the report charges them as none's copies
-        # of the same bytes (threads spread that work, they do not shrink it).
-        per_shape["cpu_as_none"] = np.ones(len(shapes.shapes))
-        per_call["cpu_as_none"] = np.ones(n)
     return per_shape, per_call
 
 

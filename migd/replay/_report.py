@@ -114,12 +114,8 @@ def build_report(calls: TraceCalls, results: dict[Config, dict[str, np.ndarray]]
     base = results[baseline]
     rows = []
     for cfg, res in results.items():
-        cpu_col = base["cpu_seconds"] if "cpu_as_none" in res else res["cpu_seconds"]
-        if "cpu_as_none" in res:
-            notes = [*notes, f"{cfg.name}: copy CPU seconds charged as none's for the same "
-                     "pages (CPU threads spread the copy, they do not save it)"]
         for label, sel in _reason_sets(calls):
-            cpu = float(cpu_col[sel].sum())
+            cpu = float(res["cpu_seconds"][sel].sum())
             pages = float(res["pages"][sel].sum())
             rows.append({
                 "config": cfg.name, "migrator": cfg.migrator.name, "param": cfg.migrator.param,
