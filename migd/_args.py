@@ -80,7 +80,8 @@ def add_options(parser: argparse.ArgumentParser, options) -> None:
             parser.add_argument(o.flag, dest=o.dest, action="store_true", help=o.help)
         else:
             parser.add_argument(o.flag, dest=o.dest, default=None, metavar=o.metavar,
-                                choices=o.choices, help=with_default(o.help, o.shown_default))
+                                choices=o.choices, help=with_default(o.help, o.shown_default),
+                                action="append" if o.repeatable else "store")
 
 
 def given_options(args: argparse.Namespace, options) -> dict[str, Any]:
@@ -93,5 +94,5 @@ def given_options(args: argparse.Namespace, options) -> dict[str, Any]:
             if given:
                 values[o.dest] = True
         elif given is not None:
-            values[o.dest] = o.parse(given)
+            values[o.dest] = [o.parse(g) for g in given] if o.repeatable else o.parse(given)
     return values

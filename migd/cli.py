@@ -130,15 +130,14 @@ def _replay(args: argparse.Namespace) -> int:
     try:
         _args.check_output(args.json, "--json")
         _args.check_output(args.plot, "--plot")
-        if args.budget_us <= 0:
-            raise ValueError(f"--budget-us must be positive: {args.budget_us:g}")
-        configs = replay.configs(args.migrators, args.batch_pages, args.reason_mask,
-                                 args.profile)
+        o = replay.options(**_args.given_options(args, replay.OPTIONS))
+        configs = replay.configs(o["migrators"], o["batch_pages"], o["reason_masks"],
+                                 o["profile"])
         calls = replay.load_traces(args.trace)
     except ValueError as e:
         print(f"migd replay: {e}", file=sys.stderr)
         return 2
-    report = replay.replay(calls, configs, args.budget_us, progress)
+    report = replay.replay(calls, configs, o["budget_us"], progress)
     progress.clear()
     return _results("replay", report, args, replay.plot_replay)
 
@@ -150,30 +149,31 @@ def _sweep(args: argparse.Namespace) -> int:
     try:
         _args.check_output(args.json, "--json")
         _args.check_output(args.plot, "--plot")
+        o = sweep.options(**_args.given_options(args, sweep.OPTIONS))
         grid = sweep.load_grid(args.grid)
-        if args.plot_axes is not None:
-            axes = [a.strip() for a in args.plot_axes.split(",")]
+        if o["plot_axes"] is not None:
+            axes = [a.strip() for a in o["plot_axes"].split(",")]
             if len(axes) != 2 or any(a not in grid.axes for a in axes):
                 raise ValueError(f"--plot-axes: expected two of the grid's axes "
-                                 f"({', '.join(grid.axes)}): {args.plot_axes!r}")
-        executor = sweep.executor(args.scheduler, args.workers)
+                                 f"({', '.join(grid.axes)}): {o['plot_axes']!r}")
+        executor = sweep.executor(o["scheduler"], o["workers"])
     except ValueError as e:
         print(f"migd sweep: {e}", file=sys.stderr)
         return 2
     try:
-        result = sweep.run_sweep(grid, executor, args.out, progress)
+        result = sweep.run_sweep(grid, executor, o["out"], progress)
     except ValueError as e:
         progress.clear()
         print(f"migd sweep: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         progress.clear()
-        print(f"migd sweep: interrupted; finished cells are in {args.out}, run the same "
+        print(f"migd sweep: interrupted; finished cells are in {o['out']}, run the same "
               "command again to resume", file=sys.stderr)
         return 130
     except sweep.LostWorker as e:
         progress.clear()
-        print(f"migd sweep: {e}; finished cells are in {args.out}, run the same command "
+        print(f"migd sweep: {e}; finished cells are in {o['out']}, run the same command "
               "again to resume", file=sys.stderr)
         return 1
     finally:
@@ -184,7 +184,7 @@ def _sweep(args: argparse.Namespace) -> int:
         result.write_json(args.json)
     if args.plot:
         try:
-            sweep.plot_sweep(result, args.plot, args.plot_axes)
+            sweep.plot_sweep(result, args.plot, o["plot_axes"])
         except (OSError, ValueError) as e:
             print(f"migd sweep: cannot write the plot: {e}", file=sys.stderr)
             return 1
@@ -288,18 +288,10 @@ def _add_replay(sub) -> None:
                        "(trace_pipe, trace or trace-cmd report output; gzip accepted) and "
                        "replay the calls on the virtual clock through each configuration: "
                        "what offload would do on the machine that recorded the trace.")
+    from . import replay
+
     r.add_argument("trace", nargs="+", metavar="TRACE", help="ftrace text files")
-    r.add_argument("--migrators", default="none,mtcopy:2,dcbm:4", metavar="LIST",
-                   help="configurations to replay through (default: none,mtcopy:2,dcbm:4)")
-    r.add_argument("--profile", default="zen3-ptdma", metavar="P",
-                   help="hardware profile (default: zen3-ptdma)")
-    r.add_argument("--batch-pages", default="512", metavar="LIST",
-                   help="nr_max_batched_migration values (default: 512)")
-    r.add_argument("--reason-mask", action="append", default=None, metavar="MASK",
-                   help="offload reason mask, repeatable: all, none, a number or reason "
-                   "names (default: all)")
-    r.add_argument("--budget-us", type=float, default=1000.0, metavar="US",
-                   help="p99 inaccessible-time budget of the recommendation (default: 1000)")
+    _args.add_options(r, replay.OPTIONS)
     _add_outputs(r, "write the report as JSON",
                  "draw time and latency per configuration and reason (matplotlib)")
     r.set_defaults(func=_replay)
@@ -311,17 +303,11 @@ def _add_sweep(sub) -> None:
                        "independent virtual-clock cells, on local worker processes or a Dask "
                        "distributed cluster; finished cells are kept in --out and skipped "
                        "on a rerun.")
+    from . import sweep
+
     s.add_argument("grid", metavar="GRID.toml", help="the grid file ([axes], [cell])")
-    s.add_argument("--scheduler", default=None, metavar="ADDR",
-                   help="a dask.distributed scheduler, tcp://HOST:PORT, or 'local' for a "
-                   "LocalCluster (default: local worker processes)")
-    s.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="local worker processes (default: one per core)")
-    s.add_argument("--out", default="sweep-out", metavar="DIR",
-                   help="one record per finished cell (default: sweep-out)")
+    _args.add_options(s, sweep.OPTIONS)
     _add_outputs(s, "write the rows as JSON", "plot the first metric over two axes (matplotlib)")
-    s.add_argument("--plot-axes", default=None, metavar="X,Y",
-                   help="the two axes of --plot (default: the first two with several values)")
     s.set_defaults(func=_sweep)
 
 

@@ -247,7 +247,8 @@ def test_report_totals_recommendation_and_cli(tmp_path, capsys):
     (["{trace}", "--migrators", "warp:3"], "unknown migrator"),
     (["{trace}", "--profile", "cray"], "unknown hardware profile"),
     (["{trace}", "--reason-mask", "gravity"], "--reason-mask"),
-    (["{trace}", "--batch-pages", "0"], "batch pages"),
+    (["{trace}", "--batch-pages", "0"], "--batch-pages"),
+    (["{trace}", "--budget-us", "-3"], "--budget-us"),
 ])
 def test_replay_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     trace, other = tmp_path / "t.txt", tmp_path / "o.txt"

@@ -3,9 +3,13 @@
 from ._busy import busy_reasons
 from ._experiments import EXPERIMENTS, options, run
 from ._options import (
+    BATCH_PAGES,
+    MIGRATORS,
+    PROFILE,
     Experiment,
     MigratorSpec,
     Option,
+    declared_values,
     parse_duration,
     parse_int_list,
     parse_migrators,
@@ -16,7 +20,8 @@ from ._plot import plot_report
 from ._report import BenchReport, BenchRow
 from ._rig import BenchOptions, Rig, latency_summary, make_migrator
 
-__all__ = ["EXPERIMENTS", "BenchOptions", "BenchReport", "BenchRow",
-           "Experiment", "MigratorSpec", "Option", "Rig", "busy_reasons", "latency_summary",
-           "make_migrator", "options", "parse_duration", "parse_int_list", "parse_migrators",
-           "parse_orders", "parse_size", "plot_report", "run"]
+__all__ = ["BATCH_PAGES", "EXPERIMENTS", "MIGRATORS", "PROFILE", "BenchOptions", "BenchReport",
+           "BenchRow", "Experiment", "MigratorSpec", "Option", "Rig", "busy_reasons",
+           "declared_values", "latency_summary", "make_migrator", "options", "parse_duration",
+           "parse_int_list", "parse_migrators", "parse_orders", "parse_size", "plot_report",
+           "run"]

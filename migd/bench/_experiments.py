@@ -18,15 +18,18 @@ from pathlib import Path
 
 import trio
 
-from ..hw import PROFILES, get_profile, mock_clock
-from ..migrate import NR_MAX_BATCHED_MIGRATION_LIMIT, warm_up
+from ..hw import get_profile, mock_clock
+from ..migrate import warm_up
 from ._catlat import cat_latency
 from ._options import (
+    BATCH_PAGES,
+    MIGRATORS,
+    PROFILE,
     Experiment,
     Option,
+    declared_values,
     parse_duration,
     parse_int_list,
-    parse_migrators,
     parse_orders,
     parse_size,
 )
@@ -54,11 +57,6 @@ def _repeat(text: str) -> int:
     return n
 
 
-def _profile(text: str) -> str:
-    get_profile(text)  # ValueError naming the profiles
-    return text
-
-
 def _calibration(text: str) -> Path:
     p = Path(text)
     if not (p / "throughput.csv").is_file():
@@ -69,20 +67,10 @@ def _calibration(text: str) -> Path:
 CLOCK = Option("--clock", "clock", "real: real bytes move, wall time; virtual: the profile's "
                "cost model on a mock clock, no bytes move (deterministic, seconds per grid)",
                str, "real", choices=("real", "virtual"))
-PROFILE = Option("--profile", "profile", f"hardware profile, one of {', '.join(PROFILES)} "
-                 "(default: native on the real clock, zen3-ptdma on the virtual one)",
-                 _profile, metavar="NAME")
 ORDERS = Option("--orders", "orders", "folio orders, comma-separated (0 = 4 KiB .. 9 = 2 MiB)",
                 parse_orders, "0,2,4,6,8,9", "N,...")
-MIGRATORS = Option("--migrators", "migrators", "migrators, comma-separated: none (the vanilla "
-                   "kernel), mtcopy:THREADS, dcbm:CHANNELS",
-                   parse_migrators, "none", "M,...")
 TOTAL = Option("--total", "total", "bytes migrated per run (the tenant's size), e.g. 1G, 256M",
                parse_size, "1G", "SIZE")
-BATCH_PAGES = Option("--batch-pages", "batch_pages", "nr_max_batched_migration bounds in base "
-                     "pages, comma-separated; one row each",
-                     lambda t: parse_int_list(t, "--batch-pages", 1,
-                                              NR_MAX_BATCHED_MIGRATION_LIMIT), "512", "N,...")
 REPEAT = Option("--repeat", "repeat", "runs per row; the row is the median run", _repeat, "1",
                 "N")
 VERIFY = Option("--verify", "verify", "check every page's content after each run (outside the "
@@ -204,10 +192,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
 def options(experiment: str, **given) -> BenchOptions:
     """``BenchOptions`` for ``experiment``: its declared defaults, then ``given``
     (parsed values by field name)."""
-    values = {o.dest: o.parse(o.default) for o in EXPERIMENTS[experiment].options
-              if o.parse is not None and o.default is not None}
-    values.update(given)
-    return BenchOptions(**values)
+    return BenchOptions(**declared_values(EXPERIMENTS[experiment].options, given))
 
 
 def run(experiment: str, opts: BenchOptions) -> BenchReport:

@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..hw import PROFILES, get_profile
+from ..migrate import NR_MAX_BATCHED_MIGRATION_LIMIT
 from ..mm import MAX_FOLIO_ORDER
 from ..offload import CATALOGUE
 
@@ -114,6 +116,8 @@ class Option:
     metavar: str | None = None
     choices: tuple[str, ...] | None = None
     shown: str | None = None  # the default as ``--help`` shows it, when ``default`` is long
+    #: Given any number of times; the value is the list of each one parsed.
+    repeatable: bool = False
 
     @property
     def shown_default(self) -> str | None:
@@ -122,6 +126,20 @@ class Option:
     def but(self, **changes: Any) -> Option:
         """The same option with another default or help, for one experiment."""
         return replace(self, **changes)
+
+    def value(self, text: str) -> Any:
+        """The parsed value of ``text`` (the default's text too); a list for a
+        repeatable option."""
+        return [self.parse(text)] if self.repeatable else self.parse(text)
+
+
+def declared_values(options: tuple[Option, ...], given: dict[str, Any]) -> dict[str, Any]:
+    """Every option's value by ``dest``: ``given`` (parsed, by dest), else its
+    declared default parsed; options with neither are left out."""
+    values = {o.dest: o.value(o.default) for o in options
+              if o.parse is not None and o.default is not None}
+    values.update(given)
+    return values
 
 
 @dataclass(frozen=True)
@@ -133,3 +151,22 @@ class Experiment:
     description: str  # a paragraph, shown in ``migd bench NAME --help``
     options: tuple[Option, ...]
     runner: Callable[..., Awaitable[Any]]  # async (BenchOptions) -> BenchReport
+
+
+def _profile(text: str) -> str:
+    get_profile(text)  # ValueError naming the profiles
+    return text
+
+
+# Options shared by the bench's experiments and replay: declared once here,
+# adjusted per command with ``Option.but``.
+PROFILE = Option("--profile", "profile", f"hardware profile, one of {', '.join(PROFILES)} "
+                 "(default: native on the real clock, zen3-ptdma on the virtual one)",
+                 _profile, metavar="NAME")
+MIGRATORS = Option("--migrators", "migrators", "migrators, comma-separated: none (the vanilla "
+                   "kernel), mtcopy:THREADS, dcbm:CHANNELS",
+                   parse_migrators, "none", "M,...")
+BATCH_PAGES = Option("--batch-pages", "batch_pages", "nr_max_batched_migration bounds in base "
+                     "pages, comma-separated; one row each",
+                     lambda t: parse_int_list(t, "--batch-pages", 1,
+                                              NR_MAX_BATCHED_MIGRATION_LIMIT), "512", "N,...")

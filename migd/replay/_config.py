@@ -1,25 +1,19 @@
-"""Configurations from text: ``--migrators none,dcbm:16,mtcopy:4`` times
-``--batch-pages`` times ``--reason-mask``, one profile.
+"""Configurations from the command line: ``--migrators none,dcbm:16,mtcopy:4``
+times ``--batch-pages`` times ``--reason-mask``, one profile.
 
-``none`` is the vanilla kernel, as everywhere; parameters and masks are
-checked here, before any work.
+The options are declared once (``OPTIONS``, ``bench.Option``), the shared
+ones as the bench declares them, with replay's defaults; ``none`` is the
+vanilla kernel, as everywhere; parameters and masks are checked when the
+text is parsed, before any work.
 """
 
 from __future__ import annotations
 
-from ..bench import MigratorSpec, parse_int_list, parse_migrators
-from ..hw import get_profile
-from ..migrate import NR_MAX_BATCHED_MIGRATION_LIMIT
+from typing import Any
+
+from ..bench import BATCH_PAGES, MIGRATORS, PROFILE, MigratorSpec, Option, declared_values
 from ..mm import parse_reason_mask
 from ._replay import Config
-
-
-def parse_migrator_list(text: str) -> list[MigratorSpec]:
-    return parse_migrators(text)
-
-
-def parse_batch_pages(text: str) -> list[int]:
-    return parse_int_list(text, "batch pages", 1, NR_MAX_BATCHED_MIGRATION_LIMIT)
 
 
 def parse_mask(text: str) -> int:
@@ -29,16 +23,42 @@ def parse_mask(text: str) -> int:
         raise ValueError(f"--reason-mask: {e}") from None
 
 
-def configs(migrators: str, batch_pages: str = "512", reason_masks: list[str] | None = None,
-            profile: str = "zen3-ptdma") -> list[Config]:
-    """Every combination; ValueError with a one-line message on bad text."""
-    get_profile(profile)
-    specs = parse_migrator_list(migrators)
-    bounds = parse_batch_pages(batch_pages)
-    masks = [parse_mask(m) for m in (reason_masks or ["all"])]
+def _budget(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--budget-us: not a number: {text!r}") from None
+    if not value > 0:
+        raise ValueError(f"--budget-us must be positive: {text}")
+    return value
+
+
+OPTIONS = (
+    MIGRATORS.but(default="none,mtcopy:2,dcbm:4",
+                  help="configurations to replay through, comma-separated: none (the "
+                  "vanilla kernel), mtcopy:THREADS, dcbm:CHANNELS"),
+    PROFILE.but(default="zen3-ptdma", help=PROFILE.help.partition(" (default")[0]),
+    BATCH_PAGES.but(help="nr_max_batched_migration values, comma-separated; a configuration "
+                    "each"),
+    Option("--reason-mask", "reason_masks", "offload reason mask, repeatable: all, none, a "
+           "number or reason names", parse_mask, "all", "MASK", repeatable=True),
+    Option("--budget-us", "budget_us", "p99 inaccessible-time budget of the recommendation, "
+           "in microseconds", _budget, "1000", "US"),
+)
+
+
+def options(**given: Any) -> dict[str, Any]:
+    """Every replay option's value: ``given`` (parsed, by name), else its default."""
+    return declared_values(OPTIONS, given)
+
+
+def configs(migrators: list[MigratorSpec], batch_pages: list[int], reason_masks: list[int],
+            profile: str) -> list[Config]:
+    """Every combination (``none`` once per bound: it offloads nothing, so the
+    mask does not change it), in order, without repeats."""
     out = []
-    for spec in specs:
-        for b in bounds:
-            for m in masks if spec.name != "none" else masks[:1]:
+    for spec in migrators:
+        for b in batch_pages:
+            for m in reason_masks if spec.name != "none" else reason_masks[:1]:
                 out.append(Config(spec, b, m, profile))
     return list(dict.fromkeys(out))

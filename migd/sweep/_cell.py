@@ -35,12 +35,11 @@ def warm_up() -> None:
 def _throughput(p: dict[str, Any]) -> dict[str, Any]:
     import trio
 
-    from ..bench import BenchOptions, Rig, parse_size
+    from ..bench import BenchOptions, Rig, parse_migrators, parse_size
     from ..hw import mock_clock
     from ..mm import parse_reason_mask
-    from ..replay import parse_migrator_list
 
-    spec = parse_migrator_list(p["migrator"])[0]
+    spec = parse_migrators(p["migrator"])[0]
     mask = parse_reason_mask(p["reason_mask"])
     opts = BenchOptions(clock="virtual", profile=p["profile"], total=parse_size(p["total"]),
                         migrators=[spec])
@@ -58,10 +57,11 @@ def _throughput(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def _replay(p: dict[str, Any]) -> dict[str, Any]:
+    from ..bench import parse_migrators
     from ..mm import parse_reason_mask
-    from ..replay import Config, load_traces, parse_migrator_list, replay
+    from ..replay import Config, load_traces, replay
 
-    spec = parse_migrator_list(p["migrator"])[0]
+    spec = parse_migrators(p["migrator"])[0]
     cfg = Config(spec, p["batch_pages"], parse_reason_mask(p["reason_mask"]), p["profile"])
     report = replay(load_traces([p["trace"]]), [cfg], float(p["budget_us"] or 1e12))
     row = next(r for r in report.rows if r["config"] == cfg.name and r["reason"] == "all")

@@ -134,14 +134,29 @@ class DaskExecutor:
             self.cluster = None
 
 
+def parse_scheduler(text: str) -> str:
+    """A dask.distributed scheduler address, or ``local`` for a LocalCluster."""
+    if text != "local" and not text.startswith(("tcp://", "tls://", "inproc://")):
+        raise ValueError(f"--scheduler: expected tcp://HOST:PORT or local, got {text!r}")
+    return text
+
+
+def parse_workers(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise ValueError(f"--workers: not a number: {text!r}") from None
+    if n < 0:
+        raise ValueError(f"--workers must be 0 or more: {n}")
+    return n
+
+
 def executor(scheduler: str | None, workers: int | None = None):
     """The executor the command line asks for; ValueError (one line) when the
     scheduler cannot be reached or the worker count is wrong."""
-    if workers is not None and workers < 0:
-        raise ValueError(f"--workers must be 0 or more: {workers}")
+    if workers is not None:
+        parse_workers(str(workers))
     if scheduler is not None:
-        if scheduler != "local" and not scheduler.startswith(("tcp://", "tls://", "inproc://")):
-            raise ValueError(f"--scheduler: expected tcp://HOST:PORT or local, got {scheduler!r}")
-        return DaskExecutor(scheduler, workers)
+        return DaskExecutor(parse_scheduler(scheduler), workers)
     n = (os.cpu_count() or 1) if workers is None else workers
     return InProcess() if n <= 1 else LocalProcesses(n)

@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._version import migd_version
-from ..bench import parse_size
+from ..bench import parse_migrators, parse_size
 from ..hw import get_profile
 from ..migrate import MAX_INACCESSIBLE_US_LIMIT, NR_MAX_BATCHED_MIGRATION_LIMIT
 from ..mm import MAX_FOLIO_ORDER
-from ..replay import parse_migrator_list
-from ..replay._config import parse_mask
+from ..replay import parse_mask
 
 EXPERIMENTS = ("throughput", "replay")
 
@@ -55,7 +54,7 @@ def _str(parse):
 
 
 def _migrator(v: str) -> None:
-    if len(parse_migrator_list(v)) != 1:
+    if len(parse_migrators(v)) != 1:
         raise ValueError("expected one migrator")
 
 

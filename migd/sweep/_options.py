@@ -1,0 +1,27 @@
+"""``migd sweep``'s options, declared once (``bench.Option``): the CLI builds
+them, their help and shown defaults from here and gets parsed values back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..bench import Option, declared_values
+from ._executors import parse_scheduler, parse_workers
+
+OPTIONS = (
+    Option("--scheduler", "scheduler", "a dask.distributed scheduler, tcp://HOST:PORT, or "
+           "'local' for a LocalCluster (default: local worker processes)", parse_scheduler,
+           metavar="ADDR"),
+    Option("--workers", "workers", "local worker processes, or a LocalCluster's workers "
+           "(default: one per core)", parse_workers, metavar="N"),
+    Option("--out", "out", "one record per finished cell, kept for a rerun to resume", str,
+           "sweep-out", "DIR"),
+    Option("--plot-axes", "plot_axes", "the two axes of --plot (default: the first two with "
+           "several values)", str, metavar="X,Y"),
+)
+
+
+def options(**given: Any) -> dict[str, Any]:
+    """Every sweep option's value: ``given`` (parsed, by name), else its default
+    (None where the option has none)."""
+    return {o.dest: None for o in OPTIONS} | declared_values(OPTIONS, given)
