@@ -87,6 +87,7 @@ async def system_running(sys: System, mountpoint: str) -> AsyncIterator[trio.Nur
     """
     tree = build_tree(sys)
     token = trio.lowlevel.current_trio_token()
+    sys.tracing.boot = trio.current_time()  # the boot clock counts from the daemon's start
     await warm_up()  # compiled paths loaded before anything is served
     # What is left after a collection lives as long as the daemon: out of the
     # collector's sight, a full collection no longer walks it (55 ms with the

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import trio
 
 from ..dma import DmaDevice
 from ..faults import FaultInjector
@@ -57,14 +56,9 @@ class System:
         self.node_vmstat = {k: np.zeros(nn, dtype=np.int64) for k in (
             "pgdemote_kswapd", "pgdemote_direct", "pgpromote_success",
             "compact_migrate_scanned", "compact_isolated", "compact_success")}
-        #: kernel/tracing; its boot clock starts now (the daemon's start).  A
-        #: System built outside a trio run (a model under test, which emits no
-        #: events before a run starts) counts from trio's clock zero instead.
-        try:
-            boot = trio.current_time()
-        except RuntimeError:
-            boot = 0.0
-        self.tracing = Tracing(boot)
+        #: kernel/tracing; its boot clock is set when the System starts running
+        #: (``system_running``), trio's clock zero until then.
+        self.tracing = Tracing()
         self.tracing.attach(self.engine)
         self.events: list[Listener] = []
         self.engine.subscribe_errors(self._migrator_error)

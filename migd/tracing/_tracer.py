@@ -30,9 +30,10 @@ from ._ring import RING_ENTRIES, TraceRing
 
 class Tracing:
     """The tracing instance: ``boot`` is the trio time the boot clock counts
-    from; :meth:`attach` subscribes it to an engine."""
+    from (the daemon sets it when it starts); :meth:`attach` subscribes it to
+    an engine."""
 
-    def __init__(self, boot: float, entries: int = RING_ENTRIES, pid: int | None = None,
+    def __init__(self, boot: float = 0.0, entries: int = RING_ENTRIES, pid: int | None = None,
                  nr_cpus: int | None = None) -> None:
         self.boot = boot
         self.ring = TraceRing(entries, pid)
