@@ -1,11 +1,15 @@
 """A channel's copy thread as compiled code: its control block, its loop, and
 the compiled caller's side of a hand-off (``dma_chan_post`` / ``dma_chan_wait``).
 
-Each channel owns one row of int64 words (:data:`CTL_WORDS`, a cache line
-pair apart from the next channel's).  Its copy thread spends its life in
+Each channel owns one row of int64 words (:data:`CTL_WORDS`, 256 bytes
+apart from the next channel's).  Its copy thread spends its life in
 :func:`dma_chan_serve`, GIL-free: it copies each slice of folios posted to
-its row (``REQ`` bumped past ``ACK``), answers by setting ``ACK``, spins a
-little for the next one and then sleeps in ``futex()`` until kicked.  Python
+its row (``REQ`` bumped past ``ACK``), answers by setting ``ACK``, spins for
+the next one while the poster is on a CPU, and otherwise sleeps in
+``futex()`` until kicked.  A waiting poster likewise spins only while the
+channel's thread is on a CPU, as the kernel's mutex spins on its owner
+(``mutex_spin_on_owner()``); "on a CPU" is read from the other thread's
+CPU-time clock (``CPUCLOCK``, ``POSTER_CPUCLOCK``).  Python
 work for the thread (the trio-side channel's one hand-off per queue, see
 ``_thread``) is asked for with ``PYJOB``: the loop returns, the job runs, the
 loop is entered again.
@@ -19,7 +23,7 @@ Two kinds of caller post slices:
   ``dma_chan_wait`` per channel, all in compiled code, no GIL and no event
   loop turn — a few microseconds per batch against ~370 us of Python and
   thread hand-offs per 2 MiB batch measured before (dcbm:1 at 0.37x of the
-  vanilla path for 2M folios).  The copy is still the channel thread's: the
+  vanilla path for 2M folios; 0.85-1.0x now).  The copy is still the channel thread's: the
   caller waits, as ``wait_for_completion_timeout()`` does, it never copies.
 
 The sleep/kick protocol is the classic one: the thread announces ``SLEEPING``
@@ -40,28 +44,35 @@ from ..mm._raw import (
     atomic_cas,
     atomic_load,
     atomic_store,
+    clock_gettime_ns,
     cpu_relax,
     futex_wait,
     futex_wake,
     ktime_get_ns,
-    sched_yield,
 )
 
 # Control words of a channel.
 REQ, ACK, SLEEPING, PYJOB, STOP, SRC, DST, MMP, BASE, PAGE_BYTES, LO, HI, T_DONE, CLAIMED, \
-    WAITING = range(15)
-#: Words per channel row: 128 bytes, so two channels' words never share a cache line.
-CTL_WORDS = 16
+    WAITING, CPUCLOCK, POSTER_CPUCLOCK = range(17)
+#: Words per channel row: 256 bytes, so two channels' words never share a cache line.
+CTL_WORDS = 32
 #: What :func:`dma_chan_serve` returns for.
 SERVE_PYJOB, SERVE_STOP = 1, 2
-#: A channel thread spins this long after its last slice before it sleeps:
-#: the gap between two batches of a fast-path slice is the unmap and move of
-#: one batch (~10 us for a THP), and between two fast-path calls ~150 us of
-#: Python.  Sleeping sooner costs a futex wake per batch (~30-60 us here).
-IDLE_SPIN_NS = 300_000
-#: A waiting caller yields its CPU every this many spins: on 2 CPUs shared
-#: with 16 channel threads the one it waits for may need it.
+#: A channel thread spins up to this long after its last slice for the next
+#: one, and only while the thread that posted it is on a CPU (preparing the
+#: next batch): the gap between two batches of a fast-path call is the unmap
+#: and move of one batch (~10 us for a THP, ~400 us for 512 4K folios).
+#: Sleeping at once costs a futex wake per batch (~30-60 us here); spinning
+#: while the poster is off its CPU only burns the CPU time (and, to the
+#: scheduler, the thread's claim on a CPU) that it will need for the copy.
+IDLE_SPIN_NS = 1_000_000
+#: A spinning thread looks at the clock every this many spins.
 YIELD_EVERY = 64
+#: A spinning waiter looks this often whether the channel thread is on a CPU
+#: (its CPU-time clock, ``CPUCLOCK``, advancing with the wall clock) ...
+ON_CPU_CHECK_NS = 10_000
+#: ... once the thread had this long to wake up and take the slice.
+PICKUP_NS = 60_000
 #: A sleeping waiter looks at its deadline this often (a dead thread never wakes it).
 WAIT_SLICE_NS = 10_000_000
 
@@ -88,6 +99,7 @@ def dma_chan_serve(ctl, idle_ns):
     after it for the next, else sleep; returns ``SERVE_PYJOB`` or ``SERVE_STOP``."""
     spin_until = 0  # entered from Python: nothing to spin for
     spins = 0
+    t_check = cpu_check = 0
     while True:
         if atomic_load(ctl + 8 * STOP) != 0:
             return SERVE_STOP
@@ -108,12 +120,18 @@ def dma_chan_serve(ctl, idle_ns):
                 futex_wake(ctl + 8 * WAITING, 1)
             spin_until = now + idle_ns
             spins = 0
+            t_check, cpu_check = now, clock_gettime_ns(atomic_load(ctl + 8 * POSTER_CPUCLOCK))
             continue
         cpu_relax()
         spins += 1
         if spins % YIELD_EVERY == 0 or spin_until == 0:
-            sched_yield()
-            if ktime_get_ns() > spin_until:
+            now = ktime_get_ns()
+            if spin_until and now - t_check >= ON_CPU_CHECK_NS:
+                cpu = clock_gettime_ns(atomic_load(ctl + 8 * POSTER_CPUCLOCK))
+                if 2 * (cpu - cpu_check) < now - t_check:
+                    spin_until = now  # the poster is off its CPU: no batch is coming soon
+                t_check, cpu_check = now, cpu
+            if now >= spin_until:
                 atomic_store(ctl + 8 * SLEEPING, 1)
                 if (atomic_load(ctl + 8 * STOP) == 0 and atomic_load(ctl + 8 * PYJOB) == 0
                         and atomic_load(ctl + 8 * REQ) == atomic_load(ctl + 8 * ACK)):
@@ -123,10 +141,12 @@ def dma_chan_serve(ctl, idle_ns):
 
 
 @numba.njit(cache=True, nogil=True)
-def dma_chan_post(ctl, base, page_bytes, dstp, srcp, mmp, lo, hi):
+def dma_chan_post(ctl, base, page_bytes, dstp, srcp, mmp, lo, hi, cpuclock):
     """Submit folios ``lo..hi`` of the pfn lists at ``srcp``/``dstp`` to the
     channel at ``ctl`` and issue them (``dmaengine_submit()`` +
-    ``dma_async_issue_pending()``); returns the request's number."""
+    ``dma_async_issue_pending()``); returns the request's number.
+    ``cpuclock``: the poster's CPU-time clock (see ``IDLE_SPIN_NS``)."""
+    atomic_store(ctl + 8 * POSTER_CPUCLOCK, cpuclock)
     atomic_store(ctl + 8 * BASE, base)
     atomic_store(ctl + 8 * PAGE_BYTES, page_bytes)
     atomic_store(ctl + 8 * DST, dstp)
@@ -141,33 +161,50 @@ def dma_chan_post(ctl, base, page_bytes, dstp, srcp, mmp, lo, hi):
 
 
 @numba.njit(cache=True, nogil=True)
-def dma_chan_wait(ctl, req, deadline_ns, spin):
+def dma_chan_wait(ctl, req, timeout_ns, spin):
     """``wait_for_completion_timeout()`` on request ``req``: True when done.
 
-    ``spin``: wait on the CPU (when a CPU is free for it); else sleep in
-    ``futex()`` until the thread's ``complete()`` wakes it, as the kernel's
-    waiter sleeps: a spinning waiter would take a CPU from the channels it
-    waits for (dcbm:2 on 2 CPUs ran at 0.59x of the vanilla path spinning).
+    Spins (``spin``: when a CPU is free for the waiter beside the channels'
+    threads) only while the channel thread is on a CPU, as the kernel's
+    mutex spins only while its owner is (``mutex_spin_on_owner()``): its
+    CPU-time clock must advance at least half as fast as the wall clock;
+    otherwise sleeps
+    in ``futex()`` until the thread's ``complete()`` wakes it, as the
+    kernel's waiter sleeps.  Measured on 2 CPUs: sleeping at once costs a
+    wake-up per batch (dcbm:1 2M 0.79x of the vanilla path against 1.0x
+    spinning); spinning regardless of the thread lost whole scheduler ticks
+    (~4 ms a batch) with two CPU hogs running, the spinner holding the CPU
+    the preempted thread needed, and dcbm:2 at 65536 pages fell to 0.59x.
 
-    At ``deadline_ns`` the request is terminated as ``dmaengine_terminate_sync()``
+    After ``timeout_ns`` the request is terminated as ``dmaengine_terminate_sync()``
     would: if the thread has not started it, it never will (``CLAIMED`` taken
     here first) and False is returned; if it has, it is waited for, so no
     write lands after the CPU's fallback copy (a started slice is bounded)."""
-    spins = 0
+    start = ktime_get_ns()
+    deadline = start + timeout_ns
+    cpuclock = atomic_load(ctl + 8 * CPUCLOCK)
+    t_check = start
+    cpu_check = clock_gettime_ns(cpuclock) if spin else 0
     while atomic_load(ctl + 8 * ACK) != req:
-        if spin:
-            cpu_relax()
-            spins += 1
-            if spins % YIELD_EVERY:
-                continue
-            sched_yield()
-        else:
-            atomic_store(ctl + 8 * WAITING, 1)
-            if atomic_load(ctl + 8 * ACK) != req:
-                futex_wait(ctl + 8 * WAITING, 1, WAIT_SLICE_NS)  # woken by the ACK
-            atomic_store(ctl + 8 * WAITING, 0)
-        if ktime_get_ns() > deadline_ns:
+        now = ktime_get_ns()
+        if now >= deadline:
             if atomic_cas(ctl + 8 * CLAIMED, req - 1, req) == req - 1:
                 return False  # cancelled before it started
-            deadline_ns = 1 << 62  # started: wait for it to finish
+            deadline = 1 << 62  # started: wait for it to finish
+            continue
+        if spin and now - t_check >= ON_CPU_CHECK_NS:
+            cpu = clock_gettime_ns(cpuclock)
+            if 2 * (cpu - cpu_check) < now - t_check and now - start >= PICKUP_NS:
+                spin = False  # the thread is off its CPU: sleep until it is done
+            t_check, cpu_check = now, cpu
+        if spin:
+            for _ in range(YIELD_EVERY):
+                if atomic_load(ctl + 8 * ACK) == req:
+                    break
+                cpu_relax()
+            continue
+        atomic_store(ctl + 8 * WAITING, 1)
+        if atomic_load(ctl + 8 * ACK) != req:  # woken by the ACK
+            futex_wait(ctl + 8 * WAITING, 1, min(WAIT_SLICE_NS, deadline - now))
+        atomic_store(ctl + 8 * WAITING, 0)
     return True

@@ -72,6 +72,7 @@ class DmaChannel:
         self._idle.set()
         self._generation = 0  # bumped by terminate: drops what was queued before
         self._ring_space = trio.Event()
+        self._running = False  # the worker task runs (and stops the thread when it ends)
 
     @property
     def in_use(self) -> bool:
@@ -113,11 +114,12 @@ class DmaChannel:
             self._wakeup.set()
 
     def ready_for_compiled_posts(self) -> bool:
-        """Nothing queued or in flight from the trio side, and the copy thread
-        running: slices may be posted to it from compiled code
+        """The channel's task running with nothing queued or in flight, and its
+        copy thread started: slices may be posted to it from compiled code
         (``_chanctl.dma_chan_post``), which then owns the channel until it
-        returns."""
-        if self.busy:
+        returns.  Never while the task is not running: it is what stops the
+        thread."""
+        if not self._running or self.busy:
             return False
         self._thread.start()
         return True
@@ -133,6 +135,7 @@ class DmaChannel:
 
     async def run(self) -> None:
         """The channel's worker loop."""
+        self._running = True
         try:
             while True:
                 if not len(self.ring):
@@ -146,6 +149,7 @@ class DmaChannel:
                 finally:
                     self._idle.set()
         finally:
+            self._running = False
             self._thread.stop()
 
     #: At most this many descriptors complete together (and run at one rate

@@ -20,12 +20,21 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 
 import numpy as np
 import trio
 
-from ._chanctl import IDLE_SPIN_NS, PYJOB, SERVE_STOP, STOP, dma_chan_kick, dma_chan_serve
+from ._chanctl import (
+    CPUCLOCK,
+    IDLE_SPIN_NS,
+    PYJOB,
+    SERVE_STOP,
+    STOP,
+    dma_chan_kick,
+    dma_chan_serve,
+)
 
 
 class CopyThread:
@@ -45,11 +54,15 @@ class CopyThread:
         if self._thread is None or not self._thread.is_alive():
             if self._stopped is not None:  # never two threads on one control row
                 self._stopped.join(10.0)
+                if self._stopped.is_alive():
+                    raise RuntimeError(f"{self.name}: the previous copy thread has not ended")
                 self._stopped = None
             self.ctl[STOP] = 0
             self.ctl[PYJOB] = 0
             self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
             self._thread.start()
+            # waiters look at the thread's CPU-time clock (is it on a CPU?)
+            self.ctl[CPUCLOCK] = time.pthread_getcpuclockid(self._thread.ident)
 
     def _loop(self) -> None:
         while dma_chan_serve(self._addr, IDLE_SPIN_NS) != SERVE_STOP:

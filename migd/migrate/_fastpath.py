@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import trio
 
+from ..dma._chanctl import new_ctl
 from ..mm import PAGE_SIZE, MigrateMode, MigrateReason
 from ..offload import CpuMigrator, Migrator, Offload
 from ..offload._auto import OffloadChooser
@@ -47,7 +48,7 @@ FAST_PATH_SLICE_NS = 8_000_000
 #: ``threads`` of a plan that cannot run compiled (a DMA migrator's batch).
 GENERAL = -1
 #: The DMA arguments of a fast-path call that copies on no channel.
-_NO_CHANNELS = np.zeros((0, 16), dtype=np.int64)
+_NO_CHANNELS = new_ctl(0)
 _NO_STATS = np.zeros((0, 4), dtype=np.int64)
 
 
@@ -145,7 +146,8 @@ class FastPath:
                 *eng.kernel_state, mem.arena_base, mem.page_bytes, folios, cum, start,
                 ctx.target_nid, bound, crossing, deadline, plan.threads, dst, scratch,
                 self._rows, _NO_CHANNELS if dma is None else dma.ctl,
-                _NO_STATS if dma is None else dma.stats, 0 if dma is None else dma.timeout_ns)
+                _NO_STATS if dma is None else dma.stats, 0 if dma is None else dma.timeout_ns,
+                0 if dma is None else dma.nr_cpus, 0 if dma is None else dma.cpuclock)
         finally:
             rows = self._rows[:nr_batches]
             if dma is not None:  # the channels are released, whatever happened

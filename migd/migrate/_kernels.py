@@ -10,8 +10,6 @@ microsecond per folio; numpy's per-call overhead made a batch holding one
 
 from __future__ import annotations
 
-import os
-
 import numba
 
 from ..mm._buddy import alloc_block, free_block
@@ -32,9 +30,6 @@ from ..mm._rmap import (
     try_to_migrate,
 )
 from ..offload._dcbm_fast import folios_copy_dma
-
-#: CPUs of this machine (a compile-time constant: numba caches per machine).
-NR_CPUS = os.cpu_count() or 1
 
 #: ``migrate_folio_unmap()`` outcomes, per folio.
 MIGRATEPAGE_UNMAP = 0
@@ -195,7 +190,8 @@ NR_COLUMNS = 10
 @numba.njit(cache=True, nogil=True)
 def migrate_pages_batch_fast(bitmap, area, mem_map, ptes, base, page_bytes, folios, cum,
                              start, target, bound, crossing, deadline_ns, nr_threads, dst,
-                             scratch, rows, chan_ctl, chan_stats, timeout_ns):
+                             scratch, rows, chan_ctl, chan_stats, timeout_ns, nr_cpus,
+                             cpuclock):
     """Whole ``migrate_pages_batch()`` runs, compiled, for the vanilla path,
     CPU-copy migrators and dcbm on idle native channels.
 
@@ -204,7 +200,11 @@ def migrate_pages_batch_fast(bitmap, area, mem_map, ptes, base, page_bytes, foli
     ``folio_mc_copy()`` and remaps it before the next is touched.  1: a batch
     copy with ``folios_mc_copy`` before the move loop; more: the
     multi-threaded copy of ``mtcopy`` (pieces claimed by the caller and the
-    copy helpers, ``mm._mtpool``).
+    copy helpers, ``mm._mtpool``).  ``chan_ctl`` with rows: the batch copy is
+    dcbm's, by the copy threads of those DMA channels
+    (``offload._dcbm_fast.folios_copy_dma``; ``chan_stats`` gets their counts,
+    ``timeout_ns`` bounds each wait, and the caller spins a little first when
+    ``nr_cpus`` leave it a CPU; ``cpuclock``: its own CPU-time clock).
 
     Cuts batches from ``folios[start:]`` as ``migrate_pages()`` does (``cum``: running
     page count; ``crossing``: whether the folio that crosses the bound ends the batch,
@@ -238,7 +238,7 @@ def migrate_pages_batch_fast(bitmap, area, mem_map, ptes, base, page_bytes, foli
         nr_chan = 0
         if chan_ctl.shape[0]:
             nr_chan = folios_copy_dma(base, page_bytes, mem_map, dst, folios, i, j, chan_ctl,
-                                      chan_stats, timeout_ns, NR_CPUS)
+                                      chan_stats, timeout_ns, nr_cpus, cpuclock)
         elif nr_threads > 1:
             folios_copy_mt(base, page_bytes, mem_map, dst, folios, i, j, nr_threads)
             folios_set_content_copied(mem_map, folios[i:j])

@@ -104,20 +104,33 @@ def cpu_relax(typingctx):
     return types.void(), codegen
 
 
+def _clock_gettime_ns(builder, clockid):
+    i32, i64 = ir.IntType(32), ir.IntType(64)
+    timespec = ir.LiteralStructType([i64, i64])
+    fnty = ir.FunctionType(i32, [i32, timespec.as_pointer()])
+    clock_gettime = cgutils.get_or_insert_function(builder.module, fnty, "clock_gettime")
+    ts = cgutils.alloca_once(builder, timespec)
+    builder.call(clock_gettime, [clockid, ts])
+    sec = builder.load(builder.gep(ts, [ir.Constant(i32, 0), ir.Constant(i32, 0)]))
+    nsec = builder.load(builder.gep(ts, [ir.Constant(i32, 0), ir.Constant(i32, 1)]))
+    return builder.add(builder.mul(sec, ir.Constant(i64, 1_000_000_000)), nsec)
+
+
 @intrinsic
 def ktime_get_ns(typingctx):
     """``ktime_get_ns()``: CLOCK_MONOTONIC in ns, the clock of ``time.perf_counter()``."""
     def codegen(context, builder, signature, args):
-        i32, i64 = ir.IntType(32), ir.IntType(64)
-        timespec = ir.LiteralStructType([i64, i64])
-        fnty = ir.FunctionType(i32, [i32, timespec.as_pointer()])
-        clock_gettime = cgutils.get_or_insert_function(builder.module, fnty, "clock_gettime")
-        ts = cgutils.alloca_once(builder, timespec)
-        builder.call(clock_gettime, [ir.Constant(i32, 1), ts])  # CLOCK_MONOTONIC
-        sec = builder.load(builder.gep(ts, [ir.Constant(i32, 0), ir.Constant(i32, 0)]))
-        nsec = builder.load(builder.gep(ts, [ir.Constant(i32, 0), ir.Constant(i32, 1)]))
-        return builder.add(builder.mul(sec, ir.Constant(i64, 1_000_000_000)), nsec)
+        return _clock_gettime_ns(builder, ir.Constant(ir.IntType(32), 1))  # CLOCK_MONOTONIC
     return types.int64(), codegen
+
+
+@intrinsic
+def clock_gettime_ns(typingctx, clockid):
+    """``clock_gettime(clockid)`` in ns: e.g. another thread's CPU-time clock
+    (``time.pthread_getcpuclockid()``), which advances only while it runs."""
+    def codegen(context, builder, signature, args):
+        return _clock_gettime_ns(builder, builder.trunc(args[0], ir.IntType(32)))
+    return types.int64(types.int64), codegen
 
 
 #: ``SYS_futex`` of the machines migd runs on.

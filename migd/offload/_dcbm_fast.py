@@ -24,6 +24,9 @@ claimed between two batches too.
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from dataclasses import dataclass
 
 import numba
@@ -42,14 +45,17 @@ CH_DESCS, CH_BYTES, CH_BUSY_NS, CH_LAST_DONE = range(4)
 
 @numba.njit(cache=True, nogil=True)
 def folios_copy_dma(base, page_bytes, mem_map, dst, folios, lo, hi, chan_ctl, chan_stats,
-                    timeout_ns, nr_cpus):
+                    timeout_ns, nr_cpus, cpuclock):
     """RFC v6 dcbm's ``folios_copy_dma()`` for a clean batch, from compiled code:
     ``min(channels, nr_folios)`` contiguous slices (``nr*i/c``), each posted to
     its channel's copy thread and issued at once, then waited for channel by
     channel (``wait_for_completion_timeout()``); only when every channel
     finished is every folio marked FOLIO_CONTENT_COPIED.  The caller never
-    copies: it spins while a CPU is free for it besides the channels'
-    threads (``nch < nr_cpus``), else sleeps.  Returns how many channels the
+    copies: it spins while a CPU is free for it beside the channels' threads
+    (``nch < nr_cpus``) and the thread is seen copying, else sleeps
+    (``_chanctl.dma_chan_wait``).
+    Each wait has its own ``timeout_ns``, as each channel's
+    ``wait_for_completion_timeout()`` has.  Returns how many channels the
     batch claimed, negated when one timed out (then none is marked: the move
     loop copies them all)."""
     nr = hi - lo
@@ -58,18 +64,22 @@ def folios_copy_dma(base, page_bytes, mem_map, dst, folios, lo, hi, chan_ctl, ch
     srcp = folios.ctypes.data
     mmp = mem_map.ctypes.data
     reqs = np.empty(nch, dtype=np.int64)
-    t_post = ktime_get_ns()
+    t_post = np.empty(nch, dtype=np.int64)
     for c in range(nch):
         a = lo + nr * c // nch
         b = lo + nr * (c + 1) // nch
+        t_post[c] = ktime_get_ns()
         reqs[c] = dma_chan_post(chan_ctl[c].ctypes.data, base, page_bytes, dstp, srcp, mmp,
-                                a, b)
-    deadline = t_post + timeout_ns
+                                a, b, cpuclock)
+    spin = nch < nr_cpus
     ok = True
     for c in range(nch):
         ctl = chan_ctl[c].ctypes.data
-        if not dma_chan_wait(ctl, reqs[c], deadline, nch < nr_cpus):
+        # after a timeout the others are terminated (timeout 0): cancelled if
+        # not started, else waited for, as dmaengine_terminate_sync() does
+        if not dma_chan_wait(ctl, reqs[c], timeout_ns if ok else 0, spin and ok):
             ok = False
+        if not ok:
             continue
         a = lo + nr * c // nch
         b = lo + nr * (c + 1) // nch
@@ -80,7 +90,7 @@ def folios_copy_dma(base, page_bytes, mem_map, dst, folios, lo, hi, chan_ctl, ch
         st = chan_stats[c]
         st[CH_DESCS] += b - a
         st[CH_BYTES] += nbytes
-        st[CH_BUSY_NS] += done - t_post
+        st[CH_BUSY_NS] += done - t_post[c]
         st[CH_LAST_DONE] = done
     if not ok:
         return -nch
@@ -98,6 +108,12 @@ class CompiledCopy:
     timeout_ns: int
     migrator: object
     chans: list[DmaChannel]
+    #: CPUs this process may run on (affinity, not the machine's count): the
+    #: caller spins on a wait only when one is free beside the channels' threads.
+    nr_cpus: int = 1
+    #: The caller's CPU-time clock: the channel threads spin for its next
+    #: batch only while it is on a CPU.
+    cpuclock: int = 0
 
     def booked(self, nr_folios: np.ndarray, nr_chan: np.ndarray,
                nr_failed: np.ndarray) -> None:
@@ -138,4 +154,6 @@ def compiled_copy(migrator) -> CompiledCopy | None:
         return None
     chans = dev.request_channels(n)
     return CompiledCopy(dev.ctl[:n], np.zeros((n, 4), dtype=np.int64),
-                        int(migrator.timeout * 1e9), migrator, chans)
+                        int(migrator.timeout * 1e9), migrator, chans,
+                        len(os.sched_getaffinity(0)),
+                        time.pthread_getcpuclockid(threading.get_ident()))
