@@ -122,7 +122,7 @@ def test_every_dashboard_panel_returns_data_from_a_real_prometheus(daemon, tmp_p
     cfg = tmp_path / "prometheus.yml"
     cfg.write_text(f"""
 global:
-  scrape_interval: 1s
+  scrape_interval: 500ms
 scrape_configs:
   - job_name: migd
     static_configs:

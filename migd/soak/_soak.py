@@ -247,7 +247,12 @@ async def _soak(opts: SoakOptions, summary: SoakSummary,
                             f"{summary.corrupt_pages}  violations "
                             f"{summary.invariant_violations}  rss {_rss_mb():.0f} MB  "
                             f"cat p99 {cat.p99_ms():.1f} ms")
-                # Readers and writers stop before the tree is unmounted.
+                # Migration stops first (as the daemon's shutdown stops it): a
+                # knob write in flight may wait on a batch held by a hung DMA
+                # descriptor, up to dcbm's 10 s timeout, and a child in that
+                # write cannot die before it is answered.  Then readers and
+                # writers stop, before the tree is unmounted.
+                sys.engine.stop()
                 await trio.to_thread.run_sync(flipper.close)
                 await trio.to_thread.run_sync(cat.close)
                 for point in FaultInjector.POINTS:  # the last batches run clean
