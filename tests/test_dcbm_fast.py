@@ -141,3 +141,24 @@ def test_a_timed_out_slice_is_never_copied_later():
     assert (mem.arena[dst] == before).all(), "but never copies it"
     assert not (mem.arena[src] == before).all()  # (a copy would have shown)
     assert stats[0, 0] == 0
+
+
+async def test_a_subclass_with_its_own_copy_never_takes_the_compiled_one():
+    """The compiled copy is dcbm's own: a migrator that overrides
+    ``migrate_offc()`` (the soak's planted copy bug) keeps its copy."""
+    calls = []
+
+    class Counting(DcbmMigrator):
+        async def migrate_offc(self, batch) -> int:
+            calls.append(batch.nr_folios)
+            return await super().migrate_offc(batch)
+
+    m, e, dma = native_rig()
+    t = m.add_tenant(TenantSpec("t", 4 * MiB, order=9))
+    e.registry.register(Counting(dma))
+    async with trio.open_nursery() as n:
+        n.start_soon(dma.run)
+        await e.migrate_pages(m.tenant_folios(t), 1, MigrateReason.MR_DEMOTION)
+        n.cancel_scope.cancel()
+    assert calls == [1, 1]
+    assert m.check_integrity().ok

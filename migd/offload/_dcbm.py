@@ -109,7 +109,11 @@ class DcbmMigrator(Migrator):
         return self.nr_dma_chan
 
     def compiled_copy(self) -> CompiledCopy | None:
-        """Idle ``native`` channels: the fast path posts to them (``_dcbm_fast``)."""
+        """Idle ``native`` channels: the fast path posts to them (``_dcbm_fast``).
+        Not for a subclass with its own ``migrate_offc()`` (a test's planted
+        bug): the compiled copy is this class's copy, not that one."""
+        if type(self).migrate_offc is not DcbmMigrator.migrate_offc:
+            return None
         return compiled_copy(self)
 
     async def migrate_offc(self, batch: CopyBatch) -> int:
