@@ -162,3 +162,27 @@ async def test_a_subclass_with_its_own_copy_never_takes_the_compiled_one():
         n.cancel_scope.cancel()
     assert calls == [1, 1]
     assert m.check_integrity().ok
+
+
+def test_after_a_timeout_the_channels_that_finished_are_booked():
+    """Channel 0 never answers, channel 1 does: the batch fails (nothing
+    marked), yet channel 1's descriptors and bytes count, as the general
+    path counts every descriptor a channel completed."""
+    m = make_machine(False, node_mib=8)
+    t = m.add_tenant(TenantSpec("t", 1 * MiB, order=0))
+    mem = m.memory
+    src = m.tenant_folios(t)[:6].copy()
+    dst = mem.folio_alloc(1, 0, 6)
+    ctl = new_ctl(2)
+    th = CopyThread("served", ctl[1])
+    th.start()
+    stats = np.zeros((2, 4), dtype=np.int64)
+    try:
+        rc = folios_copy_dma(mem.arena_base, mem.page_bytes, mem.mem_map, dst, src, 0, 6,
+                             ctl, stats, 50_000_000, 2, 0)
+    finally:
+        th.stop()
+    assert rc == -2
+    assert not (mem.flags[src] & FOLIO_CONTENT_COPIED).any()
+    assert stats[0, :2].tolist() == [0, 0]
+    assert stats[1, :2].tolist() == [3, 3 * 4096]

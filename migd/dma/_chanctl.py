@@ -44,11 +44,11 @@ from ..mm._raw import (
     atomic_cas,
     atomic_load,
     atomic_store,
-    clock_gettime_ns,
     cpu_relax,
     futex_wait,
     futex_wake,
     ktime_get_ns,
+    thread_cpu_clock_ns,
 )
 
 # Control words of a channel.
@@ -120,14 +120,14 @@ def dma_chan_serve(ctl, idle_ns):
                 futex_wake(ctl + 8 * WAITING, 1)
             spin_until = now + idle_ns
             spins = 0
-            t_check, cpu_check = now, clock_gettime_ns(atomic_load(ctl + 8 * POSTER_CPUCLOCK))
+            t_check, cpu_check = now, thread_cpu_clock_ns(atomic_load(ctl + 8 * POSTER_CPUCLOCK))
             continue
         cpu_relax()
         spins += 1
         if spins % YIELD_EVERY == 0 or spin_until == 0:
             now = ktime_get_ns()
             if spin_until and now - t_check >= ON_CPU_CHECK_NS:
-                cpu = clock_gettime_ns(atomic_load(ctl + 8 * POSTER_CPUCLOCK))
+                cpu = thread_cpu_clock_ns(atomic_load(ctl + 8 * POSTER_CPUCLOCK))
                 if 2 * (cpu - cpu_check) < now - t_check:
                     spin_until = now  # the poster is off its CPU: no batch is coming soon
                 t_check, cpu_check = now, cpu
@@ -184,7 +184,7 @@ def dma_chan_wait(ctl, req, timeout_ns, spin):
     deadline = start + timeout_ns
     cpuclock = atomic_load(ctl + 8 * CPUCLOCK)
     t_check = start
-    cpu_check = clock_gettime_ns(cpuclock) if spin else 0
+    cpu_check = thread_cpu_clock_ns(cpuclock) if spin else 0
     while atomic_load(ctl + 8 * ACK) != req:
         now = ktime_get_ns()
         if now >= deadline:
@@ -193,7 +193,7 @@ def dma_chan_wait(ctl, req, timeout_ns, spin):
             deadline = 1 << 62  # started: wait for it to finish
             continue
         if spin and now - t_check >= ON_CPU_CHECK_NS:
-            cpu = clock_gettime_ns(cpuclock)
+            cpu = thread_cpu_clock_ns(cpuclock)
             if 2 * (cpu - cpu_check) < now - t_check and now - start >= PICKUP_NS:
                 spin = False  # the thread is off its CPU: sleep until it is done
             t_check, cpu_check = now, cpu

@@ -121,7 +121,10 @@ class DmaChannel:
         thread."""
         if not self._running or self.busy:
             return False
-        self._thread.start()
+        try:
+            self._thread.start()
+        except RuntimeError:  # the old thread lingers: the general path waits for it
+            return False
         return True
 
     async def terminate_sync(self) -> None:

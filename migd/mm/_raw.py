@@ -110,10 +110,14 @@ def _clock_gettime_ns(builder, clockid):
     fnty = ir.FunctionType(i32, [i32, timespec.as_pointer()])
     clock_gettime = cgutils.get_or_insert_function(builder.module, fnty, "clock_gettime")
     ts = cgutils.alloca_once(builder, timespec)
-    builder.call(clock_gettime, [clockid, ts])
+    rc = builder.call(clock_gettime, [clockid, ts])
     sec = builder.load(builder.gep(ts, [ir.Constant(i32, 0), ir.Constant(i32, 0)]))
     nsec = builder.load(builder.gep(ts, [ir.Constant(i32, 0), ir.Constant(i32, 1)]))
-    return builder.add(builder.mul(sec, ir.Constant(i64, 1_000_000_000)), nsec)
+    ns = builder.add(builder.mul(sec, ir.Constant(i64, 1_000_000_000)), nsec)
+    # 0 when the clock is gone (EINVAL: a thread that has exited): a clock that
+    # stands still, never the stack's garbage
+    return builder.select(builder.icmp_signed("==", rc, ir.Constant(i32, 0)), ns,
+                          ir.Constant(i64, 0))
 
 
 @intrinsic
@@ -125,11 +129,16 @@ def ktime_get_ns(typingctx):
 
 
 @intrinsic
-def clock_gettime_ns(typingctx, clockid):
-    """``clock_gettime(clockid)`` in ns: e.g. another thread's CPU-time clock
-    (``time.pthread_getcpuclockid()``), which advances only while it runs."""
+def thread_cpu_clock_ns(typingctx, clockid):
+    """``clock_gettime(clockid)`` in ns for another thread's CPU-time clock
+    (``time.pthread_getcpuclockid()``), which advances only while it runs;
+    0 for clockid 0 (no thread: CLOCK_REALTIME would always look running)
+    and for a thread that has exited."""
     def codegen(context, builder, signature, args):
-        return _clock_gettime_ns(builder, builder.trunc(args[0], ir.IntType(32)))
+        i64 = ir.IntType(64)
+        ns = _clock_gettime_ns(builder, builder.trunc(args[0], ir.IntType(32)))
+        return builder.select(builder.icmp_signed("==", args[0], ir.Constant(i64, 0)),
+                              ir.Constant(i64, 0), ns)
     return types.int64(types.int64), codegen
 
 

@@ -79,8 +79,7 @@ def folios_copy_dma(base, page_bytes, mem_map, dst, folios, lo, hi, chan_ctl, ch
         # not started, else waited for, as dmaengine_terminate_sync() does
         if not dma_chan_wait(ctl, reqs[c], timeout_ns if ok else 0, spin and ok):
             ok = False
-        if not ok:
-            continue
+            continue  # never started: nothing to book
         a = lo + nr * c // nch
         b = lo + nr * (c + 1) // nch
         nbytes = 0
@@ -113,7 +112,7 @@ class CompiledCopy:
     nr_cpus: int = 1
     #: The caller's CPU-time clock: the channel threads spin for its next
     #: batch only while it is on a CPU.
-    cpuclock: int = 0
+    cpuclock: int = 0  # (0: none; a clock that stands still)
 
     def booked(self, nr_folios: np.ndarray, nr_chan: np.ndarray,
                nr_failed: np.ndarray) -> None:

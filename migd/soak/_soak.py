@@ -255,7 +255,7 @@ async def _soak(opts: SoakOptions, summary: SoakSummary,
                 sys.engine.stop()
                 await trio.to_thread.run_sync(flipper.close)
                 await trio.to_thread.run_sync(cat.close)
-                for point in FaultInjector.POINTS:  # the last batches run clean
+                for point in FaultInjector.POINTS:  # batches in flight end without new faults
                     sys.faults[point].set(probability=0)
         finally:
             for child in (flipper, cat):
