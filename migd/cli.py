@@ -179,16 +179,8 @@ def _sweep(args: argparse.Namespace) -> int:
     finally:
         executor.close()
     progress.clear()
-    print(result.table(), flush=True)
-    if args.json:
-        result.write_json(args.json)
-    if args.plot:
-        try:
-            sweep.plot_sweep(result, args.plot, o["plot_axes"])
-        except (OSError, ValueError) as e:
-            print(f"migd sweep: cannot write the plot: {e}", file=sys.stderr)
-            return 1
-    return 0
+    return _results("sweep", result, args,
+                    lambda r, path: sweep.plot_sweep(r, path, o["plot_axes"]))
 
 
 def _install_service(args: argparse.Namespace) -> int:

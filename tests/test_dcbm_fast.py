@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from migd.dma import DmaDevice
-from migd.dma._chanctl import ACK, CLAIMED, REQ, new_ctl
+from migd.dma._chanctl import COMPLETED_COOKIE, COOKIE, STARTED, new_ctl
 from migd.dma._thread import CopyThread
 from migd.hw import Clock, get_profile
 from migd.migrate import MigrationEngine
@@ -94,7 +94,7 @@ async def test_the_channel_thread_copies_not_the_caller():
     async with trio.open_nursery() as n:
         n.start_soon(dma.run)
         await trio.sleep(0.01)
-        assert chan.ready_for_compiled_posts()  # starts the thread
+        assert chan.prepare_compiled_posts()  # starts the thread
         tid = chan._thread._thread.native_id
 
         def runtime_ns() -> int:
@@ -129,15 +129,15 @@ def test_a_timed_out_slice_is_never_copied_later():
                          stats, 2_000_000, 2, 0)
     assert rc == -1
     assert not (mem.flags[src] & FOLIO_CONTENT_COPIED).any()
-    assert ctl[0, CLAIMED] == ctl[0, REQ] == 1
+    assert ctl[0, STARTED] == ctl[0, COOKIE] == 1
     th = CopyThread("late", ctl[0])
     th.start()
     for _ in range(10_000):  # (the first run of the thread's loop may compile it)
-        if ctl[0, ACK] == 1:
+        if ctl[0, COMPLETED_COOKIE] == 1:
             break
         threading.Event().wait(0.001)
     th.stop()
-    assert ctl[0, ACK] == 1, "the late thread answers the request"
+    assert ctl[0, COMPLETED_COOKIE] == 1, "the late thread answers the request"
     assert (mem.arena[dst] == before).all(), "but never copies it"
     assert not (mem.arena[src] == before).all()  # (a copy would have shown)
     assert stats[0, 0] == 0

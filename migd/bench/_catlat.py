@@ -21,7 +21,7 @@ from ..daemon._attrs import build_tree
 from ..daemon._config import load_config
 from ..daemon._system import System
 from ..offload import CATALOGUE
-from ..sysfs import clear_stale_mount, is_mounted, serve, unmount
+from ..sysfs import clear_stale_mount, serve, unmount, wait_mounted
 from ._options import MigratorSpec
 from ._report import BenchReport, BenchRow
 
@@ -106,9 +106,7 @@ async def _one(opts, order: int, spec: MigratorSpec, seconds: float) -> BenchRow
         nursery.start_soon(sys_.dma.run)
         nursery.start_soon(lambda: trio.to_thread.run_sync(
             serve, tree, mount, token, abandon_on_cancel=True))
-        with trio.fail_after(10):
-            while not is_mounted(mount):  # not a lookup on our own mount
-                await trio.sleep(0.01)
+        await wait_mounted(mount)
         out = Path(mount).with_suffix(".json")
         reader = subprocess.Popen([sys.executable, "-c", _READER, mount, str(seconds),
                                    str(out)])

@@ -21,7 +21,7 @@ import trio
 
 from ..metrics import serve_metrics
 from ..migrate import warm_up
-from ..sysfs import clear_stale_mount, is_mounted, serve, unmount
+from ..sysfs import clear_stale_mount, serve, unmount, wait_mounted
 from ._attrs import build_tree
 from ._config import Config
 from ._log import configure_logging
@@ -31,12 +31,6 @@ from ._workloads import run_workloads
 
 #: Longest a shutdown waits for in-flight batches before unmounting anyway.
 SHUTDOWN_GRACE = 3.0
-
-
-async def _wait_mounted(mountpoint: str, timeout: float = 10.0) -> None:
-    with trio.fail_after(timeout):
-        while not is_mounted(mountpoint):
-            await trio.sleep(0.01)
 
 
 async def _watchdog(interval: float) -> None:
@@ -98,7 +92,7 @@ async def system_running(sys: System, mountpoint: str) -> AsyncIterator[trio.Nur
         nursery.start_soon(sys.dma.run)
         nursery.start_soon(_serve_tree, sys, tree, mountpoint, token)
         try:
-            await _wait_mounted(mountpoint)
+            await wait_mounted(mountpoint)
             for i, t in enumerate(sys.tenants):
                 nursery.start_soon(sys.machine.run_mutator, t, sys.cfg.daemon["seed"] + i)
             workloads_done = trio.Event()

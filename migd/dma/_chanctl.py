@@ -4,7 +4,9 @@ the compiled caller's side of a hand-off (``dma_chan_post`` / ``dma_chan_wait``)
 Each channel owns one row of int64 words (:data:`CTL_WORDS`, 256 bytes
 apart from the next channel's).  Its copy thread spends its life in
 :func:`dma_chan_serve`, GIL-free: it copies each slice of folios posted to
-its row (``REQ`` bumped past ``ACK``), answers by setting ``ACK``, spins for
+its row (``COOKIE`` bumped past ``COMPLETED_COOKIE``, as dmaengine's
+``chan->cookie`` runs ahead of ``chan->completed_cookie``), answers by setting
+``COMPLETED_COOKIE``, spins for
 the next one while the poster is on a CPU, and otherwise sleeps in
 ``futex()`` until kicked.  A waiting poster likewise spins only while the
 channel's thread is on a CPU, as the kernel's mutex spins on its owner
@@ -27,7 +29,7 @@ Two kinds of caller post slices:
   caller waits, as ``wait_for_completion_timeout()`` does, it never copies.
 
 The sleep/kick protocol is the classic one: the thread announces ``SLEEPING``
-then looks for work once more; a poster stores ``REQ`` then looks at
+then looks for work once more; a poster stores ``COOKIE`` then looks at
 ``SLEEPING``.  Both are sequentially consistent, so either the thread sees
 the work or the poster sees the sleeper and wakes it.  Rejected: a Python
 ``threading.Event`` per channel (a compiled caller cannot set it) and
@@ -52,8 +54,11 @@ from ..mm._raw import (
 )
 
 # Control words of a channel.
-REQ, ACK, SLEEPING, PYJOB, STOP, SRC, DST, MMP, BASE, PAGE_BYTES, LO, HI, T_DONE, CLAIMED, \
-    WAITING, CPUCLOCK, POSTER_CPUCLOCK = range(17)
+# ``COOKIE``/``COMPLETED_COOKIE``: the last slice posted and the last one done
+# (dmaengine's ``chan->cookie`` and ``chan->completed_cookie``); ``STARTED``: the
+# last slice the thread took up, or the waiter cancelled before it could.
+(COOKIE, COMPLETED_COOKIE, SLEEPING, PYJOB, STOP, SRC, DST, MMP, BASE, PAGE_BYTES, LO, HI,
+ T_DONE, STARTED, WAITING, CPUCLOCK, POSTER_CPUCLOCK) = range(17)
 #: Words per channel row: 256 bytes, so two channels' words never share a cache line.
 CTL_WORDS = 32
 #: What :func:`dma_chan_serve` returns for.
@@ -84,9 +89,9 @@ def new_ctl(nr_channels: int) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True)
 def dma_chan_kick(ctl, word):
-    """Set ``word`` of the channel at ``ctl`` (``PYJOB``, ``STOP``, or ``REQ``
+    """Set ``word`` of the channel at ``ctl`` (``PYJOB``, ``STOP``, or ``COOKIE``
     after bumping it elsewhere) and wake its thread if it sleeps."""
-    if word != REQ:
+    if word != COOKIE:
         atomic_store(ctl + 8 * word, 1)
     if atomic_load(ctl + 8 * SLEEPING) != 0:
         atomic_store(ctl + 8 * SLEEPING, 0)
@@ -105,16 +110,16 @@ def dma_chan_serve(ctl, idle_ns):
             return SERVE_STOP
         if atomic_load(ctl + 8 * PYJOB) != 0:
             return SERVE_PYJOB
-        req = atomic_load(ctl + 8 * REQ)
-        if req != atomic_load(ctl + 8 * ACK):
-            if atomic_cas(ctl + 8 * CLAIMED, req - 1, req) == req - 1:  # not cancelled
+        cookie = atomic_load(ctl + 8 * COOKIE)
+        if cookie != atomic_load(ctl + 8 * COMPLETED_COOKIE):
+            if atomic_cas(ctl + 8 * STARTED, cookie - 1, cookie) == cookie - 1:  # not cancelled
                 copy_piece(0, 1, atomic_load(ctl + 8 * BASE), atomic_load(ctl + 8 * PAGE_BYTES),
                            atomic_load(ctl + 8 * DST), atomic_load(ctl + 8 * SRC),
                            atomic_load(ctl + 8 * MMP), atomic_load(ctl + 8 * LO),
                            atomic_load(ctl + 8 * HI))
             now = ktime_get_ns()
             atomic_store(ctl + 8 * T_DONE, now)
-            atomic_store(ctl + 8 * ACK, req)
+            atomic_store(ctl + 8 * COMPLETED_COOKIE, cookie)
             if atomic_load(ctl + 8 * WAITING) != 0:  # the poster sleeps: complete()
                 atomic_store(ctl + 8 * WAITING, 0)
                 futex_wake(ctl + 8 * WAITING, 1)
@@ -133,8 +138,8 @@ def dma_chan_serve(ctl, idle_ns):
                 t_check, cpu_check = now, cpu
             if now >= spin_until:
                 atomic_store(ctl + 8 * SLEEPING, 1)
-                if (atomic_load(ctl + 8 * STOP) == 0 and atomic_load(ctl + 8 * PYJOB) == 0
-                        and atomic_load(ctl + 8 * REQ) == atomic_load(ctl + 8 * ACK)):
+                idle = atomic_load(ctl + 8 * COOKIE) == atomic_load(ctl + 8 * COMPLETED_COOKIE)
+                if idle and atomic_load(ctl + 8 * STOP) == 0 and atomic_load(ctl + 8 * PYJOB) == 0:
                     futex_wait(ctl + 8 * SLEEPING, 1, 0)  # until kicked
                 atomic_store(ctl + 8 * SLEEPING, 0)
                 spin_until = 0
@@ -144,7 +149,7 @@ def dma_chan_serve(ctl, idle_ns):
 def dma_chan_post(ctl, base, page_bytes, dstp, srcp, mmp, lo, hi, cpuclock):
     """Submit folios ``lo..hi`` of the pfn lists at ``srcp``/``dstp`` to the
     channel at ``ctl`` and issue them (``dmaengine_submit()`` +
-    ``dma_async_issue_pending()``); returns the request's number.
+    ``dma_async_issue_pending()``); returns its cookie.
     ``cpuclock``: the poster's CPU-time clock (see ``IDLE_SPIN_NS``)."""
     atomic_store(ctl + 8 * POSTER_CPUCLOCK, cpuclock)
     atomic_store(ctl + 8 * BASE, base)
@@ -154,15 +159,15 @@ def dma_chan_post(ctl, base, page_bytes, dstp, srcp, mmp, lo, hi, cpuclock):
     atomic_store(ctl + 8 * MMP, mmp)
     atomic_store(ctl + 8 * LO, lo)
     atomic_store(ctl + 8 * HI, hi)
-    req = atomic_load(ctl + 8 * REQ) + 1
-    atomic_store(ctl + 8 * REQ, req)
-    dma_chan_kick(ctl, REQ)
-    return req
+    cookie = atomic_load(ctl + 8 * COOKIE) + 1
+    atomic_store(ctl + 8 * COOKIE, cookie)
+    dma_chan_kick(ctl, COOKIE)
+    return cookie
 
 
 @numba.njit(cache=True, nogil=True)
-def dma_chan_wait(ctl, req, timeout_ns, spin):
-    """``wait_for_completion_timeout()`` on request ``req``: True when done.
+def dma_chan_wait(ctl, cookie, timeout_ns, spin):
+    """``wait_for_completion_timeout()`` on the slice ``cookie``: True when done.
 
     Spins (``spin``: when a CPU is free for the waiter beside the channels'
     threads) only while the channel thread is on a CPU, as the kernel's
@@ -177,7 +182,7 @@ def dma_chan_wait(ctl, req, timeout_ns, spin):
     the preempted thread needed, and dcbm:2 at 65536 pages fell to 0.59x.
 
     After ``timeout_ns`` the request is terminated as ``dmaengine_terminate_sync()``
-    would: if the thread has not started it, it never will (``CLAIMED`` taken
+    would: if the thread has not started it, it never will (``STARTED`` taken
     here first) and False is returned; if it has, it is waited for, so no
     write lands after the CPU's fallback copy (a started slice is bounded)."""
     start = ktime_get_ns()
@@ -185,10 +190,10 @@ def dma_chan_wait(ctl, req, timeout_ns, spin):
     cpuclock = atomic_load(ctl + 8 * CPUCLOCK)
     t_check = start
     cpu_check = thread_cpu_clock_ns(cpuclock) if spin else 0
-    while atomic_load(ctl + 8 * ACK) != req:
+    while atomic_load(ctl + 8 * COMPLETED_COOKIE) != cookie:
         now = ktime_get_ns()
         if now >= deadline:
-            if atomic_cas(ctl + 8 * CLAIMED, req - 1, req) == req - 1:
+            if atomic_cas(ctl + 8 * STARTED, cookie - 1, cookie) == cookie - 1:
                 return False  # cancelled before it started
             deadline = 1 << 62  # started: wait for it to finish
             continue
@@ -199,12 +204,12 @@ def dma_chan_wait(ctl, req, timeout_ns, spin):
             t_check, cpu_check = now, cpu
         if spin:
             for _ in range(YIELD_EVERY):
-                if atomic_load(ctl + 8 * ACK) == req:
+                if atomic_load(ctl + 8 * COMPLETED_COOKIE) == cookie:
                     break
                 cpu_relax()
             continue
         atomic_store(ctl + 8 * WAITING, 1)
-        if atomic_load(ctl + 8 * ACK) != req:  # woken by the ACK
+        if atomic_load(ctl + 8 * COMPLETED_COOKIE) != cookie:  # woken by the completion
             futex_wait(ctl + 8 * WAITING, 1, min(WAIT_SLICE_NS, deadline - now))
         atomic_store(ctl + 8 * WAITING, 0)
     return True

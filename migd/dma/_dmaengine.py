@@ -113,7 +113,15 @@ class DmaChannel:
             lo = hi
             self._wakeup.set()
 
-    def ready_for_compiled_posts(self) -> bool:
+    def account(self, descs: int, nbytes: int, seconds: float) -> None:
+        """Descriptors completed, bytes moved and busy time, booked at once by
+        a copy that bypassed :meth:`run` (the virtual clock's closed form, the
+        real clock's compiled posts)."""
+        self.memcpy_count += descs
+        self.bytes_transferred += nbytes
+        self.busy_seconds += seconds
+
+    def prepare_compiled_posts(self) -> bool:
         """The channel's task running with nothing queued or in flight, and its
         copy thread started: slices may be posted to it from compiled code
         (``_chanctl.dma_chan_post``), which then owns the channel until it

@@ -30,11 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 import trio
 
-from ..dma._chanctl import new_ctl
 from ..mm import PAGE_SIZE, MigrateMode, MigrateReason
 from ..offload import CpuMigrator, Migrator, Offload
 from ..offload._auto import OffloadChooser
-from ..offload._dcbm_fast import CompiledCopy
+from ..offload._dcbm_fast import NO_COMPILED_COPY, CompiledCopy
 from ..offload._mtcopy import cpu_threads_busy, set_copy_threads
 from . import _kernels as _k
 from ._stats import BatchRecords, EngineBooks
@@ -47,9 +46,6 @@ FAST_PATH_SLICE_NS = 8_000_000
 
 #: ``threads`` of a plan that cannot run compiled (a DMA migrator's batch).
 GENERAL = -1
-#: The DMA arguments of a fast-path call that copies on no channel.
-_NO_CHANNELS = new_ctl(0)
-_NO_STATS = np.zeros((0, 4), dtype=np.int64)
 
 
 def should_offload(offload: Offload, reason: MigrateReason) -> bool:
@@ -139,19 +135,20 @@ class FastPath:
         deadline = time.perf_counter_ns() + FAST_PATH_SLICE_NS
         if plan.threads > 1:
             set_copy_threads(plan.threads)
-        dma = plan.dma
+        dma = plan.dma or NO_COMPILED_COPY
         j = nr_batches = 0
         try:
+            if plan.dma is not None:
+                dma.claim()
             j, nr_batches = _k.migrate_pages_batch_fast(
                 *eng.kernel_state, mem.arena_base, mem.page_bytes, folios, cum, start,
                 ctx.target_nid, bound, crossing, deadline, plan.threads, dst, scratch,
-                self._rows, _NO_CHANNELS if dma is None else dma.ctl,
-                _NO_STATS if dma is None else dma.stats, 0 if dma is None else dma.timeout_ns,
-                0 if dma is None else dma.nr_cpus, 0 if dma is None else dma.cpuclock)
+                self._rows, dma.ctl, dma.stats, dma.timeout_ns, dma.nr_cpus, dma.cpuclock)
         finally:
             rows = self._rows[:nr_batches]
-            if dma is not None:  # the channels are released, whatever happened
-                dma.booked(rows[:, _k.NR_FOLIOS], rows[:, _k.NR_CHAN], rows[:, _k.NR_FAILED])
+            if plan.dma is not None:  # the channels are released, whatever happened
+                dma.book_and_release(rows[:, _k.NR_FOLIOS], rows[:, _k.NR_CHAN],
+                                     rows[:, _k.NR_FAILED])
         if nr_batches:
             self._record(ctx, rows, offset, plan)
             if plan.choice is not None:

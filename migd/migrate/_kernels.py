@@ -185,8 +185,7 @@ def batch_end(cum, i, bound, crossing):
 #: (``NR_CHAN``: DMA channels the batch claimed, 0 for a CPU copy; ``NR_FAILED``:
 #: folios a timed-out DMA copy left to the move loop).
 T_ENTRY, T_UNMAPPED, T_COPIED, T_FIRST, T_END, NR_FOLIOS, NR_PAGES, NR_THP, NR_CHAN, \
-    NR_FAILED = range(10)
-NR_COLUMNS = 10
+    NR_FAILED, NR_COLUMNS = range(11)
 @numba.njit(cache=True, nogil=True)
 def migrate_pages_batch_fast(bitmap, area, mem_map, ptes, base, page_bytes, folios, cum,
                              start, target, bound, crossing, deadline_ns, nr_threads, dst,

@@ -166,6 +166,12 @@ def helper_loop(ctl, idle_ns):
     atomic_add(ctl + 8 * HELPERS, -1)
 
 
+def copying_threads(threads: int) -> int:
+    """Threads that actually copy a job of ``threads`` pieces: the caller and
+    at most CPUs - 1 helpers."""
+    return min(threads, os.cpu_count() or 1)
+
+
 class _Helpers:
     """The helper threads (daemon threads; at most CPUs - 1)."""
 
@@ -174,7 +180,7 @@ class _Helpers:
         self.events: list[threading.Event] = []
 
     def wake(self, threads: int) -> None:
-        want = min(threads, os.cpu_count() or 1) - 1
+        want = copying_threads(threads) - 1
         if len(self.events) < want:
             with self.lock:
                 while len(self.events) < want:

@@ -1,5 +1,5 @@
 """Raw-memory intrinsics for compiled code: ``memcpy``, atomics, a spin hint,
-``futex()`` and ``sched_yield()`` for the copy threads' hand-offs.
+``futex()`` and CPU-time clocks for the copy threads' hand-offs.
 
 The arena and the copy threads' control block are plain addresses; these let
 numba code touch them without building arrays around them.
@@ -143,7 +143,7 @@ def thread_cpu_clock_ns(typingctx, clockid):
 
 
 #: ``SYS_futex`` of the machines migd runs on.
-_SYS_FUTEX = {"x86_64": 202, "AMD64": 202, "aarch64": 98, "arm64": 98}.get(platform.machine(), 202)
+_SYS_FUTEX = {"x86_64": 202, "aarch64": 98}.get(platform.machine(), 202)
 FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 0 | 128, 1 | 128
 
 
@@ -183,13 +183,3 @@ def futex_wake(typingctx, addr, n):
     def codegen(context, builder, signature, args):
         return _futex(builder, args[0], FUTEX_WAKE_PRIVATE, args[1], ir.Constant(ir.IntType(64), 0))
     return types.int64(types.int64, types.int64), codegen
-
-
-@intrinsic
-def sched_yield(typingctx):
-    """``sched_yield()``: let another runnable thread have this CPU."""
-    def codegen(context, builder, signature, args):
-        fnty = ir.FunctionType(ir.IntType(32), [])
-        builder.call(cgutils.get_or_insert_function(builder.module, fnty, "sched_yield"), [])
-        return context.get_dummy_value()
-    return types.void(), codegen

@@ -96,6 +96,11 @@ class DcbmMigrator(Migrator):
         """The closed-form copy (``_dcbm_vclock``) books the whole order at once."""
         self._order = [np.asarray(cookies, dtype=np.int64)]
 
+    def note_claims(self, counts: list[int]) -> None:
+        """Channels each batch got, most recent last (the last 64)."""
+        self.channels_claimed.extend(counts)
+        del self.channels_claimed[:-64]
+
     def set_nr_dma_chan(self, n: int) -> None:
         if not 1 <= n <= DCBM_MAX_CHANNELS:
             raise OSError(errno.EINVAL, f"nr_dma_chan must be 1..{DCBM_MAX_CHANNELS}")
@@ -126,9 +131,7 @@ class DcbmMigrator(Migrator):
         except OSError as e:
             dev.batches_refused += 1
             return -e.errno
-        self.channels_claimed.append(len(chans))
-        if len(self.channels_claimed) > 64:
-            del self.channels_claimed[:-64]
+        self.note_claims([len(chans)])
         try:
             return await self._copy(batch, chans)
         finally:

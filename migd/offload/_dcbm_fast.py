@@ -27,20 +27,20 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
 
 from ..dma import DmaChannel, slice_bounds
-from ..dma._chanctl import T_DONE, dma_chan_post, dma_chan_wait
+from ..dma._chanctl import T_DONE, dma_chan_post, dma_chan_wait, new_ctl
 from ..mm._copy import folios_set_content_copied
 from ..mm._page import PAGE_SIZE
 from ..mm._raw import ktime_get_ns
 
 #: Columns of the per-channel counts (``chan_stats``): descriptors, bytes, busy ns,
 #: and the completion time of the channel's slice of the last batch.
-CH_DESCS, CH_BYTES, CH_BUSY_NS, CH_LAST_DONE = range(4)
+CH_DESCS, CH_BYTES, CH_BUSY_NS, CH_LAST_DONE, NR_CH_COLUMNS = range(5)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -63,13 +63,13 @@ def folios_copy_dma(base, page_bytes, mem_map, dst, folios, lo, hi, chan_ctl, ch
     dstp = dst.ctypes.data
     srcp = folios.ctypes.data
     mmp = mem_map.ctypes.data
-    reqs = np.empty(nch, dtype=np.int64)
+    cookies = np.empty(nch, dtype=np.int64)
     t_post = np.empty(nch, dtype=np.int64)
     for c in range(nch):
         a = lo + nr * c // nch
         b = lo + nr * (c + 1) // nch
         t_post[c] = ktime_get_ns()
-        reqs[c] = dma_chan_post(chan_ctl[c].ctypes.data, base, page_bytes, dstp, srcp, mmp,
+        cookies[c] = dma_chan_post(chan_ctl[c].ctypes.data, base, page_bytes, dstp, srcp, mmp,
                                 a, b, cpuclock)
     spin = nch < nr_cpus
     ok = True
@@ -77,7 +77,7 @@ def folios_copy_dma(base, page_bytes, mem_map, dst, folios, lo, hi, chan_ctl, ch
         ctl = chan_ctl[c].ctypes.data
         # after a timeout the others are terminated (timeout 0): cancelled if
         # not started, else waited for, as dmaengine_terminate_sync() does
-        if not dma_chan_wait(ctl, reqs[c], timeout_ns if ok else 0, spin and ok):
+        if not dma_chan_wait(ctl, cookies[c], timeout_ns if ok else 0, spin and ok):
             ok = False
             continue  # never started: nothing to book
         a = lo + nr * c // nch
@@ -99,40 +99,41 @@ def folios_copy_dma(base, page_bytes, mem_map, dst, folios, lo, hi, chan_ctl, ch
 
 @dataclass
 class CompiledCopy:
-    """What the fast path needs to run a migrator's batch copy compiled, and
-    what books it afterwards."""
+    """What the fast path needs to run a migrator's batch copy compiled:
+    :meth:`claim` before the compiled call, :meth:`book_and_release` after it."""
 
     ctl: np.ndarray  # the channels' control rows (``_chanctl``)
-    stats: np.ndarray  # per channel: ``_kernels.CH_*``
+    stats: np.ndarray  # per channel: the ``CH_*`` columns
     timeout_ns: int
     migrator: object
-    chans: list[DmaChannel]
     #: CPUs this process may run on (affinity, not the machine's count): the
     #: caller spins on a wait only when one is free beside the channels' threads.
-    nr_cpus: int = 1
+    nr_cpus: int
     #: The caller's CPU-time clock: the channel threads spin for its next
-    #: batch only while it is on a CPU.
-    cpuclock: int = 0  # (0: none; a clock that stands still)
+    #: batch only while it is on a CPU (0: none; a clock that stands still).
+    cpuclock: int
+    chans: list[DmaChannel] = field(default_factory=list)  # claimed
 
-    def booked(self, nr_folios: np.ndarray, nr_chan: np.ndarray,
-               nr_failed: np.ndarray) -> None:
+    def claim(self) -> None:
+        """``dma_request_chan_by_mask()`` of the channels whose rows are ``ctl``."""
+        self.chans = self.migrator.device.request_channels(self.ctl.shape[0])
+
+    def book_and_release(self, nr_folios: np.ndarray, nr_chan: np.ndarray,
+                         nr_failed: np.ndarray) -> None:
         """Book the batches the fast path ran (per batch: folios, channels
         claimed, folios a timed-out copy left to the CPU); release the channels."""
         mig = self.migrator
-        dev = mig.device
-        dev.release_channels(self.chans)
+        mig.device.release_channels(self.chans)
         st = self.stats
         for c, ch in enumerate(self.chans):
-            ch.memcpy_count += int(st[c, CH_DESCS])
-            ch.bytes_transferred += int(st[c, CH_BYTES])
-            ch.busy_seconds += int(st[c, CH_BUSY_NS]) * 1e-9
+            ch.account(int(st[c, CH_DESCS]), int(st[c, CH_BYTES]), int(st[c, CH_BUSY_NS]) * 1e-9)
+        self.chans = []
         if not nr_folios.size:
             return
         failed = int(nr_failed.sum())
         mig.folios_migrated += int(nr_folios.sum()) - failed
         mig.folios_failures += failed
-        mig.channels_claimed.extend(nr_chan[-64:].tolist())
-        del mig.channels_claimed[:-64]
+        mig.note_claims(nr_chan[-64:].tolist())
         nr, nch = int(nr_folios[-1]), int(nr_chan[-1])
         if not nr_failed[-1]:
             bounds = slice_bounds(nr, nch)
@@ -140,19 +141,22 @@ class CompiledCopy:
             mig.completion_order = np.concatenate([np.arange(*bounds[c]) for c in first])
 
 
+#: The DMA arguments of a fast-path call whose batch copy is not on DMA channels.
+NO_COMPILED_COPY = CompiledCopy(new_ctl(0), np.zeros((0, NR_CH_COLUMNS), dtype=np.int64), 0,
+                                None, 0, 0)
+
+
 def compiled_copy(migrator) -> CompiledCopy | None:
     """A :class:`CompiledCopy` for ``migrator``'s next batches when they may
-    run in the compiled fast path (the channels claimed), else None."""
+    run in the compiled fast path (channels idle, their copy threads started),
+    else None; the channels are claimed when the call runs."""
     dev = migrator.device
     model = dev.model
     if not model.native or model.exclusive or model.ring_size or migrator.min_batch_pages:
         return None
     n = min(migrator.nr_dma_chan, len(dev.channels))
-    chans = dev.channels[:n]
-    if not all(c.ready_for_compiled_posts() for c in chans):
+    if not all(c.prepare_compiled_posts() for c in dev.channels[:n]):
         return None
-    chans = dev.request_channels(n)
-    return CompiledCopy(dev.ctl[:n], np.zeros((n, 4), dtype=np.int64),
-                        int(migrator.timeout * 1e9), migrator, chans,
-                        len(os.sched_getaffinity(0)),
+    return CompiledCopy(dev.ctl[:n], np.zeros((n, NR_CH_COLUMNS), dtype=np.int64),
+                        int(migrator.timeout * 1e9), migrator, len(os.sched_getaffinity(0)),
                         time.pthread_getcpuclockid(threading.get_ident()))

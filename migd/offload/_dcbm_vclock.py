@@ -69,9 +69,7 @@ async def copy_closed_form(migrator, batch: CopyBatch, chans: list[DmaChannel]
     sent = np.diff(nbytes[bounds[:, 1] - 1], prepend=0).tolist()
     busy = (t_end - t_submit).tolist()
     for c, (lo, hi), nb, b in zip(chans, bounds.tolist(), sent, busy, strict=True):
-        c.memcpy_count += hi - lo
-        c.bytes_transferred += nb
-        c.busy_seconds += b
+        c.account(hi - lo, nb, b)
     migrator.completion_order = np.argsort(t_done, kind="stable").tolist()
     migrator.closed_form_batches += 1
     return 0

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import errno
-import os
 
 import numpy as np
 
 from ..mm import PAGE_SIZE
 from ..mm._copy import folios_copy_mt, folios_set_content_copied, wake_helpers
+from ..mm._mtpool import copying_threads
 from ._migrator import CopyBatch, Migrator
 
 MTCOPY_MAX_THREADS = 64
@@ -17,9 +17,9 @@ MTCOPY_MAX_THREADS = 64
 def cpu_threads_busy(threads: int, virtual: bool) -> int:
     """CPUs a copy on ``threads`` threads keeps busy for its duration: its CPU
     seconds are that many times its wall (or modelled) seconds.  The modelled
-    machine has a CPU for each thread; this one has ``os.cpu_count()`` (the
-    caller and at most CPUs - 1 helpers copy, ``mm._mtpool``)."""
-    return threads if virtual else min(threads, os.cpu_count() or 1)
+    machine has a CPU for each thread; here the caller and at most CPUs - 1
+    helpers copy (``mm._mtpool``)."""
+    return threads if virtual else copying_threads(threads)
 
 
 def set_copy_threads(threads: int) -> None:

@@ -146,6 +146,10 @@ def parse_workers(text: str) -> int:
         n = int(text)
     except ValueError:
         raise ValueError(f"--workers: not a number: {text!r}") from None
+    return _check_workers(n)
+
+
+def _check_workers(n: int) -> int:
     if n < 0:
         raise ValueError(f"--workers must be 0 or more: {n}")
     return n
@@ -155,7 +159,7 @@ def executor(scheduler: str | None, workers: int | None = None):
     """The executor the command line asks for; ValueError (one line) when the
     scheduler cannot be reached or the worker count is wrong."""
     if workers is not None:
-        parse_workers(str(workers))
+        _check_workers(workers)
     if scheduler is not None:
         return DaskExecutor(parse_scheduler(scheduler), workers)
     n = (os.cpu_count() or 1) if workers is None else workers

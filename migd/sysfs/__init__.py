@@ -1,9 +1,16 @@
 """The control tree: a sysfs-like model of files, and its FUSE binding."""
 
-from ._fuse import TREE_THREAD_NICE, clear_stale_mount, is_mounted, serve, unmount
+from ._fuse import (
+    TREE_THREAD_NICE,
+    clear_stale_mount,
+    is_mounted,
+    serve,
+    unmount,
+    wait_mounted,
+)
 from ._kstrtox import kstrtobool, kstrtoint, kstrtoll, kstrtouint, kstrtoul, kstrtoull
 from ._tree import Attribute, Directory, SysfsTree, parse_store_value
 
 __all__ = ["TREE_THREAD_NICE", "Attribute", "Directory", "SysfsTree", "clear_stale_mount",
            "is_mounted", "kstrtobool", "kstrtoint", "kstrtoll", "kstrtoul", "kstrtouint",
-           "kstrtoull", "parse_store_value", "serve", "unmount"]
+           "kstrtoull", "parse_store_value", "serve", "unmount", "wait_mounted"]

@@ -164,6 +164,15 @@ def is_mounted(mountpoint: str) -> bool:
     return False
 
 
+async def wait_mounted(mountpoint: str, timeout: float = 10.0) -> None:
+    """Until ``mountpoint`` is mounted (by this process's FUSE thread): polled
+    with :func:`is_mounted`, never a lookup on the mount; TooSlowError after
+    ``timeout`` seconds."""
+    with trio.fail_after(timeout):
+        while not is_mounted(mountpoint):
+            await trio.sleep(0.01)
+
+
 def clear_stale_mount(mountpoint: str) -> bool:
     """Unmount a dead FUSE mount ("Transport endpoint is not connected").
 
