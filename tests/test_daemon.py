@@ -72,7 +72,8 @@ VALID = {
     "module/dcbm/parameters/nr_dma_chan": [("16", "16"), ("1", "1"), ("4\n", "4")],
     "module/dcbm/parameters/reason_mask": [
         ("demotion,compaction", "compaction,demotion"), ("none", "none"),
-        ("0x3", "compaction,memory_failure"), ("all", None)],
+        ("0x3", "compaction,memory_failure"), ("010", "syscall_or_cpuset"),  # kstrtoul: octal
+        ("all", None)],
     "module/dcbm/parameters/batch_size": [("8192", "8192"), ("0", "0")],
     "module/dcbm/parameters/min_batch_pages": [("64", "64"), ("0", "0")],
     "kernel/cpu_mt/threads": [("64", "64"), ("2", "2")],
@@ -137,7 +138,8 @@ def test_every_writable_file_round_trips(daemon):
 
 INVALID_FOR = {
     "module/dcbm/parameters/nr_dma_chan": ["0", "17", "x", "\n", "4 4", "-1"],
-    "module/dcbm/parameters/reason_mask": ["bogus", "demotion,bogus", "0x400", "-1"],
+    "module/dcbm/parameters/reason_mask": ["bogus", "demotion,bogus", "0x400", "-1", " 3 ", "1_0",
+                                           "0b11", "08", "demotion, compaction", "3\n\n"],
     "kernel/cpu_mt/threads": ["0", "65", "two"],
     "kernel/mm/migrate_offload/nr_max_batched_migration": ["0", "262145", "1e3"],
     "kernel/mm/migrate_offload/migrator": ["gpu", "\n", "cpu"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 
 
 class MigrateReason(enum.IntEnum):
@@ -29,7 +30,7 @@ class MigrateReason(enum.IntEnum):
         try:
             return _BY_LABEL[label]
         except KeyError:
-            raise ValueError(f"unknown migrate reason {label!r}") from None
+            raise ValueError(f"unknown migrate reason {label[:40]!r}") from None
 
 
 _LABELS = {
@@ -50,27 +51,38 @@ MR_TYPES = len(MigrateReason)
 REASON_MASK_ALL = (1 << MR_TYPES) - 1
 
 
+#: A number as ``kstrtoul(s, 0)`` takes it (lib/kstrtox.c): ``0x`` hex, a
+#: leading ``0`` octal, else decimal; one leading ``+``.
+_KSTRTOUL = re.compile(r"\+?(?:0[xX](?P<hex>[0-9a-fA-F]+)|(?P<oct>0[0-7]*)|(?P<dec>[1-9][0-9]*))")
+
+
 def parse_reason_mask(text: str) -> int:
     """Parse ``all``, ``none``, a number, or comma-separated reason names.
 
-    Raises ValueError (EINVAL at the tree) for anything else, including a
-    number with bits beyond the last reason.
+    As a sysfs store takes it: one trailing newline, no spaces; a number as
+    ``kstrtoul(s, 0)`` (so ``010`` is 8, and ``1_0``, ``0b11`` or `` 3 `` are
+    refused, as Python's ``int(s, 0)`` would not).  Raises ValueError (EINVAL
+    at the tree) for anything else, including a number with bits beyond the
+    last reason.
     """
-    s = text.strip()
+    s = text[:-1] if text.endswith("\n") else text
     if s == "all":
         return REASON_MASK_ALL
-    if s in ("none", ""):
-        if s == "":
-            raise ValueError("empty reason mask")
+    if s == "none":
         return 0
-    try:
-        value = int(s, 0)
-    except ValueError:
+    if not s:
+        raise ValueError("empty reason mask")
+    m = _KSTRTOUL.fullmatch(s)
+    if m is None:
         value = 0
         for part in s.split(","):
-            value |= 1 << MigrateReason.from_label(part.strip())
+            value |= 1 << MigrateReason.from_label(part)
         return value
-    if not 0 <= value <= REASON_MASK_ALL:
+    digits, base = next((m[k], b) for k, b in (("hex", 16), ("oct", 8), ("dec", 10)) if m[k])
+    if len(digits) > 24:  # 2**64 has 20 digits, 22 octal: the kernel's ERANGE
+        raise ValueError("reason mask: numerical result out of range")
+    value = int(digits, base)
+    if value > REASON_MASK_ALL:
         raise ValueError(f"reason mask {value:#x} has bits beyond the {MR_TYPES} reasons")
     return value
 

@@ -7,7 +7,8 @@ from the function named:
 - ``_parse_integer_fixup_radix``: base 0 means ``0x``/``0X`` followed by a hex
   digit -> 16, a leading ``0`` -> 8, else 10; base 16 skips a ``0x`` prefix.
 - ``_parse_integer``: digits 0-9, a-f (either case) below the base; overflow of
-  64 bits is ERANGE.
+  64 bits is ERANGE (the digits after it are only counted, as
+  ``_parse_integer_limit`` does, so parsing stays linear in the length).
 - ``_kstrtoull``: at least one digit, then at most one ``\\n``, then the end.  So
   no leading or inner spaces, no second newline, no ``1\\n\\n``.
 - ``kstrtoull``: one leading ``+``; ``kstrtoll``: one ``+`` or ``-``.
@@ -59,7 +60,8 @@ def _kstrtoull(s: bytes, base: int) -> int:
             break
         if val >= base:
             break
-        res = res * base + val
+        if res <= ULLONG_MAX:  # past it, only count digits: linear in the length
+            res = res * base + val
         i += 1
     if res > ULLONG_MAX:
         raise ValueError("numerical result out of range (ERANGE)")
