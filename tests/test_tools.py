@@ -217,8 +217,20 @@ def _files(mount: Path):
             yield p, stat.S_IMODE(os.stat(p).st_mode)
 
 
+def test_tracefs_is_roots_alone(mount):
+    """tracefs is mounted 0700 (TRACEFS_DEFAULT_MODE): reading trace_pipe consumes,
+    so no other user may open it, nor list the directory."""
+    tracing = mount / "kernel/tracing"
+    assert stat.S_IMODE(os.stat(tracing).st_mode) == 0o700
+    for f in (tracing, tracing / "trace_pipe", tracing / "trace",
+              tracing / "events/migrate/enable"):
+        r = _as_nobody(f"ls '{f}' || echo REFUSED")
+        assert r.stdout.endswith("REFUSED\n") and "Permission denied" in r.stderr, r
+
+
 def test_unprivileged_user_reads_and_cannot_write(mount):
-    files = [(p, m) for p, m in _files(mount) if p.name != "trace_pipe"]
+    tracing = mount / "kernel/tracing"  # root's alone (test_tracefs_is_roots_alone)
+    files = [(p, m) for p, m in _files(mount) if tracing not in p.parents]
     assert {m for _, m in files} <= {0o444, 0o644, 0o200}, {oct(m) for _, m in files}
     readable = [str(p) for p, m in files if m & 0o004]
     writable = [str(p) for p, m in files if m & 0o200]

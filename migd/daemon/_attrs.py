@@ -2,8 +2,9 @@
 
 The tree is the knob table (``_knobs``: tunables) and the status/trigger
 table (``_files``) expanded over the System's shape: one :class:`Attribute` per
-file, whose ``show`` reads state (from any thread) and whose ``store`` is the
-knob's (parse once, apply, emit; in the trio thread).
+file, whose ``show`` reads state (from any thread) and whose ``parse`` is the
+knob's (on the writer's thread) and ``store`` applies and emits (in the trio
+thread).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ def all_knobs() -> list[Knob]:
 
 def _attribute(sys: System, knob: Knob, inst) -> Attribute:
     show = None if knob.mode & 0o444 == 0 else (lambda: knob.read(sys, inst))
-    store = None if knob.set is None else (lambda text: knob.store(sys, inst, text))
-    return Attribute(show, store)
+    if knob.set is None:
+        return Attribute(show)
+    return Attribute(show, lambda value: knob.apply(sys, inst, value),
+                     parse=lambda text: knob.parse_text(sys, inst, text))
 
 
 def build_tree(sys: System) -> SysfsTree:

@@ -82,9 +82,13 @@ class Knob:
     def read(self, sys, inst) -> str:
         return self.show(sys, inst) if self.show is not None else self.fmt(self.get(sys, inst))
 
-    def store(self, sys, inst, text: str):
-        """Parse (ValueError: EINVAL, nothing changed), apply, emit; may return an awaitable."""
-        value = self.parse(text, self.path.rsplit("/", 1)[-1], sys, inst)
+    def parse_text(self, sys, inst, text: str) -> Any:
+        """The written text's value (ValueError: EINVAL, nothing changed); pure,
+        so the tree runs it on the writer's thread."""
+        return self.parse(text, self.path.rsplit("/", 1)[-1], sys, inst)
+
+    def apply(self, sys, inst, value: Any):
+        """Apply a parsed value and emit; may return an awaitable."""
         old = self.get(sys, inst) if self.name and self.get else None
         done = self.set(sys, inst, value)
         if inspect.isawaitable(done):

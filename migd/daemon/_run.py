@@ -6,6 +6,10 @@ SIGINT and SIGHUP to us), a stale mount cleared, the tree mounted on a worker
 thread, mutators and workloads started, ``READY=1``.  SIGTERM/SIGINT: stop
 starting work, let in-flight batches end (the engine stops at the next batch
 boundary; nothing is left unmapped), unmount, verify every page, exit 0.
+SIGHUP, SIGUSR2 and SIGPIPE are logged and ignored; SIGUSR1 logs the state.
+A tree unmounted from outside (``fusermount -u``) ends the daemon the same
+way, with exit status 1, so that systemd restarts it: a daemon nobody can
+reach would otherwise look healthy to the watchdog.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import trio
 
 from ..metrics import serve_metrics
 from ..migrate import warm_up
-from ..sysfs import clear_stale_mount, serve, unmount, wait_mounted
+from ..sysfs import clear_stale_mount, is_mounted, serve, unmount, wait_mounted
 from ._attrs import build_tree
 from ._config import Config
 from ._log import configure_logging
@@ -31,6 +35,10 @@ from ._workloads import run_workloads
 
 #: Longest a shutdown waits for in-flight batches before unmounting anyway.
 SHUTDOWN_GRACE = 3.0
+#: How often the mount table is read for the tree (an unmount from outside).
+MOUNT_POLL = 0.5
+#: Signals that only log: SIGHUP (no config reload), SIGUSR2, SIGPIPE.
+_IGNORED = (signal.SIGHUP, signal.SIGUSR2, signal.SIGPIPE)
 
 
 async def _watchdog(interval: float) -> None:
@@ -57,27 +65,43 @@ async def _fault_reporter(sys: System, period: float = 1.0) -> None:
         fallbacks = dict(fb)
 
 
-async def _serve_tree(sys: System, tree, mountpoint: str, token) -> None:
+async def _serve_tree(sys: System, tree, mountpoint: str, token, on_lost) -> None:
     """libfuse's loop on a worker thread.  Once the tree is being unmounted, how
     that loop ends is not an error: with a reader's request in flight at the
     unmount, libfuse can report one (fusepy raises RuntimeError), which would
-    otherwise fail a clean shutdown."""
+    otherwise fail a clean shutdown.  A loop that ends before that was
+    unmounted from outside: ``on_lost()``."""
     try:
         await trio.to_thread.run_sync(serve, tree, mountpoint, token, abandon_on_cancel=True)
     except RuntimeError:
         if not sys.engine.stopping:
             raise
+    if not sys.engine.stopping:
+        on_lost()
+
+
+async def _watch_mount(sys: System, mountpoint: str, on_lost) -> None:
+    """``on_lost()`` once the tree leaves the mount table while the daemon
+    runs (a lazy unmount can leave libfuse's loop waiting on open files)."""
+    while is_mounted(mountpoint):
+        await trio.sleep(MOUNT_POLL)
+    if not sys.engine.stopping:
+        on_lost()
 
 
 @asynccontextmanager
-async def system_running(sys: System, mountpoint: str) -> AsyncIterator[trio.Nursery]:
+async def system_running(sys: System, mountpoint: str,
+                         on_tree_lost=lambda: None) -> AsyncIterator[trio.Nursery]:
     """The System live: DMA channels, the tree mounted, mutators and workloads.
 
-    Yields the nursery they run in, for the caller's own tasks.  On exit, even
-    when cancelled: the engine stops (batches in flight finish, see
-    ``MigrationEngine.stop``), workloads get :data:`SHUTDOWN_GRACE` to return,
-    the tree is unmounted and every task is cancelled.  Shared by ``migd run``
-    and ``migd soak`` so that the soak exercises the daemon's own shutdown.
+    Yields the nursery they run in, for the caller's own tasks.
+    ``on_tree_lost()`` is called (once) if the tree is unmounted from outside.
+    On exit, even when cancelled: the engine stops (batches in flight finish,
+    see ``MigrationEngine.stop``), workloads get :data:`SHUTDOWN_GRACE` to
+    return, blocked ``trace_pipe`` readers get EOF, the tree is deactivated
+    (whatever reaches it now is ENODEV, as for a removed kernfs node) and
+    unmounted, and every task is cancelled.  Shared by ``migd run`` and ``migd
+    soak`` so that the soak exercises the daemon's own shutdown.
     """
     tree = build_tree(sys)
     token = trio.lowlevel.current_trio_token()
@@ -90,9 +114,16 @@ async def system_running(sys: System, mountpoint: str) -> AsyncIterator[trio.Nur
     gc.freeze()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sys.dma.run)
-        nursery.start_soon(_serve_tree, sys, tree, mountpoint, token)
+        lost = trio.Event()
+
+        def tree_lost() -> None:
+            if not lost.is_set():
+                lost.set()
+                on_tree_lost()
+        nursery.start_soon(_serve_tree, sys, tree, mountpoint, token, tree_lost)
         try:
             await wait_mounted(mountpoint)
+            nursery.start_soon(_watch_mount, sys, mountpoint, tree_lost)
             for i, t in enumerate(sys.tenants):
                 nursery.start_soon(sys.machine.run_mutator, t, sys.cfg.daemon["seed"] + i)
             workloads_done = trio.Event()
@@ -110,8 +141,42 @@ async def system_running(sys: System, mountpoint: str) -> AsyncIterator[trio.Nur
                 with trio.move_on_after(SHUTDOWN_GRACE):
                     await workloads_done.wait()
                 sys.tracing.ring.close()  # blocked trace_pipe readers: EOF
+                tree.deactivate()
                 await trio.to_thread.run_sync(unmount, mountpoint)
             nursery.cancel_scope.cancel()
+
+
+def _log_state(sys: System, log) -> None:
+    """SIGUSR1: what the daemon is doing, one line."""
+    st = sys.engine.statistics()
+    log.info("state", migrator=sys.active_migrator(), profile=sys.profile.name,
+             pgmigrate_success=st.vmstat.get("pgmigrate_success", 0),
+             pgmigrate_fail=st.vmstat.get("pgmigrate_fail", 0),
+             pages_in_flight=st.pages_in_flight, batches=sum(st.batches.values()),
+             fallbacks=dict(st.fallbacks))
+
+
+async def _until_stopped(signals, sys: System, log, tree_lost: trio.Event) -> bool:
+    """Serve signals until SIGTERM/SIGINT (False) or the tree is lost (True)."""
+    async with trio.open_nursery() as nursery:
+        outcome = []
+
+        async def watch_tree() -> None:
+            await tree_lost.wait()
+            outcome.append(True)
+            nursery.cancel_scope.cancel()
+        nursery.start_soon(watch_tree)
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if signum == signal.SIGUSR1:
+                _log_state(sys, log)
+            elif signum in _IGNORED:
+                log.info("signal_ignored", signal=name)
+            else:
+                log.info("stopping", signal=name)
+                break
+        nursery.cancel_scope.cancel()
+    return bool(outcome)
 
 
 async def serve_daemon(cfg: Config, mountpoint: str, metrics: str, log) -> int:
@@ -121,7 +186,8 @@ async def serve_daemon(cfg: Config, mountpoint: str, metrics: str, log) -> int:
         log.error if event == "migrator_error" else log.info)(event, **fields))
     if cfg.migrator["active"] != "none":
         await sys.set_migrator(cfg.migrator["active"])
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1,
+                                   *_IGNORED) as signals:
         try:
             if clear_stale_mount(mountpoint):
                 log.info("stale_mount_cleared", mount=mountpoint)
@@ -133,8 +199,9 @@ async def serve_daemon(cfg: Config, mountpoint: str, metrics: str, log) -> int:
         except (OSError, ValueError) as e:
             log.error("metrics_failed", address=metrics, error=str(e))
             return 1
+        tree_lost = trio.Event()
         try:
-            async with system_running(sys, mountpoint) as nursery:
+            async with system_running(sys, mountpoint, tree_lost.set) as nursery:
                 nursery.start_soon(_fault_reporter, sys)
                 interval = watchdog_interval()
                 if interval:
@@ -143,18 +210,14 @@ async def serve_daemon(cfg: Config, mountpoint: str, metrics: str, log) -> int:
                          migrator=sys.active_migrator(), tenants=len(sys.tenants),
                          startup_seconds=round(time.monotonic() - t_start, 3))
                 sd_notify("READY=1")
-                async for signum in signals:
-                    if signum == signal.SIGHUP:
-                        log.info("sighup_ignored")
-                        continue
-                    log.info("stopping", signal=signal.Signals(signum).name)
-                    break
+                if await _until_stopped(signals, sys, log, tree_lost):
+                    log.error("tree_unmounted", mount=mountpoint)
                 sd_notify("STOPPING=1")
         finally:
             http.shutdown()
     report = sys.machine.check_integrity()
     log.info("stopped", integrity_ok=report.ok, **vars(report))
-    return 0 if report.ok else 1
+    return 0 if report.ok and not tree_lost.is_set() else 1
 
 
 def run_daemon(cfg: Config, mountpoint: str | None = None, metrics: str | None = None) -> int:

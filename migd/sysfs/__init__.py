@@ -9,8 +9,8 @@ from ._fuse import (
     wait_mounted,
 )
 from ._kstrtox import kstrtobool, kstrtoint, kstrtoll, kstrtouint, kstrtoul, kstrtoull
-from ._tree import Attribute, Directory, SysfsTree, parse_store_value
+from ._tree import STORE_MAX, Attribute, Directory, Owner, SysfsTree, parse_store_value
 
-__all__ = ["TREE_THREAD_NICE", "Attribute", "Directory", "SysfsTree", "clear_stale_mount",
-           "is_mounted", "kstrtobool", "kstrtoint", "kstrtoll", "kstrtoul", "kstrtouint",
-           "kstrtoull", "parse_store_value", "serve", "unmount", "wait_mounted"]
+__all__ = ["STORE_MAX", "TREE_THREAD_NICE", "Attribute", "Directory", "Owner", "SysfsTree",
+           "clear_stale_mount", "is_mounted", "kstrtobool", "kstrtoint", "kstrtoll", "kstrtoul",
+           "kstrtouint", "kstrtoull", "parse_store_value", "serve", "unmount", "wait_mounted"]

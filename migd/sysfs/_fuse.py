@@ -1,10 +1,15 @@
 """The control tree over FUSE (fusepy on libfuse2): a thin adapter.
 
 Reads run on libfuse's threads, straight from the model (``show()`` only
-reads), so ``cat`` never waits for the event loop.  Writes are handed to the
-trio thread (``trio.from_thread.run``), where stores apply between batches.
-Files are direct_io with size 0, so ``cat`` reads whole values; ``echo v >``
-truncates first, which a writable attribute accepts and ignores.
+reads), so ``cat`` never waits for the event loop.  Writes are parsed on
+libfuse's thread and only the parsed value is handed to the trio thread
+(``trio.from_thread.run``), where stores apply between batches.  Files are
+direct_io with size 0, so ``cat`` reads whole values; ``echo v >`` truncates
+first, which a writable attribute accepts and ignores.  A blocking
+``trace_pipe`` read polls libfuse's ``fuse_interrupted()``: the kernel sends
+FUSE_INTERRUPT when its reader gets any signal (``request_wait_answer()``),
+and the read then ends with EINTR.  Once the tree is deactivated, whatever is
+in flight or arrives ends with ENODEV.
 """
 
 from __future__ import annotations
@@ -19,9 +24,18 @@ import threading
 import time
 
 import trio
-from fuse import FUSE, Operations
+from fuse import FUSE, Operations, _libfuse
 
-from ._tree import Directory, SysfsTree, apply_store
+from ._tree import STORE_MAX, Directory, SysfsTree, apply_store
+
+#: Operations that touch a file's contents: ENODEV once the tree is deactivated.
+_ACTIVE_OPS = frozenset({"open", "read", "write", "truncate"})
+
+
+def fuse_interrupted() -> bool:
+    """libfuse's ``fuse_interrupted()``: whether the request this libfuse
+    thread is answering was interrupted (its caller got a signal)."""
+    return bool(_libfuse.fuse_interrupted())
 
 
 class SysfsOperations(Operations):
@@ -48,7 +62,18 @@ class SysfsOperations(Operations):
         if op not in ("init", "destroy") and not getattr(self._prioritised, "done", False):
             self._prioritised.done = True
             raise_thread_priority()
-        return getattr(self, op)(*args)
+        if op in _ACTIVE_OPS:
+            self.tree.get_active()
+        try:
+            return getattr(self, op)(*args)
+        except OSError:
+            raise
+        except Exception:
+            if self.tree.active:
+                raise
+            # trio's run ended under a write in flight (RunFinishedError, or
+            # Cancelled at the end of the run): the device is gone.
+            raise OSError(errno.ENODEV, "migd stopped") from None
 
     def getattr(self, path, fh=None):
         node = self.tree.lookup(path)
@@ -81,7 +106,7 @@ class SysfsOperations(Operations):
     def read(self, path, size, offset, fh):
         attr = self.tree.attribute(path)
         if attr.stream is not None:
-            return attr.stream(size, fh not in self._nonblock)
+            return attr.stream(size, fh not in self._nonblock, fuse_interrupted)
         with self._lock:
             data = self._cache.get(fh) if offset else None
         if data is None:
@@ -97,9 +122,11 @@ class SysfsOperations(Operations):
         return 0
 
     def write(self, path, data, offset, fh):
+        """``kernfs_fop_write_iter``: the store takes at most STORE_MAX bytes
+        (a longer write is short); the offset is ignored, as sysfs does."""
         store, value = self.tree.prepare_store(path, data)
         trio.from_thread.run(apply_store, store, value, trio_token=self.token)
-        return len(data)
+        return min(len(data), STORE_MAX)
 
     def truncate(self, path, length, fh=None):
         attr = self.tree.check_write(path)

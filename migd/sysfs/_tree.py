@@ -11,9 +11,16 @@ anything fails with EPERM; unknown paths are ENOENT.  Modes are sysfs's (0444,
 user reads, only root writes; root may chmod/chown files (``Owner``).  A store that raises
 ``OSError`` keeps its errno (EBUSY for a migrator already active).
 
+A store takes at most :data:`STORE_MAX` bytes, as ``kernfs_fop_write_iter``
+hands a sysfs store at most PAGE_SIZE: a longer write is a short write of
+that many (the store refuses what it cannot parse).  An attribute's
+``parse(text)`` runs on the writer's thread (the value parsed there, so a long
+or bad value never occupies the trio thread); ``store(value)`` applies it.
 Stores may be coroutines (``unregister`` waits for in-flight batches); the
 adapter runs them in the trio thread.  ``show()`` runs in whatever thread reads
-and must only read.
+and must only read.  Once :meth:`SysfsTree.deactivate` ran (shutdown), every
+open, read and write fails with ENODEV, as kernfs does for a removed node
+(``kernfs_get_active()`` failing).
 """
 
 from __future__ import annotations
@@ -22,9 +29,13 @@ import errno
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 Show = Callable[[], str]
-Store = Callable[[str], "None | Awaitable[None]"]
+Store = Callable[[Any], "None | Awaitable[None]"]
+
+#: Bytes a store takes at most: PAGE_SIZE (``kernfs_fop_write_iter``).
+STORE_MAX = 4096
 
 
 @dataclass
@@ -42,12 +53,16 @@ class Owner:
 class Attribute:
     show: Show | None = None
     store: Store | None = None
-    #: A stream (trace_pipe): read(size, block) waits for data unless
-    #: ``block`` is False (O_NONBLOCK), then OSError EAGAIN.
-    stream: Callable[[int, bool], bytes] | None = None
+    #: A stream (trace_pipe): read(size, block, interrupted) waits for data
+    #: unless ``block`` is False (O_NONBLOCK: OSError EAGAIN), and ends with
+    #: OSError EINTR once ``interrupted()`` (the reader got a signal).
+    stream: Callable[[int, bool, Callable[[], bool]], bytes] | None = None
     #: What opening for writing with O_TRUNC (``> file``) does besides the
     #: store; ``trace`` clears its ring.  Runs on the reader's thread.
     truncate: Callable[[], None] | None = None
+    #: text -> the value ``store`` applies (ValueError: EINVAL); runs on the
+    #: writer's thread.  None: ``store`` gets the text.
+    parse: Callable[[str], Any] | None = None
     owner: Owner = field(default_factory=Owner)
 
     @property
@@ -77,6 +92,10 @@ class Directory:
             d = d.children.setdefault(p, Directory())
             if not isinstance(d, Directory):
                 raise ValueError(f"{path}: {p} is a file")
+        existing = d.children.get(parts[-1])
+        if isinstance(existing, Directory) and isinstance(node, Directory):
+            existing.owner = node.owner  # a directory's mode, set before or after its files
+            return
         d.children[parts[-1]] = node
 
     def lookup(self, path: str) -> Attribute | Directory:
@@ -100,7 +119,7 @@ def parse_store_value(data: bytes) -> str:
     return data.decode("utf-8", errors="strict")
 
 
-async def apply_store(store: Store, value: str) -> None:
+async def apply_store(store: Store, value: Any) -> None:
     """Run a store in the trio thread: ValueError becomes EINVAL (nothing changed)."""
     try:
         result = store(value)
@@ -115,6 +134,17 @@ class SysfsTree:
 
     def __init__(self) -> None:
         self.root = Directory()
+        self.active = True
+
+    def deactivate(self) -> None:
+        """``kernfs_deactivate()`` of every node: from now on opens, reads
+        and writes fail with ENODEV (the daemon is stopping)."""
+        self.active = False
+
+    def get_active(self) -> None:
+        """``kernfs_get_active()``: ENODEV once the tree is deactivated."""
+        if not self.active:
+            raise OSError(errno.ENODEV, "migd is stopping")
 
     def add(self, path: str, node: Attribute | Directory) -> None:
         self.root.add(path, node)
@@ -160,19 +190,28 @@ class SysfsTree:
             raise OSError(errno.EACCES, f"{path} is read-only")
         return attr
 
-    def prepare_store(self, path: str, data: bytes) -> tuple[Store, str]:
-        """Validate a write's target and encoding; returns (store, value)."""
+    def prepare_store(self, path: str, data: bytes) -> tuple[Store, Any]:
+        """Check a write's target, decode and parse it on the caller's thread:
+        (store, value), or OSError (EINVAL: bad value, nothing changed).  The
+        caller takes only ``data[:STORE_MAX]``."""
         attr = self.check_write(path)
         try:
-            value = parse_store_value(data)
+            text = parse_store_value(data[:STORE_MAX])
         except UnicodeDecodeError:
             raise OSError(errno.EINVAL, f"{path}: value is not UTF-8") from None
-        return attr.store, value
+        if attr.parse is None:
+            return attr.store, text
+        try:
+            return attr.store, attr.parse(text)
+        except ValueError as e:
+            raise OSError(errno.EINVAL, str(e)) from None
 
-    async def write(self, path: str, data: bytes) -> None:
-        """A whole write, as the FUSE adapter does it (tests drive the model with it)."""
+    async def write(self, path: str, data: bytes) -> int:
+        """A write as the FUSE adapter does it (tests drive the model with it):
+        bytes taken, at most :data:`STORE_MAX`."""
         store, value = self.prepare_store(path, data)
         await apply_store(store, value)
+        return min(len(data), STORE_MAX)
 
     def files(self, path: str = "") -> list[str]:
         """Every file under ``path``, relative, depth first."""

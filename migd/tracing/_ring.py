@@ -9,9 +9,13 @@ for lines nobody may read.  A full ring drops its oldest entry (counted as an
 overrun, as the kernel's overwrite mode does).
 
 Writers run on the trio thread; readers on libfuse's threads.  A blocked
-``trace_pipe`` read waits at most :data:`WAIT_SLICE` at a time and ends with
-EOF once :meth:`TraceRing.close` ran (at unmount): a libfuse worker stuck in a
-wait would keep the unmount from finishing.
+``trace_pipe`` read holds one of them, so at most :data:`MAX_PIPE_WAITERS` wait
+at once (one more read is EBUSY at once).  It waits at most :data:`WAIT_SLICE`
+at a time, then asks whether its reader was interrupted (a signal: the read
+ends with EINTR, as ``tracing_wait_pipe()`` does on a pending signal) and
+ends with EOF once :meth:`TraceRing.close` ran (at unmount): a libfuse worker
+stuck in a wait would keep the unmount from finishing and its reader
+unkillable.
 """
 
 from __future__ import annotations
@@ -20,13 +24,17 @@ import errno
 import os
 import threading
 from collections import deque
+from collections.abc import Callable
 
 from ._events import Event
 
 #: Entries kept at most: ~600 KB of text (the kernel's default is 1.4 MB a CPU).
 RING_ENTRIES = 4096
-#: Longest a blocked reader sleeps before it looks at ``closed`` again.
-WAIT_SLICE = 0.25
+#: Longest a blocked reader sleeps before it looks for a signal or ``closed`` again.
+WAIT_SLICE = 0.05
+#: Blocked ``trace_pipe`` reads at once; each holds a libfuse thread.  The
+#: kernel has no such bound (a blocked reader costs it a wait queue entry).
+MAX_PIPE_WAITERS = 8
 #: The task column: the daemon's name (``comm``) and pid.
 COMM = "migd"
 
@@ -65,6 +73,7 @@ class TraceRing:
         self._cond = threading.Condition()
         self._format_lock = threading.Lock()  # one formatter at a time keeps the order
         self._closed = False
+        self._waiters = 0
 
     def __len__(self) -> int:
         return len(self._lines) + len(self._raw)
@@ -121,19 +130,20 @@ class TraceRing:
                 f"   #P:{nr_cpus}\n{_HELP}")
         return head + "".join(lines)
 
-    def read_pipe(self, size: int, block: bool = True) -> bytes:
+    def read_pipe(self, size: int, block: bool = True,
+                  interrupted: Callable[[], bool] = lambda: False) -> bytes:
         """``tracing_read_pipe``: whole lines up to ``size`` bytes, consumed.
 
         Blocks while the ring is empty (unless ``block`` is False: EAGAIN, as
-        for O_NONBLOCK); returns b"" (EOF) once the ring is closed."""
+        for O_NONBLOCK) until a line comes, ``interrupted()`` turns true
+        (EINTR) or the ring is closed (b"", EOF).  EBUSY when
+        :data:`MAX_PIPE_WAITERS` reads already wait."""
         while True:
             with self._cond:
-                while not self._raw and not self._lines:
-                    if self._closed:
+                if not self._raw and not self._lines:
+                    self._wait_for_entries(block, interrupted)
+                    if self._closed and not self._raw and not self._lines:
                         return b""
-                    if not block:
-                        raise OSError(errno.EAGAIN, "trace_pipe is empty")
-                    self._cond.wait(WAIT_SLICE)
             with self._format_lock:
                 self._format_pending()
                 with self._cond:
@@ -148,3 +158,20 @@ class TraceRing:
                         self._lines.appendleft(line[size:])
             if out:  # else another reader took it all: wait again, never a false EOF
                 return "".join(out).encode()
+
+    def _wait_for_entries(self, block: bool, interrupted: Callable[[], bool]) -> None:
+        """``tracing_wait_pipe()``; the caller holds ``_cond``."""
+        if self._closed:
+            return
+        if not block:
+            raise OSError(errno.EAGAIN, "trace_pipe is empty")
+        if self._waiters >= MAX_PIPE_WAITERS:
+            raise OSError(errno.EBUSY, f"{MAX_PIPE_WAITERS} trace_pipe readers already wait")
+        self._waiters += 1
+        try:
+            while not self._raw and not self._lines and not self._closed:
+                if interrupted():
+                    raise OSError(errno.EINTR, "trace_pipe read interrupted")
+                self._cond.wait(WAIT_SLICE)
+        finally:
+            self._waiters -= 1

@@ -1,0 +1,186 @@
+"""Nothing a user does can wedge migd: an interruptible ``trace_pipe``, a root-only
+tracefs, stores sized as kernfs sizes them, signals, an unmount from outside, a
+shutdown under writes.  Every access to the tree is a child process's, as a user's.
+"""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from migd.sysfs import STORE_MAX, kstrtoull
+
+from .conftest import Daemon
+
+KNOB = "kernel/mm/migrate_offload/nr_max_batched_migration"
+
+
+def _in_read(pid: int) -> bool:
+    """Whether ``pid`` sleeps in read(2) (x86-64 syscall 0; aarch64 63)."""
+    with open(f"/proc/{pid}/syscall") as f:
+        return f.read().split(" ", 1)[0] == ("63" if os.uname().machine == "aarch64" else "0")
+
+
+def _wait_in_read(procs, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(_in_read(p.pid) for p in procs):
+        assert all(p.poll() is None for p in procs) and time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def _cat(path) -> subprocess.Popen:
+    return subprocess.Popen(["cat", str(path)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+@pytest.fixture
+def quiet_tracing(daemon):
+    """tracing_on 0 and the ring drained: a trace_pipe reader blocks."""
+    daemon.write("kernel/tracing/tracing_on", "0")
+    daemon.write("kernel/tracing/trace", "")  # O_TRUNC: the ring cleared
+    try:
+        yield daemon.p("kernel/tracing/trace_pipe")
+    finally:
+        daemon.write("kernel/tracing/tracing_on", "1")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_a_reader_blocked_on_an_idle_trace_pipe_dies_by_its_signal(quiet_tracing, sig):
+    """The kernel sends FUSE_INTERRUPT for the signal; the read ends with EINTR
+    and the reader dies of its signal instead of sleeping in D state."""
+    reader = _cat(quiet_tracing)
+    _wait_in_read([reader])  # waiting: nothing to read
+    reader.send_signal(sig)
+    assert reader.wait(timeout=30) == -sig
+
+
+def test_blocked_trace_pipe_readers_are_bounded_and_the_next_is_ebusy(quiet_tracing):
+    """Each blocked read holds one of the daemon's threads: at most 8 wait."""
+    readers = [_cat(quiet_tracing) for _ in range(8)]
+    try:
+        _wait_in_read(readers)
+        time.sleep(0.5)  # their requests reach the daemon's wait
+        _, err = _cat(quiet_tracing).communicate(timeout=30)
+        assert os.strerror(errno.EBUSY).encode() in err, err
+        assert all(r.poll() is None for r in readers)
+    finally:
+        for r in readers:
+            r.send_signal(signal.SIGINT)
+        for r in readers:
+            assert r.wait(timeout=30) == -signal.SIGINT
+
+
+_WRITER = """
+import errno, os, sys
+path, data = sys.argv[1], sys.stdin.buffer.read()
+fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+try:
+    print(os.write(fd, data))
+except OSError as e:
+    print(errno.errorcode[e.errno])
+"""
+
+
+def _write(path, data: bytes) -> str:
+    """One write(2) of ``data``, from a child: the count written or the errno's name."""
+    p = subprocess.run([sys.executable, "-c", _WRITER, str(path)], input=data,
+                       capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.decode().strip()
+
+
+def test_a_store_takes_at_most_a_page_as_kernfs_does(daemon):
+    """kernfs_fop_write_iter: ``len = min(len, PAGE_SIZE)`` and a NUL-terminated copy;
+    kstrtoull reads up to that NUL.  So a 128 KiB number is EINVAL (ERANGE in 4096
+    digits) and changes nothing, and "64\\n" followed by NULs past a page is a short
+    write of one page that sets 64."""
+    knob = daemon.p(KNOB)
+    before = daemon.read(KNOB)
+    assert _write(knob, b"7" * (128 << 10)) == "EINVAL"
+    assert daemon.read(KNOB) == before
+    assert _write(knob, b"64\n" + b"\0" * 8000) == str(STORE_MAX) == "4096"
+    assert daemon.read(KNOB) == "64\n"
+    daemon.write(KNOB, before)
+
+
+def test_a_number_of_any_length_parses_in_linear_time():
+    """kstrtoull keeps counting digits past an overflow, as ``_parse_integer_limit``
+    does; the result is ERANGE, whatever the length (a million digits here)."""
+    with pytest.raises(ValueError, match="ERANGE"):
+        kstrtoull(b"9" * 1_000_000)
+    assert kstrtoull(b"0" * 100_000 + b"17") == 0o17  # leading 0: octal, however many
+
+
+def test_signals_a_user_may_send_do_not_end_the_daemon(tmp_path):
+    """SIGUSR1 logs the state; SIGHUP, SIGUSR2 and SIGPIPE are logged and ignored;
+    an unmount from outside ends the daemon, checked, with exit status 1."""
+    d = Daemon(tmp_path)
+    try:
+        d.wait_ready()
+        for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE, signal.SIGHUP):
+            d.proc.send_signal(sig)
+        deadline = time.monotonic() + 30
+        while len([e for e in d.events() if e["event"] in ("state", "signal_ignored")]) < 4:
+            assert d.proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        state = [e for e in d.events() if e["event"] == "state"][0]
+        assert state["migrator"] == "none" and state["pgmigrate_success"] >= 0
+        assert {e["signal"] for e in d.events() if e["event"] == "signal_ignored"} == \
+            {"SIGUSR2", "SIGPIPE", "SIGHUP"}
+        assert subprocess.run(["cat", str(d.p(KNOB))], capture_output=True,
+                              timeout=30).stdout == b"512\n"  # still serving
+        subprocess.run(["fusermount", "-u", str(d.mount)], check=True, timeout=30)
+        assert d.proc.wait(timeout=60) == 1
+        events = [e["event"] for e in d.events()]
+        assert events.index("tree_unmounted") < events.index("stopped")
+        assert [e for e in d.events() if e["event"] == "stopped"][0]["integrity_ok"] is True
+    finally:
+        d.close()
+
+
+_HAMMER = """
+import errno, os, sys, collections
+path, seen = sys.argv[1], collections.Counter()
+while True:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    except OSError as e:  # the tree is gone: its directory is empty, or not connected
+        seen["open:" + errno.errorcode[e.errno]] += 1
+        break
+    try:
+        os.write(fd, b"256\\n")
+        seen["ok"] += 1
+    except OSError as e:
+        seen[errno.errorcode[e.errno]] += 1
+    finally:
+        os.close(fd)
+print(dict(seen))
+"""
+
+
+def test_writes_in_flight_at_shutdown_end_with_enodev_and_nothing_above_info(tmp_path):
+    """A store reaching a daemon that stops gets ENODEV (kernfs_get_active() failing
+    on a removed node), never EINVAL; no line above info follows ``stopped``."""
+    d = Daemon(tmp_path)
+    try:
+        d.wait_ready()
+        hammer = subprocess.Popen([sys.executable, "-c", _HAMMER, str(d.p(KNOB))],
+                                  stdout=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        assert d.stop(timeout=60) == 0
+        seen = eval(hammer.communicate(timeout=60)[0])  # noqa: S307 - our child's dict
+        assert seen["ok"] > 0
+        assert set(seen) <= {"ok", "ENODEV", "open:ENODEV", "open:ENOENT", "open:ENOTCONN"}, seen
+        d.log.flush()
+        d.log.seek(0)
+        lines = d.log.read().splitlines()
+        after = lines[[i for i, ln in enumerate(lines) if '"stopped"' in ln][0] + 1:]
+        assert after == [], after
+        assert not [ln for ln in lines if not ln.startswith("{")], "non-JSON lines logged"
+        assert not [e for e in d.events() if e["level"] not in ("info", "debug")]
+    finally:
+        d.close()
