@@ -1,22 +1,29 @@
-"""The /metrics server in process: bounded threads and timeouts.
+"""The /metrics server in process: bounded threads, timeouts, and client_python's negotiation.
 
 test_metrics scrapes a live daemon with promtool and a real Prometheus; here the
 server itself, against a small real System: idle connections cost no thread, an
-idle connection is closed after the timeout.
+idle connection is closed after the timeout, and OpenMetrics, gzip and ``name[]``
+answer as client_python's own server does.
 """
 
+import gzip
 import http.client
 import os
 import socket
 import time
 
 import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from migd.daemon import System, load_config
 from migd.metrics import serve_metrics
 
 from .conftest import SMALL_CONFIG
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 
 def tasks() -> int:
@@ -107,6 +114,36 @@ def test_a_head_past_its_bound_is_431(served):
     port = served()
     status, _, _ = get(port, **{"X-Filler": "x" * 20000})
     assert status == 431
+
+
+def test_openmetrics_when_asked(served):
+    port = served()
+    status, headers, body = get(port, Accept="application/openmetrics-text; version=1.0.0")
+    assert status == 200 and headers["Content-Type"].startswith(OPENMETRICS)
+    text = body.decode()
+    assert text.endswith("# EOF\n")
+    names = {s.name for f in openmetrics_families(text) for s in f.samples}
+    assert "migd_batches_total" in names and "migd_migrator_info" in names
+    _, headers, body = get(port)
+    assert headers["Content-Type"].startswith("text/plain") and b"# EOF" not in body
+
+
+def test_gzip_when_accepted(served):
+    port = served()
+    _, headers, body = get(port, **{"Accept-Encoding": "gzip"})
+    assert headers["Content-Encoding"] == "gzip"
+    assert int(headers["Content-Length"]) == len(body)
+    assert "migd_batches_total" in sample_names(gzip.decompress(body))
+    _, headers, body = get(port)
+    assert "Content-Encoding" not in headers and "migd_batches_total" in sample_names(body)
+
+
+def test_name_filter_keeps_only_the_named_series(served):
+    port = served()
+    q = "/metrics?name[]=migd_batches_total&name[]=migd_node_used_bytes"
+    status, _, body = get(port, q)
+    assert status == 200
+    assert sample_names(body) == {"migd_batches_total", "migd_node_used_bytes"}
 
 
 def test_other_paths_are_404_and_head_has_no_body(served):
