@@ -29,7 +29,7 @@ def test_only_the_metrics_path_answers(daemon):
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(base + path, timeout=10)
         assert e.value.code == 404, path
-    with urllib.request.urlopen(base + "/metrics?name[]=x", timeout=10) as r:
+    with urllib.request.urlopen(base + "/metrics?x=1", timeout=10) as r:
         assert r.status == 200 and b"migd_" in r.read()
 
 

@@ -1,24 +1,28 @@
-"""``/metrics`` over HTTP, on its own thread; any other path is 404.
+"""``/metrics`` over HTTP, as client_python serves it; any other path is 404.
 
 prometheus-client's ``start_http_server`` answers 200 with the metrics on any
 path (``/``, ``/favicon.ico``, a typo), which hides a wrong scrape path in a
-Prometheus config.  This is the standard library's threading HTTP server with
-a handler that serves ``generate_latest`` on ``/metrics`` only; it uses only
-prometheus-client's public names (its private ``MetricsHandler`` was the
-rejected alternative: it changes between releases).
+Prometheus config, and starts a thread per connection.  This handler answers
+``/metrics`` only, on the bounded ``PooledServer``, with what client_python
+offers: OpenMetrics when the ``Accept`` header asks for it, gzip when
+``Accept-Encoding`` allows it, and ``name[]`` query filtering.  It composes
+prometheus-client's public ``choose_encoder``, ``gzip_accepted`` and
+``restricted_registry``; its ``MetricsHandler`` and ``_bake_output`` were the
+rejected alternatives (a thread per connection, and a private helper that
+changes between releases).
 """
 
 from __future__ import annotations
 
-import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+import gzip
+from urllib.parse import parse_qs, urlsplit
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from .._version import migd_version
 from ._collector import MigdCollector
+from ._pool import MAX_PENDING, TIMEOUT, WORKERS, HeadHandler, PooledServer
 
 METRICS_PATH = "/metrics"
 
@@ -31,43 +35,52 @@ def parse_address(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def _handler(registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+def _handler(registry: CollectorRegistry) -> type[HeadHandler]:
+    class Handler(HeadHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            if urlsplit(self.path).path != METRICS_PATH:
+            url = urlsplit(self.path)
+            if url.path != METRICS_PATH:
                 body = f"not found: migd serves {METRICS_PATH} only\n".encode()
                 self._reply(404, "text/plain; charset=utf-8", body)
                 return
-            self._reply(200, CONTENT_TYPE_LATEST, generate_latest(registry))
+            encoder, ctype = choose_encoder(self.headers.get("Accept"))
+            names = parse_qs(url.query).get("name[]")
+            try:
+                body = encoder(registry.restricted_registry(names) if names else registry)
+            except Exception as e:  # noqa: BLE001 (a scrape error, not a dead worker)
+                self._reply(500, "text/plain; charset=utf-8", f"collect failed: {e!r}\n".encode())
+                return
+            if gzip_accepted(self.headers.get("Accept-Encoding")):
+                self._reply(200, ctype, gzip.compress(body), {"Content-Encoding": "gzip"})
+            else:
+                self._reply(200, ctype, body)
 
         def do_HEAD(self) -> None:  # noqa: N802
             self.do_GET()
 
-        def _reply(self, code: int, ctype: str, body: bytes) -> None:
+        def _reply(self, code: int, ctype: str, body: bytes, extra: dict | None = None) -> None:
             self.send_response(code)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
+            for k, v in (extra or {}).items():
+                self.send_header(k, v)
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
 
-        def log_message(self, format: str, *args) -> None:  # noqa: A002
-            pass  # one line per scrape on stderr would drown the daemon's log
-
     return Handler
 
 
-def serve_metrics(system, address: str):
-    """Start serving; returns the server (``shutdown()`` stops it) and its port."""
-    registry = CollectorRegistry(auto_describe=False)
+def serve_metrics(system, address: str, *, workers: int = WORKERS, timeout: float = TIMEOUT,
+                  max_pending: int = MAX_PENDING):
+    """Start serving; returns the server (``shutdown()`` stops it) and its port.
+
+    ``workers`` threads answer; a request's head must arrive within ``timeout``
+    seconds; at most ``max_pending`` connections wait for theirs (see PooledServer).
+    """
+    # describe() names nothing (no scrape at registration): name[] must still see it
+    registry = CollectorRegistry(auto_describe=False, support_collectors_without_names=True)
     registry.register(MigdCollector(system, migd_version()))
-    host, port = parse_address(address)
-    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-
-    class Server(ThreadingHTTPServer):
-        address_family = family
-        daemon_threads = True
-
-    server = Server((host, port), _handler(registry))
-    threading.Thread(target=server.serve_forever, name="migd-metrics", daemon=True).start()
+    server = PooledServer(parse_address(address), _handler(registry), workers=workers,
+                          timeout=timeout, max_pending=max_pending)
     return server, server.server_address[1]

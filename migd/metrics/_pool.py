@@ -1,0 +1,190 @@
+"""A bounded HTTP/1.0 server: one selector thread, a fixed pool of workers.
+
+The standard library's ThreadingHTTPServer starts a thread per connection and
+waits on it without a deadline (377 idle connections were 377 threads).  Here
+one thread accepts and reads each request's head without blocking: at most
+``MAX_HEAD`` bytes (past it, 431), complete within ``timeout`` seconds of the
+accept (else the connection is closed).  Only a complete head goes, through a
+bounded queue (full: 503), to one of ``workers`` threads that run the handler
+with ``timeout`` on each socket operation.  An idle connection costs a file
+descriptor, never a thread; held connections are bounded (``max_pending``:
+past it the oldest is closed, so a fresh scrape is not refused behind a flood
+of idle ones).  Rejected alternatives: ThreadingMixIn with a socket timeout
+(still a thread per connection, for the whole timeout), and workers that read
+the request themselves (``workers`` idle connections would stall every scrape
+for the timeout).  No kernel counterpart: this is the daemon's own plumbing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import queue
+import selectors
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+
+#: Worker threads: scrapes are serial per Prometheus and a collect takes milliseconds.
+WORKERS = 4
+#: Seconds for a request's head to arrive, and for each write of the answer.
+TIMEOUT = 5.0
+#: Connections held while their head arrives; past it the oldest is closed.
+MAX_PENDING = 128
+#: Complete heads waiting for a worker; past it, 503.
+MAX_QUEUED = 16
+#: Bytes of request line and headers (Prometheus sends about 300).
+MAX_HEAD = 16384
+
+
+class HeadHandler(BaseHTTPRequestHandler):
+    """BaseHTTPRequestHandler reading an already-received head, writing to the socket."""
+
+    def setup(self) -> None:
+        self.connection, head = self.request
+        self.rfile = io.BytesIO(head)
+        self.wfile = self.connection.makefile("wb")
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002
+        pass  # one line per scrape on stderr would drown the daemon's log
+
+
+def _refuse(conn: socket.socket, status: str) -> None:
+    """A one-line answer without blocking (it fits an empty send buffer), then close."""
+    body = f"{status}\n".encode()
+    with contextlib.suppress(OSError):
+        conn.send(f"HTTP/1.0 {status}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                  f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+    conn.close()
+
+
+def _head_complete(buf: bytearray) -> bool:
+    return b"\n\r\n" in buf or b"\n\n" in buf
+
+
+class PooledServer:
+    """Serve ``handler`` (a HeadHandler) on ``address``; ``shutdown()`` stops and closes."""
+
+    def __init__(self, address: tuple[str, int], handler: type[HeadHandler], *,
+                 workers: int = WORKERS, timeout: float = TIMEOUT,
+                 max_pending: int = MAX_PENDING, name: str = "migd-metrics") -> None:
+        host, port = address
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        self.socket = socket.create_server((host, port), family=family, backlog=128)
+        self.socket.setblocking(False)
+        self.server_address = self.socket.getsockname()
+        self.handler, self.timeout, self.max_pending = handler, timeout, max_pending
+        #: connection -> (deadline, head so far, peer address), in accept order
+        self._pending: dict[socket.socket, tuple[float, bytearray, tuple]] = {}
+        self._queue: queue.Queue = queue.Queue(max(MAX_QUEUED, workers))
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._stop = threading.Event()
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self.socket, selectors.EVENT_READ)
+        self._sel.register(self._wake_r, selectors.EVENT_READ)
+        self._threads = [threading.Thread(target=self._accept_loop, name=name, daemon=True)]
+        self._threads += [threading.Thread(target=self._work, name=f"{name}-{k}", daemon=True)
+                          for k in range(workers)]
+        for t in self._threads:
+            t.start()
+
+    def shutdown(self) -> None:
+        """Stop accepting, close held and queued connections, let in-flight answers finish."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._wake_w.send(b"x")
+        self._threads[0].join()
+        while True:
+            try:
+                conn = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if conn is not None:
+                conn[0].close()
+        for _ in self._threads[1:]:
+            self._queue.put(None)
+        for t in self._threads[1:]:
+            t.join(self.timeout + 5.0)  # a worker is at most one collect and its writes
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _accept_loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                wait = None
+                if self._pending:
+                    wait = max(0.0, next(iter(self._pending.values()))[0] - time.monotonic())
+                for key, _ in self._sel.select(wait):
+                    if key.fileobj is self.socket:
+                        self._accept()
+                    elif key.fileobj is not self._wake_r:
+                        self._read(key.fileobj)
+                now = time.monotonic()
+                for conn in [c for c, (dl, *_) in self._pending.items() if dl <= now]:
+                    self._drop(conn)
+        finally:
+            for conn in list(self._pending):
+                self._drop(conn)
+            self._sel.close()
+            self.socket.close()
+
+    def _accept(self) -> None:
+        for _ in range(64):  # a burst at a time: expiry and reads stay timely
+            try:
+                conn, addr = self.socket.accept()
+            except BlockingIOError:
+                return
+            except OSError:  # EMFILE and the like: give back the oldest held descriptor
+                if self._pending:
+                    self._drop(next(iter(self._pending)))
+                else:
+                    self._stop.wait(0.05)
+                return
+            if len(self._pending) >= self.max_pending:
+                self._drop(next(iter(self._pending)))
+            conn.setblocking(False)
+            self._pending[conn] = (time.monotonic() + self.timeout, bytearray(), addr)
+            self._sel.register(conn, selectors.EVENT_READ)
+
+    def _read(self, conn: socket.socket) -> None:
+        try:
+            data = conn.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the peer closed, or reset
+            self._drop(conn)
+            return
+        buf = self._pending[conn][1]
+        buf += data
+        if len(buf) > MAX_HEAD:
+            self._pending.pop(conn)
+            self._sel.unregister(conn)
+            _refuse(conn, "431 Request Header Fields Too Large")
+        elif _head_complete(buf):
+            _, head, addr = self._pending.pop(conn)
+            self._sel.unregister(conn)
+            try:
+                self._queue.put_nowait((conn, bytes(head), addr))
+            except queue.Full:
+                _refuse(conn, "503 Service Unavailable")
+
+    def _drop(self, conn: socket.socket) -> None:
+        self._pending.pop(conn, None)
+        self._sel.unregister(conn)
+        conn.close()
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            conn, head, addr = item
+            try:
+                conn.settimeout(self.timeout)
+                self.handler((conn, head), addr, self)
+                conn.shutdown(socket.SHUT_WR)
+            except Exception:  # noqa: BLE001 (a broken client must not shrink the pool)
+                pass
+            finally:
+                conn.close()

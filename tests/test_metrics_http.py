@@ -1,0 +1,173 @@
+"""The /metrics server in process: bounded threads, timeouts, and client_python's negotiation.
+
+test_metrics scrapes a live daemon with promtool and a real Prometheus; here the
+server itself, against a small real System: idle connections cost no thread, an
+idle connection is closed after the timeout, and OpenMetrics, gzip and ``name[]``
+answer as client_python's own server does.
+"""
+
+import gzip
+import http.client
+import os
+import socket
+import time
+
+import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+from migd.daemon import System, load_config
+from migd.metrics import serve_metrics
+
+from .conftest import SMALL_CONFIG
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+def tasks() -> int:
+    """Threads of this process, Python's or not."""
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.fixture(scope="module")
+def system():
+    return System(load_config(text=SMALL_CONFIG))
+
+
+@pytest.fixture
+def served(system):
+    servers = []
+
+    def serve(**kw):
+        server, port = serve_metrics(system, "127.0.0.1:0", **kw)
+        servers.append(server)
+        return port
+
+    yield serve
+    for s in servers:
+        s.shutdown()
+
+
+def get(port: int, path: str = "/metrics", method: str = "GET", **headers):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        c.request(method, path, headers=headers)
+        r = c.getresponse()
+        return r.status, dict(r.getheaders()), r.read()
+    finally:
+        c.close()
+
+
+def sample_names(body: bytes) -> set[str]:
+    return {s.name for f in text_string_to_metric_families(body.decode()) for s in f.samples}
+
+
+def still_open(s: socket.socket) -> bool:
+    s.setblocking(False)
+    try:
+        return s.recv(1) != b""
+    except BlockingIOError:
+        return True
+    finally:
+        s.setblocking(True)
+
+
+def test_64_idle_connections_add_no_thread_and_a_scrape_still_answers(served):
+    before = tasks()
+    port = served()
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(64)]
+    try:
+        status, _, body = get(port)  # accepted after all 64 (the backlog is in order)
+        assert status == 200 and "migd_batches_total" in sample_names(body)
+        assert tasks() - before <= 16
+        assert all(still_open(s) for s in idle)  # held, not dropped to save threads
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_an_idle_connection_is_closed_after_the_timeout(served):
+    port = served(timeout=0.3)
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        assert s.recv(1) == b""  # closed by the server; the 20 s timeout is hang detection
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(b"GET /metrics HTTP/1.0\r\n")  # a head that never ends is closed too
+        assert s.recv(1) == b""
+    assert get(port)[0] == 200
+
+
+def test_past_max_pending_the_oldest_idle_connection_is_closed(served):
+    port = served(max_pending=4)
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(4)]
+    try:
+        assert get(port)[0] == 200
+        assert idle[0].recv(1) == b""
+        assert all(still_open(s) for s in idle[1:])
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_a_head_past_its_bound_is_431(served):
+    port = served()
+    status, _, _ = get(port, **{"X-Filler": "x" * 20000})
+    assert status == 431
+
+
+def test_openmetrics_when_asked(served):
+    port = served()
+    status, headers, body = get(port, Accept="application/openmetrics-text; version=1.0.0")
+    assert status == 200 and headers["Content-Type"].startswith(OPENMETRICS)
+    text = body.decode()
+    assert text.endswith("# EOF\n")
+    names = {s.name for f in openmetrics_families(text) for s in f.samples}
+    assert "migd_batches_total" in names and "migd_migrator_info" in names
+    _, headers, body = get(port)
+    assert headers["Content-Type"].startswith("text/plain") and b"# EOF" not in body
+
+
+def test_gzip_when_accepted(served):
+    port = served()
+    _, headers, body = get(port, **{"Accept-Encoding": "gzip"})
+    assert headers["Content-Encoding"] == "gzip"
+    assert int(headers["Content-Length"]) == len(body)
+    assert "migd_batches_total" in sample_names(gzip.decompress(body))
+    _, headers, body = get(port)
+    assert "Content-Encoding" not in headers and "migd_batches_total" in sample_names(body)
+
+
+def test_name_filter_keeps_only_the_named_series(served):
+    port = served()
+    q = "/metrics?name[]=migd_batches_total&name[]=migd_node_used_bytes"
+    status, _, body = get(port, q)
+    assert status == 200
+    assert sample_names(body) == {"migd_batches_total", "migd_node_used_bytes"}
+
+
+def test_other_paths_are_404_and_head_has_no_body(served):
+    port = served()
+    for path in ("/", "/metric", "/metrics/x", "/favicon.ico"):
+        assert get(port, path)[0] == 404, path
+    _, headers, body = get(port)
+    status, head_headers, head_body = get(port, method="HEAD")
+    assert status == 200 and head_body == b""
+    assert int(head_headers["Content-Length"]) == len(body)  # the System is idle: same body
+    assert get(port, method="POST")[0] == 501
+
+
+def test_shutdown_stops_every_thread_and_closes_the_port(system):
+    before = tasks()
+    server, port = serve_metrics(system, "127.0.0.1:0")
+    idle = socket.create_connection(("127.0.0.1", port), timeout=20)
+    assert get(port)[0] == 200
+    server.shutdown()
+    assert idle.recv(1) == b""
+    idle.close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=20).close()
+    deadline = time.monotonic() + 20
+    while tasks() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert tasks() <= before
