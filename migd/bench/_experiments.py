@@ -99,9 +99,10 @@ def _median_row(rows: list[BenchRow]) -> BenchRow:
 async def throughput(opts: BenchOptions) -> BenchReport:
     rows: list[BenchRow] = []
     notes = []
+    rig = None
     for order in opts.orders:
         opts.progress(f"order {order}: building a {opts.total >> 20} MiB tenant")
-        rig = Rig(opts, order)
+        rig = Rig(opts, order, reuse=rig)
         if not rows and opts.clock == "real":
             rows.append(rig.memcpy())
             notes.append("real clock: copies use non-temporal stores above 1 MiB "
@@ -113,7 +114,6 @@ async def throughput(opts: BenchOptions) -> BenchReport:
                     opts.progress(f"order {order} {spec} batch {batch_pages}: run {i + 1}")
                     runs.append(await rig.migrate(spec, batch_pages))
                 rows.append(_median_row(runs))
-        del rig
     return BenchReport("throughput", opts.clock, opts.profile_name, rows, notes)
 
 

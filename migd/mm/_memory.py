@@ -72,7 +72,8 @@ class PhysMemory:
     2 MiB of RAM instead of 1 GiB.
     """
 
-    def __init__(self, nodes: list[NodeSpec], words_per_page: int = WORDS_PER_PAGE_REAL) -> None:
+    def __init__(self, nodes: list[NodeSpec], words_per_page: int = WORDS_PER_PAGE_REAL,
+                 arena: np.ndarray | None = None) -> None:
         if not nodes:
             raise ValueError("at least one node is needed")
         self.nodes: list[Node] = []
@@ -105,9 +106,17 @@ class PhysMemory:
         self.index = self.mem_map["index"]
         self.nid_of = self.mem_map["nid"]
         # Page contents.  np.zeros maps lazily; touch every page now so that
-        # first-touch page faults never land inside a timed copy.
-        self.arena = np.zeros((n, words_per_page), dtype=np.uint64)
-        self.arena.fill(0)
+        # first-touch page faults never land inside a timed copy.  A given
+        # arena (another machine's, of the same shape) is taken as it is: its
+        # pages are touched already, and every page a tenant maps is written
+        # when the tenant faults it in, so stale bytes are never read.
+        if arena is None:
+            arena = np.zeros((n, words_per_page), dtype=np.uint64)
+            arena.fill(0)
+        elif arena.shape != (n, words_per_page) or arena.dtype != np.uint64:
+            raise ValueError(f"arena of shape {arena.shape} {arena.dtype}, "
+                             f"this memory needs ({n}, {words_per_page}) uint64")
+        self.arena = arena
         #: Address of the arena, for compiled copies (the arena never moves).
         self.arena_base = self.arena.ctypes.data
 
