@@ -4,11 +4,14 @@ Each bound is refused in one line before anything is allocated; the bench rig
 reuses one arena across rows, so a run holds one rig's memory whatever its rows.
 """
 
+import resource
+
 import numpy as np
 import pytest
 import trio
 
-from migd.bench import BenchOptions, MigratorSpec, Rig
+from migd.bench import BenchOptions, MigratorSpec, Rig, parse_total
+from migd.cli import main
 from migd.hw import mock_clock
 from migd.mm import Machine, NodeSpec
 
@@ -59,3 +62,24 @@ def test_a_machine_refuses_an_arena_of_another_shape():
     nodes = [NodeSpec(4 * MiB)]
     with pytest.raises(ValueError, match="arena of shape"):
         Machine(nodes, words_per_page=1, arena=np.zeros((4, 1), dtype=np.uint64))
+
+
+# -- bench --total ------------------------------------------------------------------------
+
+
+def test_total_is_bounded_by_a_quarter_of_the_machines_memory():
+    eight_gib = 8 << 30
+    assert parse_total("2G", mem_total=eight_gib) == 2 << 30
+    with pytest.raises(ValueError, match=r"--total 2049M: larger than 2048M") as e:
+        parse_total("2049M", mem_total=eight_gib)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("experiment", ["throughput", "memcpy", "batch-sweep"])
+def test_a_total_past_the_machines_memory_is_one_line_before_allocating(capsys, experiment):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert main(["bench", experiment, "--total", "1T", "--clock", "real"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("migd bench: --total 1T: larger than") and err.count("\n") == 1
+    # Nothing near a node of 1T was touched (the peak RSS moved by less than 64 MiB).
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 << 10

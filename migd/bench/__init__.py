@@ -15,6 +15,7 @@ from ._options import (
     parse_migrators,
     parse_orders,
     parse_size,
+    parse_total,
 )
 from ._plot import plot_report
 from ._report import BenchReport, BenchRow
@@ -23,5 +24,5 @@ from ._rig import BenchOptions, Rig, latency_summary, make_migrator
 __all__ = ["BATCH_PAGES", "EXPERIMENTS", "MIGRATORS", "PROFILE", "BenchOptions", "BenchReport",
            "BenchRow", "Experiment", "MigratorSpec", "Option", "Rig", "busy_reasons",
            "declared_values", "latency_summary", "make_migrator", "options", "parse_duration",
-           "parse_int_list", "parse_migrators", "parse_orders", "parse_size", "plot_report",
-           "run"]
+           "parse_int_list", "parse_migrators", "parse_orders", "parse_size", "parse_total",
+           "plot_report", "run"]

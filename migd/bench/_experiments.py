@@ -31,7 +31,7 @@ from ._options import (
     parse_duration,
     parse_int_list,
     parse_orders,
-    parse_size,
+    parse_total,
 )
 from ._policies import DEFAULT_BUDGETS_US, DEFAULT_SWEEP, auto_choice, latency_budget
 from ._report import BenchReport, BenchRow
@@ -69,8 +69,8 @@ CLOCK = Option("--clock", "clock", "real: real bytes move, wall time; virtual: t
                str, "real", choices=("real", "virtual"))
 ORDERS = Option("--orders", "orders", "folio orders, comma-separated (0 = 4 KiB .. 9 = 2 MiB)",
                 parse_orders, "0,2,4,6,8,9", "N,...")
-TOTAL = Option("--total", "total", "bytes migrated per run (the tenant's size), e.g. 1G, 256M",
-               parse_size, "1G", "SIZE")
+TOTAL = Option("--total", "total", "bytes migrated per run (the tenant's size), e.g. 1G, 256M; "
+               "at most a quarter of this machine's memory", parse_total, "1G", "SIZE")
 REPEAT = Option("--repeat", "repeat", "runs per row; the row is the median run", _repeat, "1",
                 "N")
 VERIFY = Option("--verify", "verify", "check every page's content after each run (outside the "
