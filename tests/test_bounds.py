@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import migd.daemon
-from migd.bench import BenchOptions, MigratorSpec, Rig, parse_total
+from migd.bench import BenchOptions, MigratorSpec, Rig, max_total, parse_total
 from migd.cli import main
 from migd.daemon import MAX_CONFIG_BYTES, ConfigError, load_config
 from migd.hw import mock_clock
@@ -77,11 +77,17 @@ def test_a_machine_refuses_an_arena_of_another_shape():
 
 
 def test_total_is_bounded_by_a_quarter_of_the_machines_memory():
+    """Less the rig's slack: both nodes stay within mm.memory_limit."""
     eight_gib = 8 << 30
-    assert parse_total("2G", mem_total=eight_gib) == 2 << 30
-    with pytest.raises(ValueError, match=r"--total 2049M: larger than 2048M") as e:
-        parse_total("2049M", mem_total=eight_gib)
+    assert parse_total("2032M", mem_total=eight_gib) == 2032 << 20
+    with pytest.raises(ValueError, match=r"--total 2033M: larger than 2032M") as e:
+        parse_total("2033M", mem_total=eight_gib)
     assert "\n" not in str(e.value)
+    for mem_total in (eight_gib, 24683792 << 10, 3 << 40):
+        total = max_total(mem_total) & ~((2 << 20) - 1)
+        node = -(-(total + (8 << 20)) // (2 << 20)) * (2 << 20)  # the rig's
+        assert 2 * node <= memory_limit(mem_total)
+        assert 2 * (total + (16 << 20)) <= memory_limit(mem_total)  # cat-latency's
 
 
 @pytest.mark.parametrize("experiment", ["throughput", "memcpy", "batch-sweep"])

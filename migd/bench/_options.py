@@ -31,9 +31,10 @@ def parse_size(text: str) -> int:
 
 def max_total(mem_total: int | None = None) -> int:
     """The largest ``--total`` on a machine of ``mem_total`` bytes (default: this
-    one's MemTotal): a quarter of it, so the rig's two nodes of ``total`` each
-    stay within mm's ``memory_limit`` (half)."""
-    return memory_limit(mem_total) // 2
+    one's MemTotal): a quarter of it less 16 MiB, so the rig's two nodes of
+    ``total`` plus their slack (8 MiB each; cat-latency's daemon 16 MiB) stay
+    within mm's ``memory_limit`` (half)."""
+    return memory_limit(mem_total) // 2 - (16 << 20)
 
 
 def parse_total(text: str, mem_total: int | None = None) -> int:
