@@ -86,8 +86,8 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_config(args.config)
-    except ConfigError as e:
-        print(f"migd run: {args.config}: {e}", file=sys.stderr)
+    except ConfigError as e:  # the message names the file and the key
+        print(f"migd run: {e}", file=sys.stderr)
         return 2
     try:
         parse_address(args.metrics or cfg.daemon["metrics"])

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("text, message", [
-    ("[daemon]\nmount = 3\n", "daemon.mount: expected a string, got 3"),
+    ("[daemon]\nmetrics = 3\n", "daemon.metrics: expected a string, got 3"),
+    ("[daemon]\nmount = 3\n", "daemon.mount: expected a path, not empty, without NUL"),
     ("[[tenants]]\nname='a'\norder = 12\n",
      "tenants[0].order: expected an integer 0..9, got 12"),
     ("[migrator]\nactive = 'gpu'\n", "migrator.active: expected one of none, mtcopy, dcbm"),

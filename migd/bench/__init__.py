@@ -10,11 +10,13 @@ from ._options import (
     MigratorSpec,
     Option,
     declared_values,
+    max_total,
     parse_duration,
     parse_int_list,
     parse_migrators,
     parse_orders,
     parse_size,
+    parse_total,
 )
 from ._plot import plot_report
 from ._report import BenchReport, BenchRow
@@ -22,6 +24,6 @@ from ._rig import BenchOptions, Rig, latency_summary, make_migrator
 
 __all__ = ["BATCH_PAGES", "EXPERIMENTS", "MIGRATORS", "PROFILE", "BenchOptions", "BenchReport",
            "BenchRow", "Experiment", "MigratorSpec", "Option", "Rig", "busy_reasons",
-           "declared_values", "latency_summary", "make_migrator", "options", "parse_duration",
-           "parse_int_list", "parse_migrators", "parse_orders", "parse_size", "plot_report",
-           "run"]
+           "declared_values", "latency_summary", "make_migrator", "max_total", "options",
+           "parse_duration", "parse_int_list", "parse_migrators", "parse_orders", "parse_size",
+           "parse_total", "plot_report", "run"]

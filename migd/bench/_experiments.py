@@ -31,7 +31,7 @@ from ._options import (
     parse_duration,
     parse_int_list,
     parse_orders,
-    parse_size,
+    parse_total,
 )
 from ._policies import DEFAULT_BUDGETS_US, DEFAULT_SWEEP, auto_choice, latency_budget
 from ._report import BenchReport, BenchRow
@@ -69,8 +69,8 @@ CLOCK = Option("--clock", "clock", "real: real bytes move, wall time; virtual: t
                str, "real", choices=("real", "virtual"))
 ORDERS = Option("--orders", "orders", "folio orders, comma-separated (0 = 4 KiB .. 9 = 2 MiB)",
                 parse_orders, "0,2,4,6,8,9", "N,...")
-TOTAL = Option("--total", "total", "bytes migrated per run (the tenant's size), e.g. 1G, 256M",
-               parse_size, "1G", "SIZE")
+TOTAL = Option("--total", "total", "bytes migrated per run (the tenant's size), e.g. 1G, 256M; "
+               "at most a quarter of this machine's memory", parse_total, "1G", "SIZE")
 REPEAT = Option("--repeat", "repeat", "runs per row; the row is the median run", _repeat, "1",
                 "N")
 VERIFY = Option("--verify", "verify", "check every page's content after each run (outside the "
@@ -99,9 +99,10 @@ def _median_row(rows: list[BenchRow]) -> BenchRow:
 async def throughput(opts: BenchOptions) -> BenchReport:
     rows: list[BenchRow] = []
     notes = []
+    rig = None
     for order in opts.orders:
         opts.progress(f"order {order}: building a {opts.total >> 20} MiB tenant")
-        rig = Rig(opts, order)
+        rig = Rig(opts, order, reuse=rig)
         if not rows and opts.clock == "real":
             rows.append(rig.memcpy())
             notes.append("real clock: copies use non-temporal stores above 1 MiB "
@@ -113,7 +114,6 @@ async def throughput(opts: BenchOptions) -> BenchReport:
                     opts.progress(f"order {order} {spec} batch {batch_pages}: run {i + 1}")
                     runs.append(await rig.migrate(spec, batch_pages))
                 rows.append(_median_row(runs))
-        del rig
     return BenchReport("throughput", opts.clock, opts.profile_name, rows, notes)
 
 

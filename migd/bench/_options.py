@@ -9,7 +9,7 @@ from typing import Any
 
 from ..hw import PROFILES, get_profile
 from ..migrate import NR_MAX_BATCHED_MIGRATION_LIMIT
-from ..mm import MAX_FOLIO_ORDER
+from ..mm import MAX_FOLIO_ORDER, memory_limit
 from ..offload import CATALOGUE
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -26,6 +26,26 @@ def parse_size(text: str) -> int:
         raise ValueError(f"bad size {text!r} (expected e.g. 1G, 512M, 64K)") from None
     if value <= 0:
         raise ValueError(f"size must be positive: {text!r}")
+    return value
+
+
+def max_total(mem_total: int | None = None) -> int:
+    """The largest ``--total`` on a machine of ``mem_total`` bytes (default: this
+    one's MemTotal): a quarter of it less 16 MiB, so the rig's two nodes of
+    ``total`` plus their slack (8 MiB each; cat-latency's daemon 16 MiB) stay
+    within mm's ``memory_limit`` (half)."""
+    return memory_limit(mem_total) // 2 - (16 << 20)
+
+
+def parse_total(text: str, mem_total: int | None = None) -> int:
+    """``--total``: a size (``parse_size``) of at most :func:`max_total`, refused
+    here, before the rig allocates anything."""
+    value = parse_size(text)
+    limit = max_total(mem_total)
+    if value > limit:
+        raise ValueError(f"--total {text.strip()}: larger than {limit >> 20}M, the most on "
+                         f"this machine (a quarter of its memory: the two nodes need "
+                         f"twice --total)")
     return value
 
 

@@ -24,8 +24,9 @@ async def latency_budget(opts: BenchOptions) -> BenchReport:
     budgets = opts.budgets_us or DEFAULT_BUDGETS_US
     sweep = opts.batch_pages or DEFAULT_SWEEP
     rows: list[BenchRow] = []
+    rig = None
     for order in opts.orders:
-        rig = Rig(opts, order)
+        rig = Rig(opts, order, reuse=rig)
         for spec in opts.migrators:
             fixed = []
             for bp in sweep:
@@ -46,7 +47,6 @@ async def latency_budget(opts: BenchOptions) -> BenchReport:
                                      best_fixed_gbps=best.gbps,
                                      vs_best_fixed=row.gbps / best.gbps)
                 rows.append(row)
-        del rig
     report = BenchReport("latency-budget", opts.clock, opts.profile_name, rows)
     report.columns = ["policy", "budget_us", "over_budget_pct", "vs_best_fixed"]
     adaptive = [r for r in rows if "vs_best_fixed" in r.extra]
@@ -62,8 +62,9 @@ async def auto_choice(opts: BenchOptions) -> BenchReport:
     specs = [s for s in opts.migrators if s.name != "none"] or [
         MigratorSpec("dcbm", c) for c in range(1, 17)]
     rows: list[BenchRow] = []
+    rig = None
     for order in opts.orders:
-        rig = Rig(opts, order)
+        rig = Rig(opts, order, reuse=rig)
         for bp in opts.batch_pages or [512]:
             opts.progress(f"auto-choice: order {order} batch {bp}: none")
             cpu = await rig.migrate(MigratorSpec("none"), bp)
@@ -79,7 +80,6 @@ async def auto_choice(opts: BenchOptions) -> BenchReport:
                                   vs_better=auto.gbps / better,
                                   first_pass_vs_better=auto.extra["first_pass_gbps"] / better)
                 rows += [fixed, auto]
-        del rig
     report = BenchReport("auto-choice", opts.clock, opts.profile_name, rows)
     report.columns = ["policy", "offloaded_pct", "vs_better"]
     autos = [r for r in rows if r.extra.get("policy") == "auto"]

@@ -91,13 +91,13 @@ async def seed(opts: BenchOptions) -> BenchReport:
     """Every published cell of the calibration set, beside its published value."""
     cells = load_cells(opts.calibration)
     rows: list[BenchRow] = []
+    rig = None
     for order in sorted({c.order for c in cells}):
-        rig = Rig(opts, order)
+        rig = Rig(opts, order, reuse=rig)
         mine = [c for c in cells if c.order == order]
         for k, cell in enumerate(mine):
             opts.progress(f"seed: order {order}, cell {k + 1}/{len(mine)} ({cell.source})")
             rows.append(await run_cell(rig, cell))
-        del rig
     report = BenchReport("seed", opts.clock, opts.profile_name, rows)
     summarise(report)
     return report

@@ -2,7 +2,15 @@
 
 from ._content import page_keys, verify_pages, write_pages
 from ._machine import IntegrityReport, Machine
-from ._memory import WORDS_PER_PAGE_REAL, Node, NodeSpec, PhysMemory
+from ._memory import (
+    MAX_NUMNODES,
+    WORDS_PER_PAGE_REAL,
+    Node,
+    NodeSpec,
+    PhysMemory,
+    host_memory,
+    memory_limit,
+)
 from ._migrate_mode import (
     MR_TYPES,
     REASON_MASK_ALL,
@@ -28,9 +36,9 @@ from ._tenant import Tenant, TenantSpec, TenantStatistics
 
 __all__ = [
     "FOLIO_CONTENT_COPIED", "FOLIO_WAS_MAPPED", "FOLIO_WAS_MLOCKED", "HPAGE_PMD_NR",
-    "HPAGE_PMD_ORDER", "MAX_FOLIO_ORDER", "PAGE_SIZE", "PG_isolated", "PG_locked", "PG_mlocked",
-    "PG_movable_ops", "WORDS_PER_PAGE_REAL", "IntegrityReport", "Machine", "Node", "NodeSpec",
-    "PhysMemory", "Tenant", "TenantSpec", "TenantStatistics", "page_keys", "verify_pages",
-    "write_pages", "MR_TYPES", "REASON_MASK_ALL", "MigrateMode", "MigrateReason",
-    "format_reason_mask", "parse_reason_mask",
+    "HPAGE_PMD_ORDER", "MAX_FOLIO_ORDER", "MAX_NUMNODES", "PAGE_SIZE", "PG_isolated",
+    "PG_locked", "PG_mlocked", "PG_movable_ops", "WORDS_PER_PAGE_REAL", "IntegrityReport",
+    "Machine", "Node", "NodeSpec", "PhysMemory", "Tenant", "TenantSpec", "TenantStatistics",
+    "page_keys", "verify_pages", "write_pages", "host_memory", "memory_limit", "MR_TYPES",
+    "REASON_MASK_ALL", "MigrateMode", "MigrateReason", "format_reason_mask", "parse_reason_mask",
 ]

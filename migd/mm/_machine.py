@@ -40,9 +40,12 @@ class IntegrityReport:
 class Machine:
     """Nodes + tenants.  Pure: no I/O, no logging; trio only for waiting."""
 
-    def __init__(self, nodes: list[NodeSpec], words_per_page: int | None = None) -> None:
+    def __init__(self, nodes: list[NodeSpec], words_per_page: int | None = None,
+                 arena: np.ndarray | None = None) -> None:
+        """``arena``: reuse another machine's page contents (same shape), which
+        that machine must no longer use; see ``PhysMemory``."""
         kw = {} if words_per_page is None else {"words_per_page": words_per_page}
-        self.memory = PhysMemory(nodes, **kw)
+        self.memory = PhysMemory(nodes, arena=arena, **kw)
         self.tenants: list[Tenant] = []
         # The page table: every mapped page is backed, so the machine's page
         # count bounds the virtual pages of all tenants together.

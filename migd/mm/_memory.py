@@ -15,6 +15,7 @@ every batch operation a Python loop.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,27 @@ from ._page import HPAGE_PMD_NR, MAX_FOLIO_ORDER, PAGE_SIZE, page_dtype
 
 #: Words per page in the arena when bytes really move (a 4 KiB page).
 WORDS_PER_PAGE_REAL = PAGE_SIZE // 8
+
+#: ``MAX_NUMNODES`` (``1 << CONFIG_NODES_SHIFT``) of an x86-64 kernel built
+#: with the default NODES_SHIFT, 6 (MAXSMP raises it to 10).  ``struct page``'s
+#: ``nid`` here is an int8, so 128 would be this emulation's own limit; the
+#: kernel's default is the smaller and the one node indices are checked against.
+MAX_NUMNODES = 64
+
+
+def host_memory() -> int:
+    """This machine's memory in bytes: ``MemTotal`` of /proc/meminfo (sysinfo's
+    totalram, which is what ``_SC_PHYS_PAGES`` reads)."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_limit(mem_total: int | None = None) -> int:
+    """The most emulated memory (nodes' capacities together) migd builds on a
+    machine of ``mem_total`` bytes (default: this one's): half of it.  The
+    other half is for the per-page metadata (~1.1% of the capacity), Python
+    and numba, and whatever else the host runs; refusing up front beats
+    np.zeros overcommitting and the OOM killer ending the process mid-fill."""
+    return (host_memory() if mem_total is None else mem_total) // 2
 
 
 @dataclass(frozen=True)
@@ -72,9 +94,11 @@ class PhysMemory:
     2 MiB of RAM instead of 1 GiB.
     """
 
-    def __init__(self, nodes: list[NodeSpec], words_per_page: int = WORDS_PER_PAGE_REAL) -> None:
-        if not nodes:
-            raise ValueError("at least one node is needed")
+    def __init__(self, nodes: list[NodeSpec], words_per_page: int = WORDS_PER_PAGE_REAL,
+                 arena: np.ndarray | None = None) -> None:
+        if not 0 < len(nodes) <= MAX_NUMNODES:
+            raise ValueError(f"1..{MAX_NUMNODES} nodes are needed (MAX_NUMNODES), "
+                             f"got {len(nodes)}")
         self.nodes: list[Node] = []
         start = 0
         for nid, spec in enumerate(nodes):
@@ -105,9 +129,17 @@ class PhysMemory:
         self.index = self.mem_map["index"]
         self.nid_of = self.mem_map["nid"]
         # Page contents.  np.zeros maps lazily; touch every page now so that
-        # first-touch page faults never land inside a timed copy.
-        self.arena = np.zeros((n, words_per_page), dtype=np.uint64)
-        self.arena.fill(0)
+        # first-touch page faults never land inside a timed copy.  A given
+        # arena (another machine's, of the same shape) is taken as it is: its
+        # pages are touched already, and every page a tenant maps is written
+        # when the tenant faults it in, so stale bytes are never read.
+        if arena is None:
+            arena = np.zeros((n, words_per_page), dtype=np.uint64)
+            arena.fill(0)
+        elif arena.shape != (n, words_per_page) or arena.dtype != np.uint64:
+            raise ValueError(f"arena of shape {arena.shape} {arena.dtype}, "
+                             f"this memory needs ({n}, {words_per_page}) uint64")
+        self.arena = arena
         #: Address of the arena, for compiled copies (the arena never moves).
         self.arena_base = self.arena.ctypes.data
 
