@@ -184,3 +184,31 @@ def test_writes_in_flight_at_shutdown_end_with_enodev_and_nothing_above_info(tmp
         assert not [e for e in d.events() if e["level"] not in ("info", "debug")]
     finally:
         d.close()
+
+
+_SERVE_AND_UNMOUNT = """
+import os, subprocess, sys, threading, time
+from migd.sysfs import SysfsTree, is_mounted, serve
+mnt = sys.argv[1]
+t = threading.Thread(target=serve, args=(SysfsTree(), mnt, None))
+t.start()
+deadline = time.monotonic() + 30
+while not is_mounted(mnt):
+    assert time.monotonic() < deadline
+    time.sleep(0.01)
+subprocess.run(["fusermount", "-u", mnt], check=True, timeout=30)
+t.join(30)
+sigign = next(int(ln.split()[1], 16) for ln in open("/proc/self/status")
+              if ln.startswith("SigIgn:"))
+print(bool(sigign & (1 << 12)))  # SIGPIPE is 13: bit 12
+"""
+
+
+def test_a_process_that_served_the_tree_still_ignores_sigpipe(tmp_path):
+    """libfuse2's fuse_remove_signal_handlers() resets an ignored SIGPIPE to
+    SIG_DFL; the soak and the tests serve in-process and were then killed by
+    their next write to a closed pipe."""
+    (tmp_path / "m").mkdir()
+    p = subprocess.run([sys.executable, "-c", _SERVE_AND_UNMOUNT, str(tmp_path / "m")],
+                       capture_output=True, text=True, timeout=90)
+    assert p.returncode == 0 and p.stdout == "True\n", p.stderr

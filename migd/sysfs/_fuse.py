@@ -15,9 +15,11 @@ in flight or arrives ends with ENODEV.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import itertools
 import os
+import signal
 import stat
 import subprocess
 import threading
@@ -240,9 +242,30 @@ def serve(tree: SysfsTree, mountpoint: str, trio_token: trio.lowlevel.TrioToken)
     fuse_get_context() per request) and easier to get wrong than the kernel's
     own generic_permission().
     """
-    FUSE(SysfsOperations(tree, trio_token), mountpoint, foreground=True, direct_io=True,
-         nothreads=False, allow_other=True, default_permissions=True, attr_timeout=3600,
-         entry_timeout=3600, fsname="migd", subtype="migd")
+    try:
+        FUSE(SysfsOperations(tree, trio_token), mountpoint, foreground=True, direct_io=True,
+             nothreads=False, allow_other=True, default_permissions=True, attr_timeout=3600,
+             entry_timeout=3600, fsname="migd", subtype="migd")
+    finally:
+        _ignore_sigpipe()
+
+
+def _ignore_sigpipe() -> None:
+    """SIGPIPE ignored again, as Python starts (writes then fail with EPIPE).
+
+    libfuse2's ``fuse_remove_signal_handlers()`` resets SIGPIPE to SIG_DFL
+    when it finds it ignored (``set_one_signal_handler(SIGPIPE, SIG_IGN, 1)``
+    cannot tell Python's SIG_IGN from its own): a process that served a tree
+    in-process (the soak, the tests) was then killed by its next write to a
+    closed socket or pipe.  A handler of its own (the daemon's signal
+    receiver) is left alone by libfuse and here.  ``signal.signal`` only works
+    on the main thread, hence libc's ``signal()``.
+    """
+    if signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN:
+        libc = ctypes.CDLL(None)
+        libc.signal.restype = ctypes.c_void_p
+        libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        libc.signal(signal.SIGPIPE, ctypes.c_void_p(int(signal.SIG_IGN)))
 
 
 def unmount(mountpoint: str) -> None:
