@@ -104,6 +104,9 @@ def install_service(config: Path, prefix: Path, dry_run: bool, out=sys.stdout) -
             item.path.parent.mkdir(parents=True, exist_ok=True)
             item.path.write_text(item.text)
     live = prefix == Path("/") and not dry_run
+    if live:  # the service's first start loads the kernels instead of compiling them
+        print("compile migd's kernels (migd warm-up)", file=out, flush=True)
+        subprocess.run(shlex.split(_migd_command()) + ["warm-up"], check=False, timeout=600)
     if live and shutil.which("systemctl"):
         subprocess.run(["systemctl", "daemon-reload"], check=False, timeout=60)
     print(f"{'then' if live else 'on the target machine'}: systemctl enable --now migd",
