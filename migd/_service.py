@@ -9,6 +9,12 @@ command (the checkout's venv), so the unit and the installed files cannot
 disagree.  ``--prefix`` installs under another root and ``--dry-run`` only
 says what would be written (tests use both; neither needs root).
 
+Grafana's dashboards go where the shipped provisioning file
+(etc/grafana/provisioning/dashboards/migd.yaml, ``options.path``) says Grafana
+finds them, read from that file for the same reason; the provisioning files
+themselves go beside them, for the user to link into Grafana's own directory
+(writing into /etc/grafana was rejected: that is Grafana's to manage).
+
 The Prometheus scrape config is generated from ``--metrics`` for the same
 reason: a hand-written example kept ``127.0.0.1:9464`` when the daemon was
 started elsewhere.  etc/prometheus/prometheus.yml is this command's output for
@@ -29,6 +35,8 @@ UNIT = ROOT / "systemd" / "migd.service"
 UNIT_DIR = Path("/etc/systemd/system")
 #: What the shipped unit's ExecStart runs; replaced by the migd running this command.
 SHIPPED_MIGD = "/opt/migd/.venv/bin/migd"
+GRAFANA = ROOT / "etc" / "grafana"
+DASHBOARD_PROVIDER = GRAFANA / "provisioning" / "dashboards" / "migd.yaml"
 
 
 @dataclass(frozen=True)
@@ -58,14 +66,30 @@ def unit_config_path(unit_text: str) -> Path:
     raise ValueError(f"{UNIT}: ExecStart has no --config")
 
 
+def dashboards_path(provider_text: str) -> Path:
+    """The ``path:`` of the dashboard provider's ``options`` (where Grafana reads them)."""
+    for line in provider_text.splitlines():
+        key, _, value = line.split("#", 1)[0].strip().partition(":")
+        if key == "path" and value.strip():
+            return Path(value.strip())
+    raise ValueError(f"{DASHBOARD_PROVIDER}: no options.path")
+
+
 def plan_install(config: Path, prefix: Path = Path("/")) -> list[Install]:
-    """The unit (its migd and README pointed at this checkout) and the config."""
+    """The unit (its migd and README pointed at this checkout), the config, and
+    Grafana's dashboards and provisioning files."""
     unit = UNIT.read_text()
     unit = unit.replace(SHIPPED_MIGD, _migd_command())
     unit = unit.replace("file:///opt/migd/README.md", (ROOT / "README.md").as_uri())
     target = unit_config_path(unit)
+    dashboards = dashboards_path(DASHBOARD_PROVIDER.read_text())
+    grafana = [Install(prefix / dashboards.relative_to("/") / f.name, f.read_text(), False)
+               for f in sorted((GRAFANA / "dashboards").glob("*.json"))]
+    grafana += [Install(prefix / dashboards.parent.relative_to("/") / f.relative_to(GRAFANA),
+                        f.read_text(), False)
+                for f in sorted((GRAFANA / "provisioning").rglob("*.yaml"))]
     return [Install(prefix / UNIT_DIR.relative_to("/") / UNIT.name, unit, False),
-            Install(prefix / target.relative_to("/"), config.read_text(), True)]
+            Install(prefix / target.relative_to("/"), config.read_text(), True), *grafana]
 
 
 def install_service(config: Path, prefix: Path, dry_run: bool, out=sys.stdout) -> int:
@@ -80,10 +104,16 @@ def install_service(config: Path, prefix: Path, dry_run: bool, out=sys.stdout) -
             item.path.parent.mkdir(parents=True, exist_ok=True)
             item.path.write_text(item.text)
     live = prefix == Path("/") and not dry_run
+    if live:  # the service's first start loads the kernels instead of compiling them
+        print("compile migd's kernels (migd warm-up)", file=out, flush=True)
+        subprocess.run(shlex.split(_migd_command()) + ["warm-up"], check=False, timeout=600)
     if live and shutil.which("systemctl"):
         subprocess.run(["systemctl", "daemon-reload"], check=False, timeout=60)
     print(f"{'then' if live else 'on the target machine'}: systemctl enable --now migd",
           file=out)
+    prov = dashboards_path(DASHBOARD_PROVIDER.read_text()).parent / "provisioning"
+    print(f"for Grafana: ln -s {prov}/dashboards/migd.yaml {prov}/datasources/migd.yaml "
+          "into /etc/grafana/provisioning/{dashboards,datasources}/", file=out)
     return 0
 
 

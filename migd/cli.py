@@ -197,6 +197,23 @@ def _install_service(args: argparse.Namespace) -> int:
         return 1
 
 
+def _warm_up(args: argparse.Namespace) -> int:
+    import time
+
+    import trio
+
+    from .migrate import compile_cache, warm_up
+
+    cache, kernels, cached = compile_cache()
+    t0 = time.monotonic()
+    progress = _args.Progress()
+    trio.run(warm_up, lambda stage: progress(f"compiling {stage}"))
+    progress.clear()
+    what = "loaded from" if cached else "compiled into"
+    print(f"{kernels} kernels {what} {cache} in {time.monotonic() - t0:.1f} s")
+    return 0
+
+
 def _prometheus_config(args: argparse.Namespace) -> int:
     from ._service import prometheus_config
 
@@ -315,6 +332,11 @@ def _add_service(sub) -> None:
     s.add_argument("--dry-run", action="store_true", help="say what would be written, write "
                    "nothing")
     s.set_defaults(func=_install_service)
+    w = sub.add_parser("warm-up", help="compile migd's kernels ahead of the first start",
+                       description="Compile (or load) every compiled path into numba's cache "
+                       "for this migd version, so that the first migd run, bench or soak "
+                       "starts in about a second; install-service runs it.")
+    w.set_defaults(func=_warm_up)
     d = _config_defaults()
     p = sub.add_parser("prometheus-config", help="print a Prometheus config scraping migd",
                        description="Print a prometheus.yml whose scrape target follows "

@@ -128,7 +128,7 @@ interval = 0.1
 
 
 class Daemon:
-    def __init__(self, tmp: Path, config: str = DAEMON_CONFIG) -> None:
+    def __init__(self, tmp: Path, config: str = DAEMON_CONFIG, env: dict | None = None) -> None:
         self.tmp = tmp
         self.mount = tmp / "sys"
         self.cfg = tmp / "migd.toml"
@@ -138,19 +138,21 @@ class Daemon:
         self.sock.bind(self.sock_path)
         self.sock.settimeout(60)
         self.log = open(tmp / "migd.log", "w+")  # noqa: SIM115 - lives as long as the daemon
-        env = dict(os.environ, NOTIFY_SOCKET=self.sock_path)
+        env = dict(os.environ, NOTIFY_SOCKET=self.sock_path, **(env or {}))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "migd", "run", "--config", str(self.cfg),
              "--mount", str(self.mount), "--metrics", "127.0.0.1:0"],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
-    def wait_ready(self) -> None:
+    def wait_ready(self) -> list[bytes]:
+        """Until READY=1; the notify messages received until then."""
         msgs = []
         while b"READY=1" not in msgs:
             msgs.append(self.sock.recv(4096))
         assert os.path.ismount(self.mount)
         ready = [e for e in self.events() if e["event"] == "ready"][-1]
         self.metrics_url = f"http://127.0.0.1:{ready['metrics_port']}/metrics"
+        return msgs
 
     def p(self, rel: str) -> Path:
         return self.mount / rel

@@ -403,6 +403,15 @@ def test_install_service_puts_unit_and_config_where_the_unit_reads_them(tmp_path
     assert installed.read_text() == (ROOT / "etc" / "migd.toml").read_text()
     assert Path(argv[0]).parent == Path(sys.executable).parent or argv[:3] == [
         sys.executable, "-m", "migd"]  # this checkout's migd, not /opt's
+    # Grafana's dashboards where the shipped provider file says Grafana reads them
+    provider = (ROOT / "etc/grafana/provisioning/dashboards/migd.yaml").read_text()
+    (where,) = [ln.split(":", 1)[1].split("#")[0].strip() for ln in provider.splitlines()
+                if ln.strip().startswith("path:")]
+    dash = tmp_path / Path(where).relative_to("/") / "migd.json"
+    assert dash.read_text() == (ROOT / "etc/grafana/dashboards/migd.json").read_text()
+    for f in ("dashboards/migd.yaml", "datasources/migd.yaml"):
+        assert (dash.parent.parent / "provisioning" / f).read_text() == \
+            (ROOT / "etc/grafana/provisioning" / f).read_text()
     installed.write_text("# edited\n")
     install_service(ROOT / "etc" / "migd.toml", tmp_path, dry_run=False, out=io.StringIO())
     assert installed.read_text() == "# edited\n"  # the user's config is kept

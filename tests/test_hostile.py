@@ -212,3 +212,29 @@ def test_a_process_that_served_the_tree_still_ignores_sigpipe(tmp_path):
     p = subprocess.run([sys.executable, "-c", _SERVE_AND_UNMOUNT, str(tmp_path / "m")],
                        capture_output=True, text=True, timeout=90)
     assert p.returncode == 0 and p.stdout == "True\n", p.stderr
+
+
+def test_a_first_start_says_it_compiles_and_asks_systemd_for_time(tmp_path):
+    """On an empty compile cache the second log line says what is compiled and
+    where it is cached, each warm-up stage is logged and extends systemd's start
+    timeout (EXTEND_TIMEOUT_USEC); a second start compiles nothing."""
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}  # empty: a first start
+    for start in ("cold", "warm"):
+        (tmp_path / start).mkdir()
+        d = Daemon(tmp_path / start, env=env)
+        try:
+            msgs = d.wait_ready()
+            events = d.events()
+            compiling = [e for e in events if e["event"] == "compiling"]
+            extends = [m for m in msgs if m.startswith(b"EXTEND_TIMEOUT_USEC=")]
+            if start == "cold":
+                assert [e["event"] for e in events[:2]] == ["starting", "compiling"]
+                assert events[1]["kernels"] > 10
+                assert events[1]["cache"] == str(tmp_path / "cache")
+                stages = [e["stage"] for e in compiling[1:]]
+                assert len(stages) == len(set(stages)) == len(extends) >= 4
+            else:
+                assert compiling == [] and extends == []
+            assert d.stop(timeout=60) == 0
+        finally:
+            d.close()

@@ -36,6 +36,19 @@ async def _compact(sys, inst, value: int) -> None:
     await compact_all(sys)
 
 
+def _status(sys, t) -> str:
+    """fs/proc/array.c ``proc_pid_status``: ``task_name``, ``task_state`` and
+    ``task_cpus_allowed``'s Mems line, for a single-threaded root task that
+    sleeps between its accesses; lines for what the tenant has no value of
+    (signals, capabilities, memory sizes) are left out."""
+    pid = TENANT_PID_BASE + t.tid
+    ids = "0\t0\t0\t0"
+    nodes = len(sys.machine.memory.nodes)
+    return (f"Name:\t{t.name[:15]}\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t{pid}\n"
+            f"Ngid:\t0\nPid:\t{pid}\nPPid:\t1\nTracerPid:\t0\nUid:\t{ids}\nGid:\t{ids}\n"
+            f"Threads:\t1\nMems_allowed_list:\t0-{nodes - 1}")
+
+
 def files() -> list[Knob]:
     dma, node, pid = "class/dma/{}", "devices/system/node/node{}", "proc/{}"
     return [
@@ -44,7 +57,9 @@ def files() -> list[Knob]:
           for f, what in (("memcpy_count", "memcpy descriptors the channel completed"),
                           ("bytes_transferred", "bytes the channel copied"))),
         Knob(f"{dma}/in_use", "the channel's client count (dmaengine.c in_use_show): "
-             "1 while dcbm holds it", get=lambda s, c: c.client_count, each=_channels,
+             "1 while a batch holds an exclusive (PTDMA, DSA) channel; on a shared engine "
+             "(native, SDXI), the batches using it", get=lambda s, c: c.client_count,
+             each=_channels,
              slot="dma<N>chan<C>", family="dma"),
         Knob(f"{node}/demote", "write N: demote N cold pages to the demotion target",
              set=lambda s, n, v: demote_node(s, n.nid, v),
@@ -54,6 +69,12 @@ def files() -> list[Knob]:
              set=_compact, parse=Int(1, 1), family="proc"),
         Knob(f"{pid}/comm", "the tenant's name", show=lambda s, t: t.name, each=_tenants,
              slot="<pid>", family="proc"),
+        Knob(f"{pid}/status", "the tenant as proc_pid_status prints a task's first "
+             "lines (Name ... Gid, Threads, Mems_allowed_list); numastat -p reads its Name",
+             show=_status, each=_tenants, slot="<pid>", family="proc"),
+        Knob(f"{pid}/cmdline", "the tenant's name, NUL-terminated as its argv[0] "
+             "(proc_pid_cmdline_read); numastat -p reads it", show=lambda s, t: t.name + "\0",
+             each=_tenants, slot="<pid>", family="proc"),
         Knob(f"{pid}/migrate", "write a node index: move the tenant's pages there",
              set=lambda s, t, v: move_tenant(s, t, v),
              parse=Int(0, lambda s, t: len(s.machine.memory.nodes) - 1, "a node index"),

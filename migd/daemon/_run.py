@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from ..metrics import serve_metrics
-from ..migrate import warm_up
+from ..migrate import compile_cache, warm_up
 from ..sysfs import clear_stale_mount, is_mounted, serve, unmount, wait_mounted
 from ._attrs import build_tree
 from ._config import Config
@@ -35,6 +35,9 @@ from ._workloads import run_workloads
 
 #: Longest a shutdown waits for in-flight batches before unmounting anyway.
 SHUTDOWN_GRACE = 3.0
+#: What each warm-up stage asks systemd for on a cold compile cache
+#: (EXTEND_TIMEOUT_USEC): a stage compiles for seconds on a loaded machine.
+WARM_UP_EXTEND_USEC = 30_000_000
 #: How often the mount table is read for the tree (an unmount from outside).
 MOUNT_POLL = 0.5
 #: Signals that only log: SIGHUP (no config reload), SIGUSR2, SIGPIPE.
@@ -106,7 +109,13 @@ async def system_running(sys: System, mountpoint: str,
     tree = build_tree(sys)
     token = trio.lowlevel.current_trio_token()
     sys.tracing.boot = trio.current_time()  # the boot clock counts from the daemon's start
-    await warm_up()  # compiled paths loaded before anything is served
+    _, _, cached = compile_cache()
+
+    def progress(stage: str) -> None:
+        if not cached:
+            sys.emit("compiling", stage=stage)
+            sd_notify(f"EXTEND_TIMEOUT_USEC={WARM_UP_EXTEND_USEC}")
+    await warm_up(progress)  # compiled paths loaded before anything is served
     # What is left after a collection lives as long as the daemon: out of the
     # collector's sight, a full collection no longer walks it (55 ms with the
     # GIL held, every minute or so of a soak, where every reader waited).
@@ -225,4 +234,8 @@ def run_daemon(cfg: Config, mountpoint: str | None = None, metrics: str | None =
     mountpoint = mountpoint or cfg.daemon["mount"]
     metrics = metrics or cfg.daemon["metrics"]
     log.info("starting", mount=mountpoint, metrics=metrics, pid=os.getpid())
+    cache, kernels, cached = compile_cache()
+    if not cached:  # first start of this version: say why it takes a while
+        log.info("compiling", kernels=kernels, cache=str(cache),
+                 note="first start of this migd version only (migd warm-up compiles ahead)")
     return trio.run(serve_daemon, cfg, mountpoint, metrics, log)

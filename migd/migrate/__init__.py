@@ -24,13 +24,13 @@ from ._stats import (
     MigrateStats,
     MigratorError,
 )
-from ._warmup import warm_up
+from ._warmup import compile_cache, warm_up
 
 __all__ = [
     "MAX_INACCESSIBLE_US_LIMIT", "BudgetStatistics",
     "NR_MAX_BATCHED_MIGRATION", "NR_MAX_BATCHED_MIGRATION_LIMIT", "NR_MAX_MIGRATE_ASYNC_RETRY",
     "NR_MAX_MIGRATE_PAGES_RETRY", "NR_MAX_MIGRATE_SYNC_RETRY", "VMSTAT_ITEMS", "BatchRecord",
-    "BatchRecords", "warm_up",
+    "BatchRecords", "compile_cache", "warm_up",
     "EngineStatistics", "HistogramSnapshot", "MigrateCall", "MigrateResult", "MigrateStats",
     "MigrationEngine", "MigratorError", "MIGRATOR_ERROR",
 ]

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 import trio
+from numba.core.dispatcher import Dispatcher
 
 from ..dma import DmaDevice
 from ..hw import Clock, dma_schedule, get_profile
@@ -13,19 +19,48 @@ from ..offload import DcbmMigrator
 from . import _kernels as _k
 from ._engine import MigrationEngine
 
+#: The stages of :func:`warm_up`, as ``progress`` is told them.
+STAGES = ("the CPU fast path", "the general path", "the DMA paths", "the copies",
+          "the virtual clock")
 
-async def warm_up() -> None:
+
+#: Whether the cache held any kernel at this process's first look.
+_cached_at_start: bool | None = None
+
+
+def compile_cache() -> tuple[Path, int, bool]:
+    """(numba's cache directory for this migd, its cached kernels, whether any
+    was cached when this process first asked): a first start of a version
+    compiles them all.  The answer is the first look's, because building a
+    System already compiles (and caches) a few."""
+    global _cached_at_start
+    path = Path(os.environ.get("NUMBA_CACHE_DIR", ""))
+    if _cached_at_start is None:
+        _cached_at_start = path.is_dir() and any(path.rglob("*.nbi"))
+    kernels = {id(obj) for name, mod in list(sys.modules.items())
+               if name.startswith("migd.") and mod is not None
+               for obj in vars(mod).values()
+               if isinstance(obj, Dispatcher) and type(obj._cache).__name__ == "FunctionCache"}
+    return path, len(kernels), _cached_at_start
+
+
+async def warm_up(progress: Callable[[str], None] = lambda stage: None) -> None:
     """numba compiles on first call, or loads its on-disk cache (tens of ms per
     kernel; ~0.7 s to compile the uncached parallel copy), holding the GIL.
     Done at first use, that lands in a bench's timed region or stalls a
-    running daemon's tree readers; done here, it costs start-up time only."""
+    running daemon's tree readers; done here, it costs start-up time only.
+    ``progress(stage)`` is called before each of :data:`STAGES` (a cold cache
+    takes seconds each: the daemon logs them and extends systemd's timeout)."""
+    progress(STAGES[0])
     machine = Machine([NodeSpec(8 << 20), NodeSpec(8 << 20)], words_per_page=1)
     tenant = machine.add_tenant(TenantSpec("warm", 4 << 20, order=0))
     engine = MigrationEngine(machine, Clock(), get_profile("native"))
     await engine.move_pages(tenant, np.arange(tenant.nr_pages), 1)  # the CPU fast path
+    progress(STAGES[1])
     machine.memory.refcount[machine.tenant_folios(tenant)[:1]] += 1  # a pinned folio
     await engine.move_pages(tenant, np.arange(tenant.nr_pages), 0)  # the general path
     machine.memory.refcount[machine.tenant_folios(tenant)[:1]] -= 1
+    progress(STAGES[2])
     # dcbm: the compiled posts, the channel thread's loop, and the general
     # path's hand-off (a pinned folio again); the thread compiles its loop
     # the first time it runs it, ~0.3 s with the GIL held
@@ -38,10 +73,12 @@ async def warm_up() -> None:
         await engine.move_pages(tenant, np.arange(tenant.nr_pages), 0)
         machine.memory.refcount[machine.tenant_folios(tenant)[:1]] -= 1
         nursery.cancel_scope.cancel()
+    progress(STAGES[3])
     mem = machine.memory
     compile_copies(mem)
     none = np.empty(0, dtype=np.int64)
     mem.copy_folios(none, none, none)  # the DMA channels' copy
+    progress(STAGES[4])
     # the virtual clock's closed form (``_vclock``, ``hw.dma_schedule``)
     _k.migrate_folio_unmap_clean(*engine.kernel_state, none, 0, 0, 0, none)
     dma_schedule(get_profile("zen3-ptdma").dma, np.zeros(1), np.zeros(1, dtype=np.int64),

@@ -177,12 +177,13 @@ class SysfsTree:
         return sorted(node.children)
 
     def read(self, path: str) -> bytes:
-        """The whole value of a non-stream attribute, newline-terminated."""
+        """The whole value of a non-stream attribute, newline-terminated, unless
+        it ends with a NUL (``/proc/<pid>/cmdline``: NUL-separated, no newline)."""
         attr = self.attribute(path)
         if attr.show is None:
             raise OSError(errno.EACCES, f"{path} is write-only")
         value = attr.show()
-        return (value if value.endswith("\n") else value + "\n").encode()
+        return (value if value.endswith(("\n", "\0")) else value + "\n").encode()
 
     def check_write(self, path: str) -> Attribute:
         attr = self.attribute(path)
