@@ -38,8 +38,10 @@ def test_every_readable_file_reads(daemon):
         if not mode & 0o444 or rel.name == "trace_pipe":
             continue
         text = daemon.read(str(rel))
-        # a CPU-less node's cpulist is just "\n", as node_read_cpumap prints it
-        assert text.endswith("\n") and (len(text) > 1 or rel.name == "cpulist"), rel
+        # a CPU-less node's cpulist is just "\n", as node_read_cpumap prints it;
+        # cmdline is argv, NUL-terminated, no newline (proc_pid_cmdline_read)
+        end = "\0" if rel.name == "cmdline" else "\n"
+        assert text.endswith(end) and (len(text) > 1 or rel.name == "cpulist"), rel
         seen += 1
     assert seen > 40
     assert "[none] mtcopy dcbm" in daemon.read("kernel/mm/migrate_offload/migrator")

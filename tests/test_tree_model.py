@@ -68,10 +68,14 @@ def test_every_readable_file_reads_a_whole_line():
     assert len(paths) > 40
     for p in paths:
         text = tree.read(p)
-        # node_read_cpulist prints "%*pbl\n": an empty line for a CPU-less node
-        assert text.endswith(b"\n") and (len(text) > 1 or p.endswith("cpulist")), p
+        # node_read_cpulist prints "%*pbl\n": an empty line for a CPU-less node;
+        # cmdline is argv, NUL-terminated, no newline (proc_pid_cmdline_read)
+        end = b"\0" if p.endswith("/cmdline") else b"\n"
+        assert text.endswith(end) and (len(text) > 1 or p.endswith("cpulist")), p
     assert tree.read("kernel/mm/migrate_offload/migrator") == b"[none] mtcopy dcbm\n"
     assert tree.read("proc/1000/comm") == b"small\n"
+    assert tree.read("proc/1000/cmdline") == b"small\0"
+    assert tree.read("proc/1000/status").startswith(b"Name:\tsmall\nUmask:\t0022\nState:\t")
 
 
 async def test_spec_ranges_hold_at_both_ends_and_nothing_changes_outside():
