@@ -208,7 +208,8 @@ def test_bench_auto_choice_rows_compare_with_the_better_way(tmp_path):
 
 ROOT = Path(__file__).resolve().parent.parent
 #: SPEC section 7: the commands, and the options common to the measuring experiments.
-COMMANDS = ["run", "bench", "soak", "replay", "sweep", "install-service", "prometheus-config"]
+COMMANDS = ["run", "bench", "soak", "replay", "sweep", "install-service", "prometheus-config",
+            "warm-up"]
 THROUGHPUT_FLAGS = {"--clock", "--profile", "--orders", "--migrators", "--total",
                     "--batch-pages", "--repeat", "--verify", "--json", "--plot"}
 
