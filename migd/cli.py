@@ -155,7 +155,7 @@ def _sweep(args: argparse.Namespace) -> int:
         _args.check_output(args.json, "--json")
         _args.check_output(args.plot, "--plot")
         o = sweep.options(**_args.given_options(args, sweep.OPTIONS))
-        grid = sweep.load_grid(args.grid)
+        grid = sweep.load_grid(args.grid, o["max_cells"])
         if o["plot_axes"] is not None:
             axes = [a.strip() for a in o["plot_axes"].split(",")]
             if len(axes) != 2 or any(a not in grid.axes for a in axes):
