@@ -133,11 +133,16 @@ def _replay(args: argparse.Namespace) -> int:
         o = replay.options(**_args.given_options(args, replay.OPTIONS))
         configs = replay.configs(o["migrators"], o["batch_pages"], o["reason_masks"],
                                  o["profile"])
-        calls = replay.load_traces(args.trace)
+        calls = replay.load_traces(args.trace, o["max_memory"], len(configs) + 1)
     except ValueError as e:
         print(f"migd replay: {e}", file=sys.stderr)
         return 2
-    report = replay.replay(calls, configs, o["budget_us"], progress)
+    try:
+        report = replay.replay(calls, configs, o["budget_us"], progress, o["max_memory"])
+    except replay.ReplayError as e:  # over --max-memory: refused before the replay
+        progress.clear()
+        print(f"migd replay: {e}", file=sys.stderr)
+        return 2
     progress.clear()
     return _results("replay", report, args, replay.plot_replay)
 
@@ -150,7 +155,7 @@ def _sweep(args: argparse.Namespace) -> int:
         _args.check_output(args.json, "--json")
         _args.check_output(args.plot, "--plot")
         o = sweep.options(**_args.given_options(args, sweep.OPTIONS))
-        grid = sweep.load_grid(args.grid)
+        grid = sweep.load_grid(args.grid, o["max_cells"])
         if o["plot_axes"] is not None:
             axes = [a.strip() for a in o["plot_axes"].split(",")]
             if len(axes) != 2 or any(a not in grid.axes for a in axes):

@@ -9,9 +9,18 @@ text is parsed, before any work.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from ..bench import BATCH_PAGES, MIGRATORS, PROFILE, MigratorSpec, Option, declared_values
+from ..bench import (
+    BATCH_PAGES,
+    MIGRATORS,
+    PROFILE,
+    MigratorSpec,
+    Option,
+    declared_values,
+    parse_size,
+)
 from ..mm import parse_reason_mask
 from ._replay import Config
 
@@ -33,6 +42,29 @@ def _budget(text: str) -> float:
     return value
 
 
+def ram_bytes() -> int:
+    """This machine's RAM: MemTotal (sysinfo's totalram, which sysconf reports)."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def gib(nbytes: float) -> str:
+    return f"{nbytes / (1 << 30):.1f}G"
+
+
+def _max_memory(text: str) -> int:
+    try:
+        value = parse_size(text)
+    except ValueError as e:
+        raise ValueError(f"--max-memory: {e}") from None
+    if value > ram_bytes():
+        raise ValueError(f"--max-memory: {text} is more than this machine's RAM "
+                         f"({gib(ram_bytes())})")
+    return value
+
+
+#: The default bound: a quarter of RAM, room for the rest of the machine.
+DEFAULT_MAX_MEMORY = ram_bytes() // 4
+
 OPTIONS = (
     MIGRATORS.but(default="none,mtcopy:2,dcbm:4",
                   help="configurations to replay through, comma-separated: none (the "
@@ -44,6 +76,11 @@ OPTIONS = (
            "number or reason names", parse_mask, "all", "MASK", repeatable=True),
     Option("--budget-us", "budget_us", "p99 inaccessible-time budget of the recommendation, "
            "in microseconds", _budget, "1000", "US"),
+    Option("--max-memory", "max_memory", "the most memory the replay may take beyond the "
+           "interpreter: the trace's calls and the emulated machine, sized by the largest "
+           "call or cluster of overlapping calls; a trace needing more is refused before "
+           "the replay starts", _max_memory, f"{DEFAULT_MAX_MEMORY >> 20}M", "SIZE",
+           shown=f"a quarter of RAM, {gib(DEFAULT_MAX_MEMORY)} here"),
 )
 
 

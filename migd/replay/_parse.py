@@ -30,13 +30,16 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import re
+import zlib
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..mm import MigrateMode, MigrateReason
+from ..mm import MAX_FOLIO_ORDER, MigrateMode, MigrateReason
 
 #: ``comm-pid [(tgid)] [cpu] [flags] secs.frac: [system:]event: payload``.
 _LINE = re.compile(
@@ -56,6 +59,9 @@ _PTE = re.compile(r"^addr=[0-9a-fA-F]+, pte=[0-9a-fA-F]+ order=(-?\d+)\s*$")
 
 #: Malformed lines reported by number (all are counted).
 SHOWN_MALFORMED = 5
+#: The longest trace line (the kernel's trace_seq holds one page): longer is malformed.
+MAX_LINE = 4096
+INT64_MAX = (1 << 63) - 1
 HPAGE_PMD_ORDER = 9
 
 #: Columns of :class:`TraceCalls`, in order.
@@ -75,7 +81,10 @@ def _reason(text: str) -> MigrateReason:
 def _mode(text: str) -> MigrateMode:
     if text in _MODES:
         return _MODES[text]
-    return list(MigrateMode)[int(text, 0)]
+    n = int(text, 0)
+    if not 0 <= n < len(MigrateMode):
+        raise ValueError(f"mode {text}")
+    return list(MigrateMode)[n]
 
 
 @dataclass
@@ -92,6 +101,8 @@ class TraceCalls:
     other_events: int = 0
     unpaired: int = 0
     sources: list[str] = field(default_factory=list)
+    #: One note per gzip file that ended early.
+    truncated: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.columns["start"].size)
@@ -108,13 +119,20 @@ class TraceCalls:
 
 
 class _Builder:
-    def __init__(self) -> None:
-        self.rows: list[tuple] = []
+    """Calls as they end, one compact column each (``array``: 8 bytes a value,
+    against ~300 for a tuple of Python numbers), at most ``max_calls`` calls
+    and open starts held."""
+
+    def __init__(self, max_calls: int | None = None) -> None:
+        self.cols = {c: array("d" if c in ("start", "end") else "q") for c in COLUMNS}
         self.orders: list[dict[int, int] | None] = []
         self.open: dict[tuple, list[list]] = {}  # (pid, reason, mode) -> [[ts, orders]]
+        self.nr_open = 0
         self.last: dict[int, list] = {}  # pid -> its most recently started call
         self.lines = self.malformed = self.other = self.unpaired = 0
         self.shown: list[tuple[str, int, str]] = []
+        self.truncated: list[str] = []
+        self.max_calls = max_calls
 
     def bad(self, source: str, lineno: int, line: str) -> None:
         self.malformed += 1
@@ -122,11 +140,12 @@ class _Builder:
             self.shown.append((source, lineno, line.rstrip("\n")[:120]))
 
     def feed(self, source: str, text_lines) -> None:
-        for lineno, line in enumerate(text_lines, 1):
+        """``text_lines``: (line, whole) pairs; a line cut at MAX_LINE is not whole."""
+        for lineno, (line, whole) in enumerate(text_lines, 1):
             self.lines += 1
-            m = _LINE.match(line)
+            m = _LINE.match(line) if whole else None
             if m is None:
-                if not _HEADER.match(line):
+                if not whole or not _HEADER.match(line):
                     self.bad(source, lineno, line)
                 continue
             event = m["event"]
@@ -135,9 +154,12 @@ class _Builder:
                 self.other += 1
                 continue
             try:
-                self.event(event, int(m["pid"]), float(m["ts"]), m["payload"])
+                self.event(event, _count(m["pid"]), _ts(m["ts"]), m["payload"])
             except (ValueError, IndexError):
                 self.bad(source, lineno, line)
+            if self.max_calls is not None and len(self.orders) + self.nr_open > self.max_calls:
+                raise ValueError(f"{source}:{lineno}: more than {self.max_calls} calls (ended "
+                                 "or open): over what --max-memory holds")
 
     def event(self, event: str, pid: int, ts: float, payload: str) -> None:
         if event == "mm_migrate_pages_start":
@@ -146,49 +168,84 @@ class _Builder:
                 raise ValueError(payload)
             entry = [ts, None]
             self.open.setdefault((pid, _reason(p[2]), _mode(p[1])), []).append(entry)
+            self.nr_open += 1
             self.last[pid] = entry
         elif event == "remove_migration_pte":
             p = _PTE.match(payload)
             if p is None:
                 raise ValueError(payload)
+            order = max(0, int(p[1]))
+            if order > MAX_FOLIO_ORDER:
+                raise ValueError(f"order {order} above {MAX_FOLIO_ORDER}")
             cur = self.last.get(pid)
             if cur is not None:
                 if cur[1] is None:
                     cur[1] = Counter()
-                cur[1][max(0, int(p[1]))] += 1
+                cur[1][order] += 1
         else:
             p = _END.match(payload)
             if p is None:
                 raise ValueError(payload)
             reason, mode = _reason(p[8]), _mode(p[7])
+            nums = [_count(x) if x is not None else 0 for x in p.groups()[:6]]
             starts = self.open.get((pid, reason, mode))
             if not starts:
                 self.unpaired += 1  # the trace began inside this call
                 return
             cur = starts.pop(0)
+            self.nr_open -= 1
             if self.last.get(pid) is cur:
                 del self.last[pid]
-            nums = [int(x) if x is not None else 0 for x in p.groups()[:6]]
-            self.rows.append((cur[0], ts, int(reason), list(MigrateMode).index(mode),
-                              *nums, pid))
+            row = (cur[0], ts, int(reason), list(MigrateMode).index(mode), *nums, pid)
+            for name, v in zip(COLUMNS, row, strict=True):
+                self.cols[name].append(v)
             self.orders.append(dict(cur[1]) if cur[1] is not None else None)
 
     def close_file(self) -> None:
         """Starts left open at the end of a file: their ends were not recorded."""
-        self.unpaired += sum(len(v) for v in self.open.values())
+        self.unpaired += self.nr_open
+        self.nr_open = 0
         self.open.clear()
         self.last.clear()
 
     def result(self, sources: list[str]) -> TraceCalls:
         self.close_file()
-        arr = (np.array(self.rows, dtype=np.float64) if self.rows
-               else np.empty((0, len(COLUMNS))))
-        cols = {}
-        for i, name in enumerate(COLUMNS):
-            col = arr[:, i]
-            cols[name] = col if name in ("start", "end") else col.astype(np.int64)
+        cols = {name: np.frombuffer(col, dtype=np.float64 if col.typecode == "d" else np.int64)
+                for name, col in self.cols.items()}
         return TraceCalls(cols, self.orders, self.lines, self.malformed, self.shown,
-                          self.other, self.unpaired, sources)
+                          self.other, self.unpaired, sources, self.truncated)
+
+
+def _count(text: str) -> int:
+    """A count of the trace (``%lu``): one past int64 cannot be a real count of
+    pages and would wrap in the int64 columns, so the line is malformed."""
+    v = int(text)
+    if v > INT64_MAX:
+        raise ValueError(f"{text} is past int64")
+    return v
+
+
+def _ts(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(f"timestamp {text}")
+    return v
+
+
+def _lines(f):
+    """(line, whole) per line of ``f``, each line read at most MAX_LINE + 1
+    characters at a time: a file without newlines never sits in memory whole."""
+    while True:
+        line = f.readline(MAX_LINE + 1)
+        if not line:
+            return
+        if len(line) <= MAX_LINE or line.endswith("\n"):
+            yield line, True
+            continue
+        rest = line
+        while rest and not rest.endswith("\n"):  # skip to the end of the line
+            rest = f.readline(MAX_LINE + 1)
+        yield line[:MAX_LINE], False
 
 
 def _open_text(path: str):
@@ -200,20 +257,33 @@ def _open_text(path: str):
 
 def parse_text(text: str, source: str = "<text>") -> TraceCalls:
     b = _Builder()
-    b.feed(source, io.StringIO(text))
+    b.feed(source, _lines(io.StringIO(text)))
     return b.result([source])
 
 
-def read_traces(paths: list[str]) -> TraceCalls:
+def read_traces(paths: list[str], max_calls: int | None = None) -> TraceCalls:
     """Every call of every file, in file order (each file's pids paired on
-    their own).  OSError for an unreadable file; a truncated gzip stream
-    counts as one malformed line where it stops."""
-    b = _Builder()
+    their own), line by line: memory grows with the calls, not the file.
+
+    OSError for an unreadable file.  A gzip stream that ends early (a
+    ``trace_pipe | gzip`` stopped mid-write) keeps the calls read before its
+    end and notes it; gzip data that does not decompress (bad deflate data, a
+    bad CRC or length, a damaged member header) is ValueError naming the file:
+    what was read before may be damaged too.  ValueError too past ``max_calls``.
+    """
+    b = _Builder(max_calls)
     for path in paths:
+        before = b.lines
         with _open_text(path) as f:
             try:
-                b.feed(path, f)
-            except (EOFError, gzip.BadGzipFile, OSError) as e:
-                b.bad(path, b.lines + 1, f"<{e}>")
+                b.feed(path, _lines(f))
+            except EOFError:
+                b.truncated.append(f"{path}: the gzip stream ends after line "
+                                   f"{b.lines - before} (truncated): the calls before it "
+                                   "are replayed")
+            except (gzip.BadGzipFile, zlib.error) as e:
+                raise ValueError(f"{path}: corrupt gzip data after line {b.lines - before}: "
+                                 f"{e}") from None
         b.close_file()
     return b.result(list(paths))
+

@@ -83,24 +83,57 @@ class Config:
         return " ".join(parts)
 
 
-def _need(shapes: Shapes, clusters: Clusters | None) -> dict[int, int]:
+def need_folios(shapes: Shapes, clusters: Clusters | None) -> dict[int, int]:
     """Per order, the most folios in use at once: one call's, or a whole
-    cluster's (its calls may all be in flight together, each on its own folios)."""
+    cluster's (its calls may all be in flight together, each on its own
+    folios).  Summed in float64: counts up to int64 each, so an int64 sum
+    could wrap; exact below 2^53, far past any machine that fits."""
     need = dict(shapes.max_folios)
     if clusters is None or not len(clusters):
         return need
     for o in need:
         per_shape = np.array([sum(n for oo, n, _ in s[2] if oo == o) for s in shapes.shapes],
-                             dtype=np.int64)
+                             dtype=np.float64)
         per_call = per_shape[shapes.index[clusters.calls]]
         need[o] = max(need[o], int(np.add.reduceat(per_call, clusters.bounds[:-1]).max()))
     return need
 
 
+def _cap_pages(need: dict[int, int]) -> int:
+    """Pages of each node: every tenant (twice the folios in use at once) and 8 MiB."""
+    pages = sum(2 * n << o for o, n in need.items()) + (8 << 20) // PAGE_SIZE
+    return -(-pages // 512) * 512
+
+
+#: Bytes per emulated page (struct page, the arena word, the page table, the
+#: buddy bitmap, the tenant's set-up arrays) and per tenant folio (the folio
+#: stacks, a call's pfn lists and the engine's per-folio arrays), fitted to
+#: ``/usr/bin/time -v`` of one call of 10^6 order-0 or 2*10^6 order-9 pages and
+#: 1000 overlapping calls of 1000 pages, under none, mtcopy:4 and dcbm:16:
+#: 256-373 bytes a page in flight, against the 320-416 of the model.
+PAGE_BYTES = 80
+FOLIO_BYTES = 48
+#: Per traced call: its columns (as parsed, as numpy), the shape pass's
+#: Python lists, the clustering's index arrays; and per configuration its 12
+#: result columns, expanded from the shapes.  200,000 calls of the synthetic
+#: trace: 438 bytes a call through none, 571 through three configurations;
+#: a call with remove_migration_pte orders adds its dict and often a shape of
+#: its own (~330).
+CALL_BYTES = 768
+CALL_BYTES_PER_CONFIG = 128
+
+
+def memory_estimate(need: dict[int, int], nr_calls: int, nr_configs: int) -> int:
+    """Bytes a replay takes beyond the interpreter: one machine at a time (each
+    configuration's is freed before the next is built) and every call's columns."""
+    folios = sum(need.values())
+    return (2 * _cap_pages(need) * PAGE_BYTES + 2 * folios * FOLIO_BYTES
+            + nr_calls * (CALL_BYTES + CALL_BYTES_PER_CONFIG * nr_configs))
+
+
 def _machine(need: dict[int, int]) -> tuple[Machine, dict[int, tuple[int, int]]]:
     """Two nodes each able to hold every tenant; per order (vbase, folios)."""
-    nbytes = sum(2 * n << o for o, n in need.items()) * PAGE_SIZE
-    cap = -(-(nbytes + (8 << 20)) // (2 << 20)) * (2 << 20)
+    cap = _cap_pages(need) * PAGE_SIZE
     machine = Machine([NodeSpec(cap, "dram", demotion_target=1), NodeSpec(cap, "far")],
                       words_per_page=1)
     tenants = {}
@@ -129,10 +162,12 @@ class _Replayer:
         self.migrator = make_migrator(config.migrator, self.dma)
         if self.migrator is not None:
             engine.registry.register(self.migrator, config.reason_mask)
-        self.records: dict[object, list[BatchRecords]] = {}
-        engine.subscribe(lambda r: self.records.setdefault(current_task(), []).append(r))
-        # Where each tenant's folios are: per order, a stack of folio indices per node.
-        self.stacks = {o: ([*range(n)], []) for o, (_, n) in self.tenants.items()}
+        self.batches: dict[object, _Batches] = {}
+        engine.subscribe(lambda r: self.batches[current_task()].add(r))
+        # Where each tenant's folios are: per order and node, a stack of folio
+        # indices (an array and its top: 8 bytes a folio, where a list of
+        # Python ints took ~36).
+        self.stacks = {o: _Stacks(n) for o, (_, n) in self.tenants.items()}
 
     async def call(self, shape: Shape, out: dict[str, np.ndarray], k: int) -> None:
         """Run one call of ``shape``; its results into row ``k`` of ``out``."""
@@ -141,37 +176,34 @@ class _Replayer:
             out["first_folio"][k] = np.nan
             return
         mem, stacks = self.mem, self.stacks
-        src = 0 if all(len(stacks[o][0]) >= n for o, n, _ in folios) else 1
+        src = 0 if all(stacks[o].top[0] >= n for o, n, _ in folios) else 1
         picked, pinned = [], []
         for o, n, npin in folios:
             t, _ = self.tenants[o]
-            st = stacks[o][src]
-            idx = st[len(st) - n:]
-            del st[len(st) - n:]
-            heads = t.pte_pfn[np.asarray(idx, dtype=np.int64) << o]
+            idx = stacks[o].pop(src, n)
+            heads = t.pte_pfn[idx << o]
             picked.append((o, idx, heads))
             pinned.append(heads[:npin])
         pins = np.concatenate(pinned)
         mem.refcount[pins] += 1
         task = current_task()
-        self.records[task] = []
         t0 = trio.current_time()
+        self.batches[task] = batches = _Batches(t0)
         res = await self.engine.migrate_pages(np.concatenate([h for _, _, h in picked]),
                                               1 - src, MigrateReason(reason), _MODES[mode])
         out["seconds"][k] = trio.current_time() - t0
         mem.refcount[pins] -= 1
         for o, idx, _ in picked:
             t, _ = self.tenants[o]
-            nid = mem.nid_of[t.pte_pfn[np.asarray(idx, dtype=np.int64) << o]]
-            for i, node in zip(idx, nid.tolist(), strict=True):
-                stacks[o][node].append(i)
+            stacks[o].push(idx, mem.nid_of[t.pte_pfn[idx << o]])
         s = res.stats
         for c, v in (("succeeded", s.nr_succeeded), ("failed", s.nr_failed_pages),
                      ("thp_succeeded", s.nr_thp_succeeded), ("thp_failed", s.nr_thp_failed),
                      ("thp_split", s.nr_thp_split), ("split", s.nr_split)):
             out[c][k] = v
         out["cpu_seconds"][k] = s.cpu_copy_seconds
-        _batches(out, k, self.records.pop(task), t0)
+        del self.batches[task]
+        batches.book(out, k)
 
     async def cluster(self, shapes: list[Shape], offsets: np.ndarray,
                       out: dict[str, np.ndarray], first: int) -> None:
@@ -190,7 +222,7 @@ class _Replayer:
 
 async def _replay(shapes: Shapes, config: Config, clusters: Clusters | None
                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    r = _Replayer(_need(shapes, clusters), config)
+    r = _Replayer(need_folios(shapes, clusters), config)
     per_shape = {c: np.zeros(len(shapes.shapes)) for c in RESULT_COLUMNS}
     n = 0 if clusters is None else clusters.calls.size
     per_call = {c: np.zeros(n) for c in RESULT_COLUMNS}
@@ -205,26 +237,62 @@ async def _replay(shapes: Shapes, config: Config, clusters: Clusters | None
     return per_shape, per_call
 
 
-def _batches(out: dict[str, np.ndarray], k: int, records: list[BatchRecords],
-             t0: float) -> None:
-    """First-folio latency (call entry to the first folio remapped), the
-    longest inaccessible time, pages and pages offloaded, from the call's batches."""
-    ff, longest, pages, off = np.nan, 0.0, 0, 0.0
-    for r in records:
-        if ff != ff:
+class _Stacks:
+    """One order's folios by node: ``folios[node][:top[node]]``, a stack each."""
+
+    def __init__(self, n: int) -> None:
+        self.folios = (np.arange(n, dtype=np.int64), np.empty(n, dtype=np.int64))
+        self.top = [n, 0]
+
+    def pop(self, node: int, n: int) -> np.ndarray:
+        """``n`` folios from ``node``, the rest from the other when it has too
+        few: calls of several orders can leave one order's folios mostly on
+        each node, and neither then holds all of a call's.  Those migrate
+        within their node, as the kernel's migrate_pages() does (its callers,
+        not it, skip folios on the target); taking a short slice, as before,
+        replayed fewer folios than the trace's call."""
+        take = min(n, self.top[node])
+        parts = []
+        for nd, k in ((node, take), (1 - node, n - take)):
+            top = self.top[nd]
+            parts.append(self.folios[nd][top - k:top].copy())
+            self.top[nd] = top - k
+        return np.concatenate(parts)
+
+    def push(self, idx: np.ndarray, nid: np.ndarray) -> None:
+        for node in (0, 1):
+            sel = idx[nid == node]
+            top = self.top[node]
+            self.folios[node][top:top + sel.size] = sel
+            self.top[node] = top + sel.size
+
+
+class _Batches:
+    """One call's batches folded as the engine emits them: first-folio latency
+    (call entry to the first folio remapped), the longest inaccessible time,
+    pages and pages offloaded.  Keeping the records to fold at the end held
+    ~2.5 KB a batch: 2.5 GB for a call of 10^6 folios at --batch-pages 1."""
+
+    def __init__(self, t0: float) -> None:
+        self.t0, self.ff, self.longest, self.pages, self.off = t0, np.nan, 0.0, 0, 0.0
+
+    def add(self, r: BatchRecords) -> None:
+        if self.ff != self.ff:
             got = np.flatnonzero(r.first_folio_seconds == r.first_folio_seconds)
             if got.size:
                 b = got[0]
-                ff = float(r.start[b] - t0 + r.first_folio_seconds[b])
+                self.ff = float(r.start[b] - self.t0 + r.first_folio_seconds[b])
         if len(r):
-            longest = max(longest, float(r.longest_inaccessible().max()))
-        pages += int(r.nr_pages.sum())
+            self.longest = max(self.longest, float(r.longest_inaccessible().max()))
+        self.pages += int(r.nr_pages.sum())
         share = (r.nr_offloaded - r.nr_fallback) / np.maximum(r.nr_folios, 1)
-        off += float((share * r.nr_pages).sum())
-    out["first_folio"][k] = ff
-    out["inaccessible"][k] = longest
-    out["pages"][k] = pages
-    out["pages_offloaded"][k] = off
+        self.off += float((share * r.nr_pages).sum())
+
+    def book(self, out: dict[str, np.ndarray], k: int) -> None:
+        out["first_folio"][k] = self.ff
+        out["inaccessible"][k] = self.longest
+        out["pages"][k] = self.pages
+        out["pages_offloaded"][k] = self.off
 
 
 def replay_shapes(shapes: Shapes, config: Config) -> dict[str, np.ndarray]:

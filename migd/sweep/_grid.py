@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,15 @@ from ..mm import MAX_FOLIO_ORDER
 from ..replay import parse_mask
 
 EXPERIMENTS = ("throughput", "replay")
+#: A grid file is a few lines; past this it is not one (read no further).
+MAX_GRID_BYTES = 1 << 20
+#: Cells a grid may have unless --max-cells says otherwise, and the most it may say:
+#: a finished sweep's rows (~2 KB a cell) are all read back for the table and --json.
+DEFAULT_MAX_CELLS = 100_000
+MAX_CELLS_LIMIT = 1_000_000
+#: A throughput cell's largest ``total``: its virtual-clock machine takes ~50 bytes
+#: per emulated page, two nodes of ``total`` each: ~0.5 GB a cell at 16G.
+MAX_TOTAL = 16 << 30
 
 #: Every parameter of a cell with its default (also the ``[cell]`` keys).
 DEFAULTS: dict[str, Any] = {
@@ -63,6 +74,11 @@ def _trace(v: str) -> None:
         raise ValueError("no such readable file")
 
 
+def _total(v: str) -> None:
+    if parse_size(v) > MAX_TOTAL:
+        raise ValueError(f"at most {MAX_TOTAL >> 30}G")
+
+
 def _experiment(v: str) -> None:
     if v not in EXPERIMENTS:
         raise ValueError(f"expected one of {', '.join(EXPERIMENTS)}")
@@ -72,7 +88,7 @@ _CHECKS = {
     "experiment": _str(_experiment), "profile": _str(get_profile), "migrator": _str(_migrator),
     "batch_pages": _int(1, NR_MAX_BATCHED_MIGRATION_LIMIT), "reason_mask": _str(parse_mask),
     "budget_us": _int(0, MAX_INACCESSIBLE_US_LIMIT), "order": _int(0, MAX_FOLIO_ORDER),
-    "total": _str(parse_size), "trace": _str(_trace), "repeat": _int(0, 1 << 20),
+    "total": _str(_total), "trace": _str(_trace), "repeat": _int(0, 1 << 20),
 }
 
 
@@ -82,13 +98,16 @@ class Grid:
     axes: dict[str, list]
     cell: dict[str, Any]
 
-    def cells(self) -> list[dict[str, Any]]:
-        """Every combination of the axes, in axis order, defaults filled in."""
+    @property
+    def size(self) -> int:
+        return math.prod(len(v) for v in self.axes.values())
+
+    def cells(self) -> Iterator[dict[str, Any]]:
+        """Every combination of the axes, in axis order, defaults filled in,
+        one at a time: a grid's cells are never all in memory."""
         names = list(self.axes)
-        out = []
         for values in itertools.product(*(self.axes[n] for n in names)):
-            out.append({**DEFAULTS, **self.cell, **dict(zip(names, values, strict=True))})
-        return out
+            yield {**DEFAULTS, **self.cell, **dict(zip(names, values, strict=True))}
 
 
 def cell_key(params: dict[str, Any]) -> str:
@@ -100,44 +119,73 @@ def _check(where: str, name: str, value: Any) -> None:
     try:
         _CHECKS[name](value)
     except ValueError as e:
-        raise ValueError(f"{where}: {name} = {value!r}: {e}") from None
+        raise ValueError(f"{where}: {name} = {_shown(value)}: {e}") from None
 
 
-def load_grid(path: str) -> Grid:
-    """ValueError with one line on anything wrong, before any work."""
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def _read(path: str) -> dict[str, Any]:
+    """The TOML document, read at most MAX_GRID_BYTES + 1 bytes."""
     try:
         with open(path, "rb") as f:
-            doc = tomllib.load(f)
+            data = f.read(MAX_GRID_BYTES + 1)
     except OSError as e:
         raise ValueError(f"cannot read the grid: {e}") from None
+    if len(data) > MAX_GRID_BYTES:
+        raise ValueError(f"{path}: larger than {MAX_GRID_BYTES >> 20} MiB: not a grid")
+    try:
+        return tomllib.loads(data.decode())
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{path}: not TOML: {e}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not TOML: nested too deeply") from None
+
+
+def load_grid(path: str, max_cells: int = DEFAULT_MAX_CELLS) -> Grid:
+    """ValueError with one line on anything wrong, before any work; a grid of
+    more than ``max_cells`` cells (the product of the axis lengths, counted
+    without building a cell) included."""
+    doc = _read(path)
     unknown = set(doc) - {"axes", "cell"}
     if unknown:
-        raise ValueError(f"{path}: unknown table(s) {', '.join(sorted(unknown))} "
+        raise ValueError(f"{path}: unknown table(s) {', '.join(map(_shown, sorted(unknown)))} "
                          "(expected [axes] and [cell])")
     axes, cell = doc.get("axes", {}), doc.get("cell", {})
+    for name, table in (("axes", axes), ("cell", cell)):
+        if not isinstance(table, dict):
+            raise ValueError(f"{path}: {name} = {_shown(table)}: expected a table [{name}]")
     base = os.path.dirname(os.path.abspath(path))
     # Trace paths are relative to the grid file, as a config's paths are to the config.
-    if isinstance(axes, dict) and isinstance(axes.get("trace"), list):
+    if isinstance(axes.get("trace"), list):
         axes["trace"] = [os.path.join(base, v) if isinstance(v, str) else v
                          for v in axes["trace"]]
-    if isinstance(cell, dict) and isinstance(cell.get("trace"), str):
+    if isinstance(cell.get("trace"), str):
         cell["trace"] = os.path.join(base, cell["trace"])
-    if not isinstance(axes, dict) or not axes:
+    if not axes:
         raise ValueError(f"{path}: [axes] must hold at least one axis")
     for name, values in axes.items():
         if name not in AXES:
-            raise ValueError(f"{path}: unknown axis {name!r} (axes: {', '.join(AXES)})")
+            raise ValueError(f"{path}: unknown axis {_shown(name)} (axes: {', '.join(AXES)})")
         if not isinstance(values, list) or not values:
-            raise ValueError(f"{path}: [axes] {name} must be a non-empty list")
+            raise ValueError(f"{path}: [axes] {name} = {_shown(values)}: expected a non-empty "
+                             "list")
+    size = math.prod(len(v) for v in axes.values())
+    if size > max_cells:
+        raise ValueError(f"{path}: {' x '.join(str(len(v)) for v in axes.values())} = {size} "
+                         f"cells, over --max-cells {max_cells}")
+    for name, values in axes.items():
         if len(set(map(repr, values))) != len(values):
             raise ValueError(f"{path}: [axes] {name} repeats a value")
         for v in values:
             _check(f"{path}: [axes]", name, v)
     for name, v in cell.items():
         if name not in DEFAULTS:
-            raise ValueError(f"{path}: unknown [cell] key {name!r} "
+            raise ValueError(f"{path}: unknown [cell] key {_shown(name)} "
                              f"(keys: {', '.join(DEFAULTS)})")
         if name in axes:
             raise ValueError(f"{path}: {name!r} is both an axis and a [cell] key")

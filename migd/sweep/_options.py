@@ -7,6 +7,18 @@ from typing import Any
 
 from ..bench import Option, declared_values
 from ._executors import parse_scheduler, parse_workers
+from ._grid import DEFAULT_MAX_CELLS, MAX_CELLS_LIMIT
+
+
+def _max_cells(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise ValueError(f"--max-cells: not a number: {text!r}") from None
+    if not 1 <= n <= MAX_CELLS_LIMIT:
+        raise ValueError(f"--max-cells must be 1..{MAX_CELLS_LIMIT}: {n}")
+    return n
+
 
 OPTIONS = (
     Option("--scheduler", "scheduler", "a dask.distributed scheduler, tcp://HOST:PORT, or "
@@ -18,6 +30,9 @@ OPTIONS = (
            "sweep-out", "DIR"),
     Option("--plot-axes", "plot_axes", "the two axes of --plot (default: the first two with "
            "several values)", str, metavar="X,Y"),
+    Option("--max-cells", "max_cells", "refuse a grid of more cells (the product of its "
+           f"axis lengths), before any work; at most {MAX_CELLS_LIMIT}", _max_cells,
+           str(DEFAULT_MAX_CELLS), "N"),
 )
 
 

@@ -85,23 +85,30 @@ def run_sweep(grid: Grid, executor, out: str,
         os.makedirs(out, exist_ok=True)
     except OSError as e:
         raise ValueError(f"--out: {e}") from None
-    cells = grid.cells()
-    keyed = [(cell_key(p), p) for p in cells]
-    todo = [(k, p) for k, p in keyed if _read(out, k) is None]
-    by_key = dict(todo)  # one run per distinct cell
-    todo = list(by_key.items())
+    todo = sum(1 for p in grid.cells() if _read(out, cell_key(p)) is None)
+    running: dict[str, dict] = {}  # the cells handed to the executor, not yet written
+
+    def pending():
+        """Cells without a record, one at a time (the grid is never listed whole)."""
+        for params in grid.cells():
+            key = cell_key(params)
+            if _read(out, key) is None:
+                running[key] = params
+                yield key, params
+
     t0 = time.monotonic()
     done = 0
-    progress(f"{len(todo)} of {len(cells)} cells to run")
-    for key, row in executor.map(todo):
-        _write(out, key, by_key[key], row)
+    progress(f"{todo} of {grid.size} cells to run")
+    for key, row in executor.map(pending()):
+        _write(out, key, running.pop(key), row)
         done += 1
         elapsed = time.monotonic() - t0
-        eta = elapsed / done * (len(todo) - done)
-        bar = "#" * (20 * done // max(1, len(todo)))
-        progress(f"[{bar:<20}] {done}/{len(todo)} cells, ETA {eta:.0f} s")
+        eta = elapsed / done * max(0, todo - done)
+        bar = "#" * (20 * done // max(1, todo))
+        progress(f"[{bar:<20}] {done}/{todo} cells, ETA {eta:.0f} s")
     rows = []
-    for key, params in keyed:
+    for params in grid.cells():
+        key = cell_key(params)
         rec = _read(out, key)
         if rec is None:
             raise RuntimeError(f"cell {key} has no record after the sweep")
