@@ -28,7 +28,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..faults import FaultInjector
-from ..migrate import MAX_INACCESSIBLE_US_LIMIT, NR_MAX_BATCHED_MIGRATION_LIMIT
+from ..migrate import (
+    MAX_INACCESSIBLE_US_LIMIT,
+    NR_MAX_BATCHED_MIGRATION,
+    NR_MAX_BATCHED_MIGRATION_LIMIT,
+)
 from ..mm import REASON_MASK_ALL, format_reason_mask
 from ..offload import MigratorEntry, migrator_names, offload_migrators
 from ._parsers import Anything, Bool, Choice, Int, Parser, Reasons
@@ -142,7 +146,7 @@ def _core() -> list[Knob]:
              get=lambda s, i: s.engine.nr_max_batched_migration,
              set=_set_engine("nr_max_batched_migration"),
              parse=Int(1, NR_MAX_BATCHED_MIGRATION_LIMIT), name="nr_max_batched_migration",
-             config="migrator.nr_max_batched_migration", default=512,
+             config="migrator.nr_max_batched_migration", default=NR_MAX_BATCHED_MIGRATION,
              soak=("1", "32", "256", "512", "2048", "8192")),
         Knob(f"{MO}/max_inaccessible_us",
              "latency budget: longest a folio may stay unmapped, in us (0: off)",

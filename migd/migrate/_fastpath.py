@@ -31,11 +31,11 @@ import numpy as np
 import trio
 
 from ..mm import PAGE_SIZE, MigrateMode, MigrateReason
+from ..mm._copy import cpu_threads_busy, wake_helpers
 from ..offload import CpuMigrator, Migrator, Offload
-from ..offload._auto import OffloadChooser
 from ..offload._dcbm_fast import NO_COMPILED_COPY, CompiledCopy
-from ..offload._mtcopy import cpu_threads_busy, set_copy_threads
 from . import _kernels as _k
+from ._auto import OffloadChooser
 from ._stats import BatchRecords, EngineBooks
 
 #: Longest one compiled fast-path call runs before the event loop gets a turn.
@@ -134,7 +134,7 @@ class FastPath:
         offset = trio.current_time() - time.perf_counter()
         deadline = time.perf_counter_ns() + FAST_PATH_SLICE_NS
         if plan.threads > 1:
-            set_copy_threads(plan.threads)
+            wake_helpers(plan.threads)
         dma = plan.dma or NO_COMPILED_COPY
         j = nr_batches = 0
         try:

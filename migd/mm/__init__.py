@@ -18,6 +18,8 @@ from ._page import (
     HPAGE_PMD_NR,
     HPAGE_PMD_ORDER,
     MAX_FOLIO_ORDER,
+    NR_MAX_BATCHED_MIGRATION,
+    NR_MAX_BATCHED_MIGRATION_LIMIT,
     PAGE_SIZE,
     PG_isolated,
     PG_locked,
@@ -33,4 +35,5 @@ __all__ = [
     "PhysMemory", "Tenant", "TenantSpec", "TenantStatistics", "page_keys", "verify_pages",
     "write_pages", "MR_TYPES", "REASON_MASK_ALL", "MigrateMode", "MigrateReason",
     "format_reason_mask", "parse_reason_mask",
+    "NR_MAX_BATCHED_MIGRATION", "NR_MAX_BATCHED_MIGRATION_LIMIT",
 ]

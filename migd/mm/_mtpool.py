@@ -172,6 +172,14 @@ def copying_threads(threads: int) -> int:
     return min(threads, os.cpu_count() or 1)
 
 
+def cpu_threads_busy(threads: int, virtual: bool) -> int:
+    """CPUs a copy on ``threads`` threads keeps busy for its duration: its CPU
+    seconds are that many times its wall (or modelled) seconds.  The modelled
+    machine has a CPU for each thread; here the caller and at most CPUs - 1
+    helpers copy."""
+    return threads if virtual else copying_threads(threads)
+
+
 class _Helpers:
     """The helper threads (daemon threads; at most CPUs - 1)."""
 
