@@ -3,7 +3,7 @@ drivers/migrate_offload/dcbm/dcbm.c (``folios_copy_dma()``) does it.
 
 Per batch:
 
-1. claim ``min(nr_dma_chan, nr_folios, 16)`` channels (``dcbm_nr_channels``),
+1. claim ``min(nr_dma_chan, nr_folios, 16)`` channels (:func:`dcbm_nr_channels`),
    each held exclusively on exclusive hardware (PTDMA, DSA) until the batch
    releases them (``dcbm_release_channels()``); fewer while another batch
    holds some, and none -> the batch is refused (-EBUSY, ``batches_refused``,
@@ -37,13 +37,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import trio
 
-from ..dma import DmaChannel, DmaDevice, dcbm_nr_channels, slice_bounds
+from ..dma import DmaChannel, DmaDevice, slice_bounds
 from ..mm import FOLIO_CONTENT_COPIED
-from ._dcbm_fast import CompiledCopy, compiled_copy
+from ._dcbm_fast import DcbmCompiledCopy, compiled_copy
 from ._dcbm_vclock import copy_closed_form, fits
 from ._migrator import CopyBatch, Migrator
 
 DCBM_MAX_CHANNELS = 16
+
+
+def dcbm_nr_channels(nr_dma_chan: int, nr_folios: int) -> int:
+    """``min(nr_dma_chan, nr_folios, 16)``: how many channels a batch uses."""
+    return min(nr_dma_chan, nr_folios, DCBM_MAX_CHANNELS)
 
 
 @dataclass
@@ -113,7 +118,7 @@ class DcbmMigrator(Migrator):
     def param(self) -> int:
         return self.nr_dma_chan
 
-    def compiled_copy(self) -> CompiledCopy | None:
+    def compiled_copy(self) -> DcbmCompiledCopy | None:
         """Idle ``native`` channels: the fast path posts to them (``_dcbm_fast``).
         Not for a subclass with its own ``migrate_offc()`` (a test's planted
         bug): the compiled copy is this class's copy, not that one."""
