@@ -44,7 +44,7 @@ def files() -> list[Knob]:
           for f, what in (("memcpy_count", "memcpy descriptors the channel completed"),
                           ("bytes_transferred", "bytes the channel copied"))),
         Knob(f"{dma}/in_use", "the channel's client count (dmaengine.c in_use_show): "
-             "1 while dcbm holds it", get=lambda s, c: c.client_count, each=_channels,
+             "1 while a migrator holds it", get=lambda s, c: c.client_count, each=_channels,
              slot="dma<N>chan<C>", family="dma"),
         Knob(f"{node}/demote", "write N: demote N cold pages to the demotion target",
              set=lambda s, n, v: demote_node(s, n.nid, v),

@@ -13,9 +13,8 @@ does not have was rejected.
 
 from __future__ import annotations
 
-from ..sysfs import Attribute, Directory, Owner
+from ..sysfs import Attribute, Directory, Owner, parse_int
 from ..tracing import EVENTS
-from ._parsers import parse_int
 from ._system import System
 
 #: The bound of kstrtoul on a 64-bit kernel.

@@ -3,6 +3,7 @@
 from ._catalogue import (
     CATALOGUE,
     MigratorEntry,
+    Param,
     migrator_names,
     offload_migrators,
 )
@@ -15,4 +16,4 @@ from ._registry import Offload, OffloadRegistry
 __all__ = ["CATALOGUE", "DCBM_MAX_CHANNELS", "MTCOPY_MAX_THREADS", "NO_COMPILED_COPY",
            "CompiledCopy", "CopyBatch", "CpuMigrator",
            "DcbmMigrator", "Migrator", "MtcopyMigrator", "Offload", "OffloadRegistry",
-           "MigratorEntry", "migrator_names", "offload_migrators"]
+           "MigratorEntry", "Param", "migrator_names", "offload_migrators"]

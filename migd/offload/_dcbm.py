@@ -38,7 +38,7 @@ import numpy as np
 import trio
 
 from ..dma import DmaChannel, DmaDevice, slice_bounds
-from ..mm import FOLIO_CONTENT_COPIED
+from ..mm import FOLIO_CONTENT_COPIED, NR_MAX_BATCHED_MIGRATION_LIMIT
 from ._dcbm_fast import DcbmCompiledCopy, compiled_copy
 from ._dcbm_vclock import copy_closed_form, fits
 from ._migrator import CopyBatch, Migrator
@@ -69,6 +69,12 @@ class _Work:
     outstanding: int
     done: trio.Event = field(default_factory=trio.Event)
     failed: bool = False
+
+
+def _pages(n: int, what: str) -> int:
+    if not 0 <= n <= NR_MAX_BATCHED_MIGRATION_LIMIT:
+        raise OSError(errno.EINVAL, f"{what} must be 0..{NR_MAX_BATCHED_MIGRATION_LIMIT}")
+    return n
 
 
 class DcbmMigrator(Migrator):
@@ -110,6 +116,12 @@ class DcbmMigrator(Migrator):
         if not 1 <= n <= DCBM_MAX_CHANNELS:
             raise OSError(errno.EINVAL, f"nr_dma_chan must be 1..{DCBM_MAX_CHANNELS}")
         self.nr_dma_chan = n
+
+    def set_batch_size(self, pages: int) -> None:
+        self.batch_size = _pages(pages, "batch_size")
+
+    def set_min_batch_pages(self, pages: int) -> None:
+        self.min_batch_pages = _pages(pages, "min_batch_pages")
 
     def batch_pages(self, nr_max_batched_migration: int) -> int:
         return self.batch_size or nr_max_batched_migration
