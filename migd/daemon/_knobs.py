@@ -58,6 +58,10 @@ class Knob:
     fmt: Callable[[Any], str] = str
     #: (sys, inst) -> the shown text, when it is not ``fmt(get())``.
     show: Callable[[Any, Any], str] | None = None
+    #: (sys, inst) -> a consuming, blocking reader (``trace_pipe``), see ``Attribute.stream``.
+    stream: Callable[[Any, Any], Callable] | None = None
+    #: (sys, inst) -> None: what ``> file`` (O_TRUNC) does besides the store (``trace``).
+    truncate: Callable[[Any, Any], None] | None = None
     #: The ``knob_changed`` event's name (``{}``: the instance); None: no event
     #: (the store emits its own, e.g. ``migrator_switched``).
     name: str | None = None
@@ -75,7 +79,7 @@ class Knob:
 
     @property
     def mode(self) -> int:
-        readable = self.get is not None or self.show is not None
+        readable = self.get is not None or self.show is not None or self.stream is not None
         return (0o444 if readable else 0) | (0o200 if self.set is not None else 0)
 
     def expand(self, sys) -> list[tuple[str, Any]]:

@@ -94,11 +94,12 @@ class Choice:
 class Anything:
     """Any write (a counter's reset)."""
 
+    doc: str = "any (resets)"
     kind = "any"
 
     def __call__(self, text: str, what: str, sys=None, inst=None) -> str:
         return text
 
     def describe(self) -> str:
-        return "any (resets)"
+        return self.doc
 
