@@ -17,7 +17,7 @@ taken: 0.38-1.27 GB/s against 3 GB/s for one thread) and numba's dynamic
 ``parallel_chunksize`` (still ends in the barrier).
 
 The pieces' control block is one int64 array; compiled callers find it
-through the linker symbol ``migd_mtcopy_ctl`` (``llvmlite.binding.add_symbol``,
+through the linker symbol ``migd_copy_mt_ctl`` (``llvmlite.binding.add_symbol``,
 as numba's own runtime does), never through an address baked into code that
 numba caches on disk.  Helpers are OS threads running a compiled, GIL-free
 loop; each spins up to ``HELPER_IDLE_NS`` after its last piece, then blocks
@@ -52,7 +52,7 @@ CLAIM, DONE, HELPERS, BASE, PAGE_BYTES, DST, SRC, MEM_MAP, LO, HI, SEQ, STOP, OW
 #: Statistics: pieces published to the helpers, and of those, copied by one.
 PUBLISHED, HELPED = 13, 14
 _CTL = np.zeros(16, dtype=np.int64)
-ll.add_symbol("migd_mtcopy_ctl", _CTL.ctypes.data)
+ll.add_symbol("migd_copy_mt_ctl", _CTL.ctypes.data)
 
 _ORDER_OFFSET = page_dtype.fields["order"][1]
 _PAGE_SIZE = page_dtype.itemsize
@@ -195,7 +195,7 @@ class _Helpers:
                     ev = threading.Event()
                     self.events.append(ev)
                     threading.Thread(target=self._run, args=(ev,), daemon=True,
-                                     name=f"migd-mtcopy-{len(self.events)}").start()
+                                     name=f"migd-copy-mt-{len(self.events)}").start()
         for ev in self.events[:want]:
             if not ev.is_set():
                 ev.set()
