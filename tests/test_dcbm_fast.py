@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import trio
 
-from migd.dma import DmaDevice
+from migd.dma import DmaDevice, folios_copy_dma
 from migd.dma._chanctl import COMPLETED_COOKIE, COOKIE, STARTED, new_ctl
 from migd.dma._thread import CopyThread
 from migd.hw import Clock, get_profile
@@ -19,7 +19,6 @@ from migd.migrate import MigrationEngine
 from migd.mm import MigrateReason, TenantSpec
 from migd.mm._page import FOLIO_CONTENT_COPIED
 from migd.offload import DcbmMigrator
-from migd.offload._dcbm_fast import folios_copy_dma
 
 from .conftest import MiB, make_machine
 

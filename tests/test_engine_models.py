@@ -17,10 +17,10 @@ import pytest
 import trio
 
 from migd.migrate import MIGRATOR_ERROR, BatchRecord, MigratorError
+from migd.migrate._auto import EXPLORE_EVERY, OffloadChooser
 from migd.migrate._kernels import batch_end
 from migd.mm import MigrateMode, MigrateReason, PG_locked, TenantSpec
 from migd.offload import CopyBatch, Migrator, MtcopyMigrator
-from migd.offload._auto import EXPLORE_EVERY, OffloadChooser
 
 from .conftest import MiB, make_engine, make_machine
 

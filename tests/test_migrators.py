@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import trio
 
-from migd.dma import DmaDevice, dcbm_nr_channels, slice_bounds
+from migd.dma import DmaDevice, slice_bounds
 from migd.hw import Clock, VirtualClock, get_profile
 from migd.migrate import BatchRecords, MigrationEngine
 from migd.mm import MigrateReason, TenantSpec
 from migd.offload import DcbmMigrator, MtcopyMigrator
+from migd.offload._dcbm import dcbm_nr_channels
 from migd.offload._mtcopy import thread_bytes
 
 from .conftest import MiB, make_machine

@@ -62,7 +62,7 @@ def test_the_soak_reports_a_planted_copy_bug_as_corruption(tmp_path):
     def buggy(sys: System) -> DcbmMigrator:
         return SkipsOneFolio(sys.dma, nr_dma_chan=4)
     s = run_soak(SoakOptions(duration=6, seed=3, check_every=1.5,
-                             mount=str(tmp_path / "m")), dcbm=buggy)
+                             mount=str(tmp_path / "m")), migrator=buggy)
     assert s.corrupt_pages > 0 and not s.ok
     assert s.lost_pages == 0  # mapped where it should be, with the wrong bytes
 

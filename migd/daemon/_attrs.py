@@ -9,35 +9,40 @@ thread).
 
 from __future__ import annotations
 
-from ..sysfs import Attribute, SysfsTree
+from ..sysfs import Attribute, Directory, Owner, SysfsTree
 from ._files import files
 from ._knobs import Knob, knobs
 from ._nodefs import add_node_files
 from ._system import System
-from ._tracefs import add_tracefs
+from ._tracefs import TRACEFS, tracefs_knobs
 
 
 def all_knobs() -> list[Knob]:
-    """Every file's declaration: tunables, then status files and triggers."""
-    return knobs() + files()
+    """Every file's declaration: tunables, then status files and triggers, then tracefs."""
+    return knobs() + files() + tracefs_knobs()
 
 
 def _attribute(sys: System, knob: Knob, inst) -> Attribute:
+    if knob.stream is not None:
+        return Attribute(stream=knob.stream(sys, inst))
     show = None if knob.mode & 0o444 == 0 else (lambda: knob.read(sys, inst))
+    truncate = None if knob.truncate is None else (lambda: knob.truncate(sys, inst))
     if knob.set is None:
         return Attribute(show)
-    return Attribute(show, lambda value: knob.apply(sys, inst, value),
+    return Attribute(show, lambda value: knob.apply(sys, inst, value), truncate=truncate,
                      parse=lambda text: knob.parse_text(sys, inst, text))
 
 
 def build_tree(sys: System) -> SysfsTree:
     tree = SysfsTree()
+    # tracefs is root's and 0700, as it is mounted (TRACEFS_DEFAULT_MODE):
+    # reading ``trace_pipe`` consumes, so no other user may take root's events
+    tree.add(TRACEFS, Directory(owner=Owner(perm=0o700)))
     for knob in all_knobs():
         for path, inst in knob.expand(sys):
             tree.add(path, _attribute(sys, knob, inst))
     # Files whose layout is the kernel's own, not a knob's: the node
     # directories, proc/vmstat and numa_maps (drivers/base/node.c,
-    # mm/vmstat.c, fs/proc/task_mmu.c) and tracefs (declared by its events).
+    # mm/vmstat.c, fs/proc/task_mmu.c).
     add_node_files(tree.add, sys)
-    add_tracefs(tree.add, sys)
     return tree

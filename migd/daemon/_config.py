@@ -196,7 +196,7 @@ class Config:
     workloads: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def knob_values(self) -> dict[str, Any]:
-        """Validated knob values by their dotted config key (``migrator.dcbm.auto``)."""
+        """Validated knob values by their dotted config key (``migrator.<name>.auto``)."""
         out = {f"migrator.{k}": v for k, v in self.migrator.items()}
         for name, table in self.migrators.items():
             out.update({f"migrator.{name}.{k}": v for k, v in table.items()})

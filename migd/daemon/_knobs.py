@@ -11,8 +11,9 @@ written value is parsed once, by the knob's parser; the store then only
 applies it and emits ``knob_changed`` with the old and new value.
 
 Families: the migration core (``kernel/mm/migrate_offload``), one per
-catalogue migrator (generated from :mod:`migd.offload`'s catalogue), dcbm's
-own files, fault injection, tracing.  Read-only status files and triggers
+catalogue migrator (generated from :mod:`migd.offload`'s catalogue: the
+files every migrator has, and the parameters and counters it declares),
+fault injection.  Read-only status files and triggers
 (per node, per tenant, per channel) are in ``_files``.
 
 Rejected: a method per knob on System (the six near-identical setters this
@@ -28,10 +29,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..faults import FaultInjector
-from ..migrate import MAX_INACCESSIBLE_US_LIMIT, NR_MAX_BATCHED_MIGRATION_LIMIT
+from ..migrate import (
+    MAX_INACCESSIBLE_US_LIMIT,
+    NR_MAX_BATCHED_MIGRATION,
+    NR_MAX_BATCHED_MIGRATION_LIMIT,
+)
 from ..mm import REASON_MASK_ALL, format_reason_mask
-from ..offload import MigratorEntry, migrator_names, offload_migrators
-from ._parsers import Anything, Bool, Choice, Int, Parser, Reasons
+from ..offload import MigratorEntry, Param, migrator_names, offload_migrators
+from ._parsers import Bool, Choice, Int, Parser, Reasons
 
 if TYPE_CHECKING:
     from ._system import System
@@ -53,6 +58,10 @@ class Knob:
     fmt: Callable[[Any], str] = str
     #: (sys, inst) -> the shown text, when it is not ``fmt(get())``.
     show: Callable[[Any, Any], str] | None = None
+    #: (sys, inst) -> a consuming, blocking reader (``trace_pipe``), see ``Attribute.stream``.
+    stream: Callable[[Any, Any], Callable] | None = None
+    #: (sys, inst) -> None: what ``> file`` (O_TRUNC) does besides the store (``trace``).
+    truncate: Callable[[Any, Any], None] | None = None
     #: The ``knob_changed`` event's name (``{}``: the instance); None: no event
     #: (the store emits its own, e.g. ``migrator_switched``).
     name: str | None = None
@@ -70,7 +79,7 @@ class Knob:
 
     @property
     def mode(self) -> int:
-        readable = self.get is not None or self.show is not None
+        readable = self.get is not None or self.show is not None or self.stream is not None
         return (0o444 if readable else 0) | (0o200 if self.set is not None else 0)
 
     def expand(self, sys) -> list[tuple[str, Any]]:
@@ -142,7 +151,7 @@ def _core() -> list[Knob]:
              get=lambda s, i: s.engine.nr_max_batched_migration,
              set=_set_engine("nr_max_batched_migration"),
              parse=Int(1, NR_MAX_BATCHED_MIGRATION_LIMIT), name="nr_max_batched_migration",
-             config="migrator.nr_max_batched_migration", default=512,
+             config="migrator.nr_max_batched_migration", default=NR_MAX_BATCHED_MIGRATION,
              soak=("1", "32", "256", "512", "2048", "8192")),
         Knob(f"{MO}/max_inaccessible_us",
              "latency budget: longest a folio may stay unmapped, in us (0: off)",
@@ -153,12 +162,6 @@ def _core() -> list[Knob]:
         Knob(f"{MO}/profile", "the DMA hardware profile (config dma.profile)",
              show=lambda s, i: s.profile.name),
     ]
-
-
-def _param_set(e: MigratorEntry):
-    def set_(sys, inst, v) -> None:
-        setattr(sys.migrators[e.name], e.param, v)
-    return set_
 
 
 def _auto_set(e: MigratorEntry):
@@ -173,18 +176,50 @@ def _mask_set(e: MigratorEntry):
     return set_
 
 
+def _param(e: MigratorEntry, p: Param) -> Knob:
+    """A file the migrator declares (``module_param_cb()``): its parser, its
+    own setter as the store; a counter shows a view that a write resets."""
+    key = f"{e.name}.{p.name}"
+
+    def get(sys, inst):
+        return p.value(sys.migrators[e.name]) - sys.counter_base.get(key, 0)
+
+    def reset(sys, inst, v) -> None:
+        sys.counter_base[key] = p.value(sys.migrators[e.name])
+
+    def store(sys, inst, v) -> None:
+        p.store(sys.migrators[e.name], v)
+
+    return Knob(f"{e.tree}/{p.name}", p.help,
+                get=get if p.counter else (lambda s, i: p.value(s.migrators[e.name])),
+                fmt=_bool if isinstance(p.parse, Bool) else str,
+                set=None if p.parse is None else reset if p.counter else store,
+                parse=p.parse, name=key if p.parse is not None else None,
+                config=f"migrator.{key}" if p.default is not None else None,
+                default=p.default, soak=p.soak or _soak_values(p), family=e.name)
+
+
+def _soak_values(p: Param) -> tuple[str, ...]:
+    """What the soak writes into a parameter that does not say: a counter's
+    reset, a number's range, both booleans, every name."""
+    if p.parse is None:
+        return ()
+    if p.counter:
+        return ("0",)
+    if isinstance(p.parse, Int):
+        return _spread(p.parse.lo, p.parse.hi)
+    return ("0", "1") if isinstance(p.parse, Bool) else getattr(p.parse, "choices", ())
+
+
 def _migrator(e: MigratorEntry) -> list[Knob]:
-    """The files every catalogue migrator has, under its own directory."""
+    """The files every catalogue migrator has, under its own directory, and its own."""
     cfg, fam = f"migrator.{e.name}", e.name
     return [
         Knob(f"{e.tree}/offloading",
              f"0/1: unregister/register {e.name} (EBUSY if another migrator is active)",
              get=lambda s, i: s.active_migrator() == e.name, fmt=_bool, parse=Bool(),
              set=lambda s, i, v: s.set_offloading(e.name, v), family=fam),
-        Knob(f"{e.tree}/{e.param}", f"{e.name}: {e.param_help or e.param}",
-             get=lambda s, i: getattr(s.migrators[e.name], e.param), set=_param_set(e),
-             parse=Int(e.lo, e.hi), name=f"{e.name}.{e.param}",
-             config=f"{cfg}.{e.param}", default=e.default, soak=_spread(e.lo, e.hi), family=fam),
+        *(_param(e, p) for p in e.params),
         Knob(f"{e.tree}/reason_mask", f"the reasons {e.name} serves; reads back names",
              get=lambda s, i: format_reason_mask(s.reason_masks[e.name]), set=_mask_set(e),
              parse=Reasons(), name=f"{e.name}.reason_mask", config=f"{cfg}.reason_mask",
@@ -196,48 +231,6 @@ def _migrator(e: MigratorEntry) -> list[Knob]:
              parse=Bool(), name=f"{e.name}.auto", config=f"{cfg}.auto", default=False,
              family=fam),
     ]
-
-
-DCBM = "module/dcbm/parameters"
-
-
-def _dcbm_attr(attr: str):
-    def set_(sys, inst, v) -> None:
-        setattr(sys.migrators["dcbm"], attr, v)
-    return set_
-
-
-def _counter_view(counter: str):
-    def get(sys, inst) -> int:
-        return getattr(sys.migrators["dcbm"], counter) - sys.dcbm_counter_base[counter]
-
-    def reset(sys, inst, v) -> None:
-        sys.dcbm_counter_base[counter] = getattr(sys.migrators["dcbm"], counter)
-    return get, reset
-
-
-def _dcbm() -> list[Knob]:
-    out = [
-        Knob(f"{DCBM}/batch_size", "pages per batch dcbm asks the core for (0: the core's bound)",
-             get=lambda s, i: s.migrators["dcbm"].batch_size, set=_dcbm_attr("batch_size"),
-             parse=Int(0, NR_MAX_BATCHED_MIGRATION_LIMIT), name="dcbm.batch_size",
-             config="migrator.dcbm.batch_size", default=0, soak=("0", "0", "1024", "8192"),
-             family="dcbm"),
-        Knob(f"{DCBM}/min_batch_pages", "batches smaller than this are declined (-EOPNOTSUPP)",
-             get=lambda s, i: s.migrators["dcbm"].min_batch_pages,
-             set=_dcbm_attr("min_batch_pages"), parse=Int(0, NR_MAX_BATCHED_MIGRATION_LIMIT),
-             name="dcbm.min_batch_pages", config="migrator.dcbm.min_batch_pages", default=0,
-             soak=("0", "0", "16", "256"), family="dcbm"),
-        Knob(f"{DCBM}/batches_refused", "batches refused for want of a channel (-EBUSY)",
-             get=lambda s, i: s.dma.batches_refused, family="dcbm"),
-    ]
-    for counter, what in (("folios_migrated", "folios dcbm copied"),
-                          ("folios_failures", "folios dcbm left to the CPU")):
-        get, reset = _counter_view(counter)
-        out.append(Knob(f"{DCBM}/{counter}", f"{what}; any write resets this view to 0",
-                        get=get, set=reset, parse=Anything(), name=f"dcbm.{counter}",
-                        soak=("0",), family="dcbm"))
-    return out
 
 
 def _fault_points(sys) -> list[tuple[str, str]]:
@@ -268,7 +261,7 @@ def knobs() -> list[Knob]:
     out = _core()
     for e in offload_migrators():
         out += _migrator(e)
-    return out + _dcbm() + _faults()
+    return out + _faults()
 
 
 def config_knobs() -> list[Knob]:

@@ -49,8 +49,9 @@ class System:
         self.migrators: dict[str, Migrator] = {
             e.name: e.make(self.dma, e.default) for e in offload_migrators()}
         self.reason_masks: dict[str, int] = {name: REASON_MASK_ALL for name in self.migrators}
-        #: Tree view of dcbm's counters: a write resets the view, not the counter.
-        self.dcbm_counter_base = {"folios_migrated": 0, "folios_failures": 0}
+        #: Tree view of the migrators' counters (``<migrator>.<counter>``): a write
+        #: resets the view, not the counter.
+        self.counter_base: dict[str, int] = {}
         nn = len(self.machine.memory.nodes)
         #: Counters the callers keep, as the kernel's vmstat items per node.
         self.node_vmstat = {k: np.zeros(nn, dtype=np.int64) for k in (

@@ -8,59 +8,70 @@ ring with its header and is cleared by ``> trace`` (O_TRUNC); what is written
 to it is ignored (``tracing_write_stub``); ``trace_pipe`` is a consuming read
 that blocks, or fails with EAGAIN when opened O_NONBLOCK.  ``trace_clock``
 lists the one clock migd has, ``[boot]``: accepting the names of clocks it
-does not have was rejected.
+does not have was rejected.  Declared as :class:`Knob` s, so the generated
+reference lists them with the other files.
 """
 
 from __future__ import annotations
 
-from ..sysfs import Attribute, Directory, Owner
+from ..sysfs import Anything, Choice, Int
 from ..tracing import EVENTS
-from ._parsers import parse_int
+from ._knobs import Knob
 from ._system import System
 
+TRACEFS = "kernel/tracing"
 #: The bound of kstrtoul on a 64-bit kernel.
 _ULONG_MAX = 2**64 - 1
+_ENABLE = Int(0, 1)  # event_enable_write, system_enable_write: kstrtoul, then 0 or 1
 
 
-def add_tracefs(add, sys: System, base: str = "kernel/tracing") -> None:
-    """Add the tracefs files under ``base`` with ``add(path, node)``; ``base``
-    is root's and 0700, as tracefs is mounted (TRACEFS_DEFAULT_MODE): reading
-    ``trace_pipe`` consumes, so no other user may take root's events."""
-    t = sys.tracing
-    add(base, Directory(owner=Owner(perm=0o700)))
-    add(f"{base}/trace_pipe", Attribute(stream=t.ring.read_pipe))
-    add(f"{base}/trace", Attribute(lambda: t.ring.snapshot(t.nr_cpus).rstrip("\n"),
-                                   lambda v: None, truncate=t.ring.clear))
-    add(f"{base}/tracing_on", Attribute(
-        lambda: str(int(t.tracing_on)), lambda on: _set_tracing_on(sys, on),
-        parse=lambda v: parse_int(v, 0, _ULONG_MAX, "tracing_on") != 0))
-    add(f"{base}/trace_clock", Attribute(lambda: "[boot]", lambda v: None, parse=_parse_clock))
-    add(f"{base}/available_events", Attribute(
-        lambda: "\n".join(f"{e.system}:{e.name}" for e in EVENTS)))
-    add(f"{base}/events/enable", Attribute(
-        lambda: t.enable_state(), lambda on: _set_enable(sys, on, None), parse=_parse_enable))
-    for system in dict.fromkeys(e.system for e in EVENTS):
-        add(f"{base}/events/{system}/enable", Attribute(
-            lambda s=system: t.enable_state(s), lambda on, s=system: _set_enable(sys, on, s),
-            parse=_parse_enable))
-    for e in EVENTS:
-        d = f"{base}/events/{e.path}"
-        add(f"{d}/enable", Attribute(lambda e=e: str(int(t.enabled[e])),
-                                     lambda on, e=e: _set_event(sys, e, on),
-                                     parse=_parse_enable))
-        add(f"{d}/format", Attribute(lambda e=e: e.format_file()))
-        add(f"{d}/id", Attribute(lambda e=e: str(e.id)))
+def _systems(sys) -> list[tuple[str, str]]:
+    return [(s, s) for s in dict.fromkeys(e.system for e in EVENTS)]
 
 
-def _parse_enable(text: str) -> bool:
-    """``event_enable_write``: kstrtoul, then 0 or 1."""
-    return bool(parse_int(text, 0, 1, "enable"))
+def _events(sys) -> list[tuple[str, object]]:
+    return [(e.path, e) for e in EVENTS]
 
 
-def _parse_clock(text: str) -> str:
-    if text.strip() != "boot":
-        raise ValueError("trace_clock: migd has only the boot clock")
-    return "boot"
+def tracefs_knobs() -> list[Knob]:
+    """The tracefs files, declared like the tunables (the tree's directory
+    ``TRACEFS`` itself is root's and 0700, made by ``build_tree``)."""
+    t, ev = TRACEFS, f"{TRACEFS}/events/{{}}"
+    return [
+        Knob(f"{t}/trace_pipe", "consuming read of the ring: blocks, or EAGAIN when opened "
+             "O_NONBLOCK", stream=lambda s, i: s.tracing.ring.read_pipe, family="tracing"),
+        Knob(f"{t}/trace", "the ring with its header; `> trace` (O_TRUNC) clears it",
+             show=lambda s, i: s.tracing.ring.snapshot(s.tracing.nr_cpus).rstrip("\n"),
+             set=lambda s, i, v: None, parse=Anything("any (ignored)"),
+             truncate=lambda s, i: s.tracing.ring.clear(), family="tracing"),
+        Knob(f"{t}/tracing_on", "0: stop recording into the ring (rb_simple_write)",
+             show=lambda s, i: str(int(s.tracing.tracing_on)),
+             set=lambda s, i, v: _set_tracing_on(s, v != 0),
+             parse=Int(0, _ULONG_MAX, "an unsigned number; non-zero is on"), family="tracing"),
+        Knob(f"{t}/trace_clock", "the clocks, the one in use in brackets: migd has only boot",
+             show=lambda s, i: "[boot]", set=lambda s, i, v: None,
+             parse=Choice(lambda: ("boot",)), family="tracing"),
+        Knob(f"{t}/available_events", "every event, as system:name",
+             show=lambda s, i: "\n".join(f"{e.system}:{e.name}" for e in EVENTS),
+             family="tracing"),
+        Knob(f"{t}/events/enable", "every event: 0, 1, or X (mixed)",
+             show=lambda s, i: s.tracing.enable_state(),
+             set=lambda s, i, v: _set_enable(s, bool(v), None), parse=_ENABLE,
+             family="tracing"),
+        Knob(f"{ev}/enable", "the system's events: 0, 1, or X (mixed)",
+             show=lambda s, system: s.tracing.enable_state(system),
+             set=lambda s, system, v: _set_enable(s, bool(v), system), parse=_ENABLE,
+             each=_systems, slot="<system>", family="tracing"),
+        Knob(f"{ev}/enable", "the event: 0 or 1",
+             show=lambda s, e: str(int(s.tracing.enabled[e])),
+             set=lambda s, e, v: _set_event(s, e, bool(v)), parse=_ENABLE,
+             each=_events, slot="<system>/<event>", family="tracing"),
+        Knob(f"{ev}/format", "the event's fields, as the kernel prints them",
+             show=lambda s, e: e.format_file(), each=_events, slot="<system>/<event>",
+             family="tracing"),
+        Knob(f"{ev}/id", "the event's id", show=lambda s, e: str(e.id), each=_events,
+             slot="<system>/<event>", family="tracing"),
+    ]
 
 
 def _set_tracing_on(sys: System, on: bool) -> None:

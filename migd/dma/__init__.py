@@ -1,13 +1,22 @@
 """The emulated dmaengine: devices, channels as async workers, descriptor rings as columns."""
 
+from ._chanctl import (
+    CH_BUSY_NS,
+    CH_BYTES,
+    CH_DESCS,
+    CH_LAST_DONE,
+    NR_CH_COLUMNS,
+    folios_copy_dma,
+    new_ctl,
+)
 from ._dmaengine import (
     ChannelStatistics,
     DmaChannel,
     DmaDevice,
-    dcbm_nr_channels,
     slice_bounds,
 )
 from ._ring import DescRing, RangeCallback
 
-__all__ = ["ChannelStatistics", "DescRing", "DmaChannel", "DmaDevice", "RangeCallback",
-           "dcbm_nr_channels", "slice_bounds"]
+__all__ = ["CH_BUSY_NS", "CH_BYTES", "CH_DESCS", "CH_LAST_DONE", "NR_CH_COLUMNS",
+           "ChannelStatistics", "DescRing", "DmaChannel", "DmaDevice", "RangeCallback",
+           "folios_copy_dma", "new_ctl", "slice_bounds"]

@@ -21,12 +21,12 @@ Two kinds of caller post slices:
 - the channel's trio task (the general path), through ``CopyThread.run``:
   one Python hand-off per queue it takes, ~25 us round trip;
 - the engine's compiled fast path (``_kernels.migrate_pages_batch_fast``) for
-  a clean dcbm batch on the real clock: ``dma_chan_post`` per channel, then
-  ``dma_chan_wait`` per channel, all in compiled code, no GIL and no event
-  loop turn — a few microseconds per batch against ~370 us of Python and
-  thread hand-offs per 2 MiB batch measured before (dcbm:1 at 0.37x of the
-  vanilla path for 2M folios; 0.85-1.0x now).  The copy is still the channel thread's: the
-  caller waits, as ``wait_for_completion_timeout()`` does, it never copies.
+  a clean DMA batch on the real clock, through :func:`folios_copy_dma`:
+  ``dma_chan_post`` per channel, then ``dma_chan_wait`` per channel, all in
+  compiled code, no GIL and no event loop turn — a few microseconds per batch
+  against ~370 us of Python and thread hand-offs per 2 MiB batch (figures in
+  docs/design.md).  The copy is still the channel thread's: the caller waits,
+  as ``wait_for_completion_timeout()`` does, it never copies.
 
 The sleep/kick protocol is the classic one: the thread announces ``SLEEPING``
 then looks for work once more; a poster stores ``COOKIE`` then looks at
@@ -41,7 +41,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ..mm._copy import folios_set_content_copied
 from ..mm._mtpool import copy_piece
+from ..mm._page import PAGE_SIZE
 from ..mm._raw import (
     atomic_cas,
     atomic_load,
@@ -175,11 +177,12 @@ def dma_chan_wait(ctl, cookie, timeout_ns, spin):
     CPU-time clock must advance at least half as fast as the wall clock;
     otherwise sleeps
     in ``futex()`` until the thread's ``complete()`` wakes it, as the
-    kernel's waiter sleeps.  Measured on 2 CPUs: sleeping at once costs a
-    wake-up per batch (dcbm:1 2M 0.79x of the vanilla path against 1.0x
-    spinning); spinning regardless of the thread lost whole scheduler ticks
-    (~4 ms a batch) with two CPU hogs running, the spinner holding the CPU
-    the preempted thread needed, and dcbm:2 at 65536 pages fell to 0.59x.
+    kernel's waiter sleeps.  Measured on 2 CPUs (docs/design.md): sleeping at
+    once costs a wake-up per batch (one channel, 2M folios: 0.79x of the
+    vanilla path against 1.0x spinning); spinning regardless of the thread
+    lost whole scheduler ticks (~4 ms a batch) with two CPU hogs running, the
+    spinner holding the CPU the preempted thread needed (two channels at
+    65536 pages fell to 0.59x).
 
     After ``timeout_ns`` the request is terminated as ``dmaengine_terminate_sync()``
     would: if the thread has not started it, it never will (``STARTED`` taken
@@ -213,3 +216,62 @@ def dma_chan_wait(ctl, cookie, timeout_ns, spin):
             futex_wait(ctl + 8 * WAITING, 1, min(WAIT_SLICE_NS, deadline - now))
         atomic_store(ctl + 8 * WAITING, 0)
     return True
+
+
+#: Columns of the per-channel counts :func:`folios_copy_dma` keeps: descriptors,
+#: bytes, busy ns, and the completion time of the channel's slice of the last batch.
+CH_DESCS, CH_BYTES, CH_BUSY_NS, CH_LAST_DONE, NR_CH_COLUMNS = range(5)
+
+
+@numba.njit(cache=True, nogil=True)
+def folios_copy_dma(base, page_bytes, mem_map, dst, folios, lo, hi, chan_ctl, chan_stats,
+                    timeout_ns, nr_cpus, cpuclock):
+    """RFC v6's DMA batch copy (``folios_copy_dma()``) of a clean batch, from
+    compiled code: ``min(channels, nr_folios)`` contiguous slices (``nr*i/c``),
+    each posted to its channel's copy thread and issued at once, then waited
+    for channel by channel (``wait_for_completion_timeout()``); only when every
+    channel finished is every folio marked FOLIO_CONTENT_COPIED.  The caller
+    never copies: it spins while a CPU is free for it beside the channels'
+    threads (``nch < nr_cpus``) and the thread is seen copying, else sleeps
+    (:func:`dma_chan_wait`).
+    Each wait has its own ``timeout_ns``, as each channel's
+    ``wait_for_completion_timeout()`` has.  Returns how many channels the
+    batch claimed, negated when one timed out (then none is marked: the move
+    loop copies them all)."""
+    nr = hi - lo
+    nch = min(chan_ctl.shape[0], nr)
+    dstp = dst.ctypes.data
+    srcp = folios.ctypes.data
+    mmp = mem_map.ctypes.data
+    cookies = np.empty(nch, dtype=np.int64)
+    t_post = np.empty(nch, dtype=np.int64)
+    for c in range(nch):
+        a = lo + nr * c // nch
+        b = lo + nr * (c + 1) // nch
+        t_post[c] = ktime_get_ns()
+        cookies[c] = dma_chan_post(chan_ctl[c].ctypes.data, base, page_bytes, dstp, srcp, mmp,
+                                a, b, cpuclock)
+    spin = nch < nr_cpus
+    ok = True
+    for c in range(nch):
+        ctl = chan_ctl[c].ctypes.data
+        # after a timeout the others are terminated (timeout 0): cancelled if
+        # not started, else waited for, as dmaengine_terminate_sync() does
+        if not dma_chan_wait(ctl, cookies[c], timeout_ns if ok else 0, spin and ok):
+            ok = False
+            continue  # never started: nothing to book
+        a = lo + nr * c // nch
+        b = lo + nr * (c + 1) // nch
+        nbytes = 0
+        for u in range(a, b):
+            nbytes += PAGE_SIZE << mem_map[folios[u]].order
+        done = chan_ctl[c, T_DONE]
+        st = chan_stats[c]
+        st[CH_DESCS] += b - a
+        st[CH_BYTES] += nbytes
+        st[CH_BUSY_NS] += done - t_post[c]
+        st[CH_LAST_DONE] = done
+    if not ok:
+        return -nch
+    folios_set_content_copied(mem_map, folios[lo:hi])
+    return nch

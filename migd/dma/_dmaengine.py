@@ -249,7 +249,7 @@ class DmaDevice:
         DMA_PRIVATE) go to one client at a time: a request takes the free
         ones in order, possibly fewer than ``count`` while another batch
         holds some, and OSError EBUSY is raised when none is free (the batch
-        is refused, as RFC v6 dcbm's ``dcbm_claim_channels()`` refuses it).
+        is refused, as the RFC's DMA migrator refuses it).
         Shared channels (``native``, SDXI) are always granted.
         """
         if self.faults["fail_dma_busy"].should_fail():
@@ -283,10 +283,5 @@ class DmaDevice:
 def slice_bounds(nr_folios: int, nr_chan: int) -> list[tuple[int, int]]:
     """The RFC's contiguous split: channel ``i`` gets ``[nr*i/c, nr*(i+1)/c)``."""
     return [(nr_folios * i // nr_chan, nr_folios * (i + 1) // nr_chan) for i in range(nr_chan)]
-
-
-def dcbm_nr_channels(nr_dma_chan: int, nr_folios: int) -> int:
-    """``min(nr_dma_chan, nr_folios, 16)``: how many channels a batch uses."""
-    return min(nr_dma_chan, nr_folios, 16)
 
 

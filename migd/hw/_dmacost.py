@@ -11,7 +11,7 @@ and the descriptors' sizes.  :func:`dma_schedule` replays that event by event
 without the event loop — the same chunks, the same busy sets, the same
 additions in the same order — and the client sleeps once, to the end.
 
-Measured: ``dcbm:16`` on 1 GiB of 4K folios ran 65,536 chunk sleeps and
+Measured: 16 DMA channels on 1 GiB of 4K folios ran 65,536 chunk sleeps and
 262,144 descriptor callbacks through trio, 0.06x real time; the schedule is
 ~128 events per 512-folio batch in compiled code.  Rejected: an analytic
 fluid model (every channel's share as a function of time) - it would not

@@ -24,7 +24,7 @@ page unless the folio is a PMD-mapped THP (one 2 MiB IOMMU mapping), plus its
 bytes at the channel's share of bandwidth.  Preparing and submitting it costs
 the CPU ``submit_us``.
 
-Per batch, RFC v6 dcbm also spends CPU outside the channels, and it is charged
+Per batch, RFC v6's DMA migrator also spends CPU outside the channels, and it is charged
 to the CPU, not hidden in channel time: ``chan_request_us`` per channel for
 ``dma_request_chan_by_mask()`` and ``dma_release_channel()`` (a walk of the
 dmaengine device list under ``dma_list_mutex`` and the channel's
@@ -32,7 +32,7 @@ client-count/module reference; ~0.5 us on a 3 GHz core, a few hundred cycles
 of locking and list walking each way), and ``map_folio_us`` per folio for the
 two ``dma_map_sgtable()`` calls of ``setup_sg_tables()`` (one scatterlist
 entry per side through the IOMMU's IOVA allocator, ~0.03 us a folio on
-``zen3-ptdma``: the published 4K dcbm:16 row, 3.54 GB/s = 1.16 us per folio in
+``zen3-ptdma``: the published 4K 16-channel DMA row, 3.54 GB/s = 1.16 us per folio in
 all, of which unmap and remap take ~0.9, leaves no room for more).
 Rejected: folding them into ``desc_us``, which would let 16 channels hide CPU
 work that one caller's core does serially.
@@ -105,9 +105,9 @@ class DmaModel:
     chan_request_us: float = 0.0
     #: CPU per folio: ``dma_map_sgtable()`` of source and destination.
     map_folio_us: float = 0.0
-    #: The ring-chunked dcbm variant: folios are marked copied chunk by chunk
+    #: The DMA migrator's ring-chunked variant: folios are marked copied chunk by chunk
     #: (a ring's worth) as each completes, so an error keeps the finished
-    #: chunks.  Only the ``sdxi`` profile; v6 dcbm marks all or nothing.
+    #: chunks.  Only the ``sdxi`` profile; v6 marks all or nothing.
     mark_chunks: bool = False
 
     def desc_seconds(self, nbytes: int, order: int, sharing: int, active: int) -> float:
@@ -150,11 +150,11 @@ class HardwareProfile:
 #: besides ``folio_trylock()`` and ``try_to_migrate()``.  The vanilla 4K rate
 #: (3.31 GB/s = 1.24 us a folio) fixes unmap + copy + move, so the move gives
 #: back most of what the unmap gained (0.55 -> 0.48); the remaining 0.03 is what
-#: the dcbm:16 batch sweep asks for after its first folio (~0.65 us a 4K folio
+#: the 16-channel DMA batch sweep asks for after its first folio (~0.65 us a 4K folio
 #: of remap alone).  Rejected: a larger ``flush_us`` (one IPI round per batch;
 #: ~60 us would fit n >= 2048 but put the n = 1 row at ~60 us against 24, and
 #: the 2M rows, one flush per THP, 20% slow), and a faster ``copy_gbps`` (the 2M
-#: vanilla and mtcopy:1 rows pin 13 GB/s).
+#: vanilla and 1-thread batch-copy rows pin 13 GB/s).
 ZEN3_CPU = CpuModel(
     call_us=80.0, flush_us=20.0, unmap_folio_us=0.20, move_folio_us=0.48, pte_us=0.22,
     page_us=0.02, copy_gbps=13.0, mt_dispatch_us=5.0, membus_gbps=72.0,
@@ -162,7 +162,7 @@ ZEN3_CPU = CpuModel(
 #: 16 PT devices of one memcpy channel each, held exclusively (DMA_PRIVATE) by
 #: the batch that requested them.  Pairs of them share an engine's 14 GB/s:
 #: the published 2M rows scale 12.65 -> 27.01 GB/s from 1 to 4 channels (2x,
-#: not 4x).  A 4K dcbm:16 batch reaches its first remap after ~0.49 us a folio
+#: not 4x).  A 4K 16-channel DMA batch reaches its first remap after ~0.49 us a folio
 #: (batch sweep: 129 ms for 262144 folios, 253 us for 512), of which the unmap
 #: above takes 0.32 and the last channel's slice (1/16 of the descriptors at
 #: ~1.4 us each) ~0.09: what is left, ~0.08, is the CPU's two

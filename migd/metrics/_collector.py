@@ -5,7 +5,9 @@ No second set of books: at each scrape the collector reads the engine's
 callers' counters, and renders them with Prometheus names (``migd_`` prefix,
 ``_total`` counters, base units) and low-cardinality labels.  Every counter
 comes from a monotonic count in the core, so none goes backwards — a reset of
-``folios_migrated`` in the tree only moves the tree's view.
+a migrator's counter in the tree only moves the tree's view.  Each migrator's
+declared parameters and counters (its catalogue entry) are exported as
+``migd_migrator_param_<name>{migrator}``: a gauge, or a counter for a count.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from prometheus_client.core import (
 
 from ..migrate import MIGRATOR_ERROR, VMSTAT_ITEMS, HistogramSnapshot
 from ..mm import PAGE_SIZE, MigrateMode, MigrateReason
-from ..offload import migrator_names
+from ..offload import migrator_names, offload_migrators
 
-#: Fallback causes dcbm and the engine can report (always exported, 0 until seen).
+#: Fallback causes a migrator and the engine can report (always exported, 0 until seen).
 CAUSES = ("EIO", "ETIMEDOUT", "EBUSY", "EOPNOTSUPP", "incomplete", MIGRATOR_ERROR)
 #: migrate_pages() modes, as the trace prints them.
 MODES = tuple(m.value for m in MigrateMode)
@@ -112,6 +114,7 @@ class MigdCollector:
         yield _histogram("migd_inaccessible_seconds",
                          "Per folio: unmapped (migration entry) to remapped.",
                          s.inaccessible_seconds)
+        yield from self._migrator_params()
         yield from self._dma()
         yield from self._nodes()
         yield from self._tenants()
@@ -120,6 +123,21 @@ class MigdCollector:
         for point, v in sys.faults.injected().items():
             c.add_metric([point], v)
         yield c
+
+    def _migrator_params(self):
+        """What each migrator declares, by parameter name, one sample per migrator."""
+        fams: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
+        for e in offload_migrators():
+            m = self.sys.migrators.get(e.name)
+            for p in e.params if m is not None else ():
+                fam = fams.get(p.name)
+                if fam is None:
+                    cls = CounterMetricFamily if p.counter else GaugeMetricFamily
+                    fam = fams[p.name] = cls(f"migd_migrator_param_{p.name}",
+                                             f"Migrator parameter {p.name}: {p.help}.",
+                                             labels=["migrator"])
+                fam.add_metric([e.name], p.value(m))
+        yield from fams.values()
 
     def _dma(self):
         dev = self.sys.dma

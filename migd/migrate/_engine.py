@@ -34,14 +34,16 @@ import trio
 from ..faults import FaultInjector
 from ..hw import Clock, HardwareProfile
 from ..mm import (
+    NR_MAX_BATCHED_MIGRATION,
+    NR_MAX_BATCHED_MIGRATION_LIMIT,
     Machine,
     MigrateMode,
     MigrateReason,
 )
 from ..mm._rmap import folio_isolate_batch, folio_putback_batch
 from ..offload import Migrator, Offload, OffloadRegistry
-from ..offload._auto import OffloadChooser
 from . import _kernels as _k
+from ._auto import OffloadChooser
 from ._budget import BatchBudget, BudgetStatistics
 from ._fastpath import GENERAL, FastPath
 from ._migrate_batch import (
@@ -64,8 +66,6 @@ from ._stats import (
 )
 from ._steps import count_failed, count_untried
 
-NR_MAX_BATCHED_MIGRATION = 512  # HPAGE_PMD_NR
-NR_MAX_BATCHED_MIGRATION_LIMIT = 262144  # the knob's bound: 1 GiB of base pages
 MAX_INACCESSIBLE_US_LIMIT = 10_000_000  # the budget knob's bound: 10 s
 
 class MigrationEngine:

@@ -10,9 +10,9 @@ This module decides, per batch, whether that call applies and with which copy:
   registered, or the reason not in its mask — or when the automatic choice
   declines the batch;
 - the batch copy on ``cpu_threads`` threads when the active migrator copies on
-  the CPU (``mtcopy``);
+  the CPU;
 - the batch copy on DMA channels' copy threads when the migrator offers a
-  compiled copy (``Migrator.compiled_copy()``: dcbm on idle ``native`` channels);
+  compiled copy (``Migrator.compiled_copy()``, e.g. on idle ``native`` channels);
 - nothing (the general path) otherwise: a DMA migrator's ``migrate_offc()``.
 
 It also owns the automatic CPU/offload choice: one :class:`OffloadChooser`
@@ -31,11 +31,10 @@ import numpy as np
 import trio
 
 from ..mm import PAGE_SIZE, MigrateMode, MigrateReason
-from ..offload import CpuMigrator, Migrator, Offload
-from ..offload._auto import OffloadChooser
-from ..offload._dcbm_fast import NO_COMPILED_COPY, CompiledCopy
-from ..offload._mtcopy import cpu_threads_busy, set_copy_threads
+from ..mm._copy import cpu_threads_busy, wake_helpers
+from ..offload import NO_COMPILED_COPY, CompiledCopy, CpuMigrator, Migrator, Offload
 from . import _kernels as _k
+from ._auto import OffloadChooser
 from ._stats import BatchRecords, EngineBooks
 
 #: Longest one compiled fast-path call runs before the event loop gets a turn.
@@ -134,7 +133,7 @@ class FastPath:
         offset = trio.current_time() - time.perf_counter()
         deadline = time.perf_counter_ns() + FAST_PATH_SLICE_NS
         if plan.threads > 1:
-            set_copy_threads(plan.threads)
+            wake_helpers(plan.threads)
         dma = plan.dma or NO_COMPILED_COPY
         j = nr_batches = 0
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numba
 
+from ..dma import folios_copy_dma
 from ..mm._buddy import alloc_block, free_block
 from ..mm._copy import folios_copy_mt, folios_mc_copy, folios_set_content_copied, memcpy
 from ..mm._page import (
@@ -29,7 +30,6 @@ from ..mm._rmap import (
     remove_migration_ptes,
     try_to_migrate,
 )
-from ..offload._dcbm_fast import folios_copy_dma
 
 #: ``migrate_folio_unmap()`` outcomes, per folio.
 MIGRATEPAGE_UNMAP = 0
@@ -192,16 +192,16 @@ def migrate_pages_batch_fast(bitmap, area, mem_map, ptes, base, page_bytes, foli
                              scratch, rows, chan_ctl, chan_stats, timeout_ns, nr_cpus,
                              cpuclock):
     """Whole ``migrate_pages_batch()`` runs, compiled, for the vanilla path,
-    CPU-copy migrators and dcbm on idle native channels.
+    CPU-copy migrators and migrators with a compiled DMA copy.
 
     ``nr_threads`` 0: the vanilla kernel (no migrator, or a batch it does not
     take): no batch copy, ``move_to_new_folio()`` copies each folio with
     ``folio_mc_copy()`` and remaps it before the next is touched.  1: a batch
     copy with ``folios_mc_copy`` before the move loop; more: the
-    multi-threaded copy of ``mtcopy`` (pieces claimed by the caller and the
-    copy helpers, ``mm._mtpool``).  ``chan_ctl`` with rows: the batch copy is
-    dcbm's, by the copy threads of those DMA channels
-    (``offload._dcbm_fast.folios_copy_dma``; ``chan_stats`` gets their counts,
+    multi-threaded copy (pieces claimed by the caller and the copy helpers,
+    ``mm._mtpool``).  ``chan_ctl`` with rows: the batch copy is the
+    migrator's compiled copy, by the copy threads of those DMA channels
+    (``dma.folios_copy_dma``; ``chan_stats`` gets their counts,
     ``timeout_ns`` bounds each wait, and the caller spins a little first when
     ``nr_cpus`` leave it a CPU; ``cpuclock``: its own CPU-time clock).
 

@@ -15,19 +15,18 @@ from the batch alone.  Then:
   time, their running sum as ``unmap_pass`` computes them, and are slept
   with the TLB flush in one sleep (nothing changes between the two);
 - the batch copy is handed ``CopyBatch.closed_form`` (decided again after
-  the flush: still alone?): dcbm computes its channels' schedule at once
-  and sleeps once (``offload._dcbm_vclock``) unless another task could run
-  before the copy ends — one runnable, or one whose sleep ends first, which
-  could enter the engine and claim channels mid-copy;
+  the flush: still alone?): a DMA migrator may compute its channels'
+  schedule at once and sleep once unless another task could run before the
+  copy ends — one runnable, or one whose sleep ends first, which could
+  enter the engine and claim channels mid-copy;
 - the move loop (``_steps.move``) and the records are the engine's own
   code; its two sleeps (to folio 0's remap, then to the end) are one only
   when no task waits on a folio, none is runnable and no sleep ends before
   the loop does, so a mutator waiting on a migration entry still wakes at
   folio 0's remap, and first-folio latency is the same number.
 
-Measured (zen3-ptdma, 1 GiB of 4K folios, 512-page batches, this 2-core
-machine): ``dcbm:16`` 0.07x -> ~1.4x real time, ``mtcopy:4`` 1.2x -> ~1.4x,
-the vanilla path 1.8x -> ~2x; ``bench seed`` 25-40 s -> ~5 s, same cells.
+Measured: up to 20x less real time per modelled second, same results
+(figures in docs/design.md).
 
 Anything that can interleave keeps the step-by-step path: a fault armed (a
 draw could fire at any folio), a second caller (its batches claim channels

@@ -26,6 +26,8 @@ from ._page import (
     HPAGE_PMD_NR,
     HPAGE_PMD_ORDER,
     MAX_FOLIO_ORDER,
+    NR_MAX_BATCHED_MIGRATION,
+    NR_MAX_BATCHED_MIGRATION_LIMIT,
     PAGE_SIZE,
     PG_isolated,
     PG_locked,
@@ -41,4 +43,5 @@ __all__ = [
     "Machine", "Node", "NodeSpec", "PhysMemory", "Tenant", "TenantSpec", "TenantStatistics",
     "page_keys", "verify_pages", "write_pages", "host_memory", "memory_limit", "MR_TYPES",
     "REASON_MASK_ALL", "MigrateMode", "MigrateReason", "format_reason_mask", "parse_reason_mask",
+    "NR_MAX_BATCHED_MIGRATION", "NR_MAX_BATCHED_MIGRATION_LIMIT",
 ]

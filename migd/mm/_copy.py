@@ -6,7 +6,7 @@ same non-temporal-store policy as the ``memcpy`` row the bench compares with.
 Rejected: numpy fancy indexing (gathers into a temporary, then scatters: 0.35x
 of memcpy for 4 KiB folios against 0.54x here) and a ctypes pointer to
 ``memcpy`` (numba cannot cache code that embeds one).  ``nogil``: copy threads
-(mtcopy, DMA channels) run these in parallel.
+(a multi-threaded CPU copy, DMA channels) run these in parallel.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._mtpool import folios_copy_mt, wake_helpers
+from ._mtpool import cpu_threads_busy, folios_copy_mt, wake_helpers
 from ._page import FOLIO_CONTENT_COPIED
 from ._raw import memcpy
 
-__all__ = ["copy_folio_prefixes", "copy_folios", "folios_copy_mt", "folios_mc_copy",
-           "folios_set_content_copied", "memcpy", "wake_helpers"]
+__all__ = ["copy_folio_prefixes", "copy_folios", "cpu_threads_busy", "folios_copy_mt",
+           "folios_mc_copy", "folios_set_content_copied", "memcpy", "wake_helpers"]
 
 
 @numba.njit(cache=True, nogil=True)

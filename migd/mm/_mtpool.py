@@ -11,13 +11,13 @@ pieces a helper is copying.
 Why: numba's parallel region (OpenMP) ends in a barrier, so a batch of one
 THP waited for the second thread however late it woke: on this 2-core
 machine shared with other processes, 5-26 of 512 batches took 1-13 ms
-instead of ~170 us, and ``mtcopy:2`` ran at 0.04x-0.6x of the vanilla path.
+instead of ~170 us, and the copy on 2 threads ran at 0.04x-0.6x of the vanilla path.
 Rejected: OMP_WAIT_POLICY=active (the same stalls when the other core is
 taken: 0.38-1.27 GB/s against 3 GB/s for one thread) and numba's dynamic
 ``parallel_chunksize`` (still ends in the barrier).
 
 The pieces' control block is one int64 array; compiled callers find it
-through the linker symbol ``migd_mtcopy_ctl`` (``llvmlite.binding.add_symbol``,
+through the linker symbol ``migd_copy_mt_ctl`` (``llvmlite.binding.add_symbol``,
 as numba's own runtime does), never through an address baked into code that
 numba caches on disk.  Helpers are OS threads running a compiled, GIL-free
 loop; each spins up to ``HELPER_IDLE_NS`` after its last piece, then blocks
@@ -52,7 +52,7 @@ CLAIM, DONE, HELPERS, BASE, PAGE_BYTES, DST, SRC, MEM_MAP, LO, HI, SEQ, STOP, OW
 #: Statistics: pieces published to the helpers, and of those, copied by one.
 PUBLISHED, HELPED = 13, 14
 _CTL = np.zeros(16, dtype=np.int64)
-ll.add_symbol("migd_mtcopy_ctl", _CTL.ctypes.data)
+ll.add_symbol("migd_copy_mt_ctl", _CTL.ctypes.data)
 
 _ORDER_OFFSET = page_dtype.fields["order"][1]
 _PAGE_SIZE = page_dtype.itemsize
@@ -61,7 +61,7 @@ _SEQ_MASK = (1 << 23) - 1
 #: A helper spins this long after its last piece before blocking: long
 #: enough to span the ~20 us gaps between batches of a fast-path slice and
 #: most ~150 us gaps between slices.  Measured under a load average of ~5 on
-#: 2 cores (1 GiB of THPs, mtcopy:2 / vanilla): 100 us 1.0-1.05x, 300 us
+#: 2 cores (1 GiB of THPs, 2 copy threads / vanilla): 100 us 1.0-1.05x, 300 us
 #: 0.95-1.9x, 1 ms 0.9x, 5 ms 0.5x (a helper that spins long is preempted
 #: mid-piece, and the caller waits for it).
 HELPER_IDLE_NS = 300_000
@@ -172,6 +172,14 @@ def copying_threads(threads: int) -> int:
     return min(threads, os.cpu_count() or 1)
 
 
+def cpu_threads_busy(threads: int, virtual: bool) -> int:
+    """CPUs a copy on ``threads`` threads keeps busy for its duration: its CPU
+    seconds are that many times its wall (or modelled) seconds.  The modelled
+    machine has a CPU for each thread; here the caller and at most CPUs - 1
+    helpers copy."""
+    return threads if virtual else copying_threads(threads)
+
+
 class _Helpers:
     """The helper threads (daemon threads; at most CPUs - 1)."""
 
@@ -187,7 +195,7 @@ class _Helpers:
                     ev = threading.Event()
                     self.events.append(ev)
                     threading.Thread(target=self._run, args=(ev,), daemon=True,
-                                     name=f"migd-mtcopy-{len(self.events)}").start()
+                                     name=f"migd-copy-mt-{len(self.events)}").start()
         for ev in self.events[:want]:
             if not ev.is_set():
                 ev.set()

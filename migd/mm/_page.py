@@ -13,6 +13,10 @@ PAGE_SIZE = 1 << PAGE_SHIFT
 MAX_FOLIO_ORDER = 9
 HPAGE_PMD_ORDER = 9
 HPAGE_PMD_NR = 1 << HPAGE_PMD_ORDER
+#: ``migrate_pages()``' batch bound in base pages (mm/migrate.c), and the most
+#: its knob (``nr_max_batched_migration``) takes: 1 GiB of base pages.
+NR_MAX_BATCHED_MIGRATION = HPAGE_PMD_NR
+NR_MAX_BATCHED_MIGRATION_LIMIT = 262144
 
 # page->flags bits (those migration looks at).
 PG_locked = 1 << 0

@@ -39,9 +39,9 @@ def ctl_address(typingctx):
     """Address of the control block, resolved by the linker in each process."""
     def codegen(context, builder, signature, args):
         mod = builder.module
-        gv = mod.globals.get("migd_mtcopy_ctl")
+        gv = mod.globals.get("migd_copy_mt_ctl")
         if gv is None:
-            gv = ir.GlobalVariable(mod, _i64, "migd_mtcopy_ctl")
+            gv = ir.GlobalVariable(mod, _i64, "migd_copy_mt_ctl")
             gv.linkage = "external"
         return builder.ptrtoint(gv, _i64)
     return types.int64(), codegen

@@ -3,15 +3,17 @@
 from ._catalogue import (
     CATALOGUE,
     MigratorEntry,
+    Param,
     migrator_names,
     offload_migrators,
 )
 from ._cpu import CpuMigrator
 from ._dcbm import DCBM_MAX_CHANNELS, DcbmMigrator
-from ._migrator import CopyBatch, Migrator
+from ._migrator import NO_COMPILED_COPY, CompiledCopy, CopyBatch, Migrator
 from ._mtcopy import MTCOPY_MAX_THREADS, MtcopyMigrator
 from ._registry import Offload, OffloadRegistry
 
-__all__ = ["CATALOGUE", "DCBM_MAX_CHANNELS", "MTCOPY_MAX_THREADS", "CopyBatch", "CpuMigrator",
+__all__ = ["CATALOGUE", "DCBM_MAX_CHANNELS", "MTCOPY_MAX_THREADS", "NO_COMPILED_COPY",
+           "CompiledCopy", "CopyBatch", "CpuMigrator",
            "DcbmMigrator", "Migrator", "MtcopyMigrator", "Offload", "OffloadRegistry",
-           "MigratorEntry", "migrator_names", "offload_migrators"]
+           "MigratorEntry", "Param", "migrator_names", "offload_migrators"]

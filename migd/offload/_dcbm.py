@@ -3,7 +3,7 @@ drivers/migrate_offload/dcbm/dcbm.c (``folios_copy_dma()``) does it.
 
 Per batch:
 
-1. claim ``min(nr_dma_chan, nr_folios, 16)`` channels (``dcbm_nr_channels``),
+1. claim ``min(nr_dma_chan, nr_folios, 16)`` channels (:func:`dcbm_nr_channels`),
    each held exclusively on exclusive hardware (PTDMA, DSA) until the batch
    releases them (``dcbm_release_channels()``); fewer while another batch
    holds some, and none -> the batch is refused (-EBUSY, ``batches_refused``,
@@ -37,13 +37,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import trio
 
-from ..dma import DmaChannel, DmaDevice, dcbm_nr_channels, slice_bounds
-from ..mm import FOLIO_CONTENT_COPIED
-from ._dcbm_fast import CompiledCopy, compiled_copy
+from ..dma import DmaChannel, DmaDevice, slice_bounds
+from ..mm import FOLIO_CONTENT_COPIED, NR_MAX_BATCHED_MIGRATION_LIMIT
+from ._dcbm_fast import DcbmCompiledCopy, compiled_copy
 from ._dcbm_vclock import copy_closed_form, fits
 from ._migrator import CopyBatch, Migrator
 
 DCBM_MAX_CHANNELS = 16
+
+
+def dcbm_nr_channels(nr_dma_chan: int, nr_folios: int) -> int:
+    """``min(nr_dma_chan, nr_folios, 16)``: how many channels a batch uses."""
+    return min(nr_dma_chan, nr_folios, DCBM_MAX_CHANNELS)
 
 
 @dataclass
@@ -64,6 +69,12 @@ class _Work:
     outstanding: int
     done: trio.Event = field(default_factory=trio.Event)
     failed: bool = False
+
+
+def _pages(n: int, what: str) -> int:
+    if not 0 <= n <= NR_MAX_BATCHED_MIGRATION_LIMIT:
+        raise OSError(errno.EINVAL, f"{what} must be 0..{NR_MAX_BATCHED_MIGRATION_LIMIT}")
+    return n
 
 
 class DcbmMigrator(Migrator):
@@ -106,6 +117,12 @@ class DcbmMigrator(Migrator):
             raise OSError(errno.EINVAL, f"nr_dma_chan must be 1..{DCBM_MAX_CHANNELS}")
         self.nr_dma_chan = n
 
+    def set_batch_size(self, pages: int) -> None:
+        self.batch_size = _pages(pages, "batch_size")
+
+    def set_min_batch_pages(self, pages: int) -> None:
+        self.min_batch_pages = _pages(pages, "min_batch_pages")
+
     def batch_pages(self, nr_max_batched_migration: int) -> int:
         return self.batch_size or nr_max_batched_migration
 
@@ -113,7 +130,7 @@ class DcbmMigrator(Migrator):
     def param(self) -> int:
         return self.nr_dma_chan
 
-    def compiled_copy(self) -> CompiledCopy | None:
+    def compiled_copy(self) -> DcbmCompiledCopy | None:
         """Idle ``native`` channels: the fast path posts to them (``_dcbm_fast``).
         Not for a subclass with its own ``migrate_offc()`` (a test's planted
         bug): the compiled copy is this class's copy, not that one."""

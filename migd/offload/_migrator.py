@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..dma import NR_CH_COLUMNS, new_ctl
 from ..hw import Clock, HardwareProfile
 from ..mm import FOLIO_CONTENT_COPIED, PAGE_SIZE, PhysMemory
 
@@ -48,13 +49,51 @@ class CopyBatch:
         self.memory.flags[self.src[sel]] |= FOLIO_CONTENT_COPIED
 
 
+@dataclass
+class CompiledCopy:
+    """A batch copy the engine's compiled fast path runs without Python: the
+    DMA layer's compiled ``folios_copy_dma`` on the channels whose control rows
+    are ``ctl``, what :meth:`Migrator.compiled_copy` hands the engine.  The
+    engine calls :meth:`claim` before the compiled call and
+    :meth:`book_and_release` after it; a migrator books its own counters there.
+
+    Rejected: handing the engine the migrator's own compiled function (numba
+    compiles the fast path once per function passed, and caches none of it:
+    every start would recompile it).
+    """
+
+    ctl: np.ndarray  # the channels' control rows (``dma.new_ctl``)
+    stats: np.ndarray  # per channel: the ``dma.CH_*`` columns
+    timeout_ns: int = 0  # each channel's wait
+    #: CPUs this process may run on: the caller spins on a wait only when one
+    #: is free beside the channels' threads.
+    nr_cpus: int = 0
+    #: The caller's CPU-time clock (0: none; a clock that stands still).
+    cpuclock: int = 0
+
+    def claim(self) -> None:
+        """Take the channels for the compiled call."""
+
+    def book_and_release(self, nr_folios: np.ndarray, nr_chan: np.ndarray,
+                         nr_failed: np.ndarray) -> None:
+        """Book the batches the fast path ran (per batch: folios, channels
+        claimed, folios a timed-out copy left to the CPU); release the channels."""
+
+
+#: The compiled call's DMA arguments when its batch copy is not on DMA channels.
+NO_COMPILED_COPY = CompiledCopy(new_ctl(0), np.zeros((0, NR_CH_COLUMNS), dtype=np.int64))
+
+
 class Migrator:
     """Base of every migrator: the RFC's ``struct migrator``.
 
     What the RFC's struct holds and no more: a ``name``, the copy callback
     :meth:`migrate_offc`, the preferred batch size (:meth:`batch_pages`), and
-    the CPU threads its copy runs on (``cpu_threads``: 0 for a DMA engine; the
-    engine's compiled fast path runs CPU-copy migrators inline).  Returning a
+    what the engine's compiled fast path needs to run the copy itself: the
+    CPU threads it runs on (``cpu_threads``: 0 for a DMA engine) or its
+    :meth:`compiled_copy`.  The engine knows no migrator by name: all it
+    needs is here.  Its tunables and counters are declared in its catalogue
+    entry (``_catalogue``), which the daemon builds its files from.  Returning a
     negative errno means "not all copied": unmarked folios fall back to the
     CPU, and the errno names the fallback's cause (``-EOPNOTSUPP`` to decline a
     batch).  Whether to offload a batch at all under ``auto`` is the engine's
@@ -72,9 +111,9 @@ class Migrator:
     async def migrate_offc(self, batch: CopyBatch) -> int:
         raise NotImplementedError
 
-    def compiled_copy(self):
-        """The batch copy as the engine's compiled fast path can run it
-        (``_dcbm_fast.CompiledCopy``), or None: CPU-copy migrators need none
+    def compiled_copy(self) -> CompiledCopy | None:
+        """The batch copy as the engine's compiled fast path can run it for
+        the next batches, or None: CPU-copy migrators need none
         (``cpu_threads``), others take the general path's ``migrate_offc()``."""
         return None
 

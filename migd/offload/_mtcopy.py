@@ -8,25 +8,9 @@ import numpy as np
 
 from ..mm import PAGE_SIZE
 from ..mm._copy import folios_copy_mt, folios_set_content_copied, wake_helpers
-from ..mm._mtpool import copying_threads
 from ._migrator import CopyBatch, Migrator
 
 MTCOPY_MAX_THREADS = 64
-
-
-def cpu_threads_busy(threads: int, virtual: bool) -> int:
-    """CPUs a copy on ``threads`` threads keeps busy for its duration: its CPU
-    seconds are that many times its wall (or modelled) seconds.  The modelled
-    machine has a CPU for each thread; here the caller and at most CPUs - 1
-    helpers copy (``mm._mtpool``)."""
-    return threads if virtual else copying_threads(threads)
-
-
-def set_copy_threads(threads: int) -> None:
-    """Copy on up to ``threads`` OS threads: wake the copy helpers (at most the
-    machine's CPUs - 1 besides the caller; more ``threads`` make more, smaller
-    pieces, as ``copy_page_lists_mt()`` does)."""
-    wake_helpers(threads)
 
 
 class MtcopyMigrator(Migrator):
@@ -67,7 +51,7 @@ class MtcopyMigrator(Migrator):
             await batch.clock.spend(
                 batch.profile.cpu.mt_copy_seconds(thread_bytes(batch.orders, self.threads)))
             return 0
-        set_copy_threads(self.threads)
+        wake_helpers(self.threads)  # at most CPUs - 1 helpers besides the caller
         folios_copy_mt(mem.arena_base, mem.page_bytes, mem.mem_map, batch.dst, batch.src, 0,
                        batch.nr_folios, self.threads)
         folios_set_content_copied(mem.mem_map, batch.src)

@@ -47,7 +47,7 @@ def write(rel, value):
         with open(os.path.join(mount, rel), "w") as f:
             f.write(value + "\n")
         out.write("ok\n")
-    except OSError as e:  # EBUSY: dcbm offloading while mtcopy is active, etc.
+    except OSError as e:  # EBUSY: offloading while another migrator is active, etc.
         out.write((e.strerror or str(e.errno)) + "\n")
     out.flush()
 

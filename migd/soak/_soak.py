@@ -201,12 +201,12 @@ def _check(sys: System, summary: SoakSummary, last: dict, final: bool = False) -
 
 
 async def _soak(opts: SoakOptions, summary: SoakSummary,
-                dcbm: Callable[[System], object] | None) -> None:
+                migrator: Callable[[System], object] | None) -> None:
     cfg = load_config(text=opts.config_text or SOAK_CONFIG)
     cfg.daemon["seed"] = opts.seed
     sys = System(cfg)
-    if dcbm is not None:  # tests: a migrator with a planted bug
-        sys.migrators["dcbm"] = dcbm(sys)
+    if migrator is not None:  # tests: a migrator with a planted bug
+        sys.migrators[cfg.migrator["active"]] = migrator(sys)
     if cfg.migrator["active"] != "none":
         await sys.set_migrator(cfg.migrator["active"])
     mount = opts.mount or tempfile.mkdtemp(prefix="migd-soak-")
@@ -249,7 +249,7 @@ async def _soak(opts: SoakOptions, summary: SoakSummary,
                             f"cat p99 {cat.p99_ms():.1f} ms")
                 # Migration stops first (as the daemon's shutdown stops it): a
                 # knob write in flight may wait on a batch held by a hung DMA
-                # descriptor, up to dcbm's 10 s timeout, and a child in that
+                # descriptor, up to a DMA migrator's 10 s timeout, and a child in that
                 # write cannot die before it is answered.  Then readers and
                 # writers stop, before the tree is unmounted.
                 sys.engine.stop()
@@ -278,10 +278,12 @@ async def _soak(opts: SoakOptions, summary: SoakSummary,
         summary.cat_p99_ms = cat.p99_ms()
 
 
-def run_soak(opts: SoakOptions, dcbm: Callable[[System], object] | None = None) -> SoakSummary:
-    """Run a soak; ``dcbm`` replaces the dcbm migrator (tests plant bugs with it)."""
+def run_soak(opts: SoakOptions,
+             migrator: Callable[[System], object] | None = None) -> SoakSummary:
+    """Run a soak; ``migrator`` replaces the configured active migrator (tests
+    plant bugs with it)."""
     summary = SoakSummary(opts.duration, opts.seed, opts.faults)
-    trio.run(_soak, opts, summary, dcbm)
+    trio.run(_soak, opts, summary, migrator)
     return summary
 
 

@@ -9,8 +9,10 @@ from ._fuse import (
     wait_mounted,
 )
 from ._kstrtox import kstrtobool, kstrtoint, kstrtoll, kstrtouint, kstrtoul, kstrtoull
+from ._parsers import Anything, Bool, Choice, Int, parse_bool, parse_int
 from ._tree import STORE_MAX, Attribute, Directory, Owner, SysfsTree, parse_store_value
 
-__all__ = ["STORE_MAX", "TREE_THREAD_NICE", "Attribute", "Directory", "Owner", "SysfsTree",
+__all__ = ["STORE_MAX", "TREE_THREAD_NICE", "Anything", "Attribute", "Bool", "Choice", "Directory",
+           "Int", "Owner", "SysfsTree", "parse_bool", "parse_int",
            "clear_stale_mount", "is_mounted", "kstrtobool", "kstrtoint", "kstrtoll", "kstrtoul",
            "kstrtouint", "kstrtoull", "parse_store_value", "serve", "unmount", "wait_mounted"]

@@ -4,10 +4,10 @@ The RFC's reviewers asked that offload be never worse than the CPU ("at worst,
 the performance should be the same as it is").  Whether it is depends on the
 folio size, the batch size, the channels or threads, and the hardware; DTO
 (Intel's DSA transparent offload) answers with a size threshold auto-adjusted
-from measured copies.  Here the migrator keeps, per cell (its parameter, the
-batch's mean folio order, the batch size in powers of two), the measured
-seconds per byte of the whole batch (unmap, copy, move) both ways: offloaded, and
-declined (-EOPNOTSUPP, so the core copies on the CPU).  It takes the faster
+from measured copies.  Here the engine keeps, per migrator and cell (its
+parameter, the batch's mean folio order, the batch size in powers of two), the
+measured seconds per byte of the whole batch (unmap, copy, move) both ways:
+offloaded, and declined (-EOPNOTSUPP, so the core copies on the CPU).  It takes the faster
 one; it tries the other way once in :data:`EXPLORE_EVERY` decisions of a cell,
 and at once when the way it takes changes speed by more than :data:`DRIFT`
 (new hardware: what it knew of the other way is stale too).
