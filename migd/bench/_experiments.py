@@ -18,6 +18,7 @@ from pathlib import Path
 
 import trio
 
+from .._args import Option
 from ..hw import get_profile, mock_clock
 from ..migrate import warm_up
 from ._catlat import cat_latency
@@ -26,8 +27,6 @@ from ._options import (
     MIGRATORS,
     PROFILE,
     Experiment,
-    Option,
-    declared_values,
     parse_duration,
     parse_int_list,
     parse_orders,
@@ -187,12 +186,6 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                               shown="dcbm:1,dcbm:2,...,dcbm:16"),
                 TOTAL, BATCH_PAGES, VERIFY), auto_choice),
 ]}
-
-
-def options(experiment: str, **given) -> BenchOptions:
-    """``BenchOptions`` for ``experiment``: its declared defaults, then ``given``
-    (parsed values by field name)."""
-    return BenchOptions(**declared_values(EXPERIMENTS[experiment].options, given))
 
 
 def run(experiment: str, opts: BenchOptions) -> BenchReport:

@@ -8,17 +8,25 @@ from ._run import SweepResult
 _METRICS = ("gbps", "seconds")
 
 
+def check_plot_axes(axes: str | None, grid_axes) -> list[str] | None:
+    """``--plot-axes X,Y``: two of the grid's axes (checked before the sweep runs)."""
+    if axes is None:
+        return None
+    names = [a.strip() for a in axes.split(",")]
+    if len(names) != 2 or any(n not in grid_axes for n in names):
+        raise ValueError(f"--plot-axes: expected two of the grid's axes "
+                         f"({', '.join(grid_axes)}): {axes!r}")
+    return names
+
+
 def plot_sweep(result: SweepResult, path: str, axes: str | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if axes:
-        names = [a.strip() for a in axes.split(",")]
-        if len(names) != 2 or any(n not in result.axes for n in names):
-            raise ValueError(f"--plot-axes: expected two of {', '.join(result.axes)}: {axes!r}")
-    else:
+    names = check_plot_axes(axes, result.axes)
+    if names is None:
         names = [a for a, v in result.axes.items() if len(v) > 1][:2]
         names += [a for a in result.axes if a not in names][: 2 - len(names)]
     metric = next(m for m in _METRICS if any(r.get(m) is not None for r in result.rows))
