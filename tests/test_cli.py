@@ -266,6 +266,29 @@ def test_the_parser_has_one_subcommand_per_declared_experiment(capsys):
                 assert f"(default: {o.shown_default})" in flat, (name, o.flag)
 
 
+def test_each_experiment_declares_its_table_and_the_rows_keys_do_not_pick_it():
+    """A row's extra fields are data, not a switch: a throughput row that
+    happens to carry ``cat_p99_ms`` or ``published_gbps`` still prints in the
+    layout its experiment declares (the report once picked the cat-latency or
+    seed table from such a key)."""
+    from migd.bench import EXPERIMENTS, BenchReport, BenchRow, Layout
+
+    assert {n: e.table.kind for n, e in EXPERIMENTS.items()} == {
+        "throughput": "migration", "batch-sweep": "migration", "seed": "published",
+        "memcpy": "migration", "cat-latency": "cat", "scrape": "notes",
+        "latency-budget": "migration", "auto-choice": "migration"}
+    row = BenchRow("dcbm", 4, 9, 2 << 20, 512, 64 << 20, 0.01, 6.7, 50.0, 60.0, 70.0, True,
+                   extra={"cat_p99_ms": 1.0, "published_gbps": 7.0, "policy": "auto"})
+    report = BenchReport("throughput", "real", "native", [row])
+    head = report.table().splitlines()[1].split()
+    assert head[:5] == ["migrator", "order", "folio", "batch", "GB/s"] and "policy" not in head
+    report.layout = Layout(columns=("policy",))
+    assert report.table().splitlines()[1].split()[-1] == "policy"
+    report.layout = Layout("notes")
+    report.notes = ["a note"]
+    assert report.table().splitlines() == ["# throughput, real clock", "# a note"]
+
+
 def test_run_help_shows_the_real_defaults(capsys):
     text = " ".join(help_of(capsys, "run", "--help").split())
     assert "(default: /run/migd/sys" in text  # SPEC section 5

@@ -12,6 +12,7 @@ from ..hw import PROFILES, get_profile
 from ..migrate import NR_MAX_BATCHED_MIGRATION_LIMIT
 from ..mm import MAX_FOLIO_ORDER, memory_limit
 from ..offload import CATALOGUE
+from ._report import MIGRATION, Layout
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -124,6 +125,7 @@ class Experiment:
     description: str  # a paragraph, shown in ``migd bench NAME --help``
     options: tuple[Option, ...]
     runner: Callable[..., Awaitable[Any]]  # async (BenchOptions) -> BenchReport
+    table: Layout = MIGRATION  # its table, given to the report it returns
 
 
 def _profile(text: str) -> str:
