@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from migd._args import Command, Failed
+
 
 def assert_drawn(png) -> None:
     """A PNG with a figure in it: many colours, not a blank canvas."""
@@ -264,6 +266,68 @@ def test_the_parser_has_one_subcommand_per_declared_experiment(capsys):
         for o in exp.options:
             if o.default is not None:
                 assert f"(default: {o.shown_default})" in flat, (name, o.flag)
+
+
+def test_each_experiment_declares_its_table_and_the_rows_keys_do_not_pick_it():
+    """A row's extra fields are data, not a switch: a throughput row that
+    happens to carry ``cat_p99_ms`` or ``published_gbps`` still prints in the
+    layout its experiment declares (the report once picked the cat-latency or
+    seed table from such a key)."""
+    from migd.bench import EXPERIMENTS, BenchReport, BenchRow, Layout
+
+    assert {n: e.table.kind for n, e in EXPERIMENTS.items()} == {
+        "throughput": "migration", "batch-sweep": "migration", "seed": "published",
+        "memcpy": "migration", "cat-latency": "cat", "scrape": "notes",
+        "latency-budget": "migration", "auto-choice": "migration"}
+    row = BenchRow("dcbm", 4, 9, 2 << 20, 512, 64 << 20, 0.01, 6.7, 50.0, 60.0, 70.0, True,
+                   extra={"cat_p99_ms": 1.0, "published_gbps": 7.0, "policy": "auto"})
+    report = BenchReport("throughput", "real", "native", [row])
+    head = report.table().splitlines()[1].split()
+    assert head[:5] == ["migrator", "order", "folio", "batch", "GB/s"] and "policy" not in head
+    report.layout = Layout(columns=("policy",))
+    assert report.table().splitlines()[1].split()[-1] == "policy"
+    report.layout = Layout("notes")
+    report.notes = ["a note"]
+    assert report.table().splitlines() == ["# throughput, real clock", "# a note"]
+
+
+@pytest.mark.parametrize("error, status", [
+    (ValueError("--total: bad size 'lots'"), 2),
+    (Failed("a local worker process died"), 1),
+    (Failed("interrupted; finished cells are in out", 130), 130),
+    (OSError(28, "No space left on device"), 1),
+    (KeyboardInterrupt(), 130),
+])
+def test_the_frame_prints_one_line_and_maps_each_error_to_its_status(capsys, error, status):
+    """The one place errors are printed: bad input 2, a failed run 1, Ctrl-C 130."""
+    import argparse
+
+    from migd import cli
+
+    def run(values, call):
+        raise error
+
+    args = argparse.Namespace(prog="migd probe")
+    assert cli._execute(Command("probe", "a probe", "A probe.", run), args) == status
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("migd probe: ")
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["bench", "memcpy"], ["soak", "--duration", "1s"],
+                                  ["replay", "t.txt"], ["sweep", "g.toml"]])
+def test_every_command_refuses_an_unwritable_output_before_any_work(tmp_path, capsys, argv):
+    """--json (and --plot where the command draws) into no directory: exit 2 and
+    one line before the command runs (the trace and the grid are not even read)."""
+    from migd.cli import COMMANDS, main
+
+    (cmd,) = [c for c in COMMANDS if c.name == argv[0]]
+    cmd = next(iter(cmd.subcommands()), cmd)
+    for flag in ["--json"] + (["--plot"] if cmd.plot else []):
+        assert main([*argv, flag, str(tmp_path / "no" / "such.out")]) == 2
+        err = capsys.readouterr().err
+        assert err == f"migd {argv[0]}: {flag}: no such directory for " \
+            f"{str(tmp_path / 'no' / 'such.out')!r}\n"
 
 
 def test_run_help_shows_the_real_defaults(capsys):

@@ -29,8 +29,7 @@ import trio
 
 from ..faults import FaultInjector
 from ..hw import Clock, DmaModel
-from ..mm import PAGE_SIZE, PhysMemory
-from ..mm._copy import copy_folio_prefixes, copy_folios
+from ..mm import PAGE_SIZE, PhysMemory, copy_folio_prefixes, copy_folios
 from ._chanctl import new_ctl
 from ._ring import DescRing, RangeCallback
 from ._thread import CopyThread

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import trio
 
-from ..mm import FOLIO_CONTENT_COPIED, PG_movable_ops
-from ..mm._copy import cpu_threads_busy
+from ..mm import FOLIO_CONTENT_COPIED, PG_movable_ops, cpu_threads_busy
 from ..offload import CopyBatch
 from ._fastpath import should_offload
 from ._stats import MIGRATOR_ERROR, MigratorError

@@ -39,8 +39,9 @@ from ..mm import (
     Machine,
     MigrateMode,
     MigrateReason,
+    folio_isolate_batch,
+    folio_putback_batch,
 )
-from ..mm._rmap import folio_isolate_batch, folio_putback_batch
 from ..offload import Migrator, Offload, OffloadRegistry
 from . import _kernels as _k
 from ._auto import OffloadChooser

@@ -30,8 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import trio
 
-from ..mm import PAGE_SIZE, MigrateMode, MigrateReason
-from ..mm._copy import cpu_threads_busy, wake_helpers
+from ..mm import PAGE_SIZE, MigrateMode, MigrateReason, cpu_threads_busy, wake_helpers
 from ..offload import NO_COMPILED_COPY, CompiledCopy, CpuMigrator, Migrator, Offload
 from . import _kernels as _k
 from ._auto import OffloadChooser

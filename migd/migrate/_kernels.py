@@ -13,20 +13,22 @@ from __future__ import annotations
 import numba
 
 from ..dma import folios_copy_dma
-from ..mm._buddy import alloc_block, free_block
-from ..mm._copy import folios_copy_mt, folios_mc_copy, folios_set_content_copied, memcpy
-from ..mm._page import (
+from ..mm import (
     FOLIO_CONTENT_COPIED,
     HPAGE_PMD_ORDER,
-    PG_locked,
-    PG_movable_ops,
-)
-from ..mm._raw import ktime_get_ns
-from ..mm._rmap import (
     NOT_COPIED_MASK,
     UNLOCK_MASK,
+    PG_locked,
+    PG_movable_ops,
+    alloc_block,
     folio_free,
     folio_init,
+    folios_copy_mt,
+    folios_mc_copy,
+    folios_set_content_copied,
+    free_block,
+    ktime_get_ns,
+    memcpy,
     remove_migration_ptes,
     try_to_migrate,
 )

@@ -13,8 +13,7 @@ from numba.core.dispatcher import Dispatcher
 
 from ..dma import DmaDevice
 from ..hw import Clock, dma_schedule, get_profile
-from ..mm import Machine, NodeSpec, TenantSpec
-from ..mm._copy import compile_copies
+from ..mm import Machine, NodeSpec, TenantSpec, compile_copies
 from ..offload import offload_migrators
 from . import _kernels as _k
 from ._engine import MigrationEngine

@@ -36,10 +36,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import trio
 
-from ..daemon import soak_writes
-from ..daemon._config import load_config
-from ..daemon._run import system_running
-from ..daemon._system import System
+from ..daemon import System, load_config, soak_writes, system_running
 from ..faults import FaultInjector
 from ..metrics import MigdCollector
 from ..sysfs import clear_stale_mount

@@ -9,6 +9,7 @@ from ._events import (
     MIGRATE_OFFLOAD_BATCH,
     MM_MIGRATE_PAGES,
     MM_MIGRATE_PAGES_START,
+    MODE_VALUE,
     Event,
     Field,
 )
@@ -16,4 +17,4 @@ from ._ring import RING_ENTRIES, TraceRing, format_line
 from ._tracer import Tracing
 
 __all__ = ["EVENTS", "MIGRATE_OFFLOAD_BATCH", "MM_MIGRATE_PAGES", "MM_MIGRATE_PAGES_START",
-           "RING_ENTRIES", "Event", "Field", "TraceRing", "Tracing", "format_line"]
+           "MODE_VALUE", "RING_ENTRIES", "Event", "Field", "TraceRing", "Tracing", "format_line"]
