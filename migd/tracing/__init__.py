@@ -11,9 +11,11 @@ from ._events import (
     MM_MIGRATE_PAGES_START,
     Event,
     Field,
+    parse_set_event,
 )
-from ._ring import RING_ENTRIES, TraceRing, format_line
+from ._ring import RING_ENTRIES, TraceRing, entry_header, format_line, page_header
 from ._tracer import Tracing
 
 __all__ = ["EVENTS", "MIGRATE_OFFLOAD_BATCH", "MM_MIGRATE_PAGES", "MM_MIGRATE_PAGES_START",
-           "RING_ENTRIES", "Event", "Field", "TraceRing", "Tracing", "format_line"]
+           "RING_ENTRIES", "Event", "Field", "TraceRing", "Tracing", "entry_header", "format_line",
+           "page_header", "parse_set_event"]
