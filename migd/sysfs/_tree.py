@@ -178,14 +178,12 @@ class SysfsTree:
 
     def read(self, path: str) -> bytes:
         """The whole value of a non-stream attribute, newline-terminated, unless
-        it ends with a NUL (``/proc/<pid>/cmdline``: NUL-separated, no newline)
-        or is empty (a seq_file that printed nothing: ``set_event`` with no
-        event enabled reads 0 bytes)."""
+        it ends with a NUL (``/proc/<pid>/cmdline``: NUL-separated, no newline)."""
         attr = self.attribute(path)
         if attr.show is None:
             raise OSError(errno.EACCES, f"{path} is write-only")
         value = attr.show()
-        return (value if not value or value.endswith(("\n", "\0")) else value + "\n").encode()
+        return (value if value.endswith(("\n", "\0")) else value + "\n").encode()
 
     def check_write(self, path: str) -> Attribute:
         attr = self.attribute(path)
