@@ -84,7 +84,7 @@ def tracefs_knobs() -> list[Knob]:
              family="tracing"),
         Knob(f"{t}/set_event", "the enabled events, as system:name; write [!]system:event "
              "words to enable (disable); `>` (O_TRUNC) disables every event first",
-             show=lambda s, i: s.tracing.set_event_text(), set=lambda s, i, v: _set_events(s, v),
+             show=lambda s, i: s.tracing.set_event_text().rstrip("\n"), set=lambda s, i, v: _set_events(s, v),
              parse=_SetEvent(), truncate=lambda s, i: s.tracing.set_enabled(False),
              family="tracing"),
         Knob(f"{t}/available_tracers", "the tracers: nop, the only one migd has",
@@ -94,7 +94,7 @@ def tracefs_knobs() -> list[Knob]:
              parse=Choice(lambda: ("nop",)), family="tracing"),
         Knob(f"{t}/saved_cmdlines", "pid and comm of the tasks seen in events "
              "(saved_cmdlines_show: the daemon's, once it recorded one)",
-             show=lambda s, i: f"{s.tracing.ring.pid} migd\n" if s.tracing.ring.cmdline_saved
+             show=lambda s, i: f"{s.tracing.ring.pid} migd" if s.tracing.ring.cmdline_saved
              else "", family="tracing"),
         Knob(f"{t}/events/header_page", "the ring page's header "
              "(ring_buffer_print_page_header)", show=lambda s, i: page_header(),
