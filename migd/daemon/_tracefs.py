@@ -84,7 +84,8 @@ def tracefs_knobs() -> list[Knob]:
              family="tracing"),
         Knob(f"{t}/set_event", "the enabled events, as system:name; write [!]system:event "
              "words to enable (disable); `>` (O_TRUNC) disables every event first",
-             show=lambda s, i: s.tracing.set_event_text().rstrip("\n"), set=lambda s, i, v: _set_events(s, v),
+             show=lambda s, i: s.tracing.set_event_text().rstrip("\n"),
+             set=lambda s, i, v: _set_events(s, v),
              parse=_SetEvent(), truncate=lambda s, i: s.tracing.set_enabled(False),
              family="tracing"),
         Knob(f"{t}/available_tracers", "the tracers: nop, the only one migd has",
