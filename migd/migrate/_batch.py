@@ -48,9 +48,13 @@ class Copied:
     cause: str | None = None
     choice: tuple | None = None
     nr_bytes: int = 0
+    #: Whether the migrator took the batch copy (its books hold the batch):
+    #: not when the reason is outside its mask, the automatic choice declined
+    #: the batch, or no folio was eligible.
+    taken: bool = True
 
 
-NOT_OFFLOADED = Copied()
+NOT_OFFLOADED = Copied(taken=False)
 
 
 async def batch_copy(engine, ctx, src: np.ndarray, dst: np.ndarray,
@@ -73,7 +77,7 @@ async def batch_copy(engine, ctx, src: np.ndarray, dst: np.ndarray,
     if migrator.auto:
         choice = engine.fast.choose(migrator, batch.nr_folios, batch.nr_pages)
         if not choice[1]:  # the CPU copies such batches faster here
-            return _fell_back(engine, batch, "EOPNOTSUPP", choice)
+            return _fell_back(engine, batch, "EOPNOTSUPP", choice, taken=False)
     rc = -errno.EINTR  # stays so when stop() cancels the copy
     with trio.CancelScope() as scope:
         engine.copy_scopes.add(scope)
@@ -101,6 +105,6 @@ async def batch_copy(engine, ctx, src: np.ndarray, dst: np.ndarray,
     return Copied(batch.nr_folios, missed, cause, choice, batch.nr_bytes)
 
 
-def _fell_back(engine, batch: CopyBatch, cause: str, choice) -> Copied:
+def _fell_back(engine, batch: CopyBatch, cause: str, choice, taken: bool = True) -> Copied:
     engine.books.add_fallback(cause, batch.nr_folios)
-    return Copied(batch.nr_folios, batch.nr_folios, cause, choice, batch.nr_bytes)
+    return Copied(batch.nr_folios, batch.nr_folios, cause, choice, batch.nr_bytes, taken)

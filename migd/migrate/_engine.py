@@ -41,11 +41,11 @@ from ..mm import (
     MigrateReason,
 )
 from ..mm._rmap import folio_isolate_batch, folio_putback_batch
-from ..offload import Migrator, Offload, OffloadRegistry
+from ..offload import CpuMigrator, Migrator, Offload, OffloadRegistry
 from . import _kernels as _k
 from ._auto import OffloadChooser
 from ._budget import BatchBudget, BudgetStatistics
-from ._fastpath import GENERAL, FastPath
+from ._fastpath import GENERAL, FastPath, should_offload
 from ._migrate_batch import (
     NR_MAX_MIGRATE_PAGES_RETRY,
     BatchResult,
@@ -137,11 +137,17 @@ class MigrationEngine:
     def budget_statistics(self) -> BudgetStatistics:
         return self._budget.statistics()
 
-    def batch_bound(self, offload: Offload) -> int:
+    def batch_bound(self, offload: Offload, reason: MigrateReason) -> int:
         """Pages per batch: under a latency budget, the budget's; else the
-        migrator's preference, bounded by the core."""
+        migrator's preference for the reasons it takes, bounded by the core;
+        every other reason is cut at ``nr_max_batched_migration`` as the
+        vanilla kernel's NR_MAX_BATCHED_MIGRATION."""
+        taken = should_offload(offload, reason)
         if self._budget.budget_us:
-            return self._budget.bound(offload.migrator.name, self._nr_max_batched_migration)
+            name = offload.migrator.name if taken else CpuMigrator.name
+            return self._budget.bound(name, self._nr_max_batched_migration)
+        if not taken:
+            return self._nr_max_batched_migration
         want = offload.migrator.batch_pages(self._nr_max_batched_migration)
         return int(min(max(want, 1), NR_MAX_BATCHED_MIGRATION_LIMIT))
 
@@ -284,7 +290,7 @@ class MigrationEngine:
         """
         rc_gather = 0
         n = folios.size
-        dst = scratch = None  # the fast path's destination list, made on first use
+        dst = scratch = times = None  # the fast path's arrays, made on first use
         crossing = not self._budget.budget_us
         i = 0
         ctx = Ctx(target_nid, reason, self.registry.active, stats, mode)
@@ -294,7 +300,7 @@ class MigrationEngine:
                     break
                 await trio.lowlevel.checkpoint_if_cancelled()  # batch boundary
                 with self.registry.read_lock() as offload:
-                    bound = self.batch_bound(offload)
+                    bound = self.batch_bound(offload, reason)
                     ctx = Ctx(target_nid, reason, offload, stats, mode)
                     if not self.clock.virtual and not self.faults.armed:
                         plan = self.fast.plan(offload, reason, cum, i, bound)
@@ -302,8 +308,9 @@ class MigrationEngine:
                             if dst is None:
                                 dst = np.empty(n, dtype=np.int64)
                                 scratch = np.empty(n, dtype=np.bool_)
+                                times = np.empty((2, n), dtype=np.int64)
                             j = self.fast.run(ctx, plan, folios, cum, i, bound, crossing,
-                                              dst, scratch)
+                                              dst, scratch, times)
                             if j > i:
                                 i = j
                                 await self.clock.yield_point()
@@ -319,11 +326,13 @@ class MigrationEngine:
                     if b.rc >= 0 and b.split.size:
                         # Split parts: one ASYNC pass; their failures are counted
                         # per page (the kernel counted the THP as one failure).
+                        # Its return is ignored, -ENOMEM included: the kernel
+                        # goes on with the rest of the list.
                         rc = b.rc
-                        b = await migrate_pages_batch(
+                        s = await migrate_pages_batch(
                             self, ctx, b.split, MigrateMode.MIGRATE_ASYNC, 1, may_split=False)
-                        failed += (b.left, b.untried)
-                        b = BatchResult(b.rc if b.rc < 0 else rc, NO_FOLIOS, NO_FOLIOS, NO_FOLIOS)
+                        failed += (s.left, s.untried)
+                        b = BatchResult(rc, NO_FOLIOS, NO_FOLIOS, NO_FOLIOS)
                     if b.rc < 0:
                         # "When memory is low, don't bother to try to migrate
                         # other folios": the split parts and the rest stay untried.

@@ -120,7 +120,8 @@ class FastPath:
         return Plan(0, choice, dma) if dma is not None else Plan(GENERAL, choice)
 
     def run(self, ctx, plan: Plan, folios: np.ndarray, cum: np.ndarray, start: int,
-            bound: int, crossing: bool, dst: np.ndarray, scratch: np.ndarray) -> int:
+            bound: int, crossing: bool, dst: np.ndarray, scratch: np.ndarray,
+            times: np.ndarray) -> int:
         """Clean batches in one compiled call; returns the next folio to migrate
         (``start`` when the first batch needs the general path).
 
@@ -142,21 +143,23 @@ class FastPath:
             j, nr_batches = _k.migrate_pages_batch_fast(
                 *eng.kernel_state, mem.arena_base, mem.page_bytes, folios, cum, start,
                 ctx.target_nid, bound, crossing, deadline, plan.threads, dst, scratch,
-                self._rows, dma.ctl, dma.stats, dma.timeout_ns, dma.nr_cpus, dma.cpuclock)
+                self._rows, dma.ctl, dma.stats, dma.timeout_ns, dma.nr_cpus, dma.cpuclock,
+                times[0], times[1])
         finally:
             rows = self._rows[:nr_batches]
             if plan.dma is not None:  # the channels are released, whatever happened
                 dma.book_and_release(rows[:, _k.NR_FOLIOS], rows[:, _k.NR_CHAN],
                                      rows[:, _k.NR_FAILED])
         if nr_batches:
-            self._record(ctx, rows, offset, plan)
+            self._record(ctx, rows, offset, plan, times[:, start:j])
             if plan.choice is not None:
                 self.way_done(ctx.offload.migrator, plan.choice,
                               float((rows[:, _k.T_END] - rows[:, _k.T_ENTRY]).sum()) * 1e-9,
                               int(rows[:, _k.NR_PAGES].sum()) * PAGE_SIZE)
         return int(j)
 
-    def _record(self, ctx, rows: np.ndarray, offset: float, plan: Plan) -> None:
+    def _record(self, ctx, rows: np.ndarray, offset: float, plan: Plan,
+                times: np.ndarray) -> None:
         """Books and records of the batches the fast path ran: each a batch of
         many folios, which the kernel runs MIGRATE_ASYNC whatever the call's
         mode (``migrate_pages_sync()`` tries the batch async first)."""
@@ -169,15 +172,16 @@ class FastPath:
         st.nr_succeeded += total_pages
         st.nr_folios_succeeded += total_folios
         st.nr_thp_succeeded += int(rows[:, _k.NR_THP].sum())
-        name = ctx.offload.migrator.name
+        # the migrator's books only for the batches it copied
+        name = (ctx.name if plan.threads or plan.dma is not None else CpuMigrator.name)
         books.count_folios(name, ctx.reason.label, total_folios, total_pages, True)
         books.add_batches(name, len(rows))
-        if plan.dma is not None:  # the copies are the channels': no CPU time but
-            pass                  # a timed-out batch's, in the move loop (not timed)
-        elif plan.threads == 0:  # vanilla: the copies are the move loop's
-            copy = float((t[:, _k.T_END] - t[:, _k.T_UNMAPPED]).sum())
-            books.add_cpu_seconds(CpuMigrator.name, copy, st)
-        else:
+        # the move loop's copies (vanilla's, a timed-out DMA batch's), the
+        # copies alone; a DMA batch copy is the channels', no CPU's
+        move_copy = int(rows[:, _k.MOVE_COPY_NS].sum())
+        if move_copy:
+            books.add_cpu_seconds(CpuMigrator.name, move_copy * 1e-9, st)
+        if plan.threads > 0:
             copy = float((t[:, _k.T_COPIED] - t[:, _k.T_UNMAPPED]).sum())
             books.add_cpu_seconds(name, copy * cpu_threads_busy(plan.threads, False), st)
         cause, fallback = None, np.zeros(len(rows), dtype=np.int64)
@@ -188,12 +192,10 @@ class FastPath:
             cause, fallback = "ETIMEDOUT", rows[:, _k.NR_FAILED]
             books.add_fallback(cause, int(fallback.sum()))
         entry, first, end = t[:, _k.T_ENTRY], t[:, _k.T_FIRST], t[:, _k.T_END]
-        # Every folio was unmapped at entry; the first is remapped at T_FIRST,
-        # the others by the end of the move loop.
+        # Each folio from its own unmap to its own remap.
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(nr_folios, out=offsets[1:])
-        inacc = np.repeat(end - entry, nr_folios)
-        inacc[offsets[:-1]] = first - entry
+        inacc = (times[1] - times[0]) * 1e-9
         self._engine.machine.wake_remapped()
         offloaded = (nr_folios if plan.threads or plan.declined or plan.dma is not None
                      else np.zeros_like(nr_folios))

@@ -12,15 +12,16 @@ splitting here keeps each module one level of the kernel's call tree
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 import trio
 
 from ..mm import MigrateMode, MigrateReason
-from ..offload import Offload
+from ..offload import CpuMigrator, Offload
 from ._batch import batch_copy
+from ._fastpath import should_offload
 from ._stats import NO_FOLIOS, MigrateStats
 from ._steps import (
     count_failed,
@@ -50,6 +51,15 @@ class Ctx:
     offload: Offload
     stats: MigrateStats
     mode: MigrateMode = MigrateMode.MIGRATE_ASYNC  # the call's
+    #: Whose books a batch goes in: the active migrator's only when
+    #: ``migrate_should_offload()`` holds for the reason (and, per batch, when
+    #: it then takes the batch copy); else ``none``, the vanilla kernel's.
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            self.name = (self.offload.migrator.name if should_offload(self.offload, self.reason)
+                         else CpuMigrator.name)
 
 
 @dataclass
@@ -62,6 +72,8 @@ class BatchResult:
     left: np.ndarray
     split: np.ndarray
     untried: np.ndarray
+    #: The books the batch went in (``Ctx.name``).
+    name: str = CpuMigrator.name
 
 
 async def migrate_pages_sync(engine: MigrationEngine, ctx: Ctx, batch: np.ndarray,
@@ -94,7 +106,7 @@ async def migrate_pages_sync(engine: MigrationEngine, ctx: Ctx, batch: np.ndarra
     # Every failure is retried synchronously, one folio at a time; the
     # async attempt's failures are not counted (they are retried).  Its
     # per-migrator counts are taken back for the same reason.
-    uncount_folios(engine, ctx, astats)
+    uncount_folios(engine, replace(ctx, name=a.name), astats)
     nr_failed = astats.nr_split
     still, splits = [], [a.split]
     for i, folio in enumerate(a.left.tolist()):
@@ -153,11 +165,15 @@ async def _migrate_pages_batch_shielded(engine: MigrationEngine, ctx: Ctx, folio
     copied = None
     first_folio = None
     inaccessible: list[np.ndarray] = []
-    if todo.src.size:
+    if not todo.src.size:  # nothing reached a copy: no migrator took the batch
+        ctx = replace(ctx, name=CpuMigrator.name)
+    else:
         # try_to_unmap_flush() (and the closed form's unmap loop)
         await engine.clock.spend(unslept + engine.profile.cpu.flush_us * 1e-6)
         copied = await batch_copy(engine, ctx, todo.src, todo.dst, todo.nr_movable_ops,
                                   closed and closed_form(engine))  # still alone?
+        if not copied.taken:  # the move loop copies every folio: vanilla's books
+            ctx = replace(ctx, name=CpuMigrator.name)
         for _ in range(nr_pass):
             # folio_migrate_mapping(): someone took a reference -> -EAGAIN
             busy = engine.memory.refcount[todo.src] != 1
@@ -179,7 +195,7 @@ async def _migrate_pages_batch_shielded(engine: MigrationEngine, ctx: Ctx, folio
     count_failed(engine, ctx, left)
     count_untried(engine, ctx, untried)
     nr_failed = int(left.size) + len(splits)
-    record_batch(engine, ctx, mode, folios.size, nr_pages, nr_failed, copied, t_entry,
-                 first_folio, inaccessible, passes)
+    record_batch(engine, ctx, mode, folios.size, nr_pages, nr_failed, int(untried.size),
+                 copied, t_entry, first_folio, inaccessible, passes)
     split = np.concatenate(splits) if splits else NO_FOLIOS
-    return BatchResult(rc_saved or nr_failed, left, split, untried)
+    return BatchResult(rc_saved or nr_failed, left, split, untried, ctx.name)
