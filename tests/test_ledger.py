@@ -7,10 +7,15 @@ the test, never from migd's own functions.
 """
 
 import numpy as np
+import pytest
 import trio
 
 from migd.daemon import System, build_tree, load_config
+from migd.dma import DmaDevice
+from migd.hw import Clock, VirtualClock, get_profile, mock_clock
+from migd.migrate import MigrationEngine, Path
 from migd.mm import PAGE_SIZE, MigrateMode, MigrateReason, TenantSpec
+from migd.offload import DcbmMigrator, MtcopyMigrator
 from migd.tracing import Tracing
 
 from .conftest import SMALL_CONFIG, make_engine, make_machine
@@ -204,3 +209,59 @@ async def test_trace_vmstat_and_metrics_agree_page_for_page_under_failed_allocat
     assert total(s, "migd_failed_bytes_total") == fail * PAGE_SIZE
     # the per-batch events succeed only what migrated (untried folios are not)
     assert _trace_sum(text, "migrate_offload_batch", "nr_succeeded") == ok
+
+
+def _books_one_way(virtual: bool, path, migrator: str) -> tuple:
+    """Move a tenant by move_pages (MR_SYSCALL, outside the migrator's mask),
+    then demote it (in the mask), one folio pinned, every batch on ``path``;
+    the counts every surface reads."""
+    async def main():
+        m = make_machine(virtual, node_mib=8)
+        t = m.add_tenant(TenantSpec("t", 1 << 20, order=0))
+        clock = VirtualClock() if virtual else Clock()
+        hw = get_profile("native")
+        e = MigrationEngine(m, clock, hw)
+        e.paths = frozenset({path})
+        e.nr_max_batched_migration = 64
+        dma = DmaDevice(0, m.memory, clock, hw.dma, e.faults)
+        name, _, param = migrator.partition(":")
+        mig = {"mtcopy": lambda: MtcopyMigrator(int(param)),
+               "dcbm": lambda: DcbmMigrator(dma, int(param))}.get(name, lambda: None)()
+        if mig is not None:
+            e.registry.register(mig, 1 << MigrateReason.MR_DEMOTION)
+        folios = m.tenant_folios(t)
+        m.memory.refcount[folios[100]] += 1
+        recs = []
+        e.subscribe(recs.append)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(dma.run)
+            r1 = await e.move_pages(t, np.arange(t.nr_pages), 1)
+            r2 = await e.migrate_pages(m.tenant_folios(t), 0, MigrateReason.MR_DEMOTION)
+            nursery.cancel_scope.cancel()
+        assert m.check_integrity().ok
+        s = e.statistics()
+        return (r1.rc, r2.rc, s.vmstat, s.folios_migrated, s.folios_failed, s.batches,
+                s.fallbacks, sorted(s.cpu_copy_seconds),
+                [(r.migrator, int(n), int(f)) for r in recs
+                 for n, f in zip(r.nr_folios, r.nr_failed, strict=True)],
+                getattr(mig, "folios_migrated", None), getattr(mig, "folios_failures", None),
+                m.memory.nid_of[m.tenant_folios(t)].tolist())
+    return trio.run(main, clock=mock_clock()) if virtual else trio.run(main)
+
+
+@pytest.mark.parametrize("migrator", ["none", "mtcopy:2", "dcbm:2"])
+def test_every_way_keeps_the_same_books(migrator):
+    """The same lists through every path on both clocks (general, compiled on
+    the real clock, closed form on the virtual one): one set of books."""
+    ways = [(False, Path.GENERAL), (False, Path.COMPILED), (True, Path.GENERAL),
+            (True, Path.CLOSED_FORM)]
+    books = {w: _books_one_way(*w, migrator) for w in ways}
+    first = books[ways[0]]
+    for w in ways[1:]:
+        assert books[w] == first, w
+    # and they are the kernel's: 256 folios out (one pinned stays), then 255 back
+    # by demotion; move_pages is never the migrator's
+    migrated = first[3]
+    assert migrated.get(("none", "syscall_or_cpuset")) == 255
+    demoter = "none" if migrator == "none" else migrator.split(":")[0]
+    assert migrated.get((demoter, "demotion")) == 255

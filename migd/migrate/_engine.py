@@ -45,7 +45,7 @@ from ..offload import CpuMigrator, Migrator, Offload, OffloadRegistry
 from . import _kernels as _k
 from ._auto import OffloadChooser
 from ._budget import BatchBudget, BudgetStatistics
-from ._fastpath import GENERAL, FastPath, should_offload
+from ._fastpath import FastPath
 from ._migrate_batch import (
     NR_MAX_MIGRATE_PAGES_RETRY,
     BatchResult,
@@ -65,6 +65,7 @@ from ._stats import (
     MigratorError,
 )
 from ._steps import count_failed, count_untried
+from ._way import ALL_PATHS, Path, batch_way, should_offload
 
 MAX_INACCESSIBLE_US_LIMIT = 10_000_000  # the budget knob's bound: 10 s
 
@@ -100,11 +101,11 @@ class MigrationEngine:
         #: ``migrate_pages()`` calls in flight: with more than one, batches
         #: can interleave and the virtual clock runs them step by step.
         self.calls_in_flight = 0
-        #: Batches the virtual clock ran in closed form (``_vclock``), and
-        #: whether it may (False: every batch step by step, as the tests
-        #: that compare the two paths run it).
+        #: Batches the virtual clock ran in closed form (``_vclock``).
         self.closed_form_batches = 0
-        self.closed_form_enabled = True
+        #: The paths a batch may take (``_way.batch_way``); a test narrows it
+        #: to run the same lists every way.
+        self.paths: frozenset[Path] = ALL_PATHS
 
     # -- knobs ------------------------------------------------------------------
 
@@ -301,20 +302,20 @@ class MigrationEngine:
                 await trio.lowlevel.checkpoint_if_cancelled()  # batch boundary
                 with self.registry.read_lock() as offload:
                     bound = self.batch_bound(offload, reason)
-                    ctx = Ctx(target_nid, reason, offload, stats, mode)
-                    if not self.clock.virtual and not self.faults.armed:
-                        plan = self.fast.plan(offload, reason, cum, i, bound)
-                        if plan.threads != GENERAL:
-                            if dst is None:
-                                dst = np.empty(n, dtype=np.int64)
-                                scratch = np.empty(n, dtype=np.bool_)
-                                times = np.empty((2, n), dtype=np.int64)
-                            j = self.fast.run(ctx, plan, folios, cum, i, bound, crossing,
-                                              dst, scratch, times)
-                            if j > i:
-                                i = j
-                                await self.clock.yield_point()
-                                continue
+                    way = batch_way(self, offload, reason, cum, i, bound)
+                    ctx = Ctx(target_nid, reason, offload, stats, mode, way)
+                    if way.path is Path.COMPILED:
+                        if dst is None:
+                            dst = np.empty(n, dtype=np.int64)
+                            scratch = np.empty(n, dtype=np.bool_)
+                            times = np.empty((2, n), dtype=np.int64)
+                        j = self.fast.run(ctx, way, folios, cum, i, bound, crossing,
+                                          dst, scratch, times)
+                        if j > i:
+                            i = j
+                            await self.clock.yield_point()
+                            continue
+                        ctx = Ctx(target_nid, reason, offload, stats, mode, way.general())
                     j = int(_k.batch_end(cum, i, bound, crossing))
                     batch, i = folios[i:j], j
                     if mode is MigrateMode.MIGRATE_ASYNC:

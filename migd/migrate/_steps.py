@@ -24,6 +24,7 @@ from ..mm import FOLIO_CONTENT_COPIED, HPAGE_PMD_ORDER, PG_locked
 from ..offload import CpuMigrator
 from . import _kernels as _k
 from ._stats import NO_FOLIOS, BatchRecords, MigrateStats
+from ._way import Path
 
 #: Copies in the move loop (``folio_mc_copy()``) are the vanilla path's CPU seconds.
 VANILLA = CpuMigrator.name
@@ -154,7 +155,7 @@ async def unmap_pass(eng, ctx, pending: np.ndarray, nosplit: bool):
     return (Unmapped(src, dst, t_unmap, nr_movable_ops), still, split_parts, stopped_at,
             untried)
 
-async def move(eng, ctx, mv: Unmapped, closed: bool = False) -> np.ndarray:
+async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
     """The move loop (``migrate_folio_move()`` per folio); returns each
     folio's remap time.
 
@@ -162,8 +163,8 @@ async def move(eng, ctx, mv: Unmapped, closed: bool = False) -> np.ndarray:
     (``folio_mc_copy()``), then it is remapped before the next is copied.
     The first folio is moved on its own so that its remap time is real
     (first-folio latency) and its waiters wake before folio 1 is copied;
-    the rest follow in one compiled loop.  ``closed`` (the virtual clock's
-    closed form, ``_vclock``): when no task could see folio 0 remapped
+    the rest follow in one compiled loop.  On the closed-form way (the
+    virtual clock's, ``_vclock``): when no task could see folio 0 remapped
     before the others - none waits on a folio, none is runnable, no sleep
     ends before the loop does - all are moved after one sleep, each at its
     modelled remap time all the same.
@@ -179,6 +180,7 @@ async def move(eng, ctx, mv: Unmapped, closed: bool = False) -> np.ndarray:
         copy = (mem.flags[mv.src] & FOLIO_CONTENT_COPIED) == 0
         all_copy = np.where(copy, eng.profile.cpu.copy_seconds(orders), 0.0)
         all_costs = eng.profile.cpu.move_seconds(orders) + all_copy
+        closed = ctx.way is not None and ctx.way.path is Path.CLOSED_FORM
         if closed and len(parts) == 2 and unobserved(eng, float(all_costs.sum())):
             for part in parts:  # the two parts' books, added as the step path adds them
                 books.add_cpu_seconds(VANILLA, float(all_copy[part].sum()), ctx.stats)
@@ -257,9 +259,10 @@ def count_untried(eng, ctx, heads: np.ndarray) -> None:
         ctx.stats.nr_folios_untried += int(heads.size)
 
 
-def uncount_folios(eng, ctx, s: MigrateStats) -> None:
-    """Take back the failures of a pass whose failures are retried."""
-    eng.books.count_folios(ctx.name, ctx.reason.label,
+def uncount_folios(eng, name: str, ctx, s: MigrateStats) -> None:
+    """Take back the failures of a pass whose failures are retried (booked
+    under ``name``, that pass's)."""
+    eng.books.count_folios(name, ctx.reason.label,
                            -s.nr_folios_failed, -s.nr_failed_pages, False)
 
 

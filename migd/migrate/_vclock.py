@@ -45,12 +45,6 @@ from ._stats import NO_FOLIOS
 from ._steps import Unmapped
 
 
-def closed_form(eng) -> bool:
-    """Whether a batch starting now may run in closed form."""
-    return (eng.clock.virtual and eng.closed_form_enabled and eng.calls_in_flight == 1
-            and not eng.stopping and not eng.faults.armed)
-
-
 def unmap_clean(eng, ctx, folios: np.ndarray) -> tuple[Unmapped, float] | None:
     """The unmap loop of a clean batch in one step, or None (nothing done)
     when some folio would not unmap on the first pass.  Returns what is
