@@ -265,3 +265,33 @@ def test_every_way_keeps_the_same_books(migrator):
     assert migrated.get(("none", "syscall_or_cpuset")) == 255
     demoter = "none" if migrator == "none" else migrator.split(":")[0]
     assert migrated.get((demoter, "demotion")) == 255
+
+
+async def test_a_descriptor_error_ptdma_does_not_report_is_found_by_the_integrity_check(
+        autojump_clock):
+    """PTDMA's ``pt_handle_active_desc()`` invokes every descriptor's callback
+    with a NULL result, which ``dmaengine_desc_callback_invoke()`` reads as
+    DMA_TRANS_NOERROR: dcbm's error check never fires, v6 marks all 64 folios
+    copied, no fallback.  The one failed descriptor's folio is remapped
+    uncopied; the integrity check finds it, the device counts it.  The same
+    fault on an engine that reports errors (DSA) falls the batch back, intact."""
+    out = {}
+    for profile in ("zen3-ptdma", "dsa"):
+        m = make_machine(True)
+        t = m.add_tenant(TenantSpec("t", 64 * PAGE_SIZE, order=0))
+        hw = get_profile(profile)
+        e = MigrationEngine(m, VirtualClock(), hw)
+        dma = DmaDevice(0, m.memory, e.clock, hw.dma, e.faults)
+        dcbm = DcbmMigrator(dma, nr_dma_chan=2)
+        e.registry.register(dcbm)
+        e.faults["fail_dma_desc"].set(probability=100, interval=1, times=1)
+        async with trio.open_nursery() as n:
+            n.start_soon(dma.run)
+            r = await e.migrate_pages(m.tenant_folios(t), 1, MigrateReason.MR_DEMOTION)
+            n.cancel_scope.cancel()
+        report = m.check_integrity()
+        out[profile] = (hw.dma.reports_errors, r.rc, dcbm.folios_migrated,
+                        dcbm.folios_failures, e.statistics().fallbacks,
+                        dma.unreported_errors, report.ok)
+    assert out["zen3-ptdma"] == (False, 0, 64, 0, {}, 1, False)
+    assert out["dsa"] == (True, 0, 0, 64, {"EIO": 64}, 0, True)
