@@ -240,7 +240,7 @@ async def test_dcbm_slices_match_the_hand_table(autojump_clock, nr_folios, nr_dm
     assert [c.name for c in dma.channels[:3]] == ["dma0chan0", "dma1chan0", "dma2chan0"]
 
 
-@pytest.mark.parametrize("profile, unmarked", [("zen3-ptdma", 256), ("sdxi", 128)])
+@pytest.mark.parametrize("profile, unmarked", [("dsa", 256), ("sdxi", 128)])
 async def test_one_failed_descriptor_fails_the_whole_v6_batch(autojump_clock, profile,
                                                               unmarked):
     """v6: nothing marked, folios_failures += nr_folios, the CPU copies the

