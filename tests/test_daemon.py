@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from migd.sysfs import TREE_THREAD_NICE
 
-from .conftest import Daemon, thread_nice
+from .helpers import Daemon, thread_nice
 
 
 def all_files(root: Path):

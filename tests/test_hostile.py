@@ -14,7 +14,7 @@ import pytest
 
 from migd.sysfs import STORE_MAX, kstrtoull
 
-from .conftest import Daemon
+from .helpers import Daemon
 
 KNOB = "kernel/mm/migrate_offload/nr_max_batched_migration"
 

@@ -18,7 +18,7 @@ from migd.offload import DcbmMigrator
 from migd.soak import SoakOptions, run_soak
 from migd.tracing import RING_ENTRIES, Tracing
 
-from .conftest import MiB, make_engine, make_machine, thread_nice
+from .helpers import MiB, make_engine, make_machine, thread_nice
 
 
 def soak_cmd(*args: str) -> list[str]:

@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 
 from migd.migrate import MigrateCall
-from migd.mm import HPAGE_PMD_ORDER, MigrateMode, MigrateReason
+from migd.mm import HPAGE_PMD_ORDER, MigrateMode, MigrateReason, TenantSpec
 from migd.tracing import EVENTS, MM_MIGRATE_PAGES, TraceRing, Tracing, format_line
 
-from .conftest import DAEMON_CONFIG, MiB, TenantSpec, make_engine, make_machine
+from .helpers import MiB, config, make_engine, make_machine
 
 # include/trace/events/migrate.h, verbatim.
 TP_PRINTK = {
@@ -303,7 +303,7 @@ def test_ring_pipe_nonblock_overrun_clear_and_close():
 
 # -- a live daemon ----------------------------------------------------------------
 
-CONFIG = DAEMON_CONFIG.replace('active = "none"', 'active = "mtcopy"')
+CONFIG = config(migrator={"active": "mtcopy"})
 
 
 @pytest.fixture
