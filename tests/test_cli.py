@@ -266,7 +266,10 @@ def test_the_parser_has_one_subcommand_per_declared_experiment(capsys):
                 assert f"(default: {o.shown_default})" in flat, (name, o.flag)
 
 
-def test_run_help_shows_the_real_defaults(capsys):
+def test_run_help_shows_the_real_defaults(capsys, monkeypatch):
+    # argparse wraps help to $COLUMNS, breaking after a hyphen ("/work/wt-\ntier"):
+    # wide enough that the default path stays whole wherever the checkout is.
+    monkeypatch.setenv("COLUMNS", "10000")
     text = " ".join(help_of(capsys, "run", "--help").split())
     assert "(default: /run/migd/sys" in text  # SPEC section 5
     assert "(default: 127.0.0.1:9464" in text  # etc/migd.toml, etc/prometheus
