@@ -208,6 +208,7 @@ def restore(daemon, state: dict[str, str]) -> None:
 
 # 400 examples in process (test_tree_model); through FUSE, enough to see the
 # errno translation and a daemon that survives.
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_arbitrary_bytes_to_any_writable_file_are_einval_and_change_nothing(daemon, data):
@@ -256,6 +257,7 @@ def _kernel_value(grammar, payload: bytes):
     return -value if grammar is _KSTRTOLL and m.group(1) == b"-" else value
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_numbers_and_booleans_parse_as_kstrtox(daemon, data):
@@ -316,6 +318,7 @@ def test_dcbm_offloading_while_mtcopy_is_active_is_ebusy(daemon):
         daemon.write("kernel/cpu_mt/offloading", "0")
 
 
+@pytest.mark.slow
 def test_migrator_switches_under_load_lose_nothing_then_sigterm(tmp_path):
     d = Daemon(tmp_path)
     try:
@@ -342,6 +345,7 @@ def test_migrator_switches_under_load_lose_nothing_then_sigterm(tmp_path):
         d.close()
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_a_stale_mount_that_the_next_start_clears(tmp_path):
     d = Daemon(tmp_path)
     try:

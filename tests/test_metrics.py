@@ -107,6 +107,7 @@ def prom_query(port: int, expr: str) -> list:
     return doc["data"]["result"]
 
 
+@pytest.mark.slow
 def test_every_dashboard_panel_returns_data_from_a_real_prometheus(daemon, tmp_path):
     target = urllib.parse.urlparse(daemon.metrics_url).netloc
     cfg = tmp_path / "prometheus.yml"

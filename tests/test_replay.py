@@ -269,6 +269,7 @@ ROUND_TRIP_CONFIG = config(
                "promotion": {"interval": 0.05}, "compaction": {"interval": 0.2}})
 
 
+@pytest.mark.slow
 def test_round_trip_of_migd_runs_own_trace(tmp_path):
     """``kernel/tracing/trace`` read through the FUSE mount replays with
     ``none`` to the same calls, pages and counters."""

@@ -26,6 +26,7 @@ def soak_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "migd", "soak", *args]
 
 
+@pytest.mark.slow
 def test_a_60s_soak_with_faults_loses_nothing(tmp_path):
     out = tmp_path / "soak.json"
     p = subprocess.run(soak_cmd("--duration", "60s", "--faults", "--seed", "7",
@@ -59,6 +60,7 @@ class SkipsOneFolio(DcbmMigrator):
         return 0
 
 
+@pytest.mark.slow
 def test_the_soak_reports_a_planted_copy_bug_as_corruption(tmp_path):
     def buggy(sys: System) -> DcbmMigrator:
         return SkipsOneFolio(sys.dma, nr_dma_chan=4)
@@ -68,6 +70,7 @@ def test_the_soak_reports_a_planted_copy_bug_as_corruption(tmp_path):
     assert s.lost_pages == 0  # mapped where it should be, with the wrong bytes
 
 
+@pytest.mark.slow
 def test_the_same_soak_without_the_bug_is_clean(tmp_path):
     """run_soak runs its own trio loop: called from a plain (not trio) test."""
     s = run_soak(SoakOptions(duration=6, seed=3, check_every=1.5, mount=str(tmp_path / "m")))
@@ -84,6 +87,7 @@ def wait_mounted(path, timeout=60.0):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_sigterm_in_the_middle_of_a_soak_ends_clean(tmp_path):
     mount, out = tmp_path / "m", tmp_path / "soak.json"
     mount.mkdir()
@@ -105,6 +109,7 @@ def test_sigterm_in_the_middle_of_a_soak_ends_clean(tmp_path):
     assert not os.path.ismount(mount)
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_a_stale_mount_that_the_next_soak_clears(tmp_path):
     mount = tmp_path / "m"
     mount.mkdir()

@@ -24,6 +24,8 @@ import pytest
 
 from .helpers import Daemon, free_port, scrape
 
+#: Real tools on a live daemon: each starts a process (or a namespace) per check.
+pytestmark = pytest.mark.slow
 NOBODY = 65534
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -337,6 +337,7 @@ def read_pipe_for(path: Path, seconds: float) -> list[str]:
     return lines[:-1]  # cat was killed: a last line cut short is not the daemon's
 
 
+@pytest.mark.slow
 def test_every_trace_pipe_line_parses_with_its_format_file(migd_run):
     _, tracing = migd_run
     events = (tracing / "available_events").read_text().split()
@@ -353,6 +354,7 @@ def test_every_trace_pipe_line_parses_with_its_format_file(migd_run):
     assert stamps == sorted(stamps)  # as the kernel merges its per-CPU buffers: in time order
 
 
+@pytest.mark.slow
 def test_tracefs_files_and_sigterm_with_a_reader_blocked(migd_run):
     proc, tracing = migd_run
     (tracing / "events/migrate/mm_migrate_pages/enable").write_text("0")
