@@ -81,11 +81,13 @@ def _results(cmd: str, report, args: argparse.Namespace, plot) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .daemon import ConfigError, load_config, run_daemon
+    from .daemon import ConfigError, check_daemon_option, load_config, run_daemon
     from .metrics import parse_address
 
     try:
         cfg = load_config(args.config)
+        if args.mount is not None:
+            check_daemon_option("mount", args.mount)
     except ConfigError as e:  # the message names the file and the key
         print(f"migd run: {e}", file=sys.stderr)
         return 2

@@ -273,3 +273,13 @@ def test_any_config_is_one_line_and_exit_2_or_a_config_that_fits(
         used[t["home_node"]] += t["size"]
     assert all(u <= n["capacity"] for u, n in zip(used, cfg.nodes, strict=True))
     assert "\0" not in cfg.daemon["mount"] and "\0" not in cfg.daemon["metrics"]
+
+
+@pytest.mark.parametrize("mount", ["", "x" * 4096])
+def test_a_bad_mount_on_the_command_line_is_refused_as_in_the_config(capsys, monkeypatch, mount):
+    """``--mount`` is checked by the config's own ``daemon.mount`` rule (PATH_MAX)."""
+    started = []
+    monkeypatch.setattr(migd.daemon, "run_daemon", lambda cfg, *a: started.append(cfg) or 0)
+    rc = main(["run", "--mount", mount])
+    msg = assert_refused(rc, capsys.readouterr().err)
+    assert msg.startswith("--mount ") and "PATH_MAX" in msg and started == []
