@@ -26,7 +26,7 @@ from migd.migrate import MigrationEngine
 from migd.mm import MigrateMode, MigrateReason, TenantSpec
 from migd.offload import DcbmMigrator
 
-from .conftest import MiB, make_machine
+from .helpers import BARE, MiB, config, make_machine
 
 
 @dataclass
@@ -54,16 +54,7 @@ def record_calls(engine) -> list[Call]:
 def system(tenants: list[TenantSpec], extra: str = "") -> System:
     """A daemon's System with two 8 MiB nodes and ``tenants`` (added after the
     config: its sizes are whole 2 MiB, too coarse for these lists)."""
-    sys = System(load_config(text=f"""
-[[nodes]]
-name = "dram"
-capacity = "8M"
-demotion_target = 1
-[[nodes]]
-name = "far"
-capacity = "8M"
-{extra}
-"""))
+    sys = System(load_config(text=config("8M", [], **BARE) + extra))
     sys.tenants += [sys.machine.add_tenant(t) for t in tenants]
     return sys
 

@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 import trio
 import trio.testing
 from hypothesis import HealthCheck, given, settings
@@ -283,6 +284,7 @@ def test_ring_matches_per_descriptor_reference_virtual(scenario, profile):
     assert np.array_equal(got[3], want[3])  # the bytes each descriptor moved
 
 
+@pytest.mark.slow
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario=scenarios((0, 2, 4), 24))
 def test_ring_matches_per_descriptor_reference_real_clock(scenario):

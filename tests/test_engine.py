@@ -13,7 +13,7 @@ from migd.migrate import NR_MAX_MIGRATE_PAGES_RETRY, BatchRecord
 from migd.mm import MigrateMode, MigrateReason, TenantSpec
 from migd.offload import CopyBatch, Migrator
 
-from .conftest import MiB, make_engine, make_machine
+from .helpers import MiB, make_engine, make_machine
 
 REASONS = list(MigrateReason)
 

@@ -14,7 +14,7 @@ from migd.offload import DcbmMigrator, MtcopyMigrator
 from migd.offload._dcbm import dcbm_nr_channels
 from migd.offload._mtcopy import thread_bytes
 
-from .conftest import MiB, make_machine
+from .helpers import MiB, make_machine
 
 
 def rig(virtual: bool, profile: str = "zen3-ptdma", node_mib: int = 32):

@@ -17,10 +17,10 @@ from migd.bench import BenchOptions, BenchReport, MigratorSpec, Rig
 from migd.dma import DmaDevice
 from migd.hw import VirtualClock, get_profile, mock_clock
 from migd.migrate import ALL_PATHS, MigrationEngine, Path
-from migd.mm import MigrateMode, MigrateReason
+from migd.mm import MigrateMode, MigrateReason, TenantSpec
 from migd.offload import DcbmMigrator, MtcopyMigrator
 
-from .conftest import MiB, TenantSpec, make_machine
+from .helpers import MiB, make_machine
 
 #: Times are sums of the same modelled costs in another grouping: equal to rounding.
 ATOL = 1e-12
