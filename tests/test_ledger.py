@@ -18,8 +18,8 @@ from migd.mm import PAGE_SIZE, MigrateMode, MigrateReason, TenantSpec
 from migd.offload import DcbmMigrator, MtcopyMigrator
 from migd.tracing import Tracing
 
-from .conftest import SMALL_CONFIG, make_engine, make_machine
-from .conftest import scrape_collector as scrape
+from .helpers import SMALL_CONFIG, make_engine, make_machine
+from .helpers import scrape_collector as scrape
 
 
 def total(samples: dict, name: str, **labels) -> float:
