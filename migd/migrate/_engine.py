@@ -27,6 +27,7 @@ cancellation (no kernel analogue) fails its untried folios, intact.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import trio
@@ -228,9 +229,11 @@ class MigrationEngine:
     # -- migrate_pages ---------------------------------------------------------------
 
     async def migrate_pages(self, folios: np.ndarray, target_nid: int, reason: MigrateReason,
-                            mode: MigrateMode = MigrateMode.MIGRATE_ASYNC) -> MigrateResult:
+                            mode: MigrateMode = MigrateMode.MIGRATE_ASYNC, *,
+                            memalloc: bool = False) -> MigrateResult:
         """``migrate_pages()``: migrate ``folios`` (head pfns, in list order) to
-        node ``target_nid``."""
+        node ``target_nid``.  ``memalloc``: the caller runs PF_MEMALLOC (direct
+        compaction), so no folio lock is slept on."""
         if not 0 <= target_nid < len(self.memory.nodes):
             raise ValueError(f"target node {target_nid} does not exist")
         folios = self.isolate_folios(np.ascontiguousarray(folios, dtype=np.int64))
@@ -250,7 +253,7 @@ class MigrationEngine:
         self.calls_in_flight += 1
         try:
             rc = await self._migrate_pages(folios, cum, target_nid, reason, mode, stats,
-                                           failed)
+                                           failed, memalloc)
         finally:
             self.calls_in_flight -= 1
             # Also when cancelled between batches: every page is accounted
@@ -281,7 +284,7 @@ class MigrationEngine:
 
     async def _migrate_pages(self, folios: np.ndarray, cum: np.ndarray, target_nid: int,
                              reason: MigrateReason, mode: MigrateMode, stats: MigrateStats,
-                             failed: list[np.ndarray]) -> int:
+                             failed: list[np.ndarray], memalloc: bool = False) -> int:
         """The batch loop of ``migrate_pages()``; returns rc.  Folios left at
         the source go to ``failed``.
 
@@ -295,7 +298,7 @@ class MigrationEngine:
         dst = scratch = times = None  # the fast path's arrays, made on first use
         crossing = not self._budget.budget_us
         i = 0
-        ctx = Ctx(target_nid, reason, self.registry.active, stats, mode)
+        ctx = Ctx(target_nid, reason, self.registry.active, stats, mode, None, memalloc)
         try:
             while i < n:
                 if self.stopping:
@@ -304,7 +307,7 @@ class MigrationEngine:
                 with self.registry.read_lock() as offload:
                     bound = self.batch_bound(offload, reason)
                     way = batch_way(self, offload, reason, cum, i, bound)
-                    ctx = Ctx(target_nid, reason, offload, stats, mode, way)
+                    ctx = Ctx(target_nid, reason, offload, stats, mode, way, memalloc)
                     if way.path is Path.COMPILED:
                         if dst is None:
                             dst = np.empty(n, dtype=np.int64)
@@ -316,7 +319,7 @@ class MigrationEngine:
                             i = j
                             await self.clock.yield_point()
                             continue
-                        ctx = Ctx(target_nid, reason, offload, stats, mode, way.general())
+                        ctx = replace(ctx, way=way.general())
                     j = int(_k.batch_end(cum, i, bound, crossing))
                     batch, i = folios[i:j], j
                     if mode is MigrateMode.MIGRATE_ASYNC:

@@ -20,6 +20,7 @@ from ..mm import (
     UNLOCK_MASK,
     PG_locked,
     PG_movable_ops,
+    PG_writeback,
     alloc_block,
     folio_free,
     folio_init,
@@ -38,6 +39,7 @@ MIGRATEPAGE_UNMAP = 0
 UNMAP_EAGAIN = 1
 UNMAP_SPLIT = 2  # -ENOMEM, split into base folios (set by the engine)
 UNMAP_NOT_TRIED = 3
+UNMAP_EBUSY = 4  # under writeback, not MIGRATE_SYNC: a permanent failure
 
 
 @numba.njit(cache=True, nogil=True)
@@ -47,8 +49,10 @@ def migrate_folio_unmap_batch(bitmap, area, mem_map, ptes, pending, fail_alloc, 
 
     For each folio: allocate the destination (``get_new_folio``; an injected
     failure counts as -ENOMEM), fail with -EAGAIN if it is locked or pinned
-    (``try_to_migrate()`` cannot unmap a maybe-DMA-pinned anon page), else lock
-    both folios and install migration entries.  Stops at the first -ENOMEM.
+    (``try_to_migrate()`` cannot unmap a maybe-DMA-pinned anon page), fail with
+    -EBUSY if it is under writeback (a sync caller waited for that first),
+    else lock both folios and install migration entries.  Stops at the first
+    -ENOMEM.
 
     Returns ``(stop, nr_unmapped, nr_movable_ops)``: the index of the -ENOMEM
     folio (``pending.size`` if none), how many folios were unmapped, and how
@@ -66,7 +70,15 @@ def migrate_folio_unmap_batch(bitmap, area, mem_map, ptes, pending, fail_alloc, 
         d = alloc_block(bitmap, area, target, pg.order)
         if d < 0:
             return i, nr_unmapped, nr_movable_ops
-        if (pg.flags & PG_locked) or pg.refcount > 1 + pg.mapcount:
+        if pg.flags & PG_locked:
+            free_block(bitmap, area, target, pg.order, d)
+            result[i] = UNMAP_EAGAIN
+            continue
+        if pg.flags & PG_writeback:  # migrate_folio_unmap(): after the lock
+            free_block(bitmap, area, target, pg.order, d)
+            result[i] = UNMAP_EBUSY
+            continue
+        if pg.refcount > 1 + pg.mapcount:
             free_block(bitmap, area, target, pg.order, d)
             result[i] = UNMAP_EAGAIN
             continue
@@ -103,7 +115,8 @@ def migrate_folio_unmap_clean(bitmap, area, mem_map, ptes, folios, lo, hi, targe
     while k < n:
         src = folios[k]
         pg = mem_map[src]
-        if (pg.flags & (PG_locked | PG_movable_ops)) or pg.refcount > 1 + pg.mapcount:
+        if ((pg.flags & (PG_locked | PG_movable_ops | PG_writeback))
+                or pg.refcount > 1 + pg.mapcount):
             break
         d = alloc_block(bitmap, area, target, pg.order)
         if d < 0:

@@ -53,6 +53,9 @@ class Ctx:
     mode: MigrateMode = MigrateMode.MIGRATE_ASYNC  # the call's
     #: The batch's way (``_way.batch_way``); None only outside a batch.
     way: Way | None = None
+    #: The caller runs PF_MEMALLOC (direct compaction): it never sleeps on a
+    #: folio lock (``migrate_folio_unmap()``'s ``goto out``).
+    memalloc: bool = False
 
     @property
     def name(self) -> str:
@@ -85,7 +88,7 @@ async def migrate_pages_sync(engine: MigrationEngine, ctx: Ctx, batch: np.ndarra
     only there is a locked folio waited for (no lock is held on others)."""
     astats = MigrateStats()
     a = await migrate_pages_batch(
-        engine, Ctx(ctx.target_nid, ctx.reason, ctx.offload, astats, ctx.mode, ctx.way), batch,
+        engine, replace(ctx, stats=astats), batch,
         MigrateMode.MIGRATE_ASYNC, NR_MAX_MIGRATE_ASYNC_RETRY)
     s = ctx.stats
     s.nr_succeeded += astats.nr_succeeded
@@ -141,7 +144,7 @@ async def migrate_pages_batch(engine: MigrationEngine, ctx: Ctx, folios: np.ndar
     if mode is not MigrateMode.MIGRATE_ASYNC:
         # Before the shield, nothing of the batch unmapped yet: a caller
         # cancelled while it sleeps in folio_lock() leaves nothing behind.
-        await folio_lock(engine, folios)
+        await folio_lock(engine, folios, mode, ctx.memalloc)
     with trio.CancelScope(shield=True):
         return await _migrate_pages_batch_shielded(engine, ctx, folios, mode, nr_pass,
                                                    may_split)
@@ -163,7 +166,7 @@ async def _migrate_pages_batch_shielded(engine: MigrationEngine, ctx: Ctx, folio
     else:  # not clean (or not alone): step by step
         ctx = replace(ctx, way=way.general())
         todo, left, splits, rc_saved, untried, passes = await unmap_loop(
-            engine, ctx, folios, nr_pass, nosplit)
+            engine, ctx, folios, mode, nr_pass, nosplit)
     copied = None
     first_folio = None
     inaccessible: list[np.ndarray] = []

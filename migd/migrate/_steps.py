@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import trio
 
-from ..mm import FOLIO_CONTENT_COPIED, HPAGE_PMD_ORDER, PG_locked
+from ..mm import FOLIO_CONTENT_COPIED, HPAGE_PMD_ORDER, MigrateMode, PG_locked, PG_writeback
 from ..offload import CpuMigrator
 from . import _kernels as _k
 from ._stats import NO_FOLIOS, BatchRecords, MigrateStats
@@ -45,32 +45,40 @@ class Unmapped:
         return Unmapped(self.src[sel], self.dst[sel], t, -1 if self.nr_movable_ops else 0)
 
 
-async def unmap_loop(eng, ctx, folios: np.ndarray, nr_pass: int, nosplit: bool):
-    """The unmap loop with its passes.
+async def unmap_loop(eng, ctx, folios: np.ndarray, mode: MigrateMode, nr_pass: int,
+                     nosplit: bool):
+    """The unmap loop with its passes, in the batch's ``mode``.
 
     Returns ``(unmapped, left, split_parts, rc, untried, passes)``: what is
-    unmapped, the folios that failed (-EAGAIN after every pass, or the one
-    whose allocation failed and those -EAGAIN before it in its pass), the
-    parts of folios split on -ENOMEM, -ENOMEM or 0, the folios -ENOMEM
-    left untried, and the passes run.
+    unmapped, the folios that failed (-EBUSY at once, -EAGAIN after every
+    pass, or the one whose allocation failed and those -EAGAIN before it in
+    its pass), the parts of folios split on -ENOMEM, -ENOMEM or 0, the folios
+    -ENOMEM left untried, and the passes run.  In a sync mode every pass
+    sleeps in :func:`folio_lock` first, as ``migrate_folio_unmap()`` calls
+    ``folio_lock()`` on every pass, not only the first.
     """
     pending = folios
     parts: list[Unmapped] = []
     splits: list[np.ndarray] = []
+    busy: list[np.ndarray] = []  # -EBUSY: permanent, off the list at once
     passes = 0
     while passes < nr_pass:
         passes += 1
-        done, pending, split, stopped, untried = await unmap_pass(
+        await folio_lock(eng, pending, mode, ctx.memalloc)
+        done, pending, split, stopped, untried, ebusy = await unmap_pass(
             eng, ctx, pending, nosplit)
         if done.src.size:
             parts.append(done)
+        if ebusy.size:
+            busy.append(ebusy)
         splits += split
         if stopped is not None:
-            left = np.concatenate([np.array([stopped], dtype=np.int64), pending])
+            left = np.concatenate([*busy, np.array([stopped], dtype=np.int64), pending])
             return join(parts), left, splits, -errno.ENOMEM, untried, passes
         if pending.size == 0:
             break
-    return join(parts), pending, splits, 0, NO_FOLIOS, passes
+    left = np.concatenate([*busy, pending]) if busy else pending
+    return join(parts), left, splits, 0, NO_FOLIOS, passes
 
 def join(parts: list[Unmapped]) -> Unmapped:
     if len(parts) == 1:
@@ -82,24 +90,42 @@ def join(parts: list[Unmapped]) -> Unmapped:
         np.concatenate([np.broadcast_to(p.t_unmap, p.src.shape) for p in parts]),
         sum(p.nr_movable_ops for p in parts))
 
-async def folio_lock(eng, heads: np.ndarray) -> None:
-    """``folio_lock()`` in a sync mode: sleep while any of ``heads`` is locked
-    (MIGRATE_ASYNC's ``folio_trylock()`` fails with -EAGAIN instead).
+def wait_mask(mode: MigrateMode, memalloc: bool) -> int:
+    """What ``migrate_folio_unmap()`` sleeps on in ``mode``: a locked folio
+    (``folio_lock()``) unless MIGRATE_ASYNC or the caller is PF_MEMALLOC
+    (direct compaction: ``goto out``, -EAGAIN); writeback
+    (``folio_wait_writeback()``) only in MIGRATE_SYNC, the others fail the
+    folio with -EBUSY."""
+    if mode is MigrateMode.MIGRATE_ASYNC:
+        return 0
+    mask = 0 if memalloc else PG_locked
+    return mask | (PG_writeback if mode is MigrateMode.MIGRATE_SYNC else 0)
+
+
+async def folio_lock(eng, heads: np.ndarray, mode: MigrateMode, memalloc: bool) -> None:
+    """A sync mode's sleep in ``migrate_folio_unmap()``: while any of
+    ``heads`` is locked or under writeback, as :func:`wait_mask` says.
     Sync batches hold one folio (``migrate_pages_sync()``), so no lock is
-    held while it sleeps; it sleeps before the batch's first pass, and a
-    folio locked again by a later pass fails that pass with -EAGAIN.
-    Writeback, which only MIGRATE_SYNC waits for, is not modelled."""
+    held while it sleeps.  The pass then runs with no await in between, so
+    what it slept on is gone when the folio is tried.  Before the batch's
+    first pass the caller may be cancelled; on a later pass (inside the
+    batch's shield) only :meth:`MigrationEngine.stop` cuts the sleep short
+    (the lock holders are other batches, which always unlock)."""
+    mask = wait_mask(mode, memalloc)
+    if not mask or heads.size == 0:
+        return
     mem = eng.memory
-    while not eng.stopping and (mem.flags[heads] & PG_locked).any():
+    while not eng.stopping and (mem.flags[heads] & mask).any():
         await eng.machine.folio_wait()
 
 async def unmap_pass(eng, ctx, pending: np.ndarray, nosplit: bool):
     """One pass of the unmap loop over ``pending``, in list order.
 
-    Returns ``(unmapped, still_pending, split_parts, stopped_at, untried)``;
-    ``stopped_at`` is the folio whose allocation failed when migration
-    must stop (-ENOMEM), else None; then ``still_pending`` are the folios
-    that failed before it in this pass, ``untried`` those after it.
+    Returns ``(unmapped, still_pending, split_parts, stopped_at, untried,
+    ebusy)``; ``stopped_at`` is the folio whose allocation failed when
+    migration must stop (-ENOMEM), else None; then ``still_pending`` are the
+    folios that failed before it in this pass, ``untried`` those after it;
+    ``ebusy`` failed for good (under writeback, not MIGRATE_SYNC).
     """
     mem = eng.memory
     n = pending.size
@@ -136,9 +162,11 @@ async def unmap_pass(eng, ctx, pending: np.ndarray, nosplit: bool):
         ctx.stats.nr_thp_failed += is_thp
         ctx.stats.nr_split += 1
         first = i + 1
+    ebusy = NO_FOLIOS
     if nr_unmapped == n:
         src, still = pending, NO_FOLIOS
     else:
+        ebusy = pending[result == _k.UNMAP_EBUSY]
         ok = result == _k.MIGRATEPAGE_UNMAP
         src, dst, t_ns = pending[ok], dst[ok], t_ns[ok]
         if stopped_at is None:
@@ -153,7 +181,7 @@ async def unmap_pass(eng, ctx, pending: np.ndarray, nosplit: bool):
         t_unmap = t_ns * 1e-9 + offset
         await eng.clock.yield_point()  # mutators may now meet migration entries
     return (Unmapped(src, dst, t_unmap, nr_movable_ops), still, split_parts, stopped_at,
-            untried)
+            untried, ebusy)
 
 async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
     """The move loop (``migrate_folio_move()`` per folio); returns each

@@ -32,6 +32,10 @@ FOLIO_WAS_MLOCKED = 1 << 4
 FOLIO_CONTENT_COPIED = 1 << 5
 #: On a migration list (``folio_isolate_lru()``): no other caller can take it.
 PG_isolated = 1 << 6
+#: Under writeback (``folio_test_writeback()``): only MIGRATE_SYNC waits for
+#: it; the other modes fail the folio with -EBUSY.  Nothing in migd starts
+#: writeback; a test or a caller sets it and ends it with ``wake_remapped()``.
+PG_writeback = 1 << 7
 
 #: ``struct page`` as migd keeps it: one 24-byte record per base page, the
 #: array of them being ``mem_map``.  ``order`` is set on every page of a folio
