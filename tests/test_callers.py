@@ -35,6 +35,7 @@ class Call:
     target: int
     reason: MigrateReason
     mode: MigrateMode
+    memalloc: bool = False
 
 
 def record_calls(engine) -> list[Call]:
@@ -42,10 +43,11 @@ def record_calls(engine) -> list[Call]:
     calls: list[Call] = []
     orig = engine.migrate_pages
 
-    async def wrapper(folios, target_nid, reason, mode=MigrateMode.MIGRATE_ASYNC):
+    async def wrapper(folios, target_nid, reason, mode=MigrateMode.MIGRATE_ASYNC, **kw):
         folios = np.asarray(folios, dtype=np.int64)
-        calls.append(Call(engine.memory.folio_order[folios].tolist(), target_nid, reason, mode))
-        return await orig(folios, target_nid, reason, mode)
+        calls.append(Call(engine.memory.folio_order[folios].tolist(), target_nid, reason, mode,
+                          kw.get("memalloc", False)))
+        return await orig(folios, target_nid, reason, mode, **kw)
 
     engine.migrate_pages = wrapper
     return calls
@@ -113,51 +115,80 @@ async def test_promotion_is_one_folio_per_hinting_fault():
     assert sys.node_vmstat["pgpromote_success"][0] == 5 * 4
 
 
-def check_compaction_lists(calls: list[Call], mode: MigrateMode, nr_small: int) -> None:
-    """isolate_migratepages_block(): a list stops once nr_migratepages >= 32
-    base pages, the folio that reaches it included; pageblock-order folios are
-    never isolated; compact_zone() migrates each list within the node."""
-    pages = [[1 << o for o in c.orders] for c in calls]
-    for i, p in enumerate(pages):
-        assert sum(p[:-1]) < 32
-        assert sum(p) >= 32 or i == len(pages) - 1
-    assert all(9 not in c.orders for c in calls)
-    assert sum(len(c.orders) for c in calls) == nr_small
-    assert {(c.target, c.reason, c.mode) for c in calls} == {
-        (0, MigrateReason.MR_COMPACTION, mode)}
+# Node 0 (pfns 0..2047, 4 pageblocks of 512) under MIXED + a THP: the buddy
+# hands out the lowest blocks, so "a" is pfns 0..39, "b" 40..103 (order 2),
+# the THP 512..1023.  The mirrored migrate scanner goes down from pfn 2048:
+# pageblocks 3 and 2 are free, 1 holds the THP (pageblock order: skipped),
+# 0 the rest, scanned from pfn 103 down: 8 x 16K = 32 pages | 8 x 16K | 32 x
+# 4K | 8 x 4K (the pageblock ends).  nr_scanned: every pfn from 2048 to the
+# bottom of pageblock 0, free or skipped ones included.
+COMPACTION_LISTS = [[2] * 8, [2] * 8, [0] * 32, [0] * 8]
 
 
 async def test_compact_memory_is_sync_and_kcompactd_sync_light():
     sys = system(MIXED + [tenant("thp", 2 * MiB, 9)])
     calls = record_calls(sys.engine)
     await compact_all(sys)
-    check_compaction_lists(calls, MigrateMode.MIGRATE_SYNC, 40 + 16)
-    calls.clear()
+    node0 = [c for c in calls if c.target == 0]
+    assert [c.orders for c in node0] == COMPACTION_LISTS
+    assert {(c.reason, c.mode, c.memalloc) for c in node0} == {
+        (MigrateReason.MR_COMPACTION, MigrateMode.MIGRATE_SYNC, False)}
+    vm = {k: int(v[0]) for k, v in sys.node_vmstat.items()}
+    assert vm["compact_isolated"] == 40 + 64 and vm["compact_migrate_scanned"] == 2048
+    assert vm["compact_daemon_wake"] == 0
+    sys = system(MIXED + [tenant("thp", 2 * MiB, 9)])  # the same layout, afresh
+    calls = record_calls(sys.engine)
     await kcompactd(sys, 0, fraction=1.0)
-    check_compaction_lists(calls, MigrateMode.MIGRATE_SYNC_LIGHT, 40 + 16)
-    assert sys.node_vmstat["compact_isolated"][0] == 2 * (40 + 64)
-    assert sys.node_vmstat["compact_migrate_scanned"][0] == 2 * (40 + 64 + 512)
+    assert [c.orders for c in calls] == COMPACTION_LISTS
+    assert {c.mode for c in calls} == {MigrateMode.MIGRATE_SYNC_LIGHT}
+    vm = {k: int(v[0]) for k, v in sys.node_vmstat.items()}
+    assert vm["compact_isolated"] == 40 + 64 and vm["compact_migrate_scanned"] == 2048
+    # kcompactd_do_work(): one wake, its scanner's pages; COMPACTSUCCESS is
+    # the allocator's, never kcompactd's or compact_memory's
+    assert vm["compact_daemon_wake"] == 1 and vm["compact_daemon_migrate_scanned"] == 2048
+    assert vm["compact_success"] == vm["compact_stall"] == vm["compact_fail"] == 0
     assert sys.machine.check_integrity().ok
 
 
-async def test_direct_compaction_tries_async_then_sync_light():
-    sys = system(MIXED)
-    mem = sys.machine.memory
-    pinned = sys.machine.tenant_folios(sys.tenants[0])[:1]
-    mem.refcount[pinned] += 1  # one folio cannot move: the async attempt fails
+async def test_a_compaction_list_never_spans_two_pageblocks():
+    # 520 small folios: pfns 0..519.  Pageblock 1 holds 512..519: its list
+    # ends at the pageblock's end with 8 pages; pageblock 0 gives 16 x 32.
+    sys = system([tenant("a", 520 * 4 * KiB, 0)])
     calls = record_calls(sys.engine)
-    await direct_compact(sys, 0, order=4)
-    modes = [c.mode for c in calls]
-    k = modes.index(MigrateMode.MIGRATE_SYNC_LIGHT)
-    assert set(modes[:k]) == {MigrateMode.MIGRATE_ASYNC}
-    assert set(modes[k:]) == {MigrateMode.MIGRATE_SYNC_LIGHT}
-    mem.refcount[pinned] -= 1
+    await compact_all(sys)
+    assert [len(c.orders) for c in calls if c.target == 0] == [8] + [32] * 16
+
+
+async def test_direct_compaction_succeeds_when_the_allocation_does():
+    # plenty free: the ASYNC try is followed by a successful allocation
+    # (__alloc_pages_direct_compact(): COMPACTSTALL, COMPACTSUCCESS, return)
+    sys = system(MIXED)
+    calls = record_calls(sys.engine)
+    assert await direct_compact(sys, 0, order=4)
+    assert {(c.mode, c.memalloc) for c in calls} == {(MigrateMode.MIGRATE_ASYNC, True)}
+    vm = {k: int(v[0]) for k, v in sys.node_vmstat.items()}
+    assert (vm["compact_stall"], vm["compact_success"], vm["compact_fail"]) == (1, 1, 0)
     # targeted at order 4: folios of order >= 4 are skipped (skip_isolation_on_order)
-    calls.clear()
     sys2 = system([tenant("a", 64 * KiB, 0), tenant("b", 256 * KiB, 4)])
     calls = record_calls(sys2.engine)
     await direct_compact(sys2, 0, order=4)
     assert [o for c in calls for o in c.orders] == [0] * 16
+
+
+async def test_direct_compaction_tries_sync_light_when_the_allocation_fails():
+    # node 0 full but 15 pages (2033..2047): no order-4 block can be free, so
+    # both priorities stall and fail: COMPACTSTALL + COMPACTFAIL twice
+    sys = system([tenant("a", 2033 * 4 * KiB, 0)])
+    calls = record_calls(sys.engine)
+    assert not await direct_compact(sys, 0, order=4)
+    modes = [c.mode for c in calls]
+    k = modes.index(MigrateMode.MIGRATE_SYNC_LIGHT)
+    assert set(modes[:k]) == {MigrateMode.MIGRATE_ASYNC} and set(modes[k:]) == {
+        MigrateMode.MIGRATE_SYNC_LIGHT}
+    assert all(c.memalloc for c in calls)
+    vm = {k: int(v[0]) for k, v in sys.node_vmstat.items()}
+    assert (vm["compact_stall"], vm["compact_success"], vm["compact_fail"]) == (2, 0, 2)
+    assert sys.machine.check_integrity().ok
 
 
 async def test_move_pages_is_one_sync_call_per_run():

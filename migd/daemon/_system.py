@@ -56,7 +56,8 @@ class System:
         #: Counters the callers keep, as the kernel's vmstat items per node.
         self.node_vmstat = {k: np.zeros(nn, dtype=np.int64) for k in (
             "pgdemote_kswapd", "pgdemote_direct", "pgpromote_success",
-            "compact_migrate_scanned", "compact_isolated", "compact_success")}
+            "compact_migrate_scanned", "compact_isolated", "compact_stall", "compact_fail",
+            "compact_success", "compact_daemon_wake", "compact_daemon_migrate_scanned")}
         #: kernel/tracing; its boot clock is set when the System starts running
         #: (``system_running``), trio's clock zero until then.
         self.tracing = Tracing()

@@ -13,9 +13,10 @@ kernel's caller hands it (the README's table of callers):
   that stop once ``cc->nr_migratepages`` (base pages) reaches
   COMPACT_CLUSTER_MAX (32), skipping folios of pageblock order (9) and, for a
   targeted compaction, of the target order and above
-  (``skip_isolation_on_order()``); MR_COMPACTION with MIGRATE_SYNC for
-  ``compact_memory``, MIGRATE_SYNC_LIGHT for kcompactd, MIGRATE_ASYNC then
-  MIGRATE_SYNC_LIGHT for direct compaction; ``compact_*`` counters;
+  (``skip_isolation_on_order()``), never across a pageblock; MR_COMPACTION
+  with MIGRATE_SYNC for ``compact_memory``, MIGRATE_SYNC_LIGHT for
+  kcompactd, MIGRATE_ASYNC then MIGRATE_SYNC_LIGHT (PF_MEMALLOC) for direct
+  compaction; ``compact_*`` counters where the kernel counts them;
 * move_pages(2) (``do_pages_move()``): the engine's :meth:`move_pages`, one
   MIGRATE_SYNC MR_SYSCALL call per run of pages queued for the same node;
 * DAMON (``damon_migrate_pages()``): the filtered folios of one physical region
@@ -127,34 +128,57 @@ async def promote_node(sys: System, nid: int, fraction: float,
         sys.node_vmstat["pgpromote_success"][uppers[0]] += r.stats.nr_succeeded
 
 
-async def compact_node(sys: System, nid: int, mode: MigrateMode, fraction: float = 1.0,
-                       order: int = -1) -> bool:
-    """``compact_zone()`` of node ``nid`` in ``mode``; ``order`` -1 is
-    ``compact_memory``'s whole-node compaction, else a target order.
+def compaction_lists(heads: np.ndarray, nr_pages: np.ndarray, skip: np.ndarray
+                     ) -> list[np.ndarray]:
+    """The lists ``isolate_migratepages()`` hands ``compact_zone()``: one
+    pageblock at a time (``isolate_migratepages_block()`` runs within
+    ``[low_pfn, pageblock_end_pfn)``), each list stopping once
+    ``cc->nr_migratepages`` reaches COMPACT_CLUSTER_MAX (the folio that
+    reaches it included) or at the pageblock's end; the next list resumes
+    where the last stopped, in the same pageblock.  ``heads`` in scan order
+    (descending: migd's scanners are the kernel's mirrored), ``skip``: not
+    isolated (``skip_isolation_on_order()``)."""
+    heads, pages = heads[~skip], nr_pages[~skip]
+    blocks = heads >> PAGEBLOCK_ORDER
+    cut = np.flatnonzero(np.diff(blocks)) + 1
+    out = []
+    for lo, hi in zip(np.r_[0, cut], np.r_[cut, heads.size], strict=True):
+        out += [heads[lo:hi][sl] for sl in isolation_lists(pages[lo:hi], COMPACT_CLUSTER_MAX)]
+    return out
 
-    The migrate scanner takes folios from the top of the node (migd's buddy
-    hands out the lowest free blocks, so its scanners are the kernel's
-    mirrored); returns whether every list migrated.
+
+async def compact_node(sys: System, nid: int, mode: MigrateMode, fraction: float = 1.0,
+                       order: int = -1, memalloc: bool = False) -> int:
+    """``compact_zone()`` of node ``nid`` in ``mode``; ``order`` -1 is
+    ``compact_memory``'s whole-node compaction, else a target order;
+    ``memalloc``: direct compaction (PF_MEMALLOC).  Returns the pages scanned.
+
+    The migrate scanner starts at the top of the node and goes down (migd's
+    buddy hands out the lowest free blocks, so its scanners are the kernel's
+    mirrored), over ``fraction`` of the node's folios, to the bottom of the
+    pageblock holding the last of them.  ``compact_migrate_scanned`` counts
+    every pfn it passes, free or skipped, as ``isolate_migratepages_block()``
+    does (``nr_scanned``); ``compact_isolated`` the pages isolated.
     """
     mem = sys.machine.memory
+    node = mem.nodes[nid]
     heads = np.sort(sys.folios_on(nid))[::-1]
     heads = heads[:max(1, int(heads.size * fraction))] if heads.size else heads
+    if heads.size == 0:
+        return 0
     orders = mem.folio_order[heads]
     skip = orders >= (PAGEBLOCK_ORDER if order < 0 else min(order, PAGEBLOCK_ORDER))
     vm = sys.node_vmstat
-    vm["compact_migrate_scanned"][nid] += int(mem.folio_nr_pages(heads).sum())
-    movable = heads[~skip]
-    pages = mem.folio_nr_pages(movable)
-    ok = True
-    for sl in isolation_lists(pages, COMPACT_CLUSTER_MAX):
+    low = (int(heads[-1]) >> PAGEBLOCK_ORDER) << PAGEBLOCK_ORDER
+    scanned = node.end_pfn - max(low, node.start_pfn)
+    vm["compact_migrate_scanned"][nid] += scanned
+    for folios in compaction_lists(heads, mem.folio_nr_pages(heads), skip):
         if sys.engine.stopping:
-            return False
-        vm["compact_isolated"][nid] += int(pages[sl].sum())
-        r = await sys.engine.migrate_pages(movable[sl], nid, MigrateReason.MR_COMPACTION, mode)
-        ok &= r.rc == 0
-    if ok:
-        vm["compact_success"][nid] += 1
-    return ok
+            break
+        vm["compact_isolated"][nid] += int(mem.folio_nr_pages(folios).sum())
+        await sys.engine.migrate_pages(folios, nid, MigrateReason.MR_COMPACTION, mode,
+                                       memalloc=memalloc)
+    return scanned
 
 
 async def compact_all(sys: System) -> None:
@@ -164,15 +188,35 @@ async def compact_all(sys: System) -> None:
 
 
 async def kcompactd(sys: System, nid: int, fraction: float) -> None:
-    """``kcompactd_do_work()``: MIGRATE_SYNC_LIGHT, for a THP-sized order."""
-    await compact_node(sys, nid, MigrateMode.MIGRATE_SYNC_LIGHT, fraction, HPAGE_PMD_ORDER)
+    """``kcompactd_do_work()``: MIGRATE_SYNC_LIGHT, for a THP-sized order;
+    ``compact_daemon_wake`` once, ``compact_daemon_migrate_scanned`` the
+    scanner's pages (the kernel's ``cc.total_migrate_scanned``)."""
+    vm = sys.node_vmstat
+    vm["compact_daemon_wake"][nid] += 1
+    scanned = await compact_node(sys, nid, MigrateMode.MIGRATE_SYNC_LIGHT, fraction,
+                                 HPAGE_PMD_ORDER)
+    vm["compact_daemon_migrate_scanned"][nid] += scanned
 
 
-async def direct_compact(sys: System, nid: int, order: int, fraction: float = 1.0) -> None:
-    """``try_to_compact_pages()``: COMPACT_PRIO_ASYNC first, then, if that did
-    not succeed, COMPACT_PRIO_SYNC_LIGHT."""
-    if not await compact_node(sys, nid, MigrateMode.MIGRATE_ASYNC, fraction, order):
-        await compact_node(sys, nid, MigrateMode.MIGRATE_SYNC_LIGHT, fraction, order)
+async def direct_compact(sys: System, nid: int, order: int, fraction: float = 1.0) -> bool:
+    """``__alloc_pages_direct_compact()`` as the allocator's slow path calls it:
+    COMPACT_PRIO_ASYNC first, then COMPACT_PRIO_SYNC_LIGHT, each under
+    PF_MEMALLOC; after each, ``compact_stall``, then ``compact_success`` if an
+    ``order`` block is free on the node (``get_page_from_freelist()`` would
+    succeed; migd leaves the block free) and the second try is not made, else
+    ``compact_fail``.  Returns whether the allocation would succeed."""
+    vm = sys.node_vmstat
+    for mode in (MigrateMode.MIGRATE_ASYNC, MigrateMode.MIGRATE_SYNC_LIGHT):
+        await compact_node(sys, nid, mode, fraction, order, memalloc=True)
+        vm["compact_stall"][nid] += 1
+        free = sys.machine.memory.free_area.nr_free_blocks(nid)
+        if any(free[order:]):
+            vm["compact_success"][nid] += 1
+            return True
+        vm["compact_fail"][nid] += 1
+        if sys.engine.stopping:
+            break
+    return False
 
 
 async def damon_migrate(sys: System, start_pfn: int, end_pfn: int, target_nid: int,

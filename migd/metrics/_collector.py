@@ -174,7 +174,8 @@ class MigdCollector:
         yield used
         for item, per_node in self.sys.node_vmstat.items():
             unit = "pages" if item.startswith("pg") else "folios"
-            if item == "compact_success":
+            if item in ("compact_stall", "compact_fail", "compact_success",
+                        "compact_daemon_wake"):
                 unit = "runs"
             c = CounterMetricFamily(f"migd_{item}_{unit}", f"Node vmstat {item}.",
                                     labels=["node"])
