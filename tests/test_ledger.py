@@ -18,7 +18,7 @@ from migd.mm import PAGE_SIZE, MigrateMode, MigrateReason, TenantSpec
 from migd.offload import DcbmMigrator, MtcopyMigrator
 from migd.tracing import Tracing
 
-from .helpers import SMALL_CONFIG, make_engine, make_machine
+from .helpers import BARE, SMALL_CONFIG, config, make_engine, make_machine
 from .helpers import scrape_collector as scrape
 
 
@@ -295,3 +295,25 @@ async def test_a_descriptor_error_ptdma_does_not_report_is_found_by_the_integrit
                         dma.unreported_errors, report.ok)
     assert out["zen3-ptdma"] == (False, 0, 64, 0, {}, 1, False)
     assert out["dsa"] == (True, 0, 0, 64, {"EIO": 64}, 0, True)
+
+
+async def test_migd_says_so_when_ptdma_loses_a_descriptor_error(autojump_clock):
+    """The same hazard through the daemon's System: the unreported failure is
+    an error event a user sees in the log and a counter on /metrics, not only
+    the device's count."""
+    sys = System(load_config(text=config("16M", [{"name": "t", "size": "2M"}], **BARE)
+                             + '[dma]\nprofile = "zen3-ptdma"\n'))
+    events = []
+    sys.events.append(lambda ev, fields: events.append((ev, fields)))
+    async with trio.open_nursery() as n:
+        n.start_soon(sys.dma.run)
+        await sys.set_migrator("dcbm")
+        sys.faults["fail_dma_desc"].set(probability=100, interval=1, times=1)
+        folios = sys.machine.tenant_folios(sys.tenants[0])
+        await sys.engine.migrate_pages(folios, 1, MigrateReason.MR_DEMOTION)
+        n.cancel_scope.cancel()
+    assert not sys.machine.check_integrity().ok
+    bad = [f for ev, f in events if ev == "dma_unreported_error"]
+    assert len(bad) == 1 and bad[0]["descriptors"] == 1 and bad[0]["total"] == 1
+    assert scrape(sys)[("migd_dma_unreported_errors_total",
+                                  (("device", "dma0"),))] == 1

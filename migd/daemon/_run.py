@@ -192,7 +192,8 @@ async def serve_daemon(cfg: Config, mountpoint: str, metrics: str, log) -> int:
     t_start = time.monotonic()
     sys = System(cfg)
     sys.events.append(lambda event, fields: (
-        log.error if event == "migrator_error" else log.info)(event, **fields))
+        log.error if event in ("migrator_error", "dma_unreported_error")
+        else log.info)(event, **fields))
     if cfg.migrator["active"] != "none":
         await sys.set_migrator(cfg.migrator["active"])
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1,

@@ -64,6 +64,7 @@ class System:
         self.tracing.attach(self.engine)
         self.events: list[Listener] = []
         self.engine.subscribe_errors(self._migrator_error)
+        self.dma.subscribe_unreported(self._dma_unreported)
         self.rng = np.random.default_rng(seed)
         apply_config(self, cfg.knob_values())  # each value validated once, by the schema
 
@@ -72,6 +73,14 @@ class System:
     def emit(self, event: str, **fields: Any) -> None:
         for listener in list(self.events):
             listener(event, fields)
+
+    def _dma_unreported(self, channel: str, n: int) -> None:
+        """Descriptors failed or completed short on an engine that reports no
+        errors (PTDMA): their folios were marked copied and remapped with
+        stale contents.  Logged as an error, as a migrator's exception is."""
+        self.emit("dma_unreported_error", channel=channel, descriptors=n,
+                  total=self.dma.unreported_errors,
+                  hazard="folios marked copied were not; the integrity check finds them")
 
     def _migrator_error(self, err: MigratorError) -> None:
         """A migrator raised: its batch fell back; the event carries the traceback."""

@@ -191,7 +191,7 @@ class DmaChannel:
         if not clean and not model.reports_errors:
             # the driver invokes the callback with no result: DMA_TRANS_NOERROR
             # whatever happened, so the client believes every byte arrived
-            dev.unreported_errors += int(error.sum() + short.sum())
+            dev.unreported(self.name, int(error.sum() + short.sum()))
             status = np.zeros(n, dtype=np.int32)
             residue = np.zeros(n, dtype=np.int64)
         start = trio.current_time()
@@ -244,6 +244,21 @@ class DmaDevice:
         #: report it (``DmaModel.reports_errors`` False): their folios were
         #: marked copied; only the integrity check can find them.
         self.unreported_errors = 0
+        self._unreported_listeners: list = []
+
+    def subscribe_unreported(self, listener) -> object:
+        """Call ``listener(channel, nr_descriptors)`` whenever descriptors fail
+        or complete short unreported; returns the unsubscribe function.  The
+        device does no I/O: the daemon logs it and the collector exports the
+        count (``migd_dma_unreported_errors``)."""
+        self._unreported_listeners.append(listener)
+        return lambda: self._unreported_listeners.remove(listener)
+
+    def unreported(self, channel: str, n: int) -> None:
+        """``n`` descriptors of ``channel`` went wrong with no error reported."""
+        self.unreported_errors += n
+        for listener in list(self._unreported_listeners):
+            listener(channel, n)
 
     async def run(self) -> None:
         """Run every channel's worker until cancelled."""

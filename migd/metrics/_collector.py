@@ -162,6 +162,12 @@ class MigdCollector:
                                 labels=["device"])
         c.add_metric([f"dma{dev.dev_id}"], dev.batches_refused)
         yield c
+        c = CounterMetricFamily(
+            "migd_dma_unreported_errors",
+            "Descriptors that failed or completed short on an engine that reports no "
+            "descriptor errors: their folios were remapped uncopied.", labels=["device"])
+        c.add_metric([f"dma{dev.dev_id}"], dev.unreported_errors)
+        yield c
 
     def _nodes(self):
         mem = self.sys.machine.memory
