@@ -157,13 +157,13 @@ def test_folio_orders_from_remove_migration_pte_else_the_assumption():
     calls = parse_text("".join(kernel_lines(END_FMT, with_ptes=True)))
     assert calls.orders[0] == {4: 1}
     shapes = call_shapes(calls)
-    assert shapes.shapes[shapes.index[0]][2] == ((4, 1, 0),)
+    assert shapes.shapes[shapes.index[0]][2] == ((4, 1, 0, 0),)
     # Without them: 2 THPs (order 9, one pinned) and 0 order-0 folios for the
     # move_pages call of 1024 + 512 pages.
     plain = parse_text("".join(kernel_lines(END_FMT)))
     i = int(np.flatnonzero(plain["thp_failed"] == 1)[0])
     sh = call_shapes(plain)
-    assert sh.shapes[sh.index[i]][2] == ((9, 3, 1),)
+    assert sh.shapes[sh.index[i]][2] == ((9, 3, 1, 0),)
 
 
 def test_bad_lines_are_counted_and_the_first_reported_with_line_numbers(tmp_path):
@@ -409,3 +409,25 @@ def test_report_counts_the_concurrent_calls(tmp_path):
     rep = replay(calls, [Config(_spec("dcbm", 1))], budget_us=1000.0)
     assert rep.as_json()["concurrent"] == {"calls": 3, "clusters": 1, "largest": 3}
     assert any("3 calls overlapped" in n and "1 clusters" in n for n in rep.notes)
+
+
+def test_a_thp_split_on_enomem_is_replayed_as_a_split_thp():
+    """migrate_pages_batch(), -ENOMEM on a THP: ``nr_thp_failed += is_thp``,
+    then ``try_split_folio()`` succeeds: ``nr_thp_split += is_thp``,
+    ``nr_split++``, no page counted failed; the 512 parts are retried and
+    counted where they end.  A demotion of 2 THPs whose second split and
+    whose parts all migrated traces nr_succeeded=1024 nr_failed=0
+    nr_thp_succeeded=1 nr_thp_failed=1 nr_thp_split=1 nr_split=1; the replay
+    gives back the same numbers (a pinned THP would give 512 failed pages)."""
+    text = (line("kswapd0", 9, 1.0, "mm_migrate_pages_start",
+                 c_printf(START_FMT, "MIGRATE_ASYNC", "demotion"))
+            + line("kswapd0", 9, 1.001, "mm_migrate_pages",
+                   c_printf(END_FMT, 1024, 0, 1, 1, 1, 1, "MIGRATE_ASYNC", "demotion")))
+    calls = parse_text(text)
+    shapes = call_shapes(calls)
+    assert shapes.shapes[0][2] == ((9, 2, 0, 1),)
+    out = replay_shapes(shapes, Config(_spec("none")))
+    got = {c: int(out[c][0]) for c in ("succeeded", "failed", "thp_succeeded", "thp_failed",
+                                        "thp_split", "split")}
+    assert got == {"succeeded": 1024, "failed": 0, "thp_succeeded": 1, "thp_failed": 1,
+                   "thp_split": 1, "split": 1}

@@ -230,10 +230,14 @@ class MigrationEngine:
 
     async def migrate_pages(self, folios: np.ndarray, target_nid: int, reason: MigrateReason,
                             mode: MigrateMode = MigrateMode.MIGRATE_ASYNC, *,
-                            memalloc: bool = False) -> MigrateResult:
+                            memalloc: bool = False,
+                            alloc_fails: np.ndarray | None = None) -> MigrateResult:
         """``migrate_pages()``: migrate ``folios`` (head pfns, in list order) to
         node ``target_nid``.  ``memalloc``: the caller runs PF_MEMALLOC (direct
-        compaction), so no folio lock is slept on."""
+        compaction), so no folio lock is slept on.  ``alloc_fails``: large
+        folios (heads) for which the caller's ``get_new_folio()`` returns NULL:
+        -ENOMEM, so they are split and their parts tried (replay's rebuild of
+        a traced THP split); their batches take the general path."""
         if not 0 <= target_nid < len(self.memory.nodes):
             raise ValueError(f"target node {target_nid} does not exist")
         folios = self.isolate_folios(np.ascontiguousarray(folios, dtype=np.int64))
@@ -252,8 +256,10 @@ class MigrationEngine:
         failed: list[np.ndarray] = []
         self.calls_in_flight += 1
         try:
+            if alloc_fails is not None:
+                alloc_fails = np.sort(np.asarray(alloc_fails, dtype=np.int64))
             rc = await self._migrate_pages(folios, cum, target_nid, reason, mode, stats,
-                                           failed, memalloc)
+                                           failed, memalloc, alloc_fails)
         finally:
             self.calls_in_flight -= 1
             # Also when cancelled between batches: every page is accounted
@@ -284,7 +290,8 @@ class MigrationEngine:
 
     async def _migrate_pages(self, folios: np.ndarray, cum: np.ndarray, target_nid: int,
                              reason: MigrateReason, mode: MigrateMode, stats: MigrateStats,
-                             failed: list[np.ndarray], memalloc: bool = False) -> int:
+                             failed: list[np.ndarray], memalloc: bool = False,
+                             alloc_fails: np.ndarray | None = None) -> int:
         """The batch loop of ``migrate_pages()``; returns rc.  Folios left at
         the source go to ``failed``.
 
@@ -298,7 +305,8 @@ class MigrationEngine:
         dst = scratch = times = None  # the fast path's arrays, made on first use
         crossing = not self._budget.budget_us
         i = 0
-        ctx = Ctx(target_nid, reason, self.registry.active, stats, mode, None, memalloc)
+        ctx = Ctx(target_nid, reason, self.registry.active, stats, mode, None, memalloc,
+                  alloc_fails)
         try:
             while i < n:
                 if self.stopping:
@@ -307,7 +315,10 @@ class MigrationEngine:
                 with self.registry.read_lock() as offload:
                     bound = self.batch_bound(offload, reason)
                     way = batch_way(self, offload, reason, cum, i, bound)
-                    ctx = Ctx(target_nid, reason, offload, stats, mode, way, memalloc)
+                    if alloc_fails is not None and alloc_fails.size:
+                        way = way.general()  # only the step path splits
+                    ctx = Ctx(target_nid, reason, offload, stats, mode, way, memalloc,
+                              alloc_fails)
                     if way.path is Path.COMPILED:
                         if dst is None:
                             dst = np.empty(n, dtype=np.int64)

@@ -56,6 +56,10 @@ class Ctx:
     #: The caller runs PF_MEMALLOC (direct compaction): it never sleeps on a
     #: folio lock (``migrate_folio_unmap()``'s ``goto out``).
     memalloc: bool = False
+    #: Folios whose ``get_new_folio()`` returns NULL (sorted heads, large
+    #: folios only): the caller's allocation callback, which the kernel
+    #: takes as an argument.  Replay uses it for a traced THP split on -ENOMEM.
+    alloc_fails: np.ndarray | None = None
 
     @property
     def name(self) -> str:

@@ -130,6 +130,8 @@ async def unmap_pass(eng, ctx, pending: np.ndarray, nosplit: bool):
     mem = eng.memory
     n = pending.size
     fail_alloc = eng.faults["fail_migrate_alloc"].should_fail_many(n)
+    if ctx.alloc_fails is not None:  # the caller's get_new_folio(): large folios only
+        fail_alloc |= np.isin(pending, ctx.alloc_fails) & (mem.folio_order[pending] > 0)
     result = np.full(n, _k.UNMAP_NOT_TRIED, dtype=np.int8)
     dst = np.empty(n, dtype=np.int64)
     t_ns = np.empty(n, dtype=np.int64)  # each folio's unmap, ktime_get_ns()

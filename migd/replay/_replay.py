@@ -92,7 +92,7 @@ def need_folios(shapes: Shapes, clusters: Clusters | None) -> dict[int, int]:
     if clusters is None or not len(clusters):
         return need
     for o in need:
-        per_shape = np.array([sum(n for oo, n, _ in s[2] if oo == o) for s in shapes.shapes],
+        per_shape = np.array([sum(n for oo, n, *_ in s[2] if oo == o) for s in shapes.shapes],
                              dtype=np.float64)
         per_call = per_shape[shapes.index[clusters.calls]]
         need[o] = max(need[o], int(np.add.reduceat(per_call, clusters.bounds[:-1]).max()))
@@ -176,21 +176,24 @@ class _Replayer:
             out["first_folio"][k] = np.nan
             return
         mem, stacks = self.mem, self.stacks
-        src = 0 if all(stacks[o].top[0] >= n for o, n, _ in folios) else 1
-        picked, pinned = [], []
-        for o, n, npin in folios:
+        src = 0 if all(stacks[o].top[0] >= n for o, n, _, _ in folios) else 1
+        picked, pinned, split = [], [], []
+        for o, n, npin, nsplit in folios:
             t, _ = self.tenants[o]
             idx = stacks[o].pop(src, n)
             heads = t.pte_pfn[idx << o]
             picked.append((o, idx, heads))
             pinned.append(heads[:npin])
+            split.append(heads[npin:npin + nsplit])
         pins = np.concatenate(pinned)
+        splits = np.concatenate(split)
         mem.refcount[pins] += 1
         task = current_task()
         t0 = trio.current_time()
         self.batches[task] = batches = _Batches(t0)
-        res = await self.engine.migrate_pages(np.concatenate([h for _, _, h in picked]),
-                                              1 - src, MigrateReason(reason), _MODES[mode])
+        res = await self.engine.migrate_pages(
+            np.concatenate([h for _, _, h in picked]), 1 - src, MigrateReason(reason),
+            _MODES[mode], alloc_fails=splits if splits.size else None)
         out["seconds"][k] = trio.current_time() - t0
         mem.refcount[pins] -= 1
         for o, idx, _ in picked:
