@@ -297,7 +297,7 @@ async def test_a_descriptor_error_ptdma_does_not_report_is_found_by_the_integrit
     assert out["dsa"] == (True, 0, 0, 64, {"EIO": 64}, 0, True)
 
 
-async def test_migd_says_so_when_ptdma_loses_a_descriptor_error(autojump_clock):
+async def test_migd_says_so_when_ptdma_loses_a_descriptor_error():
     """The same hazard through the daemon's System: the unreported failure is
     an error event a user sees in the log and a counter on /metrics, not only
     the device's count."""
