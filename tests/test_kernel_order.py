@@ -88,15 +88,17 @@ async def test_a_batch_copy_copies_folio_1_before_folio_0_is_remapped(autojump_c
     assert seen == {"folio1_unmapped": True, "folio1_copied": True}
 
 
-async def test_compiled_vanilla_path_remaps_the_first_folio_early():
-    """Real clock, compiled fast path: the vanilla first folio is remapped after
-    the batch's unmap and one copy, long before the batch ends; a batch copy
-    remaps it only after every folio is copied.  Medians over 16 batches of
-    512 4K folios keep a preemption from deciding."""
-    ratios = {}
+async def test_compiled_vanilla_path_copies_in_the_move_loop():
+    """Real clock, compiled fast path: the vanilla batch is copied by the move
+    loop (``folio_mc_copy()`` per folio, booked to ``none``; no batch copy,
+    nothing offloaded), so folio 0 is remapped before folio 1 is copied as the
+    virtual-clock observer above shows; with a batch copy every folio is
+    handed to the migrator before the move loop, which copies none.  Checked
+    on what each batch reports, not on its timings."""
+    books = {}
     for setup in ("vanilla", "batch_copy"):
         m = make_machine(False)
-        t = m.add_tenant(TenantSpec("t", 32 << 20, order=0))
+        t = m.add_tenant(TenantSpec("t", 4 << 20, order=0))
         e = make_engine(m, False)
         if setup == "batch_copy":
             e.registry.register(MtcopyMigrator(1))
@@ -104,7 +106,10 @@ async def test_compiled_vanilla_path_remaps_the_first_folio_early():
         e.subscribe(recs.extend)
         with trio.fail_after(30):
             await e.migrate_pages(m.tenant_folios(t), 1, MigrateReason.MR_DEMOTION)
-        assert len(recs) == 16 and m.check_integrity().ok
-        ratios[setup] = float(np.median([r.first_folio_seconds / (r.end - r.start)
-                                         for r in recs]))
-    assert ratios["vanilla"] < 0.5 < ratios["batch_copy"], ratios
+        assert m.check_integrity().ok
+        s = e.statistics()
+        books[setup] = ([(r.migrator, r.nr_folios, r.nr_offloaded, r.nr_fallback)
+                         for r in recs], {k: v > 0 for k, v in s.cpu_copy_seconds.items()})
+    # 4 MiB of 4K folios: two batches of NR_MAX_BATCHED_MIGRATION (512 pages)
+    assert books["vanilla"] == ([("none", 512, 0, 0)] * 2, {"none": True})
+    assert books["batch_copy"] == ([("mtcopy", 512, 512, 0)] * 2, {"mtcopy": True})
