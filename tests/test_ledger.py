@@ -333,3 +333,28 @@ async def test_migd_says_so_when_ptdma_loses_a_descriptor_error():
     assert len(bad) == 1 and bad[0]["descriptors"] == 1 and bad[0]["total"] == 1
     assert scrape(sys)[("migd_dma_unreported_errors_total",
                                   (("device", "dma0"),))] == 1
+
+
+@pytest.mark.parametrize(("virtual", "path"), [(False, Path.GENERAL), (False, Path.COMPILED),
+                                               (True, Path.GENERAL), (True, Path.CLOSED_FORM)])
+def test_the_ledger_names_each_folios_tenant(virtual, path):
+    """One call over two tenants' folios (16 of "a", then 8 of "b", 4K each,
+    batches of 8): the ledger's per-folio owners are the tenants' ids in
+    list order, 8 a batch, on every way - what per-tenant accounting reads."""
+    async def main():
+        m = make_machine(virtual, node_mib=8)
+        a = m.add_tenant(TenantSpec("a", 16 * PAGE_SIZE, order=0))
+        b = m.add_tenant(TenantSpec("b", 8 * PAGE_SIZE, order=0))
+        e = MigrationEngine(m, VirtualClock() if virtual else Clock(), get_profile("native"))
+        e.paths = frozenset({path})
+        e.nr_max_batched_migration = 8
+        recs = []
+        e.subscribe(recs.append)
+        folios = np.concatenate([m.tenant_folios(a), m.tenant_folios(b)])
+        await e.migrate_pages(folios, 1, MigrateReason.MR_DEMOTION)
+        owners = np.concatenate([r.folio_tenant for r in recs])
+        cuts = np.concatenate([r.inaccessible_offsets[1:] - r.inaccessible_offsets[:-1]
+                               for r in recs])
+        return owners.tolist(), cuts.tolist(), a.tid, b.tid
+    owners, cuts, ta, tb = trio.run(main, clock=mock_clock()) if virtual else trio.run(main)
+    assert owners == [ta] * 16 + [tb] * 8 and cuts == [8, 8, 8]

@@ -1,4 +1,12 @@
-"""The migration engine: ``migrate_pages()`` with batch copy and offload dispatch."""
+"""The migration engine: ``migrate_pages()`` with batch copy and offload dispatch.
+
+The ledger: every batch, whichever way it ran, is reported as a
+:class:`BatchRecords` (numpy columns per batch, and per folio its
+unmap-to-remap time and owning tenant, ``folio_tenant``), from which the
+engine's books, histograms, trace events and metrics are all derived
+(``EngineBooks.post``).  Per-tenant or per-caller accounting reads the same
+records: ``MigrationEngine.subscribe(listener)``.
+"""
 
 from ._budget import BudgetStatistics
 from ._engine import (

@@ -86,9 +86,8 @@ async def batch_copy(engine, ctx, src: np.ndarray, dst: np.ndarray,
             if migrator.cpu_threads:  # a CPU copy: its threads' time is CPU time
                 virtual = engine.clock.virtual
                 seconds = trio.current_time() - t0 if virtual else time.perf_counter() - w0
-                engine.books.add_cpu_seconds(
-                    migrator.name, seconds * cpu_threads_busy(migrator.cpu_threads, virtual),
-                    ctx.stats)
+                ctx.tally.cpu_batch += seconds * cpu_threads_busy(migrator.cpu_threads,
+                                                                  virtual)
         except Exception as exc:
             mem.flags[src] &= np.invert(mem.flags.dtype.type(FOLIO_CONTENT_COPIED))  # untrusted
             engine.books.migrator_error(
@@ -100,10 +99,10 @@ async def batch_copy(engine, ctx, src: np.ndarray, dst: np.ndarray,
     if not missed:
         return Copied(batch.nr_folios, 0, None, choice, batch.nr_bytes)
     cause = errno_name(-rc) if rc < 0 else "incomplete"
-    engine.books.add_fallback(cause, missed)
     return Copied(batch.nr_folios, missed, cause, choice, batch.nr_bytes)
 
 
 def _fell_back(engine, batch: CopyBatch, cause: str, choice, taken: bool = True) -> Copied:
-    engine.books.add_fallback(cause, batch.nr_folios)
+    """The whole batch left to the move loop; the fallback is booked from the
+    batch's ledger record."""
     return Copied(batch.nr_folios, batch.nr_folios, cause, choice, batch.nr_bytes, taken)

@@ -361,6 +361,6 @@ class MigrationEngine:
                     rc_gather += b.rc
         finally:
             # Not tried (stopped, cancelled): failed, at the source.
-            count_failed(self, ctx, folios[i:])
+            count_failed(self, ctx, folios[i:], outside_batch=True)
             failed.append(folios[i:])
         return rc_gather

@@ -23,10 +23,10 @@ import numpy as np
 import trio
 
 from ..mm import PAGE_SIZE, MigrateMode, cpu_threads_busy, wake_helpers
-from ..offload import NO_COMPILED_COPY, CpuMigrator, Migrator
+from ..offload import NO_COMPILED_COPY, Migrator
 from . import _kernels as _k
 from ._auto import OffloadChooser
-from ._stats import BatchRecords, EngineBooks
+from ._stats import BatchRecords
 from ._way import Way
 
 #: Longest one compiled fast-path call runs before the event loop gets a turn.
@@ -95,7 +95,7 @@ class FastPath:
                 dma.book_and_release(rows[:, _k.NR_FOLIOS], rows[:, _k.NR_CHAN],
                                      rows[:, _k.NR_FAILED])
         if nr_batches:
-            self._record(ctx, rows, offset, way, times[:, start:j])
+            self._record(ctx, rows, offset, way, times[:, start:j], dst[start:j])
             if way.choice is not None:
                 self.way_done(ctx.offload.migrator, way.choice,
                               float((rows[:, _k.T_END] - rows[:, _k.T_ENTRY]).sum()) * 1e-9,
@@ -103,45 +103,41 @@ class FastPath:
         return int(j)
 
     def _record(self, ctx, rows: np.ndarray, offset: float, way: Way,
-                times: np.ndarray) -> None:
-        """Books and records of the batches the fast path ran: each a batch of
-        many folios, which the kernel runs MIGRATE_ASYNC whatever the call's
-        mode (``migrate_pages_sync()`` tries the batch async first)."""
-        books: EngineBooks = self._engine.books
+                times: np.ndarray, heads: np.ndarray) -> None:
+        """The ledger record of the batches the fast path ran, posted to the
+        books: each a batch of many folios, which the kernel runs MIGRATE_ASYNC
+        whatever the call's mode (``migrate_pages_sync()`` tries the batch
+        async first).  ``heads``: the folios' destinations, in order (the
+        sources are freed)."""
+        eng = self._engine
         t = rows[:, :_k.NR_FOLIOS] * 1e-9 + offset  # trio time
+        n = len(rows)
         nr_folios = rows[:, _k.NR_FOLIOS]
         nr_pages = rows[:, _k.NR_PAGES]
-        total_folios, total_pages = int(nr_folios.sum()), int(nr_pages.sum())
         st = ctx.stats
-        st.nr_succeeded += total_pages
-        st.nr_folios_succeeded += total_folios
+        st.nr_succeeded += int(nr_pages.sum())
+        st.nr_folios_succeeded += int(nr_folios.sum())
         st.nr_thp_succeeded += int(rows[:, _k.NR_THP].sum())
-        name = way.name  # the migrator's books only for the batches it copied
-        books.count_folios(name, ctx.reason.label, total_folios, total_pages, True)
-        books.add_batches(name, len(rows))
         # the move loop's copies (vanilla's, a timed-out DMA batch's), the
         # copies alone; a DMA batch copy is the channels', no CPU's
-        move_copy = int(rows[:, _k.MOVE_COPY_NS].sum())
-        if move_copy:
-            books.add_cpu_seconds(CpuMigrator.name, move_copy * 1e-9, st)
-        if way.threads > 0:
-            copy = float((t[:, _k.T_COPIED] - t[:, _k.T_UNMAPPED]).sum())
-            books.add_cpu_seconds(name, copy * cpu_threads_busy(way.threads, False), st)
-        cause, fallback = None, np.zeros(len(rows), dtype=np.int64)
+        cpu_move = rows[:, _k.MOVE_COPY_NS] * 1e-9
+        cpu_batch = ((t[:, _k.T_COPIED] - t[:, _k.T_UNMAPPED])
+                     * cpu_threads_busy(way.threads, False) if way.threads > 0 else None)
+        zeros = np.zeros(n, dtype=np.int64)
+        cause, fallback = None, zeros
         if way.declined:
             cause, fallback = "EOPNOTSUPP", nr_folios
-            books.add_fallback(cause, total_folios)
         elif rows[-1, _k.NR_FAILED]:  # a DMA wait timed out: only ever the last batch
             cause, fallback = "ETIMEDOUT", rows[:, _k.NR_FAILED]
-            books.add_fallback(cause, int(fallback.sum()))
         entry, first, end = t[:, _k.T_ENTRY], t[:, _k.T_FIRST], t[:, _k.T_END]
         # Each folio from its own unmap to its own remap.
-        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(nr_folios, out=offsets[1:])
         inacc = (times[1] - times[0]) * 1e-9
-        self._engine.machine.wake_remapped()
-        offloaded = nr_folios if way.taken or way.declined else np.zeros_like(nr_folios)
-        books.emit(BatchRecords(
-            ctx.reason.label, name, MigrateMode.MIGRATE_ASYNC.value, ctx.target_nid, cause,
-            nr_folios, nr_pages, np.zeros(len(rows), dtype=np.int64), offloaded, fallback,
-            entry, end, first - entry, inacc, offsets))
+        eng.machine.wake_remapped()
+        offloaded = nr_folios if way.taken or way.declined else zeros
+        eng.books.post(BatchRecords(
+            ctx.reason.label, way.name, MigrateMode.MIGRATE_ASYNC.value, ctx.target_nid,
+            cause, nr_folios, nr_pages, zeros, offloaded, fallback, entry, end, first - entry,
+            inacc, offsets, None, None, None, None, None, None, cpu_move, cpu_batch,
+            eng.memory.mapping[heads]), st)

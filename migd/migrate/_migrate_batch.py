@@ -23,12 +23,12 @@ from ..offload import CpuMigrator, Offload
 from ._batch import batch_copy
 from ._stats import NO_FOLIOS, MigrateStats
 from ._steps import (
+    Tally,
     count_failed,
     count_untried,
     folio_lock,
     move,
     record_batch,
-    uncount_folios,
     undo,
     unmap_loop,
 )
@@ -60,6 +60,11 @@ class Ctx:
     #: folios only): the caller's allocation callback, which the kernel
     #: takes as an argument.  Replay uses it for a traced THP split on -ENOMEM.
     alloc_fails: np.ndarray | None = None
+    #: The async try of a sync call: its failures are retried (the ledger
+    #: says so; the books do not count them failed).
+    retried: bool = False
+    #: The running batch's tally (``_steps.Tally``), shared by its ctx copies.
+    tally: Tally | None = None
 
     @property
     def name(self) -> str:
@@ -92,7 +97,7 @@ async def migrate_pages_sync(engine: MigrationEngine, ctx: Ctx, batch: np.ndarra
     only there is a locked folio waited for (no lock is held on others)."""
     astats = MigrateStats()
     a = await migrate_pages_batch(
-        engine, replace(ctx, stats=astats), batch,
+        engine, replace(ctx, stats=astats, retried=True), batch,
         MigrateMode.MIGRATE_ASYNC, NR_MAX_MIGRATE_ASYNC_RETRY)
     s = ctx.stats
     s.nr_succeeded += astats.nr_succeeded
@@ -112,9 +117,8 @@ async def migrate_pages_sync(engine: MigrationEngine, ctx: Ctx, batch: np.ndarra
     if a.left.size == 0:
         return BatchResult(astats.nr_split, a.left, a.split, NO_FOLIOS)
     # Every failure is retried synchronously, one folio at a time; the
-    # async attempt's failures are not counted (they are retried).  Its
-    # per-migrator counts are taken back for the same reason.
-    uncount_folios(engine, a.name, ctx, astats)
+    # async attempt's failures are not counted (they are retried; its ledger
+    # record says so).
     nr_failed = astats.nr_split
     still, splits = [], [a.split]
     for i, folio in enumerate(a.left.tolist()):
@@ -124,7 +128,7 @@ async def migrate_pages_sync(engine: MigrationEngine, ctx: Ctx, batch: np.ndarra
                 NR_MAX_MIGRATE_SYNC_RETRY)
         except BaseException:  # cancelled in folio_lock(): the rest fails, intact
             rest = np.concatenate([*splits, a.left[i:]])
-            count_failed(engine, ctx, rest)
+            count_failed(engine, ctx, rest, outside_batch=True)
             failed += (*still, rest)
             raise
         still.append(b.left)
@@ -158,7 +162,9 @@ async def _migrate_pages_batch_shielded(engine: MigrationEngine, ctx: Ctx, folio
                                         mode: MigrateMode, nr_pass: int,
                                         may_split: bool) -> BatchResult:
     t_entry = trio.current_time()
-    nr_pages = int(engine.memory.folio_nr_pages(folios).sum())
+    ctx = replace(ctx, tally=Tally())
+    mem = engine.memory
+    nr_pages = int(mem.folio_nr_pages(folios).sum())
     nosplit = ctx.reason == MigrateReason.MR_NUMA_MISPLACED or not may_split
     way = ctx.way
     clean = (unmap_clean(engine, ctx, folios)
@@ -174,6 +180,7 @@ async def _migrate_pages_batch_shielded(engine: MigrationEngine, ctx: Ctx, folio
     copied = None
     first_folio = None
     inaccessible: list[np.ndarray] = []
+    tenants: list[np.ndarray] = []  # each timed folio's owner, aligned
     if not todo.src.size:  # nothing reached a copy: no migrator took the batch
         ctx = replace(ctx, way=ctx.way.vanilla())
     else:
@@ -191,19 +198,24 @@ async def _migrate_pages_batch_shielded(engine: MigrationEngine, ctx: Ctx, folio
                 if first_folio is None:
                     first_folio = float(t_remap[0] - t_entry)
                 inaccessible.append(t_remap - movable.t_unmap)
+                tenants.append(mem.mapping[movable.dst])  # the source is freed
             if not busy.any():
                 break
             todo = todo.take(busy)
         else:
             inaccessible.append(undo(engine, todo) - todo.t_unmap)
+            tenants.append(mem.mapping[todo.src])
             left = np.concatenate([left, todo.src])
         if copied.choice is not None:  # the whole batch, as the fast path measures it
             engine.fast.way_done(ctx.offload.migrator, copied.choice,
                                trio.current_time() - t_entry, copied.nr_bytes)
-    count_failed(engine, ctx, left)
+    pages_failed = count_failed(engine, ctx, left)
     count_untried(engine, ctx, untried)
+    if rc_saved < 0 and ctx.retried:  # -ENOMEM: migrate_pages_sync() retries nothing
+        ctx = replace(ctx, retried=False)
     nr_failed = int(left.size) + len(splits)
-    record_batch(engine, ctx, mode, folios.size, nr_pages, nr_failed, int(untried.size),
-                 copied, t_entry, first_folio, inaccessible, passes)
+    record_batch(engine, ctx, mode, folios.size, nr_pages, nr_failed, len(splits),
+                 int(untried.size), pages_failed, copied, t_entry, first_folio, inaccessible,
+                 tenants, passes)
     split = np.concatenate(splits) if splits else NO_FOLIOS
     return BatchResult(rc_saved or nr_failed, left, split, untried, ctx.name)

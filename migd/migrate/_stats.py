@@ -9,6 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..mm import MR_TYPES, PAGE_SIZE, MigrateMode, MigrateReason
+from ..offload import CpuMigrator
 
 #: An empty folio list (head pfns), shared.
 NO_FOLIOS = np.empty(0, dtype=np.int64)
@@ -153,12 +154,22 @@ class BatchRecord(NamedTuple):
 
 @dataclass(frozen=True)
 class BatchRecords:
-    """Consecutive batches of one ``migrate_pages()`` call, column-wise.
+    """The ledger: consecutive batches of one ``migrate_pages()`` call, column-wise,
+    with what happened to each folio as the kernel would see it.
 
-    The engine reports batches in groups (one per compiled fast-path call,
-    one per batch otherwise) because building an object per batch cost more
-    than running a 2 MiB batch's bookkeeping.  Iterating yields
-    :class:`BatchRecord` rows.
+    Every way of running a batch (``_way.Path``: the step path, the compiled
+    fast path, the closed form) writes one of these and hands it to
+    :meth:`EngineBooks.post`, the only place the engine's books, histograms,
+    latency budget and listeners (trace events, ``/metrics``, bench and
+    replay rows) are written from.  Per batch: folios and pages handed in,
+    failed, split, untried, succeeded pages, who copied (``migrator``; the
+    batch copy's folios and fallbacks), CPU copy seconds (the move loop's
+    ``folio_mc_copy()`` and the migrator's CPU batch copy), timings.  Per
+    folio (``inaccessible_offsets`` cut them by batch): unmap -> remap time
+    and the owning tenant (``folio_tenant``, the folio's ``mapping``), for
+    per-tenant accounting.  Numpy columns, one object per group of batches:
+    an object per batch or folio cost more than a 2 MiB batch's copy.
+    Iterating yields :class:`BatchRecord` rows.
     """
 
     reason: str
@@ -179,6 +190,21 @@ class BatchRecords:
     nr_passes: np.ndarray | None = None  # unmap passes run; None: one each
     #: Folios -ENOMEM kept from being tried: neither succeeded nor failed.
     nr_untried: np.ndarray | None = None
+    #: Of ``nr_failed``, large folios split on -ENOMEM (their parts go on in
+    #: another batch); the books count neither them nor their pages here.
+    nr_split: np.ndarray | None = None
+    #: Base pages migrated and failed (None: every page migrated).
+    nr_pages_ok: np.ndarray | None = None
+    nr_pages_failed: np.ndarray | None = None
+    #: The async try of a sync call (``migrate_pages_sync()``): its failures
+    #: are retried one by one, so the books do not count them failed.
+    retried: np.ndarray | None = None
+    #: CPU seconds copying: the move loop's (``none``'s books) and the
+    #: migrator's CPU batch copy (the batch's ``migrator``, all threads).
+    cpu_move_seconds: np.ndarray | None = None
+    cpu_batch_seconds: np.ndarray | None = None
+    #: Per folio, aligned with ``inaccessible_seconds``: the owning tenant.
+    folio_tenant: np.ndarray | None = None
 
     @property
     def nr_succeeded(self) -> np.ndarray:
@@ -238,6 +264,9 @@ class EngineStatistics:
     pages_untried: int = 0
     pages_in_flight: int = 0
 
+
+#: Whose books hold the move loop's copies: the vanilla kernel's.
+CPU_BOOKS = CpuMigrator.name
 
 #: The fallback cause of a batch whose migrator raised (a bug, not an errno).
 MIGRATOR_ERROR = "migrator_error"
@@ -306,23 +335,54 @@ class EngineBooks:
 
     def count_folios(self, migrator: str, reason: str, nr_folios: int, nr_pages: int,
                      ok: bool) -> None:
+        """Folios a call fails outside any batch (stopped, cancelled): the only
+        books not written from the ledger, as no batch ran them."""
         self._add(self.folios, (migrator, reason, ok), nr_folios)
         self._add(self.bytes, (migrator, reason, ok), nr_pages * PAGE_SIZE)
 
-    def add_cpu_seconds(self, who: str, seconds: float, stats: MigrateStats) -> None:
-        """``seconds`` of CPU copying by ``who`` (a migrator, or ``none`` for the
-        move loop's copies), within the call whose stats are ``stats``."""
-        self._add(self.cpu_copy_seconds, who, seconds)
-        stats.cpu_copy_seconds += seconds
-
-    def add_fallback(self, cause: str, nr_folios: int) -> None:
-        self._add(self.fallbacks, cause, nr_folios)
-
-    def add_batches(self, migrator: str, n: int) -> None:
-        self._add(self.batches, migrator, n)
-
     def add_call(self, mode: str) -> None:
         self._add(self.calls, mode, 1)
+
+    def post(self, r: BatchRecords, stats: MigrateStats) -> None:
+        """The ledger's one reader for the books: folios and bytes per
+        (migrator, reason), batches, fallbacks by cause, CPU copy seconds (also
+        the call's ``stats``), the three histograms, the latency budget, then
+        the listeners.  Sums of a group's columns; nothing per folio."""
+        n = len(r)
+        tot = (lambda a: int(a[0])) if n == 1 else (lambda a: int(a.sum()))
+        name, reason = r.migrator, r.reason
+        add = self._add
+        nr_folios, nr_failed = tot(r.nr_folios), tot(r.nr_failed)
+        untried = tot(r.nr_untried) if r.nr_untried is not None else 0
+        split = tot(r.nr_split) if r.nr_split is not None else 0
+        pages_ok = tot(r.nr_pages_ok) if r.nr_pages_ok is not None else tot(r.nr_pages)
+        pages_failed = tot(r.nr_pages_failed) if r.nr_pages_failed is not None else 0
+        ok_folios = nr_folios - nr_failed - untried
+        failed = nr_failed - split
+        if r.retried is not None and r.retried.any():
+            failed, pages_failed = 0, 0
+        add(self.folios, (name, reason, True), ok_folios)
+        add(self.bytes, (name, reason, True), pages_ok * PAGE_SIZE)
+        if failed:
+            add(self.folios, (name, reason, False), failed)
+            add(self.bytes, (name, reason, False), pages_failed * PAGE_SIZE)
+        add(self.batches, name, n)
+        if r.fallback_cause is not None:
+            add(self.fallbacks, r.fallback_cause, tot(r.nr_fallback))
+        for who, col in ((CPU_BOOKS, r.cpu_move_seconds), (name, r.cpu_batch_seconds)):
+            if col is not None:
+                sec = float(col[0]) if n == 1 else float(col.sum())
+                if sec:
+                    add(self.cpu_copy_seconds, who, sec)
+                    stats.cpu_copy_seconds += sec
+        self.h_batch_pages.observe_many(r.nr_pages.astype(np.float64))
+        ff = r.first_folio_seconds
+        self.h_first_folio.observe_many(ff[ff == ff])
+        self.h_inaccessible.observe_many(r.inaccessible_seconds)
+        if self.budget.budget_us:
+            self.budget.observe(r.migrator, r.nr_folios, r.nr_pages, r.longest_inaccessible())
+        for listener in list(self._listeners):
+            listener(r)
 
     def migrator_error(self, err: MigratorError) -> None:
         """Count a migrator's exception and hand it to the error listeners
@@ -334,17 +394,6 @@ class EngineBooks:
     def emit_call(self, call: MigrateCall) -> None:
         for listener in list(self._call_listeners):
             listener(call)
-
-    def emit(self, records: BatchRecords) -> None:
-        self.h_batch_pages.observe_many(records.nr_pages.astype(np.float64))
-        ff = records.first_folio_seconds
-        self.h_first_folio.observe_many(ff[ff == ff])
-        self.h_inaccessible.observe_many(records.inaccessible_seconds)
-        if self.budget.budget_us:
-            self.budget.observe(records.migrator, records.nr_folios, records.nr_pages,
-                                records.longest_inaccessible())
-        for listener in list(self._listeners):
-            listener(records)
 
     # -- reading -------------------------------------------------------------------
 

@@ -21,13 +21,13 @@ import numpy as np
 import trio
 
 from ..mm import FOLIO_CONTENT_COPIED, HPAGE_PMD_ORDER, MigrateMode, PG_locked, PG_writeback
-from ..offload import CpuMigrator
 from . import _kernels as _k
-from ._stats import NO_FOLIOS, BatchRecords, MigrateStats
+from ._stats import NO_FOLIOS, BatchRecords
 from ._way import Path
 
-#: Copies in the move loop (``folio_mc_copy()``) are the vanilla path's CPU seconds.
-VANILLA = CpuMigrator.name
+#: No folio moved: no owner.
+NO_TENANTS = np.empty(0, dtype=np.int32)
+
 
 @dataclass
 class Unmapped:
@@ -201,7 +201,7 @@ async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
     """
     mem = eng.memory
     virtual = eng.clock.virtual
-    books = eng.books
+    tally = ctx.tally
     times = []
     parts = (slice(None),) if mv.src.size == 1 else (slice(0, 1), slice(1, None))
     all_costs = None
@@ -213,7 +213,7 @@ async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
         closed = ctx.way is not None and ctx.way.path is Path.CLOSED_FORM
         if closed and len(parts) == 2 and unobserved(eng, float(all_costs.sum())):
             for part in parts:  # the two parts' books, added as the step path adds them
-                books.add_cpu_seconds(VANILLA, float(all_copy[part].sum()), ctx.stats)
+                tally.cpu_move += float(all_copy[part].sum())
             t0 = trio.current_time()
             t_first = t0 + all_costs[:1]
             times = [t_first, t_first[0] + np.cumsum(all_costs[1:])]
@@ -224,7 +224,7 @@ async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
         costs = None
         if all_costs is not None:  # charge before remapping: the time passes, then
             costs = all_costs[part]  # the PTEs change
-            books.add_cpu_seconds(VANILLA, float(all_copy[part].sum()), ctx.stats)
+            tally.cpu_move += float(all_copy[part].sum())
             t0 = trio.current_time()
             await eng.clock.spend(float(costs.sum()))
         offset = trio.current_time() - time.perf_counter()
@@ -233,7 +233,7 @@ async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
         nr_pages, nr_thp, nr_copied, copy_ns = _k.migrate_folio_move_batch(
             *eng.kernel_state, mem.arena_base, mem.page_bytes, s, d, copied, t_ns)
         if nr_copied and not virtual:  # the copies alone, not the remaps around them
-            books.add_cpu_seconds(VANILLA, copy_ns * 1e-9, ctx.stats)
+            tally.cpu_move += copy_ns * 1e-9
         eng.machine.wake_remapped()
         if costs is not None:
             times.append(t0 + np.cumsum(costs))
@@ -243,8 +243,7 @@ async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
         st.nr_succeeded += nr_pages
         st.nr_folios_succeeded += int(s.size)
         st.nr_thp_succeeded += nr_thp
-        books.count_folios(ctx.name, ctx.reason.label, int(s.size),
-                           nr_pages, True)
+        tally.pages_ok += nr_pages
         if part.start == 0 and mv.src.size > 1 and not virtual:
             # folio 0's waiters run before folio 1's copy (on the virtual
             # clock the next sleep lets them, at folio 0's remap time)
@@ -269,17 +268,31 @@ def undo(eng, todo: Unmapped) -> np.ndarray:
 # -- accounting ----------------------------------------------------------------------
 
 
-def count_failed(eng, ctx, heads: np.ndarray) -> None:
-    """Folios that stay at the source: ``nr_failed_pages`` and the per-migrator books."""
+@dataclass
+class Tally:
+    """What one batch adds up as it runs, for its ledger record: pages the
+    move loop migrated and CPU copy seconds (the move loop's, the migrator's
+    CPU batch copy's).  Per batch, not per folio."""
+
+    pages_ok: int = 0
+    cpu_move: float = 0.0
+    cpu_batch: float = 0.0
+
+
+def count_failed(eng, ctx, heads: np.ndarray, outside_batch: bool = False) -> int:
+    """Folios that stay at the source: ``nr_failed_pages`` (the call's stats);
+    returns their pages, which the batch's ledger record carries.  Folios a
+    call fails outside any batch (``outside_batch``) go in the books here."""
     if heads.size == 0:
-        return
+        return 0
     o = eng.memory.folio_order[heads]
     nr_pages = int(np.left_shift(1, o.astype(np.int64)).sum())
     ctx.stats.nr_failed_pages += nr_pages
     ctx.stats.nr_folios_failed += int(heads.size)
     ctx.stats.nr_thp_failed += int((o == HPAGE_PMD_ORDER).sum())
-    eng.books.count_folios(ctx.name, ctx.reason.label,
-                           int(heads.size), nr_pages, False)
+    if outside_batch:
+        eng.books.count_folios(ctx.name, ctx.reason.label, int(heads.size), nr_pages, False)
+    return nr_pages
 
 
 def count_untried(eng, ctx, heads: np.ndarray) -> None:
@@ -289,26 +302,25 @@ def count_untried(eng, ctx, heads: np.ndarray) -> None:
         ctx.stats.nr_folios_untried += int(heads.size)
 
 
-def uncount_folios(eng, name: str, ctx, s: MigrateStats) -> None:
-    """Take back the failures of a pass whose failures are retried (booked
-    under ``name``, that pass's)."""
-    eng.books.count_folios(name, ctx.reason.label,
-                           -s.nr_folios_failed, -s.nr_failed_pages, False)
-
-
 def record_batch(eng, ctx, mode, nr_folios: int, nr_pages: int, nr_failed: int,
-                 nr_untried: int, copied, t_entry: float, first_folio: float | None,
-                 inaccessible: list[np.ndarray], passes: int) -> None:
-    """One batch's record (``mm_migrate_pages``-like, plus migd's timings)."""
-    name = ctx.name
-    eng.books.add_batches(name, 1)
+                 nr_split: int, nr_untried: int, pages_failed: int, copied,
+                 t_entry: float, first_folio: float | None,
+                 inaccessible: list[np.ndarray], tenants: list[np.ndarray],
+                 passes: int) -> None:
+    """One batch's ledger record (``mm_migrate_pages``-like, plus migd's
+    timings), posted to the books."""
     inacc = (inaccessible[0] if len(inaccessible) == 1 else
              np.concatenate(inaccessible) if inaccessible else np.empty(0))
+    owner = (tenants[0] if len(tenants) == 1 else
+             np.concatenate(tenants) if tenants else NO_TENANTS)
     one = np.array
-    eng.books.emit(BatchRecords(
-        ctx.reason.label, name, mode.value, ctx.target_nid,
+    tally = ctx.tally
+    eng.books.post(BatchRecords(
+        ctx.reason.label, ctx.name, mode.value, ctx.target_nid,
         copied.cause if copied else None, one([nr_folios]), one([nr_pages]),
         one([nr_failed]), one([copied.nr_offloaded if copied else 0]),
         one([copied.nr_fallback if copied else 0]), one([t_entry]),
         one([trio.current_time()]), one([np.nan if first_folio is None else first_folio]),
-        inacc, one([0, inacc.size]), one([passes]), one([nr_untried])))
+        inacc, one([0, inacc.size]), one([passes]), one([nr_untried]), one([nr_split]),
+        one([tally.pages_ok]), one([pages_failed]), one([ctx.retried]),
+        one([tally.cpu_move]), one([tally.cpu_batch]), owner), ctx.stats)
