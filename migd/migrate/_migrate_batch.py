@@ -162,7 +162,7 @@ async def _migrate_pages_batch_shielded(engine: MigrationEngine, ctx: Ctx, folio
                                         mode: MigrateMode, nr_pass: int,
                                         may_split: bool) -> BatchResult:
     t_entry = trio.current_time()
-    ctx = replace(ctx, tally=Tally())
+    ctx.tally = Tally()  # this batch's; the ctx copies below share it
     mem = engine.memory
     nr_pages = int(mem.folio_nr_pages(folios).sum())
     nosplit = ctx.reason == MigrateReason.MR_NUMA_MISPLACED or not may_split

@@ -359,7 +359,7 @@ class EngineBooks:
         pages_failed = tot(r.nr_pages_failed) if r.nr_pages_failed is not None else 0
         ok_folios = nr_folios - nr_failed - untried
         failed = nr_failed - split
-        if r.retried is not None and r.retried.any():
+        if r.retried is not None and (r.retried[0] if n == 1 else r.retried.any()):
             failed, pages_failed = 0, 0
         add(self.folios, (name, reason, True), ok_folios)
         add(self.bytes, (name, reason, True), pages_ok * PAGE_SIZE)
