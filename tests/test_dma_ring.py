@@ -221,8 +221,9 @@ def test_channels_complete_out_of_order_across_channels():
 def test_a_hung_descriptor_holds_its_channel_only():
     """fail_dma_timeout once: channel 0's first descriptor never completes,
     so neither does anything queued behind it; channel 2, on another engine,
-    completes its 4; terminate_sync() then ends channel 0's queue."""
-    subs = [(0, [0] * 4, 0.0), (2, [0] * 4, 0.0)]
+    completes its 4; terminate_sync() then ends channel 0's queue.  (Channel
+    2 is given its folios 1 us later, so channel 0 takes its queue first.)"""
+    subs = [(0, [0] * 4, 1e-6), (2, [0] * 4, 0.0)]
     faults = dict(_NO_FAULTS, fail_dma_timeout=(100, 1, 1))
     done, dev, *_ = _run((subs, faults, 0), True, "zen3-ptdma", 8)
     assert [(ch, c) for _, ch, c, _, _ in done] == [(2, 4), (2, 5), (2, 6), (2, 7)]

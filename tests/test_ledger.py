@@ -335,12 +335,16 @@ async def test_migd_says_so_when_ptdma_loses_a_descriptor_error():
                                   (("device", "dma0"),))] == 1
 
 
+@pytest.mark.parametrize("batch_copy", [False, True])
 @pytest.mark.parametrize(("virtual", "path"), [(False, Path.GENERAL), (False, Path.COMPILED),
                                                (True, Path.GENERAL), (True, Path.CLOSED_FORM)])
-def test_the_ledger_names_each_folios_tenant(virtual, path):
+def test_the_ledger_names_each_folios_tenant_and_copier(virtual, path, batch_copy):
     """One call over two tenants' folios (16 of "a", then 8 of "b", 4K each,
     batches of 8): the ledger's per-folio owners are the tenants' ids in
-    list order, 8 a batch, on every way - what per-tenant accounting reads."""
+    list order, 8 a batch, on every way - what per-tenant accounting reads.
+    Who copied each: the move loop's folio_mc_copy() for every folio with no
+    migrator; none of them with a batch copy (RFC v6: every folio marked
+    FOLIO_CONTENT_COPIED before the move loop)."""
     async def main():
         m = make_machine(virtual, node_mib=8)
         a = m.add_tenant(TenantSpec("a", 16 * PAGE_SIZE, order=0))
@@ -348,13 +352,18 @@ def test_the_ledger_names_each_folios_tenant(virtual, path):
         e = MigrationEngine(m, VirtualClock() if virtual else Clock(), get_profile("native"))
         e.paths = frozenset({path})
         e.nr_max_batched_migration = 8
+        if batch_copy:
+            e.registry.register(MtcopyMigrator(1))
         recs = []
         e.subscribe(recs.append)
         folios = np.concatenate([m.tenant_folios(a), m.tenant_folios(b)])
         await e.migrate_pages(folios, 1, MigrateReason.MR_DEMOTION)
         owners = np.concatenate([r.folio_tenant for r in recs])
+        by_cpu = np.concatenate([r.folio_cpu_copied for r in recs])
         cuts = np.concatenate([r.inaccessible_offsets[1:] - r.inaccessible_offsets[:-1]
                                for r in recs])
-        return owners.tolist(), cuts.tolist(), a.tid, b.tid
-    owners, cuts, ta, tb = trio.run(main, clock=mock_clock()) if virtual else trio.run(main)
+        return owners.tolist(), by_cpu.tolist(), cuts.tolist(), a.tid, b.tid
+    owners, by_cpu, cuts, ta, tb = (trio.run(main, clock=mock_clock()) if virtual
+                                    else trio.run(main))
     assert owners == [ta] * 16 + [tb] * 8 and cuts == [8, 8, 8]
+    assert by_cpu == [not batch_copy] * 24

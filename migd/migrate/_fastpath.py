@@ -136,8 +136,12 @@ class FastPath:
         inacc = (times[1] - times[0]) * 1e-9
         eng.machine.wake_remapped()
         offloaded = nr_folios if way.taken or way.declined else zeros
+        # the move loop copied a batch's folios when nothing batch-copied it
+        # (the vanilla order, a declined batch) or its DMA wait timed out
+        by_cpu = (rows[:, _k.NR_FAILED] > 0) if way.threads or way.dma is not None else (
+            np.ones(n, dtype=np.bool_))
         eng.books.post(BatchRecords(
             ctx.reason.label, way.name, MigrateMode.MIGRATE_ASYNC.value, ctx.target_nid,
             cause, nr_folios, nr_pages, zeros, offloaded, fallback, entry, end, first - entry,
             inacc, offsets, None, None, None, None, None, None, cpu_move, cpu_batch,
-            eng.memory.mapping[heads]), st)
+            eng.memory.mapping[heads], np.repeat(by_cpu, nr_folios)), st)

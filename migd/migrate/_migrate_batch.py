@@ -181,6 +181,7 @@ async def _migrate_pages_batch_shielded(engine: MigrationEngine, ctx: Ctx, folio
     first_folio = None
     inaccessible: list[np.ndarray] = []
     tenants: list[np.ndarray] = []  # each timed folio's owner, aligned
+    cpu_copied: list[np.ndarray] = []  # and whether the move loop copied it
     if not todo.src.size:  # nothing reached a copy: no migrator took the batch
         ctx = replace(ctx, way=ctx.way.vanilla())
     else:
@@ -194,7 +195,8 @@ async def _migrate_pages_batch_shielded(engine: MigrationEngine, ctx: Ctx, folio
             busy = engine.memory.refcount[todo.src] != 1
             movable = todo.take(~busy) if busy.any() else todo
             if movable.src.size:
-                t_remap = await move(engine, ctx, movable)
+                t_remap, by_cpu = await move(engine, ctx, movable)
+                cpu_copied.append(by_cpu)
                 if first_folio is None:
                     first_folio = float(t_remap[0] - t_entry)
                 inaccessible.append(t_remap - movable.t_unmap)
@@ -205,6 +207,7 @@ async def _migrate_pages_batch_shielded(engine: MigrationEngine, ctx: Ctx, folio
         else:
             inaccessible.append(undo(engine, todo) - todo.t_unmap)
             tenants.append(mem.mapping[todo.src])
+            cpu_copied.append(np.zeros(todo.src.size, dtype=np.bool_))
             left = np.concatenate([left, todo.src])
         if copied.choice is not None:  # the whole batch, as the fast path measures it
             engine.fast.way_done(ctx.offload.migrator, copied.choice,
@@ -216,6 +219,6 @@ async def _migrate_pages_batch_shielded(engine: MigrationEngine, ctx: Ctx, folio
     nr_failed = int(left.size) + len(splits)
     record_batch(engine, ctx, mode, folios.size, nr_pages, nr_failed, len(splits),
                  int(untried.size), pages_failed, copied, t_entry, first_folio, inaccessible,
-                 tenants, passes)
+                 tenants, cpu_copied, passes)
     split = np.concatenate(splits) if splits else NO_FOLIOS
     return BatchResult(rc_saved or nr_failed, left, split, untried, ctx.name)

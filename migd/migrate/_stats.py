@@ -165,10 +165,11 @@ class BatchRecords:
     failed, split, untried, succeeded pages, who copied (``migrator``; the
     batch copy's folios and fallbacks), CPU copy seconds (the move loop's
     ``folio_mc_copy()`` and the migrator's CPU batch copy), timings.  Per
-    folio (``inaccessible_offsets`` cut them by batch): unmap -> remap time
-    and the owning tenant (``folio_tenant``, the folio's ``mapping``), for
-    per-tenant accounting.  Numpy columns, one object per group of batches:
-    an object per batch or folio cost more than a 2 MiB batch's copy.
+    folio (``inaccessible_offsets`` cut them by batch): unmap -> remap time,
+    the owning tenant (``folio_tenant``, the folio's ``mapping``) and who
+    copied it (``folio_cpu_copied``), for per-tenant accounting.  Numpy
+    columns, one object per group of batches: an object per batch or folio
+    cost more than a 2 MiB batch's copy.
     Iterating yields :class:`BatchRecord` rows.
     """
 
@@ -203,8 +204,11 @@ class BatchRecords:
     #: migrator's CPU batch copy (the batch's ``migrator``, all threads).
     cpu_move_seconds: np.ndarray | None = None
     cpu_batch_seconds: np.ndarray | None = None
-    #: Per folio, aligned with ``inaccessible_seconds``: the owning tenant.
+    #: Per folio, aligned with ``inaccessible_seconds``: the owning tenant,
+    #: and whether the move loop copied it (``folio_mc_copy()``: the vanilla
+    #: order or a fallback; False: the batch copy did, or it was undone).
     folio_tenant: np.ndarray | None = None
+    folio_cpu_copied: np.ndarray | None = None
 
     @property
     def nr_succeeded(self) -> np.ndarray:

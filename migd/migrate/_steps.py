@@ -25,8 +25,9 @@ from . import _kernels as _k
 from ._stats import NO_FOLIOS, BatchRecords
 from ._way import Path
 
-#: No folio moved: no owner.
+#: No folio moved: no owner, no copy.
 NO_TENANTS = np.empty(0, dtype=np.int32)
+NO_COPIES = np.empty(0, dtype=np.bool_)
 #: A one-batch record's ``retried`` column (read-only, shared).
 RETRIED, NOT_RETRIED = np.ones(1, dtype=np.bool_), np.zeros(1, dtype=np.bool_)
 RETRIED.flags.writeable = NOT_RETRIED.flags.writeable = False
@@ -190,7 +191,8 @@ async def unmap_pass(eng, ctx, pending: np.ndarray, nosplit: bool):
 
 async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
     """The move loop (``migrate_folio_move()`` per folio); returns each
-    folio's remap time.
+    folio's remap time and whether the move loop copied it (``folio_mc_copy()``,
+    not marked by a batch copy).
 
     ``move_to_new_folio()`` copies a folio the batch copy did not mark
     (``folio_mc_copy()``), then it is remapped before the next is copied.
@@ -206,6 +208,7 @@ async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
     virtual = eng.clock.virtual
     tally = ctx.tally
     times = []
+    cpu_copied = []
     parts = (slice(None),) if mv.src.size == 1 else (slice(0, 1), slice(1, None))
     all_costs = None
     if virtual:  # every folio's cost at once (the flags are the batch copy's by now)
@@ -235,6 +238,7 @@ async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
         t_ns = NO_FOLIOS if virtual else np.empty(s.size, dtype=np.int64)
         nr_pages, nr_thp, nr_copied, copy_ns = _k.migrate_folio_move_batch(
             *eng.kernel_state, mem.arena_base, mem.page_bytes, s, d, copied, t_ns)
+        cpu_copied.append(copied)
         if nr_copied and not virtual:  # the copies alone, not the remaps around them
             tally.cpu_move += copy_ns * 1e-9
         eng.machine.wake_remapped()
@@ -251,7 +255,8 @@ async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
             # folio 0's waiters run before folio 1's copy (on the virtual
             # clock the next sleep lets them, at folio 0's remap time)
             await trio.lowlevel.checkpoint()
-    return times[0] if len(times) == 1 else np.concatenate(times)
+    t = times[0] if len(times) == 1 else np.concatenate(times)
+    return t, cpu_copied[0] if len(cpu_copied) == 1 else np.concatenate(cpu_copied)
 
 def unobserved(eng, seconds: float) -> bool:
     """No other task can run in the next ``seconds`` of virtual time: none
@@ -309,13 +314,15 @@ def record_batch(eng, ctx, mode, nr_folios: int, nr_pages: int, nr_failed: int,
                  nr_split: int, nr_untried: int, pages_failed: int, copied,
                  t_entry: float, first_folio: float | None,
                  inaccessible: list[np.ndarray], tenants: list[np.ndarray],
-                 passes: int) -> None:
+                 cpu_copied: list[np.ndarray], passes: int) -> None:
     """One batch's ledger record (``mm_migrate_pages``-like, plus migd's
     timings), posted to the books."""
     inacc = (inaccessible[0] if len(inaccessible) == 1 else
              np.concatenate(inaccessible) if inaccessible else np.empty(0))
     owner = (tenants[0] if len(tenants) == 1 else
              np.concatenate(tenants) if tenants else NO_TENANTS)
+    by_cpu = (cpu_copied[0] if len(cpu_copied) == 1 else
+              np.concatenate(cpu_copied) if cpu_copied else NO_COPIES)
     tally = ctx.tally
     # one array each for the integer and the float columns, handed out as
     # one-element views: a dozen np.array() calls cost more than the sums
@@ -328,4 +335,4 @@ def record_batch(eng, ctx, mode, nr_folios: int, nr_pages: int, nr_failed: int,
         ctx.reason.label, ctx.name, mode.value, ctx.target_nid,
         copied.cause if copied else None, i[0:1], i[1:2], i[2:3], i[3:4], i[4:5], f[0:1],
         f[1:2], f[2:3], inacc, i[10:12], i[5:6], i[6:7], i[7:8], i[8:9], i[9:10],
-        RETRIED if ctx.retried else NOT_RETRIED, f[3:4], f[4:5], owner), ctx.stats)
+        RETRIED if ctx.retried else NOT_RETRIED, f[3:4], f[4:5], owner, by_cpu), ctx.stats)
