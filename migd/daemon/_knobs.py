@@ -192,7 +192,7 @@ def _param(e: MigratorEntry, p: Param) -> Knob:
 
     return Knob(f"{e.tree}/{p.name}", p.help,
                 get=get if p.counter else (lambda s, i: p.value(s.migrators[e.name])),
-                fmt=_bool if isinstance(p.parse, Bool) else str,
+                fmt=p.fmt or (_bool if isinstance(p.parse, Bool) else str),
                 set=None if p.parse is None else reset if p.counter else store,
                 parse=p.parse, name=key if p.parse is not None else None,
                 config=f"migrator.{key}" if p.default is not None else None,

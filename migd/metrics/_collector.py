@@ -130,13 +130,21 @@ class MigdCollector:
         for e in offload_migrators():
             m = self.sys.migrators.get(e.name)
             for p in e.params if m is not None else ():
+                value = p.value(m)
+                if isinstance(value, str):  # a name (dcbm's variant): an info gauge
+                    fam = fams.get(p.name) or fams.setdefault(p.name, GaugeMetricFamily(
+                        f"migd_migrator_param_{p.name}_info",
+                        f"Migrator parameter {p.name}: {p.help}.",
+                        labels=["migrator", p.name]))
+                    fam.add_metric([e.name, value], 1)
+                    continue
                 fam = fams.get(p.name)
                 if fam is None:
                     cls = CounterMetricFamily if p.counter else GaugeMetricFamily
                     fam = fams[p.name] = cls(f"migd_migrator_param_{p.name}",
                                              f"Migrator parameter {p.name}: {p.help}.",
                                              labels=["migrator"])
-                fam.add_metric([e.name], p.value(m))
+                fam.add_metric([e.name], value)
         yield from fams.values()
 
     def _dma(self):
