@@ -213,7 +213,8 @@ ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ["run", "bench", "soak", "replay", "sweep", "install-service", "prometheus-config",
             "warm-up"]
 THROUGHPUT_FLAGS = {"--clock", "--profile", "--orders", "--migrators", "--total",
-                    "--batch-pages", "--repeat", "--verify", "--json", "--plot"}
+                    "--batch-pages", "--repeat", "--verify", "--json", "--plot", "--variant",
+                    "--callers"}
 
 
 def help_flags(text: str) -> set[str]:

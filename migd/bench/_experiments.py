@@ -21,12 +21,12 @@ import trio
 from .._args import Option
 from ..hw import get_profile, mock_clock
 from ..migrate import warm_up
-from ..offload import DCBM_VARIANTS as VARIANTS
 from ._catlat import cat_latency
 from ._options import (
     BATCH_PAGES,
     MIGRATORS,
     PROFILE,
+    VARIANT,
     Experiment,
     parse_duration,
     parse_int_list,
@@ -84,9 +84,6 @@ BUDGETS = Option("--budget-us", "budgets_us", "latency budgets in microseconds, 
 CALIBRATION = Option("--calibration", "calibration", "directory of calibration CSVs "
                      "(default: the set packaged with migd)", _calibration, metavar="DIR")
 VIRTUAL = CLOCK.but(default="virtual")
-VARIANT = Option("--variant", "variant", "dcbm's iteration: v6 (channels claimed per batch "
-                 "across devices: the published tables' semantics) or newest (acquired at "
-                 "enable, one device group per batch)", str, "v6", choices=VARIANTS)
 CALLERS = Option("--callers", "callers", "concurrent move_pages() callers, each a slice of "
                  "the tenant (channel contention)",
                  lambda t: parse_int_list(t, "--callers", 1, 64)[0], "1", "N")
