@@ -211,3 +211,63 @@ def test_v6_keeps_per_batch_claims_and_its_compiled_copy():
         newest.set_variant("v7")
     assert err.value.errno == errno.EINVAL
     assert np.array_equal([c.client_count for c in dma.channels], [0] * 16)
+
+
+def clear_rig(profile: str):
+    from migd.bench._clear import _Rig
+    from migd.bench import BenchOptions
+    return _Rig(BenchOptions(clock="virtual"), profile)
+
+
+async def test_pool_refills_serves_trims_drains_and_gives_back(autojump_clock):
+    """mm/prezero_pool.c: refill to max_per_node on a wanted node, a THP fault
+    takes a parked folio (hit), lowering max_per_node trims, the shrinker gives
+    PMDs back, disabling drains; every faulted page reads zero."""
+    rig = clear_rig("dsa")
+    mem = rig.machine.memory
+    async with trio.open_nursery() as n:
+        n.start_soon(rig.dma.run)
+        n.start_soon(rig.pool.run)
+        rig.engine.registry.register(rig.dcbm)
+        rig.pool.max_per_node = 6
+        await rig.pool.set_enabled(True)
+        assert rig.pool.get(0) == -1 and rig.pool.misses[0] == 1  # asks for node 0
+        await trio.sleep(0.1)
+        assert rig.pool.node_size(0) == 6 and rig.pool.node_size(1) == 0
+        free = mem.nodes[0].nr_free_pages
+        faults = await rig.faults(3)
+        assert [f.how for f in faults] == ["pool"] * 3 and rig.pool.hits[0] == 3
+        assert rig.dcbm.folios_cleared >= 6
+        assert mem.nodes[0].nr_free_pages > free - 1  # parked memory counted as used
+        assert rig.machine.check_integrity().ok
+        assert not mem.arena[rig.tenant.pte_pfn[:3 * 512]].any()  # really zero
+        await trio.sleep(0.1)
+        rig.pool.set_max_per_node(2)
+        assert rig.pool.node_size(0) == 2
+        assert rig.pool.shrink(0, 1) == 512 and rig.pool.node_size(0) == 1
+        await rig.pool.set_enabled(False)
+        assert rig.pool.size == 0
+        n.cancel_scope.cancel()
+    assert rig.machine.check_integrity().ok
+
+
+@pytest.mark.parametrize("profile, how, errno_", [("dsa", "dma", 0),
+                                                  ("zen3-ptdma", "cpu", errno.EOPNOTSUPP)])
+async def test_clear_offload_or_cpu_fallback_leaves_the_folio_zero(autojump_clock, profile,
+                                                                   how, errno_):
+    """folio_clear_dma(): DMA_MEMSET where the engine has it, else -EOPNOTSUPP
+    (clear_failures) and the CPU clears; util_gate refuses on busy CPUs."""
+    rig = clear_rig(profile)
+    async with trio.open_nursery() as n:
+        n.start_soon(rig.dma.run)
+        rig.engine.registry.register(rig.dcbm)
+        faults = await rig.faults(4)
+        assert [f.how for f in faults] == [how] * 4
+        assert (rig.dcbm.folios_cleared, rig.dcbm.clear_failures) == (
+            (4, 0) if how == "dma" else (0, 4))
+        rig.dcbm.cpus_saturated = lambda: True
+        assert [f.how for f in await rig.faults(2)] == ["cpu"] * 2
+        assert rig.dcbm.folios_gated == 2
+        n.cancel_scope.cancel()
+    assert not rig.machine.memory.arena[rig.tenant.pte_pfn[:4 * 512]].any()
+    assert rig.machine.check_integrity().ok

@@ -22,6 +22,7 @@ from .._args import Option
 from ..hw import get_profile, mock_clock
 from ..migrate import warm_up
 from ._catlat import cat_latency
+from ._clear import clear
 from ._options import (
     BATCH_PAGES,
     MIGRATORS,
@@ -195,6 +196,16 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                               shown="dcbm:1,dcbm:2,...,dcbm:16"),
                 TOTAL, BATCH_PAGES, VERIFY), auto_choice,
                Layout(columns=("policy", "offloaded_pct", "vs_better"))),
+    Experiment("clear", "THP fault latency and CPU per fault: CPU clear, clearing offload, "
+               "prezero pool",
+               "64 faults of 2 MiB regions per mode (cpu, dma with and without cpu_warm, a "
+               "pool hit) with the newest dcbm, on every profile unless --profile; then the "
+               "pool's hit rate against the fault rate and max_per_node.",
+               (CLOCK, PROFILE.but(help="hardware profile (default: every profile on the "
+                                   "virtual clock, native on the real one)")),
+               clear, Layout(columns=("profile", "mode", "got", "fault_us_p50",
+                                      "fault_us_p99", "cpu_us_per_fault", "max_per_node",
+                                      "hit_pct"), speed=False)),
 ]}
 
 

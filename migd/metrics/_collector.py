@@ -118,11 +118,39 @@ class MigdCollector:
         yield from self._dma()
         yield from self._nodes()
         yield from self._tenants()
+        yield from self._clears()
         c = CounterMetricFamily("migd_faults_injected", "Injected faults, by fault point.",
                                 labels=["point"])
         for point, v in sys.faults.injected().items():
             c.add_metric([point], v)
         yield c
+
+    def _clears(self):
+        """Faults that got a zeroed folio, by how (``pool``: a parked folio,
+        ``dma``: the clearing offload, ``cpu``: ``folio_zero_user()``), the CPU
+        they spent clearing, and the prezero pool per node."""
+        sys = self.sys
+        c = CounterMetricFamily("migd_offload_clear_faults", "Faults that mapped a zeroed "
+                                "folio, by how it was zeroed.", labels=["how"])
+        for how, n in sys.faults_by_how.items():
+            c.add_metric([how], n)
+        yield c
+        c = CounterMetricFamily("migd_offload_clear_cpu_seconds",
+                                "CPU time faults spent clearing (modelled).")
+        c.add_metric([], sys.fault_cpu_seconds)
+        yield c
+        pool = sys.prezero
+        g = GaugeMetricFamily("migd_prezero_pool_folios", "Pre-zeroed PMD folios parked.",
+                              labels=["node"])
+        hits = CounterMetricFamily("migd_prezero_pool_hits", "THP faults served a parked "
+                                   "folio.", labels=["node"])
+        misses = CounterMetricFamily("migd_prezero_pool_misses", "THP faults that found no "
+                                     "parked folio.", labels=["node"])
+        for nid in range(len(pool.parked)):
+            g.add_metric([str(nid)], pool.node_size(nid))
+            hits.add_metric([str(nid)], int(pool.hits[nid]))
+            misses.add_metric([str(nid)], int(pool.misses[nid]))
+        yield from (g, hits, misses)
 
     def _migrator_params(self):
         """What each migrator declares, by parameter name, one sample per migrator."""
