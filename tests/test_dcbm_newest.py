@@ -214,8 +214,8 @@ def test_v6_keeps_per_batch_claims_and_its_compiled_copy():
 
 
 def clear_rig(profile: str):
-    from migd.bench._clear import _Rig
-    from migd.bench import BenchOptions
+    from migd.bench._clear import _Rig  # the bench clear's rig: faults on a THP tenant
+
     return _Rig(BenchOptions(clock="virtual"), profile)
 
 
