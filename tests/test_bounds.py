@@ -32,6 +32,7 @@ def _measured(row) -> dict:
     return {k: v for k, v in row.as_json().items() if k not in WALL}
 
 
+@pytest.mark.slow
 def test_a_rig_on_the_previous_rigs_arena_measures_as_a_fresh_one():
     """Same rows (simulated times included) as a rig built from nothing, on the
     very same arena array: no second ~2 x total allocation."""
@@ -51,6 +52,7 @@ def test_a_rig_on_the_previous_rigs_arena_measures_as_a_fresh_one():
     assert _measured(reused) == _measured(fresh)
 
 
+@pytest.mark.slow
 def test_a_reused_real_arena_verifies_every_page():
     """Real bytes: the previous rows' content left in the arena is never read as
     the new tenant's (every page the tenant maps is written at fault-in)."""

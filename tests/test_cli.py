@@ -48,6 +48,7 @@ def migd(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=150)
 
 
+@pytest.mark.slow
 def test_bench_throughput_real_clock_verifies_and_has_memcpy_row(tmp_path):
     doc, p = bench(tmp_path, "throughput", "--clock", "real", "--orders", "0,9", "--total", "32M",
                    "--verify")
@@ -64,6 +65,7 @@ def test_bench_throughput_real_clock_verifies_and_has_memcpy_row(tmp_path):
     assert "memcpy" in p.stdout and "x memcpy" in p.stdout
 
 
+@pytest.mark.slow
 def test_bench_virtual_clock_is_deterministic(tmp_path):
     rows = []
     for i in range(2):
@@ -79,6 +81,7 @@ def test_bench_virtual_clock_is_deterministic(tmp_path):
     assert gbps[9] > gbps[4] > gbps[0]  # per-folio costs amortise over larger folios
 
 
+@pytest.mark.slow
 def test_bench_memcpy():
     p = migd("bench", "memcpy", "--total", "64M")
     assert p.returncode == 0, p.stderr
@@ -102,6 +105,7 @@ def test_bench_bad_input_is_one_line_and_nonzero(args, needle):
     assert p.stdout == ""
 
 
+@pytest.mark.slow
 def test_bench_seed_reproduces_the_calibration_set(tmp_path):
     """The virtual-clock zen3-ptdma model against every published cell."""
     doc, p = bench(tmp_path, "seed")
@@ -126,6 +130,7 @@ def test_bench_seed_reproduces_the_calibration_set(tmp_path):
     assert "median |error|" in p.stdout
 
 
+@pytest.mark.slow
 def test_bench_batch_sweep_trades_latency_for_throughput(tmp_path):
     doc, p = bench(tmp_path, "batch-sweep", "--clock", "virtual", "--orders", "9",
                    "--migrators", "dcbm:16", "--total", "256M",
@@ -138,6 +143,7 @@ def test_bench_batch_sweep_trades_latency_for_throughput(tmp_path):
     assert ff == sorted(ff) and ff[-1] > 10 * ff[0]  # the first folio waits longer
 
 
+@pytest.mark.slow
 def test_bench_cat_latency_reads_the_real_mount_while_migrating(tmp_path):
     """--duration is the whole run: two rows share 3 s (a per-row duration would
     read for 3 s in each)."""
@@ -151,6 +157,7 @@ def test_bench_cat_latency_reads_the_real_mount_while_migrating(tmp_path):
         assert 1.4 < row["seconds"] < 2.9  # 1.5 s of reading plus the reader's start
 
 
+@pytest.mark.slow
 def test_bench_scrape_times_real_http_scrapes(tmp_path):
     doc, p = bench(tmp_path, "scrape")
     (row,) = doc["rows"]
@@ -159,6 +166,7 @@ def test_bench_scrape_times_real_http_scrapes(tmp_path):
     assert "scrapes of" in p.stdout
 
 
+@pytest.mark.slow
 def test_compiled_code_cache_survives_any_order_of_first_use(tmp_path):
     """numba's on-disk cache: the fast path compiled in a process where the
     parallel copy was loaded from the cache once crashed every later process
@@ -180,6 +188,7 @@ def test_compiled_code_cache_survives_any_order_of_first_use(tmp_path):
         assert p.returncode == 0, p.stderr
 
 
+@pytest.mark.slow
 def test_bench_latency_budget_rows_say_whether_the_budget_held(tmp_path):
     doc, p = bench(tmp_path, "latency-budget", "--orders", "9", "--migrators", "dcbm:16",
                    "--total", "256M", "--budget-us", "500", "--batch-pages", "512,2048,8192,32768")
@@ -195,6 +204,7 @@ def test_bench_latency_budget_rows_say_whether_the_budget_held(tmp_path):
     assert adaptive["vs_best_fixed"] >= 0.85 and adaptive["over_budget_pct"] <= 1.0
 
 
+@pytest.mark.slow
 def test_bench_auto_choice_rows_compare_with_the_better_way(tmp_path):
     doc, p = bench(tmp_path, "auto-choice", "--orders", "0,4", "--migrators", "dcbm:1,dcbm:16",
                    "--total", "128M")
@@ -331,7 +341,10 @@ def test_every_command_refuses_an_unwritable_output_before_any_work(tmp_path, ca
             f"{str(tmp_path / 'no' / 'such.out')!r}\n"
 
 
-def test_run_help_shows_the_real_defaults(capsys):
+def test_run_help_shows_the_real_defaults(capsys, monkeypatch):
+    # argparse wraps help to $COLUMNS, breaking after a hyphen ("/work/wt-\ntier"):
+    # wide enough that the default path stays whole wherever the checkout is.
+    monkeypatch.setenv("COLUMNS", "10000")
     text = " ".join(help_of(capsys, "run", "--help").split())
     assert "(default: /run/migd/sys" in text  # SPEC section 5
     assert "(default: 127.0.0.1:9464" in text  # etc/migd.toml, etc/prometheus
@@ -378,6 +391,7 @@ def screen(raw: str) -> list[str]:
             for line in raw.replace("\r\n", "\n").split("\n")]
 
 
+@pytest.mark.slow
 def test_the_progress_line_is_cleared_before_the_bench_results():
     rc, raw = on_terminal("bench", "throughput", "--clock", "virtual", "--orders", "0,9",
                           "--total", "4M")
@@ -387,6 +401,7 @@ def test_the_progress_line_is_cleared_before_the_bench_results():
     assert head.startswith("# throughput")  # ... and is not glued to the results
 
 
+@pytest.mark.slow
 def test_the_progress_line_is_cleared_before_the_soak_summary(tmp_path):
     (tmp_path / "m").mkdir()
     rc, raw = on_terminal("soak", "--duration", "1s", "--mount", str(tmp_path / "m"))
@@ -397,6 +412,7 @@ def test_the_progress_line_is_cleared_before_the_soak_summary(tmp_path):
     assert lines[first - 1] == "{"  # the summary's first line stands alone
 
 
+@pytest.mark.slow
 def test_bench_warns_on_one_line_when_another_migd_runs():
     fake = subprocess.Popen(["bash", "-c", "exec -a migd sleep 60"])
     try:
@@ -423,6 +439,7 @@ def test_busy_reasons_name_the_load_and_the_other_migd():
     assert "4242" in other and "migd run" in other
 
 
+@pytest.mark.slow
 def test_batch_sweep_leaves_out_bounds_larger_than_the_total(tmp_path):
     out = tmp_path / "s.json"
     p = migd("bench", "batch-sweep", "--clock", "virtual", "--orders", "9", "--migrators",

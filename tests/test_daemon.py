@@ -10,18 +10,18 @@ import os
 import re
 import signal
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
+import migd.daemon
 from migd.sysfs import TREE_THREAD_NICE
 
-from .conftest import Daemon, thread_nice
+from .helpers import Daemon, cli, thread_nice
 
 
 def all_files(root: Path):
@@ -114,6 +114,15 @@ VALID = {
 }
 
 
+def param_count(daemon, rel: str) -> float:
+    """The count behind the counter file ``rel`` (module/MIGRATOR/parameters/NAME),
+    as /metrics exports it: the migrator's own, which no write resets."""
+    migrator, name = rel.split("/")[1], rel.rsplit("/", 1)[1]
+    return next(s.value for f in text_string_to_metric_families(daemon.scrape())
+                for s in f.samples if s.name == f"migd_migrator_param_{name}_total"
+                and s.labels == {"migrator": migrator})
+
+
 def test_every_writable_file_round_trips(daemon):
     writable = {str(r) for r in all_files(daemon.mount)
                 if os.stat(daemon.p(str(r))).st_mode & 0o200}
@@ -129,9 +138,10 @@ def test_every_writable_file_round_trips(daemon):
                 assert daemon.read(rel) == shown + "\n", rel
     for rel in sorted(faults):  # every fault knob, restored to off
         daemon.write(rel, "0" if rel.endswith("probability") else "1")
-    for rel in counters:  # any write resets the tree's view to 0
+    for rel in counters:  # any write resets the tree's view: it counts from the write on
+        before = param_count(daemon, rel)
         daemon.write(rel, "1")
-        assert daemon.read(rel) in ("0\n", "1\n", "2\n")  # may count on at once
+        assert 0 <= int(daemon.read(rel)) <= param_count(daemon, rel) - before, rel
     # Triggers: their effect shows in the counters (workloads keep moving pages
     # meanwhile, so where a page sits afterwards proves nothing).
     def vmstat() -> dict[str, int]:
@@ -217,6 +227,7 @@ def restore(daemon, state: dict[str, str]) -> None:
 
 # 400 examples in process (test_tree_model); through FUSE, enough to see the
 # errno translation and a daemon that survives.
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_arbitrary_bytes_to_any_writable_file_are_einval_and_change_nothing(daemon, data):
@@ -265,6 +276,7 @@ def _kernel_value(grammar, payload: bytes):
     return -value if grammar is _KSTRTOLL and m.group(1) == b"-" else value
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_numbers_and_booleans_parse_as_kstrtox(daemon, data):
@@ -325,6 +337,7 @@ def test_dcbm_offloading_while_mtcopy_is_active_is_ebusy(daemon):
         daemon.write("kernel/cpu_mt/offloading", "0")
 
 
+@pytest.mark.slow
 def test_migrator_switches_under_load_lose_nothing_then_sigterm(tmp_path):
     d = Daemon(tmp_path)
     try:
@@ -336,9 +349,7 @@ def test_migrator_switches_under_load_lose_nothing_then_sigterm(tmp_path):
         d.write("kernel/mm/migrate_offload/migrator", "none")
         d.write("module/dcbm/parameters/offloading", "1")
         time.sleep(0.3)  # heavy migration in flight
-        t0 = time.monotonic()
-        assert d.stop(signal.SIGTERM) == 0
-        assert time.monotonic() - t0 < 5
+        assert d.stop(signal.SIGTERM, timeout=60) == 0  # 60 s: a hang, not a slow stop
         assert not os.path.ismount(d.mount)
         ev = d.events()
         stopped = [e for e in ev if e["event"] == "stopped"][-1]
@@ -353,6 +364,7 @@ def test_migrator_switches_under_load_lose_nothing_then_sigterm(tmp_path):
         d.close()
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_a_stale_mount_that_the_next_start_clears(tmp_path):
     d = Daemon(tmp_path)
     try:
@@ -380,12 +392,12 @@ def test_sigkill_leaves_a_stale_mount_that_the_next_start_clears(tmp_path):
 @pytest.mark.parametrize("text, key", [  # every key's message: test_config, in process
     ("[migrator.dcbm]\nnr_dma_chan = 99\n", "migrator.dcbm.nr_dma_chan"),
 ])
-def test_bad_config_fails_start_naming_the_key(tmp_path, text, key):
+def test_bad_config_fails_start_naming_the_key(tmp_path, capsys, monkeypatch, text, key):
+    """In process: refused before the daemon starts (nothing mounted)."""
     cfg = tmp_path / "bad.toml"
     cfg.write_text(text)
-    p = subprocess.run([sys.executable, "-m", "migd", "run", "--config", str(cfg),
-                        "--mount", str(tmp_path / "m")], capture_output=True, text=True,
-                       timeout=60)
-    assert p.returncode == 2
-    assert key in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    monkeypatch.setattr(migd.daemon, "run_daemon", lambda *a: pytest.fail("the daemon ran"))
+    code, err = cli(capsys, "run", "--config", str(cfg), "--mount", str(tmp_path / "m"))
+    assert code == 2
+    assert key in err and len(err.strip().splitlines()) == 1
     assert not os.path.ismount(tmp_path / "m")

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from migd.migrate import MigrateCall
-from migd.mm import HPAGE_PMD_ORDER, MigrateMode, MigrateReason
+from migd.mm import HPAGE_PMD_ORDER, MigrateMode, MigrateReason, TenantSpec
 from migd.tracing import (
     EVENTS,
     MIGRATE_OFFLOAD_BATCH,
@@ -37,7 +37,7 @@ from migd.tracing import (
     parse_set_event,
 )
 
-from .conftest import DAEMON_CONFIG, MiB, TenantSpec, make_engine, make_machine
+from .helpers import MiB, config, make_engine, make_machine
 
 # include/trace/events/migrate.h, verbatim.
 TP_PRINTK = {
@@ -376,7 +376,7 @@ def test_stats_count_entries_bytes_overruns_and_reads():
 
 # -- a live daemon ----------------------------------------------------------------
 
-CONFIG = DAEMON_CONFIG.replace('active = "none"', 'active = "mtcopy"')
+CONFIG = config(migrator={"active": "mtcopy"})
 
 
 @pytest.fixture(scope="module")
@@ -412,6 +412,7 @@ def read_pipe_for(path: Path, seconds: float) -> list[str]:
     return lines[:-1]  # cat was killed: a last line cut short is not the daemon's
 
 
+@pytest.mark.slow
 def test_every_trace_pipe_line_parses_with_its_format_file(migd_run):
     _, tracing = migd_run
     events = (tracing / "available_events").read_text().split()
@@ -557,6 +558,7 @@ def test_tracefs_files_tools_read_are_the_kernels(migd_run):
             os.close(fd)
 
 
+@pytest.mark.slow
 def test_tracefs_files_and_sigterm_with_a_reader_blocked(migd_run):
     proc, tracing = migd_run
     (tracing / "events/migrate/mm_migrate_pages/enable").write_text("0")

@@ -16,22 +16,10 @@ from migd.daemon import System, build_tree, load_config
 from migd.daemon.reference import stale
 from migd.sysfs import SysfsTree
 
-CONFIG = """
-[[nodes]]
-name = "dram"
-capacity = "16M"
-demotion_target = 1
-[[nodes]]
-name = "far"
-capacity = "16M"
-[[tenants]]
-name = "small"
-size = "2M"
-[[tenants]]
-name = "huge"
-size = "4M"
-order = 9
-"""
+from .helpers import BARE, config
+
+CONFIG = config("16M", [{"name": "small", "size": "2M"},
+                         {"name": "huge", "size": "4M", "order": 9}], **BARE)
 
 #: SPEC section 5: file -> the range it accepts.
 SPEC_RANGES = {

@@ -114,6 +114,12 @@ class DmaModel:
     #: folios: DSA's batch descriptor) and DMA_MEMSET (clearing offload).
     memcpy_sg: bool = False
     memset: bool = False
+    #: The driver hands each descriptor's callback a result (status, residue).
+    #: False for PTDMA: ``pt_handle_active_desc()`` calls
+    #: ``dmaengine_desc_get_callback_invoke(tx_desc, NULL)``, which
+    #: ``dmaengine_desc_callback_invoke()`` turns into DMA_TRANS_NOERROR, so a
+    #: failed descriptor looks copied to its client.
+    reports_errors: bool = True
 
     def desc_seconds(self, nbytes: int, order: int, sharing: int, active: int) -> float:
         """One descriptor's time on a channel whose engine has ``sharing`` busy
@@ -177,7 +183,7 @@ ZEN3_CPU = CpuModel(
 ZEN3_PTDMA = DmaModel(
     nr_channels=16, channels_per_engine=2, engine_gbps=14.0, membus_gbps=100.0, desc_us=0.5,
     iommu_page_us=0.35, submit_us=0.06, exclusive=True, channels_per_device=1,
-    chan_request_us=0.5, map_folio_us=0.03,
+    chan_request_us=0.5, map_folio_us=0.03, reports_errors=False,
 )
 
 PROFILES: dict[str, HardwareProfile] = {

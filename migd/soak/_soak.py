@@ -220,8 +220,11 @@ async def _soak(opts: SoakOptions, summary: SoakSummary,
                     nursery.start_soon(_pinner, sys, rng, pinned)
                 # File I/O on the mount never runs in this process (_CHILD).
                 cat = CatSampler(mount, opts.seed)
+                # a descriptor error on an engine that does not report it
+                # corrupts by design (README): not armed there
                 flipper = Flipper(mount, opts.seed, opts.faults, summary,
-                                   soak_writes(sys, faults=False))
+                                  soak_writes(sys, faults=False),
+                                  FaultInjector.points_for(sys.profile.dma.reports_errors))
 
                 async def stop_on_signal(scope: trio.CancelScope) -> None:
                     async for signum in signals:

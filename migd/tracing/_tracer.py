@@ -106,10 +106,11 @@ class Tracing:
         ff_ns = np.rint(ff * 1e9).astype(np.int64).tolist()
         inacc_ns = np.rint(r.longest_inaccessible() * 1e9).astype(np.int64).tolist()
         append = self.ring.append
-        for end, folios, pages, failed, off, fb, ff1, in1 in zip(
+        for end, folios, pages, ok, failed, off, fb, ff1, in1 in zip(
                 (r.end - self.boot).tolist(), r.nr_folios.tolist(), r.nr_pages.tolist(),
-                r.nr_failed.tolist(), r.nr_offloaded.tolist(), r.nr_fallback.tolist(),
+                r.nr_succeeded.tolist(), r.nr_failed.tolist(), r.nr_offloaded.tolist(),
+                r.nr_fallback.tolist(),
                 ff_ns, inacc_ns, strict=True):
             append(MIGRATE_OFFLOAD_BATCH, end,
-                   (migrator, r.target_nid, reason, folios, pages, folios - failed, failed,
+                   (migrator, r.target_nid, reason, folios, pages, ok, failed,
                     off, fb, cause if fb else "none", ff1, in1))
