@@ -22,7 +22,7 @@ from migd.mm import MigrateReason, TenantSpec
 from migd.offload import DcbmMigrator
 from migd.offload._dcbm_newest import NewestChannels
 
-from .conftest import MiB, make_machine
+from .helpers import MiB, make_machine
 
 
 def device(profile: str) -> DmaDevice:

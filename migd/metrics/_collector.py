@@ -159,7 +159,7 @@ class MigdCollector:
             m = self.sys.migrators.get(e.name)
             for p in e.params if m is not None else ():
                 value = p.value(m)
-                if isinstance(value, str):  # a name (dcbm's variant): an info gauge
+                if isinstance(value, str):  # a name (a variant): an info gauge
                     fam = fams.get(p.name) or fams.setdefault(p.name, GaugeMetricFamily(
                         f"migd_migrator_param_{p.name}_info",
                         f"Migrator parameter {p.name}: {p.help}.",

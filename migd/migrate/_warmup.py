@@ -69,7 +69,7 @@ async def warm_up(progress: Callable[[str], None] = lambda stage: None) -> None:
         nursery.start_soon(dma.run)
         for entry in offload_migrators():
             migrator = entry.make(dma, entry.lo)
-            if hasattr(migrator, "set_variant"):  # dcbm: v6 has the compiled copy
+            if hasattr(migrator, "set_variant"):  # the variant the compiled copy serves
                 migrator.set_variant("v6")
             engine.registry.register(migrator)
             await engine.move_pages(tenant, np.arange(tenant.nr_pages), 1)
