@@ -291,9 +291,12 @@ class EngineBooks:
     The kernel's vmstat items per reason, folios and bytes per (migrator,
     reason), batches per migrator, calls per mode, fallbacks per cause, migrator
     errors, CPU copy seconds, three histograms, and the listeners of batch
-    records and of migrator errors.  Kept apart from the algorithm so that
-    ``_engine`` reads as mm/migrate.c does and the fast path writes the same
-    books; a single lock-free writer (the trio thread) and snapshot readers.
+    records and of migrator errors.  Written from the ledger (:meth:`post`,
+    one :class:`BatchRecords` per group of batches, whichever way ran them),
+    so that every way keeps the same books and ``_engine`` reads as
+    mm/migrate.c does (rejected: each way adding to the counters itself, which
+    let the ways' books drift apart); a single lock-free writer (the trio
+    thread) and snapshot readers.
     """
 
     def __init__(self, budget) -> None:

@@ -6,7 +6,8 @@ next pass, -ENOMEM splits a large folio or stops).  ``move``: the move loop,
 ``migrate_folio_move()`` per folio, whose ``move_to_new_folio()`` copies a
 folio the batch copy did not mark.  ``undo``: ``migrate_folio_undo_src()`` /
 ``_dst()``.  The per-folio work is compiled (``_kernels``); the clocks are
-charged and the outcomes counted here.  Functions of the engine rather than its methods, so that
+charged here and the outcomes tallied for the batch's ledger record
+(``record_batch``).  Functions of the engine rather than its methods, so that
 ``_engine`` holds ``migrate_pages()`` and ``migrate_pages_batch()`` as the
 kernel writes them and stays readable at one sitting.
 """
