@@ -112,13 +112,16 @@ class DmaChannel:
             lo = hi
             self._wakeup.set()
 
-    def account(self, descs: int, nbytes: int, seconds: float) -> None:
+    def account(self, descs: int, nbytes: int, seconds: float,
+                owners: np.ndarray | None = None, weights: np.ndarray | None = None) -> None:
         """Descriptors completed, bytes moved and busy time, booked at once by
         a copy that bypassed :meth:`run` (the virtual clock's closed form, the
-        real clock's compiled posts)."""
+        real clock's compiled posts); ``owners``: the cgroups of the folios
+        copied, charged the time in proportion to ``weights`` (their bytes)."""
         self.memcpy_count += descs
         self.bytes_transferred += nbytes
         self.busy_seconds += seconds
+        self.device.charge(seconds, owners, weights)
 
     def prepare_compiled_posts(self) -> bool:
         """The channel's task running with nothing queued or in flight, and its
@@ -219,7 +222,10 @@ class DmaChannel:
             self.ring.complete(hi - lo, status if clean else status[lo:hi],
                                residue if clean else residue[lo:hi])
             self._ring_space.set()
-        self.busy_seconds += trio.current_time() - start
+        busy = trio.current_time() - start
+        self.busy_seconds += busy
+        if n:
+            dev.charge(busy, dev.memory.mem_map["mapping"][src], nbytes)
         while n < total and generation == self._generation:
             # a hung descriptor holds the channel until it is terminated
             self._wakeup = trio.Event()
@@ -244,6 +250,31 @@ class DmaDevice:
         #: report it (``DmaModel.reports_errors`` False): their folios were
         #: marked copied; only the integrity check can find them.
         self.unreported_errors = 0
+        #: Busy seconds charged per cgroup: index ``owner + 1`` (0: no owner).
+        self._owner_busy = np.zeros(1)
+
+    def charge(self, seconds: float, owners: np.ndarray | None,
+               weights: np.ndarray | None) -> None:
+        """Charge ``seconds`` of channel time to the cgroups ``owners`` of the
+        folios copied (``folio_memcg()``: the tenant, -1 for none), split by
+        ``weights`` (their bytes); unattributed without owners."""
+        if owners is None or not len(owners) or seconds <= 0:
+            self._owner_busy[0] += max(seconds, 0.0)
+            return
+        idx = np.asarray(owners, dtype=np.int64) + 1
+        w = np.asarray(weights, dtype=np.float64)
+        total = float(w.sum())
+        w = w / total if total > 0 else np.full(idx.size, 1.0 / idx.size)
+        add = np.bincount(idx, weights=w * seconds)
+        if add.size > self._owner_busy.size:
+            self._owner_busy = np.concatenate(
+                [self._owner_busy, np.zeros(add.size - self._owner_busy.size)])
+        self._owner_busy[:add.size] += add
+
+    def busy_by_owner(self, owner: int) -> float:
+        """Channel seconds charged to cgroup ``owner`` (-1: unattributed)."""
+        i = owner + 1
+        return float(self._owner_busy[i]) if i < self._owner_busy.size else 0.0
 
     async def run(self) -> None:
         """Run every channel's worker until cancelled."""

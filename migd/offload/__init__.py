@@ -7,13 +7,14 @@ from ._catalogue import (
     migrator_names,
     offload_migrators,
 )
-from ._cpu import CpuMigrator
+from ._cpu import FOLIOS_MC_COPY, CpuMigrator
 from ._dcbm import DCBM_MAX_CHANNELS, DcbmMigrator
 from ._migrator import NO_COMPILED_COPY, CompiledCopy, CopyBatch, Migrator
 from ._mtcopy import MTCOPY_MAX_THREADS, MtcopyMigrator
 from ._registry import Offload, OffloadRegistry
 
-__all__ = ["CATALOGUE", "DCBM_MAX_CHANNELS", "MTCOPY_MAX_THREADS", "NO_COMPILED_COPY",
+__all__ = ["CATALOGUE", "FOLIOS_MC_COPY", "DCBM_MAX_CHANNELS", "MTCOPY_MAX_THREADS",
+           "NO_COMPILED_COPY",
            "CompiledCopy", "CopyBatch", "CpuMigrator",
            "DcbmMigrator", "Migrator", "MtcopyMigrator", "Offload", "OffloadRegistry",
            "MigratorEntry", "Param", "migrator_names", "offload_migrators"]
