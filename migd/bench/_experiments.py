@@ -21,6 +21,7 @@ import trio
 from .._args import Option
 from ..hw import get_profile, mock_clock
 from ..migrate import warm_up
+from ._callers import DEFAULT_LIST_PAGES, callers, parse_batch_copy, parse_callers
 from ._catlat import cat_latency
 from ._options import (
     BATCH_PAGES,
@@ -83,6 +84,19 @@ BUDGETS = Option("--budget-us", "budgets_us", "latency budgets in microseconds, 
 CALIBRATION = Option("--calibration", "calibration", "directory of calibration CSVs "
                      "(default: the set packaged with migd)", _calibration, metavar="DIR")
 VIRTUAL = CLOCK.but(default="virtual")
+CALLERS_OPT = Option("--callers", "callers", "callers of migrate_pages(), comma-separated: "
+                     "promotion, demotion, compaction (compact_memory, sync), kcompactd "
+                     "(sync-light), direct_compaction (async), move_pages, damon",
+                     parse_callers, "promotion,demotion,compaction,kcompactd,"
+                     "direct_compaction,move_pages,damon", "C,...")
+LIST_PAGES = Option("--list-pages", "list_pages", "each caller's list bound in base pages "
+                    "(the emulator-only knob callers/<caller>/list_pages; 0: the kernel's), "
+                    "comma-separated; one row each",
+                    lambda t: parse_int_list(t, "--list-pages", 0, 262144),
+                    _csv(DEFAULT_LIST_PAGES), "N,...")
+BATCH_COPY = Option("--batch-copy", "batch_copy", "kernel/mm/migrate_offload/batch_copy "
+                    "values, comma-separated: gated (the RFC), always (the core batch-copies "
+                    "what no migrator takes)", parse_batch_copy, "gated", "M,...")
 
 
 async def memcpy(opts: BenchOptions) -> BenchReport:
@@ -187,6 +201,18 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                               shown="dcbm:1,dcbm:2,...,dcbm:16"),
                 TOTAL, BATCH_PAGES, VERIFY), auto_choice,
                Layout(columns=("policy", "offloaded_pct", "vs_better"))),
+    Experiment("callers", "each caller x its list bound x migrator: throughput, first "
+               "folio, CPU saved",
+               "runs each caller of migrate_pages() as the daemon does (one tenant of "
+               "--total, a fresh machine per row) with its list bound set through the "
+               "emulator-only knob callers/<caller>/list_pages; cpu_saved_seconds is the "
+               "none row's copy CPU less this row's.",
+               (VIRTUAL, PROFILE, ORDERS.but(default="0,4"),
+                MIGRATORS.but(default="none,mtcopy:2,dcbm:4,dcbm:16"),
+                TOTAL.but(default="8M"), CALLERS_OPT, LIST_PAGES, BATCH_COPY, VERIFY),
+               callers,
+               Layout(columns=("caller", "list_pages", "batch_copy", "cpu_saved_seconds"),
+                      speed=False)),
 ]}
 
 

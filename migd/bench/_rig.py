@@ -55,6 +55,9 @@ class BenchOptions:
     calibration: Path | None = None  # seed: directory of the calibration CSVs
     duration: float = 10.0  # cat-latency: seconds of reading, the whole run
     budgets_us: list[int] | None = None  # latency-budget: the budgets
+    callers: list[str] | None = None  # callers: which callers (default: all)
+    list_pages: list[int] | None = None  # callers: the list bounds
+    batch_copy: list[str] | None = None  # callers: gated and/or always
 
     @property
     def profile_name(self) -> str:

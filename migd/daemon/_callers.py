@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: The callers, as ``_workloads`` runs them.
-CALLERS = ("promotion", "demotion", "compact_memory", "kcompactd", "direct_compaction",
+CALLERS = ("promotion", "demotion", "compaction", "kcompactd", "direct_compaction",
            "move_pages", "damon")
 
 #: Whose latency a caller's migration is on: a NUMA hinting fault's task

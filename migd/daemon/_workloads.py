@@ -161,7 +161,7 @@ async def promote_node(sys: System, nid: int, fraction: float,
 
 
 #: Which caller a compaction mode is (each has its own hint and bound).
-COMPACTION_CALLER = {MigrateMode.MIGRATE_SYNC: "compact_memory",
+COMPACTION_CALLER = {MigrateMode.MIGRATE_SYNC: "compaction",
                      MigrateMode.MIGRATE_SYNC_LIGHT: "kcompactd",
                      MigrateMode.MIGRATE_ASYNC: "direct_compaction"}
 
