@@ -185,3 +185,46 @@ def parse_batch_copy(text: str) -> list[str]:
     if not names or any(c not in ("gated", "always") for c in names):
         raise ValueError(f"--batch-copy: expected gated and/or always, got {text!r}")
     return names
+
+
+async def iommu_merge(opts: BenchOptions) -> BenchReport:
+    """How often real layouts make ``dma_map_sgtable()`` merge a batch's two
+    sides unevenly (dcbm then falls back with -EINVAL): a move_pages() of the
+    whole tenant with dcbm on a fresh node, after a long run of partial moves
+    (every ``round`` moves a random 30% of the folios to the other node), and
+    after compacting the node that long run left."""
+    from ._options import MigratorSpec
+    rows = []
+    for order in opts.orders:
+        for spec in [s for s in opts.migrators if s.name == "dcbm"] or [MigratorSpec("dcbm", 4)]:
+            cfg = load_config(text=_config("move_pages", order, opts.total, opts.profile_name))
+            sys = System(cfg, VirtualClock() if opts.clock == "virtual" else Clock())
+            tenant = sys.tenants[0]
+            migrator = make_migrator(spec, sys.dma)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sys.dma.run)
+                sys.engine.registry.register(migrator)
+                for phase, rounds in (("fresh", 0), ("long run", 32), ("compacted", -1)):
+                    opts.progress(f"iommu-merge: order {order} {spec} {phase}")
+                    if rounds > 0:
+                        for k in range(rounds):
+                            await move_tenant(sys, tenant, (k + 1) % 2, 0.3)
+                    elif rounds < 0:
+                        for node in sys.machine.memory.nodes:
+                            await compact_node(sys, node.nid, MigrateMode.MIGRATE_SYNC)
+                    mism0, batches0 = sys.dma.sg_mismatches, sys.engine.statistics().batches
+                    where = int(sys.machine.memory.nid_of[tenant.pte_pfn[0]])
+                    t0 = trio.current_time()
+                    await move_tenant(sys, tenant, 1 - where)
+                    seconds = trio.current_time() - t0
+                    batches = sum(sys.engine.statistics().batches.values()) - sum(batches0.values())
+                    mism = sys.dma.sg_mismatches - mism0
+                    nbytes = tenant.nr_pages * PAGE_SIZE
+                    rows.append(BenchRow(
+                        spec.name, spec.param, order, PAGE_SIZE << order, 512, nbytes, seconds,
+                        nbytes / seconds / 1e9, None, None, None, False,
+                        extra={"layout": phase, "batches": batches, "einval_batches": mism,
+                               "einval_pct": 100.0 * mism / max(batches, 1)}))
+                await sys.engine.registry.unregister(migrator)
+                nursery.cancel_scope.cancel()
+    return BenchReport("iommu-merge", opts.clock, opts.profile_name, rows)

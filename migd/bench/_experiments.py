@@ -21,7 +21,13 @@ import trio
 from .._args import Option
 from ..hw import get_profile, mock_clock
 from ..migrate import warm_up
-from ._callers import DEFAULT_LIST_PAGES, callers, parse_batch_copy, parse_callers
+from ._callers import (
+    DEFAULT_LIST_PAGES,
+    callers,
+    iommu_merge,
+    parse_batch_copy,
+    parse_callers,
+)
 from ._catlat import cat_latency
 from ._options import (
     BATCH_PAGES,
@@ -212,6 +218,15 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                 TOTAL.but(default="8M"), CALLERS_OPT, LIST_PAGES, BATCH_COPY, VERIFY),
                callers,
                Layout(columns=("caller", "list_pages", "batch_copy", "cpu_saved_seconds"),
+                      speed=False)),
+    Experiment("iommu-merge", "how often real layouts merge a batch's source and "
+               "destination unevenly (dcbm falls back, EINVAL)",
+               "a move_pages() of the tenant with dcbm on a fresh node, after a long run of "
+               "partial moves, and after compaction; rows carry layout, batches, "
+               "einval_batches and einval_pct.",
+               (VIRTUAL, PROFILE, ORDERS.but(default="0,2,4"),
+                MIGRATORS.but(default="dcbm:4"), TOTAL.but(default="8M")), iommu_merge,
+               Layout(columns=("layout", "batches", "einval_batches", "einval_pct"),
                       speed=False)),
 ]}
 

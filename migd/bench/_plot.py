@@ -137,6 +137,15 @@ def _latency(fig, report: BenchReport) -> None:
     ax.set_ylabel(key.replace("_", " "))
 
 
+def _iommu(fig, report: BenchReport) -> None:
+    ax = fig.add_subplot(1, 1, 1)
+    rows = report.rows
+    labels = [f"{_size(r.folio_bytes)}, {r.extra['layout']}" for r in rows]
+    ax.bar(range(len(rows)), [r.extra["einval_pct"] for r in rows])
+    ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right", fontsize="small")
+    ax.set_ylabel("batches falling back with EINVAL (%)")
+
+
 def _callers(fig, report: BenchReport) -> None:
     """Per caller: throughput against the list bound, one line per migrator."""
     rows = [r for r in report.rows if r.extra.get("batch_copy", "gated") == "gated"]
@@ -159,7 +168,7 @@ def _callers(fig, report: BenchReport) -> None:
 _PLOTS = {"callers": _callers, "throughput": _throughput, "memcpy": _throughput,
           "batch-sweep": _sweep,
           "latency-budget": _sweep, "seed": _seed, "auto-choice": _auto,
-          "cat-latency": _latency, "scrape": _latency}
+          "cat-latency": _latency, "scrape": _latency, "iommu-merge": _iommu}
 
 
 def plot_report(report: BenchReport, path: str) -> None:

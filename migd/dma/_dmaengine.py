@@ -32,6 +32,7 @@ from ..hw import Clock, DmaModel
 from ..mm import PAGE_SIZE, PhysMemory, copy_folio_prefixes, copy_folios
 from ._chanctl import new_ctl
 from ._ring import DescRing, RangeCallback
+from ._sgmap import uneven_merge
 from ._thread import CopyThread
 
 
@@ -43,6 +44,10 @@ class ChannelStatistics:
     busy_seconds: float
     #: ``chan->client_count``, what the kernel's ``class/dma/*/in_use`` prints.
     client_count: int = 0
+
+
+#: CPUs the find_channel table spreads callers over (this machine's 2).
+FIND_CHANNEL_CPUS = 2
 
 
 class DmaChannel:
@@ -250,6 +255,10 @@ class DmaDevice:
         #: report it (``DmaModel.reports_errors`` False): their folios were
         #: marked copied; only the integrity check can find them.
         self.unreported_errors = 0
+        #: Batches whose source and destination mapped to different ``nents``
+        #: (``map_sgtables``): the IOMMU merged them unevenly.
+        self.sg_mismatches = 0
+        self._cpu = -1  # the last requesting CPU (find_channel)
         #: Busy seconds charged per cgroup: index ``owner + 1`` (0: no owner).
         self._owner_busy = np.zeros(1)
 
@@ -290,11 +299,20 @@ class DmaDevice:
         ones in order, possibly fewer than ``count`` while another batch
         holds some, and OSError EBUSY is raised when none is free (the batch
         is refused, as the RFC's DMA migrator refuses it).
-        Shared channels (``native``, SDXI) are always granted.
+        Shared channels (``native``) are always granted.  On an engine
+        without DMA_PRIVATE (SDXI, ``model.find_channel``) the client takes
+        what ``dma_find_channel()`` gives: one channel, the calling CPU's,
+        shared with every other client (never EBUSY, never claimed).
         """
         if self.faults["fail_dma_busy"].should_fail():
             raise OSError(errno.EBUSY, "no DMA channel available (injected)")
-        if not self.model.exclusive:
+        if self.model.find_channel:
+            # dma_find_channel(DMA_MEMCPY): the calling CPU's entry of the
+            # channel table (dma_channel_rebalance() spreads the CPUs over the
+            # channels); callers come from CPUs in turn.  One channel, shared.
+            self._cpu = (self._cpu + 1) % FIND_CHANNEL_CPUS
+            chans = [self.channels[self._cpu % len(self.channels)]]
+        elif not self.model.exclusive:
             chans = self.channels[:count]
         else:
             chans = [c for c in self.channels if not c.client_count][:count]
@@ -303,6 +321,18 @@ class DmaDevice:
         for c in chans:
             c.client_count += 1
         return chans
+
+    def map_sgtables(self, src: np.ndarray, dst: np.ndarray, order: np.ndarray) -> bool:
+        """``dma_map_sgtable()`` of both sides of a batch (``_sgmap``): False
+        when they came back with different ``nents`` (counted in
+        ``sg_mismatches``), which ``fail_iommu_merge`` forces."""
+        even = True
+        if self.faults["fail_iommu_merge"].should_fail():
+            even = False
+        elif self.model.iommu:
+            even = not uneven_merge(src, dst, order, self.model.max_seg_bytes // PAGE_SIZE)
+        self.sg_mismatches += not even
+        return even
 
     def release_channels(self, chans: list[DmaChannel]) -> None:
         """``dma_release_channel()``."""

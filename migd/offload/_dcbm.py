@@ -143,6 +143,9 @@ class DcbmMigrator(Migrator):
         if batch.nr_pages < self.min_batch_pages:
             return -errno.EOPNOTSUPP  # too small to be worth the DMA setup
         dev = self.device
+        if not dev.map_sgtables(batch.src, batch.dst, batch.orders):
+            self.folios_failures += nr
+            return -errno.EINVAL  # src.nents != dst.nents: the CPU copies the batch
         try:
             chans = dev.request_channels(dcbm_nr_channels(self.nr_dma_chan, nr))
         except OSError as e:
