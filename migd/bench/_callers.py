@@ -228,3 +228,54 @@ async def iommu_merge(opts: BenchOptions) -> BenchReport:
                 await sys.engine.registry.unregister(migrator)
                 nursery.cancel_scope.cancel()
     return BenchReport("iommu-merge", opts.clock, opts.profile_name, rows)
+
+
+def _tenants_config(k: int, order: int, total: int, profile: str) -> str:
+    base = _config("move_pages", order, total, profile)
+    head, _, rest = base.partition("[[tenants]]")
+    rest = rest.split("[workloads.move]", 1)
+    each = total // k
+    tenants = "".join(f'[[tenants]]\nname = "t{i}"\nsize = "{each >> 20}M"\norder = {order}\n'
+                      f'access_rate = 0\n' for i in range(k))
+    return head + tenants + "[workloads.move]" + rest[1]
+
+
+async def shared_channels(opts: BenchOptions) -> BenchReport:
+    """``--concurrency`` move_pages() callers at once, each moving its own
+    tenant (``--total`` shared among them): aggregate throughput, first-folio
+    latency, and what the channels did - claimed exclusively (PTDMA, DSA:
+    a batch takes what is free, none free is -EBUSY and the CPU copies it) or
+    shared through ``dma_find_channel()`` (SDXI: every caller's descriptors
+    queue on one channel)."""
+    rows = []
+    for order in opts.orders:
+        for k in opts.list_pages or [1, 2, 4]:
+            for spec in opts.migrators:
+                opts.progress(f"shared-channels: order {order} {k} callers {spec}")
+                sys = System(load_config(text=_tenants_config(k, order, opts.total,
+                                                              opts.profile_name)),
+                             VirtualClock() if opts.clock == "virtual" else Clock())
+                records: list[BatchRecords] = []
+                sys.engine.subscribe(records.append)
+                migrator = make_migrator(spec, sys.dma)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(sys.dma.run)
+                    if migrator is not None:
+                        sys.engine.registry.register(migrator)
+                    t0 = trio.current_time()
+                    async with trio.open_nursery() as callers_:
+                        for t in sys.tenants:
+                            callers_.start_soon(move_tenant, sys, t, 1)
+                    seconds = trio.current_time() - t0
+                    nursery.cancel_scope.cancel()
+                st = sys.engine.statistics()
+                nbytes = st.vmstat["pgmigrate_success"] * PAGE_SIZE
+                rows.append(BenchRow(
+                    spec.name, spec.param, order, PAGE_SIZE << order, 512, nbytes, seconds,
+                    nbytes / seconds / 1e9, **latency_summary(records), verified=False,
+                    extra={"concurrency": k, "batches_refused": sys.dma.batches_refused,
+                           "fallback_folios": sum(st.fallbacks.values()),
+                           "channels_per_batch": (sum(migrator.channels_claimed) / max(
+                               1, len(migrator.channels_claimed)))
+                           if hasattr(migrator, "channels_claimed") else 0}))
+    return BenchReport("shared-channels", opts.clock, opts.profile_name, rows)

@@ -27,6 +27,7 @@ from ._callers import (
     iommu_merge,
     parse_batch_copy,
     parse_callers,
+    shared_channels,
 )
 from ._catlat import cat_latency
 from ._options import (
@@ -228,6 +229,16 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                 MIGRATORS.but(default="dcbm:4"), TOTAL.but(default="8M")), iommu_merge,
                Layout(columns=("layout", "batches", "einval_batches", "einval_pct"),
                       speed=False)),
+    Experiment("shared-channels", "concurrent move_pages() callers: exclusive channel "
+               "claims (PTDMA, DSA) against dma_find_channel()'s shared one (SDXI)",
+               "N callers at once, each moving its own tenant (--total shared among them); "
+               "--list-pages gives the caller counts here.",
+               (VIRTUAL, PROFILE, ORDERS.but(default="0,9"),
+                MIGRATORS.but(default="none,dcbm:16"), TOTAL.but(default="32M"),
+                LIST_PAGES.but(default="1,2,4", help="the numbers of concurrent callers")),
+               shared_channels,
+               Layout(columns=("concurrency", "batches_refused", "fallback_folios",
+                               "channels_per_batch"), speed=False)),
 ]}
 
 

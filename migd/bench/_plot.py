@@ -168,7 +168,8 @@ def _callers(fig, report: BenchReport) -> None:
 _PLOTS = {"callers": _callers, "throughput": _throughput, "memcpy": _throughput,
           "batch-sweep": _sweep,
           "latency-budget": _sweep, "seed": _seed, "auto-choice": _auto,
-          "cat-latency": _latency, "scrape": _latency, "iommu-merge": _iommu}
+          "cat-latency": _latency, "scrape": _latency, "iommu-merge": _iommu,
+          "shared-channels": _throughput}
 
 
 def plot_report(report: BenchReport, path: str) -> None:
