@@ -130,7 +130,7 @@ async def callers(opts: BenchOptions) -> BenchReport:
     rows: list[BenchRow] = []
     skipped = set()
     for order in opts.orders:
-        for caller in opts.callers or CALLERS:
+        for caller in opts.caller_names or CALLERS:
             for bound in opts.list_pages or DEFAULT_LIST_PAGES:
                 for mode in opts.batch_copy or ["gated"]:
                     base = None
