@@ -123,6 +123,13 @@ VALID = {
     "module/dcbm/parameters/sg_elems": [("8", "8"), ("32", "32")],
     "kernel/mm/prezero_pool/enabled": [("1", "1"), ("0", "0")],
     "kernel/mm/prezero_pool/max_per_node": [("8", "8"), ("256", "256")],
+    "kernel/mm/migrate_offload/batch_copy": [("always", "always"), ("gated", "gated")],
+    "kernel/mm/migrate_offload/decline_latency_sensitive": [("y", "1"), ("0", "0")],
+    **{f"kernel/mm/migrate_offload/callers/{c}/{f}": v for c in (
+        "promotion", "demotion", "compaction", "kcompactd", "direct_compaction",
+        "move_pages", "damon") for f, v in (
+        ("list_pages", [("512", "512"), ("0", "0")]),
+        ("latency_tolerant", [("on", "1"), ("n", "0")]))},
 }
 
 

@@ -64,6 +64,9 @@ class BenchOptions:
     budgets_us: list[int] | None = None  # latency-budget: the budgets
     variant: str = "v6"  # dcbm's iteration (--variant)
     callers: int = 1  # throughput: concurrent move_pages() callers (--callers)
+    caller_names: list[str] | None = None  # callers: which callers (default: all)
+    list_pages: list[int] | None = None  # callers: the list bounds
+    batch_copy: list[str] | None = None  # callers: gated and/or always
 
     @property
     def profile_name(self) -> str:

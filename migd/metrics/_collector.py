@@ -230,3 +230,30 @@ class MigdCollector:
             stalls.add_metric([t.name], st.stalls)
         yield secs
         yield stalls
+        yield from self._cgroups()
+
+    def _cgroups(self):
+        """The tenants' cgroups (``fs/cgroup/<tenant>/memory.stat``'s figures):
+        DMA channel and CPU copy time charged to each tenant's folios, by
+        migrator, and its tiering events."""
+        sys = self.sys
+        if not hasattr(sys, "memcg"):
+            return
+        dma = CounterMetricFamily("migd_cgroup_dma_busy_seconds", "DMA channel time charged "
+                                  "to the tenant's folios, by migrator.",
+                                  labels=["tenant", "migrator"])
+        cpu = CounterMetricFamily("migd_cgroup_copy_cpu_seconds", "CPU copy time spent on "
+                                  "the tenant's folios, by migrator.",
+                                  labels=["tenant", "migrator"])
+        ev = CounterMetricFamily("migd_cgroup_events", "memory.stat tiering events "
+                                 "(base pages), by item.", labels=["tenant", "item"])
+        by_owner = sys.engine.statistics().cpu_copy_seconds_by_owner
+        for t in sys.tenants:
+            dma.add_metric([t.name, "dcbm"], sys.dma.busy_by_owner(t.tid))
+            for who in sys.migrator_labels():
+                cpu.add_metric([t.name, who], by_owner.get((who, t.tid), 0.0))
+            for item, counts in sys.memcg.events.items():
+                ev.add_metric([t.name, item], int(counts[t.tid]))
+        yield dma
+        yield cpu
+        yield ev
