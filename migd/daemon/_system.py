@@ -25,6 +25,7 @@ from ..offload import Migrator, migrator_names, offload_migrators
 from ..tracing import Tracing
 from ._config import Config
 from ._knobs import apply_config
+from ._snapshot import ReadSnapshots
 
 Listener = Callable[[str, dict[str, Any]], None]
 
@@ -64,6 +65,8 @@ class System:
         self.events: list[Listener] = []
         self.engine.subscribe_errors(self._migrator_error)
         self.rng = np.random.default_rng(seed)
+        #: What the node files and the metrics read (see ``_snapshot``).
+        self.reads = ReadSnapshots(self)
         apply_config(self, cfg.knob_values())  # each value validated once, by the schema
 
     # -- events ----------------------------------------------------------------
