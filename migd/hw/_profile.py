@@ -109,6 +109,11 @@ class DmaModel:
     #: (a ring's worth) as each completes, so an error keeps the finished
     #: chunks.  Only the ``sdxi`` profile; v6 marks all or nothing.
     mark_chunks: bool = False
+    #: dmaengine capabilities beyond DMA_MEMCPY, read by the newest dcbm:
+    #: DMA_MEMCPY_SG (scatter-gather transactions, one submission for many
+    #: folios: DSA's batch descriptor) and DMA_MEMSET (clearing offload).
+    memcpy_sg: bool = False
+    memset: bool = False
     #: The driver hands each descriptor's callback a result (status, residue).
     #: False for PTDMA: ``pt_handle_active_desc()`` calls
     #: ``dmaengine_desc_get_callback_invoke(tx_desc, NULL)``, which
@@ -185,7 +190,8 @@ PROFILES: dict[str, HardwareProfile] = {
     "native": HardwareProfile(
         "native", "no throttling: DMA channels copy as fast as host threads can", ZEN3_CPU,
         DmaModel(nr_channels=16, channels_per_engine=1, engine_gbps=1e9, membus_gbps=1e9,
-                 desc_us=0.0, iommu_page_us=0.0, submit_us=0.0, native=True)),
+                 desc_us=0.0, iommu_page_us=0.0, submit_us=0.0, native=True,
+                 memcpy_sg=True, memset=True)),
     "zen3-ptdma": HardwareProfile("zen3-ptdma", "AMD Zen 3 EPYC with PTDMA (16 channels)",
                                   ZEN3_CPU, ZEN3_PTDMA),
     "sdxi": HardwareProfile(
@@ -197,7 +203,7 @@ PROFILES: dict[str, HardwareProfile] = {
         "dsa", "Intel DSA: work queues claimed per batch, -EBUSY when all are taken", ZEN3_CPU,
         DmaModel(nr_channels=8, channels_per_engine=1, engine_gbps=20.0, membus_gbps=80.0,
                  desc_us=0.3, iommu_page_us=0.05, submit_us=0.1, exclusive=True,
-                 chan_request_us=0.5, map_folio_us=0.05)),
+                 chan_request_us=0.5, map_folio_us=0.05, memcpy_sg=True, memset=True)),
 }
 
 

@@ -78,6 +78,8 @@ async def warm_up(progress: Callable[[str], None] = lambda stage: None) -> None:
         nursery.start_soon(dma.run)
         for entry in offload_migrators():
             migrator = entry.make(dma, entry.lo)
+            if hasattr(migrator, "set_variant"):  # the variant the compiled copy serves
+                migrator.set_variant("v6")
             engine.registry.register(migrator)
             await engine.move_pages(tenant, np.arange(tenant.nr_pages), 1)
             machine.memory.refcount[machine.tenant_folios(tenant)[:1]] += 1
