@@ -589,3 +589,20 @@ def test_tracefs_files_and_sigterm_with_a_reader_blocked(migd_run):
             reader.kill()
         reader.wait(10)
         reader.stdout.close()
+
+
+async def test_a_fault_that_got_a_zeroed_folio_is_traced_as_its_format_says():
+    """migrate_offload_clear: one line per zeroed folio a fault mapped, its
+    fields where its format file puts them (libtraceevent parses it)."""
+    from migd.daemon import System, load_config
+
+    sys_ = System(load_config(text=config("16M", [{"name": "huge", "size": "4M", "order": 9}])))
+    t = sys_.tenants[0]
+    assert await sys_.fault(t, 0) == "cpu"  # no migrator: the CPU clears it
+    text = sys_.tracing.ring.snapshot(1)
+    lines = [ln for ln in text.splitlines() if "migrate_offload_clear:" in ln]
+    assert len(lines) == 1
+    seen = check_lines(lines, {ev.path: ev.format_file() for ev in EVENTS})
+    assert seen == {"migrate_offload_clear": 1}
+    nid = int(sys_.machine.memory.nid_of[t.pte_pfn[0]])
+    assert f"provider=none nid={nid} order=9 nr_pages=512 how=cpu ns=" in lines[0]

@@ -132,6 +132,10 @@ class System:
         if f.how != "none":
             self.faults_by_how[f.how] += 1
             self.fault_cpu_seconds += f.cpu_seconds
+            order = tenant.spec.order
+            self.tracing.on_clear(f.at, self.active_migrator(), f.how,
+                                  int(self.machine.memory.nid_of[tenant.pte_pfn[vhead]]),
+                                  order, f.seconds, f.cpu_seconds)
         return f.how
 
     # -- callers' bookkeeping --------------------------------------------------------
