@@ -29,7 +29,7 @@ from ._callers import (
     parse_callers,
     shared_channels,
 )
-from ._catlat import cat_latency
+from ._catlat import MAX_READERS, MAX_SCRAPE_HZ, cat_latency, parse_readers, parse_scrape_hz
 from ._clear import clear
 from ._options import (
     BATCH_PAGES,
@@ -87,6 +87,11 @@ VERIFY = Option("--verify", "verify", "check every page's content after each run
 DURATION = Option("--duration", "duration", "how long the WHOLE run reads the tree (e.g. 10s, "
                   "2m), shared evenly by the orders x migrators rows", parse_duration, "10s",
                   "TIME")
+READERS = Option("--readers", "readers", f"reader processes, each looping over the whole tree "
+                 f"(1..{MAX_READERS})", parse_readers, "1", "N")
+SCRAPE_HZ = Option("--scrape-hz", "scrape_hz", f"also scrape /metrics this many times a second "
+                   f"from another process, timed (0..{MAX_SCRAPE_HZ:g}; 0: no scraper)",
+                   parse_scrape_hz, "0", "HZ")
 BUDGETS = Option("--budget-us", "budgets_us", "latency budgets in microseconds, comma-separated",
                  lambda t: parse_int_list(t, "--budget-us", 1, 10_000_000),
                  _csv(DEFAULT_BUDGETS_US), "US,...")
@@ -194,8 +199,10 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("cat-latency", "latency of reading the mounted tree while migrating at "
                "full speed",
                "mounts the daemon's control tree (FUSE), migrates a tenant back and forth "
-               "and times a separate process reading every attribute; real clock only.",
-               (PROFILE, ORDERS, MIGRATORS, TOTAL, DURATION), cat_latency, Layout("cat")),
+               "and times --readers separate processes reading every attribute (and, with "
+               "--scrape-hz, a scraper of /metrics); real clock only.",
+               (PROFILE, ORDERS, MIGRATORS, TOTAL, DURATION, READERS, SCRAPE_HZ), cat_latency,
+               Layout("cat")),
     Experiment("scrape", "time of a full /metrics scrape over HTTP, every series present",
                "runs each migrator and fires faults so every series exists, then times 50 "
                "scrapes per --repeat over real HTTP.", (REPEAT,), scrape, Layout("notes")),

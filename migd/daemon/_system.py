@@ -27,6 +27,7 @@ from ._callers import default_callers
 from ._config import Config
 from ._knobs import apply_config
 from ._memcg import MemcgStats
+from ._snapshot import ReadSnapshots
 
 Listener = Callable[[str, dict[str, Any]], None]
 
@@ -78,6 +79,8 @@ class System:
         self.callers = default_callers()
         #: Tenants as cgroups: their events (``_memcg``).
         self.memcg = MemcgStats(self.machine, len(self.tenants))
+        #: What the node files and the metrics read (see ``_snapshot``).
+        self.reads = ReadSnapshots(self)
         apply_config(self, cfg.knob_values())  # each value validated once, by the schema
 
     # -- events ----------------------------------------------------------------
