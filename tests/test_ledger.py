@@ -362,8 +362,17 @@ def test_the_ledger_names_each_folios_tenant_and_copier(virtual, path, batch_cop
         by_cpu = np.concatenate([r.folio_cpu_copied for r in recs])
         cuts = np.concatenate([r.inaccessible_offsets[1:] - r.inaccessible_offsets[:-1]
                                for r in recs])
-        return owners.tolist(), by_cpu.tolist(), cuts.tolist(), a.tid, b.tid
-    owners, by_cpu, cuts, ta, tb = (trio.run(main, clock=mock_clock()) if virtual
-                                    else trio.run(main))
+        st = e.statistics()
+        return (owners.tolist(), by_cpu.tolist(), cuts.tolist(), a.tid, b.tid,
+                st.cpu_copy_seconds, st.cpu_copy_seconds_by_owner)
+    owners, by_cpu, cuts, ta, tb, cpu, by_owner = (
+        trio.run(main, clock=mock_clock()) if virtual else trio.run(main))
     assert owners == [ta] * 16 + [tb] * 8 and cuts == [8, 8, 8]
     assert by_cpu == [not batch_copy] * 24
+    # memory.stat's copy seconds: the copier's, split over the two tenants'
+    # folios; on the virtual clock each 4K copy costs the same, so 16 : 8
+    who = "mtcopy" if batch_copy else "none"
+    assert set(by_owner) == {(who, ta), (who, tb)}
+    assert sum(by_owner.values()) == pytest.approx(cpu[who], rel=1e-9)
+    if virtual:
+        assert by_owner[(who, ta)] == pytest.approx(2 * by_owner[(who, tb)], rel=1e-9)

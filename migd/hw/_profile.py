@@ -120,6 +120,16 @@ class DmaModel:
     #: ``dmaengine_desc_callback_invoke()`` turns into DMA_TRANS_NOERROR, so a
     #: failed descriptor looks copied to its client.
     reports_errors: bool = True
+    #: The engine maps through an IOMMU, whose ``dma_map_sgtable()`` merges
+    #: physically contiguous entries up to ``max_seg_bytes``
+    #: (``dma_get_max_seg_size()``): source and destination may come back
+    #: with different ``nents`` (``dma._sgmap``).  False for ``native``.
+    iommu: bool = False
+    max_seg_bytes: int = 65536
+    #: Channels come from ``dma_find_channel()`` (dmaengine.c): the calling
+    #: CPU's channel of the DMA_MEMCPY table, shared by every client, never
+    #: claimed (SDXI has no DMA_PRIVATE).  False: ``dma_request_chan_by_mask()``.
+    find_channel: bool = False
 
     def desc_seconds(self, nbytes: int, order: int, sharing: int, active: int) -> float:
         """One descriptor's time on a channel whose engine has ``sharing`` busy
@@ -183,7 +193,7 @@ ZEN3_CPU = CpuModel(
 ZEN3_PTDMA = DmaModel(
     nr_channels=16, channels_per_engine=2, engine_gbps=14.0, membus_gbps=100.0, desc_us=0.5,
     iommu_page_us=0.35, submit_us=0.06, exclusive=True, channels_per_device=1,
-    chan_request_us=0.5, map_folio_us=0.03, reports_errors=False,
+    chan_request_us=0.5, map_folio_us=0.03, reports_errors=False, iommu=True,
 )
 
 PROFILES: dict[str, HardwareProfile] = {
@@ -198,12 +208,14 @@ PROFILES: dict[str, HardwareProfile] = {
         "sdxi", "one fast SDXI channel with a 512-descriptor ring", ZEN3_CPU,
         DmaModel(nr_channels=1, channels_per_engine=1, engine_gbps=40.0, membus_gbps=80.0,
                  desc_us=0.2, iommu_page_us=0.05, submit_us=0.08, ring_size=512,
-                 chan_request_us=0.5, map_folio_us=0.05, mark_chunks=True)),
+                 chan_request_us=0.5, map_folio_us=0.05, mark_chunks=True, iommu=True,
+                 find_channel=True)),
     "dsa": HardwareProfile(
         "dsa", "Intel DSA: work queues claimed per batch, -EBUSY when all are taken", ZEN3_CPU,
         DmaModel(nr_channels=8, channels_per_engine=1, engine_gbps=20.0, membus_gbps=80.0,
                  desc_us=0.3, iommu_page_us=0.05, submit_us=0.1, exclusive=True,
-                 chan_request_us=0.5, map_folio_us=0.05, memcpy_sg=True, memset=True)),
+                 chan_request_us=0.5, map_folio_us=0.05, memcpy_sg=True, memset=True,
+                 iommu=True)),
 }
 
 

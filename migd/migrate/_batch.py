@@ -70,7 +70,7 @@ async def batch_copy(engine, ctx, src: np.ndarray, dst: np.ndarray,
         src, dst = src[eligible], dst[eligible]
     if src.size == 0 or engine.stopping:
         return NOT_OFFLOADED  # shutting down: the move loop copies on the CPU
-    migrator = offload.migrator
+    migrator = way.copy_migrator or offload.migrator
     closed = way.path is Path.CLOSED_FORM and still_alone(engine)  # still, after the flush?
     batch = CopyBatch(mem, src, dst, mem.folio_order[src], engine.clock, engine.profile,
                       closed)

@@ -92,8 +92,10 @@ class FastPath:
         finally:
             rows = self._rows[:nr_batches]
             if way.dma is not None:  # the channels are released, whatever happened
+                moved = dst[start:j]  # the migrated folios' cgroups, charged the time
                 dma.book_and_release(rows[:, _k.NR_FOLIOS], rows[:, _k.NR_CHAN],
-                                     rows[:, _k.NR_FAILED])
+                                     rows[:, _k.NR_FAILED], mem.mem_map["mapping"][moved],
+                                     mem.folio_nr_pages(moved))
         if nr_batches:
             self._record(ctx, rows, offset, way, times[:, start:j], dst[start:j])
             if way.choice is not None:
@@ -144,4 +146,5 @@ class FastPath:
             ctx.reason.label, way.name, MigrateMode.MIGRATE_ASYNC.value, ctx.target_nid,
             cause, nr_folios, nr_pages, zeros, offloaded, fallback, entry, end, first - entry,
             inacc, offsets, None, None, None, None, None, None, cpu_move, cpu_batch,
-            eng.memory.mapping[heads], np.repeat(by_cpu, nr_folios)), st)
+            eng.memory.mapping[heads], np.repeat(by_cpu, nr_folios),
+            eng.memory.folio_order[heads]), st)

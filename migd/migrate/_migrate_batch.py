@@ -182,6 +182,7 @@ async def _migrate_pages_batch_shielded(engine: MigrationEngine, ctx: Ctx, folio
     inaccessible: list[np.ndarray] = []
     tenants: list[np.ndarray] = []  # each timed folio's owner, aligned
     cpu_copied: list[np.ndarray] = []  # and whether the move loop copied it
+    orders: list[np.ndarray] = []  # and its order
     if not todo.src.size:  # nothing reached a copy: no migrator took the batch
         ctx = replace(ctx, way=ctx.way.vanilla())
     else:
@@ -201,6 +202,7 @@ async def _migrate_pages_batch_shielded(engine: MigrationEngine, ctx: Ctx, folio
                     first_folio = float(t_remap[0] - t_entry)
                 inaccessible.append(t_remap - movable.t_unmap)
                 tenants.append(mem.mapping[movable.dst])  # the source is freed
+                orders.append(mem.folio_order[movable.dst])
             if not busy.any():
                 break
             todo = todo.take(busy)
@@ -208,6 +210,7 @@ async def _migrate_pages_batch_shielded(engine: MigrationEngine, ctx: Ctx, folio
             inaccessible.append(undo(engine, todo) - todo.t_unmap)
             tenants.append(mem.mapping[todo.src])
             cpu_copied.append(np.zeros(todo.src.size, dtype=np.bool_))
+            orders.append(mem.folio_order[todo.src])
             left = np.concatenate([left, todo.src])
         if copied.choice is not None:  # the whole batch, as the fast path measures it
             engine.fast.way_done(ctx.offload.migrator, copied.choice,
@@ -219,6 +222,6 @@ async def _migrate_pages_batch_shielded(engine: MigrationEngine, ctx: Ctx, folio
     nr_failed = int(left.size) + len(splits)
     record_batch(engine, ctx, mode, folios.size, nr_pages, nr_failed, len(splits),
                  int(untried.size), pages_failed, copied, t_entry, first_folio, inaccessible,
-                 tenants, cpu_copied, passes)
+                 tenants, cpu_copied, orders, passes)
     split = np.concatenate(splits) if splits else NO_FOLIOS
     return BatchResult(rc_saved or nr_failed, left, split, untried, ctx.name)

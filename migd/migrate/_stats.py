@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -14,6 +14,8 @@ from ._kernels import histogram_observe
 
 #: An empty folio list (head pfns), shared.
 NO_FOLIOS = np.empty(0, dtype=np.int64)
+#: No folio timed: no owner to charge.
+NO_OWNERS = np.empty(0, dtype=np.int32)
 
 #: vmstat items of page migration, as /proc/vmstat names them.
 VMSTAT_ITEMS = ("pgmigrate_success", "pgmigrate_fail", "thp_migration_success",
@@ -208,6 +210,8 @@ class BatchRecords:
     #: order or a fallback; False: the batch copy did, or it was undone).
     folio_tenant: np.ndarray | None = None
     folio_cpu_copied: np.ndarray | None = None
+    #: Per folio, aligned too: its order (what its copy seconds are split by).
+    folio_order: np.ndarray | None = None
 
     @property
     def nr_succeeded(self) -> np.ndarray:
@@ -266,6 +270,9 @@ class EngineStatistics:
     pages_attempted: int = 0
     pages_untried: int = 0
     pages_in_flight: int = 0
+    #: (migrator, owner) -> the CPU copy seconds spent on the folios of
+    #: cgroup ``owner`` (the tenant; -1: none): ``memory.stat``'s copy line.
+    cpu_copy_seconds_by_owner: dict[tuple[str, int], float] = field(default_factory=dict)
 
 
 #: Whose books hold the move loop's copies: the vanilla kernel's.
@@ -309,6 +316,7 @@ class EngineBooks:
         self.fallbacks: dict[str, int] = {}
         self.migrator_errors: dict[str, int] = {}
         self.cpu_copy_seconds: dict[str, float] = {}
+        self.cpu_by_owner: dict[tuple[str, int], float] = {}
         self.h_batch_pages = Histogram(PAGES_BUCKETS)
         self.h_first_folio = Histogram(SECONDS_BUCKETS)
         self.h_inaccessible = Histogram(SECONDS_BUCKETS)
@@ -346,6 +354,36 @@ class EngineBooks:
         self._add(self.folios, (migrator, reason, ok), nr_folios)
         self._add(self.bytes, (migrator, reason, ok), nr_pages * PAGE_SIZE)
 
+    def _charge_folios(self, who: str, seconds: float, r: BatchRecords,
+                       move_loop: bool) -> None:
+        """memory.stat's copy seconds from the ledger: the move loop's to the
+        folios it copied, a batch copy's to every folio of the batch."""
+        owners = r.folio_tenant if r.folio_tenant is not None else NO_OWNERS
+        pages = (np.left_shift(1, r.folio_order.astype(np.int64))
+                 if r.folio_order is not None else np.ones(owners.size))
+        if move_loop and r.folio_cpu_copied is not None:
+            sel = r.folio_cpu_copied
+            owners, pages = owners[sel], pages[sel]
+        self._charge(who, seconds, owners, pages)
+
+    def _charge(self, who: str, seconds: float, owners: np.ndarray,
+                weights: np.ndarray) -> None:
+        """``seconds`` of ``who``'s CPU copying charged to the cgroups
+        ``owners`` of the folios copied, in proportion to ``weights`` (their
+        pages); -1 (no owner) when none was timed.  Owners are small ints
+        (tenant ids): one bincount, no sort."""
+        by = self.cpu_by_owner
+        if not owners.size:
+            by[(who, -1)] = by.get((who, -1), 0.0) + seconds
+            return
+        shares = np.bincount(owners.astype(np.int64) + 1, weights=weights)
+        total = float(shares.sum())
+        if total <= 0:
+            shares, total = np.bincount(owners.astype(np.int64) + 1), float(owners.size)
+        for i in np.flatnonzero(shares).tolist():
+            key = (who, i - 1)
+            by[key] = by.get(key, 0.0) + float(shares[i]) * seconds / total
+
     def add_call(self, mode: str) -> None:
         self._add(self.calls, mode, 1)
 
@@ -375,12 +413,13 @@ class EngineBooks:
         add(self.batches, name, n)
         if r.fallback_cause is not None:
             add(self.fallbacks, r.fallback_cause, tot(r.nr_fallback))
-        for who, col in ((CPU_BOOKS, r.cpu_move_seconds), (name, r.cpu_batch_seconds)):
-            if col is not None:
-                sec = float(col[0]) if n == 1 else float(col.sum())
-                if sec:
-                    add(self.cpu_copy_seconds, who, sec)
-                    stats.cpu_copy_seconds += sec
+        for move_loop, who, col in ((True, CPU_BOOKS, r.cpu_move_seconds),
+                                    (False, name, r.cpu_batch_seconds)):
+            sec = 0.0 if col is None else float(col[0]) if n == 1 else float(col.sum())
+            if sec > 0:
+                add(self.cpu_copy_seconds, who, sec)
+                stats.cpu_copy_seconds += sec
+                self._charge_folios(who, sec, r, move_loop)
         ff = r.first_folio_seconds
         if n == 1:  # one batch: scalars, no numpy call
             self.h_batch_pages.observe(float(r.nr_pages[0]))
@@ -438,4 +477,5 @@ class EngineBooks:
             pages_attempted=self.pages_attempted,
             pages_untried=self.pages_untried,
             pages_in_flight=self.pages_in_flight,
+            cpu_copy_seconds_by_owner=dict(self.cpu_by_owner),
         )

@@ -29,6 +29,7 @@ from ._way import Path
 #: No folio moved: no owner, no copy.
 NO_TENANTS = np.empty(0, dtype=np.int32)
 NO_COPIES = np.empty(0, dtype=np.bool_)
+NO_ORDERS = np.empty(0, dtype=np.int8)
 #: A one-batch record's ``retried`` column (read-only, shared).
 RETRIED, NOT_RETRIED = np.ones(1, dtype=np.bool_), np.zeros(1, dtype=np.bool_)
 RETRIED.flags.writeable = NOT_RETRIED.flags.writeable = False
@@ -315,7 +316,8 @@ def record_batch(eng, ctx, mode, nr_folios: int, nr_pages: int, nr_failed: int,
                  nr_split: int, nr_untried: int, pages_failed: int, copied,
                  t_entry: float, first_folio: float | None,
                  inaccessible: list[np.ndarray], tenants: list[np.ndarray],
-                 cpu_copied: list[np.ndarray], passes: int) -> None:
+                 cpu_copied: list[np.ndarray], orders: list[np.ndarray],
+                 passes: int) -> None:
     """One batch's ledger record (``mm_migrate_pages``-like, plus migd's
     timings), posted to the books."""
     inacc = (inaccessible[0] if len(inaccessible) == 1 else
@@ -324,6 +326,8 @@ def record_batch(eng, ctx, mode, nr_folios: int, nr_pages: int, nr_failed: int,
              np.concatenate(tenants) if tenants else NO_TENANTS)
     by_cpu = (cpu_copied[0] if len(cpu_copied) == 1 else
               np.concatenate(cpu_copied) if cpu_copied else NO_COPIES)
+    order = (orders[0] if len(orders) == 1 else
+             np.concatenate(orders) if orders else NO_ORDERS)
     tally = ctx.tally
     # one array each for the integer and the float columns, handed out as
     # one-element views: a dozen np.array() calls cost more than the sums
@@ -336,4 +340,5 @@ def record_batch(eng, ctx, mode, nr_folios: int, nr_pages: int, nr_failed: int,
         ctx.reason.label, ctx.name, mode.value, ctx.target_nid,
         copied.cause if copied else None, i[0:1], i[1:2], i[2:3], i[3:4], i[4:5], f[0:1],
         f[1:2], f[2:3], inacc, i[10:12], i[5:6], i[6:7], i[7:8], i[8:9], i[9:10],
-        RETRIED if ctx.retried else NOT_RETRIED, f[3:4], f[4:5], owner, by_cpu), ctx.stats)
+        RETRIED if ctx.retried else NOT_RETRIED, f[3:4], f[4:5], owner, by_cpu, order),
+        ctx.stats)
