@@ -351,6 +351,12 @@ def _add_service(sub) -> None:
     p.set_defaults(func=_prometheus_config)
 
 
+def _add_profile(sub) -> None:
+    from .profile import add_parser
+
+    add_parser(sub, _args.Parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _args.Parser(prog="migd", description=DESCRIPTION, epilog=EPILOG)
     p.add_argument("--version", action="version", version=f"migd {migd_version()}")
@@ -362,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay(sub)
     _add_sweep(sub)
     _add_service(sub)
+    _add_profile(sub)
     return p
 
 

@@ -58,19 +58,23 @@ class CpuModel:
     copy_gbps: float
     mt_dispatch_us: float
     membus_gbps: float
+    #: Per folio of a call's first batch, in its unmap and again in its move.
+    cold_folio_us: float = 0.0
 
     def _per_page_half(self, orders: np.ndarray) -> np.ndarray:
         pages = np.left_shift(1, orders.astype(np.int64))
         pte = np.where(orders < HPAGE_PMD_ORDER, self.pte_us, 0.0)
         return pages * (pte + self.page_us) / 2
 
-    def unmap_seconds(self, orders: np.ndarray) -> np.ndarray:
-        """Per folio: ``migrate_folio_unmap()``."""
-        return (self.unmap_folio_us + self._per_page_half(orders)) * 1e-6
+    def unmap_seconds(self, orders: np.ndarray, cold: bool = False) -> np.ndarray:
+        """Per folio: ``migrate_folio_unmap()`` (``cold``: in a call's first batch)."""
+        fixed = self.unmap_folio_us + (self.cold_folio_us if cold else 0.0)
+        return (fixed + self._per_page_half(orders)) * 1e-6
 
-    def move_seconds(self, orders: np.ndarray) -> np.ndarray:
+    def move_seconds(self, orders: np.ndarray, cold: bool = False) -> np.ndarray:
         """Per folio: ``migrate_folio_move()`` without the copy."""
-        return (self.move_folio_us + self._per_page_half(orders)) * 1e-6
+        fixed = self.move_folio_us + (self.cold_folio_us if cold else 0.0)
+        return (fixed + self._per_page_half(orders)) * 1e-6
 
     def copy_seconds(self, orders: np.ndarray) -> np.ndarray:
         """Per folio: ``folio_mc_copy()`` on one CPU."""
@@ -109,13 +113,35 @@ class DmaModel:
     #: (a ring's worth) as each completes, so an error keeps the finished
     #: chunks.  Only the ``sdxi`` profile; v6 marks all or nothing.
     mark_chunks: bool = False
+    #: The IOMMU's table walker, shared by every busy channel of the device:
+    #: each 4 KiB page below PMD size waits this long per other busy channel.
+    iommu_walk_us: float = 0.0
+    #: Per 4 KiB page past the first ``iommu_run_pages`` of a folio (0: as the first).
+    iommu_tail_us: float = 0.0
+    iommu_run_pages: int = 0
+
+    def fixed_us(self, pages):
+        """A descriptor's fixed time on its channel, in us, for ``pages``
+        4 KiB pages of IOMMU mapping (0 for a PMD-mapped THP): setup plus the
+        IOMMU's per-page cost, the pages past ``iommu_run_pages`` at
+        ``iommu_tail_us``.  Works on numbers and arrays alike."""
+        if not self.iommu_run_pages:
+            return self.desc_us + self.iommu_page_us * pages
+        run = np.minimum(pages, self.iommu_run_pages)
+        return self.desc_us + self.iommu_page_us * run + self.iommu_tail_us * (pages - run)
+
+    def walk_wait(self, active: int) -> float:
+        """Seconds per mapped page a descriptor waits for the shared IOMMU
+        walker while ``active`` channels of the device are busy."""
+        return self.iommu_walk_us * max(active - 1, 0) * 1e-6
 
     def desc_seconds(self, nbytes: int, order: int, sharing: int, active: int) -> float:
         """One descriptor's time on a channel whose engine has ``sharing`` busy
         channels, with ``active`` busy channels on the device."""
         rate = min(self.engine_gbps / max(sharing, 1), self.membus_gbps / max(active, 1))
         pages = 0 if order >= HPAGE_PMD_ORDER else nbytes // PAGE_SIZE
-        return (self.desc_us + self.iommu_page_us * pages) * 1e-6 + nbytes / (rate * 1e9)
+        return (self.fixed_us(pages) * 1e-6 + self.walk_wait(active) * pages
+                + nbytes / (rate * 1e9))
 
     def descs_seconds(self, nbytes: np.ndarray, orders: np.ndarray, sharing: int,
                       active: int) -> float:
@@ -123,7 +149,8 @@ class DmaModel:
         sharing (a chunk of a channel's queue), without a Python loop."""
         rate = min(self.engine_gbps / max(sharing, 1), self.membus_gbps / max(active, 1))
         pages = np.where(orders >= HPAGE_PMD_ORDER, 0, nbytes // PAGE_SIZE)
-        per = (self.desc_us + self.iommu_page_us * pages) * 1e-6 + nbytes / (rate * 1e9)
+        per = (self.fixed_us(pages) * 1e-6 + self.walk_wait(active) * pages
+               + nbytes / (rate * 1e9))
         return float(per.sum())
 
 
@@ -134,71 +161,3 @@ class HardwareProfile:
     cpu: CpuModel
     dma: DmaModel
     extra: dict = field(default_factory=dict)
-
-
-#: AMD Zen 3 EPYC (2 sockets), calibrated on shared/calibration.
-#:
-#: The unmap/move split of the per-folio work is pinned by the published
-#: vanilla first-folio table, now that the vanilla path copies in the move loop
-#: (unmap the batch, flush once, then copy + remap folio by folio): for n >= 2048
-#: 4K folios every batch is a full 512, so the first folio waits 512 unmaps +
-#: one flush + one copy + one move = 166-208 us.  ``flush_us`` is pinned at ~20
-#: us by the n = 1..16 rows (24-31 us, one folio's worth of everything else), so
-#: a 4K unmap is (184 - 20 - 1.3) / 512 ~= 0.32 us: ``unmap_folio_us`` 0.20 plus
-#: the per-page halves (0.12).  That is where ``migrate_folio_unmap()`` calls
-#: ``get_new_folio()`` (the destination's allocation on the far node, ~0.1 us)
-#: besides ``folio_trylock()`` and ``try_to_migrate()``.  The vanilla 4K rate
-#: (3.31 GB/s = 1.24 us a folio) fixes unmap + copy + move, so the move gives
-#: back most of what the unmap gained (0.55 -> 0.48); the remaining 0.03 is what
-#: the 16-channel DMA batch sweep asks for after its first folio (~0.65 us a 4K folio
-#: of remap alone).  Rejected: a larger ``flush_us`` (one IPI round per batch;
-#: ~60 us would fit n >= 2048 but put the n = 1 row at ~60 us against 24, and
-#: the 2M rows, one flush per THP, 20% slow), and a faster ``copy_gbps`` (the 2M
-#: vanilla and 1-thread batch-copy rows pin 13 GB/s).
-ZEN3_CPU = CpuModel(
-    call_us=80.0, flush_us=20.0, unmap_folio_us=0.20, move_folio_us=0.48, pte_us=0.22,
-    page_us=0.02, copy_gbps=13.0, mt_dispatch_us=5.0, membus_gbps=72.0,
-)
-#: 16 PT devices of one memcpy channel each, held exclusively (DMA_PRIVATE) by
-#: the batch that requested them.  Pairs of them share an engine's 14 GB/s:
-#: the published 2M rows scale 12.65 -> 27.01 GB/s from 1 to 4 channels (2x,
-#: not 4x).  A 4K 16-channel DMA batch reaches its first remap after ~0.49 us a folio
-#: (batch sweep: 129 ms for 262144 folios, 253 us for 512), of which the unmap
-#: above takes 0.32 and the last channel's slice (1/16 of the descriptors at
-#: ~1.4 us each) ~0.09: what is left, ~0.08, is the CPU's two
-#: ``dma_map_page_attrs()`` (``map_folio_us`` 0.03) and one
-#: ``dmaengine_prep_dma_memcpy()`` + ``dmaengine_submit()`` (``submit_us`` 0.06)
-#: per folio.
-ZEN3_PTDMA = DmaModel(
-    nr_channels=16, channels_per_engine=2, engine_gbps=14.0, membus_gbps=100.0, desc_us=0.5,
-    iommu_page_us=0.35, submit_us=0.06, exclusive=True, channels_per_device=1,
-    chan_request_us=0.5, map_folio_us=0.03,
-)
-
-PROFILES: dict[str, HardwareProfile] = {
-    "native": HardwareProfile(
-        "native", "no throttling: DMA channels copy as fast as host threads can", ZEN3_CPU,
-        DmaModel(nr_channels=16, channels_per_engine=1, engine_gbps=1e9, membus_gbps=1e9,
-                 desc_us=0.0, iommu_page_us=0.0, submit_us=0.0, native=True)),
-    "zen3-ptdma": HardwareProfile("zen3-ptdma", "AMD Zen 3 EPYC with PTDMA (16 channels)",
-                                  ZEN3_CPU, ZEN3_PTDMA),
-    "sdxi": HardwareProfile(
-        "sdxi", "one fast SDXI channel with a 512-descriptor ring", ZEN3_CPU,
-        DmaModel(nr_channels=1, channels_per_engine=1, engine_gbps=40.0, membus_gbps=80.0,
-                 desc_us=0.2, iommu_page_us=0.05, submit_us=0.08, ring_size=512,
-                 chan_request_us=0.5, map_folio_us=0.05, mark_chunks=True)),
-    "dsa": HardwareProfile(
-        "dsa", "Intel DSA: work queues claimed per batch, -EBUSY when all are taken", ZEN3_CPU,
-        DmaModel(nr_channels=8, channels_per_engine=1, engine_gbps=20.0, membus_gbps=80.0,
-                 desc_us=0.3, iommu_page_us=0.05, submit_us=0.1, exclusive=True,
-                 chan_request_us=0.5, map_folio_us=0.05)),
-}
-
-
-def get_profile(name: str) -> HardwareProfile:
-    try:
-        return PROFILES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown hardware profile {name!r} (expected one of {', '.join(PROFILES)})"
-        ) from None

@@ -295,7 +295,7 @@ class MigrationEngine:
                 await trio.lowlevel.checkpoint_if_cancelled()  # batch boundary
                 with self.registry.read_lock() as offload:
                     bound = self.batch_bound(offload)
-                    ctx = Ctx(target_nid, reason, offload, stats, mode)
+                    ctx = Ctx(target_nid, reason, offload, stats, mode, cold=i == 0)
                     if not self.clock.virtual and not self.faults.armed:
                         plan = self.fast.plan(offload, reason, cum, i, bound)
                         if plan.threads != GENERAL:

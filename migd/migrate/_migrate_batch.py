@@ -50,6 +50,8 @@ class Ctx:
     offload: Offload
     stats: MigrateStats
     mode: MigrateMode = MigrateMode.MIGRATE_ASYNC  # the call's
+    #: The call's first batch (``CpuModel.cold_folio_us``).
+    cold: bool = False
 
 
 @dataclass
@@ -72,7 +74,8 @@ async def migrate_pages_sync(engine: MigrationEngine, ctx: Ctx, batch: np.ndarra
     only there is a locked folio waited for (no lock is held on others)."""
     astats = MigrateStats()
     a = await migrate_pages_batch(
-        engine, Ctx(ctx.target_nid, ctx.reason, ctx.offload, astats, ctx.mode), batch,
+        engine, Ctx(ctx.target_nid, ctx.reason, ctx.offload, astats, ctx.mode,
+                    ctx.cold), batch,
         MigrateMode.MIGRATE_ASYNC, NR_MAX_MIGRATE_ASYNC_RETRY)
     s = ctx.stats
     s.nr_succeeded += astats.nr_succeeded
