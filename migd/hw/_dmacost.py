@@ -28,7 +28,7 @@ from ._profile import DmaModel
 
 
 @numba.njit(cache=True, nogil=True)
-def _schedule(t_sub, engine, orders, rate_chunk, fixed_us, walk_us, engine_gbps,
+def _schedule(t_sub, engine, orders, rate_chunk, fixed_us, walked, walk_us, chan_gbps, engine_gbps,
               membus_gbps, t_done, t_end):
     k = t_sub.size
     nr = orders.size
@@ -44,7 +44,7 @@ def _schedule(t_sub, engine, orders, rate_chunk, fixed_us, walk_us, engine_gbps,
     mapped = np.empty(nr, dtype=np.float64)
     for i in range(nr):  # DmaModel.desc_seconds without the shared terms
         nb = PAGE_SIZE << orders[i]
-        mapped[i] = 0 if orders[i] >= HPAGE_PMD_ORDER else nb // PAGE_SIZE
+        mapped[i] = walked[orders[i]]
         fixed[i] = fixed_us[orders[i]] * 1e-6
         nbytes[i] = nb
     nxt = t_sub.copy()  # each channel's next event: its start, then its chunk's end
@@ -83,6 +83,8 @@ def _schedule(t_sub, engine, orders, rate_chunk, fixed_us, walk_us, engine_gbps,
                 if engine[x] == engine[c]:
                     sharing += 1
         rate = min(engine_gbps / max(sharing, 1), membus_gbps / max(active, 1))
+        if chan_gbps > 0:  # DmaModel.rate_gbps
+            rate = min(rate, chan_gbps)
         wait = walk_us * max(active - 1, 0) * 1e-6  # DmaModel.walk_wait
         e = min(pos[c] + chunk[c], hi[c])
         acc = 0.0
@@ -110,6 +112,7 @@ def dma_schedule(model: DmaModel, t_submit: np.ndarray, engines: np.ndarray,
     per_order = np.arange(MAX_FOLIO_ORDER + 1)
     mapped = np.where(per_order >= HPAGE_PMD_ORDER, 0, np.left_shift(1, per_order))
     fixed_us = np.asarray(model.fixed_us(mapped), dtype=np.float64)  # per order
-    _schedule(t_submit, engines, orders, rate_chunk, fixed_us, float(model.iommu_walk_us),
-              float(model.engine_gbps), float(model.membus_gbps), t_done, t_end)
+    walked = np.asarray(model.walked_pages(mapped), dtype=np.float64)
+    _schedule(t_submit, engines, orders, rate_chunk, fixed_us, walked, float(model.iommu_walk_us),
+              float(model.chan_gbps), float(model.engine_gbps), float(model.membus_gbps), t_done, t_end)
     return t_done, t_end

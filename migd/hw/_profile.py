@@ -58,23 +58,32 @@ class CpuModel:
     copy_gbps: float
     mt_dispatch_us: float
     membus_gbps: float
-    #: Per folio of a call's first batch, in its unmap and again in its move.
+    #: Per folio among the first ``cold_folios`` of a call's first batch, in its
+    #: unmap and again in its move (caches cold after the call's set-up).
     cold_folio_us: float = 0.0
+    cold_folios: int = 512
 
     def _per_page_half(self, orders: np.ndarray) -> np.ndarray:
         pages = np.left_shift(1, orders.astype(np.int64))
         pte = np.where(orders < HPAGE_PMD_ORDER, self.pte_us, 0.0)
         return pages * (pte + self.page_us) / 2
 
+    def _cold(self, n: int, cold: bool) -> np.ndarray | float:
+        """The cold surcharge of ``n`` folios: the first ``cold_folios`` of a
+        call's first batch (``cold``) pay ``cold_folio_us``."""
+        if not cold or not self.cold_folio_us:
+            return 0.0
+        return np.where(np.arange(n) < self.cold_folios, self.cold_folio_us, 0.0)
+
     def unmap_seconds(self, orders: np.ndarray, cold: bool = False) -> np.ndarray:
-        """Per folio: ``migrate_folio_unmap()`` (``cold``: in a call's first batch)."""
-        fixed = self.unmap_folio_us + (self.cold_folio_us if cold else 0.0)
-        return (fixed + self._per_page_half(orders)) * 1e-6
+        """Per folio: ``migrate_folio_unmap()`` (``cold``: a call's first batch)."""
+        return (self.unmap_folio_us + self._per_page_half(orders)
+                + self._cold(orders.size, cold)) * 1e-6
 
     def move_seconds(self, orders: np.ndarray, cold: bool = False) -> np.ndarray:
         """Per folio: ``migrate_folio_move()`` without the copy."""
-        fixed = self.move_folio_us + (self.cold_folio_us if cold else 0.0)
-        return (fixed + self._per_page_half(orders)) * 1e-6
+        return (self.move_folio_us + self._per_page_half(orders)
+                + self._cold(orders.size, cold)) * 1e-6
 
     def copy_seconds(self, orders: np.ndarray) -> np.ndarray:
         """Per folio: ``folio_mc_copy()`` on one CPU."""
@@ -119,6 +128,8 @@ class DmaModel:
     #: Per 4 KiB page past the first ``iommu_run_pages`` of a folio (0: as the first).
     iommu_tail_us: float = 0.0
     iommu_run_pages: int = 0
+    #: One channel's own bandwidth ceiling, GB/s (0: none beyond its engine's).
+    chan_gbps: float = 0.0
 
     def fixed_us(self, pages):
         """A descriptor's fixed time on its channel, in us, for ``pages``
@@ -130,6 +141,17 @@ class DmaModel:
         run = np.minimum(pages, self.iommu_run_pages)
         return self.desc_us + self.iommu_page_us * run + self.iommu_tail_us * (pages - run)
 
+    def rate_gbps(self, sharing: int, active: int) -> float:
+        """A busy channel's bandwidth: its own ceiling, its engine's share among
+        ``sharing`` busy channels, the bus's among ``active``."""
+        rate = min(self.engine_gbps / max(sharing, 1), self.membus_gbps / max(active, 1))
+        return min(rate, self.chan_gbps) if self.chan_gbps else rate
+
+    def walked_pages(self, pages):
+        """Pages of a descriptor that need the IOMMU's walker: the first
+        ``iommu_run_pages`` (the tail's walks hit the warm caches)."""
+        return np.minimum(pages, self.iommu_run_pages) if self.iommu_run_pages else pages
+
     def walk_wait(self, active: int) -> float:
         """Seconds per mapped page a descriptor waits for the shared IOMMU
         walker while ``active`` channels of the device are busy."""
@@ -138,18 +160,18 @@ class DmaModel:
     def desc_seconds(self, nbytes: int, order: int, sharing: int, active: int) -> float:
         """One descriptor's time on a channel whose engine has ``sharing`` busy
         channels, with ``active`` busy channels on the device."""
-        rate = min(self.engine_gbps / max(sharing, 1), self.membus_gbps / max(active, 1))
+        rate = self.rate_gbps(sharing, active)
         pages = 0 if order >= HPAGE_PMD_ORDER else nbytes // PAGE_SIZE
-        return (self.fixed_us(pages) * 1e-6 + self.walk_wait(active) * pages
+        return (self.fixed_us(pages) * 1e-6 + self.walk_wait(active) * self.walked_pages(pages)
                 + nbytes / (rate * 1e9))
 
     def descs_seconds(self, nbytes: np.ndarray, orders: np.ndarray, sharing: int,
                       active: int) -> float:
         """:meth:`desc_seconds` summed over descriptors run back to back at one
         sharing (a chunk of a channel's queue), without a Python loop."""
-        rate = min(self.engine_gbps / max(sharing, 1), self.membus_gbps / max(active, 1))
+        rate = self.rate_gbps(sharing, active)
         pages = np.where(orders >= HPAGE_PMD_ORDER, 0, nbytes // PAGE_SIZE)
-        per = (self.fixed_us(pages) * 1e-6 + self.walk_wait(active) * pages
+        per = (self.fixed_us(pages) * 1e-6 + self.walk_wait(active) * self.walked_pages(pages)
                + nbytes / (rate * 1e9))
         return float(per.sum())
 

@@ -31,8 +31,9 @@ DOCS: dict[str, dict[str, str]] = {
         "pte_us": "us per 4 KiB page of a PTE-mapped folio (one PTE each), half in unmap, "
                   "half in move",
         "page_us": "us per 4 KiB page of struct-page work, half in unmap, half in move",
-        "cold_folio_us": "us per folio of a call's first batch, in its unmap and again in its "
-                         "move (cold caches after the call's set-up)",
+        "cold_folio_us": "us per folio among a call's first cold_folios, in its unmap and "
+                         "again in its move (cold caches after the call's set-up)",
+        "cold_folios": "folios of a call's first batch that pay cold_folio_us",
         "copy_gbps": "GB/s of folio_mc_copy() on one CPU",
         "mt_dispatch_us": "us per batch of a multi-threaded copy: queue_work() and the wait",
         "membus_gbps": "GB/s ceiling shared by the CPU copy threads",
@@ -41,6 +42,7 @@ DOCS: dict[str, dict[str, str]] = {
         "nr_channels": "DMA channels of the device",
         "channels_per_engine": "channels sharing one engine's bandwidth",
         "channels_per_device": "channels per DMA device (0: all on one)",
+        "chan_gbps": "GB/s ceiling of one channel (0: its engine's share only)",
         "engine_gbps": "GB/s of one engine, shared by its busy channels",
         "membus_gbps": "GB/s ceiling shared by every busy channel",
         "desc_us": "us per descriptor on its channel",

@@ -62,13 +62,17 @@ def _batch_seconds(profile: HardwareProfile, cell: Cell, nr: int, cold: bool
     computed once and multiplied."""
     cpu, dma = profile.cpu, profile.dma
     one = np.array([cell.order], dtype=np.int64)
-    t = float(cpu.unmap_seconds(one, cold)[0]) * nr + cpu.flush_us * 1e-6
-    move = float(cpu.move_seconds(one, cold)[0])
+    t = float(cpu.unmap_seconds(one)[0]) * nr + cpu.flush_us * 1e-6
+    move = float(cpu.move_seconds(one)[0])
     if cell.migrator == "none":
         move += float(cpu.copy_seconds(one)[0])
-    elif cell.migrator == "mtcopy":
+    extra = 0.0
+    if cold and cpu.cold_folio_us:  # the call's first cold_folios folios
+        extra = cpu.cold_folio_us * 1e-6
+        t += extra * min(nr, cpu.cold_folios)
+    if cell.migrator == "mtcopy":
         t += cpu.mt_copy_seconds(thread_bytes(cell.order, nr, cell.param))
-    else:
+    elif cell.migrator == "dcbm":
         k = min(cell.param, nr, DCBM_MAX_CHANNELS)
         lo = nr * np.arange(k) // k
         hi = nr * np.arange(1, k + 1) // k
@@ -77,15 +81,17 @@ def _batch_seconds(profile: HardwareProfile, cell: Cell, nr: int, cold: bool
         engines = np.arange(k, dtype=np.int64) // dma.channels_per_engine
         mapped = 0 if cell.order >= HPAGE_PMD_ORDER else 1 << cell.order
         t = _uniform_schedule(t_submit, engines, lo, hi, RATE_CHUNK,
-                              float(dma.fixed_us(mapped)) * 1e-6, float(mapped),
+                              float(dma.fixed_us(mapped)) * 1e-6,
+                              float(dma.walked_pages(mapped)),
                               float(PAGE_SIZE << cell.order), float(dma.iommu_walk_us),
-                              float(dma.engine_gbps), float(dma.membus_gbps))
-    return t + move * nr, t + move
+                              float(dma.chan_gbps), float(dma.engine_gbps),
+                              float(dma.membus_gbps))
+    return t + move * nr + extra * min(nr, cpu.cold_folios), t + move + extra
 
 
 @numba.njit(cache=True, nogil=True)
 def _uniform_schedule(t_sub, engine, lo, hi, rate_chunk, fixed, mapped, nbytes, walk_us,
-                      engine_gbps, membus_gbps):
+                      chan_gbps, engine_gbps, membus_gbps):
     """``hw.dma_schedule``'s event loop for a batch of identical descriptors:
     the same chunks, busy sets and shares, a chunk's time being its length
     times one descriptor's (the fit's speed: no per-descriptor loop).
@@ -129,6 +135,8 @@ def _uniform_schedule(t_sub, engine, lo, hi, rate_chunk, fixed, mapped, nbytes, 
                 if engine[x] == engine[c]:
                     sharing += 1
         rate = min(engine_gbps / max(sharing, 1), membus_gbps / max(active, 1))
+        if chan_gbps > 0:
+            rate = min(rate, chan_gbps)
         wait = walk_us * max(active - 1, 0) * 1e-6
         e = min(pos[c] + chunk[c], hi[c])
         cend[c] = e

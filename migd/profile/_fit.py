@@ -3,7 +3,7 @@
 The model is the profile's mechanism (``hw.CpuModel``, ``hw.DmaModel``); each
 measured cell is predicted in closed form (``_cells.predict``) and
 ``scipy.optimize.least_squares`` moves the parameters — in log space, within
-physical bounds — to minimise the cells' log errors under a soft-L1 loss (a
+physical bounds — to minimise the cells' log errors under a robust loss (a
 few noisy cells do not drag the rest).  A weak prior ties each parameter to
 the base profile's value, so what the tables do not determine stays where the
 base had it instead of wandering; those parameters are reported as flat
@@ -45,6 +45,7 @@ PARAMS: tuple[tuple[str, str, float, float], ...] = (
     ("cpu", "copy_gbps", 0.5, 200.0),
     ("cpu", "mt_dispatch_us", 0.01, 500.0),
     ("cpu", "membus_gbps", 1.0, 1000.0),
+    ("dma", "chan_gbps", 0.5, 500.0),
     ("dma", "engine_gbps", 0.5, 500.0),
     ("dma", "membus_gbps", 1.0, 1000.0),
     ("dma", "desc_us", 1e-3, 50.0),
@@ -55,8 +56,10 @@ PARAMS: tuple[tuple[str, str, float, float], ...] = (
     ("dma", "chan_request_us", 1e-3, 50.0),
     ("dma", "map_folio_us", 1e-4, 10.0),
 )
-#: The robust loss on log errors: ``soft_l1`` (L1 beyond ``F_SCALE``).
-LOSS, F_SCALE = "soft_l1", 0.02
+#: The robust loss on log errors: ``arctan`` (bounded beyond ``F_SCALE``, so a few
+#: cells no mechanism explains - the published 2M calls of 8..64 folios, ~+25..50% -
+#: cannot pull the others; soft_l1 and cauchy gave medians of 3.3-3.7%).
+LOSS, F_SCALE = "arctan", 0.05
 #: Weight of the prior (log of the ratio to the base value) against a cell's log error.
 PRIOR = 0.005
 #: A parameter is a flat direction when doubling it moves the cells' RMS log error less.
@@ -134,22 +137,38 @@ def _residuals(x, base, params, cells, x0):
 
 
 def _start(base, params) -> np.ndarray:
-    return np.log([min(max(getattr(getattr(base, s), n) or SEED.get(n, lo), lo * 1.001),
+    seed = dict(SEED, chan_gbps=0.9 * base.dma.engine_gbps)  # just binding: it has a gradient
+    return np.log([min(max(getattr(getattr(base, s), n) or seed.get(n, lo), lo * 1.001),
                        hi / 1.001) for s, n, lo, hi in params])
 
 
 def fit_params(base: HardwareProfile, cells: list[Cell], max_nfev: int = 400):
-    """Least squares from the base profile; returns (profile, params, result)."""
+    """Least squares from the base profile, and once more from the other
+    hypothesis of what limits a lone DMA channel (its own ceiling rather
+    than its engine's: ``chan_gbps`` just under the engine's, the engine
+    twice as fast), which the local search cannot cross to; the better of
+    the two.  Returns (profile, params, result)."""
     from scipy.optimize import least_squares
 
     params = _active(base, cells)
     x0 = _start(base, params)
     lo = np.log([p[2] for p in params])
     hi = np.log([p[3] for p in params])
-    res = least_squares(_residuals, x0, bounds=(lo, hi), args=(base, params, cells, x0),
-                        loss=LOSS, f_scale=F_SCALE, diff_step=1e-3, x_scale=1.0,
-                        ftol=1e-5, xtol=1e-5, max_nfev=max_nfev)
-    return with_params(base, params, np.exp(res.x)), params, res
+    starts = [x0]
+    names = [n for _, n, _, _ in params]
+    if "chan_gbps" in names and "engine_gbps" in names:
+        x1 = x0.copy()
+        x1[names.index("chan_gbps")] = np.log(0.95 * base.dma.engine_gbps)
+        x1[names.index("engine_gbps")] = np.log(2 * base.dma.engine_gbps)
+        starts.append(np.clip(x1, lo + 1e-6, hi - 1e-6))
+    best = None
+    for x in starts:
+        res = least_squares(_residuals, x, bounds=(lo, hi), args=(base, params, cells, x0),
+                            loss=LOSS, f_scale=F_SCALE, diff_step=1e-3, x_scale=1.0,
+                            ftol=1e-5, xtol=1e-5, max_nfev=max_nfev)
+        if best is None or res.cost < best.cost:
+            best = res
+    return with_params(base, params, np.exp(best.x)), params, best
 
 
 def errors(profile: HardwareProfile, cells: list[Cell]) -> dict:
