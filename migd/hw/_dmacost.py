@@ -113,6 +113,7 @@ def dma_schedule(model: DmaModel, t_submit: np.ndarray, engines: np.ndarray,
     mapped = np.where(per_order >= HPAGE_PMD_ORDER, 0, np.left_shift(1, per_order))
     fixed_us = np.asarray(model.fixed_us(mapped), dtype=np.float64)  # per order
     walked = np.asarray(model.walked_pages(mapped), dtype=np.float64)
-    _schedule(t_submit, engines, orders, rate_chunk, fixed_us, walked, float(model.iommu_walk_us),
-              float(model.chan_gbps), float(model.engine_gbps), float(model.membus_gbps), t_done, t_end)
+    _schedule(t_submit, engines, orders, rate_chunk, fixed_us, walked,
+              float(model.iommu_walk_us), float(model.chan_gbps), float(model.engine_gbps),
+              float(model.membus_gbps), t_done, t_end)
     return t_done, t_end

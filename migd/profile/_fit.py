@@ -96,9 +96,9 @@ def _active(base: HardwareProfile, cells: list[Cell]) -> list[tuple[str, str, fl
     for sec, name, lo, hi in PARAMS:
         if sec == "dma" and "dcbm" not in migrators:
             continue
-        if name in ("mt_dispatch_us",) or (sec, name) == ("cpu", "membus_gbps"):
-            if "mtcopy" not in migrators:
-                continue
+        threads = name == "mt_dispatch_us" or (sec, name) == ("cpu", "membus_gbps")
+        if threads and "mtcopy" not in migrators:
+            continue
         if name == "iommu_tail_us" and not base.dma.iommu_run_pages:
             continue
         out.append((sec, name, lo, hi))
