@@ -249,3 +249,17 @@ def test_fit_writes_a_profile_and_the_report(tmp_path):
              "--migrators", "dcbm:4", "--total", "64M", "--json", str(js))
     assert r.returncode == 0, r.stderr
     assert np.isfinite(json.loads(js.read_text())["rows"][0]["gbps"])
+
+
+def test_the_daemon_config_takes_a_profile_file_and_refuses_a_bad_one(tmp_path):
+    from migd.daemon import ConfigError, load_config
+
+    good = tmp_path / "mine.toml"
+    good.write_text(builtin_text("sdxi"))
+    assert load_config(text=f"[dma]\nprofile = '{good}'\n").dma["profile"] == str(good)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[cpu]\ncall_us = -1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(text=f"[dma]\nprofile = '{bad}'\n")
+    assert "dma.profile" in str(e.value) and "bad.toml:2: [cpu] call_us must be a number >= 0" \
+        in str(e.value)
