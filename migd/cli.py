@@ -1,4 +1,12 @@
-"""The ``migd`` command line: thin adapters from arguments to the core and back."""
+"""The ``migd`` command line: one frame around every subcommand.
+
+Each subcommand is declared once (:data:`COMMANDS`: its help, its options,
+the function that runs it); the frame builds the parser from the
+declarations, checks ``--json``/``--plot`` before any work, runs the command,
+clears the progress line, prints the result and is the one place that prints
+an error (one line) and picks the exit status.  A new subcommand is a run
+function and one more ``Command``.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +14,11 @@ import argparse
 import functools
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import _args
+from ._args import Command, Option
 from ._version import migd_version
 
 _NT_TUNABLE = "glibc.cpu.x86_non_temporal_threshold"
@@ -42,167 +52,100 @@ def _ensure_streaming_copies() -> None:
     os.execve(sys.executable, [sys.executable, "-m", "migd", *sys.argv[1:]], env)
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from . import bench
-
-    exp = bench.EXPERIMENTS[args.experiment]
-    progress = _args.Progress()
-    try:
-        _args.check_output(args.json, "--json")
-        _args.check_output(args.plot, "--plot")
-        opts = bench.options(args.experiment, progress=progress,
-                             **_args.given_options(args, exp.options))
-        if opts.clock == "real":
-            busy = bench.busy_reasons()
-            if busy:
-                print(f"migd bench: warning: busy machine ({'; '.join(busy)}): real-clock "
-                      "numbers will be low", file=sys.stderr)
-        report = bench.run(args.experiment, opts)
-    except ValueError as e:
-        progress.clear()
-        print(f"migd bench: {e}", file=sys.stderr)
-        return 2
-    progress.clear()
-    return _results("bench", report, args, bench.plot_report)
+# --- the commands: each runs on parsed values and returns a result ----------------------
 
 
-def _results(cmd: str, report, args: argparse.Namespace, plot) -> int:
-    """The table on stdout, then ``--json`` and ``--plot`` (exit 1 if unwritable)."""
-    print(report.table(), flush=True)
-    if args.json:
-        report.write_json(args.json)
-    if args.plot:
-        try:
-            plot(report, args.plot)
-        except (OSError, ValueError) as e:
-            print(f"migd {cmd}: cannot write the plot: {e}", file=sys.stderr)
-            return 1
-    return 0
+@dataclass
+class Call:
+    """What the frame hands a command besides its values: the progress line
+    and the one way to warn (the line cleared first)."""
+
+    prog: str
+    progress: _args.Progress = field(default_factory=_args.Progress)
+
+    def warn(self, message: str) -> None:
+        self.progress.clear()
+        print(f"{self.prog}: warning: {message}", file=sys.stderr, flush=True)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from .daemon import ConfigError, load_config, run_daemon
+@dataclass
+class Text:
+    """A result that is text: printed, and written as is by ``--json``;
+    exit status 1 unless ``ok``."""
+
+    text: str
+    ok: bool = True
+
+    def table(self) -> str:
+        return self.text
+
+    def write_json(self, path: str) -> None:
+        with open(path, "w") as f:
+            f.write(self.text + "\n")
+
+
+def _run(o: dict, call: Call) -> int:
+    from .daemon import check_daemon_option, load_config, run_daemon
     from .metrics import parse_address
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as e:  # the message names the file and the key
-        print(f"migd run: {e}", file=sys.stderr)
-        return 2
-    try:
-        parse_address(args.metrics or cfg.daemon["metrics"])
-    except ValueError as e:
-        print(f"migd run: {e}", file=sys.stderr)
-        return 2
-    return run_daemon(cfg, args.mount, args.metrics)
+    cfg = load_config(o["config"])  # ConfigError names the file and the key
+    if o["mount"] is not None:
+        check_daemon_option("mount", o["mount"])  # as daemon.mount is checked
+    parse_address(o["metrics"] or cfg.daemon["metrics"])
+    return run_daemon(cfg, o["mount"], o["metrics"])
 
 
-def _soak(args: argparse.Namespace) -> int:
-    from .bench import parse_duration
+def _bench(experiment: str, o: dict, call: Call):
+    from . import bench
+
+    opts = bench.BenchOptions(progress=call.progress, **o)
+    if opts.clock == "real":
+        busy = bench.busy_reasons()
+        if busy:
+            call.warn(f"busy machine ({'; '.join(busy)}): real-clock numbers will be low")
+    return bench.run(experiment, opts)
+
+
+def _soak(o: dict, call: Call) -> Text:
     from .soak import SoakOptions, run_soak, summary_json
 
-    progress = _args.Progress()
-    try:
-        if not 0 <= args.seed < 2**32:
-            raise ValueError(f"--seed must be 0..{2**32 - 1}: {args.seed}")
-        if args.mount is not None:
-            _args.check_mountpoint(args.mount)
-        _args.check_output(args.json, "--json")
-        opts = SoakOptions(duration=parse_duration(args.duration), faults=args.faults,
-                           seed=args.seed, mount=args.mount, progress=progress)
-    except ValueError as e:
-        print(f"migd soak: {e}", file=sys.stderr)
-        return 2
-    summary = run_soak(opts)
-    progress.clear()
-    text = summary_json(summary)
-    print(text, flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
-    return 0 if summary.ok else 1
+    summary = run_soak(SoakOptions(progress=call.progress, **o))
+    return Text(summary_json(summary), summary.ok)
 
 
-def _replay(args: argparse.Namespace) -> int:
+def _replay(o: dict, call: Call):
     from . import replay
 
-    progress = _args.Progress()
-    try:
-        _args.check_output(args.json, "--json")
-        _args.check_output(args.plot, "--plot")
-        o = replay.options(**_args.given_options(args, replay.OPTIONS))
-        configs = replay.configs(o["migrators"], o["batch_pages"], o["reason_masks"],
-                                 o["profile"])
-        calls = replay.load_traces(args.trace, o["max_memory"], len(configs) + 1)
-    except ValueError as e:
-        print(f"migd replay: {e}", file=sys.stderr)
-        return 2
-    try:
-        report = replay.replay(calls, configs, o["budget_us"], progress, o["max_memory"])
-    except replay.ReplayError as e:  # over --max-memory: refused before the replay
-        progress.clear()
-        print(f"migd replay: {e}", file=sys.stderr)
-        return 2
-    progress.clear()
-    return _results("replay", report, args, replay.plot_replay)
+    configs = replay.configs(o["migrators"], o["batch_pages"], o["reason_masks"], o["profile"])
+    calls = replay.load_traces(o["trace"], o["max_memory"], len(configs) + 1)
+    # ReplayError (a ValueError) over --max-memory: refused before the replay
+    return replay.replay(calls, configs, o["budget_us"], call.progress, o["max_memory"])
 
 
-def _sweep(args: argparse.Namespace) -> int:
+def _sweep(o: dict, call: Call):
     from . import sweep
 
-    progress = _args.Progress()
+    grid = sweep.load_grid(o["grid"], o["max_cells"])
+    sweep.check_plot_axes(o["plot_axes"], grid.axes)
+    executor = sweep.executor(o["scheduler"], o["workers"])
+    resume = f"finished cells are in {o['out']}, run the same command again to resume"
     try:
-        _args.check_output(args.json, "--json")
-        _args.check_output(args.plot, "--plot")
-        o = sweep.options(**_args.given_options(args, sweep.OPTIONS))
-        grid = sweep.load_grid(args.grid, o["max_cells"])
-        if o["plot_axes"] is not None:
-            axes = [a.strip() for a in o["plot_axes"].split(",")]
-            if len(axes) != 2 or any(a not in grid.axes for a in axes):
-                raise ValueError(f"--plot-axes: expected two of the grid's axes "
-                                 f"({', '.join(grid.axes)}): {o['plot_axes']!r}")
-        executor = sweep.executor(o["scheduler"], o["workers"])
-    except ValueError as e:
-        print(f"migd sweep: {e}", file=sys.stderr)
-        return 2
-    try:
-        result = sweep.run_sweep(grid, executor, o["out"], progress)
-    except ValueError as e:
-        progress.clear()
-        print(f"migd sweep: {e}", file=sys.stderr)
-        return 2
+        return sweep.run_sweep(grid, executor, o["out"], call.progress)
     except KeyboardInterrupt:
-        progress.clear()
-        print(f"migd sweep: interrupted; finished cells are in {o['out']}, run the same "
-              "command again to resume", file=sys.stderr)
-        return 130
+        raise _args.Failed(f"interrupted; {resume}", 130) from None
     except sweep.LostWorker as e:
-        progress.clear()
-        print(f"migd sweep: {e}; finished cells are in {o['out']}, run the same command "
-              "again to resume", file=sys.stderr)
-        return 1
+        raise _args.Failed(f"{e}; {resume}") from None
     finally:
         executor.close()
-    progress.clear()
-    return _results("sweep", result, args,
-                    lambda r, path: sweep.plot_sweep(r, path, o["plot_axes"]))
 
 
-def _install_service(args: argparse.Namespace) -> int:
+def _install_service(o: dict, call: Call) -> int:
     from ._service import install_service
 
-    config = Path(args.config)
-    if not config.is_file():
-        print(f"migd install-service: --config: no such file: {args.config}", file=sys.stderr)
-        return 2
-    try:
-        return install_service(config, Path(args.prefix), args.dry_run)
-    except OSError as e:
-        print(f"migd install-service: {e}", file=sys.stderr)
-        return 1
+    return install_service(Path(o["config"]), Path(o["prefix"]), o["dry_run"])
 
 
-def _warm_up(args: argparse.Namespace) -> int:
+def _warm_up(o: dict, call: Call) -> Text:
     import time
 
     import trio
@@ -211,24 +154,15 @@ def _warm_up(args: argparse.Namespace) -> int:
 
     cache, kernels, cached = compile_cache()
     t0 = time.monotonic()
-    progress = _args.Progress()
-    trio.run(warm_up, lambda stage: progress(f"compiling {stage}"))
-    progress.clear()
+    trio.run(warm_up, lambda stage: call.progress(f"compiling {stage}"))
     what = "loaded from" if cached else "compiled into"
-    print(f"{kernels} kernels {what} {cache} in {time.monotonic() - t0:.1f} s")
-    return 0
+    return Text(f"{kernels} kernels {what} {cache} in {time.monotonic() - t0:.1f} s")
 
 
-def _prometheus_config(args: argparse.Namespace) -> int:
+def _prometheus_config(o: dict, call: Call) -> Text:
     from ._service import prometheus_config
 
-    try:
-        text = prometheus_config(args.metrics or _config_defaults()["metrics"])
-    except ValueError as e:
-        print(f"migd prometheus-config: {e}", file=sys.stderr)
-        return 2
-    sys.stdout.write(text)
-    return 0
+    return Text(prometheus_config(o["metrics"] or _config_defaults()["metrics"]))
 
 
 @functools.cache
@@ -242,138 +176,225 @@ def _config_defaults() -> dict:
         return load_config(text="").daemon
 
 
-def _add_run(sub) -> None:
+# --- the declarations: one Command each, in --help order -------------------------------
+
+
+def _file(text: str) -> str:
+    if not Path(text).is_file():
+        raise ValueError(f"--config: no such file: {text}")
+    return text
+
+
+def _seed(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        raise ValueError(f"--seed: not a number: {text!r}") from None
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"--seed must be 0..{2**32 - 1}: {seed}")
+    return seed
+
+
+def _mountpoint(text: str) -> str:
+    _args.check_mountpoint(text)
+    return text
+
+
+def _run_options() -> _args.Options:
     d = _config_defaults()
-    r = sub.add_parser("run", help="run the daemon (control tree, /metrics, workloads)",
-                       description="Run the daemon: mount the control tree, serve /metrics, "
-                       "run the config's workloads until SIGTERM or SIGINT.")
-    r.add_argument("--config", default=str(DEFAULT_CONFIG), metavar="FILE",
-                   help=f"the config file (default: {DEFAULT_CONFIG})")
-    r.add_argument("--mount", default=None, metavar="DIR",
-                   help=f"mount point of the control tree (default: {d['mount']}, the "
-                   "config's daemon.mount)")
-    r.add_argument("--metrics", default=None, metavar="HOST:PORT",
-                   help=f"serve Prometheus /metrics there (default: {d['metrics']}, the "
-                   "config's daemon.metrics)")
-    r.set_defaults(func=_run)
+    return (
+        Option("--config", "config", "the config file", str, str(DEFAULT_CONFIG), "FILE"),
+        Option("--mount", "mount", f"mount point of the control tree (default: {d['mount']}, "
+               "the config's daemon.mount)", str, metavar="DIR"),
+        Option("--metrics", "metrics", f"serve Prometheus /metrics there (default: "
+               f"{d['metrics']}, the config's daemon.metrics)", str, metavar="HOST:PORT"),
+    )
 
 
-def _add_soak(sub) -> None:
-    k = sub.add_parser("soak", help="random work, knob flips and faults, checked throughout",
-                       description="Random workloads, knob flips and (with --faults) "
-                       "injected faults on a mounted tree, with integrity checks all the way; "
-                       "exits 1 on any lost or corrupted page.")
-    k.add_argument("--duration", default="10m", metavar="TIME",
-                   help="how long to run, e.g. 60s, 10m, 2h (default: 10m)")
-    k.add_argument("--faults", action="store_true", help="inject random faults of every kind")
-    k.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    k.add_argument("--json", default=None, metavar="FILE", help="write the summary there too")
-    k.add_argument("--mount", default=None, metavar="DIR",
-                   help="where to mount the tree (default: a fresh temporary directory)")
-    k.set_defaults(func=_soak)
+def _soak_options() -> _args.Options:
+    from .bench import parse_duration
+
+    return (
+        Option("--duration", "duration", "how long to run, e.g. 60s, 10m, 2h", parse_duration,
+               "10m", "TIME"),
+        Option("--faults", "faults", "inject random faults of every kind"),
+        Option("--seed", "seed", "random seed", _seed, "0", "SEED"),
+        Option("--mount", "mount", "where to mount the tree (default: a fresh temporary "
+               "directory)", _mountpoint, metavar="DIR"),
+    )
 
 
-def _add_outputs(p, json_help: str, plot_help: str) -> None:
-    """``--json FILE`` and ``--plot FILE.png``, which :func:`_results` writes."""
-    p.add_argument("--json", default=None, metavar="FILE", help=json_help)
-    p.add_argument("--plot", default=None, metavar="FILE.png", help=plot_help)
+def _experiments() -> tuple[Command, ...]:
+    from . import bench
+
+    return tuple(Command(
+        e.name, e.help, f"{e.help[0].upper()}{e.help[1:]}: {e.description}",
+        functools.partial(_bench, e.name), e.options,
+        json="write the rows as JSON there too", plot="draw the results there (matplotlib)",
+        draw=lambda report, path, o: bench.plot_report(report, path),
+    ) for e in bench.EXPERIMENTS.values())
 
 
-def _add_bench(sub) -> None:
-    from .bench import EXPERIMENTS
-
-    b = sub.add_parser("bench", help="run an experiment (throughput, batch-sweep, seed, ...)",
-                       description="Run one experiment; human tables on stdout, --json and "
-                       "--plot for the rows.", epilog="Run 'migd bench EXPERIMENT --help' for "
-                       "an experiment's options and their defaults.")
-    exps = b.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT",
-                            parser_class=_args.Parser)
-    for e in EXPERIMENTS.values():
-        p = exps.add_parser(e.name, help=e.help,
-                            description=f"{e.help[0].upper()}{e.help[1:]}: {e.description}")
-        _args.add_options(p, e.options)
-        _add_outputs(p, "write the rows as JSON there too", "draw the results there (matplotlib)")
-        p.set_defaults(func=_bench)
-
-
-def _add_replay(sub) -> None:
-    r = sub.add_parser("replay", help="replay a kernel's migrate trace through configurations",
-                       description="Rebuild each migrate_pages() call from ftrace text "
-                       "(trace_pipe, trace or trace-cmd report output; gzip accepted) and "
-                       "replay the calls on the virtual clock through each configuration: "
-                       "what offload would do on the machine that recorded the trace.")
+def _replay_options() -> _args.Options:
     from . import replay
 
-    r.add_argument("trace", nargs="+", metavar="TRACE", help="ftrace text files")
-    _args.add_options(r, replay.OPTIONS)
-    _add_outputs(r, "write the report as JSON",
-                 "draw time and latency per configuration and reason (matplotlib)")
-    r.set_defaults(func=_replay)
+    return replay.OPTIONS
 
 
-def _add_sweep(sub) -> None:
-    s = sub.add_parser("sweep", help="run a grid of virtual-clock cells, locally or on Dask",
-                       description="Run the cartesian product of GRID.toml's [axes] as "
-                       "independent virtual-clock cells, on local worker processes or a Dask "
-                       "distributed cluster; finished cells are kept in --out and skipped "
-                       "on a rerun.")
+def _sweep_options() -> _args.Options:
     from . import sweep
 
-    s.add_argument("grid", metavar="GRID.toml", help="the grid file ([axes], [cell])")
-    _args.add_options(s, sweep.OPTIONS)
-    _add_outputs(s, "write the rows as JSON", "plot the first metric over two axes (matplotlib)")
-    s.set_defaults(func=_sweep)
+    return sweep.OPTIONS
 
 
-def _add_service(sub) -> None:
-    s = sub.add_parser("install-service", help="install the systemd unit and its config",
-                       description="Install systemd/migd.service into /etc/systemd/system "
-                       "(its ExecStart pointed at this migd) and the config at the path the "
-                       "unit reads; an existing config is kept.")
-    s.add_argument("--config", default=str(DEFAULT_CONFIG), metavar="FILE",
-                   help=f"the config to install (default: {DEFAULT_CONFIG})")
-    s.add_argument("--prefix", default="/", metavar="DIR",
-                   help="install under this root instead of / (default: /)")
-    s.add_argument("--dry-run", action="store_true", help="say what would be written, write "
-                   "nothing")
-    s.set_defaults(func=_install_service)
-    w = sub.add_parser("warm-up", help="compile migd's kernels ahead of the first start",
-                       description="Compile (or load) every compiled path into numba's cache "
-                       "for this migd version, so that the first migd run, bench or soak "
-                       "starts in about a second; install-service runs it.")
-    w.set_defaults(func=_warm_up)
+def _draw_sweep(result, path: str, o: dict) -> None:
+    from . import sweep
+
+    sweep.plot_sweep(result, path, o["plot_axes"])
+
+
+def _draw_replay(report, path: str, o: dict) -> None:
+    from . import replay
+
+    replay.plot_replay(report, path)
+
+
+def _profile_commands() -> tuple[Command, ...]:
+    from . import profile
+
+    return profile.COMMANDS
+
+
+def _prometheus_options() -> _args.Options:
     d = _config_defaults()
-    p = sub.add_parser("prometheus-config", help="print a Prometheus config scraping migd",
-                       description="Print a prometheus.yml whose scrape target follows "
-                       "--metrics (the address given to migd run).")
-    p.add_argument("--metrics", default=None, metavar="HOST:PORT",
-                   help=f"the address migd run serves /metrics on (default: {d['metrics']})")
-    p.set_defaults(func=_prometheus_config)
+    return (Option("--metrics", "metrics", "the address migd run serves /metrics on "
+                   f"(default: {d['metrics']})", str, metavar="HOST:PORT"),)
 
 
-def _add_profile(sub) -> None:
-    from .profile import add_parser
+COMMANDS: tuple[Command, ...] = (
+    Command("run", "run the daemon (control tree, /metrics, workloads)",
+            "Run the daemon: mount the control tree, serve /metrics, run the config's "
+            "workloads until SIGTERM or SIGINT.", _run, _run_options),
+    Command("bench", "run an experiment (throughput, batch-sweep, seed, ...)",
+            "Run one experiment; human tables on stdout, --json and --plot for the rows.",
+            epilog="Run 'migd bench EXPERIMENT --help' for an experiment's options and their "
+            "defaults.", commands=_experiments, metavar="EXPERIMENT"),
+    Command("soak", "random work, knob flips and faults, checked throughout",
+            "Random workloads, knob flips and (with --faults) injected faults on a mounted "
+            "tree, with integrity checks all the way; exits 1 on any lost or corrupted page.",
+            _soak, _soak_options, json="write the summary there too"),
+    Command("replay", "replay a kernel's migrate trace through configurations",
+            "Rebuild each migrate_pages() call from ftrace text (trace_pipe, trace or "
+            "trace-cmd report output; gzip accepted) and replay the calls on the virtual clock "
+            "through each configuration: what offload would do on the machine that recorded "
+            "the trace.", _replay, _replay_options, json="write the report as JSON",
+            plot="draw time and latency per configuration and reason (matplotlib)",
+            draw=_draw_replay),
+    Command("sweep", "run a grid of virtual-clock cells, locally or on Dask",
+            "Run the cartesian product of GRID.toml's [axes] as independent virtual-clock "
+            "cells, on local worker processes or a Dask distributed cluster; finished cells "
+            "are kept in --out and skipped on a rerun.", _sweep, _sweep_options,
+            json="write the rows as JSON",
+            plot="plot the first metric over two axes (matplotlib)", draw=_draw_sweep),
+    Command("install-service", "install the systemd unit and its config",
+            "Install systemd/migd.service into /etc/systemd/system (its ExecStart pointed at "
+            "this migd) and the config at the path the unit reads; an existing config is "
+            "kept.", _install_service, (
+                Option("--config", "config", "the config to install", _file,
+                       str(DEFAULT_CONFIG), "FILE"),
+                Option("--prefix", "prefix", "install under this root instead of /", str, "/",
+                       "DIR"),
+                Option("--dry-run", "dry_run", "say what would be written, write nothing"))),
+    Command("warm-up", "compile migd's kernels ahead of the first start",
+            "Compile (or load) every compiled path into numba's cache for this migd version, "
+            "so that the first migd run, bench or soak starts in about a second; "
+            "install-service runs it.", _warm_up),
+    Command("prometheus-config", "print a Prometheus config scraping migd",
+            "Print a prometheus.yml whose scrape target follows --metrics (the address given "
+            "to migd run).", _prometheus_config, _prometheus_options),
+    Command("profile", "hardware profiles: list, show, fit to measurements",
+            "Hardware profiles are TOML files of physical parameters; --profile (bench, "
+            "replay, sweep) and the daemon's dma.profile take a built-in name or such a file.",
+            commands=_profile_commands),
+)
 
-    add_parser(sub, _args.Parser)
+
+# --- the frame: parser, errors, exit statuses, outputs ---------------------------------
+
+
+def _add(sub, cmd: Command, prog: str) -> None:
+    p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.description,
+                       epilog=cmd.epilog)
+    children = cmd.subcommands()
+    if children:
+        group = p.add_subparsers(dest=f"{cmd.name}_command", required=True,
+                                 metavar=cmd.metavar, parser_class=_args.Parser)
+        for child in children:
+            _add(group, child, prog)
+        return
+    _args.add_options(p, cmd.declared())
+    if cmd.json:
+        p.add_argument("--json", default=None, metavar="FILE", help=cmd.json)
+    if cmd.plot:
+        p.add_argument("--plot", default=None, metavar="FILE.png", help=cmd.plot)
+    p.set_defaults(command=cmd, prog=prog)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = _args.Parser(prog="migd", description=DESCRIPTION, epilog=EPILOG)
     p.add_argument("--version", action="version", version=f"migd {migd_version()}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+    sub = p.add_subparsers(dest="command_name", required=True, metavar="COMMAND",
                            parser_class=_args.Parser)
-    _add_run(sub)
-    _add_bench(sub)
-    _add_soak(sub)
-    _add_replay(sub)
-    _add_sweep(sub)
-    _add_service(sub)
-    _add_profile(sub)
+    for cmd in COMMANDS:
+        _add(sub, cmd, f"migd {cmd.name}")
     return p
+
+
+def _execute(cmd: Command, args: argparse.Namespace) -> int:
+    """Run ``cmd`` and print its result; the only place errors are printed
+    (one line, ``migd COMMAND: ...``) and mapped to exit statuses: 2 for bad
+    input (ValueError, ``--json``/``--plot`` into no directory, checked before
+    the work), 1 for a failed run (:class:`Failed`, OSError), 130 for Ctrl-C."""
+    call = Call(args.prog)
+    json_path, plot_path = getattr(args, "json", None), getattr(args, "plot", None)
+    try:
+        try:
+            _args.check_output(json_path, "--json")
+            _args.check_output(plot_path, "--plot")
+            values = _args.option_values(args, cmd.declared())
+            result = cmd.run(values, call)
+        finally:
+            call.progress.clear()
+        if isinstance(result, int):
+            return result
+        text = result.table()
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+        if json_path:
+            result.write_json(json_path)
+    except ValueError as e:
+        return _fail(call, e, 2)
+    except _args.Failed as e:
+        return _fail(call, e, e.status)
+    except OSError as e:
+        return _fail(call, e, 1)
+    except KeyboardInterrupt:
+        return _fail(call, "interrupted", 130)
+    if plot_path:
+        try:
+            cmd.draw(result, plot_path, values)
+        except (OSError, ValueError) as e:
+            return _fail(call, f"cannot write the plot: {e}", 1)
+    return 0 if getattr(result, "ok", True) else 1
+
+
+def _fail(call: Call, error, status: int) -> int:
+    print(f"{call.prog}: {error}", file=sys.stderr, flush=True)
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         _ensure_streaming_copies()
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    return _execute(args.command, args)

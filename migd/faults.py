@@ -83,6 +83,15 @@ class FaultInjector:
         "fail_dma_partial",  # descriptor completes short
         "fail_dma_busy",  # no channel can be claimed (-EBUSY)
     )
+    #: Points whose failure only a driver that reports descriptor results
+    #: makes visible (``DmaModel.reports_errors``); on PTDMA they corrupt.
+    REPORTED = ("fail_dma_desc", "fail_dma_partial")
+
+    @classmethod
+    def points_for(cls, reports_errors: bool) -> tuple[str, ...]:
+        """The points a soak may arm on an engine that does (not) report errors."""
+        return cls.POINTS if reports_errors else tuple(
+            p for p in cls.POINTS if p not in cls.REPORTED)
 
     def __init__(self, seed: int | None = None) -> None:
         self.points = {name: FaultAttr(name) for name in self.POINTS}

@@ -32,6 +32,7 @@ def _measured(row) -> dict:
     return {k: v for k, v in row.as_json().items() if k not in WALL}
 
 
+@pytest.mark.slow
 def test_a_rig_on_the_previous_rigs_arena_measures_as_a_fresh_one():
     """Same rows (simulated times included) as a rig built from nothing, on the
     very same arena array: no second ~2 x total allocation."""
@@ -51,6 +52,7 @@ def test_a_rig_on_the_previous_rigs_arena_measures_as_a_fresh_one():
     assert _measured(reused) == _measured(fresh)
 
 
+@pytest.mark.slow
 def test_a_reused_real_arena_verifies_every_page():
     """Real bytes: the previous rows' content left in the arena is never read as
     the new tenant's (every page the tenant maps is written at fault-in)."""
@@ -271,3 +273,13 @@ def test_any_config_is_one_line_and_exit_2_or_a_config_that_fits(
         used[t["home_node"]] += t["size"]
     assert all(u <= n["capacity"] for u, n in zip(used, cfg.nodes, strict=True))
     assert "\0" not in cfg.daemon["mount"] and "\0" not in cfg.daemon["metrics"]
+
+
+@pytest.mark.parametrize("mount", ["", "x" * 4096])
+def test_a_bad_mount_on_the_command_line_is_refused_as_in_the_config(capsys, monkeypatch, mount):
+    """``--mount`` is checked by the config's own ``daemon.mount`` rule (PATH_MAX)."""
+    started = []
+    monkeypatch.setattr(migd.daemon, "run_daemon", lambda cfg, *a: started.append(cfg) or 0)
+    rc = main(["run", "--mount", mount])
+    msg = assert_refused(rc, capsys.readouterr().err)
+    assert msg.startswith("--mount ") and "PATH_MAX" in msg and started == []

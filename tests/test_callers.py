@@ -26,7 +26,7 @@ from migd.migrate import MigrationEngine
 from migd.mm import MigrateMode, MigrateReason, TenantSpec
 from migd.offload import DcbmMigrator
 
-from .conftest import MiB, make_machine
+from .helpers import BARE, MiB, config, make_machine
 
 
 @dataclass
@@ -54,16 +54,7 @@ def record_calls(engine) -> list[Call]:
 def system(tenants: list[TenantSpec], extra: str = "") -> System:
     """A daemon's System with two 8 MiB nodes and ``tenants`` (added after the
     config: its sizes are whole 2 MiB, too coarse for these lists)."""
-    sys = System(load_config(text=f"""
-[[nodes]]
-name = "dram"
-capacity = "8M"
-demotion_target = 1
-[[nodes]]
-name = "far"
-capacity = "8M"
-{extra}
-"""))
+    sys = System(load_config(text=config("8M", [], **BARE) + extra))
     sys.tenants += [sys.machine.add_tenant(t) for t in tenants]
     return sys
 
@@ -240,7 +231,7 @@ async def test_dcbm_slices_match_the_hand_table(autojump_clock, nr_folios, nr_dm
     assert [c.name for c in dma.channels[:3]] == ["dma0chan0", "dma1chan0", "dma2chan0"]
 
 
-@pytest.mark.parametrize("profile, unmarked", [("zen3-ptdma", 256), ("sdxi", 128)])
+@pytest.mark.parametrize("profile, unmarked", [("dsa", 256), ("sdxi", 128)])
 async def test_one_failed_descriptor_fails_the_whole_v6_batch(autojump_clock, profile,
                                                               unmarked):
     """v6: nothing marked, folios_failures += nr_folios, the CPU copies the

@@ -16,8 +16,8 @@ from migd.daemon.reference import render
 from migd.offload import CATALOGUE, CopyBatch, CpuMigrator, Migrator, MigratorEntry, Param
 from migd.sysfs import Anything, Bool, Int
 
-from .conftest import SMALL_CONFIG as CONFIG
-from .conftest import scrape_collector as scrape
+from .helpers import SMALL_CONFIG as CONFIG
+from .helpers import scrape_collector as scrape
 
 
 class MemcpyTest(Migrator):

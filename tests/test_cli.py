@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from migd._args import Command, Failed
+
 
 def assert_drawn(png) -> None:
     """A PNG with a figure in it: many colours, not a blank canvas."""
@@ -46,6 +48,7 @@ def migd(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=150)
 
 
+@pytest.mark.slow
 def test_bench_throughput_real_clock_verifies_and_has_memcpy_row(tmp_path):
     doc, p = bench(tmp_path, "throughput", "--clock", "real", "--orders", "0,9", "--total", "32M",
                    "--verify")
@@ -62,6 +65,7 @@ def test_bench_throughput_real_clock_verifies_and_has_memcpy_row(tmp_path):
     assert "memcpy" in p.stdout and "x memcpy" in p.stdout
 
 
+@pytest.mark.slow
 def test_bench_virtual_clock_is_deterministic(tmp_path):
     rows = []
     for i in range(2):
@@ -77,6 +81,7 @@ def test_bench_virtual_clock_is_deterministic(tmp_path):
     assert gbps[9] > gbps[4] > gbps[0]  # per-folio costs amortise over larger folios
 
 
+@pytest.mark.slow
 def test_bench_memcpy():
     p = migd("bench", "memcpy", "--total", "64M")
     assert p.returncode == 0, p.stderr
@@ -100,6 +105,7 @@ def test_bench_bad_input_is_one_line_and_nonzero(args, needle):
     assert p.stdout == ""
 
 
+@pytest.mark.slow
 def test_bench_seed_reproduces_the_calibration_set(tmp_path):
     """The virtual-clock zen3-ptdma model against every published cell."""
     doc, p = bench(tmp_path, "seed")
@@ -124,6 +130,7 @@ def test_bench_seed_reproduces_the_calibration_set(tmp_path):
     assert "median |error|" in p.stdout
 
 
+@pytest.mark.slow
 def test_bench_batch_sweep_trades_latency_for_throughput(tmp_path):
     doc, p = bench(tmp_path, "batch-sweep", "--clock", "virtual", "--orders", "9",
                    "--migrators", "dcbm:16", "--total", "256M",
@@ -136,6 +143,7 @@ def test_bench_batch_sweep_trades_latency_for_throughput(tmp_path):
     assert ff == sorted(ff) and ff[-1] > 10 * ff[0]  # the first folio waits longer
 
 
+@pytest.mark.slow
 def test_bench_cat_latency_reads_the_real_mount_while_migrating(tmp_path):
     """--duration is the whole run: two rows share 3 s (a per-row duration would
     read for 3 s in each)."""
@@ -149,6 +157,7 @@ def test_bench_cat_latency_reads_the_real_mount_while_migrating(tmp_path):
         assert 1.4 < row["seconds"] < 2.9  # 1.5 s of reading plus the reader's start
 
 
+@pytest.mark.slow
 def test_bench_scrape_times_real_http_scrapes(tmp_path):
     doc, p = bench(tmp_path, "scrape")
     (row,) = doc["rows"]
@@ -157,6 +166,7 @@ def test_bench_scrape_times_real_http_scrapes(tmp_path):
     assert "scrapes of" in p.stdout
 
 
+@pytest.mark.slow
 def test_compiled_code_cache_survives_any_order_of_first_use(tmp_path):
     """numba's on-disk cache: the fast path compiled in a process where the
     parallel copy was loaded from the cache once crashed every later process
@@ -178,6 +188,7 @@ def test_compiled_code_cache_survives_any_order_of_first_use(tmp_path):
         assert p.returncode == 0, p.stderr
 
 
+@pytest.mark.slow
 def test_bench_latency_budget_rows_say_whether_the_budget_held(tmp_path):
     doc, p = bench(tmp_path, "latency-budget", "--orders", "9", "--migrators", "dcbm:16",
                    "--total", "256M", "--budget-us", "500", "--batch-pages", "512,2048,8192,32768")
@@ -193,6 +204,7 @@ def test_bench_latency_budget_rows_say_whether_the_budget_held(tmp_path):
     assert adaptive["vs_best_fixed"] >= 0.85 and adaptive["over_budget_pct"] <= 1.0
 
 
+@pytest.mark.slow
 def test_bench_auto_choice_rows_compare_with_the_better_way(tmp_path):
     doc, p = bench(tmp_path, "auto-choice", "--orders", "0,4", "--migrators", "dcbm:1,dcbm:16",
                    "--total", "128M")
@@ -266,7 +278,72 @@ def test_the_parser_has_one_subcommand_per_declared_experiment(capsys):
                 assert f"(default: {o.shown_default})" in flat, (name, o.flag)
 
 
-def test_run_help_shows_the_real_defaults(capsys):
+def test_each_experiment_declares_its_table_and_the_rows_keys_do_not_pick_it():
+    """A row's extra fields are data, not a switch: a throughput row that
+    happens to carry ``cat_p99_ms`` or ``published_gbps`` still prints in the
+    layout its experiment declares (the report once picked the cat-latency or
+    seed table from such a key)."""
+    from migd.bench import EXPERIMENTS, BenchReport, BenchRow, Layout
+
+    assert {n: e.table.kind for n, e in EXPERIMENTS.items()} == {
+        "throughput": "migration", "batch-sweep": "migration", "seed": "published",
+        "memcpy": "migration", "cat-latency": "cat", "scrape": "notes",
+        "latency-budget": "migration", "auto-choice": "migration"}
+    row = BenchRow("dcbm", 4, 9, 2 << 20, 512, 64 << 20, 0.01, 6.7, 50.0, 60.0, 70.0, True,
+                   extra={"cat_p99_ms": 1.0, "published_gbps": 7.0, "policy": "auto"})
+    report = BenchReport("throughput", "real", "native", [row])
+    head = report.table().splitlines()[1].split()
+    assert head[:5] == ["migrator", "order", "folio", "batch", "GB/s"] and "policy" not in head
+    report.layout = Layout(columns=("policy",))
+    assert report.table().splitlines()[1].split()[-1] == "policy"
+    report.layout = Layout("notes")
+    report.notes = ["a note"]
+    assert report.table().splitlines() == ["# throughput, real clock", "# a note"]
+
+
+@pytest.mark.parametrize("error, status", [
+    (ValueError("--total: bad size 'lots'"), 2),
+    (Failed("a local worker process died"), 1),
+    (Failed("interrupted; finished cells are in out", 130), 130),
+    (OSError(28, "No space left on device"), 1),
+    (KeyboardInterrupt(), 130),
+])
+def test_the_frame_prints_one_line_and_maps_each_error_to_its_status(capsys, error, status):
+    """The one place errors are printed: bad input 2, a failed run 1, Ctrl-C 130."""
+    import argparse
+
+    from migd import cli
+
+    def run(values, call):
+        raise error
+
+    args = argparse.Namespace(prog="migd probe")
+    assert cli._execute(Command("probe", "a probe", "A probe.", run), args) == status
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("migd probe: ")
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["bench", "memcpy"], ["soak", "--duration", "1s"],
+                                  ["replay", "t.txt"], ["sweep", "g.toml"]])
+def test_every_command_refuses_an_unwritable_output_before_any_work(tmp_path, capsys, argv):
+    """--json (and --plot where the command draws) into no directory: exit 2 and
+    one line before the command runs (the trace and the grid are not even read)."""
+    from migd.cli import COMMANDS, main
+
+    (cmd,) = [c for c in COMMANDS if c.name == argv[0]]
+    cmd = next(iter(cmd.subcommands()), cmd)
+    for flag in ["--json"] + (["--plot"] if cmd.plot else []):
+        assert main([*argv, flag, str(tmp_path / "no" / "such.out")]) == 2
+        err = capsys.readouterr().err
+        assert err == f"migd {argv[0]}: {flag}: no such directory for " \
+            f"{str(tmp_path / 'no' / 'such.out')!r}\n"
+
+
+def test_run_help_shows_the_real_defaults(capsys, monkeypatch):
+    # argparse wraps help to $COLUMNS, breaking after a hyphen ("/work/wt-\ntier"):
+    # wide enough that the default path stays whole wherever the checkout is.
+    monkeypatch.setenv("COLUMNS", "10000")
     text = " ".join(help_of(capsys, "run", "--help").split())
     assert "(default: /run/migd/sys" in text  # SPEC section 5
     assert "(default: 127.0.0.1:9464" in text  # etc/migd.toml, etc/prometheus
@@ -313,6 +390,7 @@ def screen(raw: str) -> list[str]:
             for line in raw.replace("\r\n", "\n").split("\n")]
 
 
+@pytest.mark.slow
 def test_the_progress_line_is_cleared_before_the_bench_results():
     rc, raw = on_terminal("bench", "throughput", "--clock", "virtual", "--orders", "0,9",
                           "--total", "4M")
@@ -322,6 +400,7 @@ def test_the_progress_line_is_cleared_before_the_bench_results():
     assert head.startswith("# throughput")  # ... and is not glued to the results
 
 
+@pytest.mark.slow
 def test_the_progress_line_is_cleared_before_the_soak_summary(tmp_path):
     (tmp_path / "m").mkdir()
     rc, raw = on_terminal("soak", "--duration", "1s", "--mount", str(tmp_path / "m"))
@@ -332,6 +411,7 @@ def test_the_progress_line_is_cleared_before_the_soak_summary(tmp_path):
     assert lines[first - 1] == "{"  # the summary's first line stands alone
 
 
+@pytest.mark.slow
 def test_bench_warns_on_one_line_when_another_migd_runs():
     fake = subprocess.Popen(["bash", "-c", "exec -a migd sleep 60"])
     try:
@@ -358,6 +438,7 @@ def test_busy_reasons_name_the_load_and_the_other_migd():
     assert "4242" in other and "migd run" in other
 
 
+@pytest.mark.slow
 def test_batch_sweep_leaves_out_bounds_larger_than_the_total(tmp_path):
     out = tmp_path / "s.json"
     p = migd("bench", "batch-sweep", "--clock", "virtual", "--orders", "9", "--migrators",

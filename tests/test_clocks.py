@@ -6,7 +6,7 @@ import trio
 from migd.hw import mock_clock
 from migd.mm import MigrateMode, MigrateReason, TenantSpec
 
-from .conftest import MiB, make_engine, make_machine
+from .helpers import MiB, make_engine, make_machine
 
 
 def _scenario(virtual: bool):

@@ -12,8 +12,8 @@ import trio
 from migd.daemon import System, build_tree, load_config
 from migd.mm import PAGE_SIZE, MigrateReason
 
-from .conftest import SMALL_CONFIG as CONFIG
-from .conftest import scrape_collector as scrape
+from .helpers import SMALL_CONFIG as CONFIG
+from .helpers import scrape_collector as scrape
 
 
 def total(samples: dict, name: str, **labels) -> float:

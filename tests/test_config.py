@@ -5,6 +5,7 @@ checked here against SPEC's (the tree's); test_daemon keeps one bad config that
 goes through ``migd run`` (exit 2, one line).
 """
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -72,8 +73,14 @@ def test_a_reason_mask_is_parsed_once_into_the_system():
 
 
 def test_the_shipped_config_loads():
-    cfg = load_config(ROOT / "etc" / "migd.toml")
-    assert cfg.tenants and cfg.workloads["move"]["enabled"] in (True, False)
+    """Its tenants, and the README's "migrations of every kind start at once":
+    the four callers of migrate_pages() on, DAMON (off by default) off."""
+    path = ROOT / "etc" / "migd.toml"
+    cfg = load_config(path)
+    shipped = tomllib.loads(path.read_text())
+    assert [t["name"] for t in cfg.tenants] == [t["name"] for t in shipped["tenants"]]
+    assert {w for w, c in cfg.workloads.items() if c["enabled"]} == {
+        "move", "demotion", "promotion", "compaction"}
 
 
 def test_a_missing_file_names_the_file():

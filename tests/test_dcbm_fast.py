@@ -20,7 +20,7 @@ from migd.mm import MigrateReason, TenantSpec
 from migd.mm._page import FOLIO_CONTENT_COPIED
 from migd.offload import DcbmMigrator
 
-from .conftest import MiB, make_machine
+from .helpers import MiB, make_machine
 
 
 def native_rig(node_mib: int = 32):

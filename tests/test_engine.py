@@ -13,7 +13,7 @@ from migd.migrate import NR_MAX_MIGRATE_PAGES_RETRY, BatchRecord
 from migd.mm import MigrateMode, MigrateReason, TenantSpec
 from migd.offload import CopyBatch, Migrator
 
-from .conftest import MiB, make_engine, make_machine
+from .helpers import MiB, make_engine, make_machine
 
 REASONS = list(MigrateReason)
 
@@ -57,7 +57,9 @@ def _run_ops(ops, virtual: bool):
             # every page handed in ends as exactly one of success, fail, untried
             s = r.stats
             assert s.nr_succeeded + s.nr_failed_pages + s.nr_untried_pages == pages_in
-            assert s.nr_untried_pages == 0 or r.rc == -errno.ENOMEM
+            # untried: -ENOMEM ended the call, or the split parts' pass (whose
+            # return migrate_pages() ignores) stopped on it
+            assert s.nr_untried_pages == 0 or r.rc == -errno.ENOMEM or s.nr_split
             assert (after["pgmigrate_success"] - before["pgmigrate_success"]
                     + after["pgmigrate_fail"] - before["pgmigrate_fail"]
                     + e.pages_untried - untried_before) == pages_in

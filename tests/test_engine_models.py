@@ -22,7 +22,7 @@ from migd.migrate._kernels import batch_end
 from migd.mm import MigrateMode, MigrateReason, PG_locked, TenantSpec
 from migd.offload import CopyBatch, Migrator, MtcopyMigrator
 
-from .conftest import MiB, make_engine, make_machine
+from .helpers import MiB, make_engine, make_machine
 
 
 @pytest.mark.parametrize(("sizes", "bound", "crossing", "ends"), [

@@ -14,7 +14,7 @@ import pytest
 
 from migd.sysfs import STORE_MAX, kstrtoull
 
-from .conftest import Daemon
+from .helpers import Daemon
 
 KNOB = "kernel/mm/migrate_offload/nr_max_batched_migration"
 
@@ -115,6 +115,7 @@ def test_a_number_of_any_length_parses_in_linear_time():
     assert kstrtoull(b"0" * 100_000 + b"17") == 0o17  # leading 0: octal, however many
 
 
+@pytest.mark.slow
 def test_signals_a_user_may_send_do_not_end_the_daemon(tmp_path):
     """SIGUSR1 logs the state; SIGHUP, SIGUSR2 and SIGPIPE are logged and ignored;
     an unmount from outside ends the daemon, checked, with exit status 1."""
@@ -162,6 +163,7 @@ print(dict(seen))
 """
 
 
+@pytest.mark.slow
 def test_writes_in_flight_at_shutdown_end_with_enodev_and_nothing_above_info(tmp_path):
     """A store reaching a daemon that stops gets ENODEV (kernfs_get_active() failing
     on a removed node), never EINVAL; no line above info follows ``stopped``."""
@@ -204,6 +206,7 @@ print(bool(sigign & (1 << 12)))  # SIGPIPE is 13: bit 12
 """
 
 
+@pytest.mark.slow
 def test_a_process_that_served_the_tree_still_ignores_sigpipe(tmp_path):
     """libfuse2's fuse_remove_signal_handlers() resets an ignored SIGPIPE to
     SIG_DFL; the soak and the tests serve in-process and were then killed by
@@ -214,6 +217,7 @@ def test_a_process_that_served_the_tree_still_ignores_sigpipe(tmp_path):
     assert p.returncode == 0 and p.stdout == "True\n", p.stderr
 
 
+@pytest.mark.slow
 def test_a_first_start_says_it_compiles_and_asks_systemd_for_time(tmp_path):
     """On an empty compile cache the second log line says what is compiled and
     where it is cached, each warm-up stage is logged and extends systemd's start

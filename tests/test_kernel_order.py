@@ -23,7 +23,7 @@ from migd.mm import MigrateReason, TenantSpec
 from migd.mm._content import page_keys
 from migd.offload import CopyBatch, Migrator, MtcopyMigrator
 
-from .conftest import make_engine, make_machine
+from .helpers import make_engine, make_machine
 
 NR_FOLIOS = 8
 

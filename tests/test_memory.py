@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from migd.mm import PAGE_SIZE, Machine, NodeSpec, TenantSpec, page_keys, verify_pages
 from migd.mm._buddy import FreeArea
 
-from .conftest import MiB
+from .helpers import MiB
 
 
 @settings(max_examples=60, deadline=None)

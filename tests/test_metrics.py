@@ -1,7 +1,6 @@
 """/metrics against real tools: promtool, a real Prometheus server, the dashboard."""
 
 import json
-import socket
 import subprocess
 import time
 import urllib.error
@@ -12,13 +11,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from .helpers import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "etc" / "grafana" / "dashboards" / "migd.json"
-
-
-def scrape(d) -> str:
-    with urllib.request.urlopen(d.metrics_url, timeout=10) as r:
-        return r.read().decode()
 
 
 def test_only_the_metrics_path_answers(daemon):
@@ -43,7 +39,7 @@ def counters(text: str) -> dict[tuple, float]:
 
 
 def test_promtool_check_metrics_on_a_live_scrape_is_clean(daemon):
-    text = scrape(daemon)
+    text = daemon.scrape()
     p = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 0 and p.stdout.strip() == "" and p.stderr.strip() == "", p
@@ -57,14 +53,14 @@ def test_promtool_check_metrics_on_a_live_scrape_is_clean(daemon):
 
 
 def test_counters_never_go_backwards_across_switches_and_tree_resets(daemon):
-    before = counters(scrape(daemon))
+    before = counters(daemon.scrape())
     for name in ("dcbm", "mtcopy", "none", "dcbm", "none"):
         daemon.write("kernel/mm/migrate_offload/migrator", name)
         time.sleep(0.2)
     assert int(daemon.read("module/dcbm/parameters/folios_migrated")) > 0
     daemon.write("module/dcbm/parameters/folios_migrated", "0")  # the tree's view only
     assert daemon.read("module/dcbm/parameters/folios_migrated") == "0\n"
-    after = counters(scrape(daemon))
+    after = counters(daemon.scrape())
     went_back = {k: (v, after.get(k)) for k, v in before.items() if after.get(k, v) < v}
     assert went_back == {}
     assert after[("migd_batches_total", (("migrator", "dcbm"),))] > 0
@@ -80,7 +76,7 @@ def test_the_latency_budget_is_exported_with_its_batches(daemon):
     try:
         deadline = time.monotonic() + 20
         while True:
-            text = scrape(daemon)
+            text = daemon.scrape()
             n = counters(text)[("migd_budget_batches_total", ())]
             if n > 10 or time.monotonic() > deadline:
                 break
@@ -90,7 +86,7 @@ def test_the_latency_budget_is_exported_with_its_batches(daemon):
         assert counters(text)[("migd_budget_exceeded_batches_total", ())] <= n
     finally:
         daemon.write("kernel/mm/migrate_offload/max_inaccessible_us", "0")
-    assert gauges(scrape(daemon))["migd_max_inaccessible_seconds"] == 0
+    assert gauges(daemon.scrape())["migd_max_inaccessible_seconds"] == 0
 
 
 def test_dashboard_is_provisionable():
@@ -103,12 +99,6 @@ def test_dashboard_is_provisionable():
     assert "uid: migd-prometheus" in prov
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def prom_query(port: int, expr: str) -> list:
     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
     with urllib.request.urlopen(url, timeout=10) as r:
@@ -117,6 +107,7 @@ def prom_query(port: int, expr: str) -> list:
     return doc["data"]["result"]
 
 
+@pytest.mark.slow
 def test_every_dashboard_panel_returns_data_from_a_real_prometheus(daemon, tmp_path):
     target = urllib.parse.urlparse(daemon.metrics_url).netloc
     cfg = tmp_path / "prometheus.yml"

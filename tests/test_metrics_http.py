@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from migd.daemon import System, load_config
 from migd.metrics import serve_metrics
 
-from .conftest import SMALL_CONFIG
+from .helpers import SMALL_CONFIG
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 

@@ -14,7 +14,7 @@ from migd.offload import DcbmMigrator, MtcopyMigrator
 from migd.offload._dcbm import dcbm_nr_channels
 from migd.offload._mtcopy import thread_bytes
 
-from .conftest import MiB, make_machine
+from .helpers import MiB, make_machine
 
 
 def rig(virtual: bool, profile: str = "zen3-ptdma", node_mib: int = 32):
@@ -95,7 +95,7 @@ FAULTS = [
 @pytest.mark.parametrize("point, cause, refused, interval, times", FAULTS)
 async def test_every_dma_fault_falls_back_and_loses_nothing(virtual, point, cause, refused,
                                                            interval, times):
-    m, e, dma = rig(virtual)
+    m, e, dma = rig(virtual, "dsa")  # exclusive channels whose driver reports errors
     t = m.add_tenant(TenantSpec("t", 4 * MiB, order=3))
     dcbm = DcbmMigrator(dma, nr_dma_chan=4, timeout=0.2)
     e.registry.register(dcbm)

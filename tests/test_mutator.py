@@ -5,7 +5,7 @@ import trio
 
 from migd.mm import MigrateReason, TenantSpec
 
-from .conftest import Gate, MiB, make_engine, make_machine
+from .helpers import Gate, MiB, make_engine, make_machine
 
 
 async def test_access_under_migration_waits_and_reads_new_content():

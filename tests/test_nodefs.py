@@ -18,29 +18,11 @@ import trio
 from migd.daemon import System, build_tree, load_config
 from migd.daemon._workloads import move_tenant
 
-MiB = 1 << 20
-CONFIG = """
-[[nodes]]
-name = "dram"
-capacity = "32M"
-demotion_target = 1
-[[nodes]]
-name = "far"
-capacity = "32M"
-[[tenants]]
-name = "small"
-size = "4M"
-order = 0
-access_rate = 0
-[[tenants]]
-name = "huge"
-size = "8M"
-order = 9
-access_rate = 0
-mlocked = true
-[dma]
-profile = "native"
-"""
+from .helpers import BARE, MiB, config
+
+CONFIG = config("32M", [{"name": "small", "size": "4M", "order": 0, "access_rate": 0},
+                         {"name": "huge", "size": "8M", "order": 9, "access_rate": 0,
+                          "mlocked": True}], **BARE | {"dma": {"profile": "native"}})
 
 # drivers/base/node.c node_read_meminfo (CONFIG_TRANSPARENT_HUGEPAGE, no HIGHMEM,
 # no SHADOW_CALL_STACK), then mm/hugetlb.c hugetlb_report_node_meminfo.

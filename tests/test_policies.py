@@ -11,7 +11,7 @@ from migd.migrate import BatchRecords, MigrationEngine
 from migd.mm import TenantSpec
 from migd.offload import MtcopyMigrator
 
-from .conftest import MiB, make_machine
+from .helpers import MiB, make_machine
 
 ZEN3 = get_profile("zen3-ptdma")
 #: The same machine with DMA engines eight times slower: offload stops paying.

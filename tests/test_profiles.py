@@ -192,7 +192,7 @@ def test_a_bad_table_is_one_line_naming_file_and_line_exit_2(tmp_path):
     p.write_text("order,threads,gbps,colour\n9,1,10,red\n")
     r = migd("profile", "fit", str(p), "--out", str(tmp_path / "o.toml"))
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stdout == ""
-    assert r.stderr.splitlines() == [f"migd profile fit: {p}:1: unknown column 'colour'; "
+    assert r.stderr.splitlines() == [f"migd profile: {p}:1: unknown column 'colour'; "
                                      "expected one of: path,channels,4K,...,2M; order,"
                                      "batch_pages,channels,gbps,first_folio_us; order,n_folios,"
                                      "gbps,first_folio_us; order,threads,gbps"]

@@ -8,7 +8,7 @@ import trio
 from migd.mm import MigrateReason, TenantSpec
 from migd.offload import CpuMigrator, Migrator, OffloadRegistry
 
-from .conftest import Gate, MiB, make_engine, make_machine
+from .helpers import Gate, MiB, make_engine, make_machine
 
 
 class Other(Gate):

@@ -36,7 +36,7 @@ from migd.replay import (
 )
 from migd.tracing import Tracing
 
-from .conftest import Daemon
+from .helpers import Daemon, config
 
 # include/trace/events/migrate.h, verbatim.
 END_FMT = ("nr_succeeded=%lu nr_failed=%lu nr_thp_succeeded=%lu nr_thp_failed=%lu "
@@ -262,40 +262,14 @@ def test_replay_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message
 
 # -- the round trip through migd run's tracefs ----------------------------------------
 
-ROUND_TRIP_CONFIG = """
-[daemon]
-log_format = "json"
-[[nodes]]
-name = "dram"
-capacity = "32M"
-demotion_target = 1
-[[nodes]]
-name = "far"
-capacity = "32M"
-[[tenants]]
-name = "small"
-size = "4M"
-order = 0
-[[tenants]]
-name = "huge"
-size = "8M"
-order = 9
-[migrator]
-active = "none"
-[dma]
-profile = "native"
-[workloads.move]
-interval = 0.05
-fraction = 0.25
-[workloads.demotion]
-interval = 0.05
-[workloads.promotion]
-interval = 0.05
-[workloads.compaction]
-interval = 0.2
-"""
+ROUND_TRIP_CONFIG = config(
+    "32M", [{"name": "small", "size": "4M", "order": 0},
+            {"name": "huge", "size": "8M", "order": 9}],
+    workloads={"move": {"interval": 0.05, "fraction": 0.25}, "demotion": {"interval": 0.05},
+               "promotion": {"interval": 0.05}, "compaction": {"interval": 0.2}})
 
 
+@pytest.mark.slow
 def test_round_trip_of_migd_runs_own_trace(tmp_path):
     """``kernel/tracing/trace`` read through the FUSE mount replays with
     ``none`` to the same calls, pages and counters."""

@@ -9,6 +9,7 @@ timeout; each test stays far below pytest-timeout.
 
 import json
 import os
+import re
 
 import pytest
 
@@ -18,6 +19,8 @@ from migd.sweep import (
     DaskExecutor,
     InProcess,
     LocalProcesses,
+    SweepResult,
+    averaged_over,
     load_grid,
     run_sweep,
 )
@@ -155,7 +158,46 @@ experiment = "replay"
     assert doc["experiment"] == "sweep" and len(doc["rows"]) == 4
     assert all(r["calls"] == 200 and r["seconds"] > 0 for r in doc["rows"])
     assert png.stat().st_size > 0
-    assert "4 cells" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "4 cells" in out
+    head = out.splitlines()[0].split()
+    assert head[:3] == ["migrator", "trace", "budget_us"]  # the axes, then replay's fields
+    assert {"seconds", "cpu_saved_seconds", "inaccessible_us_p99", "median_error_pct"} <= set(head)
+
+
+def column_ends(line: str) -> list[int]:
+    return [m.end() for m in re.finditer(r"\S+", line)]
+
+
+@pytest.mark.parametrize("experiment", ["throughput", "replay"])
+def test_the_table_aligns_every_column_of_each_cell_kind(experiment):
+    """Issue 24: headers longer than their values (``inaccessible_us_p99``) and
+    values longer than their headers (a trace path) - every column's cells end
+    where its header ends, and no header runs into the next."""
+    axes = {"migrator": ["none", "dcbm:16"], "trace": ["/a/rather/long/path/to/trace.txt.gz"]}
+    result = SweepResult(axes, [], 0, "in-process", 1, 0.0, experiment)
+    fields = result.columns
+    for i, migrator in enumerate(axes["migrator"]):
+        row = {f: 10.0 ** (k - i * 3) * 1.234567 for k, f in enumerate(fields)}
+        row[fields[-1]] = None  # shown as "-"
+        result.rows.append({**row, "migrator": migrator, "trace": axes["trace"][0]})
+    lines = result.table().splitlines()[:3]
+    assert lines[0].split() == [*axes, *fields]
+    assert all(column_ends(ln) == column_ends(lines[0]) for ln in lines[1:]), lines
+    assert all("  " in ln for ln in lines) and lines[1].split()[-1] == "-"
+
+
+def test_the_plot_title_names_the_axes_it_averages_over():
+    axes = {"migrator": ["none", "dcbm:4"], "order": [0, 9], "batch_pages": [64, 512],
+            "repeat": [0, 1, 2], "profile": ["zen3-ptdma"]}
+    result = SweepResult(axes, [], 0, "in-process", 1, 0.0, "throughput")
+    assert averaged_over(result, ["migrator", "order"]) == \
+        "mean over batch_pages (2 values), repeat (3 values)"
+    assert averaged_over(result, ["batch_pages", "repeat"]) == \
+        "mean over migrator (2 values), order (2 values)"
+    small = SweepResult({"order": [0, 9], "profile": ["zen3-ptdma"]}, [], 0, "x", 1, 0.0,
+                        "throughput")
+    assert averaged_over(small, ["order", "profile"]) == "no axis averaged"
 
 
 @pytest.mark.parametrize("text, extra, message", [

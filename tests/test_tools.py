@@ -14,21 +14,18 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import socket
 import stat
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from .conftest import DAEMON_CONFIG
+from .helpers import Daemon, free_port, scrape
 
-CONFIG = DAEMON_CONFIG  # none active: the default
+#: Real tools on a live daemon: each starts a process (or a namespace) per check.
+pytestmark = pytest.mark.slow
 NOBODY = 65534
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -59,40 +56,21 @@ VMSTAT_FIELDS = next(a.split("=", 1)[1] for a in NODE_EXPORTER
 def mount(tmp_path_factory):
     """A daemon mounted where an unprivileged user can reach it (pytest's
     tmp dirs are 0700), its mount point made traversable by all."""
-    tmp = tmp_path_factory.mktemp("tools")
     top = Path(tempfile.mkdtemp(prefix="migd-tools-"))
     top.chmod(0o755)
-    mnt = top / "sys"
-    cfg = tmp / "migd.toml"
-    cfg.write_text(CONFIG)
-    sock_path = str(tmp / "notify.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(sock_path)
-    sock.settimeout(60)
-    with open(tmp / "migd.log", "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "migd", "run", "--config", str(cfg), "--mount", str(mnt),
-             "--metrics", "127.0.0.1:0"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=dict(os.environ, NOTIFY_SOCKET=sock_path))
+    d = Daemon(tmp_path_factory.mktemp("tools"), mount=top / "sys")  # none active: the default
     try:
-        while b"READY=1" not in sock.recv(4096):
-            pass
+        d.wait_ready()
         # let every workload migrate a first time
         deadline = time.monotonic() + 20
-        while _kv(mnt / "proc/vmstat").get("pgmigrate_success", 0) == 0:
+        while _kv(d.p("proc/vmstat")).get("pgmigrate_success", 0) == 0:
             assert time.monotonic() < deadline, "no migration within 20 s"
             time.sleep(0.05)
-        yield mnt
+        yield d.mount
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        subprocess.run(["fusermount", "-uz", str(mnt)], capture_output=True, timeout=10)
-        sock.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            d.stop(timeout=10)
+        d.close()
         shutil.rmtree(top, ignore_errors=True)
 
 
@@ -107,12 +85,6 @@ def _meminfo(path: Path) -> dict[str, int]:
         f = line.split()
         out[f[2].rstrip(":")] = int(f[3]) * (1024 if len(f) == 5 else 1)
     return out
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _tree_values(mnt: Path) -> dict[str, float]:
@@ -131,23 +103,19 @@ def _tree_values(mnt: Path) -> dict[str, float]:
     return v
 
 
-def _scrape(url: str) -> tuple[dict[str, float], float]:
-    t0 = time.perf_counter()
-    with urllib.request.urlopen(url, timeout=10) as r:
-        text = r.read().decode()
-    dt = time.perf_counter() - t0
+def _scrape(url: str) -> dict[str, float]:
     out = {}
-    for line in text.splitlines():
+    for line in scrape(url).splitlines():
         if line and not line.startswith("#"):
             name, value = line.rsplit(" ", 1)
             out[name] = float(value)
-    return out, dt
+    return out
 
 
 def test_node_exporter_reads_the_tree(mount):
     exe = shutil.which("prometheus-node-exporter")
     assert exe, "prometheus-node-exporter is not installed (scripts/setup --test)"
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
     argv = [a.replace("/run/migd/sys", str(mount)) for a in NODE_EXPORTER]
     proc = subprocess.Popen(
@@ -157,7 +125,7 @@ def test_node_exporter_reads_the_tree(mount):
         deadline = time.monotonic() + 15
         while True:
             try:
-                metrics, _ = _scrape(url)
+                metrics = _scrape(url)
                 break
             except OSError:
                 assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
@@ -170,7 +138,7 @@ def test_node_exporter_reads_the_tree(mount):
         # only grow; gauges may move back, so up to 5 tries for one clean one).
         for _attempt in range(5):
             before = _tree_values(mount)
-            metrics, _ = _scrape(url)
+            metrics = _scrape(url)
             after = _tree_values(mount)
             assert set(before) <= set(metrics), sorted(set(before) - set(metrics))[:5]
             bad = {k: (before[k], metrics[k], after[k]) for k in before

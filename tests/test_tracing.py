@@ -25,10 +25,19 @@ import numpy as np
 import pytest
 
 from migd.migrate import MigrateCall
-from migd.mm import HPAGE_PMD_ORDER, MigrateMode, MigrateReason
-from migd.tracing import EVENTS, MM_MIGRATE_PAGES, TraceRing, Tracing, format_line
+from migd.mm import HPAGE_PMD_ORDER, MigrateMode, MigrateReason, TenantSpec
+from migd.tracing import (
+    EVENTS,
+    MIGRATE_OFFLOAD_BATCH,
+    MM_MIGRATE_PAGES,
+    MM_MIGRATE_PAGES_START,
+    TraceRing,
+    Tracing,
+    format_line,
+    parse_set_event,
+)
 
-from .conftest import DAEMON_CONFIG, MiB, TenantSpec, make_engine, make_machine
+from .helpers import MiB, config, make_engine, make_machine
 
 # include/trace/events/migrate.h, verbatim.
 TP_PRINTK = {
@@ -45,6 +54,20 @@ MIGRATE_MODE = ["MIGRATE_ASYNC", "MIGRATE_SYNC_LIGHT", "MIGRATE_SYNC"]
 MIGRATE_REASON = ["compaction", "memory_failure", "memory_hotplug", "syscall_or_cpuset",
                   "mempolicy_mbind", "numa_misplaced", "contig_range", "longterm_pin",
                   "demotion", "damon"]
+
+#: events/header_page of an x86_64 kernel since 6.2 (char unsigned, -funsigned-char):
+#: ring_buffer_print_page_header() over struct buffer_data_page {u64 time_stamp;
+#: local_t commit; unsigned char data[];} with BUF_PAGE_SIZE = 4096 - 16.
+HEADER_PAGE = ("\tfield: u64 timestamp;\toffset:0;\tsize:8;\tsigned:0;\n"
+               "\tfield: local_t commit;\toffset:8;\tsize:8;\tsigned:1;\n"
+               "\tfield: int overwrite;\toffset:8;\tsize:1;\tsigned:1;\n"
+               "\tfield: char data;\toffset:16;\tsize:4080;\tsigned:0;\n")
+#: events/header_event: ring_buffer_print_entry_header(), enum ring_buffer_type
+#: (RINGBUF_TYPE_DATA_TYPE_LEN_MAX = 28, then PADDING, TIME_EXTEND, TIME_STAMP).
+HEADER_EVENT = ("# compressed entry header\n\ttype_len    :    5 bits\n"
+                "\ttime_delta  :   27 bits\n\tarray       :   32 bits\n\n"
+                "\tpadding     : type == 29\n\ttime_extend : type == 30\n"
+                "\ttime_stamp : type == 31\n\tdata max type_len  == 28\n")
 
 #: An ftrace text line, as trace-cmd / perf script style parsers read it.
 LINE = re.compile(r"^\s*(?P<task>.+)-(?P<pid>\d+)\s+\[(?P<cpu>\d{3})\]\s+(?P<flags>\S{4,5})\s+"
@@ -152,7 +175,7 @@ class TepField(ctypes.Structure):
 class Tep:
     """A ``struct tep_handle`` with the given format files parsed in."""
 
-    def __init__(self, formats: dict[str, str]) -> None:
+    def __init__(self, formats: dict[str, str], handle: int | None = None) -> None:
         lib = self.lib = ctypes.CDLL("libtraceevent.so.1")
         lib.tep_alloc.restype = ctypes.c_void_p
         lib.tep_find_event_by_name.restype = ctypes.c_void_p
@@ -162,8 +185,9 @@ class Tep:
         lib.tep_find_field.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
         lib.tep_parse_event.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_ulong,
                                         ctypes.c_char_p]
-        self.tep = lib.tep_alloc()
-        lib.tep_set_long_size(ctypes.c_void_p(self.tep), 8)
+        self.tep = lib.tep_alloc() if handle is None else handle
+        if handle is None:
+            lib.tep_set_long_size(ctypes.c_void_p(self.tep), 8)
         for path, text in formats.items():
             data = text.encode()
             rc = lib.tep_parse_event(self.tep, data, len(data), path.split("/")[0].encode())
@@ -301,14 +325,65 @@ def test_ring_pipe_nonblock_overrun_clear_and_close():
     assert not reader.is_alive() and got == [b""]  # EOF at unmount
 
 
+def test_set_event_words_match_as_ftrace_set_clr_event():
+    """The forms trace_events.c's ftrace_set_clr_event() documents: system:event,
+    *:event and :event (any system), system:* and system: (the whole system), a
+    bare word (a system or an event); ``!`` disables; no match is EINVAL."""
+    start, end, batch = MM_MIGRATE_PAGES_START, MM_MIGRATE_PAGES, MIGRATE_OFFLOAD_BATCH
+
+    def one(word):
+        [(on, events)] = parse_set_event(word)
+        return on, set(events)
+    assert one("migrate:mm_migrate_pages") == (True, {end})
+    assert one("*:mm_migrate_pages") == one(":mm_migrate_pages") == (True, {end})
+    assert one("migrate:*") == one("migrate:") == one("migrate") == (True, {start, end})
+    assert one("*:*") == one(":") == (True, {start, end, batch})
+    assert one("mm_migrate_pages_start") == (True, {start})
+    assert one("!migrate_offload") == (False, {batch})
+    assert parse_set_event("  \n") == []  # echo > set_event: nothing but the O_TRUNC
+    assert [on for on, _ in parse_set_event("migrate\n!migrate:mm_migrate_pages\n")] == \
+        [True, False]
+    for bad in ("*", "bogus", "migrate:bogus", "sched:mm_migrate_pages", "!", "x" * 200):
+        with pytest.raises(ValueError):
+            parse_set_event(bad)
+
+
+def test_stats_count_entries_bytes_overruns_and_reads():
+    """per_cpu/cpu0/stats as tracing_stats_read() prints it.  Bytes per entry
+    by rb_calculate_event_length() on x86_64: the entry (sizeof the
+    trace_event_raw struct, plus each __string's text and NUL) + a 4-byte
+    header, 4-aligned: mm_migrate_pages 64 + 4 = 68, migrate_offload_batch
+    with "mtcopy" and "none" 72 + 7 + 5 + 4 = 88; the other CPUs are empty."""
+    ring = TraceRing(entries=3, pid=1)
+    for i in range(3):
+        ring.append(MM_MIGRATE_PAGES, 1.0 + i, (i, 0, 0, 0, 0, 0, 0, 0))
+    ring.append(MIGRATE_OFFLOAD_BATCH, 4.5, ("mtcopy", 1, 8, 1, 512, 1, 0, 0, 0, "none", 0, 0))
+    assert ring.stats(5.25, 0) == ("entries: 3\noverrun: 1\ncommit overrun: 0\n"
+                                   f"bytes: {68 * 2 + 88}\noldest event ts:     2.000000\n"
+                                   "now ts:     5.250000\ndropped events: 0\nread events: 0\n")
+    line = format_line(MM_MIGRATE_PAGES, 2.0, (1, 0, 0, 0, 0, 0, 0, 0), 1).encode()
+    assert ring.read_pipe(len(line)) == line
+    assert "bytes: 156\n" in ring.stats(6.0, 0) and "read events: 1\n" in ring.stats(6.0, 0)
+    assert ring.stats(6.0, 1).startswith("entries: 0\noverrun: 0\ncommit overrun: 0\n"
+                                         "bytes: 0\n")
+    assert ring.snapshot(2, lines=False).endswith("|         |\n")  # a CPU with no entry
+    with pytest.raises(OSError) as e:
+        ring.read_idle(4096, block=False)
+    assert e.value.errno == errno.EAGAIN
+    ring.close()
+    assert ring.read_idle(4096) == b""  # EOF at unmount, as trace_pipe
+
+
 # -- a live daemon ----------------------------------------------------------------
 
-CONFIG = DAEMON_CONFIG.replace('active = "none"', 'active = "mtcopy"')
+CONFIG = config(migrator={"active": "mtcopy"})
 
 
-@pytest.fixture
-def migd_run(tmp_path):
-    """``migd run`` on a tmp mount; killed and unmounted whatever happens."""
+@pytest.fixture(scope="module")
+def migd_run(tmp_path_factory):
+    """``migd run`` on a tmp mount, one for this module (the test that
+    SIGTERMs it runs last); killed and unmounted whatever happens."""
+    tmp_path = tmp_path_factory.mktemp("migd")
     (tmp_path / "migd.toml").write_text(CONFIG)
     mount = tmp_path / "sys"
     log = open(tmp_path / "migd.log", "w+")  # noqa: SIM115 - closed in finally
@@ -337,6 +412,7 @@ def read_pipe_for(path: Path, seconds: float) -> list[str]:
     return lines[:-1]  # cat was killed: a last line cut short is not the daemon's
 
 
+@pytest.mark.slow
 def test_every_trace_pipe_line_parses_with_its_format_file(migd_run):
     _, tracing = migd_run
     events = (tracing / "available_events").read_text().split()
@@ -353,6 +429,136 @@ def test_every_trace_pipe_line_parses_with_its_format_file(migd_run):
     assert stamps == sorted(stamps)  # as the kernel merges its per-CPU buffers: in time order
 
 
+# -- the tree as tools open it -----------------------------------------------------
+
+class Tracefs:
+    """libtracefs (Debian's libtracefs1) through ctypes."""
+
+    def __init__(self) -> None:
+        lib = self.lib = ctypes.CDLL("libtracefs.so.1")
+        lib.tracefs_local_events.restype = ctypes.c_void_p
+        lib.tracefs_local_events.argtypes = [ctypes.c_char_p]
+        lib.tracefs_fill_local_events.argtypes = [ctypes.c_char_p, ctypes.c_void_p,
+                                                  ctypes.POINTER(ctypes.c_int)]
+
+
+def test_libtracefs_opens_the_tree_and_parses_every_event_and_line(migd_run):
+    """tracefs_local_events(<mount>/kernel/tracing) loads the tree (it needs
+    events/header_page), with no event failing to parse; the handle knows every
+    event by name and id, the page layout of header_page, the daemon's comm
+    from saved_cmdlines, and prints each line per_cpu/cpu0/trace_pipe gives."""
+    proc, tracing = migd_run
+    (tracing / "set_event").write_text("*:*")  # every event, whatever ran before
+    events = (tracing / "available_events").read_text().split()
+    tfs, path = Tracefs(), str(tracing).encode()
+    handle = tfs.lib.tracefs_local_events(path)
+    assert handle
+    tep = Tep({}, handle)
+    lib = tep.lib
+    lib.tep_find_event.restype = ctypes.c_void_p
+    lib.tep_find_event.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    for argtypes in (lib.tep_get_events_count, lib.tep_get_header_page_size,
+                     lib.tep_get_sub_buffer_size, lib.tep_free):
+        argtypes.argtypes = [ctypes.c_void_p]
+    lib.tep_data_comm_from_pid.restype = ctypes.c_char_p
+    lib.tep_data_comm_from_pid.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    failures = ctypes.c_int(-1)
+    other = lib.tep_alloc()
+    assert tfs.lib.tracefs_fill_local_events(path, other, ctypes.byref(failures)) == 0
+    assert failures.value == 0
+    lib.tep_free(other)
+    assert lib.tep_get_events_count(handle) == len(events)
+    for e in events:
+        system, name = e.split(":")
+        ev = lib.tep_find_event_by_name(handle, system.encode(), name.encode())
+        assert ev, e
+        assert lib.tep_find_event(handle, int((tracing / "events" / system / name / "id")
+                                              .read_text())) == ev
+    # struct buffer_data_page: an 8-byte commit (local_t), PAGE_SIZE a page
+    assert lib.tep_get_header_page_size(handle) == 8
+    assert lib.tep_get_sub_buffer_size(handle) == 4096
+    assert lib.tep_data_comm_from_pid(handle, proc.pid) == b"migd"
+    lines = read_pipe_for(tracing / "per_cpu/cpu0/trace_pipe", 3)
+    seen = set()
+    parsed = {e.split(":")[1]: parse_format((tracing / "events" / e.replace(":", "/") /
+                                             "format").read_text()) for e in events}
+    for line in lines:
+        m = LINE.match(line)
+        assert m and int(m["pid"]) == proc.pid, line
+        assert tep.info(encode_record(parsed[m["event"]], m["payload"])) == m["payload"], line
+        seen.add(m["event"])
+    assert seen == set(parsed)
+    lib.tep_free(handle)
+
+
+def test_perf_lists_the_trees_tracepoints(migd_run):
+    """perf reads tracefs where TRACEFS_PATH says (tools/lib/api/fs/fs.c,
+    ``fs__env_override``) and lists the events whose directories readdir
+    types as DT_DIR."""
+    _, tracing = migd_run
+    p = subprocess.run(["perf", "list", "tracepoint"], capture_output=True, text=True,
+                       timeout=60, env=dict(os.environ, TRACEFS_PATH=str(tracing)))
+    listed = {ln.split()[0] for ln in p.stdout.splitlines() if "[Tracepoint event]" in ln}
+    assert listed == set((tracing / "available_events").read_text().split()), p.stdout
+
+
+def test_tracefs_files_tools_read_are_the_kernels(migd_run):
+    """header_page/header_event as the kernel prints them, set_event's
+    read/write rules (trace_events.c), the nop tracer, saved_cmdlines' "%d %s"
+    and per_cpu/cpuN for every CPU the trace header counts."""
+    proc, tracing = migd_run
+    assert (tracing / "events/header_page").read_text() == HEADER_PAGE
+    assert (tracing / "events/header_event").read_text() == HEADER_EVENT
+    assert (tracing / "saved_cmdlines").read_text() == f"{proc.pid} migd\n"
+    assert (tracing / "available_tracers").read_text() == "nop\n"
+    assert (tracing / "current_tracer").read_text() == "nop\n"
+    (tracing / "current_tracer").write_text("nop\n")
+    for bad in ("function", "\n", "nope"):
+        with pytest.raises(OSError) as e:
+            (tracing / "current_tracer").write_text(bad)
+        assert e.value.errno == errno.EINVAL
+    set_event = tracing / "set_event"
+    set_event.write_text("migrate:mm_migrate_pages\n")  # > : the others disabled first
+    assert set_event.read_text() == "migrate:mm_migrate_pages\n"
+    assert (tracing / "events/migrate/enable").read_text() == "X\n"
+    assert (tracing / "events/migrate_offload/migrate_offload_batch/enable").read_text() == "0\n"
+    with open(set_event, "a") as f:  # >> : added to what is enabled
+        f.write("migrate_offload")
+    assert set_event.read_text().split() == ["migrate:mm_migrate_pages",
+                                             "migrate_offload:migrate_offload_batch"]
+    for bad in ("bogus", "migrate:bogus", "*"):
+        with pytest.raises(OSError) as e, open(set_event, "a") as f:
+            f.write(bad)
+        assert e.value.errno == errno.EINVAL
+        assert len(set_event.read_text().split()) == 2  # nothing changed
+    with open(set_event, "a") as f:
+        f.write("!migrate:mm_migrate_pages migrate:mm_migrate_pages_start")
+    assert set_event.read_text().split() == ["migrate:mm_migrate_pages_start",
+                                             "migrate_offload:migrate_offload_batch"]
+    set_event.write_text("\n")  # echo > set_event: every event off
+    assert (tracing / "events/enable").read_text() == "0\n"
+    set_event.write_text("*:*")
+    assert (tracing / "events/enable").read_text() == "1\n"
+    nr_cpus = int(re.search(r"#P:(\d+)", (tracing / "trace").read_text())[1])
+    assert sorted(os.listdir(tracing / "per_cpu")) == sorted(f"cpu{c}" for c in range(nr_cpus))
+    stats = (tracing / "per_cpu/cpu0/stats").read_text()
+    assert [ln.split(":")[0] for ln in stats.splitlines()] == [
+        "entries", "overrun", "commit overrun", "bytes", "oldest event ts", "now ts",
+        "dropped events", "read events"]
+    last = tracing / f"per_cpu/cpu{nr_cpus - 1}"
+    if nr_cpus > 1:  # every event is on CPU 0: the others are empty
+        assert (last / "stats").read_text().startswith("entries: 0\n")
+        assert not [ln for ln in (last / "trace").read_text().splitlines()
+                    if not ln.startswith("#")]
+        fd = os.open(last / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            with pytest.raises(BlockingIOError):
+                os.read(fd, 4096)
+        finally:
+            os.close(fd)
+
+
+@pytest.mark.slow
 def test_tracefs_files_and_sigterm_with_a_reader_blocked(migd_run):
     proc, tracing = migd_run
     (tracing / "events/migrate/mm_migrate_pages/enable").write_text("0")

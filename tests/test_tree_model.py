@@ -16,22 +16,10 @@ from migd.daemon import System, build_tree, load_config
 from migd.daemon.reference import stale
 from migd.sysfs import SysfsTree
 
-CONFIG = """
-[[nodes]]
-name = "dram"
-capacity = "16M"
-demotion_target = 1
-[[nodes]]
-name = "far"
-capacity = "16M"
-[[tenants]]
-name = "small"
-size = "2M"
-[[tenants]]
-name = "huge"
-size = "4M"
-order = 9
-"""
+from .helpers import BARE, config
+
+CONFIG = config("16M", [{"name": "small", "size": "2M"},
+                         {"name": "huge", "size": "4M", "order": 9}], **BARE)
 
 #: SPEC section 5: file -> the range it accepts.
 SPEC_RANGES = {
@@ -69,9 +57,11 @@ def test_every_readable_file_reads_a_whole_line():
     for p in paths:
         text = tree.read(p)
         # node_read_cpulist prints "%*pbl\n": an empty line for a CPU-less node;
-        # cmdline is argv, NUL-terminated, no newline (proc_pid_cmdline_read)
+        # cmdline is argv, NUL-terminated, no newline (proc_pid_cmdline_read);
+        # saved_cmdlines is empty (a lone newline here) until an event is recorded
         end = b"\0" if p.endswith("/cmdline") else b"\n"
-        assert text.endswith(end) and (len(text) > 1 or p.endswith("cpulist")), p
+        assert text.endswith(end) and (len(text) > 1 or p.endswith(("cpulist",
+                                                                    "saved_cmdlines"))), p
     assert tree.read("kernel/mm/migrate_offload/migrator") == b"[none] mtcopy dcbm\n"
     assert tree.read("proc/1000/comm") == b"small\n"
     assert tree.read("proc/1000/cmdline") == b"small\0"

@@ -1,9 +1,10 @@
 """The virtual clock's closed form against its step-by-step path.
 
 A clean batch with nothing to interleave runs in closed form (``migrate._vclock``,
-``offload._dcbm_vclock``); the same run with ``closed_form_enabled`` off runs every
-batch step by step.  The expectations are the step-by-step path's own output, so the
-tests hold whatever the profile's parameters are.
+``offload._dcbm_vclock``); the same run with ``engine.paths`` narrowed to
+``Path.GENERAL`` runs every batch step by step.  The expectations are the
+step-by-step path's own output, so the tests hold whatever the profile's
+parameters are.
 """
 
 import dataclasses
@@ -15,11 +16,11 @@ import trio
 from migd.bench import BenchOptions, BenchReport, MigratorSpec, Rig
 from migd.dma import DmaDevice
 from migd.hw import VirtualClock, get_profile, mock_clock
-from migd.migrate import MigrationEngine
-from migd.mm import MigrateMode, MigrateReason
+from migd.migrate import ALL_PATHS, MigrationEngine, Path
+from migd.mm import MigrateMode, MigrateReason, TenantSpec
 from migd.offload import DcbmMigrator, MtcopyMigrator
 
-from .conftest import MiB, TenantSpec, make_machine
+from .helpers import MiB, make_machine
 
 #: Times are sums of the same modelled costs in another grouping: equal to rounding.
 ATOL = 1e-12
@@ -59,7 +60,7 @@ def _run(closed: bool, order: int, migrator: str, bound: int, *, sync: bool = Tr
                                                access_rate=2e6 if mutator else 0.0))
         clock, hw = VirtualClock(), get_profile(profile)
         engine = MigrationEngine(machine, clock, hw)
-        engine.closed_form_enabled = closed
+        engine.paths = ALL_PATHS if closed else frozenset({Path.GENERAL})
         engine.nr_max_batched_migration = bound
         engine.max_inaccessible_us = budget_us
         dma = DmaDevice(0, machine.memory, clock, hw.dma, engine.faults)
@@ -208,7 +209,7 @@ def _two_callers(closed: bool, offset: float | None) -> dict:
         small = machine.add_tenant(TenantSpec("small", 256 << 10, order=0))
         clock, hw = VirtualClock(), get_profile("zen3-ptdma")
         engine = MigrationEngine(machine, clock, hw)
-        engine.closed_form_enabled = closed
+        engine.paths = ALL_PATHS if closed else frozenset({Path.GENERAL})
         engine.nr_max_batched_migration = 256
         dma = DmaDevice(0, machine.memory, clock, hw.dma, engine.faults)
         mig = DcbmMigrator(dma, 8)

@@ -1,15 +1,13 @@
 """``migd bench``: experiments that reproduce and extend the published measurements."""
 
 from ._busy import busy_reasons
-from ._experiments import EXPERIMENTS, options, run
+from ._experiments import EXPERIMENTS, run
 from ._options import (
     BATCH_PAGES,
     MIGRATORS,
     PROFILE,
     Experiment,
     MigratorSpec,
-    Option,
-    declared_values,
     max_total,
     parse_duration,
     parse_int_list,
@@ -19,11 +17,10 @@ from ._options import (
     parse_total,
 )
 from ._plot import plot_report
-from ._report import BenchReport, BenchRow
+from ._report import BenchReport, BenchRow, Layout
 from ._rig import BenchOptions, Rig, latency_summary, make_migrator
 
 __all__ = ["BATCH_PAGES", "EXPERIMENTS", "MIGRATORS", "PROFILE", "BenchOptions", "BenchReport",
-           "BenchRow", "Experiment", "MigratorSpec", "Option", "Rig", "busy_reasons",
-           "declared_values", "latency_summary", "make_migrator", "max_total", "options",
-           "parse_duration", "parse_int_list", "parse_migrators", "parse_orders", "parse_size",
-           "parse_total", "plot_report", "run"]
+           "BenchRow", "Experiment", "Layout", "MigratorSpec", "Rig", "busy_reasons",
+           "latency_summary", "make_migrator", "max_total", "parse_duration", "parse_int_list",
+           "parse_migrators", "parse_orders", "parse_size", "parse_total", "plot_report", "run"]

@@ -17,9 +17,7 @@ from pathlib import Path
 import numpy as np
 import trio
 
-from ..daemon._attrs import build_tree
-from ..daemon._config import load_config
-from ..daemon._system import System
+from ..daemon import System, build_tree, load_config
 from ..offload import CATALOGUE
 from ..sysfs import clear_stale_mount, serve, unmount, wait_mounted
 from ._options import MigratorSpec

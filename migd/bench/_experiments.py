@@ -18,6 +18,7 @@ from pathlib import Path
 
 import trio
 
+from .._args import Option
 from ..hw import get_profile, mock_clock
 from ..migrate import warm_up
 from ._catlat import cat_latency
@@ -26,15 +27,13 @@ from ._options import (
     MIGRATORS,
     PROFILE,
     Experiment,
-    Option,
-    declared_values,
     parse_duration,
     parse_int_list,
     parse_orders,
     parse_total,
 )
 from ._policies import DEFAULT_BUDGETS_US, DEFAULT_SWEEP, auto_choice, latency_budget
-from ._report import BenchReport, BenchRow
+from ._report import BenchReport, BenchRow, Layout
 from ._rig import BenchOptions, Rig
 from ._scrape import scrape
 from ._seed import seed
@@ -157,19 +156,19 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                "runs every cell of shared/calibration (throughput, vanilla first-folio, batch "
                "sweep, mtcopy) on 1 GiB and prints the published value and the relative "
                "error; the last lines give the median errors.",
-               (VIRTUAL, PROFILE, CALIBRATION), seed),
+               (VIRTUAL, PROFILE, CALIBRATION), seed, Layout("published")),
     Experiment("memcpy", "this machine's copy limit (one large copy, best of 3)",
                "one copy of --total bytes between the two nodes' arenas; on the virtual "
                "clock, the profile's CPU copy bandwidth.",
-               (CLOCK, PROFILE, TOTAL), memcpy),
+               (CLOCK, PROFILE, TOTAL), memcpy, Layout(speed=False)),
     Experiment("cat-latency", "latency of reading the mounted tree while migrating at "
                "full speed",
                "mounts the daemon's control tree (FUSE), migrates a tenant back and forth "
                "and times a separate process reading every attribute; real clock only.",
-               (PROFILE, ORDERS, MIGRATORS, TOTAL, DURATION), cat_latency),
+               (PROFILE, ORDERS, MIGRATORS, TOTAL, DURATION), cat_latency, Layout("cat")),
     Experiment("scrape", "time of a full /metrics scrape over HTTP, every series present",
                "runs each migrator and fires faults so every series exists, then times 50 "
-               "scrapes per --repeat over real HTTP.", (REPEAT,), scrape),
+               "scrapes per --repeat over real HTTP.", (REPEAT,), scrape, Layout("notes")),
     Experiment("latency-budget", "the adaptive batch bound under a budget, against fixed "
                "bounds",
                "for each budget, the adaptive bound against the best fixed bound whose median "
@@ -177,7 +176,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                (VIRTUAL, PROFILE, ORDERS, MIGRATORS, TOTAL,
                 BATCH_PAGES.but(default=_csv(DEFAULT_SWEEP), shown=_doubling(DEFAULT_SWEEP),
                                 help="the fixed bounds to compare with, comma-separated"),
-                BUDGETS, VERIFY), latency_budget),
+                BUDGETS, VERIFY), latency_budget,
+               Layout(columns=("policy", "budget_us", "over_budget_pct", "vs_best_fixed"))),
     Experiment("auto-choice", "the automatic CPU/offload choice, against the CPU and always "
                "offloading",
                "for each order and offload migrator, the CPU, always offloading, and the "
@@ -185,19 +185,16 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                (VIRTUAL, PROFILE, ORDERS,
                 MIGRATORS.but(default=_csv(f"dcbm:{c}" for c in range(1, 17)),
                               shown="dcbm:1,dcbm:2,...,dcbm:16"),
-                TOTAL, BATCH_PAGES, VERIFY), auto_choice),
+                TOTAL, BATCH_PAGES, VERIFY), auto_choice,
+               Layout(columns=("policy", "offloaded_pct", "vs_better"))),
 ]}
 
 
-def options(experiment: str, **given) -> BenchOptions:
-    """``BenchOptions`` for ``experiment``: its declared defaults, then ``given``
-    (parsed values by field name)."""
-    return BenchOptions(**declared_values(EXPERIMENTS[experiment].options, given))
-
-
 def run(experiment: str, opts: BenchOptions) -> BenchReport:
-    """Run ``experiment`` to completion on the chosen clock."""
-    fn = EXPERIMENTS[experiment].runner
+    """Run ``experiment`` to completion on the chosen clock; the report has
+    the experiment's table layout."""
+    exp = EXPERIMENTS[experiment]
+    fn = exp.runner
     get_profile(opts.profile_name)  # fail early on a bad name
     opts.progress("warming up the compiled paths")
     trio.run(warm_up)
@@ -206,5 +203,8 @@ def run(experiment: str, opts: BenchOptions) -> BenchReport:
     # ~10% of a real-clock run.
     gc.freeze()
     if opts.clock == "virtual":
-        return trio.run(fn, opts, clock=mock_clock())
-    return trio.run(fn, opts)
+        report = trio.run(fn, opts, clock=mock_clock())
+    else:
+        report = trio.run(fn, opts)
+    report.layout = exp.table
+    return report

@@ -1,16 +1,18 @@
 """The bench command line's values (sizes, lists, migrator specs, durations) and the
-declarations of options and experiments the CLI is built from."""
+declarations of the options and experiments the CLI is built from."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
+from .._args import Option
 from ..hw import PROFILES, get_profile
 from ..migrate import NR_MAX_BATCHED_MIGRATION_LIMIT
 from ..mm import MAX_FOLIO_ORDER, memory_limit
 from ..offload import CATALOGUE
+from ._report import MIGRATION, Layout
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -115,54 +117,6 @@ def parse_duration(text: str) -> float:
 
 
 @dataclass(frozen=True)
-class Option:
-    """One command-line option of an experiment, declared once.
-
-    ``dest`` is the ``BenchOptions`` field it fills, ``parse`` turns the typed
-    text into that field's value (ValueError with a one-line message on bad
-    input; None for a flag), ``default`` is the text used when the option is
-    absent (None: the field's own default, which ``help`` then describes).
-    The CLI builds the option, its help line and its shown default from this;
-    the experiment gets the parsed value.  The alternative - argparse
-    arguments written out per experiment - is what left ``--orders`` and
-    ``--total`` without a word of help.
-    """
-
-    flag: str
-    dest: str
-    help: str
-    parse: Callable[[str], Any] | None = None
-    default: str | None = None
-    metavar: str | None = None
-    choices: tuple[str, ...] | None = None
-    shown: str | None = None  # the default as ``--help`` shows it, when ``default`` is long
-    #: Given any number of times; the value is the list of each one parsed.
-    repeatable: bool = False
-
-    @property
-    def shown_default(self) -> str | None:
-        return self.shown or self.default
-
-    def but(self, **changes: Any) -> Option:
-        """The same option with another default or help, for one experiment."""
-        return replace(self, **changes)
-
-    def value(self, text: str) -> Any:
-        """The parsed value of ``text`` (the default's text too); a list for a
-        repeatable option."""
-        return [self.parse(text)] if self.repeatable else self.parse(text)
-
-
-def declared_values(options: tuple[Option, ...], given: dict[str, Any]) -> dict[str, Any]:
-    """Every option's value by ``dest``: ``given`` (parsed, by dest), else its
-    declared default parsed; options with neither are left out."""
-    values = {o.dest: o.value(o.default) for o in options
-              if o.parse is not None and o.default is not None}
-    values.update(given)
-    return values
-
-
-@dataclass(frozen=True)
 class Experiment:
     """One ``migd bench`` experiment: its name, what it measures, its options, its runner."""
 
@@ -171,6 +125,7 @@ class Experiment:
     description: str  # a paragraph, shown in ``migd bench NAME --help``
     options: tuple[Option, ...]
     runner: Callable[..., Awaitable[Any]]  # async (BenchOptions) -> BenchReport
+    table: Layout = MIGRATION  # its table, given to the report it returns
 
 
 def _profile(text: str) -> str:

@@ -48,7 +48,6 @@ async def latency_budget(opts: BenchOptions) -> BenchReport:
                                      vs_best_fixed=row.gbps / best.gbps)
                 rows.append(row)
     report = BenchReport("latency-budget", opts.clock, opts.profile_name, rows)
-    report.columns = ["policy", "budget_us", "over_budget_pct", "vs_best_fixed"]
     adaptive = [r for r in rows if "vs_best_fixed" in r.extra]
     if adaptive:
         report.notes.append(
@@ -81,7 +80,6 @@ async def auto_choice(opts: BenchOptions) -> BenchReport:
                                   first_pass_vs_better=auto.extra["first_pass_gbps"] / better)
                 rows += [fixed, auto]
     report = BenchReport("auto-choice", opts.clock, opts.profile_name, rows)
-    report.columns = ["policy", "offloaded_pct", "vs_better"]
     autos = [r for r in rows if r.extra.get("policy") == "auto"]
     if autos:
         worst = min(autos, key=lambda r: r.extra["vs_better"])

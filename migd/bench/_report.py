@@ -1,4 +1,11 @@
-"""Bench results: the JSON rows of the SPEC and the human table."""
+"""Bench results: the JSON rows of the SPEC and the human table.
+
+Each experiment declares its table's :class:`Layout` with the experiment
+(``Experiment.table``); the report draws the layout it is given rather than
+guessing one from whichever keys its rows hold (a ``cat_p99_ms`` meant the
+cat-latency table, a ``published_gbps`` seed's), which broke as soon as a
+row gained a key another experiment's table keyed on.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,22 @@ from typing import Any
 #: Virtual-clock rows' columns: wall time of the timed run and simulated
 #: seconds per wall second (``Rig.migrate``).
 SPEED_COLUMNS = ("wall_seconds", "sim_speed")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """An experiment's table: ``kind`` is ``migration`` (GB/s, latencies and
+    ``columns``, more fields of the rows' ``extra``), ``published`` (beside the
+    published values, seed), ``cat`` (cat-latency's read times) or ``notes``
+    (the notes alone); ``speed``: the simulator's wall time and speed columns
+    on the virtual clock."""
+
+    kind: str = "migration"
+    columns: tuple[str, ...] = ()
+    speed: bool = True
+
+
+MIGRATION = Layout()
 
 
 @dataclass
@@ -40,8 +63,8 @@ class BenchReport:
     profile: str
     rows: list[BenchRow]
     notes: list[str] = field(default_factory=list)
-    #: Keys of the rows' ``extra`` shown as more columns of the table.
-    columns: list[str] = field(default_factory=list)
+    #: The table's layout: the experiment's declaration (``bench.run`` sets it).
+    layout: Layout = MIGRATION
 
     def as_json(self) -> dict[str, Any]:
         return {"experiment": self.experiment, "clock": self.clock, "profile": self.profile,
@@ -68,21 +91,23 @@ class BenchReport:
 
     def table(self) -> str:
         ref = self.memcpy_gbps()
-        published = any("published_gbps" in r.extra for r in self.rows)
-        if any("cat_p99_ms" in r.extra for r in self.rows):
+        layout = self.layout
+        published = layout.kind == "published"
+        if layout.kind == "cat":
             return self._cat_table()
-        if any("scrape_p99_ms" in r.extra for r in self.rows):
+        if layout.kind == "notes":
             return "\n".join([f"# {self.experiment}, {self.clock} clock"]
                              + ["# " + n for n in self.notes])
         head = ["migrator", "order", "folio", "batch", "GB/s", "x memcpy", "first-folio us",
                 "inacc p50 us", "inacc p99 us", "verified"]
-        speed = [c for c in SPEED_COLUMNS
-                 if c not in self.columns and any(c in r.extra for r in self.rows)]
+        columns = list(layout.columns)
+        speed = [c for c in SPEED_COLUMNS if c not in columns] if (
+            layout.speed and self.clock == "virtual") else []
         if published:
             head = ["migrator", "order", "folio", "batch", "n", "GB/s", "published", "error",
                     "first-folio us", "published", "error"]
         else:
-            head += [c.replace("_", " ") for c in self.columns]
+            head += [c.replace("_", " ") for c in columns]
         head += [c.replace("_", " ") for c in speed]
         lines = []
         for r in self.rows:
@@ -101,7 +126,7 @@ class BenchReport:
                 f"{r.gbps:.2f}", f"{r.gbps / ref:.2f}" if ref else "-",
                 _num(r.first_folio_us), _num(r.inaccessible_us_p50),
                 _num(r.inaccessible_us_p99), "yes" if r.verified else "no"]
-                + [_cell(r.extra.get(c)) for c in self.columns]
+                + [_cell(r.extra.get(c)) for c in columns]
                 + [_cell(r.extra.get(c)) for c in speed])
         widths = [max(len(x) for x in col) for col in zip(head, *lines, strict=True)]
         out = [f"# {self.experiment}, {self.clock} clock, profile {self.profile}"]
@@ -117,6 +142,8 @@ class BenchReport:
         rows = [r for r in self.rows if "wall_seconds" in r.extra]
         sim = sum(r.seconds for r in rows)
         wall = sum(r.extra["wall_seconds"] for r in rows)
+        if not wall:
+            return f"simulator: no timed row among {len(self.rows)} rows"
         return (f"simulator: {sim:.3f} s simulated in {wall:.3f} s of wall time "
                 f"(sim_speed {sim / wall:.2f}) over {len(rows)} rows")
 

@@ -1,10 +1,11 @@
 """``migd run``: the daemon (config, the emulated kernel, its control tree)."""
 
 from ._attrs import build_tree
-from ._config import MAX_CONFIG_BYTES, Config, ConfigError, load_config
+from ._config import MAX_CONFIG_BYTES, Config, ConfigError, check_daemon_option, load_config
 from ._knobs import soak_fault_settings, soak_writes
-from ._run import run_daemon
+from ._run import run_daemon, system_running
 from ._system import System
 
-__all__ = ["MAX_CONFIG_BYTES", "Config", "ConfigError", "System", "build_tree", "load_config",
-           "run_daemon", "soak_fault_settings", "soak_writes"]
+__all__ = ["MAX_CONFIG_BYTES", "Config", "ConfigError", "System", "build_tree",
+           "check_daemon_option", "load_config", "run_daemon", "soak_fault_settings",
+           "soak_writes", "system_running"]

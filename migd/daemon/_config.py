@@ -252,6 +252,17 @@ def read_config(path: str | Path) -> str:
                           f"{e.start})") from None
 
 
+def check_daemon_option(key: str, value: Any) -> Any:
+    """A ``[daemon]`` value given on the command line (``--mount``), checked as
+    the config checks it; ConfigError names the option."""
+    spec = DAEMON[key]
+    try:
+        return spec.parse(value)
+    except ValueError as e:
+        expected = e.args[0] if isinstance(e, _Refused) else f"expected {spec.expected()}"
+        raise ConfigError(f"--{key} {_show(str(value))}: {expected}") from None
+
+
 def load_config(path: str | Path | None = None, text: str | None = None,
                 mem_total: int | None = None) -> Config:
     """Parse and validate the file at ``path`` (or ``text``); ConfigError names

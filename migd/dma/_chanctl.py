@@ -41,14 +41,14 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..mm._copy import folios_set_content_copied
-from ..mm._mtpool import copy_piece
-from ..mm._page import PAGE_SIZE
-from ..mm._raw import (
+from ..mm import (
+    PAGE_SIZE,
     atomic_cas,
     atomic_load,
     atomic_store,
+    copy_piece,
     cpu_relax,
+    folios_set_content_copied,
     futex_wait,
     futex_wake,
     ktime_get_ns,

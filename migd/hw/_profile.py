@@ -122,6 +122,12 @@ class DmaModel:
     #: (a ring's worth) as each completes, so an error keeps the finished
     #: chunks.  Only the ``sdxi`` profile; v6 marks all or nothing.
     mark_chunks: bool = False
+    #: The driver hands each descriptor's callback a result (status, residue).
+    #: False for PTDMA: ``pt_handle_active_desc()`` calls
+    #: ``dmaengine_desc_get_callback_invoke(tx_desc, NULL)``, which
+    #: ``dmaengine_desc_callback_invoke()`` turns into DMA_TRANS_NOERROR, so a
+    #: failed descriptor looks copied to its client.
+    reports_errors: bool = True
     #: The IOMMU's table walker, shared by every busy channel of the device:
     #: each 4 KiB page below PMD size waits this long per other busy channel.
     iommu_walk_us: float = 0.0

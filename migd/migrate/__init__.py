@@ -25,12 +25,13 @@ from ._stats import (
     MigratorError,
 )
 from ._warmup import compile_cache, warm_up
+from ._way import ALL_PATHS, Copier, Path, Way
 
 __all__ = [
     "MAX_INACCESSIBLE_US_LIMIT", "BudgetStatistics",
     "NR_MAX_BATCHED_MIGRATION", "NR_MAX_BATCHED_MIGRATION_LIMIT", "NR_MAX_MIGRATE_ASYNC_RETRY",
     "NR_MAX_MIGRATE_PAGES_RETRY", "NR_MAX_MIGRATE_SYNC_RETRY", "VMSTAT_ITEMS", "BatchRecord",
-    "BatchRecords", "compile_cache", "warm_up",
+    "BatchRecords", "compile_cache", "warm_up", "ALL_PATHS", "Copier", "Path", "Way",
     "EngineStatistics", "HistogramSnapshot", "MigrateCall", "MigrateResult", "MigrateStats",
     "MigrationEngine", "MigratorError", "MIGRATOR_ERROR",
 ]

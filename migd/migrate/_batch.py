@@ -26,11 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 import trio
 
-from ..mm import FOLIO_CONTENT_COPIED, PG_movable_ops
-from ..mm._copy import cpu_threads_busy
+from ..mm import FOLIO_CONTENT_COPIED, PG_movable_ops, cpu_threads_busy
 from ..offload import CopyBatch
-from ._fastpath import should_offload
 from ._stats import MIGRATOR_ERROR, MigratorError
+from ._way import Path, still_alone
 
 
 def errno_name(err: int) -> str:
@@ -48,17 +47,22 @@ class Copied:
     cause: str | None = None
     choice: tuple | None = None
     nr_bytes: int = 0
+    #: Whether the migrator took the batch copy (its books hold the batch):
+    #: not when the reason is outside its mask, the automatic choice declined
+    #: the batch, or no folio was eligible.
+    taken: bool = True
 
 
-NOT_OFFLOADED = Copied()
+NOT_OFFLOADED = Copied(taken=False)
 
 
 async def batch_copy(engine, ctx, src: np.ndarray, dst: np.ndarray,
-                     nr_movable_ops: int, closed_form: bool = False) -> Copied:
-    """The batch copy of the unmapped folios ``src`` -> ``dst``, if any
-    (``closed_form``: nothing can interleave, see ``_vclock``)."""
+                     nr_movable_ops: int) -> Copied:
+    """The batch copy of the unmapped folios ``src`` -> ``dst``, if the batch's
+    way (``ctx.way``) has one."""
     offload = ctx.offload
-    if not should_offload(offload, ctx.reason):
+    way = ctx.way
+    if not way.taken and not way.declined:
         return NOT_OFFLOADED  # vanilla: the move loop copies each folio
     mem = engine.memory
     if nr_movable_ops:
@@ -67,13 +71,12 @@ async def batch_copy(engine, ctx, src: np.ndarray, dst: np.ndarray,
     if src.size == 0 or engine.stopping:
         return NOT_OFFLOADED  # shutting down: the move loop copies on the CPU
     migrator = offload.migrator
+    closed = way.path is Path.CLOSED_FORM and still_alone(engine)  # still, after the flush?
     batch = CopyBatch(mem, src, dst, mem.folio_order[src], engine.clock, engine.profile,
-                      closed_form)
-    choice = None
-    if migrator.auto:
-        choice = engine.fast.choose(migrator, batch.nr_folios, batch.nr_pages)
-        if not choice[1]:  # the CPU copies such batches faster here
-            return _fell_back(engine, batch, "EOPNOTSUPP", choice)
+                      closed)
+    choice = way.choice
+    if way.declined:  # the CPU copies such batches faster here
+        return _fell_back(engine, batch, "EOPNOTSUPP", choice, taken=False)
     rc = -errno.EINTR  # stays so when stop() cancels the copy
     with trio.CancelScope() as scope:
         engine.copy_scopes.add(scope)
@@ -101,6 +104,6 @@ async def batch_copy(engine, ctx, src: np.ndarray, dst: np.ndarray,
     return Copied(batch.nr_folios, missed, cause, choice, batch.nr_bytes)
 
 
-def _fell_back(engine, batch: CopyBatch, cause: str, choice) -> Copied:
+def _fell_back(engine, batch: CopyBatch, cause: str, choice, taken: bool = True) -> Copied:
     engine.books.add_fallback(cause, batch.nr_folios)
-    return Copied(batch.nr_folios, batch.nr_folios, cause, choice, batch.nr_bytes)
+    return Copied(batch.nr_folios, batch.nr_folios, cause, choice, batch.nr_bytes, taken)

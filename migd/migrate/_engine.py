@@ -39,13 +39,14 @@ from ..mm import (
     Machine,
     MigrateMode,
     MigrateReason,
+    folio_isolate_batch,
+    folio_putback_batch,
 )
-from ..mm._rmap import folio_isolate_batch, folio_putback_batch
-from ..offload import Migrator, Offload, OffloadRegistry
+from ..offload import CpuMigrator, Migrator, Offload, OffloadRegistry
 from . import _kernels as _k
 from ._auto import OffloadChooser
 from ._budget import BatchBudget, BudgetStatistics
-from ._fastpath import GENERAL, FastPath
+from ._fastpath import FastPath
 from ._migrate_batch import (
     NR_MAX_MIGRATE_PAGES_RETRY,
     BatchResult,
@@ -65,6 +66,7 @@ from ._stats import (
     MigratorError,
 )
 from ._steps import count_failed, count_untried
+from ._way import ALL_PATHS, Path, batch_way, should_offload
 
 MAX_INACCESSIBLE_US_LIMIT = 10_000_000  # the budget knob's bound: 10 s
 
@@ -100,11 +102,11 @@ class MigrationEngine:
         #: ``migrate_pages()`` calls in flight: with more than one, batches
         #: can interleave and the virtual clock runs them step by step.
         self.calls_in_flight = 0
-        #: Batches the virtual clock ran in closed form (``_vclock``), and
-        #: whether it may (False: every batch step by step, as the tests
-        #: that compare the two paths run it).
+        #: Batches the virtual clock ran in closed form (``_vclock``).
         self.closed_form_batches = 0
-        self.closed_form_enabled = True
+        #: The paths a batch may take (``_way.batch_way``); a test narrows it
+        #: to run the same lists every way.
+        self.paths: frozenset[Path] = ALL_PATHS
 
     # -- knobs ------------------------------------------------------------------
 
@@ -137,11 +139,17 @@ class MigrationEngine:
     def budget_statistics(self) -> BudgetStatistics:
         return self._budget.statistics()
 
-    def batch_bound(self, offload: Offload) -> int:
+    def batch_bound(self, offload: Offload, reason: MigrateReason) -> int:
         """Pages per batch: under a latency budget, the budget's; else the
-        migrator's preference, bounded by the core."""
+        migrator's preference for the reasons it takes, bounded by the core;
+        every other reason is cut at ``nr_max_batched_migration`` as the
+        vanilla kernel's NR_MAX_BATCHED_MIGRATION."""
+        taken = should_offload(offload, reason)
         if self._budget.budget_us:
-            return self._budget.bound(offload.migrator.name, self._nr_max_batched_migration)
+            name = offload.migrator.name if taken else CpuMigrator.name
+            return self._budget.bound(name, self._nr_max_batched_migration)
+        if not taken:
+            return self._nr_max_batched_migration
         want = offload.migrator.batch_pages(self._nr_max_batched_migration)
         return int(min(max(want, 1), NR_MAX_BATCHED_MIGRATION_LIMIT))
 
@@ -284,7 +292,7 @@ class MigrationEngine:
         """
         rc_gather = 0
         n = folios.size
-        dst = scratch = None  # the fast path's destination list, made on first use
+        dst = scratch = times = None  # the fast path's arrays, made on first use
         crossing = not self._budget.budget_us
         i = 0
         ctx = Ctx(target_nid, reason, self.registry.active, stats, mode)
@@ -294,20 +302,22 @@ class MigrationEngine:
                     break
                 await trio.lowlevel.checkpoint_if_cancelled()  # batch boundary
                 with self.registry.read_lock() as offload:
-                    bound = self.batch_bound(offload)
-                    ctx = Ctx(target_nid, reason, offload, stats, mode, cold=i == 0)
-                    if not self.clock.virtual and not self.faults.armed:
-                        plan = self.fast.plan(offload, reason, cum, i, bound)
-                        if plan.threads != GENERAL:
-                            if dst is None:
-                                dst = np.empty(n, dtype=np.int64)
-                                scratch = np.empty(n, dtype=np.bool_)
-                            j = self.fast.run(ctx, plan, folios, cum, i, bound, crossing,
-                                              dst, scratch)
-                            if j > i:
-                                i = j
-                                await self.clock.yield_point()
-                                continue
+                    bound = self.batch_bound(offload, reason)
+                    way = batch_way(self, offload, reason, cum, i, bound)
+                    ctx = Ctx(target_nid, reason, offload, stats, mode, way, cold=i == 0)
+                    if way.path is Path.COMPILED:
+                        if dst is None:
+                            dst = np.empty(n, dtype=np.int64)
+                            scratch = np.empty(n, dtype=np.bool_)
+                            times = np.empty((2, n), dtype=np.int64)
+                        j = self.fast.run(ctx, way, folios, cum, i, bound, crossing,
+                                          dst, scratch, times)
+                        if j > i:
+                            i = j
+                            await self.clock.yield_point()
+                            continue
+                        ctx = Ctx(target_nid, reason, offload, stats, mode, way.general(),
+                                  cold=i == 0)
                     j = int(_k.batch_end(cum, i, bound, crossing))
                     batch, i = folios[i:j], j
                     if mode is MigrateMode.MIGRATE_ASYNC:
@@ -319,11 +329,13 @@ class MigrationEngine:
                     if b.rc >= 0 and b.split.size:
                         # Split parts: one ASYNC pass; their failures are counted
                         # per page (the kernel counted the THP as one failure).
+                        # Its return is ignored, -ENOMEM included: the kernel
+                        # goes on with the rest of the list.
                         rc = b.rc
-                        b = await migrate_pages_batch(
+                        s = await migrate_pages_batch(
                             self, ctx, b.split, MigrateMode.MIGRATE_ASYNC, 1, may_split=False)
-                        failed += (b.left, b.untried)
-                        b = BatchResult(b.rc if b.rc < 0 else rc, NO_FOLIOS, NO_FOLIOS, NO_FOLIOS)
+                        failed += (s.left, s.untried)
+                        b = BatchResult(rc, NO_FOLIOS, NO_FOLIOS, NO_FOLIOS)
                     if b.rc < 0:
                         # "When memory is low, don't bother to try to migrate
                         # other folios": the split parts and the rest stay untried.

@@ -3,17 +3,10 @@
 On the real clock, with no fault armed, a batch whose folios all unmap at once
 needs none of the engine's Python: ``_kernels.migrate_pages_batch_cpu`` runs
 whole batches — unmap, flush, the copy, the move loop — in one compiled call.
-This module decides, per batch, whether that call applies and with which copy:
-
-- the vanilla order (no batch copy; ``folio_mc_copy()`` folio by folio in the
-  move loop) when ``migrate_should_offload()`` is false — no migrator
-  registered, or the reason not in its mask — or when the automatic choice
-  declines the batch;
-- the batch copy on ``cpu_threads`` threads when the active migrator copies on
-  the CPU;
-- the batch copy on DMA channels' copy threads when the migrator offers a
-  compiled copy (``Migrator.compiled_copy()``, e.g. on idle ``native`` channels);
-- nothing (the general path) otherwise: a DMA migrator's ``migrate_offc()``.
+This module runs the batches whose way (``_way.batch_way``) is ``COMPILED``,
+with the way's copier: the vanilla order (``folio_mc_copy()`` folio by folio
+in the move loop), the batch copy on ``threads`` CPU threads, or the batch
+copy on DMA channels' copy threads (``Migrator.compiled_copy()``).
 
 It also owns the automatic CPU/offload choice: one :class:`OffloadChooser`
 per migrator, fed with the whole batch's time both ways.  Rejected: the
@@ -25,49 +18,22 @@ against).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import trio
 
-from ..mm import PAGE_SIZE, MigrateMode, MigrateReason
-from ..mm._copy import cpu_threads_busy, wake_helpers
-from ..offload import NO_COMPILED_COPY, CompiledCopy, CpuMigrator, Migrator, Offload
+from ..mm import PAGE_SIZE, MigrateMode, cpu_threads_busy, wake_helpers
+from ..offload import NO_COMPILED_COPY, CpuMigrator, Migrator
 from . import _kernels as _k
 from ._auto import OffloadChooser
 from ._stats import BatchRecords, EngineBooks
+from ._way import Way
 
 #: Longest one compiled fast-path call runs before the event loop gets a turn.
 #: The call releases the GIL, so threads (the FUSE tree's readers) run during
 #: it; only trio tasks wait.  Each call costs ~150 us of cache-cold Python
 #: after it, hence slices long enough to amortise that to ~1% of a 2 MiB copy.
 FAST_PATH_SLICE_NS = 8_000_000
-
-#: ``threads`` of a plan that cannot run compiled (a DMA migrator's batch).
-GENERAL = -1
-
-
-def should_offload(offload: Offload, reason: MigrateReason) -> bool:
-    """RFC v6 ``migrate_should_offload()``: a migrator registered and the reason
-    in its mask.  False for the vanilla default, whose batches are never
-    batch-copied."""
-    return not offload.is_default and bool((offload.reason_mask >> reason) & 1)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How the next batches run: ``threads`` 0 (vanilla order, or the DMA copy
-    of ``dma``), n >= 1 (batch copy on n CPU threads) or GENERAL; ``choice``
-    the automatic choice's ``(cell, offloaded)`` when it decided."""
-
-    threads: int
-    choice: tuple | None = None
-    dma: CompiledCopy | None = None
-
-    @property
-    def declined(self) -> bool:
-        return self.choice is not None and not self.choice[1]
-
 
 class FastPath:
     """The compiled fast path and the automatic choice, for one engine."""
@@ -97,30 +63,9 @@ class FastPath:
             key, offloaded = choice
             self.chooser(migrator).observe(key, offloaded, seconds / nr_bytes)
 
-    def plan(self, offload: Offload, reason: MigrateReason, cum: np.ndarray, i: int,
-             bound: int) -> Plan:
-        """How the batch starting at folio ``i`` runs (``cum``: running page count)."""
-        if not should_offload(offload, reason):
-            return Plan(0)
-        migrator = offload.migrator
-        if migrator.auto:
-            j = int(_k.batch_end(cum, i, bound, True))
-            done = int(cum[i - 1]) if i else 0
-            choice = self.choose(migrator, j - i, int(cum[j - 1]) - done)
-            if not choice[1]:
-                return Plan(0, choice)
-            return self._offloaded(migrator, choice)
-        return self._offloaded(migrator, None)
-
-    @staticmethod
-    def _offloaded(migrator: Migrator, choice: tuple | None) -> Plan:
-        if migrator.cpu_threads:
-            return Plan(migrator.cpu_threads, choice)
-        dma = migrator.compiled_copy()
-        return Plan(0, choice, dma) if dma is not None else Plan(GENERAL, choice)
-
-    def run(self, ctx, plan: Plan, folios: np.ndarray, cum: np.ndarray, start: int,
-            bound: int, crossing: bool, dst: np.ndarray, scratch: np.ndarray) -> int:
+    def run(self, ctx, way: Way, folios: np.ndarray, cum: np.ndarray, start: int,
+            bound: int, crossing: bool, dst: np.ndarray, scratch: np.ndarray,
+            times: np.ndarray) -> int:
         """Clean batches in one compiled call; returns the next folio to migrate
         (``start`` when the first batch needs the general path).
 
@@ -132,31 +77,33 @@ class FastPath:
         mem = eng.memory
         offset = trio.current_time() - time.perf_counter()
         deadline = time.perf_counter_ns() + FAST_PATH_SLICE_NS
-        if plan.threads > 1:
-            wake_helpers(plan.threads)
-        dma = plan.dma or NO_COMPILED_COPY
+        if way.threads > 1:
+            wake_helpers(way.threads)
+        dma = way.dma or NO_COMPILED_COPY
         j = nr_batches = 0
         try:
-            if plan.dma is not None:
+            if way.dma is not None:
                 dma.claim()
             j, nr_batches = _k.migrate_pages_batch_fast(
                 *eng.kernel_state, mem.arena_base, mem.page_bytes, folios, cum, start,
-                ctx.target_nid, bound, crossing, deadline, plan.threads, dst, scratch,
-                self._rows, dma.ctl, dma.stats, dma.timeout_ns, dma.nr_cpus, dma.cpuclock)
+                ctx.target_nid, bound, crossing, deadline, way.threads, dst, scratch,
+                self._rows, dma.ctl, dma.stats, dma.timeout_ns, dma.nr_cpus, dma.cpuclock,
+                times[0], times[1])
         finally:
             rows = self._rows[:nr_batches]
-            if plan.dma is not None:  # the channels are released, whatever happened
+            if way.dma is not None:  # the channels are released, whatever happened
                 dma.book_and_release(rows[:, _k.NR_FOLIOS], rows[:, _k.NR_CHAN],
                                      rows[:, _k.NR_FAILED])
         if nr_batches:
-            self._record(ctx, rows, offset, plan)
-            if plan.choice is not None:
-                self.way_done(ctx.offload.migrator, plan.choice,
+            self._record(ctx, rows, offset, way, times[:, start:j])
+            if way.choice is not None:
+                self.way_done(ctx.offload.migrator, way.choice,
                               float((rows[:, _k.T_END] - rows[:, _k.T_ENTRY]).sum()) * 1e-9,
                               int(rows[:, _k.NR_PAGES].sum()) * PAGE_SIZE)
         return int(j)
 
-    def _record(self, ctx, rows: np.ndarray, offset: float, plan: Plan) -> None:
+    def _record(self, ctx, rows: np.ndarray, offset: float, way: Way,
+                times: np.ndarray) -> None:
         """Books and records of the batches the fast path ran: each a batch of
         many folios, which the kernel runs MIGRATE_ASYNC whatever the call's
         mode (``migrate_pages_sync()`` tries the batch async first)."""
@@ -169,34 +116,31 @@ class FastPath:
         st.nr_succeeded += total_pages
         st.nr_folios_succeeded += total_folios
         st.nr_thp_succeeded += int(rows[:, _k.NR_THP].sum())
-        name = ctx.offload.migrator.name
+        name = way.name  # the migrator's books only for the batches it copied
         books.count_folios(name, ctx.reason.label, total_folios, total_pages, True)
         books.add_batches(name, len(rows))
-        if plan.dma is not None:  # the copies are the channels': no CPU time but
-            pass                  # a timed-out batch's, in the move loop (not timed)
-        elif plan.threads == 0:  # vanilla: the copies are the move loop's
-            copy = float((t[:, _k.T_END] - t[:, _k.T_UNMAPPED]).sum())
-            books.add_cpu_seconds(CpuMigrator.name, copy, st)
-        else:
+        # the move loop's copies (vanilla's, a timed-out DMA batch's), the
+        # copies alone; a DMA batch copy is the channels', no CPU's
+        move_copy = int(rows[:, _k.MOVE_COPY_NS].sum())
+        if move_copy:
+            books.add_cpu_seconds(CpuMigrator.name, move_copy * 1e-9, st)
+        if way.threads > 0:
             copy = float((t[:, _k.T_COPIED] - t[:, _k.T_UNMAPPED]).sum())
-            books.add_cpu_seconds(name, copy * cpu_threads_busy(plan.threads, False), st)
+            books.add_cpu_seconds(name, copy * cpu_threads_busy(way.threads, False), st)
         cause, fallback = None, np.zeros(len(rows), dtype=np.int64)
-        if plan.declined:
+        if way.declined:
             cause, fallback = "EOPNOTSUPP", nr_folios
             books.add_fallback(cause, total_folios)
         elif rows[-1, _k.NR_FAILED]:  # a DMA wait timed out: only ever the last batch
             cause, fallback = "ETIMEDOUT", rows[:, _k.NR_FAILED]
             books.add_fallback(cause, int(fallback.sum()))
         entry, first, end = t[:, _k.T_ENTRY], t[:, _k.T_FIRST], t[:, _k.T_END]
-        # Every folio was unmapped at entry; the first is remapped at T_FIRST,
-        # the others by the end of the move loop.
+        # Each folio from its own unmap to its own remap.
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(nr_folios, out=offsets[1:])
-        inacc = np.repeat(end - entry, nr_folios)
-        inacc[offsets[:-1]] = first - entry
+        inacc = (times[1] - times[0]) * 1e-9
         self._engine.machine.wake_remapped()
-        offloaded = (nr_folios if plan.threads or plan.declined or plan.dma is not None
-                     else np.zeros_like(nr_folios))
+        offloaded = nr_folios if way.taken or way.declined else np.zeros_like(nr_folios)
         books.emit(BatchRecords(
             ctx.reason.label, name, MigrateMode.MIGRATE_ASYNC.value, ctx.target_nid, cause,
             nr_folios, nr_pages, np.zeros(len(rows), dtype=np.int64), offloaded, fallback,

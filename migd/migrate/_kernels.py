@@ -13,20 +13,22 @@ from __future__ import annotations
 import numba
 
 from ..dma import folios_copy_dma
-from ..mm._buddy import alloc_block, free_block
-from ..mm._copy import folios_copy_mt, folios_mc_copy, folios_set_content_copied, memcpy
-from ..mm._page import (
+from ..mm import (
     FOLIO_CONTENT_COPIED,
     HPAGE_PMD_ORDER,
-    PG_locked,
-    PG_movable_ops,
-)
-from ..mm._raw import ktime_get_ns
-from ..mm._rmap import (
     NOT_COPIED_MASK,
     UNLOCK_MASK,
+    PG_locked,
+    PG_movable_ops,
+    alloc_block,
     folio_free,
     folio_init,
+    folios_copy_mt,
+    folios_mc_copy,
+    folios_set_content_copied,
+    free_block,
+    ktime_get_ns,
+    memcpy,
     remove_migration_ptes,
     try_to_migrate,
 )
@@ -40,7 +42,7 @@ UNMAP_NOT_TRIED = 3
 
 @numba.njit(cache=True, nogil=True)
 def migrate_folio_unmap_batch(bitmap, area, mem_map, ptes, pending, fail_alloc, target,
-                              first, result, dst):
+                              first, result, dst, t_unmap):
     """Unmap ``pending[first:]`` in list order, like the unmap loop.
 
     For each folio: allocate the destination (``get_new_folio``; an injected
@@ -51,6 +53,8 @@ def migrate_folio_unmap_batch(bitmap, area, mem_map, ptes, pending, fail_alloc, 
     Returns ``(stop, nr_unmapped, nr_movable_ops)``: the index of the -ENOMEM
     folio (``pending.size`` if none), how many folios were unmapped, and how
     many of those are movable_ops folios (never batch-copy eligible).
+    ``t_unmap[i]`` gets each unmapped folio's ``ktime_get_ns()`` once its
+    migration entries are in (its inaccessible time starts there).
     """
     nr_unmapped = 0
     nr_movable_ops = 0
@@ -70,6 +74,7 @@ def migrate_folio_unmap_batch(bitmap, area, mem_map, ptes, pending, fail_alloc, 
         folio_init(mem_map, d, pg.order, PG_locked | movable_ops)
         pg.flags |= PG_locked
         try_to_migrate(mem_map, ptes, src)
+        t_unmap[i] = ktime_get_ns()
         result[i] = MIGRATEPAGE_UNMAP
         dst[i] = d
         nr_unmapped += 1
@@ -78,7 +83,8 @@ def migrate_folio_unmap_batch(bitmap, area, mem_map, ptes, pending, fail_alloc, 
 
 
 @numba.njit(cache=True, nogil=True)
-def migrate_folio_unmap_clean(bitmap, area, mem_map, ptes, folios, lo, hi, target, dst):
+def migrate_folio_unmap_clean(bitmap, area, mem_map, ptes, folios, lo, hi, target, dst,
+                              t_unmap):
     """The unmap loop's first pass when every folio unmaps at once, else nothing.
 
     As ``migrate_folio_unmap_batch`` with no fault armed, for a batch that
@@ -88,8 +94,10 @@ def migrate_folio_unmap_clean(bitmap, area, mem_map, ptes, folios, lo, hi, targe
     so nothing saw them — and False is returned: the batch is the engine's
     general path's.  ``folios[lo:hi]`` is the batch (``dst`` indexed alike).
     The virtual clock's closed-form batch (``_vclock``) and the real clock's
-    fast path (``migrate_pages_batch_fast``) both start here.
+    fast path (``migrate_pages_batch_fast``) both start here.  ``t_unmap``
+    (indexed alike, or empty: not timed) gets each folio's unmap time.
     """
+    timed = t_unmap.size > 0
     k = lo
     n = hi
     while k < n:
@@ -103,6 +111,8 @@ def migrate_folio_unmap_clean(bitmap, area, mem_map, ptes, folios, lo, hi, targe
         folio_init(mem_map, d, pg.order, PG_locked)
         pg.flags |= PG_locked
         try_to_migrate(mem_map, ptes, src)
+        if timed:
+            t_unmap[k] = ktime_get_ns()
         dst[k] = d
         k += 1
     if k == n:
@@ -116,18 +126,23 @@ def migrate_folio_unmap_clean(bitmap, area, mem_map, ptes, folios, lo, hi, targe
 
 @numba.njit(cache=True, nogil=True)
 def migrate_folio_move_batch(bitmap, area, mem_map, ptes, base, page_bytes, src, dst,
-                             cpu_copied):
+                             cpu_copied, t_remap):
     """The move loop: ``migrate_folio_move()`` for each folio.
 
     ``move_to_new_folio()`` copies the contents with ``folio_mc_copy()`` unless
     the batch copy already did (FOLIO_CONTENT_COPIED, consumed here) and
     records that in ``cpu_copied``; then ``folio_migrate_mapping()``, remap,
-    unlock, and the source's last reference is dropped.  Returns
-    ``(nr_pages, nr_thp, nr_cpu_copied_pages)``.
+    unlock, and the source's last reference is dropped.  ``t_remap[i]`` (or
+    nothing, if empty) gets each folio's remap time, ``ktime_get_ns()`` right
+    after its migration entries are gone; then the copies are timed too, the
+    copy alone (``folio_mc_copy()``, not the remap and free around it).
+    Returns ``(nr_pages, nr_thp, nr_cpu_copied_pages, copy_ns)``.
     """
+    timed = t_remap.size > 0
     nr_pages = 0
     nr_thp = 0
     nr_copied = 0
+    copy_ns = 0
     for i in range(src.size):
         s = mem_map[src[i]]
         d = mem_map[dst[i]]
@@ -136,17 +151,23 @@ def migrate_folio_move_batch(bitmap, area, mem_map, ptes, base, page_bytes, src,
             s.flags &= NOT_COPIED_MASK
             cpu_copied[i] = False
         else:
+            if timed:
+                copy_ns -= ktime_get_ns()
             memcpy(base + dst[i] * page_bytes, base + src[i] * page_bytes, page_bytes << order)
+            if timed:
+                copy_ns += ktime_get_ns()
             cpu_copied[i] = True
             nr_copied += 1 << order
         d.mapping = s.mapping
         d.index = s.index
         remove_migration_ptes(mem_map, ptes, src[i], dst[i])
+        if timed:
+            t_remap[i] = ktime_get_ns()
         d.flags &= UNLOCK_MASK
         folio_free(bitmap, area, mem_map, src[i])
         nr_pages += 1 << order
         nr_thp += order == HPAGE_PMD_ORDER
-    return nr_pages, nr_thp, nr_copied
+    return nr_pages, nr_thp, nr_copied, copy_ns
 
 
 @numba.njit(cache=True, nogil=True)
@@ -185,12 +206,12 @@ def batch_end(cum, i, bound, crossing):
 #: (``NR_CHAN``: DMA channels the batch claimed, 0 for a CPU copy; ``NR_FAILED``:
 #: folios a timed-out DMA copy left to the move loop).
 T_ENTRY, T_UNMAPPED, T_COPIED, T_FIRST, T_END, NR_FOLIOS, NR_PAGES, NR_THP, NR_CHAN, \
-    NR_FAILED, NR_COLUMNS = range(11)
+    NR_FAILED, MOVE_COPY_NS, NR_COLUMNS = range(12)
 @numba.njit(cache=True, nogil=True)
 def migrate_pages_batch_fast(bitmap, area, mem_map, ptes, base, page_bytes, folios, cum,
                              start, target, bound, crossing, deadline_ns, nr_threads, dst,
                              scratch, rows, chan_ctl, chan_stats, timeout_ns, nr_cpus,
-                             cpuclock):
+                             cpuclock, t_unmap, t_remap):
     """Whole ``migrate_pages_batch()`` runs, compiled, for the vanilla path,
     CPU-copy migrators and migrators with a compiled DMA copy.
 
@@ -218,7 +239,8 @@ def migrate_pages_batch_fast(bitmap, area, mem_map, ptes, base, page_bytes, foli
 
     Returns ``(next_folio, nr_batches)``; ``rows[b]`` gets the timings and sizes
     of batch ``b`` (columns ``T_ENTRY`` ... ``NR_THP``).  ``scratch``: a bool
-    array as long as ``folios``.
+    array as long as ``folios``; ``t_unmap`` / ``t_remap`` (as long too) get
+    each folio's unmap and remap ``ktime_get_ns()``.
     """
     n = folios.size
     i = start
@@ -228,7 +250,7 @@ def migrate_pages_batch_fast(bitmap, area, mem_map, ptes, base, page_bytes, foli
         t_entry = ktime_get_ns()
         # the unmap loop, first pass; not a clean batch: undone, the engine's
         if not migrate_folio_unmap_clean(bitmap, area, mem_map, ptes, folios, i, j, target,
-                                         dst):
+                                         dst, t_unmap):
             break
         t_unmapped = ktime_get_ns()
         # the batch copy (only when the batch is offloaded), marking each folio
@@ -245,15 +267,16 @@ def migrate_pages_batch_fast(bitmap, area, mem_map, ptes, base, page_bytes, foli
             folios_mc_copy(base, page_bytes, mem_map, dst[i:j], folios[i:j])
         t_copied = ktime_get_ns()
         # the move loop, the first folio on its own for its remap time
-        nr_pages, nr_thp, _ = migrate_folio_move_batch(
+        nr_pages, nr_thp, _, copy_ns = migrate_folio_move_batch(
             bitmap, area, mem_map, ptes, base, page_bytes, folios[i:i + 1], dst[i:i + 1],
-            scratch)
-        t_first = ktime_get_ns()
-        more_pages, more_thp, _ = migrate_folio_move_batch(
+            scratch, t_remap[i:i + 1])
+        t_first = t_remap[i]
+        more_pages, more_thp, _, more_ns = migrate_folio_move_batch(
             bitmap, area, mem_map, ptes, base, page_bytes, folios[i + 1:j], dst[i + 1:j],
-            scratch)
+            scratch, t_remap[i + 1:j])
         nr_pages += more_pages
         nr_thp += more_thp
+        copy_ns += more_ns
         t_end = ktime_get_ns()
         r = rows[b]
         r[T_ENTRY] = t_entry
@@ -266,6 +289,7 @@ def migrate_pages_batch_fast(bitmap, area, mem_map, ptes, base, page_bytes, foli
         r[NR_THP] = nr_thp
         r[NR_CHAN] = abs(nr_chan)
         r[NR_FAILED] = j - i if nr_chan < 0 else 0
+        r[MOVE_COPY_NS] = copy_ns
         b += 1
         i = j
         if t_end >= deadline_ns or nr_chan < 0:

@@ -12,14 +12,14 @@ splitting here keeps each module one level of the kernel's call tree
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 import trio
 
 from ..mm import MigrateMode, MigrateReason
-from ..offload import Offload
+from ..offload import CpuMigrator, Offload
 from ._batch import batch_copy
 from ._stats import NO_FOLIOS, MigrateStats
 from ._steps import (
@@ -32,7 +32,8 @@ from ._steps import (
     undo,
     unmap_loop,
 )
-from ._vclock import closed_form, unmap_clean
+from ._vclock import unmap_clean
+from ._way import Path, Way, should_offload, still_alone
 
 if TYPE_CHECKING:
     from ._engine import MigrationEngine
@@ -50,6 +51,16 @@ class Ctx:
     offload: Offload
     stats: MigrateStats
     mode: MigrateMode = MigrateMode.MIGRATE_ASYNC  # the call's
+    #: The batch's way (``_way.batch_way``); None only outside a batch.
+    way: Way | None = None
+
+    @property
+    def name(self) -> str:
+        """Whose books: the migrator's only for a batch it takes, else ``none``."""
+        if self.way is not None:
+            return self.way.name
+        return (self.offload.migrator.name if should_offload(self.offload, self.reason)
+                else CpuMigrator.name)
     #: The call's first batch (``CpuModel.cold_folio_us``).
     cold: bool = False
 
@@ -64,6 +75,8 @@ class BatchResult:
     left: np.ndarray
     split: np.ndarray
     untried: np.ndarray
+    #: The books the batch went in (``Ctx.name``).
+    name: str = CpuMigrator.name
 
 
 async def migrate_pages_sync(engine: MigrationEngine, ctx: Ctx, batch: np.ndarray,
@@ -74,7 +87,7 @@ async def migrate_pages_sync(engine: MigrationEngine, ctx: Ctx, batch: np.ndarra
     only there is a locked folio waited for (no lock is held on others)."""
     astats = MigrateStats()
     a = await migrate_pages_batch(
-        engine, Ctx(ctx.target_nid, ctx.reason, ctx.offload, astats, ctx.mode,
+        engine, Ctx(ctx.target_nid, ctx.reason, ctx.offload, astats, ctx.mode, ctx.way,
                     ctx.cold), batch,
         MigrateMode.MIGRATE_ASYNC, NR_MAX_MIGRATE_ASYNC_RETRY)
     s = ctx.stats
@@ -97,7 +110,7 @@ async def migrate_pages_sync(engine: MigrationEngine, ctx: Ctx, batch: np.ndarra
     # Every failure is retried synchronously, one folio at a time; the
     # async attempt's failures are not counted (they are retried).  Its
     # per-migrator counts are taken back for the same reason.
-    uncount_folios(engine, ctx, astats)
+    uncount_folios(engine, a.name, ctx, astats)
     nr_failed = astats.nr_split
     still, splits = [], [a.split]
     for i, folio in enumerate(a.left.tolist()):
@@ -143,30 +156,34 @@ async def _migrate_pages_batch_shielded(engine: MigrationEngine, ctx: Ctx, folio
     t_entry = trio.current_time()
     nr_pages = int(engine.memory.folio_nr_pages(folios).sum())
     nosplit = ctx.reason == MigrateReason.MR_NUMA_MISPLACED or not may_split
-    closed = closed_form(engine)
-    clean = unmap_clean(engine, ctx, folios) if closed else None
+    way = ctx.way
+    clean = (unmap_clean(engine, ctx, folios)
+             if way.path is Path.CLOSED_FORM and still_alone(engine) else None)
     unslept = 0.0  # the closed form's unmap time, slept with the flush
     if clean is not None:
         (todo, unslept), left, splits, rc_saved, untried, passes = (
             clean, NO_FOLIOS, [], 0, NO_FOLIOS, 1)
-    else:
-        closed = False
+    else:  # not clean (or not alone): step by step
+        ctx = replace(ctx, way=way.general())
         todo, left, splits, rc_saved, untried, passes = await unmap_loop(
             engine, ctx, folios, nr_pass, nosplit)
     copied = None
     first_folio = None
     inaccessible: list[np.ndarray] = []
-    if todo.src.size:
+    if not todo.src.size:  # nothing reached a copy: no migrator took the batch
+        ctx = replace(ctx, way=ctx.way.vanilla())
+    else:
         # try_to_unmap_flush() (and the closed form's unmap loop)
         await engine.clock.spend(unslept + engine.profile.cpu.flush_us * 1e-6)
-        copied = await batch_copy(engine, ctx, todo.src, todo.dst, todo.nr_movable_ops,
-                                  closed and closed_form(engine))  # still alone?
+        copied = await batch_copy(engine, ctx, todo.src, todo.dst, todo.nr_movable_ops)
+        if not copied.taken:  # the move loop copies every folio: vanilla's books
+            ctx = replace(ctx, way=ctx.way.vanilla())
         for _ in range(nr_pass):
             # folio_migrate_mapping(): someone took a reference -> -EAGAIN
             busy = engine.memory.refcount[todo.src] != 1
             movable = todo.take(~busy) if busy.any() else todo
             if movable.src.size:
-                t_remap = await move(engine, ctx, movable, closed)
+                t_remap = await move(engine, ctx, movable)
                 if first_folio is None:
                     first_folio = float(t_remap[0] - t_entry)
                 inaccessible.append(t_remap - movable.t_unmap)
@@ -182,7 +199,7 @@ async def _migrate_pages_batch_shielded(engine: MigrationEngine, ctx: Ctx, folio
     count_failed(engine, ctx, left)
     count_untried(engine, ctx, untried)
     nr_failed = int(left.size) + len(splits)
-    record_batch(engine, ctx, mode, folios.size, nr_pages, nr_failed, copied, t_entry,
-                 first_folio, inaccessible, passes)
+    record_batch(engine, ctx, mode, folios.size, nr_pages, nr_failed, int(untried.size),
+                 copied, t_entry, first_folio, inaccessible, passes)
     split = np.concatenate(splits) if splits else NO_FOLIOS
-    return BatchResult(rc_saved or nr_failed, left, split, untried)
+    return BatchResult(rc_saved or nr_failed, left, split, untried, ctx.name)

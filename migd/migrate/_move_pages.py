@@ -22,15 +22,32 @@ if TYPE_CHECKING:
 async def do_pages_move(engine: MigrationEngine, tenant, vpages: np.ndarray,
                         nodes: int | np.ndarray, reason: MigrateReason) -> MigrateResult:
     """Move the page at each of ``vpages`` of ``tenant`` to its node (``nodes``:
-    one for all, or one per page)."""
+    one for all, or one per page).
+
+    As the kernel's loop: the first ``migrate_pages()`` call that does not
+    return 0 ends the syscall (``goto out``); a positive count becomes
+    ``err + nr_pages - i`` (``move_pages_and_store_status()``), where ``i``
+    is the page whose lookup flushed the list, less one when that page was
+    itself looked up (already on its node, or -EBUSY: "we have accounted for
+    page i").  The pages after it are not looked at.
+    """
     await engine.clock.spend(engine.profile.cpu.call_us * 1e-6)
     vpages = np.asarray(vpages)
     heads = engine.memory.page_folio(tenant.pte_pfn[vpages])
     nodes = np.broadcast_to(np.asarray(nodes, dtype=np.int64), heads.shape)
+    n = int(heads.size)
     results = []
     for lo, hi in do_pages_move_runs(heads, engine.memory.nid_of[heads], nodes):
-        results.append(await engine.migrate_pages(heads[lo:hi], int(nodes[lo]), reason,
-                                                  MigrateMode.MIGRATE_SYNC))
+        r = await engine.migrate_pages(heads[lo:hi], int(nodes[lo]), reason,
+                                       MigrateMode.MIGRATE_SYNC)
+        results.append(r)
+        if r.rc:
+            rc = r.rc
+            if rc > 0:
+                # flushed by a node change at page hi (not yet looked up), or by
+                # page hi itself (same node, not queued: accounted), or the end
+                rc += n - hi - int(hi < n and nodes[hi] == nodes[lo])
+            return merge_results(results, rc)
     return merge_results(results)
 
 
@@ -55,13 +72,12 @@ def do_pages_move_runs(heads: np.ndarray, nids: np.ndarray, nodes: np.ndarray
     return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
-def merge_results(results: list[MigrateResult]) -> MigrateResult:
-    """The calls of one ``move_pages()`` as one result (rc: the first error, else
-    the folios not migrated)."""
+def merge_results(results: list[MigrateResult], rc: int = 0) -> MigrateResult:
+    """The calls of one ``move_pages()`` as one result (``rc``: the syscall's,
+    0 when every call returned 0)."""
     stats = MigrateStats()
     for r in results:
         for f in stats.__dataclass_fields__:
             setattr(stats, f, getattr(stats, f) + getattr(r.stats, f))
-    errs = [r.rc for r in results if r.rc < 0]
     failed = np.concatenate([r.failed for r in results]) if results else NO_FOLIOS
-    return MigrateResult(errs[0] if errs else sum(r.rc for r in results), stats, failed)
+    return MigrateResult(rc, stats, failed)

@@ -177,6 +177,14 @@ class BatchRecords:
     inaccessible_seconds: np.ndarray  # every folio of every batch, in order
     inaccessible_offsets: np.ndarray  # batch b's folios: [off[b], off[b + 1])
     nr_passes: np.ndarray | None = None  # unmap passes run; None: one each
+    #: Folios -ENOMEM kept from being tried: neither succeeded nor failed.
+    nr_untried: np.ndarray | None = None
+
+    @property
+    def nr_succeeded(self) -> np.ndarray:
+        """Folios migrated per batch: not failed, and tried."""
+        out = self.nr_folios - self.nr_failed
+        return out if self.nr_untried is None else out - self.nr_untried
 
     def __len__(self) -> int:
         return int(self.nr_folios.size)
@@ -197,7 +205,7 @@ class BatchRecords:
             yield BatchRecord(
                 self.reason, self.migrator, self.mode, self.target_nid,
                 int(self.nr_folios[b]), int(self.nr_pages[b]),
-                int(self.nr_folios[b] - self.nr_failed[b]), int(self.nr_failed[b]),
+                int(self.nr_succeeded[b]), int(self.nr_failed[b]),
                 int(self.nr_offloaded[b]), int(self.nr_fallback[b]), self.fallback_cause,
                 float(self.start[b]), float(self.end[b]), None if ff != ff else ff,
                 self.inaccessible_seconds[lo:hi],

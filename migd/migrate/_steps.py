@@ -24,6 +24,7 @@ from ..mm import FOLIO_CONTENT_COPIED, HPAGE_PMD_ORDER, PG_locked
 from ..offload import CpuMigrator
 from . import _kernels as _k
 from ._stats import NO_FOLIOS, BatchRecords, MigrateStats
+from ._way import Path
 
 #: Copies in the move loop (``folio_mc_copy()``) are the vanilla path's CPU seconds.
 VANILLA = CpuMigrator.name
@@ -105,14 +106,16 @@ async def unmap_pass(eng, ctx, pending: np.ndarray, nosplit: bool):
     fail_alloc = eng.faults["fail_migrate_alloc"].should_fail_many(n)
     result = np.full(n, _k.UNMAP_NOT_TRIED, dtype=np.int8)
     dst = np.empty(n, dtype=np.int64)
+    t_ns = np.empty(n, dtype=np.int64)  # each folio's unmap, ktime_get_ns()
     split_parts: list[np.ndarray] = []
     stopped_at = None
     untried = NO_FOLIOS
     t0 = trio.current_time()
+    offset = t0 - time.perf_counter()  # trio's clock less perf_counter's (ktime's)
     first = nr_unmapped = nr_movable_ops = 0
     while True:
         i, unmapped, movable_ops = _k.migrate_folio_unmap_batch(
-            *eng.kernel_state, pending, fail_alloc, ctx.target_nid, first, result, dst)
+            *eng.kernel_state, pending, fail_alloc, ctx.target_nid, first, result, dst, t_ns)
         nr_unmapped += unmapped
         nr_movable_ops += movable_ops
         if i == n:
@@ -137,7 +140,7 @@ async def unmap_pass(eng, ctx, pending: np.ndarray, nosplit: bool):
         src, still = pending, NO_FOLIOS
     else:
         ok = result == _k.MIGRATEPAGE_UNMAP
-        src, dst = pending[ok], dst[ok]
+        src, dst, t_ns = pending[ok], dst[ok], t_ns[ok]
         if stopped_at is None:
             still = pending[(result == _k.UNMAP_EAGAIN) | (result == _k.UNMAP_NOT_TRIED)]
         else:
@@ -146,13 +149,13 @@ async def unmap_pass(eng, ctx, pending: np.ndarray, nosplit: bool):
         costs = eng.profile.cpu.unmap_seconds(mem.folio_order[src], ctx.cold)
         t_unmap = t0 + np.cumsum(costs)
         await eng.clock.spend(float(costs.sum()))
-    else:
-        t_unmap = t0
+    else:  # each folio's own unmap, on trio's clock
+        t_unmap = t_ns * 1e-9 + offset
         await eng.clock.yield_point()  # mutators may now meet migration entries
     return (Unmapped(src, dst, t_unmap, nr_movable_ops), still, split_parts, stopped_at,
             untried)
 
-async def move(eng, ctx, mv: Unmapped, closed: bool = False) -> np.ndarray:
+async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
     """The move loop (``migrate_folio_move()`` per folio); returns each
     folio's remap time.
 
@@ -160,8 +163,8 @@ async def move(eng, ctx, mv: Unmapped, closed: bool = False) -> np.ndarray:
     (``folio_mc_copy()``), then it is remapped before the next is copied.
     The first folio is moved on its own so that its remap time is real
     (first-folio latency) and its waiters wake before folio 1 is copied;
-    the rest follow in one compiled loop.  ``closed`` (the virtual clock's
-    closed form, ``_vclock``): when no task could see folio 0 remapped
+    the rest follow in one compiled loop.  On the closed-form way (the
+    virtual clock's, ``_vclock``): when no task could see folio 0 remapped
     before the others - none waits on a folio, none is runnable, no sleep
     ends before the loop does - all are moved after one sleep, each at its
     modelled remap time all the same.
@@ -177,6 +180,7 @@ async def move(eng, ctx, mv: Unmapped, closed: bool = False) -> np.ndarray:
         copy = (mem.flags[mv.src] & FOLIO_CONTENT_COPIED) == 0
         all_copy = np.where(copy, eng.profile.cpu.copy_seconds(orders), 0.0)
         all_costs = eng.profile.cpu.move_seconds(orders, ctx.cold) + all_copy
+        closed = ctx.way is not None and ctx.way.path is Path.CLOSED_FORM
         if closed and len(parts) == 2 and unobserved(eng, float(all_costs.sum())):
             for part in parts:  # the two parts' books, added as the step path adds them
                 books.add_cpu_seconds(VANILLA, float(all_copy[part].sum()), ctx.stats)
@@ -193,22 +197,23 @@ async def move(eng, ctx, mv: Unmapped, closed: bool = False) -> np.ndarray:
             books.add_cpu_seconds(VANILLA, float(all_copy[part].sum()), ctx.stats)
             t0 = trio.current_time()
             await eng.clock.spend(float(costs.sum()))
-        start = time.perf_counter()
+        offset = trio.current_time() - time.perf_counter()
         copied = np.empty(s.size, dtype=np.bool_)
-        nr_pages, nr_thp, nr_copied = _k.migrate_folio_move_batch(
-            *eng.kernel_state, mem.arena_base, mem.page_bytes, s, d, copied)
-        if nr_copied and not virtual:
-            books.add_cpu_seconds(VANILLA, time.perf_counter() - start, ctx.stats)
+        t_ns = NO_FOLIOS if virtual else np.empty(s.size, dtype=np.int64)
+        nr_pages, nr_thp, nr_copied, copy_ns = _k.migrate_folio_move_batch(
+            *eng.kernel_state, mem.arena_base, mem.page_bytes, s, d, copied, t_ns)
+        if nr_copied and not virtual:  # the copies alone, not the remaps around them
+            books.add_cpu_seconds(VANILLA, copy_ns * 1e-9, ctx.stats)
         eng.machine.wake_remapped()
         if costs is not None:
             times.append(t0 + np.cumsum(costs))
-        elif not virtual:
-            times.append(np.full(s.size, trio.current_time()))
+        elif not virtual:  # each folio's own remap
+            times.append(t_ns * 1e-9 + offset)
         st = ctx.stats
         st.nr_succeeded += nr_pages
         st.nr_folios_succeeded += int(s.size)
         st.nr_thp_succeeded += nr_thp
-        books.count_folios(ctx.offload.migrator.name, ctx.reason.label, int(s.size),
+        books.count_folios(ctx.name, ctx.reason.label, int(s.size),
                            nr_pages, True)
         if part.start == 0 and mv.src.size > 1 and not virtual:
             # folio 0's waiters run before folio 1's copy (on the virtual
@@ -243,7 +248,7 @@ def count_failed(eng, ctx, heads: np.ndarray) -> None:
     ctx.stats.nr_failed_pages += nr_pages
     ctx.stats.nr_folios_failed += int(heads.size)
     ctx.stats.nr_thp_failed += int((o == HPAGE_PMD_ORDER).sum())
-    eng.books.count_folios(ctx.offload.migrator.name, ctx.reason.label,
+    eng.books.count_folios(ctx.name, ctx.reason.label,
                            int(heads.size), nr_pages, False)
 
 
@@ -254,17 +259,18 @@ def count_untried(eng, ctx, heads: np.ndarray) -> None:
         ctx.stats.nr_folios_untried += int(heads.size)
 
 
-def uncount_folios(eng, ctx, s: MigrateStats) -> None:
-    """Take back the failures of a pass whose failures are retried."""
-    eng.books.count_folios(ctx.offload.migrator.name, ctx.reason.label,
+def uncount_folios(eng, name: str, ctx, s: MigrateStats) -> None:
+    """Take back the failures of a pass whose failures are retried (booked
+    under ``name``, that pass's)."""
+    eng.books.count_folios(name, ctx.reason.label,
                            -s.nr_folios_failed, -s.nr_failed_pages, False)
 
 
-def record_batch(eng, ctx, mode, nr_folios: int, nr_pages: int, nr_failed: int, copied,
-                 t_entry: float, first_folio: float | None, inaccessible: list[np.ndarray],
-                 passes: int) -> None:
+def record_batch(eng, ctx, mode, nr_folios: int, nr_pages: int, nr_failed: int,
+                 nr_untried: int, copied, t_entry: float, first_folio: float | None,
+                 inaccessible: list[np.ndarray], passes: int) -> None:
     """One batch's record (``mm_migrate_pages``-like, plus migd's timings)."""
-    name = ctx.offload.migrator.name
+    name = ctx.name
     eng.books.add_batches(name, 1)
     inacc = (inaccessible[0] if len(inaccessible) == 1 else
              np.concatenate(inaccessible) if inaccessible else np.empty(0))
@@ -275,4 +281,4 @@ def record_batch(eng, ctx, mode, nr_folios: int, nr_pages: int, nr_failed: int, 
         one([nr_failed]), one([copied.nr_offloaded if copied else 0]),
         one([copied.nr_fallback if copied else 0]), one([t_entry]),
         one([trio.current_time()]), one([np.nan if first_folio is None else first_folio]),
-        inacc, one([0, inacc.size]), one([passes])))
+        inacc, one([0, inacc.size]), one([passes]), one([nr_untried])))

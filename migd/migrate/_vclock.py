@@ -41,13 +41,8 @@ import numpy as np
 import trio
 
 from . import _kernels as _k
+from ._stats import NO_FOLIOS
 from ._steps import Unmapped
-
-
-def closed_form(eng) -> bool:
-    """Whether a batch starting now may run in closed form."""
-    return (eng.clock.virtual and eng.closed_form_enabled and eng.calls_in_flight == 1
-            and not eng.stopping and not eng.faults.armed)
 
 
 def unmap_clean(eng, ctx, folios: np.ndarray) -> tuple[Unmapped, float] | None:
@@ -59,7 +54,7 @@ def unmap_clean(eng, ctx, folios: np.ndarray) -> tuple[Unmapped, float] | None:
     dst = np.empty(folios.size, dtype=np.int64)
     t0 = trio.current_time()
     if not _k.migrate_folio_unmap_clean(*eng.kernel_state, folios, 0, folios.size,
-                                        ctx.target_nid, dst):
+                                        ctx.target_nid, dst, NO_FOLIOS):
         return None
     eng.closed_form_batches += 1
     costs = eng.profile.cpu.unmap_seconds(eng.memory.folio_order[folios], ctx.cold)

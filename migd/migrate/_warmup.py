@@ -13,8 +13,7 @@ from numba.core.dispatcher import Dispatcher
 
 from ..dma import DmaDevice
 from ..hw import Clock, dma_schedule, get_profile
-from ..mm import Machine, NodeSpec, TenantSpec
-from ..mm._copy import compile_copies
+from ..mm import Machine, NodeSpec, TenantSpec, compile_copies
 from ..offload import offload_migrators
 from . import _kernels as _k
 from ._engine import MigrationEngine
@@ -84,6 +83,6 @@ async def warm_up(progress: Callable[[str], None] = lambda stage: None) -> None:
     mem.copy_folios(none, none, none)  # the DMA channels' copy
     progress(STAGES[4])
     # the virtual clock's closed form (``_vclock``, ``hw.dma_schedule``)
-    _k.migrate_folio_unmap_clean(*engine.kernel_state, none, 0, 0, 0, none)
+    _k.migrate_folio_unmap_clean(*engine.kernel_state, none, 0, 0, 0, none, none)
     dma_schedule(get_profile("zen3-ptdma").dma, np.zeros(1), np.zeros(1, dtype=np.int64),
                  np.zeros(1, dtype=np.int8), 64)

@@ -1,6 +1,24 @@
-"""The emulated machine: nodes, folios, tenants (mm/ in the kernel)."""
+"""The emulated machine: nodes, folios, tenants (mm/ in the kernel).
 
+Besides the machine, the compiled helpers other packages' compiled code calls
+(the migration engine's and the DMA engine's kernels): the buddy allocator,
+the copy routines, rmap's per-folio steps and the raw atomics and clocks, as
+include/linux/rmap.h declares try_to_migrate() for mm/migrate.c.
+"""
+
+from ._buddy import alloc_block, free_block
 from ._content import page_keys, verify_pages, write_pages
+from ._copy import (
+    compile_copies,
+    copy_folio_prefixes,
+    copy_folios,
+    cpu_threads_busy,
+    folios_copy_mt,
+    folios_mc_copy,
+    folios_set_content_copied,
+    memcpy,
+    wake_helpers,
+)
 from ._machine import IntegrityReport, Machine
 from ._memory import (
     MAX_NUMNODES,
@@ -19,6 +37,7 @@ from ._migrate_mode import (
     format_reason_mask,
     parse_reason_mask,
 )
+from ._mtpool import copy_piece
 from ._page import (
     FOLIO_CONTENT_COPIED,
     FOLIO_WAS_MAPPED,
@@ -34,6 +53,26 @@ from ._page import (
     PG_mlocked,
     PG_movable_ops,
 )
+from ._raw import (
+    atomic_cas,
+    atomic_load,
+    atomic_store,
+    cpu_relax,
+    futex_wait,
+    futex_wake,
+    ktime_get_ns,
+    thread_cpu_clock_ns,
+)
+from ._rmap import (
+    NOT_COPIED_MASK,
+    UNLOCK_MASK,
+    folio_free,
+    folio_init,
+    folio_isolate_batch,
+    folio_putback_batch,
+    remove_migration_ptes,
+    try_to_migrate,
+)
 from ._tenant import Tenant, TenantSpec, TenantStatistics
 
 __all__ = [
@@ -44,4 +83,11 @@ __all__ = [
     "page_keys", "verify_pages", "write_pages", "host_memory", "memory_limit", "MR_TYPES",
     "REASON_MASK_ALL", "MigrateMode", "MigrateReason", "format_reason_mask", "parse_reason_mask",
     "NR_MAX_BATCHED_MIGRATION", "NR_MAX_BATCHED_MIGRATION_LIMIT",
+    # compiled helpers for the engine's and the DMA engine's kernels
+    "NOT_COPIED_MASK", "UNLOCK_MASK", "alloc_block", "atomic_cas", "atomic_load",
+    "atomic_store", "compile_copies", "copy_folio_prefixes", "copy_folios", "copy_piece",
+    "cpu_relax", "cpu_threads_busy", "folio_free", "folio_init", "folio_isolate_batch",
+    "folio_putback_batch", "folios_copy_mt", "folios_mc_copy", "folios_set_content_copied",
+    "free_block", "futex_wait", "futex_wake", "ktime_get_ns", "memcpy", "remove_migration_ptes",
+    "thread_cpu_clock_ns", "try_to_migrate", "wake_helpers",
 ]

@@ -6,8 +6,7 @@ import errno
 
 import numpy as np
 
-from ..mm import PAGE_SIZE
-from ..mm._copy import folios_copy_mt, folios_set_content_copied, wake_helpers
+from ..mm import PAGE_SIZE, folios_copy_mt, folios_set_content_copied, wake_helpers
 from ._migrator import CopyBatch, Migrator
 
 MTCOPY_MAX_THREADS = 64

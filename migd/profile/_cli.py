@@ -5,84 +5,88 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from .._args import Command, Option
 from ..hw import PROFILES, builtin_names, builtin_text, dump_profile, get_profile, load_profile
 
 
-def add_parser(sub, parser_class) -> None:
-    """``migd profile`` and its three commands, on the CLI's subparsers ``sub``."""
-    p = sub.add_parser("profile", help="hardware profiles: list, show, fit to measurements",
-                       description="Hardware profiles are TOML files of physical parameters. "
-                       "--profile (bench, replay, sweep, the daemon's dma.profile) takes a "
-                       "built-in name or such a file.")
-    cmds = p.add_subparsers(dest="profile_command", required=True, metavar="COMMAND",
-                            parser_class=parser_class)
-    c = cmds.add_parser("list", help="name the built-in profiles")
-    c.set_defaults(func=_list)
-    c = cmds.add_parser("show", help="print a profile's TOML (a built-in name or a file)")
-    c.add_argument("name", metavar="NAME|FILE")
-    c.set_defaults(func=_show)
-    c = cmds.add_parser(
-        "fit", help="fit a profile's parameters to measurement tables",
-        description="Fit the base profile's physical parameters to tables in the calibration "
-        "CSV formats (throughput, batch_sweep, vanilla_first_folio, mtcopy; any subset); "
-        "print in-sample, cross-validated (each table left out in turn) and held-out errors "
-        "and the parameters the tables did not determine.")
-    c.add_argument("tables", nargs="+", metavar="TABLE.csv")
-    c.add_argument("--base", default="zen3-ptdma", metavar="NAME|FILE",
-                   help="the profile whose mechanism and starting values are fitted "
-                   "(default: zen3-ptdma)")
-    c.add_argument("--out", required=True, metavar="FILE.toml", help="write the profile there")
-    c.add_argument("--json", default=None, metavar="REPORT", help="write the report as JSON")
-    c.add_argument("--name", default=None, help="the fitted profile's name (default: the "
-                   "--out file's stem)")
-    c.add_argument("--test", nargs="+", default=[], metavar="TABLE.csv",
-                   help="tables not fitted, only predicted: held-out errors")
-    c.set_defaults(func=_fit)
+def _table(text: str) -> str:
+    return text
 
 
-def _list(args) -> int:
+COMMANDS: tuple[Command, ...] = (
+    Command("list", "name the built-in profiles", "Name the built-in profiles, one a line.",
+            lambda o, call: _list()),
+    Command("show", "print a profile's TOML (a built-in name or a file)",
+            "Print a profile as TOML, each parameter with its unit and meaning.",
+            lambda o, call: _show(o["name"]),
+            (Option("name", "name", "a built-in profile or a profile file", str,
+                    metavar="NAME|FILE"),)),
+    Command("fit", "fit a profile's parameters to measurement tables",
+            "Fit the base profile's physical parameters to tables in the calibration CSV "
+            "formats (throughput, batch_sweep, vanilla_first_folio, mtcopy; any subset); print "
+            "in-sample, cross-validated (each table left out in turn) and held-out errors and "
+            "the parameters the tables did not determine.",
+            lambda o, call: _fit(o), (
+                Option("tables", "tables", "measurement tables (CSV)", _table,
+                       metavar="TABLE.csv", repeatable=True),
+                Option("--base", "base", "the profile whose mechanism and starting values "
+                       "are fitted (a built-in name or a file)", str, "zen3-ptdma",
+                       "NAME|FILE"),
+                Option("--out", "out", "write the fitted profile there (required)", str,
+                       metavar="FILE.toml"),
+                Option("--name", "name", "the fitted profile's name (default: the --out "
+                       "file's stem)", str),
+                Option("--test", "test", "a table not fitted, only predicted: held-out "
+                       "errors (repeatable)", _table, metavar="TABLE.csv", repeatable=True),
+            ), json="write the report as JSON (in_sample, cross_validation, parameters)"),
+)
+
+
+def _list() -> int:
     for name in builtin_names():
         print(f"{name:12} {PROFILES[name].description}")
     return 0
 
 
-def _show(args) -> int:
-    try:
-        if args.name in PROFILES:
-            print(builtin_text(args.name), end="")
-        else:
-            print(dump_profile(load_profile(args.name)), end="")
-    except ValueError as e:
-        print(f"migd profile show: {e}", file=sys.stderr)
-        return 2
+def _show(name: str) -> int:
+    text = builtin_text(name) if name in PROFILES else dump_profile(load_profile(name))
+    sys.stdout.write(text)
     return 0
 
 
-def _fit(args) -> int:
+@dataclass
+class FitReport:
+    """The frame's result: the report's text and JSON."""
+
+    result: object
+
+    def table(self) -> str:
+        return report_text(self.result)
+
+    def write_json(self, path: str) -> None:
+        Path(path).write_text(json.dumps(self.result.json(), indent=2) + "\n")
+
+
+def _fit(o: dict) -> FitReport:
     from ._fit import fit
     from ._tables import read_table
 
-    try:
-        for path, what in ((args.out, "--out"), (args.json, "--json")):
-            if path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-                raise ValueError(f"{what}: no such directory for {path!r}")
-        base = get_profile(args.base)
-        cells = [c for t in args.tables for c in read_table(t, base)]
-        test = [c for t in args.test for c in read_table(t, base)]
-    except ValueError as e:
-        print(f"migd profile fit: {e}", file=sys.stderr)
-        return 2
-    name = args.name or Path(args.out).stem
-    result = fit(cells, base, test or None, name)
-    tables = " ".join(Path(t).name for t in args.tables)
-    Path(args.out).write_text(dump_profile(
-        result.profile, f"migd profile fit {tables} --base {args.base}"))
-    print(report_text(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result.json(), indent=2) + "\n")
-    return 0
+    out = o["out"]
+    if out is None:
+        raise ValueError("--out FILE.toml is required")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise ValueError(f"--out: no such directory for {out!r}")
+    base = get_profile(o["base"])
+    cells = [c for t in o["tables"] for c in read_table(t, base)]
+    test = [c for t in o["test"] or () for c in read_table(t, base)]
+    result = fit(cells, base, test or None, o["name"] or Path(out).stem)
+    tables = " ".join(Path(t).name for t in o["tables"])
+    Path(out).write_text(dump_profile(result.profile,
+                                      f"migd profile fit {tables} --base {o['base']}"))
+    return FitReport(result)
 
 
 def _pct(v) -> str:

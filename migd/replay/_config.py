@@ -1,8 +1,8 @@
 """Configurations from the command line: ``--migrators none,dcbm:16,mtcopy:4``
 times ``--batch-pages`` times ``--reason-mask``, one profile.
 
-The options are declared once (``OPTIONS``, ``bench.Option``), the shared
-ones as the bench declares them, with replay's defaults; ``none`` is the
+The options are declared once (``OPTIONS``, the CLI layer's ``Option``), the
+shared ones as the bench declares them, with replay's defaults; ``none`` is the
 vanilla kernel, as everywhere; parameters and masks are checked when the
 text is parsed, before any work.
 """
@@ -10,17 +10,9 @@ text is parsed, before any work.
 from __future__ import annotations
 
 import os
-from typing import Any
 
-from ..bench import (
-    BATCH_PAGES,
-    MIGRATORS,
-    PROFILE,
-    MigratorSpec,
-    Option,
-    declared_values,
-    parse_size,
-)
+from .._args import Option
+from ..bench import BATCH_PAGES, MIGRATORS, PROFILE, MigratorSpec, parse_size
 from ..mm import parse_reason_mask
 from ._replay import Config
 
@@ -66,6 +58,7 @@ def _max_memory(text: str) -> int:
 DEFAULT_MAX_MEMORY = ram_bytes() // 4
 
 OPTIONS = (
+    Option("trace", "trace", "ftrace text files", str, metavar="TRACE", repeatable=True),
     MIGRATORS.but(default="none,mtcopy:2,dcbm:4",
                   help="configurations to replay through, comma-separated: none (the "
                   "vanilla kernel), mtcopy:THREADS, dcbm:CHANNELS"),
@@ -82,11 +75,6 @@ OPTIONS = (
            "the replay starts", _max_memory, f"{DEFAULT_MAX_MEMORY >> 20}M", "SIZE",
            shown=f"a quarter of RAM, {gib(DEFAULT_MAX_MEMORY)} here"),
 )
-
-
-def options(**given: Any) -> dict[str, Any]:
-    """Every replay option's value: ``given`` (parsed, by name), else its default."""
-    return declared_values(OPTIONS, given)
 
 
 def configs(migrators: list[MigratorSpec], batch_pages: list[int], reason_masks: list[int],

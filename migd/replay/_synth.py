@@ -16,8 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..mm import MigrateMode, MigrateReason
-from ..tracing import MM_MIGRATE_PAGES, MM_MIGRATE_PAGES_START, format_line
-from ..tracing._events import MODE_VALUE
+from ..tracing import MM_MIGRATE_PAGES, MM_MIGRATE_PAGES_START, MODE_VALUE, format_line
 
 _KINDS = (  # reason, mode, weight
     (MigrateReason.MR_NUMA_MISPLACED, MigrateMode.MIGRATE_ASYNC, 0.45),

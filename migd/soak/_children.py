@@ -117,10 +117,11 @@ class Flipper(_Child):
     from a child process; each write's outcome is counted here."""
 
     def __init__(self, mount: str, seed: int, faults: bool, summary: SoakSummary,
-                 writes: list[tuple[str, tuple[str, ...]]]) -> None:
+                 writes: list[tuple[str, tuple[str, ...]]],
+                 points: tuple[str, ...] = FaultInjector.POINTS) -> None:
         self.summary = summary
         super().__init__("flip", mount, seed, json.dumps(
-            [writes, soak_fault_settings(), list(FaultInjector.POINTS), faults]))
+            [writes, soak_fault_settings(), list(points), faults]))
 
     def line(self, text: str) -> None:
         if text == "ok":

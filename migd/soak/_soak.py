@@ -36,10 +36,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import trio
 
-from ..daemon import soak_writes
-from ..daemon._config import load_config
-from ..daemon._run import system_running
-from ..daemon._system import System
+from ..daemon import System, load_config, soak_writes, system_running
 from ..faults import FaultInjector
 from ..metrics import MigdCollector
 from ..sysfs import clear_stale_mount
@@ -223,8 +220,11 @@ async def _soak(opts: SoakOptions, summary: SoakSummary,
                     nursery.start_soon(_pinner, sys, rng, pinned)
                 # File I/O on the mount never runs in this process (_CHILD).
                 cat = CatSampler(mount, opts.seed)
+                # a descriptor error on an engine that does not report it
+                # corrupts by design (README): not armed there
                 flipper = Flipper(mount, opts.seed, opts.faults, summary,
-                                   soak_writes(sys, faults=False))
+                                  soak_writes(sys, faults=False),
+                                  FaultInjector.points_for(sys.profile.dma.reports_errors))
 
                 async def stop_on_signal(scope: trio.CancelScope) -> None:
                     async for signum in signals:

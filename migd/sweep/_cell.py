@@ -15,6 +15,8 @@ configuration; the row is the "all reasons" row plus the profile check.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 _warm = False
@@ -70,13 +72,33 @@ def _replay(p: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+@dataclass(frozen=True)
+class CellKind:
+    """One experiment a cell can run: the function and the row fields the
+    sweep's table shows after the axes (the first one is what ``--plot``
+    draws).  Declared here, with the experiment, so the table need not guess
+    from whichever fields the rows happen to hold."""
+
+    run: Callable[[dict[str, Any]], dict[str, Any]]
+    columns: tuple[str, ...]
+
+
+KINDS: dict[str, CellKind] = {
+    "throughput": CellKind(_throughput, ("gbps", "seconds", "first_folio_us",
+                                         "inaccessible_us_p99")),
+    "replay": CellKind(_replay, ("seconds", "cpu_saved_seconds", "offloaded_pct",
+                                 "first_folio_us_p99", "inaccessible_us_p99",
+                                 "median_error_pct")),
+}
+
+
 def run_cell(params: dict[str, Any]) -> dict[str, Any]:
     """The cell's row; ``wall_seconds`` and ``sim_speed`` (the row's simulated
     seconds per wall second of the cell) are the only fields that depend on
     where and when it ran."""
     warm_up()
     t = time.perf_counter()
-    row = (_replay if params["experiment"] == "replay" else _throughput)(params)
+    row = KINDS[params["experiment"]].run(params)
     row["wall_seconds"] = time.perf_counter() - t
     row["sim_speed"] = row["seconds"] / row["wall_seconds"]
     return row

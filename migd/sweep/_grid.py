@@ -26,8 +26,9 @@ from ..hw import get_profile
 from ..migrate import MAX_INACCESSIBLE_US_LIMIT, NR_MAX_BATCHED_MIGRATION_LIMIT
 from ..mm import MAX_FOLIO_ORDER
 from ..replay import parse_mask
+from ._cell import KINDS
 
-EXPERIMENTS = ("throughput", "replay")
+EXPERIMENTS = tuple(KINDS)
 #: A grid file is a few lines; past this it is not one (read no further).
 MAX_GRID_BYTES = 1 << 20
 #: Cells a grid may have unless --max-cells says otherwise, and the most it may say:
@@ -97,6 +98,11 @@ class Grid:
     path: str
     axes: dict[str, list]
     cell: dict[str, Any]
+
+    @property
+    def experiment(self) -> str:
+        """What every cell runs (fixed per grid: not an axis)."""
+        return self.cell.get("experiment", DEFAULTS["experiment"])
 
     @property
     def size(self) -> int:

@@ -1,11 +1,10 @@
-"""``migd sweep``'s options, declared once (``bench.Option``): the CLI builds
-them, their help and shown defaults from here and gets parsed values back."""
+"""``migd sweep``'s options, declared once (the CLI layer's ``Option``): the
+CLI builds them, their help and shown defaults from here and gets parsed
+values back."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from ..bench import Option, declared_values
+from .._args import Option
 from ._executors import parse_scheduler, parse_workers
 from ._grid import DEFAULT_MAX_CELLS, MAX_CELLS_LIMIT
 
@@ -21,6 +20,7 @@ def _max_cells(text: str) -> int:
 
 
 OPTIONS = (
+    Option("grid", "grid", "the grid file ([axes], [cell])", str, metavar="GRID.toml"),
     Option("--scheduler", "scheduler", "a dask.distributed scheduler, tcp://HOST:PORT, or "
            "'local' for a LocalCluster (default: local worker processes)", parse_scheduler,
            metavar="ADDR"),
@@ -35,8 +35,3 @@ OPTIONS = (
            str(DEFAULT_MAX_CELLS), "N"),
 )
 
-
-def options(**given: Any) -> dict[str, Any]:
-    """Every sweep option's value: ``given`` (parsed, by name), else its default
-    (None where the option has none)."""
-    return {o.dest: None for o in OPTIONS} | declared_values(OPTIONS, given)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._version import migd_version
+from ._cell import KINDS
 from ._grid import Grid, cell_key
 
 #: Row fields that depend on where and when a cell ran.
@@ -33,6 +34,7 @@ class SweepResult:
     executor: str
     workers: int
     seconds: float
+    experiment: str  # what the cells ran: its columns follow the axes in the table
     notes: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
@@ -43,17 +45,21 @@ class SweepResult:
             json.dump(self.as_json(), f, indent=2)
             f.write("\n")
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The row fields the cells' experiment declares, after the axes."""
+        return KINDS[self.experiment].columns
+
     def table(self) -> str:
-        names = list(self.axes)
-        metrics = [m for m in ("gbps", "seconds", "first_folio_us", "inaccessible_us_p99",
-                               "cpu_saved_seconds", "median_error_pct")
-                   if any(m in r for r in self.rows)]
-        head = "".join(f"{n:>14}" for n in names + metrics)
-        out = [head]
-        for r in self.rows:
-            cells = [str(r[n])[-14:] for n in names]
-            cells += ["-" if r.get(m) is None else f"{r[m]:.4g}" for m in metrics]
-            out.append("".join(f"{c:>14}" for c in cells))
+        """One column per axis, then per declared field, each as wide as its
+        widest cell and two spaces apart, so no header runs into the next."""
+        head = [*self.axes, *self.columns]
+        lines = [[str(r[a]) for a in self.axes]
+                 + ["-" if r.get(m) is None else f"{r[m]:.4g}" for m in self.columns]
+                 for r in self.rows]
+        widths = [max(map(len, col)) for col in zip(head, *lines, strict=True)]
+        out = ["  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True))
+               for line in [head, *lines]]
         out.append(f"{len(self.rows)} cells, {self.ran} run now on {self.executor} "
                    f"({self.workers} worker(s)) in {self.seconds:.1f} s")
         return "\n".join(out)
@@ -114,4 +120,4 @@ def run_sweep(grid: Grid, executor, out: str,
             raise RuntimeError(f"cell {key} has no record after the sweep")
         rows.append({**rec["row"], **{a: params[a] for a in grid.axes}})
     return SweepResult(grid.axes, rows, done, executor.name, executor.workers,
-                       time.monotonic() - t0)
+                       time.monotonic() - t0, grid.experiment)

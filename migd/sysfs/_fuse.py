@@ -88,7 +88,14 @@ class SysfsOperations(Operations):
                 "st_atime": t, "st_mtime": t, "st_ctime": t, **ids}
 
     def readdir(self, path, fh):
-        return [".", "..", *self.tree.listdir(path)]
+        """The names with their type (``d_type``), as kernfs' readdir gives
+        them: perf lists tracepoints only from entries that say DT_DIR."""
+        node = self.tree.lookup(path)
+        if not isinstance(node, Directory):
+            raise OSError(errno.ENOTDIR, path)
+        return [".", "..", *((name, {"st_mode": stat.S_IFDIR if isinstance(child, Directory)
+                                     else stat.S_IFREG}, 0)
+                             for name, child in sorted(node.children.items()))]
 
     def open(self, path, flags):
         attr = self.tree.attribute(path)

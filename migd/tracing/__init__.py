@@ -9,11 +9,14 @@ from ._events import (
     MIGRATE_OFFLOAD_BATCH,
     MM_MIGRATE_PAGES,
     MM_MIGRATE_PAGES_START,
+    MODE_VALUE,
     Event,
     Field,
+    parse_set_event,
 )
-from ._ring import RING_ENTRIES, TraceRing, format_line
+from ._ring import RING_ENTRIES, TraceRing, entry_header, format_line, page_header
 from ._tracer import Tracing
 
 __all__ = ["EVENTS", "MIGRATE_OFFLOAD_BATCH", "MM_MIGRATE_PAGES", "MM_MIGRATE_PAGES_START",
-           "RING_ENTRIES", "Event", "Field", "TraceRing", "Tracing", "format_line"]
+           "MODE_VALUE", "RING_ENTRIES", "Event", "Field", "TraceRing", "Tracing",
+           "entry_header", "format_line", "page_header", "parse_set_event"]

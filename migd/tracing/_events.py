@@ -85,6 +85,12 @@ class Event:
             offsets.append(off)
             off += f.size
         object.__setattr__(self, "offsets", tuple(offsets))
+        # sizeof(struct trace_event_raw_<name>): padded to its widest field
+        widest = max([4, *(f.size for f in self.fields if not f.ctype.startswith("__data"))])
+        object.__setattr__(self, "_sizeof", (off + widest - 1) // widest * widest)
+        by_name = {f.name: f for f in self.fields}
+        object.__setattr__(self, "_strings", tuple(
+            i for i, a in enumerate(self.args) if by_name[a.field].ctype.startswith("__data")))
         # The Python side of the print fmt: %lu/%llu/%u/%d -> %d, %s stays.
         py = self.fmt
         for c in ("%llu", "%lld", "%lu", "%ld", "%u"):
@@ -103,6 +109,12 @@ class Event:
         out = tuple(v if s is None else s.get(v, str(v))
                     for v, s in zip(values, self._symbols, strict=True))
         return self._py_fmt % out
+
+    def record_size(self, values: tuple) -> int:
+        """Bytes of the entry ``trace_event_buffer_reserve()`` asks for:
+        ``sizeof`` the entry struct plus each ``__string``'s text and NUL
+        (``trace_event_get_offsets``); ``values`` as for :meth:`payload`."""
+        return self._sizeof + sum(len(values[i].encode()) + 1 for i in self._strings)
 
     def format_file(self) -> str:
         """The ``format`` file as ``f_show`` prints it."""
@@ -167,3 +179,31 @@ MIGRATE_OFFLOAD_BATCH = Event(
 
 #: Every event, in ``available_events`` order.
 EVENTS = (MM_MIGRATE_PAGES_START, MM_MIGRATE_PAGES, MIGRATE_OFFLOAD_BATCH)
+
+
+#: ``EVENT_BUF_SIZE``: the longest ``set_event`` word (``trace_get_user`` fails past it).
+EVENT_BUF_SIZE = 127
+
+
+def parse_set_event(text: str) -> list[tuple[bool, tuple[Event, ...]]]:
+    """A ``set_event`` write as ``ftrace_event_write()`` reads it: words
+    separated by white space, each ``[!]<system>:<event>`` (``!`` disables);
+    ``*`` or nothing on a side of the colon is any; a word without a colon is
+    a system or an event name (``ftrace_set_clr_event()``).  A word that
+    matches no event is EINVAL (ValueError).  Returns (enable, events) per word."""
+    out = []
+    for word in text.split():
+        on = not word.startswith("!")
+        spec = word if on else word[1:]
+        if len(spec) > EVENT_BUF_SIZE:
+            raise ValueError(f"set_event: {spec[:20]}...: longer than {EVENT_BUF_SIZE}")
+        if ":" in spec:
+            sub, _, name = spec.partition(":")
+            events = tuple(e for e in EVENTS if sub in ("", "*", e.system)
+                           and name in ("", "*", e.name))
+        else:
+            events = tuple(e for e in EVENTS if spec in (e.system, e.name))
+        if not events:
+            raise ValueError(f"set_event: {spec!r} matches no event (system:event)")
+        out.append((on, events))
+    return out

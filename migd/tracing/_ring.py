@@ -1,4 +1,5 @@
-"""The trace ring buffer: ``trace`` (a snapshot) and ``trace_pipe`` (a consuming read).
+"""The trace ring buffer: ``trace`` (a snapshot), ``trace_pipe`` (a consuming read),
+``per_cpu/cpuN/stats`` and the ``events/header_*`` files that describe its pages.
 
 As kernel/trace/ring_buffer.c keeps binary entries and trace.c formats them
 when read, the ring keeps ``(event, seconds, values)`` tuples (~1 us to append
@@ -16,6 +17,10 @@ ends with EINTR, as ``tracing_wait_pipe()`` does on a pending signal) and
 ends with EOF once :meth:`TraceRing.close` ran (at unmount): a libfuse worker
 stuck in a wait would keep the unmount from finishing and its reader
 unkillable.
+
+Every event is recorded on CPU 0 (the engine is one thread): the other CPUs'
+``per_cpu`` files read an empty buffer, whose ``trace_pipe``
+(:meth:`TraceRing.read_idle`) waits as an empty CPU's does.
 """
 
 from __future__ import annotations
@@ -38,6 +43,57 @@ MAX_PIPE_WAITERS = 8
 #: The task column: the daemon's name (``comm``) and pid.
 COMM = "migd"
 
+#: x86_64's PAGE_SIZE, and ``BUF_PAGE_HDR_SIZE``: offsetof(struct buffer_data_page, data).
+PAGE_SIZE = 4096
+BUF_PAGE_HDR_SIZE = 16
+#: include/linux/ring_buffer.h, ``enum ring_buffer_type``.
+RINGBUF_TYPE_DATA_TYPE_LEN_MAX = 28
+RINGBUF_TYPE_PADDING, RINGBUF_TYPE_TIME_EXTEND, RINGBUF_TYPE_TIME_STAMP = 29, 30, 31
+#: ``RB_MAX_SMALL_DATA``: a longer entry stores its length in ``array[0]``.
+RB_MAX_SMALL_DATA = 4 * RINGBUF_TYPE_DATA_TYPE_LEN_MAX
+
+
+def page_header() -> str:
+    """``events/header_page``: ``ring_buffer_print_page_header()`` for x86_64
+    (``struct buffer_data_page``: u64 time_stamp, local_t commit, data), as
+    kernels since 6.2 print it: built with -funsigned-char, ``char`` is
+    unsigned.  ``overwrite`` is the commit field's top bit, hence its odd
+    offset and size, as the kernel prints them."""
+    return (f"\tfield: u64 timestamp;\toffset:0;\tsize:8;\tsigned:0;\n"
+            f"\tfield: local_t commit;\toffset:8;\tsize:8;\tsigned:1;\n"
+            f"\tfield: int overwrite;\toffset:8;\tsize:1;\tsigned:1;\n"
+            f"\tfield: char data;\toffset:{BUF_PAGE_HDR_SIZE};"
+            f"\tsize:{PAGE_SIZE - BUF_PAGE_HDR_SIZE};\tsigned:0;\n")
+
+
+def entry_header() -> str:
+    """``events/header_event``: ``ring_buffer_print_entry_header()``."""
+    return ("# compressed entry header\n"
+            "\ttype_len    :    5 bits\n"
+            "\ttime_delta  :   27 bits\n"
+            "\tarray       :   32 bits\n"
+            "\n"
+            f"\tpadding     : type == {RINGBUF_TYPE_PADDING}\n"
+            f"\ttime_extend : type == {RINGBUF_TYPE_TIME_EXTEND}\n"
+            f"\ttime_stamp : type == {RINGBUF_TYPE_TIME_STAMP}\n"
+            f"\tdata max type_len  == {RINGBUF_TYPE_DATA_TYPE_LEN_MAX}\n")
+
+
+def rb_event_length(data: int) -> int:
+    """Bytes an entry of ``data`` bytes takes in a page:
+    ``rb_calculate_event_length()`` on x86_64 (4-byte alignment, no forced
+    8-byte alignment); time extends and page padding are not counted."""
+    data = max(data, 1)
+    if data > RB_MAX_SMALL_DATA:
+        data += 4  # the length in array[0]
+    return (data + 4 + 3) // 4 * 4  # + RB_EVNT_HDR_SIZE, ALIGN(RB_ARCH_ALIGNMENT)
+
+
+def _us(seconds: float) -> str:
+    """``ns2usecs()`` printed as ``"%5llu.%06lu"``."""
+    us = (round(seconds * 1e9) + 500) // 1000
+    return f"{us // 1_000_000:5d}.{us % 1_000_000:06d}"
+
 # kernel/trace/trace.c, print_event_info and print_func_help_header_irq with
 # the irq-info flag set and no tgid (the default): "%.*s" are 2 spaces there.
 _HELP = """\
@@ -57,8 +113,7 @@ def format_line(event: Event, seconds: float, values: tuple, pid: int) -> str:
     """One line as trace_output.c writes it: ``trace_print_context``
     (``"%16s-%-7d "``, ``"[%03d] "``, the five lat flags, ``" %5lu.%06lu: "``)
     then ``"<event>: "`` and the event's TP_printk text."""
-    us = (round(seconds * 1e9) + 500) // 1000  # ns2usecs(): ns rounded to the nearest us
-    return (f"{COMM:>16}-{pid:<7} [000] ..... {us // 1_000_000:5d}.{us % 1_000_000:06d}: "
+    return (f"{COMM:>16}-{pid:<7} [000] ..... {_us(seconds)}: "
             f"{event.name}: {event.payload(values)}\n")
 
 
@@ -68,8 +123,15 @@ class TraceRing:
         self.pid = os.getpid() if pid is None else pid
         #: Entries dropped because the ring was full.
         self.overrun = 0
-        self._lines: deque[str] = deque()  # formatted, older than every raw entry
-        self._raw: deque[tuple[Event, float, tuple]] = deque()
+        #: Entries ``trace_pipe`` consumed (``ring_buffer_read_events_cpu``).
+        self.read = 0
+        #: Whether the daemon's comm was saved (``tracing_record_cmdline``): at
+        #: its first event, and kept when the ring is cleared, as the kernel keeps it.
+        self.cmdline_saved = False
+        self._bytes = 0  # rb_event_length of the entries in the ring
+        # formatted (text, seconds, bytes), older than every raw (event, seconds, values, bytes)
+        self._lines: deque[tuple[str, float, int]] = deque()
+        self._raw: deque[tuple[Event, float, tuple, int]] = deque()
         self._cond = threading.Condition()
         self._format_lock = threading.Lock()  # one formatter at a time keeps the order
         self._closed = False
@@ -81,11 +143,14 @@ class TraceRing:
     # -- writer (engine thread) ----------------------------------------------------
 
     def append(self, event: Event, seconds: float, values: tuple) -> None:
+        size = rb_event_length(event.record_size(values))
         with self._cond:
             if len(self._lines) + len(self._raw) >= self.capacity:
-                (self._lines or self._raw).popleft()
+                self._bytes -= (self._lines or self._raw).popleft()[-1]
                 self.overrun += 1
-            self._raw.append((event, seconds, values))
+            self._raw.append((event, seconds, values, size))
+            self._bytes += size
+            self.cmdline_saved = True
             self._cond.notify_all()
 
     def clear(self) -> None:
@@ -93,7 +158,7 @@ class TraceRing:
         with self._format_lock, self._cond:
             self._lines.clear()
             self._raw.clear()
-            self.overrun = 0
+            self.overrun = self.read = self._bytes = 0
 
     def close(self) -> None:
         """Wake every blocked reader with EOF, now and later (at unmount)."""
@@ -110,25 +175,45 @@ class TraceRing:
             self._raw.clear()
         if not raw:
             return
-        lines = [format_line(e, t, v, self.pid) for e, t, v in raw]
+        lines = [(format_line(e, t, v, self.pid), t, n) for e, t, v, n in raw]
         with self._cond:
             self._lines.extend(lines)
             while len(self._lines) + len(self._raw) > self.capacity:
-                self._lines.popleft()
+                self._bytes -= self._lines.popleft()[-1]
                 self.overrun += 1
 
-    def snapshot(self, nr_cpus: int) -> str:
+    def snapshot(self, nr_cpus: int, lines: bool = True) -> str:
         """The ``trace`` file: ``print_trace_header`` for the nop tracer, then
-        every line in the ring, which stays there."""
+        every line in the ring, which stays there.  ``lines`` False: an empty
+        CPU's ``per_cpu/cpuN/trace`` (the header counts every CPU's entries)."""
         with self._format_lock:
             self._format_pending()
             with self._cond:
-                lines = list(self._lines)
+                kept = [text for text, _, _ in self._lines]
                 overrun = self.overrun
-        n = len(lines)
+        n = len(kept)
         head = (f"# tracer: nop\n#\n# entries-in-buffer/entries-written: {n}/{n + overrun}"
                 f"   #P:{nr_cpus}\n{_HELP}")
-        return head + "".join(lines)
+        return head + "".join(kept) if lines else head
+
+    def stats(self, now: float, cpu: int) -> str:
+        """``per_cpu/cpuN/stats``: ``tracing_stats_read()`` for the boot clock
+        (a clock in ns: times as ``"%5llu.%06lu"``).  ``bytes`` counts the
+        entries' own lengths, without the page padding and time extends the
+        kernel's count has; ``oldest event ts`` is the oldest entry's (0 in an
+        empty ring; the kernel's is its oldest page's).  Nothing is ever
+        dropped (the ring overwrites) and no commit overruns (one writer)."""
+        with self._format_lock, self._cond:
+            if cpu != 0:
+                entries = overrun = nbytes = read = 0
+                oldest = 0.0
+            else:
+                entries, overrun, nbytes, read = len(self), self.overrun, self._bytes, self.read
+                first = self._lines[0] if self._lines else self._raw[0] if self._raw else None
+                oldest = first[1] if first else 0.0
+        return (f"entries: {entries}\noverrun: {overrun}\ncommit overrun: 0\n"
+                f"bytes: {nbytes}\noldest event ts: {_us(oldest)}\nnow ts: {_us(now)}\n"
+                f"dropped events: 0\nread events: {read}\n")
 
     def read_pipe(self, size: int, block: bool = True,
                   interrupted: Callable[[], bool] = lambda: False) -> bytes:
@@ -141,26 +226,39 @@ class TraceRing:
         while True:
             with self._cond:
                 if not self._raw and not self._lines:
-                    self._wait_for_entries(block, interrupted)
+                    self._wait(block, interrupted, lambda: self._raw or self._lines)
                     if self._closed and not self._raw and not self._lines:
                         return b""
             with self._format_lock:
                 self._format_pending()
                 with self._cond:
                     out, n = [], 0
-                    while self._lines and n + len(self._lines[0]) <= size:
-                        line = self._lines.popleft()
-                        out.append(line)
-                        n += len(line)
+                    while self._lines and n + len(self._lines[0][0]) <= size:
+                        text, _, nbytes = self._lines.popleft()
+                        out.append(text)
+                        n += len(text)
+                        self._bytes -= nbytes
+                        self.read += nbytes > 0  # not the rest of a split line
                     if not out and self._lines:  # a line longer than the read: split it
-                        line = self._lines.popleft()
-                        out.append(line[:size])
-                        self._lines.appendleft(line[size:])
+                        text, t, nbytes = self._lines.popleft()
+                        out.append(text[:size])
+                        self._lines.appendleft((text[size:], t, 0))
+                        self._bytes -= nbytes
+                        self.read += nbytes > 0
             if out:  # else another reader took it all: wait again, never a false EOF
                 return "".join(out).encode()
 
-    def _wait_for_entries(self, block: bool, interrupted: Callable[[], bool]) -> None:
-        """``tracing_wait_pipe()``; the caller holds ``_cond``."""
+    def read_idle(self, size: int, block: bool = True,
+                  interrupted: Callable[[], bool] = lambda: False) -> bytes:
+        """``trace_pipe`` of a CPU no event is recorded on: EAGAIN when
+        ``block`` is False, else waits (counted among the
+        :data:`MAX_PIPE_WAITERS`) until interrupted (EINTR) or closed (EOF)."""
+        with self._cond:
+            self._wait(block, interrupted, lambda: False)
+        return b""
+
+    def _wait(self, block: bool, interrupted: Callable[[], bool], ready) -> None:
+        """``tracing_wait_pipe()`` until ``ready()``; the caller holds ``_cond``."""
         if self._closed:
             return
         if not block:
@@ -169,7 +267,7 @@ class TraceRing:
             raise OSError(errno.EBUSY, f"{MAX_PIPE_WAITERS} trace_pipe readers already wait")
         self._waiters += 1
         try:
-            while not self._raw and not self._lines and not self._closed:
+            while not ready() and not self._closed:
                 if interrupted():
                     raise OSError(errno.EINTR, "trace_pipe read interrupted")
                 self._cond.wait(WAIT_SLICE)

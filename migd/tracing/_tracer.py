@@ -12,6 +12,7 @@ the engine's thread while enabled and a test of two flags while not.
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
@@ -42,6 +43,20 @@ class Tracing:
         self.tracing_on = True
         self.enabled: dict[Event, bool] = dict.fromkeys(EVENTS, True)
 
+    @property
+    def boot(self) -> float:
+        return self._boot
+
+    @boot.setter
+    def boot(self, value: float) -> None:
+        """Also notes the wall clock then, for :meth:`now` on threads that
+        cannot ask trio (trio's clock counts as ``perf_counter`` does)."""
+        self._boot, self._perf_at_boot = value, time.perf_counter()
+
+    def now(self) -> float:
+        """The boot clock now (``per_cpu/cpuN/stats``' ``now ts``), from any thread."""
+        return time.perf_counter() - self._perf_at_boot
+
     def attach(self, engine) -> None:
         engine.subscribe_calls(self.on_call)
         engine.subscribe(self.on_batches)
@@ -59,6 +74,10 @@ class Tracing:
     def set_enabled(self, on: bool, system: str | None = None) -> None:
         for e in self.events(system):
             self.enabled[e] = on
+
+    def set_event_text(self) -> str:
+        """``set_event`` read: ``t_show()``, ``system:event`` per enabled event."""
+        return "".join(f"{e.system}:{e.name}\n" for e in EVENTS if self.enabled[e])
 
     # -- the engine's observers ----------------------------------------------------
 
@@ -87,10 +106,11 @@ class Tracing:
         ff_ns = np.rint(ff * 1e9).astype(np.int64).tolist()
         inacc_ns = np.rint(r.longest_inaccessible() * 1e9).astype(np.int64).tolist()
         append = self.ring.append
-        for end, folios, pages, failed, off, fb, ff1, in1 in zip(
+        for end, folios, pages, ok, failed, off, fb, ff1, in1 in zip(
                 (r.end - self.boot).tolist(), r.nr_folios.tolist(), r.nr_pages.tolist(),
-                r.nr_failed.tolist(), r.nr_offloaded.tolist(), r.nr_fallback.tolist(),
+                r.nr_succeeded.tolist(), r.nr_failed.tolist(), r.nr_offloaded.tolist(),
+                r.nr_fallback.tolist(),
                 ff_ns, inacc_ns, strict=True):
             append(MIGRATE_OFFLOAD_BATCH, end,
-                   (migrator, r.target_nid, reason, folios, pages, folios - failed, failed,
+                   (migrator, r.target_nid, reason, folios, pages, ok, failed,
                     off, fb, cause if fb else "none", ff1, in1))
