@@ -31,11 +31,24 @@ dmaengine device list under ``dma_list_mutex`` and the channel's
 client-count/module reference; ~0.5 us on a 3 GHz core, a few hundred cycles
 of locking and list walking each way), and ``map_folio_us`` per folio for the
 two ``dma_map_sgtable()`` calls of ``setup_sg_tables()`` (one scatterlist
-entry per side through the IOMMU's IOVA allocator, ~0.03 us a folio on
-``zen3-ptdma``: the published 4K 16-channel DMA row, 3.54 GB/s = 1.16 us per folio in
-all, of which unmap and remap take ~0.9, leaves no room for more).
+entry per side through the IOMMU's IOVA allocator; a few hundredths of a us
+at most on ``zen3-ptdma``: the published 4K 16-channel DMA row, 3.54 GB/s =
+1.16 us per folio in all, of which unmap and remap take ~0.9, leaves no room
+for more, and the fit finds it flat).
 Rejected: folding them into ``desc_us``, which would let 16 channels hide CPU
 work that one caller's core does serially.
+
+Mechanisms ``migd profile fit`` found in the published tables' shape (each 0,
+i.e. off, unless a profile sets it): ``cold_folio_us``, paid in unmap and in
+move by the first ``cold_folios`` folios of a call (caches cold after
+``do_pages_move()``'s set-up: 264 us to the first folio of a call of 512 4K
+folios, 208 for 2048 - half its batches cold - and 166 for 65536); ``iommu_run_pages`` /
+``iommu_tail_us``, a folio's pages past its first ``iommu_run_pages``
+translated with the IOMMU's walk caches warm; ``iommu_walk_us``, the walks of
+those first pages queued on the IOMMU's one walker, shared by every busy
+channel (small folios stop scaling with channels); ``chan_gbps``, a channel's
+own ceiling under its engine's.  Rejected: a correction per folio size or
+channel count, which would fit the calibration cells and predict nothing else.
 """
 
 from __future__ import annotations
@@ -58,8 +71,8 @@ class CpuModel:
     copy_gbps: float
     mt_dispatch_us: float
     membus_gbps: float
-    #: Per folio among the first ``cold_folios`` of a call's first batch, in its
-    #: unmap and again in its move (caches cold after the call's set-up).
+    #: Per folio among the first ``cold_folios`` of a call, in its unmap and
+    #: again in its move (caches cold after the call's set-up).
     cold_folio_us: float = 0.0
     cold_folios: int = 512
 
@@ -68,22 +81,23 @@ class CpuModel:
         pte = np.where(orders < HPAGE_PMD_ORDER, self.pte_us, 0.0)
         return pages * (pte + self.page_us) / 2
 
-    def _cold(self, n: int, cold: bool) -> np.ndarray | float:
-        """The cold surcharge of ``n`` folios: the first ``cold_folios`` of a
-        call's first batch (``cold``) pay ``cold_folio_us``."""
-        if not cold or not self.cold_folio_us:
+    def _cold(self, n: int, pos: int | None) -> np.ndarray | float:
+        """The cold surcharge of ``n`` folios from position ``pos`` of their
+        call on (None: not a call's): the first ``cold_folios`` of a call pay
+        ``cold_folio_us``."""
+        if pos is None or not self.cold_folio_us or pos >= self.cold_folios:
             return 0.0
-        return np.where(np.arange(n) < self.cold_folios, self.cold_folio_us, 0.0)
+        return np.where(np.arange(pos, pos + n) < self.cold_folios, self.cold_folio_us, 0.0)
 
-    def unmap_seconds(self, orders: np.ndarray, cold: bool = False) -> np.ndarray:
-        """Per folio: ``migrate_folio_unmap()`` (``cold``: a call's first batch)."""
+    def unmap_seconds(self, orders: np.ndarray, pos: int | None = None) -> np.ndarray:
+        """Per folio: ``migrate_folio_unmap()`` (``pos``: the first's place in its call)."""
         return (self.unmap_folio_us + self._per_page_half(orders)
-                + self._cold(orders.size, cold)) * 1e-6
+                + self._cold(orders.size, pos)) * 1e-6
 
-    def move_seconds(self, orders: np.ndarray, cold: bool = False) -> np.ndarray:
+    def move_seconds(self, orders: np.ndarray, pos: int | None = None) -> np.ndarray:
         """Per folio: ``migrate_folio_move()`` without the copy."""
         return (self.move_folio_us + self._per_page_half(orders)
-                + self._cold(orders.size, cold)) * 1e-6
+                + self._cold(orders.size, pos)) * 1e-6
 
     def copy_seconds(self, orders: np.ndarray) -> np.ndarray:
         """Per folio: ``folio_mc_copy()`` on one CPU."""

@@ -33,7 +33,7 @@ DOCS: dict[str, dict[str, str]] = {
         "page_us": "us per 4 KiB page of struct-page work, half in unmap, half in move",
         "cold_folio_us": "us per folio among a call's first cold_folios, in its unmap and "
                          "again in its move (cold caches after the call's set-up)",
-        "cold_folios": "folios of a call's first batch that pay cold_folio_us",
+        "cold_folios": "folios at the start of a call that pay cold_folio_us",
         "copy_gbps": "GB/s of folio_mc_copy() on one CPU",
         "mt_dispatch_us": "us per batch of a multi-threaded copy: queue_work() and the wait",
         "membus_gbps": "GB/s ceiling shared by the CPU copy threads",

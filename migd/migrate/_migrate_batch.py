@@ -61,8 +61,8 @@ class Ctx:
             return self.way.name
         return (self.offload.migrator.name if should_offload(self.offload, self.reason)
                 else CpuMigrator.name)
-    #: The call's first batch (``CpuModel.cold_folio_us``).
-    cold: bool = False
+    #: The batch's first folio's place in its call (``CpuModel.cold_folio_us``).
+    pos: int | None = None
 
 
 @dataclass
@@ -88,7 +88,7 @@ async def migrate_pages_sync(engine: MigrationEngine, ctx: Ctx, batch: np.ndarra
     astats = MigrateStats()
     a = await migrate_pages_batch(
         engine, Ctx(ctx.target_nid, ctx.reason, ctx.offload, astats, ctx.mode, ctx.way,
-                    ctx.cold), batch,
+                    ctx.pos), batch,
         MigrateMode.MIGRATE_ASYNC, NR_MAX_MIGRATE_ASYNC_RETRY)
     s = ctx.stats
     s.nr_succeeded += astats.nr_succeeded

@@ -55,21 +55,16 @@ class Cell:
         return f"{m} {PAGE_SIZE << self.order >> 10}K B={self.batch_pages}{n}"
 
 
-def _batch_seconds(profile: HardwareProfile, cell: Cell, nr: int, cold: bool
-                   ) -> tuple[float, float]:
-    """One batch of ``nr`` folios: (its time, its first folio's remap time).
-    Every folio of a cell costs the same, so the CPU's per-folio costs are
-    computed once and multiplied."""
+def _batch_seconds(profile: HardwareProfile, cell: Cell, nr: int) -> tuple[float, float]:
+    """One batch of ``nr`` folios on warm caches: (its time, its first
+    folio's remap time).  Every folio of a cell costs the same, so the CPU's
+    per-folio costs are computed once and multiplied."""
     cpu, dma = profile.cpu, profile.dma
     one = np.array([cell.order], dtype=np.int64)
     t = float(cpu.unmap_seconds(one)[0]) * nr + cpu.flush_us * 1e-6
     move = float(cpu.move_seconds(one)[0])
     if cell.migrator == "none":
         move += float(cpu.copy_seconds(one)[0])
-    extra = 0.0
-    if cold and cpu.cold_folio_us:  # the call's first cold_folios folios
-        extra = cpu.cold_folio_us * 1e-6
-        t += extra * min(nr, cpu.cold_folios)
     if cell.migrator == "mtcopy":
         t += cpu.mt_copy_seconds(thread_bytes(cell.order, nr, cell.param))
     elif cell.migrator == "dcbm":
@@ -86,7 +81,7 @@ def _batch_seconds(profile: HardwareProfile, cell: Cell, nr: int, cold: bool
                               float(PAGE_SIZE << cell.order), float(dma.iommu_walk_us),
                               float(dma.chan_gbps), float(dma.engine_gbps),
                               float(dma.membus_gbps))
-    return t + move * nr + extra * min(nr, cpu.cold_folios), t + move + extra
+    return t + move * nr, t + move
 
 
 @numba.njit(cache=True, nogil=True)
@@ -154,25 +149,23 @@ def thread_bytes(order: int, nr: int, threads: int) -> np.ndarray:
 
 def predict(profile: HardwareProfile, cell: Cell) -> tuple[float, float]:
     """``(gbps, first_folio_us)`` the emulator gives ``cell`` on ``profile``:
-    throughput of the whole run and the median batch's first-folio latency."""
+    throughput of the whole run and the median batch's first-folio latency.
+    A cold folio (``CpuModel.cold_folio_us``, the first ``cold_folios`` of a
+    call) adds its surcharge twice (unmap, move); a batch's first folio pays
+    it in each of the batch's cold unmaps before it and in its own move."""
+    cpu = profile.cpu
     per_folio = PAGE_SIZE << cell.order
-    nr_total = TOTAL_BYTES // per_folio
-    per_call = cell.n_folios or nr_total
+    per_call = cell.n_folios or TOTAL_BYTES // per_folio
     per_batch = max(1, cell.batch_pages >> cell.order)
     full, rem = divmod(per_call, per_batch)
-    seconds = profile.cpu.call_us * 1e-6
-    ffs = []
-    cold = profile.cpu.cold_folio_us > 0
-    if full:
-        t, ff = _batch_seconds(profile, cell, per_batch, False)
-        seconds += full * t
-        ffs += [ff] * full
-        if cold:  # the call's first batch
-            t1, ff1 = _batch_seconds(profile, cell, per_batch, True)
-            seconds += t1 - t
-            ffs[0] = ff1
-    if rem:
-        t, ff = _batch_seconds(profile, cell, rem, cold and not full)
-        seconds += t
-        ffs.append(ff)
+    sizes = [per_batch] * full + ([rem] if rem else [])
+    warm = {n: _batch_seconds(profile, cell, n) for n in set(sizes)}
+    extra = cpu.cold_folio_us * 1e-6
+    seconds = cpu.call_us * 1e-6 + sum(warm[n][0] for n in sizes)
+    ffs = np.array([warm[n][1] for n in sizes])
+    if extra:
+        starts = np.arange(len(sizes)) * per_batch
+        cold = np.clip(cpu.cold_folios - starts, 0, np.array(sizes))
+        seconds += 2 * extra * float(cold.sum())
+        ffs = ffs + extra * (cold + (cold > 0))
     return per_call * per_folio / seconds / 1e9, float(np.median(ffs)) * 1e6
