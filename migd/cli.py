@@ -116,7 +116,8 @@ def _soak(o: dict, call: Call) -> Text:
 def _replay(o: dict, call: Call):
     from . import replay
 
-    configs = replay.configs(o["migrators"], o["batch_pages"], o["reason_masks"], o["profile"])
+    configs = replay.configs(o["migrators"], o["batch_pages"], o["reason_masks"], o["profile"],
+                             o["variant"])
     calls = replay.load_traces(o["trace"], o["max_memory"], len(configs) + 1)
     # ReplayError (a ValueError) over --max-memory: refused before the replay
     return replay.replay(calls, configs, o["budget_us"], call.progress, o["max_memory"])

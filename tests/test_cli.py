@@ -223,7 +223,8 @@ ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ["run", "bench", "soak", "replay", "sweep", "install-service", "prometheus-config",
             "warm-up"]
 THROUGHPUT_FLAGS = {"--clock", "--profile", "--orders", "--migrators", "--total",
-                    "--batch-pages", "--repeat", "--verify", "--json", "--plot"}
+                    "--batch-pages", "--repeat", "--verify", "--json", "--plot", "--variant",
+                    "--callers"}
 
 
 def help_flags(text: str) -> set[str]:
@@ -288,7 +289,7 @@ def test_each_experiment_declares_its_table_and_the_rows_keys_do_not_pick_it():
     assert {n: e.table.kind for n, e in EXPERIMENTS.items()} == {
         "throughput": "migration", "batch-sweep": "migration", "seed": "published",
         "memcpy": "migration", "cat-latency": "cat", "scrape": "notes",
-        "latency-budget": "migration", "auto-choice": "migration"}
+        "latency-budget": "migration", "auto-choice": "migration", "clear": "migration"}
     row = BenchRow("dcbm", 4, 9, 2 << 20, 512, 64 << 20, 0.01, 6.7, 50.0, 60.0, 70.0, True,
                    extra={"cat_p99_ms": 1.0, "published_gbps": 7.0, "policy": "auto"})
     report = BenchReport("throughput", "real", "native", [row])

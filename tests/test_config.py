@@ -74,13 +74,14 @@ def test_a_reason_mask_is_parsed_once_into_the_system():
 
 def test_the_shipped_config_loads():
     """Its tenants, and the README's "migrations of every kind start at once":
-    the four callers of migrate_pages() on, DAMON (off by default) off."""
+    the four callers of migrate_pages() and the faults (clearing, the prezero
+    pool) on, DAMON (off by default) off."""
     path = ROOT / "etc" / "migd.toml"
     cfg = load_config(path)
     shipped = tomllib.loads(path.read_text())
     assert [t["name"] for t in cfg.tenants] == [t["name"] for t in shipped["tenants"]]
     assert {w for w, c in cfg.workloads.items() if c["enabled"]} == {
-        "move", "demotion", "promotion", "compaction"}
+        "move", "demotion", "promotion", "compaction", "fault"}
 
 
 def test_a_missing_file_names_the_file():

@@ -111,6 +111,16 @@ VALID = {
     "kernel/mm/migrate_offload/max_inaccessible_us": [("500", "500"), ("0", "0")],
     "module/dcbm/parameters/auto": [("1", "1"), ("0", "0")],
     "kernel/cpu_mt/auto": [("1", "1"), ("0", "0")],
+    # the newest dcbm's (variant EBUSY while offloading: written after it is 0)
+    "module/dcbm/parameters/variant": [("v6", "v6"), ("newest\n", "newest")],
+    "module/dcbm/parameters/cpu_warm": [("0", "N"), ("Y", "Y")],  # module_param(bool)
+    "module/dcbm/parameters/util_gate": [("n", "N"), ("1", "Y")],
+    "module/dcbm/parameters/cache_ctrl": [("off", "N"), ("on", "Y")],
+    "module/dcbm/parameters/min_clear_bytes": [("4096", "4096"), ("2097152", "2097152")],
+    "module/dcbm/parameters/max_inflight": [("1", "1"), ("32", "32")],
+    "module/dcbm/parameters/sg_elems": [("8", "8"), ("32", "32")],
+    "kernel/mm/prezero_pool/enabled": [("1", "1"), ("0", "0")],
+    "kernel/mm/prezero_pool/max_per_node": [("8", "8"), ("256", "256")],
 }
 
 
@@ -127,7 +137,9 @@ def test_every_writable_file_round_trips(daemon):
     writable = {str(r) for r in all_files(daemon.mount)
                 if os.stat(daemon.p(str(r))).st_mode & 0o200}
     triggers = {w for w in writable if w.endswith(("/demote", "/migrate", "compact_memory"))}
-    counters = {w for w in writable if w.endswith(("folios_migrated", "folios_failures"))}
+    counters = {w for w in writable if w.endswith((
+        "folios_migrated", "folios_failures", "batches_refused", "folios_cleared",
+        "clear_failures", "folios_gated"))}
     faults = {w for w in writable if w.startswith("kernel/debug/")}
     cpus = {w for w in writable if re.search(r"/per_cpu/cpu[1-9]", w)}  # as cpu0's
     assert writable - triggers - counters - faults - cpus <= VALID.keys()

@@ -11,9 +11,12 @@ enclosing one (``migd._version`` from ``migd.sweep``) is its own house, as
 
 import ast
 import importlib
+import re
 from pathlib import Path
 
 import pytest
+
+import migd
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGD = ROOT / "migd"
@@ -145,3 +148,15 @@ def test_errors_reach_stderr_through_the_command_frame():
     writes = [w for p in modules() if p not in FRAME for w in stderr_writes(p)]
     assert len(writes) <= MAX_STDERR_WRITES, writes
     assert stderr_writes(MIGD / "cli.py"), "the frame itself writes to stderr"
+
+
+def test_the_engine_and_its_surfaces_name_no_concrete_migrator():
+    """A migrator is its module and its catalogue entry: the engine, the DMA
+    layer, the daemon and the metrics reach it only through the Migrator
+    interface and the catalogue, so none of them names one, in code or text."""
+    root = Path(migd.__file__).parent
+    named = [f"{path.relative_to(root)}:{n}" for pkg in ("migrate", "dma", "daemon", "metrics")
+             for path in sorted((root / pkg).glob("*.py"))
+             for n, line in enumerate(path.read_text().splitlines(), 1)
+             if re.search(r"\b(dcbm|mtcopy)\b", line, re.I)]
+    assert named == []

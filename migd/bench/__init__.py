@@ -6,6 +6,7 @@ from ._options import (
     BATCH_PAGES,
     MIGRATORS,
     PROFILE,
+    VARIANT,
     Experiment,
     MigratorSpec,
     max_total,
@@ -20,7 +21,7 @@ from ._plot import plot_report
 from ._report import BenchReport, BenchRow, Layout
 from ._rig import BenchOptions, Rig, latency_summary, make_migrator
 
-__all__ = ["BATCH_PAGES", "EXPERIMENTS", "MIGRATORS", "PROFILE", "BenchOptions", "BenchReport",
-           "BenchRow", "Experiment", "Layout", "MigratorSpec", "Rig", "busy_reasons",
+__all__ = ["BATCH_PAGES", "EXPERIMENTS", "MIGRATORS", "PROFILE", "VARIANT", "BenchOptions",
+           "BenchReport", "BenchRow", "Experiment", "Layout", "MigratorSpec", "Rig", "busy_reasons",
            "latency_summary", "make_migrator", "max_total", "parse_duration", "parse_int_list",
            "parse_migrators", "parse_orders", "parse_size", "parse_total", "plot_report", "run"]

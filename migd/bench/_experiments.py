@@ -22,10 +22,12 @@ from .._args import Option
 from ..hw import get_profile, mock_clock
 from ..migrate import warm_up
 from ._catlat import cat_latency
+from ._clear import clear
 from ._options import (
     BATCH_PAGES,
     MIGRATORS,
     PROFILE,
+    VARIANT,
     Experiment,
     parse_duration,
     parse_int_list,
@@ -83,6 +85,9 @@ BUDGETS = Option("--budget-us", "budgets_us", "latency budgets in microseconds, 
 CALIBRATION = Option("--calibration", "calibration", "directory of calibration CSVs "
                      "(default: the set packaged with migd)", _calibration, metavar="DIR")
 VIRTUAL = CLOCK.but(default="virtual")
+CALLERS = Option("--callers", "callers", "concurrent move_pages() callers, each a slice of "
+                 "the tenant (channel contention)",
+                 lambda t: parse_int_list(t, "--callers", 1, 64)[0], "1", "N")
 
 
 async def memcpy(opts: BenchOptions) -> BenchReport:
@@ -111,7 +116,7 @@ async def throughput(opts: BenchOptions) -> BenchReport:
                 runs = []
                 for i in range(opts.repeat):
                     opts.progress(f"order {order} {spec} batch {batch_pages}: run {i + 1}")
-                    runs.append(await rig.migrate(spec, batch_pages))
+                    runs.append(await rig.migrate(spec, batch_pages, callers=opts.callers))
                 rows.append(_median_row(runs))
     return BenchReport("throughput", opts.clock, opts.profile_name, rows, notes)
 
@@ -136,22 +141,26 @@ async def batch_sweep(opts: BenchOptions) -> BenchReport:
     return report
 
 
+#: throughput's table: dcbm rows say their variant, callers, the channels a
+#: batch got (mean) and the batches refused for want of one.
+DCBM_TABLE = Layout(columns=("variant", "callers", "channels_per_batch", "batches_refused"))
+
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("throughput", "folio order x migrator: GB/s, first-folio latency, "
                "inaccessible time",
                "move_pages() of the whole tenant from node 0 to node 1 for each folio order, "
                "migrator and batch bound; on the real clock a memcpy row gives this machine's "
                "copy limit, measured in the same run.",
-               (CLOCK, PROFILE, ORDERS, MIGRATORS, TOTAL, BATCH_PAGES, REPEAT, VERIFY),
-               throughput),
+               (CLOCK, PROFILE, ORDERS, MIGRATORS, TOTAL, BATCH_PAGES, REPEAT, VERIFY, VARIANT,
+                CALLERS), throughput, DCBM_TABLE),
     Experiment("batch-sweep", "nr_max_batched_migration sweep: throughput against "
                "first-folio latency",
                "throughput with a row per batch bound; bounds larger than --total are left "
                "out (they would batch exactly as --total does).",
                (CLOCK, PROFILE, ORDERS, MIGRATORS, TOTAL,
                 BATCH_PAGES.but(default=_csv(SWEEP_BATCH_PAGES),
-                                shown=_doubling(SWEEP_BATCH_PAGES)), REPEAT, VERIFY),
-               batch_sweep),
+                                shown=_doubling(SWEEP_BATCH_PAGES)), REPEAT, VERIFY, VARIANT),
+               batch_sweep, DCBM_TABLE),
     Experiment("seed", "every published cell of the calibration set, beside its value",
                "runs every cell of shared/calibration (throughput, vanilla first-folio, batch "
                "sweep, mtcopy) on 1 GiB and prints the published value and the relative "
@@ -187,6 +196,16 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                               shown="dcbm:1,dcbm:2,...,dcbm:16"),
                 TOTAL, BATCH_PAGES, VERIFY), auto_choice,
                Layout(columns=("policy", "offloaded_pct", "vs_better"))),
+    Experiment("clear", "THP fault latency and CPU per fault: CPU clear, clearing offload, "
+               "prezero pool",
+               "64 faults of 2 MiB regions per mode (cpu, dma with and without cpu_warm, a "
+               "pool hit) with the newest dcbm, on every profile unless --profile; then the "
+               "pool's hit rate against the fault rate and max_per_node.",
+               (CLOCK, PROFILE.but(help="hardware profile (default: every profile on the "
+                                   "virtual clock, native on the real one)")),
+               clear, Layout(columns=("profile", "mode", "got", "fault_us_p50",
+                                      "fault_us_p99", "cpu_us_per_fault", "max_per_node",
+                                      "hit_pct"), speed=False)),
 ]}
 
 

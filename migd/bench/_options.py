@@ -11,7 +11,7 @@ from .._args import Option
 from ..hw import PROFILES, get_profile
 from ..migrate import NR_MAX_BATCHED_MIGRATION_LIMIT
 from ..mm import MAX_FOLIO_ORDER, memory_limit
-from ..offload import CATALOGUE
+from ..offload import CATALOGUE, DCBM_VARIANTS
 from ._report import MIGRATION, Layout
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -146,3 +146,6 @@ BATCH_PAGES = Option("--batch-pages", "batch_pages", "nr_max_batched_migration b
                      "pages, comma-separated; one row each",
                      lambda t: parse_int_list(t, "--batch-pages", 1,
                                               NR_MAX_BATCHED_MIGRATION_LIMIT), "512", "N,...")
+VARIANT = Option("--variant", "variant", "dcbm's iteration: v6 (channels claimed per batch "
+                 "across devices: the published tables' semantics) or newest (acquired at "
+                 "enable, one device group per batch)", str, "v6", choices=DCBM_VARIANTS)

@@ -31,12 +31,19 @@ from ._report import BenchRow
 _RESTORE_BATCH_PAGES = 262144
 
 
-def make_migrator(spec: MigratorSpec, dma: DmaDevice) -> Migrator | None:
-    """A fresh migrator for ``spec``; None for the vanilla kernel (``none``)."""
+def make_migrator(spec: MigratorSpec, dma: DmaDevice, variant: str = "v6") -> Migrator | None:
+    """A fresh migrator for ``spec``; None for the vanilla kernel (``none``).
+    ``variant``: dcbm's (``--variant``; v6, the published tables' semantics,
+    unless asked), for a migrator that has variants."""
     entry = CATALOGUE.get(spec.name)
     if entry is None:
         raise ValueError(f"unknown migrator {spec.name!r}")
-    return entry.make(dma, spec.param) if entry.make is not None else None
+    if entry.make is None:
+        return None
+    migrator = entry.make(dma, spec.param)
+    if hasattr(migrator, "set_variant"):
+        migrator.set_variant(variant)
+    return migrator
 
 
 @dataclass
@@ -55,6 +62,8 @@ class BenchOptions:
     calibration: Path | None = None  # seed: directory of the calibration CSVs
     duration: float = 10.0  # cat-latency: seconds of reading, the whole run
     budgets_us: list[int] | None = None  # latency-budget: the budgets
+    variant: str = "v6"  # dcbm's iteration (--variant)
+    callers: int = 1  # throughput: concurrent move_pages() callers (--callers)
 
     @property
     def profile_name(self) -> str:
@@ -111,8 +120,8 @@ class Rig:
     async def migrate(self, spec: MigratorSpec, batch_pages: int, *, budget_us: int = 0,
                       auto: bool = False, passes: int = 1, pages_per_call: int = 0,
                       max_calls: int = 0,
-                      between: Callable[[MigrationEngine, DmaDevice, int], None] | None = None
-                      ) -> BenchRow:
+                      between: Callable[[MigrationEngine, DmaDevice, int], None] | None = None,
+                      callers: int = 1) -> BenchRow:
         """move_pages() the tenant to the other node, measured.
 
         ``budget_us``: the engine's latency budget; ``auto``: the migrator's
@@ -121,12 +130,15 @@ class Rig:
         cut each pass into calls of that many pages (0: one call of the whole
         tenant), at most ``max_calls`` of them (0: all) - a partial pass is put
         back untimed; ``between(engine, dma, pass)`` runs before each pass
-        (tests change the hardware there).
+        (tests change the hardware there); ``callers``: each call's pages cut
+        into that many move_pages() calls in flight together (contention for
+        the channels: the row says how many a batch got, ``channels_per_batch``,
+        and how many batches were refused, ``batches_refused``).
         """
         engine = self._engine(batch_pages)
         engine.max_inaccessible_us = budget_us
         dma = DmaDevice(0, self.machine.memory, self.clock, self.profile.dma, engine.faults)
-        migrator = make_migrator(spec, dma)
+        migrator = make_migrator(spec, dma, self.opts.variant)
         if migrator is not None:
             migrator.auto = auto
             engine.registry.register(migrator)
@@ -151,10 +163,13 @@ class Rig:
                 wall0 = time.perf_counter()
                 step = 1 << self.tenant.spec.order  # move_pages() takes one address per folio
                 for c in range(calls):
-                    result = await engine.move_pages(
-                        self.tenant, np.arange(c * per_call, (c + 1) * per_call, step), target)
-                    if result.failed.size:
-                        raise RuntimeError(f"{result.failed.size} folios failed to migrate")
+                    vpages = np.arange(c * per_call, (c + 1) * per_call, step)
+                    if callers == 1:
+                        await self._move(engine, vpages, target)
+                        continue
+                    async with trio.open_nursery() as calls_nursery:
+                        for part in np.array_split(vpages, callers):
+                            calls_nursery.start_soon(self._move, engine, part, target)
                 pass_seconds.append(trio.current_time() - t0)
                 wall = time.perf_counter() - wall0
                 if partial:
@@ -174,6 +189,11 @@ class Rig:
         timed = records[timed_from:]
         nbytes, seconds = calls * per_call * PAGE_SIZE, pass_seconds[-1]
         extra: dict = {"batches": sum(len(r) for r in timed)}
+        claimed = getattr(migrator, "channels_claimed", None)
+        if claimed is not None:
+            extra.update(variant=migrator.variant, callers=callers,
+                         channels_per_batch=float(np.mean(claimed)) if claimed else 0.0,
+                         batches_refused=dma.batches_refused)
         if budget_us:
             longest = np.concatenate([r.longest_inaccessible() for r in records])
             extra.update(budget_us=budget_us,
@@ -194,6 +214,11 @@ class Rig:
             folio_bytes=PAGE_SIZE << self.tenant.spec.order, batch_pages=batch_pages,
             total_bytes=nbytes, seconds=seconds, gbps=nbytes / seconds / 1e9,
             **latency_summary(timed), verified=verified, extra=extra)
+
+    async def _move(self, engine: MigrationEngine, vpages: np.ndarray, target: int) -> None:
+        result = await engine.move_pages(self.tenant, vpages, target)
+        if result.failed.size:
+            raise RuntimeError(f"{result.failed.size} folios failed to migrate")
 
     def memcpy(self) -> BenchRow:
         """This machine's copy limit: ``total`` bytes in one copy, best of 3."""

@@ -185,12 +185,15 @@ WORKLOAD = {
     "interval": Key("float", 1.0, 0.001, 3600),
     "fraction": Key("float", 0.25, 0, 1),
 }
-WORKLOADS = ("move", "demotion", "promotion", "compaction", "damon")
+WORKLOADS = ("move", "demotion", "promotion", "compaction", "damon", "fault")
 #: Per-workload keys beyond WORKLOAD's: reclaim's LRU for demotion (the lists
 #: it isolates differ: 32 pages classic, 64 MGLRU); DAMON off unless asked.
 WORKLOAD_SCHEMAS = {
     "demotion": {**WORKLOAD, "lru": Key("choice", "classic", choices=("classic", "mglru"))},
     "damon": {**WORKLOAD, "enabled": Key("bool", False)},
+    # tenants free and fault again this fraction of their folios per interval
+    "fault": {**WORKLOAD, "interval": Key("float", 0.2, 0.001, 3600),
+              "fraction": Key("float", 0.05, 0, 1)},
 }
 
 

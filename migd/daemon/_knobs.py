@@ -164,6 +164,33 @@ def _core() -> list[Knob]:
     ]
 
 
+PZ = "kernel/mm/prezero_pool"
+
+
+def _prezero() -> list[Knob]:
+    """mm/prezero_pool.c's attributes: ``enabled`` and ``max_per_node``
+    (kstrtobool / kstrtouint; nothing but the value checked), ``size`` (every
+    node's parked folios), ``hits``, ``misses``."""
+    return [
+        Knob(f"{PZ}/enabled", "1: park pre-zeroed PMD folios for THP faults (a refill "
+             "worker clears them through the provider); 0: drain",
+             get=lambda s, i: s.prezero.enabled, fmt=_bool, parse=Bool(),
+             set=lambda s, i, v: s.prezero.set_enabled(v), name="prezero_pool.enabled",
+             soak=("0", "1"), family="prezero_pool"),
+        Knob(f"{PZ}/max_per_node", "folios parked per node at most; lowering it trims",
+             get=lambda s, i: s.prezero.max_per_node, parse=Int(0, 2**32 - 1),
+             set=lambda s, i, v: s.prezero.set_max_per_node(v),
+             name="prezero_pool.max_per_node", soak=("0", "8", "64", "256"),
+             family="prezero_pool"),
+        Knob(f"{PZ}/size", "folios parked now, all nodes", get=lambda s, i: s.prezero.size,
+             family="prezero_pool"),
+        Knob(f"{PZ}/hits", "THP faults served a parked folio",
+             get=lambda s, i: int(s.prezero.hits.sum()), family="prezero_pool"),
+        Knob(f"{PZ}/misses", "THP faults that found none (cleared at fault time)",
+             get=lambda s, i: int(s.prezero.misses.sum()), family="prezero_pool"),
+    ]
+
+
 def _auto_set(e: MigratorEntry):
     def set_(sys, inst, v) -> None:
         sys.migrators[e.name].auto = v
@@ -192,7 +219,7 @@ def _param(e: MigratorEntry, p: Param) -> Knob:
 
     return Knob(f"{e.tree}/{p.name}", p.help,
                 get=get if p.counter else (lambda s, i: p.value(s.migrators[e.name])),
-                fmt=_bool if isinstance(p.parse, Bool) else str,
+                fmt=p.fmt or (_bool if isinstance(p.parse, Bool) else str),
                 set=None if p.parse is None else reset if p.counter else store,
                 parse=p.parse, name=key if p.parse is not None else None,
                 config=f"migrator.{key}" if p.default is not None else None,
@@ -258,7 +285,7 @@ def _faults() -> list[Knob]:
 
 def knobs() -> list[Knob]:
     """The tunable files, the catalogue read now."""
-    out = _core()
+    out = _core() + _prezero()
     for e in offload_migrators():
         out += _migrator(e)
     return out + _faults()

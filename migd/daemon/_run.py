@@ -123,6 +123,7 @@ async def system_running(sys: System, mountpoint: str,
     gc.freeze()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sys.dma.run)
+        nursery.start_soon(sys.prezero.run)
         lost = trio.Event()
 
         def tree_lost() -> None:

@@ -21,7 +21,7 @@ from ..faults import FaultInjector
 from ..hw import Clock, get_profile
 from ..migrate import MigrationEngine, MigratorError
 from ..mm import REASON_MASK_ALL, Machine, NodeSpec, TenantSpec
-from ..offload import Migrator, migrator_names, offload_migrators
+from ..offload import Migrator, PrezeroPool, anon_fault, migrator_names, offload_migrators
 from ..tracing import Tracing
 from ._config import Config
 from ._knobs import apply_config
@@ -59,6 +59,12 @@ class System:
             "compact_migrate_scanned", "compact_isolated", "compact_success")}
         #: kernel/tracing; its boot clock is set when the System starts running
         #: (``system_running``), trio's clock zero until then.
+        #: kernel/mm/prezero_pool (off, as the kernel's) and the faults that use it
+        #: and the clearing offload: faults by how they got a zeroed folio.
+        self.prezero = PrezeroPool(self.machine, self.engine.registry, self.clock,
+                                   self.profile)
+        self.faults_by_how = {"pool": 0, "dma": 0, "cpu": 0}
+        self.fault_cpu_seconds = 0.0
         self.tracing = Tracing()
         self.tracing.attach(self.engine)
         self.events: list[Listener] = []
@@ -115,6 +121,15 @@ class System:
         self.reason_masks[name] = mask
         if self.active_migrator() == name:
             self.engine.registry.set_reason_mask(self.migrators[name], mask)
+
+    async def fault(self, tenant, vhead: int) -> str:
+        """Free the region at ``vhead`` and fault it in again (``anon_fault``)."""
+        f = await anon_fault(self.machine, tenant, vhead, self.engine.registry, self.prezero,
+                             self.clock, self.profile)
+        if f.how != "none":
+            self.faults_by_how[f.how] += 1
+            self.fault_cpu_seconds += f.cpu_seconds
+        return f.how
 
     # -- callers' bookkeeping --------------------------------------------------------
 

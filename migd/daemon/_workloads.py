@@ -20,7 +20,11 @@ kernel's caller hands it (the README's table of callers):
   MIGRATE_SYNC MR_SYSCALL call per run of pages queued for the same node;
 * DAMON (``damon_migrate_pages()``): the filtered folios of one physical region
   in address order, one MIGRATE_ASYNC MR_DAMON call per run of folios on the
-  same source node (none for folios already on the target).
+  same source node (none for folios already on the target);
+* faults (not a caller): tenants free regions and fault them in again, THP
+  and small (``System.fault``: the prezero pool, the clearing offload), at
+  most ``MAX_CALLS_PER_ROUND`` folios per tenant and round; a node under
+  pressure gives its parked folios back first (the pool's shrinker).
 
 Memory hotplug offline and longterm pinning are not offered by migd.
 
@@ -218,8 +222,17 @@ async def _loop(sys: System, name: str, w: dict) -> None:
             t = sys.tenants[sys.rng.integers(len(sys.tenants))]
             where = np.bincount(mem.nid_of[t.pte_pfn], minlength=nn)
             await move_tenant(sys, t, int(np.argmin(where)), fraction)
+        elif name == "fault":
+            for t in sys.tenants:
+                heads = np.arange(0, t.nr_pages, 1 << t.spec.order)
+                pick = heads[sys.rng.random(heads.size) < fraction][:MAX_CALLS_PER_ROUND]
+                for vhead in pick.tolist():
+                    if sys.engine.stopping:
+                        return
+                    await sys.fault(t, vhead)
         elif name == "demotion":
             for node in mem.nodes:
+                sys.prezero.relieve(node.nid)  # the shrinker before demoting
                 if node.demotion_target is not None:
                     heads = sys.folios_on(node.nid)
                     budget = int(mem.folio_nr_pages(heads).sum() * fraction)

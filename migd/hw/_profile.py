@@ -136,6 +136,11 @@ class DmaModel:
     #: (a ring's worth) as each completes, so an error keeps the finished
     #: chunks.  Only the ``sdxi`` profile; v6 marks all or nothing.
     mark_chunks: bool = False
+    #: dmaengine capabilities beyond DMA_MEMCPY, read by the newest dcbm:
+    #: DMA_MEMCPY_SG (scatter-gather transactions, one submission for many
+    #: folios: DSA's batch descriptor) and DMA_MEMSET (clearing offload).
+    memcpy_sg: bool = False
+    memset: bool = False
     #: The driver hands each descriptor's callback a result (status, residue).
     #: False for PTDMA: ``pt_handle_active_desc()`` calls
     #: ``dmaengine_desc_get_callback_invoke(tx_desc, NULL)``, which

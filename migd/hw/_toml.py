@@ -57,6 +57,8 @@ DOCS: dict[str, dict[str, str]] = {
         "ring_size": "descriptors a channel's ring holds (0: unbounded)",
         "exclusive": "channels claimed per batch; all busy -> -EBUSY",
         "native": "no throttling: channels copy as fast as host threads can",
+        "memcpy_sg": "the engine has DMA_MEMCPY_SG (scatter-gather memcpy transactions)",
+        "memset": "the engine has DMA_MEMSET (clearing offload)",
         "reports_errors": "descriptor callbacks carry a result (PTDMA: false, a failed "
                           "descriptor completes as a success)",
         "mark_chunks": "folios marked copied a ring's worth at a time (else all or nothing)",

@@ -118,11 +118,39 @@ class MigdCollector:
         yield from self._dma()
         yield from self._nodes()
         yield from self._tenants()
+        yield from self._clears()
         c = CounterMetricFamily("migd_faults_injected", "Injected faults, by fault point.",
                                 labels=["point"])
         for point, v in sys.faults.injected().items():
             c.add_metric([point], v)
         yield c
+
+    def _clears(self):
+        """Faults that got a zeroed folio, by how (``pool``: a parked folio,
+        ``dma``: the clearing offload, ``cpu``: ``folio_zero_user()``), the CPU
+        they spent clearing, and the prezero pool per node."""
+        sys = self.sys
+        c = CounterMetricFamily("migd_offload_clear_faults", "Faults that mapped a zeroed "
+                                "folio, by how it was zeroed.", labels=["how"])
+        for how, n in sys.faults_by_how.items():
+            c.add_metric([how], n)
+        yield c
+        c = CounterMetricFamily("migd_offload_clear_cpu_seconds",
+                                "CPU time faults spent clearing (modelled).")
+        c.add_metric([], sys.fault_cpu_seconds)
+        yield c
+        pool = sys.prezero
+        g = GaugeMetricFamily("migd_prezero_pool_folios", "Pre-zeroed PMD folios parked.",
+                              labels=["node"])
+        hits = CounterMetricFamily("migd_prezero_pool_hits", "THP faults served a parked "
+                                   "folio.", labels=["node"])
+        misses = CounterMetricFamily("migd_prezero_pool_misses", "THP faults that found no "
+                                     "parked folio.", labels=["node"])
+        for nid in range(len(pool.parked)):
+            g.add_metric([str(nid)], pool.node_size(nid))
+            hits.add_metric([str(nid)], int(pool.hits[nid]))
+            misses.add_metric([str(nid)], int(pool.misses[nid]))
+        yield from (g, hits, misses)
 
     def _migrator_params(self):
         """What each migrator declares, by parameter name, one sample per migrator."""
@@ -130,13 +158,21 @@ class MigdCollector:
         for e in offload_migrators():
             m = self.sys.migrators.get(e.name)
             for p in e.params if m is not None else ():
+                value = p.value(m)
+                if isinstance(value, str):  # a name (a variant): an info gauge
+                    fam = fams.get(p.name) or fams.setdefault(p.name, GaugeMetricFamily(
+                        f"migd_migrator_param_{p.name}_info",
+                        f"Migrator parameter {p.name}: {p.help}.",
+                        labels=["migrator", p.name]))
+                    fam.add_metric([e.name, value], 1)
+                    continue
                 fam = fams.get(p.name)
                 if fam is None:
                     cls = CounterMetricFamily if p.counter else GaugeMetricFamily
                     fam = fams[p.name] = cls(f"migd_migrator_param_{p.name}",
                                              f"Migrator parameter {p.name}: {p.help}.",
                                              labels=["migrator"])
-                fam.add_metric([e.name], p.value(m))
+                fam.add_metric([e.name], value)
         yield from fams.values()
 
     def _dma(self):

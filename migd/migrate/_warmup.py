@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -23,19 +24,27 @@ STAGES = ("the CPU fast path", "the general path", "the DMA paths", "the copies"
           "the virtual clock")
 
 
-#: Whether the cache held any kernel at this process's first look.
+#: Written into the cache directory once a warm-up completed: what a
+#: start looks for (numba writes index files at import for eagerly compiled
+#: kernels, so their presence says nothing of the rest).
+WARM_MARK = "migd-warm"
+#: Whether a warm-up had completed into the cache at this process's first look.
 _cached_at_start: bool | None = None
 
 
+def _cache_dir() -> Path:
+    return Path(os.environ.get("NUMBA_CACHE_DIR", ""))
+
+
 def compile_cache() -> tuple[Path, int, bool]:
-    """(numba's cache directory for this migd, its cached kernels, whether any
-    was cached when this process first asked): a first start of a version
-    compiles them all.  The answer is the first look's, because building a
-    System already compiles (and caches) a few."""
+    """(numba's cache directory for this migd, its cached kernels, whether a
+    warm-up had filled it when this process first asked): a first start of a
+    version compiles them all.  The answer is the first look's, because
+    building a System already compiles (and caches) a few."""
     global _cached_at_start
-    path = Path(os.environ.get("NUMBA_CACHE_DIR", ""))
+    path = _cache_dir()
     if _cached_at_start is None:
-        _cached_at_start = path.is_dir() and any(path.rglob("*.nbi"))
+        _cached_at_start = (path / WARM_MARK).is_file()
     kernels = {id(obj) for name, mod in list(sys.modules.items())
                if name.startswith("migd.") and mod is not None
                for obj in vars(mod).values()
@@ -69,6 +78,8 @@ async def warm_up(progress: Callable[[str], None] = lambda stage: None) -> None:
         nursery.start_soon(dma.run)
         for entry in offload_migrators():
             migrator = entry.make(dma, entry.lo)
+            if hasattr(migrator, "set_variant"):  # the variant the compiled copy serves
+                migrator.set_variant("v6")
             engine.registry.register(migrator)
             await engine.move_pages(tenant, np.arange(tenant.nr_pages), 1)
             machine.memory.refcount[machine.tenant_folios(tenant)[:1]] += 1
@@ -86,3 +97,7 @@ async def warm_up(progress: Callable[[str], None] = lambda stage: None) -> None:
     _k.migrate_folio_unmap_clean(*engine.kernel_state, none, 0, 0, 0, none, none)
     dma_schedule(get_profile("zen3-ptdma").dma, np.zeros(1), np.zeros(1, dtype=np.int64),
                  np.zeros(1, dtype=np.int8), 64)
+    if os.environ.get("NUMBA_CACHE_DIR"):  # set by migd/__init__ unless the user did
+        with contextlib.suppress(OSError):  # a read-only cache only costs the next start
+            _cache_dir().mkdir(parents=True, exist_ok=True)
+            (_cache_dir() / WARM_MARK).touch()

@@ -11,8 +11,8 @@ migd runs a batch by one of three implementations of the same kernel steps:
 
 and copies it one of three ways (the copier): ``VANILLA``, the move loop's
 ``folio_mc_copy()`` folio by folio (no migrator, or a batch it does not take);
-``CPU_BATCH``, the migrator's batch copy on CPU threads (mtcopy); ``OFFLOAD``,
-the migrator's own ``migrate_offc()`` (dcbm's DMA channels, or the DMA copy
+``CPU_BATCH``, the migrator's batch copy on CPU threads; ``OFFLOAD``, the
+migrator's own ``migrate_offc()`` (a DMA migrator's channels, or the DMA copy
 threads through the compiled path).  :func:`batch_way` decides both from the
 clock, the profile (through the migrator's ``compiled_copy()``), the migrator,
 the reason and the faults armed, before the batch starts; the automatic

@@ -19,7 +19,7 @@ from ._copy import (
     memcpy,
     wake_helpers,
 )
-from ._machine import IntegrityReport, Machine
+from ._machine import ZERO_VERSION, IntegrityReport, Machine
 from ._memory import (
     MAX_NUMNODES,
     WORDS_PER_PAGE_REAL,
@@ -78,7 +78,8 @@ from ._tenant import Tenant, TenantSpec, TenantStatistics
 __all__ = [
     "FOLIO_CONTENT_COPIED", "FOLIO_WAS_MAPPED", "FOLIO_WAS_MLOCKED", "HPAGE_PMD_NR",
     "HPAGE_PMD_ORDER", "MAX_FOLIO_ORDER", "MAX_NUMNODES", "PAGE_SIZE", "PG_isolated",
-    "PG_locked", "PG_mlocked", "PG_movable_ops", "WORDS_PER_PAGE_REAL", "IntegrityReport",
+    "PG_locked", "PG_mlocked", "PG_movable_ops", "WORDS_PER_PAGE_REAL", "ZERO_VERSION",
+    "IntegrityReport",
     "Machine", "Node", "NodeSpec", "PhysMemory", "Tenant", "TenantSpec", "TenantStatistics",
     "page_keys", "verify_pages", "write_pages", "host_memory", "memory_limit", "MR_TYPES",
     "REASON_MASK_ALL", "MigrateMode", "MigrateReason", "format_reason_mask", "parse_reason_mask",

@@ -16,8 +16,27 @@ import trio
 
 from . import _content
 from ._memory import NodeSpec, PhysMemory
-from ._page import PAGE_SIZE, PG_isolated, PG_mlocked, PG_movable_ops, pte_dtype
+from ._page import PAGE_SIZE, PG_isolated, PG_locked, PG_mlocked, PG_movable_ops, pte_dtype
 from ._tenant import Tenant, TenantSpec
+
+#: A page's ``version`` after a fault mapped a cleared folio: its content is
+#: zero, not its key's (the next write bumps it, wrapping to 0).
+ZERO_VERSION = np.uint32(0xFFFFFFFF)
+
+
+def _verify(arena: np.ndarray, tid: int, pfns: np.ndarray, vpages: np.ndarray,
+            versions: np.ndarray) -> np.ndarray:
+    """Indices whose page does not hold its expected content: its key's, or
+    all zero words for a page faulted in cleared (``ZERO_VERSION``)."""
+    zero = versions == ZERO_VERSION
+    if not zero.any():
+        return _content.verify_pages(arena, pfns, _content.page_keys(tid, vpages, versions))
+    keyed = np.flatnonzero(~zero)
+    bad = keyed[_content.verify_pages(arena, pfns[keyed],
+                                      _content.page_keys(tid, vpages[keyed], versions[keyed]))]
+    zi = np.flatnonzero(zero)
+    nonzero = zi[arena[pfns[zi]].any(axis=1)]
+    return np.sort(np.concatenate([bad, nonzero]))
 
 
 @dataclass(frozen=True)
@@ -118,6 +137,45 @@ class Machine:
         """Sleep until the next :meth:`wake_remapped` (``folio_wait_bit()``)."""
         await self._remapped.wait()
 
+    # -- faults ----------------------------------------------------------------------
+
+    def replaceable(self, tenant: Tenant, vhead: int) -> int:
+        """The head pfn of the folio mapping ``vhead``, when the region may be
+        freed and faulted again now (mapped, not under migration, locked or
+        isolated, whole: a folio of the tenant's order), else -1."""
+        mem = self.memory
+        order = tenant.spec.order
+        v = slice(vhead, vhead + (1 << order))
+        if tenant.migration_entry[v].any():
+            return -1
+        pfn = int(tenant.pte_pfn[vhead])
+        if pfn < 0 or int(mem.folio_order[pfn]) != order:
+            return -1
+        if mem.flags[pfn] & (PG_locked | PG_isolated) or mem.mapcount[pfn] != 1:
+            return -1
+        return pfn
+
+    def map_cleared(self, tenant: Tenant, vhead: int, old: int, new: int) -> None:
+        """``munmap()`` of the region's folio ``old`` and the fault that maps
+        the cleared folio ``new`` (``do_anonymous_page()`` /
+        ``do_huge_pmd_anonymous_page()``: ``folio_add_new_anon_rmap()``); the
+        pages' content is now zero (``ZERO_VERSION``).  No await: the swap is
+        atomic to every other task."""
+        mem = self.memory
+        order = tenant.spec.order
+        n = 1 << order
+        mem.mapping[new] = tenant.tid
+        mem.index[new] = tenant.vbase + vhead
+        mem.mapcount[new] = 1
+        mem.refcount[new] += 1
+        mem.flags[new] |= mem.flags[old] & (PG_mlocked | PG_movable_ops)
+        tenant.pte_pfn[vhead:vhead + n] = new + np.arange(n)
+        tenant.version[vhead:vhead + n] = ZERO_VERSION
+        tenant.accessed[vhead:vhead + n] = False
+        mem.mapcount[old] = 0
+        mem.refcount[old] = 0
+        mem.folio_put(np.array([old], dtype=np.int64))
+
     # -- tenant accesses ------------------------------------------------------------
 
     async def access(self, tenant: Tenant, vpages: np.ndarray, write: np.ndarray) -> int:
@@ -140,9 +198,8 @@ class Machine:
         mem = self.memory
         tenant.accessed[vpages] = True
         reads, writes = vpages[~write], vpages[write]
-        bad = _content.verify_pages(
-            mem.arena, tenant.pte_pfn[reads],
-            _content.page_keys(tenant.tid, reads, tenant.version[reads]))
+        bad = _verify(mem.arena, tenant.tid, tenant.pte_pfn[reads], reads,
+                      tenant.version[reads])
         if bad.size:
             c.corrupt_reads += int(bad.size)
             c.corrupt_vpages.extend(int(v) for v in reads[bad][:64])
@@ -192,8 +249,7 @@ class Machine:
             heads = mem.page_folio(ok_pfns)
             expect_index = mem.index[heads].astype(np.int64) + (ok_pfns - heads) - t.vbase
             misattributed += int(((mem.mapping[heads] != t.tid) | (expect_index != ok_v)).sum())
-            bad = _content.verify_pages(mem.arena, ok_pfns,
-                                        _content.page_keys(t.tid, ok_v, t.version[ok_v]))
+            bad = _verify(mem.arena, t.tid, ok_pfns, ok_v, t.version[ok_v])
             corrupt += int(bad.size)
             if not migrating:
                 stale += int(t.migration_entry.sum())

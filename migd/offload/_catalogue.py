@@ -40,6 +40,7 @@ from ..mm import NR_MAX_BATCHED_MIGRATION_LIMIT
 from ..sysfs import Anything, Bool, Choice, Int
 from ._cpu import CpuMigrator
 from ._dcbm import DCBM_MAX_CHANNELS, DcbmMigrator
+from ._dcbm_newest import UINT_MAX, ULONG_MAX, VARIANTS
 from ._migrator import Migrator
 from ._mtcopy import MTCOPY_MAX_THREADS, MtcopyMigrator
 
@@ -66,6 +67,9 @@ class Param:
     counter: bool = False
     #: What the soak's flipper writes (default: a parameter's range, a counter's reset).
     soak: tuple[str, ...] = ()
+    #: How the value shows (default: a Bool as 0/1, else ``str``); a
+    #: ``module_param(x, bool)`` shows ``Y``/``N`` (``param_get_bool()``).
+    fmt: Callable[[Any], str] | None = None
 
     def value(self, migrator: Migrator) -> Any:
         return self.get(migrator) if self.get is not None else getattr(migrator, self.name)
@@ -114,6 +118,25 @@ def _device_refused(m: DcbmMigrator) -> int:
     return m.device.batches_refused
 
 
+def _yn(v: Any) -> str:
+    """``param_get_bool()``: ``Y`` or ``N``."""
+    return "Y" if v else "N"
+
+
+def _attr(name: str) -> Callable[[Any, Any], None]:
+    def store(m: Any, v: Any) -> None:
+        setattr(m, name, v)
+    return store
+
+
+def _bool_param(name: str, help: str) -> Param:
+    return Param(name, help, Bool(), _attr(name), fmt=_yn, soak=("0", "1"))
+
+
+def _dcbm_counter(name: str, help: str) -> Param:
+    return Param(name, f"{help}; any write resets it to 0", Anything(), counter=True)
+
+
 #: Ordered; ``none`` first.  Tests extend it with ``monkeypatch.setitem``.
 CATALOGUE: dict[str, MigratorEntry] = {e.name: e for e in (
     MigratorEntry(CpuMigrator.name, "the vanilla kernel: folio_mc_copy() in the move loop"),
@@ -124,21 +147,41 @@ CATALOGUE: dict[str, MigratorEntry] = {e.name: e for e in (
                MtcopyMigrator.set_threads, default=2),)),
     MigratorEntry(
         "dcbm", "DMA batch copy over the dmaengine (the RFC's dcbm)", "module/dcbm/parameters",
-        lambda dma, n: DcbmMigrator(dma, n),
-        (Param("nr_dma_chan", "DMA channels a batch may claim", Int(1, DCBM_MAX_CHANNELS),
-               DcbmMigrator.set_nr_dma_chan, default=4),
+        lambda dma, n: DcbmMigrator(dma, n, variant="newest"),
+        (Param("nr_dma_chan", "DMA channels a batch may claim (newest: acquired when "
+               "offloading is enabled, EBUSY while offloading); the driver's default is 1",
+               Int(1, DCBM_MAX_CHANNELS), DcbmMigrator.set_nr_dma_chan, default=1),
          Param("batch_size", "pages per batch dcbm asks the core for (0: the core's bound)",
                Int(0, NR_MAX_BATCHED_MIGRATION_LIMIT), DcbmMigrator.set_batch_size,
                default=0, soak=("0", "0", "1024", "8192")),
          Param("min_batch_pages", "batches smaller than this are declined (-EOPNOTSUPP)",
                Int(0, NR_MAX_BATCHED_MIGRATION_LIMIT), DcbmMigrator.set_min_batch_pages,
                default=0, soak=("0", "0", "16", "256")),
-         Param("batches_refused", "batches refused for want of a channel (-EBUSY)",
-               get=_device_refused, counter=True),
-         Param("folios_migrated", "folios dcbm copied; any write resets this view to 0",
-               Anything(), counter=True),
-         Param("folios_failures", "folios dcbm left to the CPU; any write resets this view "
-               "to 0", Anything(), counter=True))),
+         Param("variant", "the driver's iteration: v6 (channels per batch, across "
+               "devices) or newest (acquired at enable, one device group per batch, "
+               "clearing); EBUSY while offloading", Choice(lambda: VARIANTS),
+               DcbmMigrator.set_variant, default="newest", soak=()),
+         Param("batches_refused", "batches refused for want of a channel (-EBUSY); any "
+               "write resets it to 0", Anything(), get=_device_refused, counter=True),
+         _dcbm_counter("folios_migrated", "folios dcbm copied"),
+         _dcbm_counter("folios_failures", "folios dcbm left to the CPU"),
+         _dcbm_counter("folios_cleared", "folios dcbm cleared (newest)"),
+         _dcbm_counter("clear_failures", "clears that failed and fell back to the CPU"),
+         _dcbm_counter("folios_gated", "clears refused by util_gate (every CPU busy)"),
+         Param("min_clear_bytes", "smallest folio to clear by DMA (bytes)",
+               Int(0, ULONG_MAX), _attr("min_clear_bytes"),
+               soak=("0", "4096", "2097152", "4194304")),
+         _bool_param("cpu_warm", "clear the faulting neighbourhood on the CPU while DMA "
+                     "clears the rest"),
+         _bool_param("util_gate", "refuse clears while every CPU is busy"),
+         _bool_param("cache_ctrl", "request cache-allocating writes "
+                     "(DMA_PREP_CACHE_CONTROL)"),
+         Param("max_inflight", "descriptors in flight per channel before waiting for "
+               "completions (1..; 0 would never submit)", Int(1, UINT_MAX),
+               DcbmMigrator.set_max_inflight, soak=("1", "4", "32", "64")),
+         Param("sg_elems", "folios per scatter-gather transaction on DMA_MEMCPY_SG "
+               "engines (1..)", Int(1, UINT_MAX), DcbmMigrator.set_sg_elems,
+               soak=("1", "8", "32")))),
 )}
 
 

@@ -24,9 +24,13 @@ The later ring-chunked variant marks each ring's worth of descriptors as it
 completes, so an error keeps the finished chunks; it belongs to the ``sdxi``
 profile only (``DmaModel.mark_chunks``).
 
-Rejected: v6+'s per-device channel groups (a batch uses the channels of one
-DMA device): with PTDMA's one channel per device a batch would never get more
-than one, against the published 16-channel rows (65 GB/s against 12.65 GB/s).
+``variant = "newest"`` runs the series' newest iteration instead
+(``_dcbm_newest``: channels acquired at enable, per-device groups, trylock
+claims, throttled and scatter-gather submission, no terminate, and the
+clearing offload of ``_dcbm_clear``).  v6 stays selectable and is what bench
+runs by default: with PTDMA's one channel per device the newest grouping gives
+a batch one channel, while the published 16-channel rows (65 GB/s against
+12.65 GB/s) were measured with channels taken across devices.
 """
 
 from __future__ import annotations
@@ -39,7 +43,15 @@ import trio
 
 from ..dma import DmaChannel, DmaDevice, slice_bounds
 from ..mm import FOLIO_CONTENT_COPIED, NR_MAX_BATCHED_MIGRATION_LIMIT
+from . import _dcbm_clear, _dcbm_newest
 from ._dcbm_fast import DcbmCompiledCopy, compiled_copy
+from ._dcbm_newest import (
+    DCBM_MAX_INFLIGHT_DEFAULT,
+    DCBM_SG_ELEMS_DEFAULT,
+    MIN_CLEAR_BYTES_DEFAULT,
+    VARIANTS,
+    NewestChannels,
+)
 from ._dcbm_vclock import copy_closed_form, fits
 from ._migrator import CopyBatch, Migrator
 
@@ -80,9 +92,31 @@ def _pages(n: int, what: str) -> int:
 class DcbmMigrator(Migrator):
     name = "dcbm"
 
-    def __init__(self, device: DmaDevice, nr_dma_chan: int = 1, timeout: float = 10.0) -> None:
+    def __init__(self, device: DmaDevice, nr_dma_chan: int = 1, timeout: float = 10.0,
+                 variant: str = "v6") -> None:
         self.device = device
         self.nr_dma_chan = 1
+        #: ``v6`` or ``newest`` (``_dcbm_newest``); set while not offloading.
+        self.variant = "v6"
+        self.set_variant(variant)
+        #: The newest iteration's channel table (acquired while offloading).
+        self.channels = NewestChannels(device)
+        self.offloading = False
+        # The newest iteration's module parameters, with the driver's defaults.
+        self.min_clear_bytes = MIN_CLEAR_BYTES_DEFAULT
+        self.cpu_warm = True
+        self.util_gate = True
+        self.cache_ctrl = True
+        self.max_inflight = DCBM_MAX_INFLIGHT_DEFAULT
+        self.sg_elems = DCBM_SG_ELEMS_DEFAULT
+        self.folios_cleared = 0
+        self.clear_failures = 0
+        self.folios_gated = 0
+        #: Bytes written with DMA_PREP_CACHE_CONTROL (cache-allocating writes):
+        #: the LLC footprint ``cache_ctrl`` costs other data.
+        self.cache_footprint_bytes = 0
+        #: ``mm_offload_cpus_saturated()`` (bench clear sets its own).
+        self.cpus_saturated = _dcbm_clear.cpus_saturated
         self.set_nr_dma_chan(nr_dma_chan)
         self.timeout = timeout
         #: Pages per batch this migrator asks the core for (0: the core's bound).
@@ -113,9 +147,51 @@ class DcbmMigrator(Migrator):
         del self.channels_claimed[:-64]
 
     def set_nr_dma_chan(self, n: int) -> None:
+        """``nr_dma_chan_param_set()``: 1..16; the newest acquires that many at
+        enable, so a write while offloading is -EBUSY there."""
         if not 1 <= n <= DCBM_MAX_CHANNELS:
             raise OSError(errno.EINVAL, f"nr_dma_chan must be 1..{DCBM_MAX_CHANNELS}")
+        if self.variant == "newest" and getattr(self, "offloading", False):
+            raise OSError(errno.EBUSY, "nr_dma_chan: offloading is enabled")
         self.nr_dma_chan = n
+
+    def set_variant(self, variant: str) -> None:
+        if variant not in VARIANTS:
+            raise OSError(errno.EINVAL, f"variant must be one of {', '.join(VARIANTS)}")
+        if getattr(self, "offloading", False) and variant != self.variant:
+            raise OSError(errno.EBUSY, "variant: offloading is enabled")
+        self.variant = variant
+
+    def set_max_inflight(self, n: int) -> None:
+        self.max_inflight = n
+
+    def set_sg_elems(self, n: int) -> None:
+        self.sg_elems = n
+
+    @property
+    def clears(self) -> bool:
+        """The newest provider has ``clear_folio``; v6 has no clearing."""
+        return self.variant == "newest"
+
+    def enable(self) -> None:
+        """``offloading_param_set(1)``: the newest acquires its channels
+        (``dcbm_get_channels()``; ENODEV when none) before registering."""
+        if self.variant == "newest":
+            self.channels.get(self.nr_dma_chan)
+        self.offloading = True
+
+    def disable(self) -> None:
+        """``offloading_param_set(0)``: after unregister, ``dcbm_put_channels()``."""
+        if self.variant == "newest":
+            self.channels.put()
+        self.offloading = False
+
+    async def clear_folio(self, memory, clock, profile, pfn: int, order: int,
+                          hint: int | None) -> int:
+        if not self.clears or not self.offloading:
+            return -errno.ENXIO
+        return await _dcbm_clear.folio_clear_dma(self, memory, clock, profile, pfn, order,
+                                                 hint)
 
     def set_batch_size(self, pages: int) -> None:
         self.batch_size = _pages(pages, "batch_size")
@@ -134,7 +210,7 @@ class DcbmMigrator(Migrator):
         """Idle ``native`` channels: the fast path posts to them (``_dcbm_fast``).
         Not for a subclass with its own ``migrate_offc()`` (a test's planted
         bug): the compiled copy is this class's copy, not that one."""
-        if type(self).migrate_offc is not DcbmMigrator.migrate_offc:
+        if type(self).migrate_offc is not DcbmMigrator.migrate_offc or self.variant != "v6":
             return None
         return compiled_copy(self)
 
@@ -142,6 +218,8 @@ class DcbmMigrator(Migrator):
         nr = batch.nr_folios
         if batch.nr_pages < self.min_batch_pages:
             return -errno.EOPNOTSUPP  # too small to be worth the DMA setup
+        if self.variant == "newest":
+            return await _dcbm_newest.copy_folios(self, batch)
         dev = self.device
         try:
             chans = dev.request_channels(dcbm_nr_channels(self.nr_dma_chan, nr))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,8 +109,24 @@ class Migrator:
     #: CPU copies faster, as learnt from this machine's copies.
     auto: bool = False
 
+    #: The provider's ``clear_folio`` operation is there (the newest
+    #: iteration's ``mm_offload_provider``); see :meth:`clear_folio`.
+    clears: bool = False
+
     async def migrate_offc(self, batch: CopyBatch) -> int:
         raise NotImplementedError
+
+    def enable(self) -> None:
+        """What the driver does before ``mm_offload_register()`` (the newest
+        dcbm acquires its channels); OSError refuses the registration."""
+
+    def disable(self) -> None:
+        """What the driver does after ``mm_offload_unregister()`` returned."""
+
+    async def clear_folio(self, memory, clock, profile, pfn: int, order: int,
+                          hint: int | None) -> int:
+        """``clear_folio``: zero the folio at ``pfn``; -errno: the caller clears."""
+        return -errno.EOPNOTSUPP
 
     def compiled_copy(self) -> CompiledCopy | None:
         """The batch copy as the engine's compiled fast path can run it for

@@ -57,6 +57,7 @@ class OffloadRegistry:
             raise OSError(errno.EINVAL, f"bad reason mask {reason_mask:#x}")
         if self._active is not None:
             raise OSError(errno.EBUSY, f"migrator {self._active.migrator.name} is active")
+        migrator.enable()  # the newest dcbm: dcbm_get_channels() before registering
         self._active = Offload(migrator, reason_mask)
 
     def set_reason_mask(self, migrator: Migrator, reason_mask: int) -> None:
@@ -77,6 +78,7 @@ class OffloadRegistry:
         self._active = None
         while self._readers.get(id(migrator), 0):
             await self._drained.wait()
+        migrator.disable()  # no batch in flight past unregister: channels idle
 
     def in_flight(self, migrator: Migrator) -> int:
         return self._readers.get(id(migrator), 0)

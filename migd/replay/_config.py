@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from .._args import Option
-from ..bench import BATCH_PAGES, MIGRATORS, PROFILE, MigratorSpec, parse_size
+from ..bench import BATCH_PAGES, MIGRATORS, PROFILE, VARIANT, MigratorSpec, parse_size
 from ..mm import parse_reason_mask
 from ._replay import Config
 
@@ -67,6 +67,7 @@ OPTIONS = (
                     "each"),
     Option("--reason-mask", "reason_masks", "offload reason mask, repeatable: all, none, a "
            "number or reason names", parse_mask, "all", "MASK", repeatable=True),
+    VARIANT,
     Option("--budget-us", "budget_us", "p99 inaccessible-time budget of the recommendation, "
            "in microseconds", _budget, "1000", "US"),
     Option("--max-memory", "max_memory", "the most memory the replay may take beyond the "
@@ -78,12 +79,12 @@ OPTIONS = (
 
 
 def configs(migrators: list[MigratorSpec], batch_pages: list[int], reason_masks: list[int],
-            profile: str) -> list[Config]:
+            profile: str, variant: str = "v6") -> list[Config]:
     """Every combination (``none`` once per bound: it offloads nothing, so the
     mask does not change it), in order, without repeats."""
     out = []
     for spec in migrators:
         for b in batch_pages:
             for m in reason_masks if spec.name != "none" else reason_masks[:1]:
-                out.append(Config(spec, b, m, profile))
+                out.append(Config(spec, b, m, profile, variant))
     return list(dict.fromkeys(out))

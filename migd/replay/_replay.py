@@ -72,10 +72,13 @@ class Config:
     batch_pages: int = 512
     reason_mask: int = REASON_MASK_ALL
     profile: str = "zen3-ptdma"
+    variant: str = "v6"  # dcbm's iteration (``--variant``)
 
     @property
     def name(self) -> str:
         parts = [str(self.migrator)]
+        if self.variant != "v6" and self.migrator.name == "dcbm":
+            parts.append(self.variant)
         if self.batch_pages != 512:
             parts.append(f"b{self.batch_pages}")
         if self.reason_mask != REASON_MASK_ALL and self.migrator.name != "none":
@@ -159,7 +162,7 @@ class _Replayer:
         self.engine = engine = MigrationEngine(machine, VirtualClock(), profile)
         engine.nr_max_batched_migration = config.batch_pages
         self.dma = DmaDevice(0, self.mem, engine.clock, profile.dma, engine.faults)
-        self.migrator = make_migrator(config.migrator, self.dma)
+        self.migrator = make_migrator(config.migrator, self.dma, config.variant)
         if self.migrator is not None:
             engine.registry.register(self.migrator, config.reason_mask)
         self.batches: dict[object, _Batches] = {}

@@ -44,7 +44,7 @@ def _throughput(p: dict[str, Any]) -> dict[str, Any]:
     spec = parse_migrators(p["migrator"])[0]
     mask = parse_reason_mask(p["reason_mask"])
     opts = BenchOptions(clock="virtual", profile=p["profile"], total=parse_size(p["total"]),
-                        migrators=[spec])
+                        migrators=[spec], variant=p.get("variant", "v6"))
 
     def between(engine, dma, npass) -> None:
         if spec.name != "none":
@@ -64,7 +64,8 @@ def _replay(p: dict[str, Any]) -> dict[str, Any]:
     from ..replay import Config, load_traces, replay
 
     spec = parse_migrators(p["migrator"])[0]
-    cfg = Config(spec, p["batch_pages"], parse_reason_mask(p["reason_mask"]), p["profile"])
+    cfg = Config(spec, p["batch_pages"], parse_reason_mask(p["reason_mask"]), p["profile"],
+                 p.get("variant", "v6"))
     report = replay(load_traces([p["trace"]]), [cfg], float(p["budget_us"] or 1e12))
     row = next(r for r in report.rows if r["config"] == cfg.name and r["reason"] == "all")
     row = {k: v for k, v in row.items() if k not in ("config", "reason")}

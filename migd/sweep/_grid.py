@@ -25,6 +25,7 @@ from ..bench import parse_migrators, parse_size
 from ..hw import get_profile
 from ..migrate import MAX_INACCESSIBLE_US_LIMIT, NR_MAX_BATCHED_MIGRATION_LIMIT
 from ..mm import MAX_FOLIO_ORDER
+from ..offload import DCBM_VARIANTS
 from ..replay import parse_mask
 from ._cell import KINDS
 
@@ -43,11 +44,11 @@ MAX_TOTAL = 16 << 30
 DEFAULTS: dict[str, Any] = {
     "experiment": "throughput", "profile": "zen3-ptdma", "migrator": "none",
     "batch_pages": 512, "reason_mask": "all", "budget_us": 0, "order": 9,
-    "total": "64M", "trace": None, "repeat": 0,
+    "total": "64M", "trace": None, "repeat": 0, "variant": "v6",
 }
 #: The axes a grid may vary (``experiment`` and ``total`` are fixed per grid).
 AXES = ("profile", "migrator", "batch_pages", "reason_mask", "budget_us", "order", "trace",
-        "repeat")
+        "repeat", "variant")
 
 
 def _int(lo: int, hi: int):
@@ -80,6 +81,11 @@ def _total(v: str) -> None:
         raise ValueError(f"at most {MAX_TOTAL >> 30}G")
 
 
+def _variant(v: str) -> None:
+    if v not in DCBM_VARIANTS:
+        raise ValueError(f"expected one of {', '.join(DCBM_VARIANTS)}")
+
+
 def _experiment(v: str) -> None:
     if v not in EXPERIMENTS:
         raise ValueError(f"expected one of {', '.join(EXPERIMENTS)}")
@@ -90,6 +96,7 @@ _CHECKS = {
     "batch_pages": _int(1, NR_MAX_BATCHED_MIGRATION_LIMIT), "reason_mask": _str(parse_mask),
     "budget_us": _int(0, MAX_INACCESSIBLE_US_LIMIT), "order": _int(0, MAX_FOLIO_ORDER),
     "total": _str(_total), "trace": _str(_trace), "repeat": _int(0, 1 << 20),
+    "variant": _str(_variant),
 }
 
 
