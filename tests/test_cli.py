@@ -158,6 +158,32 @@ def test_bench_cat_latency_reads_the_real_mount_while_migrating(tmp_path):
 
 
 @pytest.mark.slow
+def test_bench_cat_latency_with_readers_and_a_scraper(tmp_path):
+    """--readers 2: both readers' reads in the row; --scrape-hz 10 for 2 s: about
+    20 scrapes of the real endpoint, timed."""
+    doc, p = bench(tmp_path, "cat-latency", "--orders", "9", "--migrators", "none",
+                   "--total", "32M", "--duration", "2s", "--readers", "2", "--scrape-hz", "10")
+    (row,) = doc["rows"]
+    assert row["readers"] == 2 and row["cat_reads"] > 2 * row["files"]
+    assert 10 <= row["scrapes"] <= 21
+    assert 0 < row["scrape_p50_ms"] <= row["scrape_p99_ms"] <= row["scrape_max_ms"]
+    assert 0 < row["cat_p99_ms_less_own_wait"] <= row["cat_max_ms"]
+    assert row["verified"]
+    assert "scrape p99 ms" in p.stdout and "/metrics p99 at 10 scrapes/s" in p.stdout
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--readers", "0"], "--readers must be 1..64"),
+    (["--readers", "many"], "bad --readers"),
+    (["--scrape-hz", "1000"], "--scrape-hz must be 0..100"),
+])
+def test_bench_cat_latency_bad_readers_or_rate_is_one_line(args, needle):
+    p = migd("bench", "cat-latency", "--total", "8M", *args)
+    assert p.returncode == 2
+    assert needle in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
 def test_bench_scrape_times_real_http_scrapes(tmp_path):
     doc, p = bench(tmp_path, "scrape")
     (row,) = doc["rows"]

@@ -99,6 +99,8 @@ VALID = {
     "kernel/tracing/events/migrate/mm_migrate_pages_start/enable": [("0", "0"), ("1", "1")],
     "kernel/tracing/events/migrate_offload/migrate_offload_batch/enable": [("0", "0"),
                                                                           ("1", "1")],
+    "kernel/tracing/events/migrate_offload/migrate_offload_clear/enable": [("0", "0"),
+                                                                          ("1", "1")],
     "kernel/tracing/tracing_on": [("0", "0"), ("7", "1"), ("1", "1")],
     "kernel/tracing/trace_clock": [("boot", "[boot]")],
     "kernel/tracing/trace": [("\n", None)],
@@ -107,7 +109,7 @@ VALID = {
     "kernel/tracing/set_event": [
         ("migrate:mm_migrate_pages", "migrate:mm_migrate_pages"),
         ("*:*", "migrate:mm_migrate_pages_start\nmigrate:mm_migrate_pages\n"
-                "migrate_offload:migrate_offload_batch")],
+                "migrate_offload:migrate_offload_batch\nmigrate_offload:migrate_offload_clear")],
     "kernel/mm/migrate_offload/max_inaccessible_us": [("500", "500"), ("0", "0")],
     "module/dcbm/parameters/auto": [("1", "1"), ("0", "0")],
     "kernel/cpu_mt/auto": [("1", "1"), ("0", "0")],
@@ -121,6 +123,13 @@ VALID = {
     "module/dcbm/parameters/sg_elems": [("8", "8"), ("32", "32")],
     "kernel/mm/prezero_pool/enabled": [("1", "1"), ("0", "0")],
     "kernel/mm/prezero_pool/max_per_node": [("8", "8"), ("256", "256")],
+    "kernel/mm/migrate_offload/batch_copy": [("always", "always"), ("gated", "gated")],
+    "kernel/mm/migrate_offload/decline_latency_sensitive": [("y", "1"), ("0", "0")],
+    **{f"kernel/mm/migrate_offload/callers/{c}/{f}": v for c in (
+        "promotion", "demotion", "compaction", "kcompactd", "direct_compaction",
+        "move_pages", "damon") for f, v in (
+        ("list_pages", [("512", "512"), ("0", "0")]),
+        ("latency_tolerant", [("on", "1"), ("n", "0")]))},
 }
 
 

@@ -271,3 +271,24 @@ async def test_clear_offload_or_cpu_fallback_leaves_the_folio_zero(autojump_cloc
         n.cancel_scope.cancel()
     assert not rig.machine.memory.arena[rig.tenant.pte_pfn[:4 * 512]].any()
     assert rig.machine.check_integrity().ok
+
+
+async def test_a_fault_leaves_a_pinned_region_alone(autojump_clock):
+    """A pinned folio (pin_user_pages: a reference beyond its own and its
+    mapping's) outlives munmap() in the kernel; migd's fault workload skips its
+    region instead of freeing it under the pin (whose later unpin then dropped
+    the count of a freed, maybe reallocated, folio)."""
+    rig = clear_rig("dsa")
+    mem, t = rig.machine.memory, rig.tenant
+    head = int(t.pte_pfn[0])
+    mem.refcount[head] += 1  # pinned
+    async with trio.open_nursery() as n:
+        n.start_soon(rig.dma.run)
+        (fault,) = await rig.faults(1)
+        assert fault.how == "none" and int(t.pte_pfn[0]) == head
+        assert mem.refcount[head] == 1 + 1 + 1  # its own, its mapping's, the pin
+        mem.refcount[head] -= 1  # unpinned: the region may be faulted again
+        (fault,) = await rig.faults(1)
+        assert fault.how != "none" and int(t.pte_pfn[0]) != head
+        n.cancel_scope.cancel()
+    assert rig.machine.check_integrity().ok

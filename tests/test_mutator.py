@@ -21,12 +21,14 @@ async def test_access_under_migration_waits_and_reads_new_content():
         n.start_soon(e.migrate_pages, m.tenant_folios(t), 1, MigrateReason.MR_DEMOTION)
         await gate.entered.wait()
         assert t.migration_entry.all()
-        done = trio.Event()
+        started, done = trio.Event(), trio.Event()
 
         async def touch():
+            started.set()  # access() then runs until it waits on the migration entry
             await m.access(t, vpages, write)
             done.set()
         n.start_soon(touch)
+        await started.wait()  # touch is waiting by now: the stall began before this
         await trio.sleep(0.02)
         assert not done.is_set(), "an access to an unmapped folio must wait"
         gate.release.set()

@@ -171,6 +171,25 @@ def test_proc_vmstat_migration_items_in_kernel_order(tree):
     assert v["numa_hit"] == 1028 + 4
 
 
+def test_node_files_show_every_change_before_the_read(tree):
+    """The node files keep their text per measured usage (``System.reads``):
+    a move's allocations and a caller's count (node_vmstat, as kswapd's
+    demotion counts pgdemote_kswapd per node) are in the next read, and
+    proc/vmstat sums the node's items."""
+    s, _ = tree
+    meminfo = read(tree, "devices/system/node/node1/meminfo")
+    assert read(tree, "devices/system/node/node1/meminfo") == meminfo  # nothing moved
+    vm = kv(read(tree, "proc/vmstat"))
+    trio.run(move_tenant, s, s.tenants[1], 1)
+    node1 = kv(re.sub(r"Node 1 |:| kB", "", read(tree, "devices/system/node/node1/meminfo")))
+    assert node1["AnonPages"] == node1["AnonHugePages"] == node1["Mlocked"] == 8 * MiB // 1024
+    s.node_vmstat["pgdemote_kswapd"][1] += 5
+    assert kv(read(tree, "devices/system/node/node1/vmstat"))["pgdemote_kswapd"] == 5
+    after = kv(read(tree, "proc/vmstat"))
+    assert after["pgdemote_kswapd"] == vm["pgdemote_kswapd"] + 5
+    assert after["pgmigrate_success"] == vm["pgmigrate_success"] + 8 * MiB // 4096
+
+
 def test_numa_maps_counts_base_pages_with_kernelpagesize_4(tree):
     s, _ = tree
     for t, pages in ((s.tenants[0], 1024), (s.tenants[1], 2048)):

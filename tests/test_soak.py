@@ -47,6 +47,7 @@ def test_a_60s_soak_with_faults_loses_nothing(tmp_path):
     assert s["migrated_pages_by_reason"].keys() >= {
         "syscall_or_cpuset", "demotion", "numa_misplaced", "compaction"}
     assert s["fallbacks"] and s["migrated_bytes"] > 1 << 30
+    assert sum(s["cleared_by_how"].values()) > 0  # faults got zeroed folios, checked zero
     assert s["knob_writes"] > 20 and s["cat_reads"] > 1000
     assert s["rss_growth_pct"] <= 5
 

@@ -29,6 +29,7 @@ from migd.mm import HPAGE_PMD_ORDER, MigrateMode, MigrateReason, TenantSpec
 from migd.tracing import (
     EVENTS,
     MIGRATE_OFFLOAD_BATCH,
+    MIGRATE_OFFLOAD_CLEAR,
     MM_MIGRATE_PAGES,
     MM_MIGRATE_PAGES_START,
     TraceRing,
@@ -329,7 +330,8 @@ def test_set_event_words_match_as_ftrace_set_clr_event():
     """The forms trace_events.c's ftrace_set_clr_event() documents: system:event,
     *:event and :event (any system), system:* and system: (the whole system), a
     bare word (a system or an event); ``!`` disables; no match is EINVAL."""
-    start, end, batch = MM_MIGRATE_PAGES_START, MM_MIGRATE_PAGES, MIGRATE_OFFLOAD_BATCH
+    start, end = MM_MIGRATE_PAGES_START, MM_MIGRATE_PAGES
+    batch, clear = MIGRATE_OFFLOAD_BATCH, MIGRATE_OFFLOAD_CLEAR
 
     def one(word):
         [(on, events)] = parse_set_event(word)
@@ -337,9 +339,9 @@ def test_set_event_words_match_as_ftrace_set_clr_event():
     assert one("migrate:mm_migrate_pages") == (True, {end})
     assert one("*:mm_migrate_pages") == one(":mm_migrate_pages") == (True, {end})
     assert one("migrate:*") == one("migrate:") == one("migrate") == (True, {start, end})
-    assert one("*:*") == one(":") == (True, {start, end, batch})
+    assert one("*:*") == one(":") == (True, {start, end, batch, clear})
     assert one("mm_migrate_pages_start") == (True, {start})
-    assert one("!migrate_offload") == (False, {batch})
+    assert one("!migrate_offload") == (False, {batch, clear})
     assert parse_set_event("  \n") == []  # echo > set_event: nothing but the O_TRUNC
     assert [on for on, _ in parse_set_event("migrate\n!migrate:mm_migrate_pages\n")] == \
         [True, False]
@@ -524,17 +526,16 @@ def test_tracefs_files_tools_read_are_the_kernels(migd_run):
     assert (tracing / "events/migrate_offload/migrate_offload_batch/enable").read_text() == "0\n"
     with open(set_event, "a") as f:  # >> : added to what is enabled
         f.write("migrate_offload")
-    assert set_event.read_text().split() == ["migrate:mm_migrate_pages",
-                                             "migrate_offload:migrate_offload_batch"]
+    offload = ["migrate_offload:migrate_offload_batch", "migrate_offload:migrate_offload_clear"]
+    assert set_event.read_text().split() == ["migrate:mm_migrate_pages", *offload]
     for bad in ("bogus", "migrate:bogus", "*"):
         with pytest.raises(OSError) as e, open(set_event, "a") as f:
             f.write(bad)
         assert e.value.errno == errno.EINVAL
-        assert len(set_event.read_text().split()) == 2  # nothing changed
+        assert len(set_event.read_text().split()) == 3  # nothing changed
     with open(set_event, "a") as f:
         f.write("!migrate:mm_migrate_pages migrate:mm_migrate_pages_start")
-    assert set_event.read_text().split() == ["migrate:mm_migrate_pages_start",
-                                             "migrate_offload:migrate_offload_batch"]
+    assert set_event.read_text().split() == ["migrate:mm_migrate_pages_start", *offload]
     set_event.write_text("\n")  # echo > set_event: every event off
     assert (tracing / "events/enable").read_text() == "0\n"
     set_event.write_text("*:*")
@@ -589,3 +590,20 @@ def test_tracefs_files_and_sigterm_with_a_reader_blocked(migd_run):
             reader.kill()
         reader.wait(10)
         reader.stdout.close()
+
+
+async def test_a_fault_that_got_a_zeroed_folio_is_traced_as_its_format_says():
+    """migrate_offload_clear: one line per zeroed folio a fault mapped, its
+    fields where its format file puts them (libtraceevent parses it)."""
+    from migd.daemon import System, load_config
+
+    sys_ = System(load_config(text=config("16M", [{"name": "huge", "size": "4M", "order": 9}])))
+    t = sys_.tenants[0]
+    assert await sys_.fault(t, 0) == "cpu"  # no migrator: the CPU clears it
+    text = sys_.tracing.ring.snapshot(1)
+    lines = [ln for ln in text.splitlines() if "migrate_offload_clear:" in ln]
+    assert len(lines) == 1
+    seen = check_lines(lines, {ev.path: ev.format_file() for ev in EVENTS})
+    assert seen == {"migrate_offload_clear": 1}
+    nid = int(sys_.machine.memory.nid_of[t.pte_pfn[0]])
+    assert f"provider=none nid={nid} order=9 nr_pages=512 how=cpu ns=" in lines[0]

@@ -1,8 +1,12 @@
 """``bench cat-latency``: reading the control tree while migrating at full speed.
 
 The daemon's System and its tree are mounted for real; a tenant is migrated
-back and forth as fast as the engine goes; a separate reader process opens,
-reads and closes every attribute in turn (what ``cat`` does) and times each.
+back and forth as fast as the engine goes; ``--readers`` separate processes
+each open, read and close every attribute in turn (what ``cat`` does) and time
+each; with ``--scrape-hz`` another process GETs ``/metrics`` from the
+daemon's endpoint at that rate (as Prometheus would, but 20 times a second)
+and times each scrape.  Readers and scraper are processes, never threads of
+the serving process: their own GIL work would be charged to the daemon.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 import trio
 
 from ..daemon import System, build_tree, load_config
+from ..metrics import serve_metrics
 from ..offload import CATALOGUE
 from ..sysfs import clear_stale_mount, serve, unmount, wait_mounted
 from ._options import MigratorSpec
@@ -26,6 +31,9 @@ from ._report import BenchReport, BenchRow
 #: The reader walks the mount itself: no thread of the process serving the
 #: tree touches it (see migd.soak's children: a killed server with a thread
 #: waiting on its own mount can never exit).
+#: Each read's time, and that time less the reader's own wait for a CPU
+#: (run_delay, field 2 of /proc/thread-self/schedstat): with 16 readers on 2
+#: CPUs a reader preempted inside its read counts its turn in the run queue.
 _READER = r"""
 import json, os, sys, time
 mount, duration, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
@@ -33,16 +41,72 @@ paths = []
 for d, _, names in os.walk(mount):
     paths += sorted(os.path.join(d, n) for n in names if n != "trace_pipe"
                     and os.stat(os.path.join(d, n)).st_mode & 0o444)
-lat, end = [], time.monotonic() + duration
+sched = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+def waited():
+    return int(os.pread(sched, 128, 0).split()[1]) * 1e-9
+lat, served, end = [], [], time.monotonic() + duration
 while time.monotonic() < end:
     for p in paths:
+        w = waited()
         t = time.perf_counter()
         with open(p, "rb") as f:
             f.read()
         lat.append(time.perf_counter() - t)
+        served.append(lat[-1] - (waited() - w))
 with open(out, "w") as f:
-    json.dump({"lat": lat, "files": len(paths)}, f)
+    json.dump({"lat": lat, "served": served, "files": len(paths)}, f)
 """
+
+#: A scrape every 1/hz seconds on a fixed schedule (a slow scrape is not made
+#: up for by a burst), each timed from connecting to the body's last byte (the
+#: server closes).  A raw socket, not urllib: urllib's request and header
+#: parsing cost the starved scraper process more than the daemon's answer.
+_SCRAPER = r"""
+import json, socket, sys, time
+port, hz, duration, out = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+request = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+lat, start = [], time.monotonic()
+k = 0
+while time.monotonic() - start < duration:
+    t = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        head = s.recv(65536)
+        while s.recv(65536):
+            pass
+    lat.append(time.perf_counter() - t)
+    if not head.startswith(b"HTTP/1.0 200") and not head.startswith(b"HTTP/1.1 200"):
+        sys.exit(f"scrape failed: {head[:80]!r}")
+    k += 1
+    time.sleep(max(0.0, start + k / hz - time.monotonic()))
+with open(out, "w") as f:
+    json.dump({"lat": lat}, f)
+"""
+
+#: ``--readers``: reader processes at most (each is a Python interpreter, ~10 MB).
+MAX_READERS = 64
+#: ``--scrape-hz``: scrapes a second at most.
+MAX_SCRAPE_HZ = 100.0
+
+
+def parse_readers(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise ValueError(f"bad --readers {text!r} (expected a number)") from None
+    if not 1 <= n <= MAX_READERS:
+        raise ValueError(f"--readers must be 1..{MAX_READERS}: {text!r}")
+    return n
+
+
+def parse_scrape_hz(text: str) -> float:
+    try:
+        hz = float(text)
+    except ValueError:
+        raise ValueError(f"bad --scrape-hz {text!r} (expected a rate, e.g. 20)") from None
+    if not 0 <= hz <= MAX_SCRAPE_HZ:
+        raise ValueError(f"--scrape-hz must be 0..{MAX_SCRAPE_HZ:g} (0: no scraper): {text!r}")
+    return hz
 
 
 def _config(order: int, total: int) -> str:
@@ -82,7 +146,16 @@ async def cat_latency(opts) -> BenchReport:
             rows.append(await _one(opts, order, spec, seconds))
     report = BenchReport("cat-latency", "real", opts.profile_name, rows)
     worst = max(r.extra["cat_p99_ms"] for r in rows)
-    report.notes.append(f"cat p99 over every attribute while migrating: worst {worst:.2f} ms")
+    readers = f" ({opts.readers} readers)" if opts.readers > 1 else ""
+    report.notes.append(f"cat p99 over every attribute while migrating{readers}: "
+                        f"worst {worst:.2f} ms")
+    if opts.readers > 1:
+        own = max(r.extra["cat_p99_ms_less_own_wait"] for r in rows)
+        report.notes.append(f"less the readers' own waits for a CPU: worst {own:.2f} ms")
+    if opts.scrape_hz:
+        worst = max(r.extra["scrape_p99_ms"] for r in rows)
+        report.notes.append(f"/metrics p99 at {opts.scrape_hz:g} scrapes/s: "
+                            f"worst {worst:.2f} ms")
     return report
 
 
@@ -105,22 +178,37 @@ async def _one(opts, order: int, spec: MigratorSpec, seconds: float) -> BenchRow
         nursery.start_soon(lambda: trio.to_thread.run_sync(
             serve, tree, mount, token, abandon_on_cancel=True))
         await wait_mounted(mount)
-        out = Path(mount).with_suffix(".json")
-        reader = subprocess.Popen([sys.executable, "-c", _READER, mount, str(seconds),
-                                   str(out)])
+        outs = [Path(f"{mount}.{k}.json") for k in range(opts.readers)]
+        procs = [subprocess.Popen([sys.executable, "-c", _READER, mount, str(seconds),
+                                   str(out)]) for out in outs]
+        server = None
+        if opts.scrape_hz:
+            server, port = serve_metrics(sys_, "127.0.0.1:0")
+            scraped = Path(f"{mount}.scrape.json")
+            procs.append(subprocess.Popen([
+                sys.executable, "-c", _SCRAPER, str(port),
+                str(opts.scrape_hz), str(seconds), str(scraped)]))
         t0 = time.monotonic()
         node = 1
         per_folio = np.arange(0, tenant.nr_pages, 1 << tenant.spec.order)
-        while reader.poll() is None:
-            r = await sys_.engine.move_pages(tenant, per_folio, node)
-            moved += r.stats.nr_succeeded
-            node = 1 - node
-        elapsed = time.monotonic() - t0
-        result = json.loads(out.read_text())
-        lat = np.array(result["lat"]) * 1e3
-        out.unlink()
-        unmount(mount)
+        try:
+            while any(p.poll() is None for p in procs):
+                r = await sys_.engine.move_pages(tenant, per_folio, node)
+                moved += r.stats.nr_succeeded
+                node = 1 - node
+            elapsed = time.monotonic() - t0
+            results = [json.loads(out.read_text()) for out in outs]
+            if server is not None:
+                scrape = np.array(json.loads(scraped.read_text())["lat"]) * 1e3
+        finally:
+            for out in outs + ([scraped] if server is not None else []):
+                out.unlink(missing_ok=True)
+            if server is not None:
+                server.shutdown()
+            unmount(mount)
         nursery.cancel_scope.cancel()
+    lat = np.concatenate([np.array(r["lat"]) for r in results]) * 1e3
+    served = np.concatenate([np.array(r["served"]) for r in results]) * 1e3
     ok = sys_.machine.check_integrity().ok
     if not ok:
         raise RuntimeError("pages were lost or corrupted during cat-latency")
@@ -132,4 +220,9 @@ async def _one(opts, order: int, spec: MigratorSpec, seconds: float) -> BenchRow
         inaccessible_us_p50=None, inaccessible_us_p99=None, verified=ok,
         extra={"cat_reads": int(lat.size), "cat_p50_ms": float(np.percentile(lat, 50)),
                "cat_p99_ms": float(np.percentile(lat, 99)), "cat_max_ms": float(lat.max()),
-               "files": result["files"]})
+               "cat_p99_ms_less_own_wait": float(np.percentile(served, 99)),
+               "files": results[0]["files"], "readers": opts.readers,
+               **({"scrapes": int(scrape.size),
+                   "scrape_p50_ms": float(np.percentile(scrape, 50)),
+                   "scrape_p99_ms": float(np.percentile(scrape, 99)),
+                   "scrape_max_ms": float(scrape.max())} if server is not None else {})})

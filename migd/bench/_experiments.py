@@ -21,7 +21,15 @@ import trio
 from .._args import Option
 from ..hw import get_profile, mock_clock
 from ..migrate import warm_up
-from ._catlat import cat_latency
+from ._callers import (
+    DEFAULT_LIST_PAGES,
+    callers,
+    iommu_merge,
+    parse_batch_copy,
+    parse_callers,
+    shared_channels,
+)
+from ._catlat import MAX_READERS, MAX_SCRAPE_HZ, cat_latency, parse_readers, parse_scrape_hz
 from ._clear import clear
 from ._options import (
     BATCH_PAGES,
@@ -79,6 +87,11 @@ VERIFY = Option("--verify", "verify", "check every page's content after each run
 DURATION = Option("--duration", "duration", "how long the WHOLE run reads the tree (e.g. 10s, "
                   "2m), shared evenly by the orders x migrators rows", parse_duration, "10s",
                   "TIME")
+READERS = Option("--readers", "readers", f"reader processes, each looping over the whole tree "
+                 f"(1..{MAX_READERS})", parse_readers, "1", "N")
+SCRAPE_HZ = Option("--scrape-hz", "scrape_hz", f"also scrape /metrics this many times a second "
+                   f"from another process, timed (0..{MAX_SCRAPE_HZ:g}; 0: no scraper)",
+                   parse_scrape_hz, "0", "HZ")
 BUDGETS = Option("--budget-us", "budgets_us", "latency budgets in microseconds, comma-separated",
                  lambda t: parse_int_list(t, "--budget-us", 1, 10_000_000),
                  _csv(DEFAULT_BUDGETS_US), "US,...")
@@ -88,6 +101,19 @@ VIRTUAL = CLOCK.but(default="virtual")
 CALLERS = Option("--callers", "callers", "concurrent move_pages() callers, each a slice of "
                  "the tenant (channel contention)",
                  lambda t: parse_int_list(t, "--callers", 1, 64)[0], "1", "N")
+CALLERS_OPT = Option("--caller", "caller_names", "callers of migrate_pages(), comma-separated: "
+                     "promotion, demotion, compaction (compact_memory, sync), kcompactd "
+                     "(sync-light), direct_compaction (async), move_pages, damon",
+                     parse_callers, "promotion,demotion,compaction,kcompactd,"
+                     "direct_compaction,move_pages,damon", "C,...")
+LIST_PAGES = Option("--list-pages", "list_pages", "each caller's list bound in base pages "
+                    "(the emulator-only knob callers/<caller>/list_pages; 0: the kernel's), "
+                    "comma-separated; one row each",
+                    lambda t: parse_int_list(t, "--list-pages", 0, 262144),
+                    _csv(DEFAULT_LIST_PAGES), "N,...")
+BATCH_COPY = Option("--batch-copy", "batch_copy", "kernel/mm/migrate_offload/batch_copy "
+                    "values, comma-separated: gated (the RFC), always (the core batch-copies "
+                    "what no migrator takes)", parse_batch_copy, "gated", "M,...")
 
 
 async def memcpy(opts: BenchOptions) -> BenchReport:
@@ -173,8 +199,10 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("cat-latency", "latency of reading the mounted tree while migrating at "
                "full speed",
                "mounts the daemon's control tree (FUSE), migrates a tenant back and forth "
-               "and times a separate process reading every attribute; real clock only.",
-               (PROFILE, ORDERS, MIGRATORS, TOTAL, DURATION), cat_latency, Layout("cat")),
+               "and times --readers separate processes reading every attribute (and, with "
+               "--scrape-hz, a scraper of /metrics); real clock only.",
+               (PROFILE, ORDERS, MIGRATORS, TOTAL, DURATION, READERS, SCRAPE_HZ), cat_latency,
+               Layout("cat")),
     Experiment("scrape", "time of a full /metrics scrape over HTTP, every series present",
                "runs each migrator and fires faults so every series exists, then times 50 "
                "scrapes per --repeat over real HTTP.", (REPEAT,), scrape, Layout("notes")),
@@ -206,6 +234,37 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                clear, Layout(columns=("profile", "mode", "got", "fault_us_p50",
                                       "fault_us_p99", "cpu_us_per_fault", "max_per_node",
                                       "hit_pct"), speed=False)),
+    Experiment("callers", "each caller x its list bound x migrator: throughput, first "
+               "folio, CPU saved",
+               "runs each caller of migrate_pages() as the daemon does (one tenant of "
+               "--total, a fresh machine per row) with its list bound set through the "
+               "emulator-only knob callers/<caller>/list_pages; cpu_saved_seconds is the "
+               "none row's copy CPU less this row's.",
+               (VIRTUAL, PROFILE, ORDERS.but(default="0,4"),
+                MIGRATORS.but(default="none,mtcopy:2,dcbm:4,dcbm:16"),
+                TOTAL.but(default="8M"), CALLERS_OPT, LIST_PAGES, BATCH_COPY, VERIFY),
+               callers,
+               Layout(columns=("caller", "list_pages", "batch_copy", "cpu_saved_seconds"),
+                      speed=False)),
+    Experiment("iommu-merge", "how often real layouts merge a batch's source and "
+               "destination unevenly (dcbm falls back, EINVAL)",
+               "a move_pages() of the tenant with dcbm on a fresh node, after a long run of "
+               "partial moves, and after compaction; rows carry layout, batches, "
+               "einval_batches and einval_pct.",
+               (VIRTUAL, PROFILE, ORDERS.but(default="0,2,4"),
+                MIGRATORS.but(default="dcbm:4"), TOTAL.but(default="8M")), iommu_merge,
+               Layout(columns=("layout", "batches", "einval_batches", "einval_pct"),
+                      speed=False)),
+    Experiment("shared-channels", "concurrent move_pages() callers: exclusive channel "
+               "claims (PTDMA, DSA) against dma_find_channel()'s shared one (SDXI)",
+               "N callers at once, each moving its own tenant (--total shared among them); "
+               "--list-pages gives the caller counts here.",
+               (VIRTUAL, PROFILE, ORDERS.but(default="0,9"),
+                MIGRATORS.but(default="none,dcbm:16"), TOTAL.but(default="32M"),
+                LIST_PAGES.but(default="1,2,4", help="the numbers of concurrent callers")),
+               shared_channels,
+               Layout(columns=("concurrency", "batches_refused", "fallback_folios",
+                               "channels_per_batch"), speed=False)),
 ]}
 
 

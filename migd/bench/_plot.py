@@ -137,9 +137,39 @@ def _latency(fig, report: BenchReport) -> None:
     ax.set_ylabel(key.replace("_", " "))
 
 
-_PLOTS = {"throughput": _throughput, "memcpy": _throughput, "batch-sweep": _sweep,
+def _iommu(fig, report: BenchReport) -> None:
+    ax = fig.add_subplot(1, 1, 1)
+    rows = report.rows
+    labels = [f"{_size(r.folio_bytes)}, {r.extra['layout']}" for r in rows]
+    ax.bar(range(len(rows)), [r.extra["einval_pct"] for r in rows])
+    ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right", fontsize="small")
+    ax.set_ylabel("batches falling back with EINVAL (%)")
+
+
+def _callers(fig, report: BenchReport) -> None:
+    """Per caller: throughput against the list bound, one line per migrator."""
+    rows = [r for r in report.rows if r.extra.get("batch_copy", "gated") == "gated"]
+    names = list(dict.fromkeys(r.extra["caller"] for r in rows))
+    for k, caller in enumerate(names):
+        ax = fig.add_subplot(1, len(names), k + 1)
+        mine = [r for r in rows if r.extra["caller"] == caller]
+        for name, rs in sorted(_by(mine, _label).items()):
+            rs = sorted(rs, key=lambda r: max(r.extra["list_pages"], 1))
+            ax.plot([max(r.extra["list_pages"], 1) for r in rs], [r.gbps for r in rs], "o-",
+                    label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_title(caller, fontsize="small")
+        ax.set_xlabel("list bound (pages)")
+        if k == 0:
+            ax.set_ylabel("GB/s")
+            ax.legend(fontsize="x-small")
+
+
+_PLOTS = {"callers": _callers, "throughput": _throughput, "memcpy": _throughput,
+          "batch-sweep": _sweep,
           "latency-budget": _sweep, "seed": _seed, "auto-choice": _auto,
-          "cat-latency": _latency, "scrape": _latency}
+          "cat-latency": _latency, "scrape": _latency, "iommu-merge": _iommu,
+          "shared-channels": _throughput}
 
 
 def plot_report(report: BenchReport, path: str) -> None:
@@ -151,7 +181,8 @@ def plot_report(report: BenchReport, path: str) -> None:
 
     draw = _PLOTS[report.experiment]
     wide = draw in (_sweep, _seed, _auto)
-    fig = Figure(figsize=(13 if wide else 8, 5), layout="constrained")
+    width = 20 if draw is _callers else 13 if wide else 8
+    fig = Figure(figsize=(width, 5), layout="constrained")
     draw(fig, report)
     fig.suptitle(f"migd bench {report.experiment} ({report.clock} clock, "
                  f"profile {report.profile})")

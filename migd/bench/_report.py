@@ -155,6 +155,15 @@ def _cat_table_rows(rows):
               f"{r.gbps:.2f}", str(r.extra["cat_reads"]), str(r.extra["files"]),
               f"{r.extra['cat_p50_ms']:.2f}", f"{r.extra['cat_p99_ms']:.2f}",
               f"{r.extra['cat_max_ms']:.2f}"] for r in rows]
+    if any(r.extra.get("readers", 1) > 1 for r in rows):
+        head.insert(3, "readers")
+        for r, line in zip(rows, lines, strict=True):
+            line.insert(3, str(r.extra["readers"]))
+    if any("scrape_p99_ms" in r.extra for r in rows):
+        head += ["scrapes", "scrape p50 ms", "scrape p99 ms"]
+        for r, line in zip(rows, lines, strict=True):
+            line += [str(r.extra["scrapes"]), f"{r.extra['scrape_p50_ms']:.2f}",
+                     f"{r.extra['scrape_p99_ms']:.2f}"]
     return head, lines
 
 

@@ -61,9 +61,14 @@ class BenchOptions:
     progress: Callable[[str], None] = lambda msg: None
     calibration: Path | None = None  # seed: directory of the calibration CSVs
     duration: float = 10.0  # cat-latency: seconds of reading, the whole run
+    readers: int = 1  # cat-latency: reader processes
+    scrape_hz: float = 0.0  # cat-latency: /metrics scrapes a second (0: none)
     budgets_us: list[int] | None = None  # latency-budget: the budgets
     variant: str = "v6"  # dcbm's iteration (--variant)
     callers: int = 1  # throughput: concurrent move_pages() callers (--callers)
+    caller_names: list[str] | None = None  # callers: which callers (default: all)
+    list_pages: list[int] | None = None  # callers: the list bounds
+    batch_copy: list[str] | None = None  # callers: gated and/or always
 
     @property
     def profile_name(self) -> str:

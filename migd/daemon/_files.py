@@ -12,6 +12,7 @@ must not.
 from __future__ import annotations
 
 from ._knobs import Int, Knob
+from ._memcg import memory_stat
 from ._system import TENANT_PID_BASE
 from ._workloads import compact_all, demote_node, move_tenant
 
@@ -30,6 +31,19 @@ def _demoting_nodes(sys):
 
 def _tenants(sys):
     return [(str(TENANT_PID_BASE + t.tid), t) for t in sys.tenants]
+
+
+def _cgroups(sys):
+    """Each tenant's cgroup directory: its name, unless that is not a usable
+    directory name (empty, ``.``, a ``/``, taken), then ``tenant<pid>``."""
+    out, seen = [], set()
+    for t in sys.tenants:
+        name = t.name
+        if not name or name in (".", "..") or "/" in name or name in seen:
+            name = f"tenant{TENANT_PID_BASE + t.tid}"
+        seen.add(name)
+        out.append((name, t))
+    return out
 
 
 async def _compact(sys, inst, value: int) -> None:
@@ -79,5 +93,9 @@ def files() -> list[Knob]:
              set=lambda s, t, v: move_tenant(s, t, v),
              parse=Int(0, lambda s, t: len(s.machine.memory.nodes) - 1, "a node index"),
              each=_tenants, slot="<pid>", family="proc"),
+        Knob("fs/cgroup/{}/memory.stat", "the tenant's cgroup as memory_stat_format() "
+             "prints it (anon, anon_thp, unevictable, pgdemote_*, pgpromote_success), then "
+             "migd's migrate_dma_busy_usec_<migrator> and migrate_copy_cpu_usec_<migrator>",
+             show=memory_stat, each=_cgroups, slot="<tenant>", family="cgroup"),
     ]
 

@@ -30,12 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..faults import FaultInjector
 from ..migrate import (
+    BATCH_COPY_MODES,
     MAX_INACCESSIBLE_US_LIMIT,
     NR_MAX_BATCHED_MIGRATION,
     NR_MAX_BATCHED_MIGRATION_LIMIT,
 )
 from ..mm import REASON_MASK_ALL, format_reason_mask
 from ..offload import MigratorEntry, Param, migrator_names, offload_migrators
+from ._callers import CALLERS
 from ._parsers import Bool, Choice, Int, Parser, Reasons
 
 if TYPE_CHECKING:
@@ -161,6 +163,46 @@ def _core() -> list[Knob]:
              config="migrator.max_inaccessible_us", default=0),
         Knob(f"{MO}/profile", "the DMA hardware profile (config dma.profile)",
              show=lambda s, i: s.profile.name),
+        Knob(f"{MO}/batch_copy", "emulator only: gated (the RFC: a batch copy only through "
+             "a registered migrator) or always (the core batch-copies every other batch, "
+             "folios_mc_copy)", get=lambda s, i: s.engine.batch_copy,
+             set=_set_engine("batch_copy"), parse=Choice(lambda: BATCH_COPY_MODES),
+             name="batch_copy", config="migrator.batch_copy", default="gated",
+             soak=BATCH_COPY_MODES),
+        Knob(f"{MO}/decline_latency_sensitive", "emulator only: 1: the migrator declines "
+             "the batches of callers whose latency_tolerant is 0 (the move loop copies them)",
+             get=lambda s, i: s.engine.decline_latency_sensitive, fmt=_bool, parse=Bool(),
+             set=_set_engine("decline_latency_sensitive"), name="decline_latency_sensitive",
+             config="migrator.decline_latency_sensitive", default=False, soak=("0", "1")),
+        *_callers(),
+    ]
+
+
+def _caller_list(sys) -> list[tuple[str, str]]:
+    return [(c, c) for c in CALLERS]
+
+
+def _callers() -> list[Knob]:
+    """``kernel/mm/migrate_offload/callers/<caller>/``: emulator-only knobs
+    (``_callers``), not the kernel's: it hard-codes each caller's list."""
+    def set_bound(sys, c, v) -> None:
+        sys.callers[c].list_pages = v
+
+    def set_hint(sys, c, v) -> None:
+        sys.callers[c].latency_tolerant = v
+    return [
+        Knob(f"{MO}/callers/{{}}/list_pages", "emulator only: the caller's list bound in "
+             "base pages (0: the kernel's: 1 folio promotion, 32 compaction and classic "
+             "reclaim, 64 MGLRU, none for move_pages and DAMON)",
+             get=lambda s, c: s.callers[c].list_pages, set=set_bound,
+             parse=Int(0, NR_MAX_BATCHED_MIGRATION_LIMIT), each=_caller_list,
+             name="callers.{}.list_pages", slot="<caller>", family="callers",
+             soak=("0", "1", "32", "512", "4096")),
+        Knob(f"{MO}/callers/{{}}/latency_tolerant", "emulator only: 1: the caller declares "
+             "itself latency-tolerant (0 for promotion and direct_compaction by default)",
+             get=lambda s, c: s.callers[c].latency_tolerant, set=set_hint, fmt=_bool,
+             parse=Bool(), each=_caller_list, name="callers.{}.latency_tolerant",
+             slot="<caller>", family="callers", soak=("0", "1")),
     ]
 
 

@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
-from ..mm import HPAGE_PMD_NR, PAGE_SIZE, PG_mlocked
+from ..mm import HPAGE_PMD_NR, PAGE_SIZE
 from ..sysfs import Attribute
+from ._snapshot import CPU_NODE, NodeUsage, ReadSnapshot
 from ._system import TENANT_PID_BASE, System
 
 K = PAGE_SIZE // 1024  # node.c's K(x): pages to kB
 LOCAL_DISTANCE, REMOTE_DISTANCE = 10, 20
-#: The node the emulated CPUs sit on (allocations there count local_node).
-CPU_NODE = 0
 
 # mm/vmstat.c vmstat_text, x86-64 Debian config (ZSMALLOC, NUMA, SWAP,
 # NUMA_BALANCING, HUGETLB_PAGE, COMPACTION, MIGRATION; no HIGHMEM, no
@@ -111,87 +108,59 @@ def bitmap_list_string(bits: set[int]) -> str:
 
 
 class NodeState:
-    """What the node files print, from the machine's arrays (one pass a read)."""
+    """What the node files print, from the System's read snapshot (``_snapshot``):
+    the node files render once per measured usage, ``proc/vmstat`` once per usage
+    and engine counts."""
 
     def __init__(self, sys: System) -> None:
         self.sys = sys
         self.mem = sys.machine.memory
+        self.reads = sys.reads
 
     def cpus(self, nid: int) -> set[int]:
         return set(range(nr_cpus())) if nid == CPU_NODE else set()
 
-    def pages(self, node) -> dict[str, int]:
-        """Page counts of one node: allocated, THP, mlocked (all tenant anon)."""
-        mem = self.mem
-        orders = mem.folio_order[node.start_pfn:node.end_pfn].astype(np.int64)
-        used = orders >= 0
-        pfns = np.arange(node.start_pfn, node.end_pfn, dtype=np.int64)
-        o = np.where(used, orders, 0)
-        heads = used & ((pfns & ((np.int64(1) << o) - 1)) == 0)
-        sizes = np.int64(1) << o[heads]
-        mlocked = (mem.flags[node.start_pfn:node.end_pfn][heads] & PG_mlocked) != 0
-        return {"used": int(used.sum()), "thp": int(sizes[sizes == HPAGE_PMD_NR].sum()),
-                "mlocked": int(sizes[mlocked].sum()), "free": node.nr_free_pages}
 
-    def numastat(self) -> np.ndarray:
-        """Per node: numa_hit, numa_miss, numa_foreign, interleave_hit,
-        local_node, other_node, as zone_statistics() counts them.  Every
-        emulated allocation asks for one node and gets it (__GFP_THISNODE, no
-        fallback), so each is a hit on that node, and local when the node is
-        the CPUs' node."""
-        alloc = self.mem.free_area.nr_allocations()
-        out = np.zeros((alloc.size, 6), dtype=np.int64)
-        out[:, 0] = alloc
-        local = np.arange(alloc.size) == CPU_NODE
-        out[local, 4] = alloc[local]
-        out[~local, 5] = alloc[~local]
-        return out
-
-    def node_vmstat(self, node, pages=None, numa=None) -> dict[str, int]:
-        p = pages or self.pages(node)
-        numa = self.numastat()[node.nid] if numa is None else numa
-        v = dict.fromkeys(ZONE_STAT_ITEMS + NUMA_STAT_ITEMS + NODE_STAT_ITEMS, 0)
-        v.update(nr_free_pages=p["free"], nr_zone_active_anon=p["used"] - p["mlocked"],
-                 nr_zone_unevictable=p["mlocked"], nr_mlock=p["mlocked"],
-                 nr_active_anon=p["used"] - p["mlocked"], nr_unevictable=p["mlocked"],
-                 nr_anon_pages=p["used"], nr_anon_transparent_hugepages=p["thp"])
-        v.update(zip(NUMA_STAT_ITEMS, (int(x) for x in numa), strict=True))
-        for k, arr in self.sys.node_vmstat.items():
-            if k in v:
-                v[k] = int(arr[node.nid])
-        for k in _IN_THP:
-            v[k] //= HPAGE_PMD_NR
-        return v
+def node_vmstat(u: NodeUsage) -> dict[str, int]:
+    """``node_read_vmstat``'s items of one node, from its measured usage."""
+    v = dict.fromkeys(ZONE_STAT_ITEMS + NUMA_STAT_ITEMS + NODE_STAT_ITEMS, 0)
+    v.update(nr_free_pages=u.free, nr_zone_active_anon=u.used - u.mlocked,
+             nr_zone_unevictable=u.mlocked, nr_mlock=u.mlocked,
+             nr_active_anon=u.used - u.mlocked, nr_unevictable=u.mlocked,
+             nr_anon_pages=u.used, nr_anon_transparent_hugepages=u.thp)
+    v.update(zip(NUMA_STAT_ITEMS, u.numastat, strict=True))
+    v.update((k, n) for k, n in u.vmstat.items() if k in v)
+    for k in _IN_THP:
+        v[k] //= HPAGE_PMD_NR
+    return v
 
 
-def show_meminfo(state: NodeState, node) -> str:
+def show_meminfo(u: NodeUsage) -> str:
     """``node_read_meminfo``: ``Node %d <label>%8lu kB`` and the hugetlb lines."""
-    p = state.pages(node)
-    active = p["used"] - p["mlocked"]
+    active = u.used - u.mlocked
     values = dict.fromkeys(MEMINFO_LABELS, 0)
     values.update({
-        "MemTotal:       ": node.nr_pages, "MemFree:        ": p["free"],
-        "MemUsed:        ": node.nr_pages - p["free"], "Active:         ": active,
-        "Active(anon):   ": active, "Unevictable:    ": p["mlocked"],
-        "Mlocked:        ": p["mlocked"], "AnonPages:      ": p["used"],
-        "AnonHugePages:  ": p["thp"]})
-    n = node.nid
+        "MemTotal:       ": u.nr_pages, "MemFree:        ": u.free,
+        "MemUsed:        ": u.nr_pages - u.free, "Active:         ": active,
+        "Active(anon):   ": active, "Unevictable:    ": u.mlocked,
+        "Mlocked:        ": u.mlocked, "AnonPages:      ": u.used,
+        "AnonHugePages:  ": u.thp})
+    n = u.nid
     lines = [f"Node {n} {label}{v * K:8d} kB" for label, v in values.items()]
     lines += [f"Node {n} {label}{0:5d}" for label in HUGETLB_LABELS]
     return "\n".join(lines)
 
 
-def show_numastat(state: NodeState, node) -> str:
+def show_numastat(u: NodeUsage) -> str:
     """``node_read_numastat``."""
     names = ("numa_hit", "numa_miss", "numa_foreign", "interleave_hit", "local_node",
              "other_node")
-    row = state.numastat()[node.nid]
-    return "\n".join(f"{k} {int(v)}" for k, v in zip(names, row, strict=True))
+    return "\n".join(f"{k} {v}" for k, v in zip(names, u.numastat, strict=True))
 
 
-def show_node_vmstat(state: NodeState, node) -> str:
+def show_node_vmstat(u: NodeUsage) -> str:
     """``node_read_vmstat``: zone, NUMA and node items; no vm events (global)."""
-    return "\n".join(f"{k} {v}" for k, v in state.node_vmstat(node).items())
+    return "\n".join(f"{k} {v}" for k, v in node_vmstat(u).items())
 
 
 def show_distance(state: NodeState, node) -> str:
@@ -200,23 +169,37 @@ def show_distance(state: NodeState, node) -> str:
                     for i in range(len(state.mem.nodes)))
 
 
-def show_vmstat(state: NodeState) -> str:
+def show_vmstat(snap: ReadSnapshot) -> str:
     """``vmstat_show`` for the items migd keeps: zone, NUMA and node items
     summed over nodes, then the migration vm events, in vmstat_text order."""
-    numa = state.numastat()
     total: dict[str, int] = {}
-    for node in state.mem.nodes:
-        for k, v in state.node_vmstat(node, numa=numa[node.nid]).items():
+    for u in snap.nodes:
+        for k, v in node_vmstat(u).items():
             total[k] = total.get(k, 0) + v
-    s = state.sys.engine.statistics()
+    s = snap.stats
     events = dict.fromkeys(MIGRATION_EVENT_ITEMS, 0)
     events.update({k: v for k, v in s.vmstat.items() if k in events})
     events["numa_pages_migrated"] = s.vmstat_by_reason.get("numa_misplaced", {}).get(
         "pgmigrate_success", 0)
-    for k, arr in state.sys.node_vmstat.items():
+    for k in snap.nodes[0].vmstat:  # the callers' counters, summed over nodes
         if k in events:
-            events[k] = int(arr.sum())
+            events[k] = sum(u.vmstat[k] for u in snap.nodes)
     return "\n".join(f"{k} {v}" for k, v in (*total.items(), *events.items()))
+
+
+def _node_file(state: NodeState, nid: int, show) -> str:
+    """A node file's text, rendered once per measured usage."""
+    u = state.reads.usage()
+    return u.render((show, nid), lambda: show(u.nodes[nid]))
+
+
+def _vmstat_file(state: NodeState) -> str:
+    """``proc/vmstat``, rendered once per usage and engine counts."""
+    snap = state.reads.snapshot()
+    s = snap.stats
+    return snap.usage.render((show_vmstat, *s.vmstat.values(),
+                              s.vmstat_by_reason.get("numa_misplaced", {}).get(
+                                  "pgmigrate_success", 0)), lambda: show_vmstat(snap))
 
 
 def show_numa_map(state: NodeState, tenant) -> str:
@@ -229,11 +212,8 @@ def show_numa_map(state: NodeState, tenant) -> str:
     Every page was written at fault-in (dirty) and is active, so ``active=``
     is left out as the kernel leaves it out when it equals the page count.
     """
-    mem = state.mem
-    present = ~tenant.migration_entry.astype(bool)
-    nids = mem.nid_of[tenant.pte_pfn[present]]
-    per_node = np.bincount(nids, minlength=len(mem.nodes))
-    pages = int(present.sum())
+    per_node = state.reads.present_per_node(tenant)
+    pages = int(per_node.sum())
     head = f"{0x7f0000000000 + (tenant.tid << 36):08x} default"
     if not pages:
         return head
@@ -245,6 +225,7 @@ def show_numa_map(state: NodeState, tenant) -> str:
 def add_node_files(add, sys: System) -> None:
     """``devices/system/node``, ``proc/vmstat`` and ``proc/<pid>/numa_maps``."""
     state = NodeState(sys)
+    sys.reads.warm_up()  # compile now, not on the first reader's thread
     nodes = sys.machine.memory.nodes
     every = set(range(len(nodes)))
     root = "devices/system/node"
@@ -257,10 +238,11 @@ def add_node_files(add, sys: System) -> None:
             lambda n=node: bitmap_string(state.cpus(n.nid), nr_cpus())))
         add(f"{base}/cpulist", Attribute(lambda n=node: bitmap_list_string(state.cpus(n.nid))))
         add(f"{base}/distance", Attribute(lambda n=node: show_distance(state, n)))
-        add(f"{base}/meminfo", Attribute(lambda n=node: show_meminfo(state, n)))
-        add(f"{base}/numastat", Attribute(lambda n=node: show_numastat(state, n)))
-        add(f"{base}/vmstat", Attribute(lambda n=node: show_node_vmstat(state, n)))
-    add("proc/vmstat", Attribute(lambda: show_vmstat(state)))
+        for name, show in (("meminfo", show_meminfo), ("numastat", show_numastat),
+                           ("vmstat", show_node_vmstat)):
+            add(f"{base}/{name}", Attribute(
+                lambda n=node.nid, show=show: _node_file(state, n, show)))
+    add("proc/vmstat", Attribute(lambda: _vmstat_file(state)))
     for t in sys.tenants:
         add(f"proc/{TENANT_PID_BASE + t.tid}/numa_maps",
             Attribute(lambda t=t: show_numa_map(state, t)))

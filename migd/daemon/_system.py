@@ -23,14 +23,19 @@ from ..migrate import MigrationEngine, MigratorError
 from ..mm import REASON_MASK_ALL, Machine, NodeSpec, TenantSpec
 from ..offload import Migrator, PrezeroPool, anon_fault, migrator_names, offload_migrators
 from ..tracing import Tracing
+from ._callers import default_callers
 from ._config import Config
 from ._knobs import apply_config
+from ._memcg import MemcgStats
+from ._snapshot import ReadSnapshots
 
 Listener = Callable[[str, dict[str, Any]], None]
 
 
 class System:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, clock: Clock | None = None) -> None:
+        """``clock``: the real clock (the daemon's), or a virtual one (``bench
+        callers`` runs the callers on the daemon's System)."""
         self.cfg = cfg
         seed = cfg.daemon["seed"]
         self.machine = Machine([
@@ -40,7 +45,7 @@ class System:
         self.tenants = [self.machine.add_tenant(TenantSpec(
             t["name"], t["size"], t["order"], t["home_node"], t["access_rate"],
             t["write_fraction"], t["mlocked"])) for t in cfg.tenants]
-        self.clock = Clock()
+        self.clock = clock or Clock()
         self.profile = get_profile(cfg.dma["profile"])
         self.faults = FaultInjector(seed)
         self.engine = MigrationEngine(self.machine, self.clock, self.profile, faults=self.faults)
@@ -70,6 +75,12 @@ class System:
         self.events: list[Listener] = []
         self.engine.subscribe_errors(self._migrator_error)
         self.rng = np.random.default_rng(seed)
+        #: The callers' emulator knobs (``_callers``): list bounds and hints.
+        self.callers = default_callers()
+        #: Tenants as cgroups: their events (``_memcg``).
+        self.memcg = MemcgStats(self.machine, len(self.tenants))
+        #: What the node files and the metrics read (see ``_snapshot``).
+        self.reads = ReadSnapshots(self)
         apply_config(self, cfg.knob_values())  # each value validated once, by the schema
 
     # -- events ----------------------------------------------------------------
@@ -85,6 +96,10 @@ class System:
                   traceback="".join(traceback.format_exception(err.error)))
 
     # -- migrators -------------------------------------------------------------
+
+    def migrator_labels(self) -> list[str]:
+        """Every migrator's name, ``none`` first (labels of per-migrator lines)."""
+        return list(migrator_names())
 
     def active_migrator(self) -> str:
         offload = self.engine.registry.active
@@ -129,6 +144,10 @@ class System:
         if f.how != "none":
             self.faults_by_how[f.how] += 1
             self.fault_cpu_seconds += f.cpu_seconds
+            order = tenant.spec.order
+            self.tracing.on_clear(f.at, self.active_migrator(), f.how,
+                                  int(self.machine.memory.nid_of[tenant.pte_pfn[vhead]]),
+                                  order, f.seconds, f.cpu_seconds)
         return f.how
 
     # -- callers' bookkeeping --------------------------------------------------------

@@ -36,9 +36,12 @@ round for promotion and demotion, so the daemon's Python stays bounded.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import trio
 
+from ..migrate import LATENCY_TOLERANT
 from ..mm import HPAGE_PMD_ORDER, MigrateMode, MigrateReason
 from ._system import System
 
@@ -67,9 +70,29 @@ def isolation_lists(nr_pages: np.ndarray, limit: int, max_folios: int = 0) -> li
     return out
 
 
-def lru_lists(nr_pages: np.ndarray, lru: str) -> list[slice]:
+@contextmanager
+def caller(sys: System, name: str):
+    """Run a caller's ``migrate_pages()`` calls under its latency hint
+    (``_callers``): the engine's ``batch_way()`` reads it."""
+    token = LATENCY_TOLERANT.set(sys.callers[name].latency_tolerant)
+    try:
+        yield sys.callers[name].list_pages
+    finally:
+        LATENCY_TOLERANT.reset(token)
+
+
+def bounded_lists(nr_pages: np.ndarray, bound: int) -> list[slice]:
+    """A caller's list cut at its ``list_pages`` knob (0: one list)."""
+    if bound:
+        return isolation_lists(nr_pages, bound)
+    return [slice(0, nr_pages.size)] if nr_pages.size else []
+
+
+def lru_lists(nr_pages: np.ndarray, lru: str, bound: int = 0) -> list[slice]:
     """The lists reclaim isolates: ``isolate_lru_folios()`` (classic) or
-    ``scan_folios()`` (MGLRU)."""
+    ``scan_folios()`` (MGLRU); ``bound``: the emulator's list bound instead."""
+    if bound:
+        return isolation_lists(nr_pages, bound)
     if lru == "mglru":
         return isolation_lists(nr_pages, MIN_LRU_BATCH, MAX_LRU_BATCH)
     return isolation_lists(nr_pages, SWAP_CLUSTER_MAX)
@@ -80,7 +103,10 @@ async def move_tenant(sys: System, tenant, nid: int, fraction: float = 1.0) -> N
     vpages = np.arange(0, tenant.nr_pages, 1 << tenant.spec.order)
     if fraction < 1.0:
         vpages = vpages[sys.rng.random(vpages.size) < fraction]
-    await sys.engine.move_pages(tenant, vpages, nid, MigrateReason.MR_SYSCALL)
+    with caller(sys, "move_pages") as bound:
+        pages = np.full(vpages.size, 1 << tenant.spec.order)
+        for sl in bounded_lists(pages, bound):  # one syscall per list under a bound
+            await sys.engine.move_pages(tenant, vpages[sl], nid, MigrateReason.MR_SYSCALL)
 
 
 async def demote_node(sys: System, nid: int, max_pages: int | None = None,
@@ -97,16 +123,19 @@ async def demote_node(sys: System, nid: int, max_pages: int | None = None,
     cold = ~sys.machine.accessed[mem.index[heads]]
     budget = max_pages if max_pages is not None else int(pages.sum())
     moved = 0
-    for sl in lru_lists(pages, lru):
-        if budget <= 0 or sys.engine.stopping:
-            break
-        demote = heads[sl][cold[sl]]  # referenced folios are rotated back
-        if demote.size == 0:
-            continue
-        r = await sys.engine.migrate_pages(demote, target, MigrateReason.MR_DEMOTION,
-                                           MigrateMode.MIGRATE_ASYNC)
-        moved += r.stats.nr_succeeded
-        budget -= int(pages[sl].sum())
+    with caller(sys, "demotion") as bound:
+        for sl in lru_lists(pages, lru, bound):
+            if budget <= 0 or sys.engine.stopping:
+                break
+            demote = heads[sl][cold[sl]]  # referenced folios are rotated back
+            if demote.size == 0:
+                continue
+            owners = sys.memcg.owners(demote)
+            r = await sys.engine.migrate_pages(demote, target, MigrateReason.MR_DEMOTION,
+                                               MigrateMode.MIGRATE_ASYNC)
+            sys.memcg.count_moved("pgdemote_kswapd", demote, owners, r.failed)
+            moved += r.stats.nr_succeeded
+            budget -= int(pages[sl].sum())
     sys.node_vmstat["pgdemote_kswapd"][nid] += moved
     return moved
 
@@ -121,18 +150,28 @@ async def promote_node(sys: System, nid: int, fraction: float,
         return
     heads = sys.folios_on(nid)
     hot = heads[sys.machine.accessed[mem.index[heads]]]
-    hot = hot[sys.rng.random(hot.size) < fraction][:max_calls]
-    for folio in hot.tolist():
-        if sys.engine.stopping:
-            return
-        r = await sys.engine.migrate_pages(np.array([folio], dtype=np.int64), uppers[0],
-                                           MigrateReason.MR_NUMA_MISPLACED,
-                                           MigrateMode.MIGRATE_ASYNC)
-        sys.node_vmstat["pgpromote_success"][uppers[0]] += r.stats.nr_succeeded
+    hot = hot[sys.rng.random(hot.size) < fraction]
+    with caller(sys, "promotion") as bound:
+        # the kernel's: one folio per hinting fault (a bound of one page)
+        for sl in isolation_lists(mem.folio_nr_pages(hot), bound or 1)[:max_calls]:
+            if sys.engine.stopping:
+                return
+            owners = sys.memcg.owners(hot[sl])
+            r = await sys.engine.migrate_pages(hot[sl], uppers[0],
+                                               MigrateReason.MR_NUMA_MISPLACED,
+                                               MigrateMode.MIGRATE_ASYNC)
+            sys.memcg.count_moved("pgpromote_success", hot[sl], owners, r.failed)
+            sys.node_vmstat["pgpromote_success"][uppers[0]] += r.stats.nr_succeeded
+
+
+#: Which caller a compaction mode is (each has its own hint and bound).
+COMPACTION_CALLER = {MigrateMode.MIGRATE_SYNC: "compaction",
+                     MigrateMode.MIGRATE_SYNC_LIGHT: "kcompactd",
+                     MigrateMode.MIGRATE_ASYNC: "direct_compaction"}
 
 
 async def compact_node(sys: System, nid: int, mode: MigrateMode, fraction: float = 1.0,
-                       order: int = -1) -> bool:
+                       order: int = -1, who: str | None = None) -> bool:
     """``compact_zone()`` of node ``nid`` in ``mode``; ``order`` -1 is
     ``compact_memory``'s whole-node compaction, else a target order.
 
@@ -150,12 +189,14 @@ async def compact_node(sys: System, nid: int, mode: MigrateMode, fraction: float
     movable = heads[~skip]
     pages = mem.folio_nr_pages(movable)
     ok = True
-    for sl in isolation_lists(pages, COMPACT_CLUSTER_MAX):
-        if sys.engine.stopping:
-            return False
-        vm["compact_isolated"][nid] += int(pages[sl].sum())
-        r = await sys.engine.migrate_pages(movable[sl], nid, MigrateReason.MR_COMPACTION, mode)
-        ok &= r.rc == 0
+    with caller(sys, who or COMPACTION_CALLER[mode]) as bound:
+        for sl in isolation_lists(pages, bound or COMPACT_CLUSTER_MAX):
+            if sys.engine.stopping:
+                return False
+            vm["compact_isolated"][nid] += int(pages[sl].sum())
+            r = await sys.engine.migrate_pages(movable[sl], nid, MigrateReason.MR_COMPACTION,
+                                               mode)
+            ok &= r.rc == 0
     if ok:
         vm["compact_success"][nid] += 1
     return ok
@@ -175,8 +216,9 @@ async def kcompactd(sys: System, nid: int, fraction: float) -> None:
 async def direct_compact(sys: System, nid: int, order: int, fraction: float = 1.0) -> None:
     """``try_to_compact_pages()``: COMPACT_PRIO_ASYNC first, then, if that did
     not succeed, COMPACT_PRIO_SYNC_LIGHT."""
-    if not await compact_node(sys, nid, MigrateMode.MIGRATE_ASYNC, fraction, order):
-        await compact_node(sys, nid, MigrateMode.MIGRATE_SYNC_LIGHT, fraction, order)
+    who = "direct_compaction"
+    if not await compact_node(sys, nid, MigrateMode.MIGRATE_ASYNC, fraction, order, who):
+        await compact_node(sys, nid, MigrateMode.MIGRATE_SYNC_LIGHT, fraction, order, who)
 
 
 async def damon_migrate(sys: System, start_pfn: int, end_pfn: int, target_nid: int,
@@ -193,12 +235,14 @@ async def damon_migrate(sys: System, start_pfn: int, end_pfn: int, target_nid: i
     nids = mem.nid_of[heads]
     cut = np.flatnonzero(np.diff(nids)) + 1
     moved = 0
-    for run in np.split(heads, cut):
-        if run.size == 0 or int(mem.nid_of[run[0]]) == target_nid or sys.engine.stopping:
-            continue
-        r = await sys.engine.migrate_pages(run, target_nid, MigrateReason.MR_DAMON,
-                                           MigrateMode.MIGRATE_ASYNC)
-        moved += r.stats.nr_succeeded
+    with caller(sys, "damon") as bound:
+        for run in np.split(heads, cut):
+            if run.size == 0 or int(mem.nid_of[run[0]]) == target_nid or sys.engine.stopping:
+                continue
+            for sl in bounded_lists(mem.folio_nr_pages(run), bound):
+                r = await sys.engine.migrate_pages(run[sl], target_nid, MigrateReason.MR_DAMON,
+                                                   MigrateMode.MIGRATE_ASYNC)
+                moved += r.stats.nr_succeeded
     return moved
 
 

@@ -16,7 +16,8 @@ from ._dmaengine import (
     slice_bounds,
 )
 from ._ring import DescRing, RangeCallback
+from ._sgmap import sg_nents
 
 __all__ = ["CH_BUSY_NS", "CH_BYTES", "CH_DESCS", "CH_LAST_DONE", "NR_CH_COLUMNS",
            "ChannelStatistics", "DescRing", "DmaChannel", "DmaDevice", "RangeCallback",
-           "folios_copy_dma", "new_ctl", "slice_bounds"]
+           "folios_copy_dma", "new_ctl", "sg_nents", "slice_bounds"]

@@ -32,6 +32,7 @@ from ..hw import Clock, DmaModel
 from ..mm import PAGE_SIZE, PhysMemory, copy_folio_prefixes, copy_folios
 from ._chanctl import new_ctl
 from ._ring import DescRing, RangeCallback
+from ._sgmap import uneven_merge
 from ._thread import CopyThread
 
 
@@ -43,6 +44,10 @@ class ChannelStatistics:
     busy_seconds: float
     #: ``chan->client_count``, what the kernel's ``class/dma/*/in_use`` prints.
     client_count: int = 0
+
+
+#: CPUs the find_channel table spreads callers over (this machine's 2).
+FIND_CHANNEL_CPUS = 2
 
 
 class DmaChannel:
@@ -112,13 +117,16 @@ class DmaChannel:
             lo = hi
             self._wakeup.set()
 
-    def account(self, descs: int, nbytes: int, seconds: float) -> None:
+    def account(self, descs: int, nbytes: int, seconds: float,
+                owners: np.ndarray | None = None, weights: np.ndarray | None = None) -> None:
         """Descriptors completed, bytes moved and busy time, booked at once by
         a copy that bypassed :meth:`run` (the virtual clock's closed form, the
-        real clock's compiled posts)."""
+        real clock's compiled posts); ``owners``: the cgroups of the folios
+        copied, charged the time in proportion to ``weights`` (their bytes)."""
         self.memcpy_count += descs
         self.bytes_transferred += nbytes
         self.busy_seconds += seconds
+        self.device.charge(seconds, owners, weights)
 
     def prepare_compiled_posts(self) -> bool:
         """The channel's task running with nothing queued or in flight, and its
@@ -219,7 +227,10 @@ class DmaChannel:
             self.ring.complete(hi - lo, status if clean else status[lo:hi],
                                residue if clean else residue[lo:hi])
             self._ring_space.set()
-        self.busy_seconds += trio.current_time() - start
+        busy = trio.current_time() - start
+        self.busy_seconds += busy
+        if n:
+            dev.charge(busy, dev.memory.mem_map["mapping"][src], nbytes)
         while n < total and generation == self._generation:
             # a hung descriptor holds the channel until it is terminated
             self._wakeup = trio.Event()
@@ -244,6 +255,35 @@ class DmaDevice:
         #: report it (``DmaModel.reports_errors`` False): their folios were
         #: marked copied; only the integrity check can find them.
         self.unreported_errors = 0
+        #: Batches whose source and destination mapped to different ``nents``
+        #: (``map_sgtables``): the IOMMU merged them unevenly.
+        self.sg_mismatches = 0
+        self._cpu = -1  # the last requesting CPU (find_channel)
+        #: Busy seconds charged per cgroup: index ``owner + 1`` (0: no owner).
+        self._owner_busy = np.zeros(1)
+
+    def charge(self, seconds: float, owners: np.ndarray | None,
+               weights: np.ndarray | None) -> None:
+        """Charge ``seconds`` of channel time to the cgroups ``owners`` of the
+        folios copied (``folio_memcg()``: the tenant, -1 for none), split by
+        ``weights`` (their bytes); unattributed without owners."""
+        if owners is None or not len(owners) or seconds <= 0:
+            self._owner_busy[0] += max(seconds, 0.0)
+            return
+        idx = np.asarray(owners, dtype=np.int64) + 1
+        w = np.asarray(weights, dtype=np.float64)
+        total = float(w.sum())
+        w = w / total if total > 0 else np.full(idx.size, 1.0 / idx.size)
+        add = np.bincount(idx, weights=w * seconds)
+        if add.size > self._owner_busy.size:
+            self._owner_busy = np.concatenate(
+                [self._owner_busy, np.zeros(add.size - self._owner_busy.size)])
+        self._owner_busy[:add.size] += add
+
+    def busy_by_owner(self, owner: int) -> float:
+        """Channel seconds charged to cgroup ``owner`` (-1: unattributed)."""
+        i = owner + 1
+        return float(self._owner_busy[i]) if i < self._owner_busy.size else 0.0
 
     async def run(self) -> None:
         """Run every channel's worker until cancelled."""
@@ -259,11 +299,20 @@ class DmaDevice:
         ones in order, possibly fewer than ``count`` while another batch
         holds some, and OSError EBUSY is raised when none is free (the batch
         is refused, as the RFC's DMA migrator refuses it).
-        Shared channels (``native``, SDXI) are always granted.
+        Shared channels (``native``) are always granted.  On an engine
+        without DMA_PRIVATE (SDXI, ``model.find_channel``) the client takes
+        what ``dma_find_channel()`` gives: one channel, the calling CPU's,
+        shared with every other client (never EBUSY, never claimed).
         """
         if self.faults["fail_dma_busy"].should_fail():
             raise OSError(errno.EBUSY, "no DMA channel available (injected)")
-        if not self.model.exclusive:
+        if self.model.find_channel:
+            # dma_find_channel(DMA_MEMCPY): the calling CPU's entry of the
+            # channel table (dma_channel_rebalance() spreads the CPUs over the
+            # channels); callers come from CPUs in turn.  One channel, shared.
+            self._cpu = (self._cpu + 1) % FIND_CHANNEL_CPUS
+            chans = [self.channels[self._cpu % len(self.channels)]]
+        elif not self.model.exclusive:
             chans = self.channels[:count]
         else:
             chans = [c for c in self.channels if not c.client_count][:count]
@@ -272,6 +321,18 @@ class DmaDevice:
         for c in chans:
             c.client_count += 1
         return chans
+
+    def map_sgtables(self, src: np.ndarray, dst: np.ndarray, order: np.ndarray) -> bool:
+        """``dma_map_sgtable()`` of both sides of a batch (``_sgmap``): False
+        when they came back with different ``nents`` (counted in
+        ``sg_mismatches``), which ``fail_iommu_merge`` forces."""
+        even = True
+        if self.faults["fail_iommu_merge"].should_fail():
+            even = False
+        elif self.model.iommu:
+            even = not uneven_merge(src, dst, order, self.model.max_seg_bytes // PAGE_SIZE)
+        self.sg_mismatches += not even
+        return even
 
     def release_channels(self, chans: list[DmaChannel]) -> None:
         """``dma_release_channel()``."""

@@ -147,6 +147,16 @@ class DmaModel:
     #: ``dmaengine_desc_callback_invoke()`` turns into DMA_TRANS_NOERROR, so a
     #: failed descriptor looks copied to its client.
     reports_errors: bool = True
+    #: The engine maps through an IOMMU, whose ``dma_map_sgtable()`` merges
+    #: physically contiguous entries up to ``max_seg_bytes``
+    #: (``dma_get_max_seg_size()``): source and destination may come back
+    #: with different ``nents`` (``dma._sgmap``).  False for ``native``.
+    iommu: bool = False
+    max_seg_bytes: int = 65536
+    #: Channels come from ``dma_find_channel()`` (dmaengine.c): the calling
+    #: CPU's channel of the DMA_MEMCPY table, shared by every client, never
+    #: claimed (SDXI has no DMA_PRIVATE).  False: ``dma_request_chan_by_mask()``.
+    find_channel: bool = False
     #: The IOMMU's table walker, shared by every busy channel of the device:
     #: each 4 KiB page below PMD size waits this long per other busy channel.
     iommu_walk_us: float = 0.0

@@ -1,7 +1,8 @@
 """Prometheus metrics: a collector that translates the core's snapshots.
 
-No second set of books: at each scrape the collector reads the engine's
-``statistics()`` (safe from the HTTP thread), the DMA channels', tenants' and
+No second set of books: at each scrape the collector reads the System's read
+snapshot (the engine's ``statistics()`` and the nodes' usage, the one the
+tree's node files print; safe from the HTTP thread), the DMA channels', tenants' and
 callers' counters, and renders them with Prometheus names (``migd_`` prefix,
 ``_total`` counters, base units) and low-cardinality labels.  Every counter
 comes from a monotonic count in the core, so none goes backwards — a reset of
@@ -52,7 +53,8 @@ class MigdCollector:
 
     def collect(self):
         sys = self.sys
-        s = sys.engine.statistics()
+        snap = sys.reads.snapshot()  # the tree's node files read the same snapshot
+        s = snap.stats
         mig = sys.active_migrator()
         info = InfoMetricFamily("migd_migrator", "The active migrator (none: CPU default).")
         info.add_metric([], {"migrator": mig, "profile": sys.profile.name})
@@ -116,7 +118,7 @@ class MigdCollector:
                          s.inaccessible_seconds)
         yield from self._migrator_params()
         yield from self._dma()
-        yield from self._nodes()
+        yield from self._nodes(snap.nodes)
         yield from self._tenants()
         yield from self._clears()
         c = CounterMetricFamily("migd_faults_injected", "Injected faults, by fault point.",
@@ -199,23 +201,22 @@ class MigdCollector:
         c.add_metric([f"dma{dev.dev_id}"], dev.batches_refused)
         yield c
 
-    def _nodes(self):
-        mem = self.sys.machine.memory
+    def _nodes(self, nodes):
         cap = GaugeMetricFamily("migd_node_capacity_bytes", "Node memory.", labels=["node"])
         used = GaugeMetricFamily("migd_node_used_bytes", "Node memory in use.", labels=["node"])
-        for n in mem.nodes:
+        for n in nodes:
             cap.add_metric([str(n.nid)], n.nr_pages * PAGE_SIZE)
-            used.add_metric([str(n.nid)], (n.nr_pages - n.nr_free_pages) * PAGE_SIZE)
+            used.add_metric([str(n.nid)], (n.nr_pages - n.free) * PAGE_SIZE)
         yield cap
         yield used
-        for item, per_node in self.sys.node_vmstat.items():
+        for item in nodes[0].vmstat:
             unit = "pages" if item.startswith("pg") else "folios"
             if item == "compact_success":
                 unit = "runs"
             c = CounterMetricFamily(f"migd_{item}_{unit}", f"Node vmstat {item}.",
                                     labels=["node"])
-            for n in mem.nodes:
-                c.add_metric([str(n.nid)], int(per_node[n.nid]))
+            for n in nodes:
+                c.add_metric([str(n.nid)], n.vmstat[item])
             yield c
 
     def _tenants(self):
@@ -230,3 +231,30 @@ class MigdCollector:
             stalls.add_metric([t.name], st.stalls)
         yield secs
         yield stalls
+        yield from self._cgroups()
+
+    def _cgroups(self):
+        """The tenants' cgroups (``fs/cgroup/<tenant>/memory.stat``'s figures):
+        DMA channel and CPU copy time charged to each tenant's folios, by
+        migrator, and its tiering events."""
+        sys = self.sys
+        if not hasattr(sys, "memcg"):
+            return
+        dma = CounterMetricFamily("migd_cgroup_dma_busy_seconds", "DMA channel time charged "
+                                  "to the tenant's folios, by migrator.",
+                                  labels=["tenant", "migrator"])
+        cpu = CounterMetricFamily("migd_cgroup_copy_cpu_seconds", "CPU copy time spent on "
+                                  "the tenant's folios, by migrator.",
+                                  labels=["tenant", "migrator"])
+        ev = CounterMetricFamily("migd_cgroup_events", "memory.stat tiering events "
+                                 "(base pages), by item.", labels=["tenant", "item"])
+        by_owner = sys.engine.statistics().cpu_copy_seconds_by_owner
+        for t in sys.tenants:
+            dma.add_metric([t.name, "dcbm"], sys.dma.busy_by_owner(t.tid))
+            for who in sys.migrator_labels():
+                cpu.add_metric([t.name, who], by_owner.get((who, t.tid), 0.0))
+            for item, counts in sys.memcg.events.items():
+                ev.add_metric([t.name, item], int(counts[t.tid]))
+        yield dma
+        yield cpu
+        yield ev

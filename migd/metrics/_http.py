@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from .._version import migd_version
+from ..sysfs import raise_thread_priority
 from ._collector import MigdCollector
 from ._pool import MAX_PENDING, TIMEOUT, WORKERS, HeadHandler, PooledServer
 
@@ -81,6 +82,10 @@ def serve_metrics(system, address: str, *, workers: int = WORKERS, timeout: floa
     # describe() names nothing (no scrape at registration): name[] must still see it
     registry = CollectorRegistry(auto_describe=False, support_collectors_without_names=True)
     registry.register(MigdCollector(system, migd_version()))
+    # Its threads answer readers as the tree's do: at the tree's priority, so a
+    # scrape is not queued behind the copy threads (at nice 0, p50 37 ms and p99
+    # 200-250 ms while 16 tree readers and migration ran; -20: 29 and 95-120 ms).
     server = PooledServer(parse_address(address), _handler(registry), workers=workers,
-                          timeout=timeout, max_pending=max_pending)
+                          timeout=timeout, max_pending=max_pending,
+                          thread_init=raise_thread_priority)
     return server, server.server_address[1]

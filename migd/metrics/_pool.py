@@ -24,6 +24,7 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 
 #: Worker threads: scrapes are serial per Prometheus and a collect takes milliseconds.
@@ -68,8 +69,12 @@ class PooledServer:
 
     def __init__(self, address: tuple[str, int], handler: type[HeadHandler], *,
                  workers: int = WORKERS, timeout: float = TIMEOUT,
-                 max_pending: int = MAX_PENDING, name: str = "migd-metrics") -> None:
+                 max_pending: int = MAX_PENDING, name: str = "migd-metrics",
+                 thread_init: Callable[[], None] | None = None) -> None:
+        """``thread_init`` runs first in each of the server's threads (the
+        daemon raises their priority there, as the tree's)."""
         host, port = address
+        self._thread_init = thread_init or (lambda: None)
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         self.socket = socket.create_server((host, port), family=family, backlog=128)
         self.socket.setblocking(False)
@@ -111,6 +116,7 @@ class PooledServer:
         self._wake_w.close()
 
     def _accept_loop(self) -> None:
+        self._thread_init()
         try:
             while not self._stop.is_set():
                 wait = None
@@ -178,6 +184,7 @@ class PooledServer:
         conn.close()
 
     def _work(self) -> None:
+        self._thread_init()
         while (item := self._queue.get()) is not None:
             conn, head, addr = item
             try:

@@ -25,13 +25,14 @@ from ._stats import (
     MigratorError,
 )
 from ._warmup import compile_cache, warm_up
-from ._way import ALL_PATHS, Copier, Path, Way
+from ._way import ALL_PATHS, BATCH_COPY_MODES, LATENCY_TOLERANT, Copier, Path, Way
 
 __all__ = [
     "MAX_INACCESSIBLE_US_LIMIT", "BudgetStatistics",
     "NR_MAX_BATCHED_MIGRATION", "NR_MAX_BATCHED_MIGRATION_LIMIT", "NR_MAX_MIGRATE_ASYNC_RETRY",
     "NR_MAX_MIGRATE_PAGES_RETRY", "NR_MAX_MIGRATE_SYNC_RETRY", "VMSTAT_ITEMS", "BatchRecord",
-    "BatchRecords", "compile_cache", "warm_up", "ALL_PATHS", "Copier", "Path", "Way",
+    "BatchRecords", "compile_cache", "warm_up", "ALL_PATHS", "BATCH_COPY_MODES", "LATENCY_TOLERANT",
+    "Copier", "Path", "Way",
     "EngineStatistics", "HistogramSnapshot", "MigrateCall", "MigrateResult", "MigrateStats",
     "MigrationEngine", "MigratorError", "MIGRATOR_ERROR",
 ]

@@ -70,7 +70,7 @@ async def batch_copy(engine, ctx, src: np.ndarray, dst: np.ndarray,
         src, dst = src[eligible], dst[eligible]
     if src.size == 0 or engine.stopping:
         return NOT_OFFLOADED  # shutting down: the move loop copies on the CPU
-    migrator = offload.migrator
+    migrator = way.copy_migrator or offload.migrator
     closed = way.path is Path.CLOSED_FORM and still_alone(engine)  # still, after the flush?
     batch = CopyBatch(mem, src, dst, mem.folio_order[src], engine.clock, engine.profile,
                       closed)
@@ -88,7 +88,7 @@ async def batch_copy(engine, ctx, src: np.ndarray, dst: np.ndarray,
                 seconds = trio.current_time() - t0 if virtual else time.perf_counter() - w0
                 engine.books.add_cpu_seconds(
                     migrator.name, seconds * cpu_threads_busy(migrator.cpu_threads, virtual),
-                    ctx.stats)
+                    ctx.stats, mem.mem_map["mapping"][src], mem.folio_nr_pages(src))
         except Exception as exc:
             mem.flags[src] &= np.invert(mem.flags.dtype.type(FOLIO_CONTENT_COPIED))  # untrusted
             engine.books.migrator_error(

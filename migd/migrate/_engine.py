@@ -107,6 +107,11 @@ class MigrationEngine:
         #: The paths a batch may take (``_way.batch_way``); a test narrows it
         #: to run the same lists every way.
         self.paths: frozenset[Path] = ALL_PATHS
+        #: ``kernel/mm/migrate_offload/batch_copy`` (``_way.BATCH_COPY_MODES``).
+        self.batch_copy = "gated"
+        #: ``kernel/mm/migrate_offload/decline_latency_sensitive``: the active
+        #: migrator declines the batches of latency-sensitive callers.
+        self.decline_latency_sensitive = False
 
     # -- knobs ------------------------------------------------------------------
 

@@ -92,10 +92,12 @@ class FastPath:
         finally:
             rows = self._rows[:nr_batches]
             if way.dma is not None:  # the channels are released, whatever happened
+                moved = dst[start:j]  # the migrated folios' cgroups, charged the time
                 dma.book_and_release(rows[:, _k.NR_FOLIOS], rows[:, _k.NR_CHAN],
-                                     rows[:, _k.NR_FAILED])
+                                     rows[:, _k.NR_FAILED], mem.mem_map["mapping"][moved],
+                                     mem.folio_nr_pages(moved))
         if nr_batches:
-            self._record(ctx, rows, offset, way, times[:, start:j])
+            self._record(ctx, rows, offset, way, times[:, start:j], dst[start:j])
             if way.choice is not None:
                 self.way_done(ctx.offload.migrator, way.choice,
                               float((rows[:, _k.T_END] - rows[:, _k.T_ENTRY]).sum()) * 1e-9,
@@ -103,7 +105,7 @@ class FastPath:
         return int(j)
 
     def _record(self, ctx, rows: np.ndarray, offset: float, way: Way,
-                times: np.ndarray) -> None:
+                times: np.ndarray, moved: np.ndarray) -> None:
         """Books and records of the batches the fast path ran: each a batch of
         many folios, which the kernel runs MIGRATE_ASYNC whatever the call's
         mode (``migrate_pages_sync()`` tries the batch async first)."""
@@ -122,11 +124,14 @@ class FastPath:
         # the move loop's copies (vanilla's, a timed-out DMA batch's), the
         # copies alone; a DMA batch copy is the channels', no CPU's
         move_copy = int(rows[:, _k.MOVE_COPY_NS].sum())
+        mem = self._engine.memory
+        owners, sizes = mem.mem_map["mapping"][moved], mem.folio_nr_pages(moved)
         if move_copy:
-            books.add_cpu_seconds(CpuMigrator.name, move_copy * 1e-9, st)
+            books.add_cpu_seconds(CpuMigrator.name, move_copy * 1e-9, st, owners, sizes)
         if way.threads > 0:
             copy = float((t[:, _k.T_COPIED] - t[:, _k.T_UNMAPPED]).sum())
-            books.add_cpu_seconds(name, copy * cpu_threads_busy(way.threads, False), st)
+            books.add_cpu_seconds(name, copy * cpu_threads_busy(way.threads, False), st,
+                                  owners, sizes)
         cause, fallback = None, np.zeros(len(rows), dtype=np.int64)
         if way.declined:
             cause, fallback = "EOPNOTSUPP", nr_folios

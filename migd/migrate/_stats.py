@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -237,6 +237,9 @@ class EngineStatistics:
     pages_attempted: int = 0
     pages_untried: int = 0
     pages_in_flight: int = 0
+    #: (migrator, owner) -> the CPU copy seconds spent on the folios of
+    #: cgroup ``owner`` (the tenant; -1: none): ``memory.stat``'s copy line.
+    cpu_copy_seconds_by_owner: dict[tuple[str, int], float] = field(default_factory=dict)
 
 
 #: The fallback cause of a batch whose migrator raised (a bug, not an errno).
@@ -274,6 +277,7 @@ class EngineBooks:
         self.fallbacks: dict[str, int] = {}
         self.migrator_errors: dict[str, int] = {}
         self.cpu_copy_seconds: dict[str, float] = {}
+        self.cpu_by_owner: dict[tuple[str, int], float] = {}
         self.h_batch_pages = Histogram(PAGES_BUCKETS)
         self.h_first_folio = Histogram(SECONDS_BUCKETS)
         self.h_inaccessible = Histogram(SECONDS_BUCKETS)
@@ -309,11 +313,28 @@ class EngineBooks:
         self._add(self.folios, (migrator, reason, ok), nr_folios)
         self._add(self.bytes, (migrator, reason, ok), nr_pages * PAGE_SIZE)
 
-    def add_cpu_seconds(self, who: str, seconds: float, stats: MigrateStats) -> None:
+    def add_cpu_seconds(self, who: str, seconds: float, stats: MigrateStats,
+                        owners: np.ndarray | None = None,
+                        weights: np.ndarray | None = None) -> None:
         """``seconds`` of CPU copying by ``who`` (a migrator, or ``none`` for the
-        move loop's copies), within the call whose stats are ``stats``."""
+        move loop's copies), within the call whose stats are ``stats``;
+        charged to the cgroups ``owners`` of the folios copied in proportion
+        to ``weights`` (their bytes or modelled copy times)."""
         self._add(self.cpu_copy_seconds, who, seconds)
         stats.cpu_copy_seconds += seconds
+        if seconds <= 0:
+            return
+        if owners is None or not len(owners):
+            self._add(self.cpu_by_owner, (who, -1), seconds)
+            return
+        w = np.asarray(weights, dtype=np.float64)
+        total = float(w.sum())
+        if total <= 0:
+            w, total = np.ones(len(owners)), float(len(owners))
+        uniq, inv = np.unique(np.asarray(owners, dtype=np.int64), return_inverse=True)
+        shares = np.bincount(inv, weights=w) * (seconds / total)
+        for o, sec in zip(uniq.tolist(), shares.tolist(), strict=True):
+            self._add(self.cpu_by_owner, (who, o), sec)
 
     def add_fallback(self, cause: str, nr_folios: int) -> None:
         self._add(self.fallbacks, cause, nr_folios)
@@ -377,4 +398,5 @@ class EngineBooks:
             pages_attempted=self.pages_attempted,
             pages_untried=self.pages_untried,
             pages_in_flight=self.pages_in_flight,
+            cpu_copy_seconds_by_owner=dict(self.cpu_by_owner),
         )

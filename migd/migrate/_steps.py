@@ -182,8 +182,10 @@ async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
         all_costs = eng.profile.cpu.move_seconds(orders, ctx.pos) + all_copy
         closed = ctx.way is not None and ctx.way.path is Path.CLOSED_FORM
         if closed and len(parts) == 2 and unobserved(eng, float(all_costs.sum())):
+            owners = mem.mem_map["mapping"][mv.src]
             for part in parts:  # the two parts' books, added as the step path adds them
-                books.add_cpu_seconds(VANILLA, float(all_copy[part].sum()), ctx.stats)
+                books.add_cpu_seconds(VANILLA, float(all_copy[part].sum()), ctx.stats,
+                                      owners[part], all_copy[part])
             t0 = trio.current_time()
             t_first = t0 + all_costs[:1]
             times = [t_first, t_first[0] + np.cumsum(all_costs[1:])]
@@ -194,7 +196,8 @@ async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
         costs = None
         if all_costs is not None:  # charge before remapping: the time passes, then
             costs = all_costs[part]  # the PTEs change
-            books.add_cpu_seconds(VANILLA, float(all_copy[part].sum()), ctx.stats)
+            books.add_cpu_seconds(VANILLA, float(all_copy[part].sum()), ctx.stats,
+                                  mem.mem_map["mapping"][s], all_copy[part])
             t0 = trio.current_time()
             await eng.clock.spend(float(costs.sum()))
         offset = trio.current_time() - time.perf_counter()
@@ -203,7 +206,8 @@ async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
         nr_pages, nr_thp, nr_copied, copy_ns = _k.migrate_folio_move_batch(
             *eng.kernel_state, mem.arena_base, mem.page_bytes, s, d, copied, t_ns)
         if nr_copied and not virtual:  # the copies alone, not the remaps around them
-            books.add_cpu_seconds(VANILLA, copy_ns * 1e-9, ctx.stats)
+            books.add_cpu_seconds(VANILLA, copy_ns * 1e-9, ctx.stats, mem.mem_map["mapping"][
+                d[copied]], mem.folio_nr_pages(d[copied]))
         eng.machine.wake_remapped()
         if costs is not None:
             times.append(t0 + np.cumsum(costs))

@@ -21,6 +21,16 @@ CPU/offload choice is made here too.  Everything downstream reads the
 a sentinel thread count and a ``closed`` flag threaded through the files, and
 books that disagreed on who copied a batch).
 
+Two emulator-only knobs of the RFC's open questions are read here too:
+``batch_copy`` (``gated``, the RFC: a batch copy only when
+``migrate_should_offload()`` holds; ``always``: every batch no migrator takes
+is batch-copied by the core's ``folios_mc_copy()`` on the calling CPU, books
+``none``), and ``decline_latency_sensitive`` (the migrator declines the
+batches of a caller that declared itself latency-sensitive, :data:`LATENCY_TOLERANT`,
+which the caller sets around its ``migrate_pages()`` calls: a context
+variable, so concurrent callers' hints never mix and ``do_pages_move()``
+needs no new argument).
+
 Two things stay dynamic because they are facts of the run, not choices: a
 compiled batch whose first folio will not unmap at once is left to the general
 path (``_kernels.migrate_folio_unmap_clean`` undoes it), and a closed-form
@@ -30,12 +40,13 @@ batch that another task could observe (``still_alone``) is run step by step.
 from __future__ import annotations
 
 import enum
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..mm import MigrateReason
-from ..offload import CompiledCopy, CpuMigrator, Offload
+from ..offload import FOLIOS_MC_COPY, CompiledCopy, CpuMigrator, Migrator, Offload
 from . import _kernels as _k
 
 
@@ -53,6 +64,14 @@ class Copier(enum.Enum):
 
 #: Every path: what an engine may take unless a test narrows it.
 ALL_PATHS = frozenset(Path)
+
+#: ``kernel/mm/migrate_offload/batch_copy``: ``gated`` (the RFC, the default)
+#: or ``always`` (the core batch-copies what no migrator takes).
+BATCH_COPY_MODES = ("gated", "always")
+
+#: The calling caller's hint: True (latency-tolerant, the default) or False.
+#: Set with ``LATENCY_TOLERANT.set()`` by a caller around its calls.
+LATENCY_TOLERANT: ContextVar[bool] = ContextVar("migd_latency_tolerant", default=True)
 
 
 def should_offload(offload: Offload, reason: MigrateReason) -> bool:
@@ -77,6 +96,9 @@ class Way:
     threads: int = 0
     #: COMPILED and OFFLOAD: the migrator's compiled copy.
     dma: CompiledCopy | None = None
+    #: Whose ``migrate_offc()`` copies the batch when it is not the active
+    #: migrator's: the core's ``folios_mc_copy()`` under ``batch_copy = always``.
+    copy_migrator: Migrator | None = None
 
     @property
     def taken(self) -> bool:
@@ -97,7 +119,8 @@ class Way:
         stop): the move loop copies it, in the vanilla kernel's books."""
         if self.copier is Copier.VANILLA:
             return self
-        return replace(self, copier=Copier.VANILLA, name=CpuMigrator.name, threads=0, dma=None)
+        return replace(self, copier=Copier.VANILLA, name=CpuMigrator.name, threads=0, dma=None,
+                       copy_migrator=None)
 
 
 def still_alone(eng) -> bool:
@@ -113,18 +136,23 @@ def batch_way(eng, offload: Offload, reason: MigrateReason, cum: np.ndarray, i: 
     page count, ``bound``: its batch bound)."""
     migrator = offload.migrator
     taken = should_offload(offload, reason)
+    if taken and eng.decline_latency_sensitive and not LATENCY_TOLERANT.get():
+        taken = False  # the migrator declines a latency-sensitive caller's batch
     choice = None
     if taken and migrator.auto:
         j = int(_k.batch_end(cum, i, bound, True))
         done = int(cum[i - 1]) if i else 0
         choice = eng.fast.choose(migrator, j - i, int(cum[j - 1]) - done)
         taken = bool(choice[1])
-    if not taken:
+    core = None
+    if not taken and choice is None and eng.batch_copy == "always":
+        copier, name, core = Copier.CPU_BATCH, CpuMigrator.name, FOLIOS_MC_COPY
+    elif not taken:
         copier, name = Copier.VANILLA, CpuMigrator.name
     else:
         copier = Copier.CPU_BATCH if migrator.cpu_threads else Copier.OFFLOAD
         name = migrator.name
-    threads = migrator.cpu_threads if copier is Copier.CPU_BATCH else 0
+    threads = (core or migrator).cpu_threads if copier is Copier.CPU_BATCH else 0
     path, dma = Path.GENERAL, None
     if eng.clock.virtual:
         if still_alone(eng):
@@ -138,4 +166,4 @@ def batch_way(eng, offload: Offload, reason: MigrateReason, cum: np.ndarray, i: 
             path = Path.COMPILED
     if path not in eng.paths:
         path, dma = Path.GENERAL, None
-    return Way(path, copier, name, choice, threads, dma)
+    return Way(path, copier, name, choice, threads, dma, core)

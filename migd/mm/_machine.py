@@ -142,7 +142,9 @@ class Machine:
     def replaceable(self, tenant: Tenant, vhead: int) -> int:
         """The head pfn of the folio mapping ``vhead``, when the region may be
         freed and faulted again now (mapped, not under migration, locked or
-        isolated, whole: a folio of the tenant's order), else -1."""
+        isolated, whole: a folio of the tenant's order, and no reference but
+        its own and its mapping's: a pinned folio outlives its munmap() in the kernel, so
+        migd leaves such a region alone), else -1."""
         mem = self.memory
         order = tenant.spec.order
         v = slice(vhead, vhead + (1 << order))
@@ -152,6 +154,8 @@ class Machine:
         if pfn < 0 or int(mem.folio_order[pfn]) != order:
             return -1
         if mem.flags[pfn] & (PG_locked | PG_isolated) or mem.mapcount[pfn] != 1:
+            return -1
+        if mem.refcount[pfn] != 1 + mem.mapcount[pfn]:  # pinned (pin_user_pages) or held
             return -1
         return pfn
 
@@ -173,7 +177,7 @@ class Machine:
         tenant.version[vhead:vhead + n] = ZERO_VERSION
         tenant.accessed[vhead:vhead + n] = False
         mem.mapcount[old] = 0
-        mem.refcount[old] = 0
+        mem.refcount[old] = 0  # its own and its mapping's, the only ones (replaceable())
         mem.folio_put(np.array([old], dtype=np.int64))
 
     # -- tenant accesses ------------------------------------------------------------

@@ -55,13 +55,15 @@ class DcbmCompiledCopy(CompiledCopy):
         self.chans = self.migrator.device.request_channels(self.ctl.shape[0])
 
     def book_and_release(self, nr_folios: np.ndarray, nr_chan: np.ndarray,
-                         nr_failed: np.ndarray) -> None:
+                         nr_failed: np.ndarray, owners: np.ndarray | None = None,
+                         weights: np.ndarray | None = None) -> None:
         """Book what the channels and dcbm would have booked; release the channels."""
         mig = self.migrator
         mig.device.release_channels(self.chans)
         st = self.stats
         for c, ch in enumerate(self.chans):
-            ch.account(int(st[c, CH_DESCS]), int(st[c, CH_BYTES]), int(st[c, CH_BUSY_NS]) * 1e-9)
+            ch.account(int(st[c, CH_DESCS]), int(st[c, CH_BYTES]), int(st[c, CH_BUSY_NS]) * 1e-9,
+                       owners, weights)
         self.chans = []
         if not nr_folios.size:
             return

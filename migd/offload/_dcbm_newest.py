@@ -153,6 +153,8 @@ def _transactions(n: int, elems: int) -> int:
 async def copy_folios(mig, batch: CopyBatch) -> int:
     """``folios_copy_dma()`` of the newest iteration; returns 0 or -errno."""
     nr = batch.nr_folios
+    if not mig.device.map_sgtables(batch.src, batch.dst, batch.orders):
+        return -errno.EINVAL  # src.nents != dst.nents (dma._sgmap): the CPU copies it
     pool: NewestChannels = mig.channels
     want = min(mig.nr_dma_chan, nr, MAX_DMA_CHANNELS)
     # Prefer the device closest to where the copies are written.
@@ -271,9 +273,10 @@ async def _copy_closed_form(mig, batch: CopyBatch, chans: list[DmaChannel],
     mem.flags[batch.src] |= FOLIO_CONTENT_COPIED
     nbytes = PAGE_SIZE * np.cumsum(np.left_shift(1, batch.orders.astype(np.int64)))
     sent = np.diff(nbytes[bounds[:, 1] - 1], prepend=0).tolist()
+    owners, sizes = mem.mem_map["mapping"][batch.src], np.diff(nbytes, prepend=0)
     for c, (lo, hi), nb, b in zip(chans, bounds.tolist(), sent, (t_end - t_submit).tolist(),
                                   strict=True):
-        c.account(hi - lo, nb, b)
+        c.account(hi - lo, nb, b, owners[lo:hi], sizes[lo:hi])  # the tenants' cgroups
     mig.completion_order = np.argsort(t_done, kind="stable").tolist()
     mig.closed_form_batches += 1
     return True

@@ -68,8 +68,10 @@ async def copy_closed_form(migrator, batch: CopyBatch, chans: list[DmaChannel]
     nbytes = PAGE_SIZE * np.cumsum(np.left_shift(1, batch.orders.astype(np.int64)))
     sent = np.diff(nbytes[bounds[:, 1] - 1], prepend=0).tolist()
     busy = (t_end - t_submit).tolist()
+    owners = batch.memory.mem_map["mapping"][batch.src]
+    sizes = np.diff(nbytes, prepend=0)
     for c, (lo, hi), nb, b in zip(chans, bounds.tolist(), sent, busy, strict=True):
-        c.account(hi - lo, nb, b)
+        c.account(hi - lo, nb, b, owners[lo:hi], sizes[lo:hi])
     migrator.completion_order = np.argsort(t_done, kind="stable").tolist()
     migrator.closed_form_batches += 1
     return 0

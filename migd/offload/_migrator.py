@@ -76,9 +76,12 @@ class CompiledCopy:
         """Take the channels for the compiled call."""
 
     def book_and_release(self, nr_folios: np.ndarray, nr_chan: np.ndarray,
-                         nr_failed: np.ndarray) -> None:
+                         nr_failed: np.ndarray, owners: np.ndarray | None = None,
+                         weights: np.ndarray | None = None) -> None:
         """Book the batches the fast path ran (per batch: folios, channels
-        claimed, folios a timed-out copy left to the CPU); release the channels."""
+        claimed, folios a timed-out copy left to the CPU); release the channels.
+        ``owners``/``weights``: the cgroups and bytes of the folios the call
+        migrated, whom the channels' time is charged to."""
 
 
 #: The compiled call's DMA arguments when its batch copy is not on DMA channels.

@@ -176,6 +176,7 @@ class Fault:
     how: str  # pool | dma | cpu | none (no memory, or the region is busy)
     seconds: float = 0.0
     cpu_seconds: float = 0.0
+    at: float = 0.0  # when the zeroed folio was mapped (trio's clock)
 
 
 async def anon_fault(machine: Machine, tenant: Tenant, vhead: int, registry: OffloadRegistry,
@@ -215,4 +216,5 @@ async def anon_fault(machine: Machine, tenant: Tenant, vhead: int, registry: Off
             mem.folio_put(np.array([new], dtype=np.int64))
         return Fault("none")
     machine.map_cleared(tenant, vhead, old, new)
-    return Fault(how, trio.current_time() - t0, cpu)
+    now = trio.current_time()
+    return Fault(how, now - t0, cpu, now)

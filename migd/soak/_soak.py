@@ -104,6 +104,10 @@ class SoakSummary:
     fallbacks: dict[str, int] = field(default_factory=dict)
     migrated_bytes: int = 0
     migrated_pages_by_reason: dict[str, int] = field(default_factory=dict)
+    #: Faults that mapped a zeroed folio, by how (dma, cpu, pool); every such
+    #: page is checked to read zero until written.
+    cleared_by_how: dict[str, int] = field(default_factory=dict)
+    prezero_pool_hits: int = 0
     knob_writes: int = 0
     knob_errors: dict[str, int] = field(default_factory=dict)
     checks: int = 0
@@ -270,6 +274,8 @@ async def _soak(opts: SoakOptions, summary: SoakSummary,
     summary.migrated_pages_by_reason = {
         r: d["pgmigrate_success"] for r, d in s.vmstat_by_reason.items()
         if d["pgmigrate_success"]}
+    summary.cleared_by_how = {how: n for how, n in sys.faults_by_how.items() if n}
+    summary.prezero_pool_hits = int(sys.prezero.hits.sum())
     summary.rss_mb_end = _rss_mb()
     base = summary.rss_mb_after_warmup or summary.rss_mb_end
     summary.rss_growth_pct = round(100 * (summary.rss_mb_end - base) / base, 2)

@@ -4,6 +4,7 @@ from ._fuse import (
     TREE_THREAD_NICE,
     clear_stale_mount,
     is_mounted,
+    raise_thread_priority,
     serve,
     unmount,
     wait_mounted,
@@ -15,4 +16,5 @@ from ._tree import STORE_MAX, Attribute, Directory, Owner, SysfsTree, parse_stor
 __all__ = ["STORE_MAX", "TREE_THREAD_NICE", "Anything", "Attribute", "Bool", "Choice", "Directory",
            "Int", "Owner", "SysfsTree", "parse_bool", "parse_int",
            "clear_stale_mount", "is_mounted", "kstrtobool", "kstrtoint", "kstrtoll", "kstrtoul",
-           "kstrtouint", "kstrtoull", "parse_store_value", "serve", "unmount", "wait_mounted"]
+           "kstrtouint", "kstrtoull", "parse_store_value", "raise_thread_priority", "serve",
+           "unmount", "wait_mounted"]

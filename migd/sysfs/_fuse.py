@@ -167,7 +167,8 @@ TREE_THREAD_NICE = -20
 
 
 def raise_thread_priority() -> None:
-    """Run this thread (one of libfuse's) at :data:`TREE_THREAD_NICE`.
+    """Run this thread (one of libfuse's, or of the /metrics server's) at
+    :data:`TREE_THREAD_NICE`.
 
     In the kernel a sysfs read runs in the reader's own context; here it is
     answered by a thread of a daemon whose other threads copy gigabytes (numba's

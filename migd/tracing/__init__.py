@@ -7,6 +7,7 @@ Pure: no FUSE; the daemon binds it into its tree (``daemon/_tracefs.py``).
 from ._events import (
     EVENTS,
     MIGRATE_OFFLOAD_BATCH,
+    MIGRATE_OFFLOAD_CLEAR,
     MM_MIGRATE_PAGES,
     MM_MIGRATE_PAGES_START,
     MODE_VALUE,
@@ -17,6 +18,7 @@ from ._events import (
 from ._ring import RING_ENTRIES, TraceRing, entry_header, format_line, page_header
 from ._tracer import Tracing
 
-__all__ = ["EVENTS", "MIGRATE_OFFLOAD_BATCH", "MM_MIGRATE_PAGES", "MM_MIGRATE_PAGES_START",
-           "MODE_VALUE", "RING_ENTRIES", "Event", "Field", "TraceRing", "Tracing",
-           "entry_header", "format_line", "page_header", "parse_set_event"]
+__all__ = ["EVENTS", "MIGRATE_OFFLOAD_BATCH", "MIGRATE_OFFLOAD_CLEAR", "MM_MIGRATE_PAGES",
+           "MM_MIGRATE_PAGES_START", "MODE_VALUE", "RING_ENTRIES", "Event", "Field",
+           "TraceRing", "Tracing", "entry_header", "format_line", "page_header",
+           "parse_set_event"]

@@ -177,8 +177,23 @@ MIGRATE_OFFLOAD_BATCH = Event(
      Arg("nr_fallback"), Arg("fallback"), Arg("first_folio_ns"),
      Arg("max_inaccessible_ns")))
 
+#: migd's own, beside migrate_offload_batch: one per folio a fault got
+#: zeroed (``mm_offload_clear_folio()`` of the newest iteration, its CPU
+#: fallback, or a prezero pool hit): ``how`` is dma, cpu or pool; ``ns`` the
+#: fault's time to a zeroed folio, ``cpu_ns`` the CPU time it took.
+MIGRATE_OFFLOAD_CLEAR = Event(
+    "migrate_offload", "migrate_offload_clear", 1501,
+    (Field("__data_loc char[]", "provider", 4, False),
+     Field("__data_loc char[]", "how", 4, False),
+     Field("int", "nid", 4, True), _ui("order"), _ul("nr_pages"),
+     Field("u64", "ns", 8, False), Field("u64", "cpu_ns", 8, False)),
+    "provider=%s nid=%d order=%u nr_pages=%lu how=%s ns=%llu cpu_ns=%llu",
+    (Arg("provider"), Arg("nid"), Arg("order"), Arg("nr_pages"), Arg("how"), Arg("ns"),
+     Arg("cpu_ns")))
+
 #: Every event, in ``available_events`` order.
-EVENTS = (MM_MIGRATE_PAGES_START, MM_MIGRATE_PAGES, MIGRATE_OFFLOAD_BATCH)
+EVENTS = (MM_MIGRATE_PAGES_START, MM_MIGRATE_PAGES, MIGRATE_OFFLOAD_BATCH,
+          MIGRATE_OFFLOAD_CLEAR)
 
 
 #: ``EVENT_BUF_SIZE``: the longest ``set_event`` word (``trace_get_user`` fails past it).

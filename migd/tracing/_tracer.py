@@ -21,6 +21,7 @@ from ..mm import MigrateReason
 from ._events import (
     EVENTS,
     MIGRATE_OFFLOAD_BATCH,
+    MIGRATE_OFFLOAD_CLEAR,
     MM_MIGRATE_PAGES,
     MM_MIGRATE_PAGES_START,
     MODE_VALUE,
@@ -114,3 +115,11 @@ class Tracing:
             append(MIGRATE_OFFLOAD_BATCH, end,
                    (migrator, r.target_nid, reason, folios, pages, ok, failed,
                     off, fb, cause if fb else "none", ff1, in1))
+
+    def on_clear(self, time: float, provider: str, how: str, nid: int, order: int,
+                 seconds: float, cpu_seconds: float) -> None:
+        """migrate_offload_clear, one per folio a fault got zeroed."""
+        if self._recording(MIGRATE_OFFLOAD_CLEAR):
+            self.ring.append(MIGRATE_OFFLOAD_CLEAR, time - self.boot,
+                             (provider, nid, order, 1 << order, how, round(seconds * 1e9),
+                              round(cpu_seconds * 1e9)))
