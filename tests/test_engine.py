@@ -246,9 +246,10 @@ async def test_first_folio_latency_and_inaccessible_time_are_recorded(autojump_c
     cpu = e.profile.cpu
     orders = np.zeros(512, dtype=np.int8)
     # vanilla (no migrator): the move loop copies folio 0 and remaps it first,
-    # so it waits for the batch's unmap and flush and its own copy only
-    expect = (cpu.unmap_seconds(orders).sum() + cpu.flush_us * 1e-6
-              + cpu.copy_seconds(orders[:1]).sum() + cpu.move_seconds(orders[:1]).sum())
+    # so it waits for the batch's unmap and flush and its own copy only (the
+    # call's first batch: its folios are the call's first, cold ones, pos 0)
+    expect = (cpu.unmap_seconds(orders, 0).sum() + cpu.flush_us * 1e-6
+              + cpu.copy_seconds(orders[:1]).sum() + cpu.move_seconds(orders[:1], 0).sum())
     assert rec.first_folio_seconds == pytest.approx(expect, rel=1e-9)
     assert rec.inaccessible_seconds.size == 512
     assert (rec.inaccessible_seconds > 0).all()

@@ -309,7 +309,7 @@ class MigrationEngine:
                 with self.registry.read_lock() as offload:
                     bound = self.batch_bound(offload, reason)
                     way = batch_way(self, offload, reason, cum, i, bound)
-                    ctx = Ctx(target_nid, reason, offload, stats, mode, way)
+                    ctx = Ctx(target_nid, reason, offload, stats, mode, way, pos=i)
                     if way.path is Path.COMPILED:
                         if dst is None:
                             dst = np.empty(n, dtype=np.int64)
@@ -321,7 +321,8 @@ class MigrationEngine:
                             i = j
                             await self.clock.yield_point()
                             continue
-                        ctx = Ctx(target_nid, reason, offload, stats, mode, way.general())
+                        ctx = Ctx(target_nid, reason, offload, stats, mode, way.general(),
+                                  pos=i)
                     j = int(_k.batch_end(cum, i, bound, crossing))
                     batch, i = folios[i:j], j
                     if mode is MigrateMode.MIGRATE_ASYNC:

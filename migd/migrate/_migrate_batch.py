@@ -61,6 +61,8 @@ class Ctx:
             return self.way.name
         return (self.offload.migrator.name if should_offload(self.offload, self.reason)
                 else CpuMigrator.name)
+    #: The batch's first folio's place in its call (``CpuModel.cold_folio_us``).
+    pos: int | None = None
 
 
 @dataclass
@@ -85,7 +87,8 @@ async def migrate_pages_sync(engine: MigrationEngine, ctx: Ctx, batch: np.ndarra
     only there is a locked folio waited for (no lock is held on others)."""
     astats = MigrateStats()
     a = await migrate_pages_batch(
-        engine, Ctx(ctx.target_nid, ctx.reason, ctx.offload, astats, ctx.mode, ctx.way), batch,
+        engine, Ctx(ctx.target_nid, ctx.reason, ctx.offload, astats, ctx.mode, ctx.way,
+                    ctx.pos), batch,
         MigrateMode.MIGRATE_ASYNC, NR_MAX_MIGRATE_ASYNC_RETRY)
     s = ctx.stats
     s.nr_succeeded += astats.nr_succeeded
