@@ -260,6 +260,12 @@ def _draw_replay(report, path: str, o: dict) -> None:
     replay.plot_replay(report, path)
 
 
+def _profile_commands() -> tuple[Command, ...]:
+    from . import profile
+
+    return profile.COMMANDS
+
+
 def _prometheus_options() -> _args.Options:
     d = _config_defaults()
     return (Option("--metrics", "metrics", "the address migd run serves /metrics on "
@@ -307,6 +313,10 @@ COMMANDS: tuple[Command, ...] = (
     Command("prometheus-config", "print a Prometheus config scraping migd",
             "Print a prometheus.yml whose scrape target follows --metrics (the address given "
             "to migd run).", _prometheus_config, _prometheus_options),
+    Command("profile", "hardware profiles: list, show, fit to measurements",
+            "Hardware profiles are TOML files of physical parameters; --profile (bench, "
+            "replay, sweep) and the daemon's dma.profile take a built-in name or such a file.",
+            commands=_profile_commands),
 )
 
 

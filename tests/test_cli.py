@@ -291,10 +291,12 @@ def test_each_experiment_help_shows_only_its_options_with_defaults():
         assert default in text, default
 
 
-def test_the_parser_has_one_subcommand_per_declared_experiment(capsys):
+def test_the_parser_has_one_subcommand_per_declared_experiment(capsys, monkeypatch):
     """In process: every experiment's subcommand takes exactly its declared
     options, and each option with a declared default shows it."""
     from migd.bench import EXPERIMENTS
+
+    monkeypatch.setenv("COLUMNS", "10000")  # argparse breaks a long default mid-word
 
     for name, exp in EXPERIMENTS.items():
         text = help_of(capsys, "bench", name, "--help")
@@ -315,7 +317,8 @@ def test_each_experiment_declares_its_table_and_the_rows_keys_do_not_pick_it():
     assert {n: e.table.kind for n, e in EXPERIMENTS.items()} == {
         "throughput": "migration", "batch-sweep": "migration", "seed": "published",
         "memcpy": "migration", "cat-latency": "cat", "scrape": "notes",
-        "latency-budget": "migration", "auto-choice": "migration", "clear": "migration"}
+        "latency-budget": "migration", "auto-choice": "migration", "clear": "migration",
+        "callers": "migration", "iommu-merge": "migration", "shared-channels": "migration"}
     row = BenchRow("dcbm", 4, 9, 2 << 20, 512, 64 << 20, 0.01, 6.7, 50.0, 60.0, 70.0, True,
                    extra={"cat_p99_ms": 1.0, "published_gbps": 7.0, "policy": "auto"})
     report = BenchReport("throughput", "real", "native", [row])

@@ -51,7 +51,8 @@ def test_bad_config_is_refused_with_the_key_and_what_was_expected(text, message)
 def test_defaults_are_spec_s():
     cfg = load_config(text="")
     assert cfg.migrator == {"active": "none", "nr_max_batched_migration": 512,
-                            "max_inaccessible_us": 0}
+                            "max_inaccessible_us": 0, "batch_copy": "gated",
+                            "decline_latency_sensitive": False}
     assert cfg.migrators["dcbm"]["reason_mask"] == REASON_MASK_ALL
     assert len(cfg.nodes) == 2 and cfg.tenants == []
 

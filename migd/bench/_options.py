@@ -135,9 +135,10 @@ def _profile(text: str) -> str:
 
 # Options shared by the bench's experiments and replay: declared once here,
 # adjusted per command with ``Option.but``.
-PROFILE = Option("--profile", "profile", f"hardware profile, one of {', '.join(PROFILES)} "
-                 "(default: native on the real clock, zen3-ptdma on the virtual one)",
-                 _profile, metavar="NAME")
+PROFILE = Option("--profile", "profile", f"hardware profile: one of {', '.join(PROFILES)} "
+                 "or a profile file (migd profile show NAME) (default: native on the real "
+                 "clock, zen3-ptdma on the virtual one)",
+                 _profile, metavar="NAME|FILE")
 MIGRATORS = Option("--migrators", "migrators", "migrators, comma-separated: none (the vanilla "
                    "kernel), mtcopy:THREADS, dcbm:CHANNELS",
                    parse_migrators, "none", "M,...")

@@ -10,18 +10,17 @@ relative error; the report ends with the median errors.
 
 from __future__ import annotations
 
-import csv
 import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..hw import get_profile
+from ..profile import parse_table
 from ._options import MigratorSpec
 from ._report import BenchReport, BenchRow
 from ._rig import BenchOptions, Rig
-
-_SIZES = {"4K": 0, "16K": 2, "64K": 4, "256K": 6, "1M": 8, "2M": 9}
 
 
 @dataclass(frozen=True)
@@ -37,34 +36,31 @@ class Cell:
     first_folio_us: float | None
 
 
-def load_cells(directory: Path | None = None) -> list[Cell]:
-    """Every cell of the calibration set."""
-    def rows(name: str):
+TABLES = ("throughput.csv", "vanilla_first_folio.csv", "batch_sweep.csv", "mtcopy.csv")
+
+
+def load_cells(directory: Path | None = None, profile: str = "zen3-ptdma") -> list[Cell]:
+    """Every cell of the calibration set (the tables of ``directory`` that
+    exist, else the packaged ones), read and checked by ``migd.profile``'s
+    table reader: a bad table is a ValueError naming its file and line."""
+    base = get_profile(profile)
+    cells = []
+    for name in TABLES:
         if directory is not None:
-            text = (directory / name).read_text()
+            path = directory / name
+            if not path.exists():
+                continue
+            text, where = path.read_text(), str(path)
         else:
             text = importlib.resources.files(__package__).joinpath(
                 "calibration", name).read_text()
-        return list(csv.DictReader(text.splitlines()))
-
-    cells = []
-    for r in rows("throughput.csv"):
-        ch = int(r["channels"])
-        vanilla = r["path"] == "cpu"  # the published table's name for the vanilla kernel
-        spec = MigratorSpec("none") if vanilla else MigratorSpec("dcbm", ch)
-        for size, order in _SIZES.items():
-            cells.append(Cell("throughput", spec, order, 512 if vanilla else 262144,
-                              0, float(r[size]), None))
-    for r in rows("vanilla_first_folio.csv"):
-        cells.append(Cell("vanilla_first_folio", MigratorSpec("none"), int(r["order"]), 512,
-                          int(r["n_folios"]), float(r["gbps"]), float(r["first_folio_us"])))
-    for r in rows("batch_sweep.csv"):
-        cells.append(Cell("batch_sweep", MigratorSpec("dcbm", int(r["channels"])),
-                          int(r["order"]), int(r["batch_pages"]), 0, float(r["gbps"]),
-                          float(r["first_folio_us"])))
-    for r in rows("mtcopy.csv"):
-        cells.append(Cell("mtcopy", MigratorSpec("mtcopy", int(r["threads"])), int(r["order"]),
-                          512, 0, float(r["gbps"]), None))
+            where = name
+        for c in parse_table(text, where, base):
+            spec = MigratorSpec(c.migrator, c.param)
+            cells.append(Cell(name.removesuffix(".csv"), spec, c.order, c.batch_pages,
+                              c.n_folios, c.gbps, c.first_folio_us))
+    if not cells:
+        raise ValueError(f"{directory}: none of {', '.join(TABLES)} there")
     return cells
 
 
@@ -89,7 +85,7 @@ async def run_cell(rig: Rig, cell: Cell) -> BenchRow:
 
 async def seed(opts: BenchOptions) -> BenchReport:
     """Every published cell of the calibration set, beside its published value."""
-    cells = load_cells(opts.calibration)
+    cells = load_cells(opts.calibration, opts.profile_name)
     rows: list[BenchRow] = []
     rig = None
     for order in sorted({c.order for c in cells}):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..hw import PROFILES
+from ..hw import PROFILES, get_profile
 from ..mm import MAX_FOLIO_ORDER, MAX_NUMNODES, memory_limit, parse_reason_mask
 from ..offload import offload_migrators
 from ._knobs import Knob, config_knobs
@@ -71,7 +71,7 @@ def _size(text: Any) -> int:
 
 @dataclass(frozen=True)
 class Key:
-    kind: str  # "int", "float", "str", "path", "bool", "size", "choice", "reasons"
+    kind: str  # "int", "float", "str", "path", "bool", "size", "choice", "reasons", "profile"
     default: Any
     lo: float | None = None
     hi: float | None = None
@@ -80,6 +80,8 @@ class Key:
     def expected(self) -> str:
         if self.kind == "choice":
             return "one of " + ", ".join(self.choices)
+        if self.kind == "profile":
+            return f"one of {', '.join(PROFILES)}, or a profile file"
         if self.kind == "size":
             return "a size such as 512M or 2G (a multiple of 2 MiB)"
         if self.kind == "path":
@@ -108,6 +110,14 @@ class Key:
                 raise ValueError
             if "\0" in value:  # names go to paths, logs and labels; a NUL ends them in C
                 raise _Refused("expected a string without NUL")
+        elif k == "profile":
+            if not isinstance(value, str):
+                raise ValueError
+            try:
+                get_profile(value)  # a built-in name or a valid profile file
+            except ValueError as e:  # a file's own error, else the names
+                file = value.endswith(".toml") or "/" in value
+                raise _Refused(str(e) if file else "expected " + self.expected()) from None
         elif k == "path":
             if (not isinstance(value, str) or not value or "\0" in value
                     or len(value.encode(errors="surrogateescape")) >= PATH_MAX):
@@ -168,7 +178,7 @@ def migrator_schemas() -> dict[str, dict[str, Key]]:
 
 
 DMA = {
-    "profile": Key("choice", "native", choices=tuple(PROFILES)),
+    "profile": Key("profile", "native"),
 }
 WORKLOAD = {
     "enabled": Key("bool", True),

@@ -80,9 +80,11 @@ def memory_stat(sys, tenant) -> str:
 
 
 def tenant_dma_seconds(sys, tid: int) -> dict[str, float]:
-    """DMA channel seconds charged to tenant ``tid``, by migrator (dcbm is
-    the only DMA migrator: every descriptor on the device is its)."""
-    return {"dcbm": float(sys.dma.busy_by_owner(tid))}
+    """DMA channel seconds charged to tenant ``tid``, by migrator: the device's
+    descriptors are the DMA migrator's (the catalogue's ``dma`` entries; one
+    migrator is active at a time, so the device's time is shown under each)."""
+    busy = float(sys.dma.busy_by_owner(tid))
+    return {name: busy for name in sys.dma_migrators()}
 
 
 def tenant_cpu_seconds(sys, tid: int) -> dict[str, float]:

@@ -107,6 +107,10 @@ class System:
 
     # -- migrators -------------------------------------------------------------
 
+    def dma_migrators(self) -> list[str]:
+        """The migrators whose copies run on the DMA device (catalogue ``dma``)."""
+        return [e.name for e in offload_migrators() if e.dma]
+
     def migrator_labels(self) -> list[str]:
         """Every migrator's name, ``none`` first (labels of per-migrator lines)."""
         return list(migrator_names())

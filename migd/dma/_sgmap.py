@@ -1,11 +1,12 @@
 """``dma_map_sgtable()`` through an IOMMU: how many entries a folio list maps to.
 
-dcbm builds one scatterlist entry per folio on each side (``setup_sg_tables()``)
-and maps both; the IOMMU's ``iommu_dma_map_sg()`` may merge adjacent entries
-(``__finalise_sg()``), so a side's ``nents`` can come back smaller than the
-folio count, and not by the same amount on both sides.  dcbm pairs entries
-one to one, so when ``src.nents != dst.nents`` it gives the batch back to the
-CPU with -EINVAL (Gregory Price's follow-up on the RFC).
+A DMA migrator (the RFC's driver) builds one scatterlist entry per folio on
+each side (``setup_sg_tables()``) and maps both; the IOMMU's
+``iommu_dma_map_sg()`` may merge adjacent entries (``__finalise_sg()``), so a
+side's ``nents`` can come back smaller than the folio count, and not by the
+same amount on both sides.  The driver pairs entries one to one, so when
+``src.nents != dst.nents`` it gives the batch back to the CPU with -EINVAL
+(Gregory Price's follow-up on the RFC).
 
 Model: an entry merges into the previous one when the two are physically
 contiguous and the merged segment stays within the device's maximum segment

@@ -1,8 +1,20 @@
-"""Hardware: the two clocks and the profiles' cost models."""
+"""Hardware: the two clocks and the profiles' cost models (profiles are TOML data)."""
 
 from ._clock import Clock, VirtualClock, mock_clock
 from ._dmacost import dma_schedule
-from ._profile import PROFILES, ZEN3_CPU, CpuModel, DmaModel, HardwareProfile, get_profile
+from ._profile import CpuModel, DmaModel, HardwareProfile
+from ._toml import (
+    DOCS,
+    PROFILES,
+    ProfileError,
+    builtin_names,
+    builtin_text,
+    dump_profile,
+    get_profile,
+    load_profile,
+    parse_profile,
+)
 
-__all__ = ["PROFILES", "ZEN3_CPU", "Clock", "CpuModel", "DmaModel", "HardwareProfile",
-           "VirtualClock", "dma_schedule", "get_profile", "mock_clock"]
+__all__ = ["DOCS", "PROFILES", "Clock", "CpuModel", "DmaModel", "HardwareProfile",
+           "ProfileError", "VirtualClock", "builtin_names", "builtin_text", "dma_schedule",
+           "dump_profile", "get_profile", "load_profile", "mock_clock", "parse_profile"]

@@ -23,12 +23,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..mm import HPAGE_PMD_ORDER, PAGE_SIZE
+from ..mm import HPAGE_PMD_ORDER, MAX_FOLIO_ORDER, PAGE_SIZE
 from ._profile import DmaModel
 
 
 @numba.njit(cache=True, nogil=True)
-def _schedule(t_sub, engine, orders, rate_chunk, desc_us, iommu_page_us, engine_gbps,
+def _schedule(t_sub, engine, orders, rate_chunk, fixed_us, walked, walk_us, chan_gbps, engine_gbps,
               membus_gbps, t_done, t_end):
     k = t_sub.size
     nr = orders.size
@@ -41,10 +41,11 @@ def _schedule(t_sub, engine, orders, rate_chunk, desc_us, iommu_page_us, engine_
         chunk[c] = max(1, min(rate_chunk, (hi[c] - lo[c]) // 8))
     fixed = np.empty(nr, dtype=np.float64)
     nbytes = np.empty(nr, dtype=np.float64)
-    for i in range(nr):  # DmaModel.desc_seconds without the bandwidth term
+    mapped = np.empty(nr, dtype=np.float64)
+    for i in range(nr):  # DmaModel.desc_seconds without the shared terms
         nb = PAGE_SIZE << orders[i]
-        pages = 0 if orders[i] >= HPAGE_PMD_ORDER else nb // PAGE_SIZE
-        fixed[i] = (desc_us + iommu_page_us * pages) * 1e-6
+        mapped[i] = walked[orders[i]]
+        fixed[i] = fixed_us[orders[i]] * 1e-6
         nbytes[i] = nb
     nxt = t_sub.copy()  # each channel's next event: its start, then its chunk's end
     pos = lo.copy()  # first descriptor of the chunk in flight (or the next one)
@@ -82,10 +83,13 @@ def _schedule(t_sub, engine, orders, rate_chunk, desc_us, iommu_page_us, engine_
                 if engine[x] == engine[c]:
                     sharing += 1
         rate = min(engine_gbps / max(sharing, 1), membus_gbps / max(active, 1))
+        if chan_gbps > 0:  # DmaModel.rate_gbps
+            rate = min(rate, chan_gbps)
+        wait = walk_us * max(active - 1, 0) * 1e-6  # DmaModel.walk_wait
         e = min(pos[c] + chunk[c], hi[c])
         acc = 0.0
         for i in range(pos[c], e):
-            acc += fixed[i] + nbytes[i] / (rate * 1e9)
+            acc += fixed[i] + wait * mapped[i] + nbytes[i] / (rate * 1e9)
         cend[c] = e
         nxt[c] = t + acc
 
@@ -104,7 +108,12 @@ def dma_schedule(model: DmaModel, t_submit: np.ndarray, engines: np.ndarray,
     """
     t_done = np.empty(orders.size, dtype=np.float64)
     t_end = np.empty(t_submit.size, dtype=np.float64)
-    _schedule(t_submit, engines, orders, rate_chunk, float(model.desc_us),
-              float(model.iommu_page_us), float(model.engine_gbps), float(model.membus_gbps),
-              t_done, t_end)
+    orders = np.asarray(orders, dtype=np.int64)
+    per_order = np.arange(MAX_FOLIO_ORDER + 1)
+    mapped = np.where(per_order >= HPAGE_PMD_ORDER, 0, np.left_shift(1, per_order))
+    fixed_us = np.asarray(model.fixed_us(mapped), dtype=np.float64)  # per order
+    walked = np.asarray(model.walked_pages(mapped), dtype=np.float64)
+    _schedule(t_submit, engines, orders, rate_chunk, fixed_us, walked,
+              float(model.iommu_walk_us), float(model.chan_gbps), float(model.engine_gbps),
+              float(model.membus_gbps), t_done, t_end)
     return t_done, t_end

@@ -31,11 +31,24 @@ dmaengine device list under ``dma_list_mutex`` and the channel's
 client-count/module reference; ~0.5 us on a 3 GHz core, a few hundred cycles
 of locking and list walking each way), and ``map_folio_us`` per folio for the
 two ``dma_map_sgtable()`` calls of ``setup_sg_tables()`` (one scatterlist
-entry per side through the IOMMU's IOVA allocator, ~0.03 us a folio on
-``zen3-ptdma``: the published 4K 16-channel DMA row, 3.54 GB/s = 1.16 us per folio in
-all, of which unmap and remap take ~0.9, leaves no room for more).
+entry per side through the IOMMU's IOVA allocator; a few hundredths of a us
+at most on ``zen3-ptdma``: the published 4K 16-channel DMA row, 3.54 GB/s =
+1.16 us per folio in all, of which unmap and remap take ~0.9, leaves no room
+for more, and the fit finds it flat).
 Rejected: folding them into ``desc_us``, which would let 16 channels hide CPU
 work that one caller's core does serially.
+
+Mechanisms ``migd profile fit`` found in the published tables' shape (each 0,
+i.e. off, unless a profile sets it): ``cold_folio_us``, paid in unmap and in
+move by the first ``cold_folios`` folios of a call (caches cold after
+``do_pages_move()``'s set-up: 264 us to the first folio of a call of 512 4K
+folios, 208 for 2048 - half its batches cold - and 166 for 65536); ``iommu_run_pages`` /
+``iommu_tail_us``, a folio's pages past its first ``iommu_run_pages``
+translated with the IOMMU's walk caches warm; ``iommu_walk_us``, the walks of
+those first pages queued on the IOMMU's one walker, shared by every busy
+channel (small folios stop scaling with channels); ``chan_gbps``, a channel's
+own ceiling under its engine's.  Rejected: a correction per folio size or
+channel count, which would fit the calibration cells and predict nothing else.
 """
 
 from __future__ import annotations
@@ -58,19 +71,33 @@ class CpuModel:
     copy_gbps: float
     mt_dispatch_us: float
     membus_gbps: float
+    #: Per folio among the first ``cold_folios`` of a call, in its unmap and
+    #: again in its move (caches cold after the call's set-up).
+    cold_folio_us: float = 0.0
+    cold_folios: int = 512
 
     def _per_page_half(self, orders: np.ndarray) -> np.ndarray:
         pages = np.left_shift(1, orders.astype(np.int64))
         pte = np.where(orders < HPAGE_PMD_ORDER, self.pte_us, 0.0)
         return pages * (pte + self.page_us) / 2
 
-    def unmap_seconds(self, orders: np.ndarray) -> np.ndarray:
-        """Per folio: ``migrate_folio_unmap()``."""
-        return (self.unmap_folio_us + self._per_page_half(orders)) * 1e-6
+    def _cold(self, n: int, pos: int | None) -> np.ndarray | float:
+        """The cold surcharge of ``n`` folios from position ``pos`` of their
+        call on (None: not a call's): the first ``cold_folios`` of a call pay
+        ``cold_folio_us``."""
+        if pos is None or not self.cold_folio_us or pos >= self.cold_folios:
+            return 0.0
+        return np.where(np.arange(pos, pos + n) < self.cold_folios, self.cold_folio_us, 0.0)
 
-    def move_seconds(self, orders: np.ndarray) -> np.ndarray:
+    def unmap_seconds(self, orders: np.ndarray, pos: int | None = None) -> np.ndarray:
+        """Per folio: ``migrate_folio_unmap()`` (``pos``: the first's place in its call)."""
+        return (self.unmap_folio_us + self._per_page_half(orders)
+                + self._cold(orders.size, pos)) * 1e-6
+
+    def move_seconds(self, orders: np.ndarray, pos: int | None = None) -> np.ndarray:
         """Per folio: ``migrate_folio_move()`` without the copy."""
-        return (self.move_folio_us + self._per_page_half(orders)) * 1e-6
+        return (self.move_folio_us + self._per_page_half(orders)
+                + self._cold(orders.size, pos)) * 1e-6
 
     def copy_seconds(self, orders: np.ndarray) -> np.ndarray:
         """Per folio: ``folio_mc_copy()`` on one CPU."""
@@ -130,21 +157,57 @@ class DmaModel:
     #: CPU's channel of the DMA_MEMCPY table, shared by every client, never
     #: claimed (SDXI has no DMA_PRIVATE).  False: ``dma_request_chan_by_mask()``.
     find_channel: bool = False
+    #: The IOMMU's table walker, shared by every busy channel of the device:
+    #: each 4 KiB page below PMD size waits this long per other busy channel.
+    iommu_walk_us: float = 0.0
+    #: Per 4 KiB page past the first ``iommu_run_pages`` of a folio (0: as the first).
+    iommu_tail_us: float = 0.0
+    iommu_run_pages: int = 0
+    #: One channel's own bandwidth ceiling, GB/s (0: none beyond its engine's).
+    chan_gbps: float = 0.0
+
+    def fixed_us(self, pages):
+        """A descriptor's fixed time on its channel, in us, for ``pages``
+        4 KiB pages of IOMMU mapping (0 for a PMD-mapped THP): setup plus the
+        IOMMU's per-page cost, the pages past ``iommu_run_pages`` at
+        ``iommu_tail_us``.  Works on numbers and arrays alike."""
+        if not self.iommu_run_pages:
+            return self.desc_us + self.iommu_page_us * pages
+        run = np.minimum(pages, self.iommu_run_pages)
+        return self.desc_us + self.iommu_page_us * run + self.iommu_tail_us * (pages - run)
+
+    def rate_gbps(self, sharing: int, active: int) -> float:
+        """A busy channel's bandwidth: its own ceiling, its engine's share among
+        ``sharing`` busy channels, the bus's among ``active``."""
+        rate = min(self.engine_gbps / max(sharing, 1), self.membus_gbps / max(active, 1))
+        return min(rate, self.chan_gbps) if self.chan_gbps else rate
+
+    def walked_pages(self, pages):
+        """Pages of a descriptor that need the IOMMU's walker: the first
+        ``iommu_run_pages`` (the tail's walks hit the warm caches)."""
+        return np.minimum(pages, self.iommu_run_pages) if self.iommu_run_pages else pages
+
+    def walk_wait(self, active: int) -> float:
+        """Seconds per mapped page a descriptor waits for the shared IOMMU
+        walker while ``active`` channels of the device are busy."""
+        return self.iommu_walk_us * max(active - 1, 0) * 1e-6
 
     def desc_seconds(self, nbytes: int, order: int, sharing: int, active: int) -> float:
         """One descriptor's time on a channel whose engine has ``sharing`` busy
         channels, with ``active`` busy channels on the device."""
-        rate = min(self.engine_gbps / max(sharing, 1), self.membus_gbps / max(active, 1))
+        rate = self.rate_gbps(sharing, active)
         pages = 0 if order >= HPAGE_PMD_ORDER else nbytes // PAGE_SIZE
-        return (self.desc_us + self.iommu_page_us * pages) * 1e-6 + nbytes / (rate * 1e9)
+        return (self.fixed_us(pages) * 1e-6 + self.walk_wait(active) * self.walked_pages(pages)
+                + nbytes / (rate * 1e9))
 
     def descs_seconds(self, nbytes: np.ndarray, orders: np.ndarray, sharing: int,
                       active: int) -> float:
         """:meth:`desc_seconds` summed over descriptors run back to back at one
         sharing (a chunk of a channel's queue), without a Python loop."""
-        rate = min(self.engine_gbps / max(sharing, 1), self.membus_gbps / max(active, 1))
+        rate = self.rate_gbps(sharing, active)
         pages = np.where(orders >= HPAGE_PMD_ORDER, 0, nbytes // PAGE_SIZE)
-        per = (self.desc_us + self.iommu_page_us * pages) * 1e-6 + nbytes / (rate * 1e9)
+        per = (self.fixed_us(pages) * 1e-6 + self.walk_wait(active) * self.walked_pages(pages)
+               + nbytes / (rate * 1e9))
         return float(per.sum())
 
 
@@ -155,74 +218,3 @@ class HardwareProfile:
     cpu: CpuModel
     dma: DmaModel
     extra: dict = field(default_factory=dict)
-
-
-#: AMD Zen 3 EPYC (2 sockets), calibrated on shared/calibration.
-#:
-#: The unmap/move split of the per-folio work is pinned by the published
-#: vanilla first-folio table, now that the vanilla path copies in the move loop
-#: (unmap the batch, flush once, then copy + remap folio by folio): for n >= 2048
-#: 4K folios every batch is a full 512, so the first folio waits 512 unmaps +
-#: one flush + one copy + one move = 166-208 us.  ``flush_us`` is pinned at ~20
-#: us by the n = 1..16 rows (24-31 us, one folio's worth of everything else), so
-#: a 4K unmap is (184 - 20 - 1.3) / 512 ~= 0.32 us: ``unmap_folio_us`` 0.20 plus
-#: the per-page halves (0.12).  That is where ``migrate_folio_unmap()`` calls
-#: ``get_new_folio()`` (the destination's allocation on the far node, ~0.1 us)
-#: besides ``folio_trylock()`` and ``try_to_migrate()``.  The vanilla 4K rate
-#: (3.31 GB/s = 1.24 us a folio) fixes unmap + copy + move, so the move gives
-#: back most of what the unmap gained (0.55 -> 0.48); the remaining 0.03 is what
-#: the 16-channel DMA batch sweep asks for after its first folio (~0.65 us a 4K folio
-#: of remap alone).  Rejected: a larger ``flush_us`` (one IPI round per batch;
-#: ~60 us would fit n >= 2048 but put the n = 1 row at ~60 us against 24, and
-#: the 2M rows, one flush per THP, 20% slow), and a faster ``copy_gbps`` (the 2M
-#: vanilla and 1-thread batch-copy rows pin 13 GB/s).
-ZEN3_CPU = CpuModel(
-    call_us=80.0, flush_us=20.0, unmap_folio_us=0.20, move_folio_us=0.48, pte_us=0.22,
-    page_us=0.02, copy_gbps=13.0, mt_dispatch_us=5.0, membus_gbps=72.0,
-)
-#: 16 PT devices of one memcpy channel each, held exclusively (DMA_PRIVATE) by
-#: the batch that requested them.  Pairs of them share an engine's 14 GB/s:
-#: the published 2M rows scale 12.65 -> 27.01 GB/s from 1 to 4 channels (2x,
-#: not 4x).  A 4K 16-channel DMA batch reaches its first remap after ~0.49 us a folio
-#: (batch sweep: 129 ms for 262144 folios, 253 us for 512), of which the unmap
-#: above takes 0.32 and the last channel's slice (1/16 of the descriptors at
-#: ~1.4 us each) ~0.09: what is left, ~0.08, is the CPU's two
-#: ``dma_map_page_attrs()`` (``map_folio_us`` 0.03) and one
-#: ``dmaengine_prep_dma_memcpy()`` + ``dmaengine_submit()`` (``submit_us`` 0.06)
-#: per folio.
-ZEN3_PTDMA = DmaModel(
-    nr_channels=16, channels_per_engine=2, engine_gbps=14.0, membus_gbps=100.0, desc_us=0.5,
-    iommu_page_us=0.35, submit_us=0.06, exclusive=True, channels_per_device=1,
-    chan_request_us=0.5, map_folio_us=0.03, reports_errors=False, iommu=True,
-)
-
-PROFILES: dict[str, HardwareProfile] = {
-    "native": HardwareProfile(
-        "native", "no throttling: DMA channels copy as fast as host threads can", ZEN3_CPU,
-        DmaModel(nr_channels=16, channels_per_engine=1, engine_gbps=1e9, membus_gbps=1e9,
-                 desc_us=0.0, iommu_page_us=0.0, submit_us=0.0, native=True,
-                 memcpy_sg=True, memset=True)),
-    "zen3-ptdma": HardwareProfile("zen3-ptdma", "AMD Zen 3 EPYC with PTDMA (16 channels)",
-                                  ZEN3_CPU, ZEN3_PTDMA),
-    "sdxi": HardwareProfile(
-        "sdxi", "one fast SDXI channel with a 512-descriptor ring", ZEN3_CPU,
-        DmaModel(nr_channels=1, channels_per_engine=1, engine_gbps=40.0, membus_gbps=80.0,
-                 desc_us=0.2, iommu_page_us=0.05, submit_us=0.08, ring_size=512,
-                 chan_request_us=0.5, map_folio_us=0.05, mark_chunks=True, iommu=True,
-                 find_channel=True)),
-    "dsa": HardwareProfile(
-        "dsa", "Intel DSA: work queues claimed per batch, -EBUSY when all are taken", ZEN3_CPU,
-        DmaModel(nr_channels=8, channels_per_engine=1, engine_gbps=20.0, membus_gbps=80.0,
-                 desc_us=0.3, iommu_page_us=0.05, submit_us=0.1, exclusive=True,
-                 chan_request_us=0.5, map_folio_us=0.05, memcpy_sg=True, memset=True,
-                 iommu=True)),
-}
-
-
-def get_profile(name: str) -> HardwareProfile:
-    try:
-        return PROFILES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown hardware profile {name!r} (expected one of {', '.join(PROFILES)})"
-        ) from None

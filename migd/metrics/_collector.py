@@ -257,7 +257,8 @@ class MigdCollector:
                                  "(base pages), by item.", labels=["tenant", "item"])
         by_owner = sys.engine.statistics().cpu_copy_seconds_by_owner
         for t in sys.tenants:
-            dma.add_metric([t.name, "dcbm"], sys.dma.busy_by_owner(t.tid))
+            for name in sys.dma_migrators():
+                dma.add_metric([t.name, name], sys.dma.busy_by_owner(t.tid))
             for who in sys.migrator_labels():
                 cpu.add_metric([t.name, who], by_owner.get((who, t.tid), 0.0))
             for item, counts in sys.memcg.events.items():

@@ -323,7 +323,7 @@ class MigrationEngine:
                     if alloc_fails is not None and alloc_fails.size:
                         way = way.general()  # only the step path splits
                     ctx = Ctx(target_nid, reason, offload, stats, mode, way, memalloc,
-                              alloc_fails)
+                              alloc_fails, pos=i)
                     if way.path is Path.COMPILED:
                         if dst is None:
                             dst = np.empty(n, dtype=np.int64)

@@ -65,6 +65,8 @@ class Ctx:
     retried: bool = False
     #: The running batch's tally (``_steps.Tally``), shared by its ctx copies.
     tally: Tally | None = None
+    #: The batch's first folio's place in its call (``CpuModel.cold_folio_us``).
+    pos: int | None = None
 
     @property
     def name(self) -> str:

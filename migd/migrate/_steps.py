@@ -182,7 +182,7 @@ async def unmap_pass(eng, ctx, pending: np.ndarray, nosplit: bool):
         else:
             still = pending[result == _k.UNMAP_EAGAIN]
     if eng.clock.virtual:
-        costs = eng.profile.cpu.unmap_seconds(mem.folio_order[src])
+        costs = eng.profile.cpu.unmap_seconds(mem.folio_order[src], ctx.pos)
         t_unmap = t0 + np.cumsum(costs)
         await eng.clock.spend(float(costs.sum()))
     else:  # each folio's own unmap, on trio's clock
@@ -217,7 +217,7 @@ async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
         orders = mem.folio_order[mv.src]
         copy = (mem.flags[mv.src] & FOLIO_CONTENT_COPIED) == 0
         all_copy = np.where(copy, eng.profile.cpu.copy_seconds(orders), 0.0)
-        all_costs = eng.profile.cpu.move_seconds(orders) + all_copy
+        all_costs = eng.profile.cpu.move_seconds(orders, ctx.pos) + all_copy
         closed = ctx.way is not None and ctx.way.path is Path.CLOSED_FORM
         if closed and len(parts) == 2 and unobserved(eng, float(all_costs.sum())):
             for part in parts:  # the two parts' books, added as the step path adds them

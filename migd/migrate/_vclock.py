@@ -57,6 +57,6 @@ def unmap_clean(eng, ctx, folios: np.ndarray) -> tuple[Unmapped, float] | None:
                                         ctx.target_nid, dst, NO_FOLIOS):
         return None
     eng.closed_form_batches += 1
-    costs = eng.profile.cpu.unmap_seconds(eng.memory.folio_order[folios])
+    costs = eng.profile.cpu.unmap_seconds(eng.memory.folio_order[folios], ctx.pos)
     t_unmap = t0 + np.cumsum(costs)
     return Unmapped(folios, dst, t_unmap, 0), float(costs.sum())

@@ -91,6 +91,8 @@ class MigratorEntry:
     make: Callable[[DmaDevice, int], Migrator] | None = None
     #: Its parameters and counters; the first is what bench's ``NAME:N`` sets.
     params: tuple[Param, ...] = ()
+    #: Its copies run on the DMA device's channels: their busy time is its.
+    dma: bool = False
 
     @property
     def offload(self) -> bool:
@@ -181,7 +183,7 @@ CATALOGUE: dict[str, MigratorEntry] = {e.name: e for e in (
                DcbmMigrator.set_max_inflight, soak=("1", "4", "32", "64")),
          Param("sg_elems", "folios per scatter-gather transaction on DMA_MEMCPY_SG "
                "engines (1..)", Int(1, UINT_MAX), DcbmMigrator.set_sg_elems,
-               soak=("1", "8", "32")))),
+               soak=("1", "8", "32"))), dma=True),
 )}
 
 
