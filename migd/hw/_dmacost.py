@@ -11,9 +11,9 @@ and the descriptors' sizes.  :func:`dma_schedule` replays that event by event
 without the event loop — the same chunks, the same busy sets, the same
 additions in the same order — and the client sleeps once, to the end.
 
-Measured: 16 DMA channels on 1 GiB of 4K folios ran 65,536 chunk sleeps and
-262,144 descriptor callbacks through trio, 0.06x real time; the schedule is
-~128 events per 512-folio batch in compiled code.  Rejected: an analytic
+Stepping the event loop instead was far slower than real time (docs/design.md,
+"The DMA schedule"); the schedule is ~128 events per 512-folio batch in
+compiled code.  Rejected: an analytic
 fluid model (every channel's share as a function of time) - it would not
 give the step-by-step chunks' rounding and the two paths would disagree.
 """

@@ -3,8 +3,8 @@
 The copy is emitted as LLVM's ``memcpy`` intrinsic, which for these sizes
 becomes a call to libc's ``memcpy``: the machine's best copy routine, with the
 same non-temporal-store policy as the ``memcpy`` row the bench compares with.
-Rejected: numpy fancy indexing (gathers into a temporary, then scatters: 0.35x
-of memcpy for 4 KiB folios against 0.54x here) and a ctypes pointer to
+Rejected: numpy fancy indexing (gathers into a temporary, then scatters: slower
+for 4 KiB folios, docs/design.md "Folio copies") and a ctypes pointer to
 ``memcpy`` (numba cannot cache code that embeds one).  ``nogil``: copy threads
 (a multi-threaded CPU copy, DMA channels) run these in parallel.
 """

@@ -9,12 +9,10 @@ helper that has not started (it claims the piece itself); it waits only for
 pieces a helper is copying.
 
 Why: numba's parallel region (OpenMP) ends in a barrier, so a batch of one
-THP waited for the second thread however late it woke: on this 2-core
-machine shared with other processes, 5-26 of 512 batches took 1-13 ms
-instead of ~170 us, and the copy on 2 threads ran at 0.04x-0.6x of the vanilla path.
-Rejected: OMP_WAIT_POLICY=active (the same stalls when the other core is
-taken: 0.38-1.27 GB/s against 3 GB/s for one thread) and numba's dynamic
-``parallel_chunksize`` (still ends in the barrier).
+THP waited for the second thread however late it woke.  Rejected:
+OMP_WAIT_POLICY=active (the same stalls when the other core is taken) and
+numba's dynamic ``parallel_chunksize`` (still ends in the barrier); the
+measurements are in docs/design.md ("The CPU copy's helper threads").
 
 The pieces' control block is one int64 array; compiled callers find it
 through the linker symbol ``migd_copy_mt_ctl`` (``llvmlite.binding.add_symbol``,
@@ -60,10 +58,8 @@ _MASK20 = (1 << 20) - 1
 _SEQ_MASK = (1 << 23) - 1
 #: A helper spins this long after its last piece before blocking: long
 #: enough to span the ~20 us gaps between batches of a fast-path slice and
-#: most ~150 us gaps between slices.  Measured under a load average of ~5 on
-#: 2 cores (1 GiB of THPs, 2 copy threads / vanilla): 100 us 1.0-1.05x, 300 us
-#: 0.95-1.9x, 1 ms 0.9x, 5 ms 0.5x (a helper that spins long is preempted
-#: mid-piece, and the caller waits for it).
+#: most ~150 us gaps between slices; longer spins are preempted mid-piece
+#: (docs/design.md, "The CPU copy's helper threads").
 HELPER_IDLE_NS = 300_000
 
 

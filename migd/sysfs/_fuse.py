@@ -174,8 +174,8 @@ def raise_thread_priority() -> None:
     answered by a thread of a daemon whose other threads copy gigabytes (numba's
     pool, DMA channel workers).  On a 2-CPU machine a woken tree thread waited
     for a CPU behind them at each of a ``cat``'s 4-5 requests: the nice value
-    lets it preempt them at once (``cat`` p99 in 45 s soaks: ~8 ms -> ~5 ms).
-    Real-time scheduling (SCHED_RR) measured no better and risks more.  The
+    lets it preempt them at once (docs/design.md, "Tree threads at nice -20").
+    Real-time scheduling (SCHED_RR) was no better and risks more.  The
     price: a reader looping over large attributes (``numa_maps``) takes CPU
     from migration at this priority rather than at its own.  Without
     CAP_SYS_NICE the thread keeps its priority.
