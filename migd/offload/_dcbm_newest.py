@@ -39,8 +39,8 @@ import numpy as np
 import trio
 
 from ..dma import DmaChannel, DmaDevice, slice_bounds
-from ..hw import dma_schedule
-from ..mm import FOLIO_CONTENT_COPIED, PAGE_SIZE
+from ..mm import FOLIO_CONTENT_COPIED
+from ._dcbm_vclock import schedule_and_copy
 from ._migrator import CopyBatch
 
 #: ``[migrator.dcbm] variant``: the driver as RFC v6 posted it, or the newest.
@@ -257,26 +257,7 @@ async def _copy_closed_form(mig, batch: CopyBatch, chans: list[DmaChannel],
     k = len(chans)
     bounds = np.array(slice_bounds(nr, k), dtype=np.int64)
     steps = np.empty(k + 1)
-    steps[0] = trio.current_time() + model.map_folio_us * nr * 1e-6
+    steps[0] = model.map_folio_us * nr * 1e-6
     per = bounds[:, 1] - bounds[:, 0]
     steps[1:] = (model.submit_us * 1e-6) * -(-per // elems)
-    t_submit = np.cumsum(steps)[1:]
-    t_done, t_end = dma_schedule(model, t_submit, np.array([c.engine for c in chans]),
-                                 batch.orders, DmaChannel.RATE_CHUNK)
-    end = float(t_end.max())
-    others = trio.lowlevel.current_statistics()
-    if others.tasks_runnable or others.seconds_to_next_deadline < end - trio.current_time():
-        return False
-    await trio.sleep_until(end)
-    mem = batch.memory
-    mem.copy_folios(batch.dst, batch.src, batch.orders)
-    mem.flags[batch.src] |= FOLIO_CONTENT_COPIED
-    nbytes = PAGE_SIZE * np.cumsum(np.left_shift(1, batch.orders.astype(np.int64)))
-    sent = np.diff(nbytes[bounds[:, 1] - 1], prepend=0).tolist()
-    owners, sizes = mem.mem_map["mapping"][batch.src], np.diff(nbytes, prepend=0)
-    for c, (lo, hi), nb, b in zip(chans, bounds.tolist(), sent, (t_end - t_submit).tolist(),
-                                  strict=True):
-        c.account(hi - lo, nb, b, owners[lo:hi], sizes[lo:hi])  # the tenants' cgroups
-    mig.completion_order = np.argsort(t_done, kind="stable").tolist()
-    mig.closed_form_batches += 1
-    return True
+    return await schedule_and_copy(mig, batch, chans, bounds, steps)

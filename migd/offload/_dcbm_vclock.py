@@ -52,15 +52,28 @@ async def copy_closed_form(migrator, batch: CopyBatch, chans: list[DmaChannel]
     # the channel requests and mappings, then each channel's slice prepared
     # and submitted on the CPU (slept with the copy: nothing changes meanwhile)
     steps = np.empty(k + 1)
-    steps[0] = trio.current_time() + setup
+    steps[0] = setup
     steps[1:] = (model.submit_us * 1e-6) * (bounds[:, 1] - bounds[:, 0])
+    return 0 if await schedule_and_copy(migrator, batch, chans, bounds, steps) else None
+
+
+async def schedule_and_copy(migrator, batch: CopyBatch, chans: list[DmaChannel],
+                            bounds: np.ndarray, steps: np.ndarray) -> bool:
+    """The channels' schedule at once (``migd.hw.dma_schedule``) from
+    ``steps`` (seconds: the CPU's setup, then each channel's submission,
+    in order); False, nothing done, when another task could run before it
+    ends; else one sleep to its end, the folios copied, each channel's slice
+    booked, the completion order set.  Shared by both variants' closed forms."""
+    model = migrator.device.model
+    steps = steps.copy()
+    steps[0] += trio.current_time()
     t_submit = np.cumsum(steps)[1:]
     t_done, t_end = dma_schedule(model, t_submit, np.array([c.engine for c in chans]),
                                  batch.orders, DmaChannel.RATE_CHUNK)
     end = float(t_end.max())
     others = trio.lowlevel.current_statistics()
     if others.tasks_runnable or others.seconds_to_next_deadline < end - trio.current_time():
-        return None
+        return False
     await trio.sleep_until(end)
     mem = batch.memory
     mem.copy_folios(batch.dst, batch.src, batch.orders)
@@ -68,10 +81,10 @@ async def copy_closed_form(migrator, batch: CopyBatch, chans: list[DmaChannel]
     nbytes = PAGE_SIZE * np.cumsum(np.left_shift(1, batch.orders.astype(np.int64)))
     sent = np.diff(nbytes[bounds[:, 1] - 1], prepend=0).tolist()
     busy = (t_end - t_submit).tolist()
-    owners = batch.memory.mem_map["mapping"][batch.src]
+    owners = mem.mem_map["mapping"][batch.src]
     sizes = np.diff(nbytes, prepend=0)
     for c, (lo, hi), nb, b in zip(chans, bounds.tolist(), sent, busy, strict=True):
-        c.account(hi - lo, nb, b, owners[lo:hi], sizes[lo:hi])
+        c.account(hi - lo, nb, b, owners[lo:hi], sizes[lo:hi])  # the tenants' cgroups
     migrator.completion_order = np.argsort(t_done, kind="stable").tolist()
     migrator.closed_form_batches += 1
-    return 0
+    return True
