@@ -86,6 +86,22 @@ class Failed(Exception):
         self.status = status
 
 
+def in_range(flag: str, lo: float, hi: float, kind: type = int, unit: str = "a number"
+             ) -> Callable[[str], Any]:
+    """A parser of ``kind`` values ``lo..hi`` for ``flag``: one-line ValueErrors
+    (``bad FLAG 'x' (expected UNIT)``, ``FLAG must be LO..HI: 'x'``)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ValueError(f"bad {flag} {text!r} (expected {unit})") from None
+        if not lo <= value <= hi:
+            show = (lambda v: f"{v:g}") if kind is float else str
+            raise ValueError(f"{flag} must be {show(lo)}..{show(hi)}: {text!r}")
+        return value
+    return parse
+
+
 @dataclass(frozen=True)
 class Option:
     """One command-line option, declared once.

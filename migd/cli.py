@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import _args
-from ._args import Command, Option
+from ._args import Command, Option, in_range
 from ._version import migd_version
 
 _NT_TUNABLE = "glibc.cpu.x86_non_temporal_threshold"
@@ -186,14 +186,7 @@ def _file(text: str) -> str:
     return text
 
 
-def _seed(text: str) -> int:
-    try:
-        seed = int(text)
-    except ValueError:
-        raise ValueError(f"--seed: not a number: {text!r}") from None
-    if not 0 <= seed < 2**32:
-        raise ValueError(f"--seed must be 0..{2**32 - 1}: {seed}")
-    return seed
+_seed = in_range("--seed", 0, 2**32 - 1)
 
 
 def _mountpoint(text: str) -> str:

@@ -19,6 +19,9 @@ the rig, not the callers the daemon runs).
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
 import trio
 
 from ..daemon import (
@@ -38,6 +41,9 @@ from ..mm import HPAGE_PMD_ORDER, PAGE_SIZE, MigrateMode
 from ._report import BenchReport, BenchRow
 from ._rig import BenchOptions, latency_summary, make_migrator
 
+if TYPE_CHECKING:
+    from ._options import MigratorSpec
+
 #: The kernel's own list per caller, in base pages (0: no bound but the run).
 KERNEL_LIST_PAGES = {"promotion": 1, "demotion": 32, "compaction": 32, "kcompactd": 32,
                      "direct_compaction": 32, "move_pages": 0, "damon": 0}
@@ -56,6 +62,22 @@ def _config(caller: str, order: int, total: int, profile: str) -> str:
             f'[[nodes]]\nname = "far"\ncapacity = "{cap}M"\n'
             f'[[tenants]]\nname = "bench"\nsize = "{total >> 20}M"\norder = {order}\n'
             f'home_node = {home}\naccess_rate = 0\n{off}\n[dma]\nprofile = "{profile}"\n')
+
+
+@asynccontextmanager
+async def _running(sys: System, spec: MigratorSpec):
+    """``sys`` with its DMA channels running and ``spec``'s migrator registered
+    (None for ``none``); yields (the batch records as they post, the migrator)
+    and cancels the channels on the way out."""
+    records: list[BatchRecords] = []
+    sys.engine.subscribe(records.append)
+    migrator = make_migrator(spec, sys.dma)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sys.dma.run)
+        if migrator is not None:
+            sys.engine.registry.register(migrator)
+        yield records, migrator
+        nursery.cancel_scope.cancel()
 
 
 async def _run_caller(sys: System, caller: str) -> None:
@@ -89,19 +111,12 @@ async def caller_row(opts: BenchOptions, caller: str, order: int, bound: int, sp
     sys = System(cfg, clock)
     sys.callers[caller].list_pages = bound
     sys.engine.batch_copy = batch_copy
-    records: list[BatchRecords] = []
-    sys.engine.subscribe(records.append)
-    migrator = make_migrator(spec, sys.dma)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(sys.dma.run)
-        if migrator is not None:
-            sys.engine.registry.register(migrator)
+    async with _running(sys, spec) as (records, migrator):
         t0 = trio.current_time()
         await _run_caller(sys, caller)
         seconds = trio.current_time() - t0
         if migrator is not None:
             await sys.engine.registry.unregister(migrator)
-        nursery.cancel_scope.cancel()
     st = sys.engine.statistics()
     nbytes = st.vmstat["pgmigrate_success"] * PAGE_SIZE
     if not nbytes or seconds <= 0:
@@ -255,19 +270,12 @@ async def shared_channels(opts: BenchOptions) -> BenchReport:
                 sys = System(load_config(text=_tenants_config(k, order, opts.total,
                                                               opts.profile_name)),
                              VirtualClock() if opts.clock == "virtual" else Clock())
-                records: list[BatchRecords] = []
-                sys.engine.subscribe(records.append)
-                migrator = make_migrator(spec, sys.dma)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(sys.dma.run)
-                    if migrator is not None:
-                        sys.engine.registry.register(migrator)
+                async with _running(sys, spec) as (records, migrator):
                     t0 = trio.current_time()
                     async with trio.open_nursery() as callers_:
                         for t in sys.tenants:
                             callers_.start_soon(move_tenant, sys, t, 1)
                     seconds = trio.current_time() - t0
-                    nursery.cancel_scope.cancel()
                 st = sys.engine.statistics()
                 nbytes = st.vmstat["pgmigrate_success"] * PAGE_SIZE
                 rows.append(BenchRow(

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import trio
 
+from .._args import in_range
 from ..daemon import System, build_tree, load_config
 from ..metrics import serve_metrics
 from ..offload import CATALOGUE
@@ -89,24 +90,8 @@ MAX_READERS = 64
 MAX_SCRAPE_HZ = 100.0
 
 
-def parse_readers(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise ValueError(f"bad --readers {text!r} (expected a number)") from None
-    if not 1 <= n <= MAX_READERS:
-        raise ValueError(f"--readers must be 1..{MAX_READERS}: {text!r}")
-    return n
-
-
-def parse_scrape_hz(text: str) -> float:
-    try:
-        hz = float(text)
-    except ValueError:
-        raise ValueError(f"bad --scrape-hz {text!r} (expected a rate, e.g. 20)") from None
-    if not 0 <= hz <= MAX_SCRAPE_HZ:
-        raise ValueError(f"--scrape-hz must be 0..{MAX_SCRAPE_HZ:g} (0: no scraper): {text!r}")
-    return hz
+parse_readers = in_range("--readers", 1, MAX_READERS)
+parse_scrape_hz = in_range("--scrape-hz", 0, MAX_SCRAPE_HZ, float, "a rate, e.g. 20; 0: no scraper")
 
 
 def _config(order: int, total: int) -> str:

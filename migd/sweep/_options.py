@@ -4,19 +4,11 @@ values back."""
 
 from __future__ import annotations
 
-from .._args import Option
+from .._args import Option, in_range
 from ._executors import parse_scheduler, parse_workers
 from ._grid import DEFAULT_MAX_CELLS, MAX_CELLS_LIMIT
 
-
-def _max_cells(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise ValueError(f"--max-cells: not a number: {text!r}") from None
-    if not 1 <= n <= MAX_CELLS_LIMIT:
-        raise ValueError(f"--max-cells must be 1..{MAX_CELLS_LIMIT}: {n}")
-    return n
+_max_cells = in_range("--max-cells", 1, MAX_CELLS_LIMIT)
 
 
 OPTIONS = (
