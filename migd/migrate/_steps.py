@@ -225,7 +225,7 @@ async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
             t0 = trio.current_time()
             t_first = t0 + all_costs[:1]
             times = [t_first, t_first[0] + np.cumsum(all_costs[1:])]
-            await trio.sleep_until(float(times[1][-1]))
+            await eng.clock.sleep_until(float(times[1][-1]))
             parts, all_costs = (slice(None),), None
     for part in parts:
         s, d = mv.src[part], mv.dst[part]
