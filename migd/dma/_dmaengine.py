@@ -31,6 +31,7 @@ from ..faults import FaultInjector
 from ..hw import Clock, DmaModel
 from ..mm import PAGE_SIZE, PhysMemory, copy_folio_prefixes, copy_folios
 from ._chanctl import new_ctl
+from ._charge import charge_slices
 from ._ring import DescRing, RangeCallback
 from ._sgmap import uneven_merge
 from ._thread import CopyThread
@@ -294,6 +295,29 @@ class DmaDevice:
             self._owner_busy = np.concatenate(
                 [self._owner_busy, np.zeros(add.size - self._owner_busy.size)])
         self._owner_busy[:add.size] += add
+
+    def account_slices(self, chans: list[DmaChannel], bounds: np.ndarray, nbytes: list[int],
+                       seconds: np.ndarray, owners: np.ndarray, sizes: np.ndarray) -> None:
+        """``chans[c].account(hi - lo, nbytes[c], seconds[c], owners[lo:hi],
+        sizes[lo:hi])`` for every channel's slice ``bounds[c] = (lo, hi)``, at
+        once (``_charge.charge_slices``: the same floats); ``sizes`` in bytes."""
+        lo, hi = bounds[:, 0], bounds[:, 1]
+        owners = np.asarray(owners, dtype=np.int64)
+        m = int(owners.max()) + 2 if owners.size else 1
+        if m > self._owner_busy.size:
+            self._owner_busy = np.concatenate(
+                [self._owner_busy, np.zeros(m - self._owner_busy.size)])
+        if not charge_slices(self._owner_busy, np.empty(self._owner_busy.size), lo, hi,
+                             seconds, owners, np.asarray(sizes, dtype=np.int64)):
+            for c, (a, b), nb, t in zip(chans, bounds.tolist(), nbytes, seconds.tolist(),
+                                        strict=True):
+                c.account(b - a, nb, t, owners[a:b], sizes[a:b])
+            return
+        for c, d, nb, t in zip(chans, (hi - lo).tolist(), nbytes, seconds.tolist(),
+                               strict=True):
+            c.memcpy_count += d
+            c.bytes_transferred += nb
+            c.busy_seconds += t
 
     def busy_by_owner(self, owner: int) -> float:
         """Channel seconds charged to cgroup ``owner`` (-1: unattributed)."""

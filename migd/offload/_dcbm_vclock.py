@@ -74,17 +74,15 @@ async def schedule_and_copy(migrator, batch: CopyBatch, chans: list[DmaChannel],
     others = trio.lowlevel.current_statistics()
     if others.tasks_runnable or others.seconds_to_next_deadline < end - trio.current_time():
         return False
-    await trio.sleep_until(end)
+    await batch.clock.sleep_until(end)
     mem = batch.memory
     mem.copy_folios(batch.dst, batch.src, batch.orders)
     mem.flags[batch.src] |= FOLIO_CONTENT_COPIED
     nbytes = PAGE_SIZE * np.cumsum(np.left_shift(1, batch.orders.astype(np.int64)))
     sent = np.diff(nbytes[bounds[:, 1] - 1], prepend=0).tolist()
-    busy = (t_end - t_submit).tolist()
-    owners = mem.mem_map["mapping"][batch.src]
+    owners = mem.mem_map["mapping"][batch.src]  # the tenants' cgroups
     sizes = np.diff(nbytes, prepend=0)
-    for c, (lo, hi), nb, b in zip(chans, bounds.tolist(), sent, busy, strict=True):
-        c.account(hi - lo, nb, b, owners[lo:hi], sizes[lo:hi])  # the tenants' cgroups
+    migrator.device.account_slices(chans, bounds, sent, t_end - t_submit, owners, sizes)
     migrator.completion_order = np.argsort(t_done, kind="stable").tolist()
     migrator.closed_form_batches += 1
     return True
