@@ -78,8 +78,8 @@ class VirtualClock(Clock):
         could run before it (see the class)."""
         now = time.perf_counter()
         if now - self._last_yield < self.JUMP_SLICE:
-            clock = trio.lowlevel.current_clock()
-            if _alone_until(clock, deadline):
+            clock = _lone_mock_clock(deadline)
+            if clock is not None:
                 # as MockClock._autojump() would, to the same float
                 while clock.current_time() < deadline:
                     clock.jump(deadline - clock.current_time())
@@ -91,20 +91,24 @@ class VirtualClock(Clock):
         """Nothing to do: every modelled cost already sleeps."""
 
 
-def _alone_until(clock, deadline: float) -> bool:
-    """Whether the run loop, were the current task to sleep until
-    ``deadline``, would do nothing but autojump ``clock`` there: a MockClock
-    with autojump at 0 and no rate, nothing runnable or queued, no task in
-    ``wait_all_tasks_blocked()`` (the runner's, read as MockClock reads it;
-    absent, no jump), no other deadline up to ``deadline``."""
-    if getattr(clock, "autojump_threshold", None) != 0 or getattr(clock, "rate", None) != 0:
-        return False  # not a MockClock (trio.testing, not imported for this), or not autojumping
-    runner = getattr(trio._core._run.GLOBAL_RUN_CONTEXT, "runner", None)
-    if getattr(runner, "waiting_for_idle", True):
-        return False
-    stats = trio.lowlevel.current_statistics()
-    return (not stats.tasks_runnable and not stats.run_sync_soon_queue_size
-            and stats.seconds_to_next_deadline > deadline - clock.current_time())
+def _lone_mock_clock(deadline: float):
+    """The run's MockClock if the run loop, were the current task to sleep
+    until ``deadline``, would do nothing but autojump it there: autojump at
+    0 and no rate, nothing runnable, no callback queued from a thread, no
+    task in ``wait_all_tasks_blocked()``, no other deadline up to
+    ``deadline``; else None.  Read from trio's runner as MockClock reads it
+    (``current_statistics()`` has no ``wait_all_tasks_blocked()`` and costs
+    as much as the jump); a trio without these attributes never jumps."""
+    try:
+        runner = trio._core._run.GLOBAL_RUN_CONTEXT.runner
+        clock = runner.clock
+        if (getattr(clock, "autojump_threshold", None) != 0 or clock.rate != 0
+                or runner.runq or runner.waiting_for_idle or runner.entry_queue.size()
+                or not runner.deadlines.next_deadline() > deadline):
+            return None
+    except AttributeError:
+        return None
+    return clock
 
 
 def mock_clock() -> trio.testing.MockClock:

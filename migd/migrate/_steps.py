@@ -191,6 +191,11 @@ async def unmap_pass(eng, ctx, pending: np.ndarray, nosplit: bool):
     return (Unmapped(src, dst, t_unmap, nr_movable_ops), still, split_parts, stopped_at,
             untried, ebusy)
 
+#: A batch's copy costs when the batch copy copied every folio: none (its
+#: parts' sums are 0.0, as the step path's were).
+_NO_COPY = np.zeros(2)
+
+
 async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
     """The move loop (``migrate_folio_move()`` per folio); returns each
     folio's remap time and whether the move loop copied it (``folio_mc_copy()``,
@@ -216,8 +221,12 @@ async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
     if virtual:  # every folio's cost at once (the flags are the batch copy's by now)
         orders = mem.folio_order[mv.src]
         copy = (mem.flags[mv.src] & FOLIO_CONTENT_COPIED) == 0
-        all_copy = np.where(copy, eng.profile.cpu.copy_seconds(orders), 0.0)
-        all_costs = eng.profile.cpu.move_seconds(orders, ctx.pos) + all_copy
+        all_costs = eng.profile.cpu.move_seconds(orders, ctx.pos)
+        if copy.any():  # else no copy adds anything (x + 0.0 is x)
+            all_copy = np.where(copy, eng.profile.cpu.copy_seconds(orders), 0.0)
+            all_costs = all_costs + all_copy
+        else:
+            all_copy = _NO_COPY
         closed = ctx.way is not None and ctx.way.path is Path.CLOSED_FORM
         if closed and len(parts) == 2 and unobserved(eng, float(all_costs.sum())):
             for part in parts:  # the two parts' books, added as the step path adds them

@@ -76,6 +76,6 @@ def thread_bytes(orders: np.ndarray, threads: int) -> np.ndarray:
     n = sizes.size
     if n < threads:
         return np.full(threads, sizes.sum() / threads)
-    cut = np.concatenate([[0], np.cumsum(thread_items(n, threads))])
-    csum = np.concatenate([[0], np.cumsum(sizes)])
-    return (csum[cut[1:]] - csum[cut[:-1]]).astype(np.float64)
+    q, r = divmod(n, threads)  # thread i starts at i*q + min(i, r) (thread_items)
+    starts = np.array([i * q + min(i, r) for i in range(threads)])
+    return np.add.reduceat(sizes, starts).astype(np.float64)  # integers: exact
