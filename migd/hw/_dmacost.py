@@ -23,7 +23,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..mm import HPAGE_PMD_ORDER, MAX_FOLIO_ORDER, PAGE_SIZE
+from ..mm import PAGE_SIZE
 from ._profile import DmaModel
 
 
@@ -109,10 +109,7 @@ def dma_schedule(model: DmaModel, t_submit: np.ndarray, engines: np.ndarray,
     t_done = np.empty(orders.size, dtype=np.float64)
     t_end = np.empty(t_submit.size, dtype=np.float64)
     orders = np.asarray(orders, dtype=np.int64)
-    per_order = np.arange(MAX_FOLIO_ORDER + 1)
-    mapped = np.where(per_order >= HPAGE_PMD_ORDER, 0, np.left_shift(1, per_order))
-    fixed_us = np.asarray(model.fixed_us(mapped), dtype=np.float64)  # per order
-    walked = np.asarray(model.walked_pages(mapped), dtype=np.float64)
+    fixed_us, walked = model.per_order
     _schedule(t_submit, engines, orders, rate_chunk, fixed_us, walked,
               float(model.iommu_walk_us), float(model.chan_gbps), float(model.engine_gbps),
               float(model.membus_gbps), t_done, t_end)

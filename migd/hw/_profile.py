@@ -199,6 +199,16 @@ class DmaModel:
         run = np.minimum(pages, self.iommu_run_pages)
         return self.desc_us + self.iommu_page_us * run + self.iommu_tail_us * (pages - run)
 
+    @cached_property
+    def per_order(self) -> tuple[np.ndarray, np.ndarray]:
+        """``fixed_us`` and ``walked_pages`` of one folio of each order (a
+        PMD-mapped THP maps no 4 KiB page), as float arrays: what
+        ``dma_schedule`` looks up per descriptor; made once per model."""
+        orders = np.arange(MAX_FOLIO_ORDER + 1)
+        mapped = np.where(orders >= HPAGE_PMD_ORDER, 0, np.left_shift(1, orders))
+        return (np.asarray(self.fixed_us(mapped), dtype=np.float64),
+                np.asarray(self.walked_pages(mapped), dtype=np.float64))
+
     def rate_gbps(self, sharing: int, active: int) -> float:
         """A busy channel's bandwidth: its own ceiling, its engine's share among
         ``sharing`` busy channels, the bus's among ``active``."""
