@@ -80,6 +80,7 @@ class VirtualClock(Clock):
         if now - self._last_yield < self.JUMP_SLICE:
             clock = _lone_mock_clock(deadline)
             if clock is not None:
+                await trio.lowlevel.checkpoint_if_cancelled()  # as the sleep would raise
                 # as MockClock._autojump() would, to the same float
                 while clock.current_time() < deadline:
                     clock.jump(deadline - clock.current_time())
@@ -94,11 +95,11 @@ class VirtualClock(Clock):
 def _lone_mock_clock(deadline: float):
     """The run's MockClock if the run loop, were the current task to sleep
     until ``deadline``, would do nothing but autojump it there: autojump at
-    0 and no rate, nothing runnable, no callback queued from a thread, no
-    task in ``wait_all_tasks_blocked()``, no other deadline up to
-    ``deadline``; else None.  Read from trio's runner as MockClock reads it
-    (``current_statistics()`` has no ``wait_all_tasks_blocked()`` and costs
-    as much as the jump); a trio without these attributes never jumps."""
+    0 and no rate, no other task runnable (queued, or still to run in the
+    loop's current batch, which no statistic counts), no callback queued
+    from a thread, no task in ``wait_all_tasks_blocked()``, no other
+    deadline up to ``deadline``; else None.  Read from trio's runner as
+    MockClock reads it; a trio without these attributes never jumps."""
     try:
         runner = trio._core._run.GLOBAL_RUN_CONTEXT.runner
         clock = runner.clock
@@ -106,6 +107,9 @@ def _lone_mock_clock(deadline: float):
                 or runner.runq or runner.waiting_for_idle or runner.entry_queue.size()
                 or not runner.deadlines.next_deadline() > deadline):
             return None
+        for task in runner.tasks:  # the current task's is None while it runs
+            if task._next_send_fn is not None:
+                return None
     except AttributeError:
         return None
     return clock
