@@ -191,12 +191,13 @@ async def _migrate_pages_batch_shielded(engine: MigrationEngine, ctx: Ctx, folio
         # try_to_unmap_flush() (and the closed form's unmap loop)
         await engine.clock.spend(unslept + engine.profile.cpu.flush_us * 1e-6)
         copied = await batch_copy(engine, ctx, todo.src, todo.dst, todo.nr_movable_ops)
-        if not copied.taken:  # the move loop copies every folio: vanilla's books
-            ctx = replace(ctx, way=ctx.way.vanilla())
+        if not copied.taken and ctx.way.vanilla() is not ctx.way:
+            ctx = replace(ctx, way=ctx.way.vanilla())  # the move loop copies: vanilla's books
         for _ in range(nr_pass):
             # folio_migrate_mapping(): someone took a reference -> -EAGAIN
             busy = engine.memory.refcount[todo.src] != 1
-            movable = todo.take(~busy) if busy.any() else todo
+            any_busy = bool(busy.any())
+            movable = todo.take(~busy) if any_busy else todo
             if movable.src.size:
                 t_remap, by_cpu = await move(engine, ctx, movable)
                 cpu_copied.append(by_cpu)
@@ -205,7 +206,7 @@ async def _migrate_pages_batch_shielded(engine: MigrationEngine, ctx: Ctx, folio
                 inaccessible.append(t_remap - movable.t_unmap)
                 tenants.append(mem.mapping[movable.dst])  # the source is freed
                 orders.append(mem.folio_order[movable.dst])
-            if not busy.any():
+            if not any_busy:
                 break
             todo = todo.take(busy)
         else:

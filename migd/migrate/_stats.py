@@ -376,6 +376,13 @@ class EngineBooks:
         if not owners.size:
             by[(who, -1)] = by.get((who, -1), 0.0) + seconds
             return
+        first = int(owners[0])
+        if (owners == first).all():  # one cgroup (a bench, a lone tenant): the same
+            total = float(weights.sum())  # floats as below (integer weights: exact sums)
+            if total > 0:
+                key = (who, first)
+                by[key] = by.get(key, 0.0) + total * seconds / total
+                return
         shares = np.bincount(owners.astype(np.int64) + 1, weights=weights)
         total = float(shares.sum())
         if total <= 0:

@@ -229,12 +229,14 @@ async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
             all_copy = _NO_COPY
         closed = ctx.way is not None and ctx.way.path is Path.CLOSED_FORM
         if closed and len(parts) == 2 and unobserved(eng, float(all_costs.sum())):
-            for part in parts:  # the two parts' books, added as the step path adds them
-                tally.cpu_move += float(all_copy[part].sum())
-            t0 = trio.current_time()
-            t_first = t0 + all_costs[:1]
-            times = [t_first, t_first[0] + np.cumsum(all_costs[1:])]
-            await eng.clock.sleep_until(float(times[1][-1]))
+            if all_copy is not _NO_COPY:  # else each part adds 0.0: nothing
+                for part in parts:  # the two parts' books, added as the step path adds them
+                    tally.cpu_move += float(all_copy[part].sum())
+            t = np.empty(all_costs.size)  # folio 0's remap, then the others'
+            t[0] = trio.current_time() + all_costs[0]
+            t[1:] = t[0] + np.cumsum(all_costs[1:])
+            times = [t]
+            await eng.clock.sleep_until(float(t[-1]))
             parts, all_costs = (slice(None),), None
     for part in parts:
         s, d = mv.src[part], mv.dst[part]

@@ -126,6 +126,8 @@ class DcbmMigrator(Migrator):
         self.folios_migrated = 0
         self.folios_failures = 0
         self._order: list[np.ndarray] = []  # completed cookie ranges of the last batch
+        #: The closed form's completion times, sorted into ``_order`` when read.
+        self._order_times: np.ndarray | None = None
         #: Channels each batch got, most recent last (bounded): contention shows here.
         self.channels_claimed: list[int] = []
         #: Batches copied in closed form on the virtual clock (``_dcbm_vclock``).
@@ -134,12 +136,23 @@ class DcbmMigrator(Migrator):
     @property
     def completion_order(self) -> list[int]:
         """Cookies (positions in the batch) of the last batch, as completed."""
+        if self._order_times is not None:
+            self._order = [np.argsort(self._order_times, kind="stable")]
+            self._order_times = None
         return np.concatenate(self._order).tolist() if self._order else []
 
     @completion_order.setter
     def completion_order(self, cookies) -> None:
-        """The closed-form copy (``_dcbm_vclock``) books the whole order at once."""
+        """A copy that completed at once (the real clock's compiled posts, the
+        newest iteration) books the whole order."""
         self._order = [np.asarray(cookies, dtype=np.int64)]
+        self._order_times = None
+
+    def completed_at(self, t_done: np.ndarray) -> None:
+        """The closed-form copy (``_dcbm_vclock``): each descriptor's completion
+        time; the order (a stable sort, ties in cookie order) is taken when
+        read - a 512-folio sort per batch was 4% of its simulation."""
+        self._order_times = t_done
 
     def note_claims(self, counts: list[int]) -> None:
         """Channels each batch got, most recent last (the last 64)."""
@@ -259,6 +272,7 @@ class DcbmMigrator(Migrator):
         works = [_Work(ch, hi - lo) for ch, (lo, hi) in zip(chans, bounds, strict=True)]
         order: list[np.ndarray] = []
         self._order = order
+        self._order_times = None
 
         def completer(work: _Work):
             def complete(cookie: np.ndarray, status: np.ndarray, residue: np.ndarray) -> None:

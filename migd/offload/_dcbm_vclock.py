@@ -84,6 +84,6 @@ async def schedule_and_copy(migrator, batch: CopyBatch, chans: list[DmaChannel],
     sent = np.add.reduceat(sizes, bounds[:, 0]).tolist()  # each slice's bytes
     owners = mem.mem_map["mapping"][batch.src]  # the tenants' cgroups
     migrator.device.account_slices(chans, bounds, sent, t_end - t_submit, owners, sizes)
-    migrator.completion_order = np.argsort(t_done, kind="stable")
+    migrator.completed_at(t_done)
     migrator.closed_form_batches += 1
     return True
