@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -37,13 +38,14 @@ class CopyBatch:
     def nr_folios(self) -> int:
         return int(self.src.size)
 
-    @property
+    @cached_property
     def nr_pages(self) -> int:
+        """Pages of the batch (its lists are not changed once handed over)."""
         return int(np.left_shift(1, self.orders.astype(np.int64)).sum())
 
     @property
     def nr_bytes(self) -> int:
-        return int((np.left_shift(1, self.orders.astype(np.int64)) * PAGE_SIZE).sum())
+        return self.nr_pages * PAGE_SIZE
 
     def mark_copied(self, sel: np.ndarray | slice = slice(None)) -> None:
         """``folio_set_content_copied()`` on the source folios selected by ``sel``."""
