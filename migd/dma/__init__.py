@@ -9,7 +9,7 @@ from ._chanctl import (
     folios_copy_dma,
     new_ctl,
 )
-from ._charge import charge_slices
+from ._charge import book_slices
 from ._dmaengine import (
     ChannelStatistics,
     DmaChannel,
@@ -21,4 +21,4 @@ from ._sgmap import sg_nents
 
 __all__ = ["CH_BUSY_NS", "CH_BYTES", "CH_DESCS", "CH_LAST_DONE", "NR_CH_COLUMNS",
            "ChannelStatistics", "DescRing", "DmaChannel", "DmaDevice", "RangeCallback",
-           "charge_slices", "folios_copy_dma", "new_ctl", "sg_nents", "slice_bounds"]
+           "book_slices", "folios_copy_dma", "new_ctl", "sg_nents", "slice_bounds"]

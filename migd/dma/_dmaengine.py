@@ -29,9 +29,9 @@ import trio
 
 from ..faults import FaultInjector
 from ..hw import Clock, DmaModel
-from ..mm import PAGE_SIZE, PhysMemory, copy_folio_prefixes, copy_folios
+from ..mm import FOLIO_CONTENT_COPIED, PAGE_SIZE, PhysMemory, copy_folio_prefixes, copy_folios
 from ._chanctl import new_ctl
-from ._charge import charge_slices
+from ._charge import book_slices
 from ._ring import DescRing, RangeCallback
 from ._sgmap import uneven_merge
 from ._thread import CopyThread
@@ -296,26 +296,31 @@ class DmaDevice:
                 [self._owner_busy, np.zeros(add.size - self._owner_busy.size)])
         self._owner_busy[:add.size] += add
 
-    def account_slices(self, chans: list[DmaChannel], bounds: np.ndarray, nbytes: list[int],
-                       seconds: np.ndarray, owners: np.ndarray, sizes: np.ndarray) -> None:
-        """``chans[c].account(hi - lo, nbytes[c], seconds[c], owners[lo:hi],
-        sizes[lo:hi])`` for every channel's slice ``bounds[c] = (lo, hi)``, at
-        once (``_charge.charge_slices``: the same floats); ``sizes`` in bytes."""
-        # contiguous, as warm_up() compiled it (a strided view is another
-        # specialisation, compiled at its first use: 0.2 s in a timed run)
-        lo, hi = np.ascontiguousarray(bounds[:, 0]), np.ascontiguousarray(bounds[:, 1])
-        owners = np.asarray(owners, dtype=np.int64)
-        m = int(owners.max()) + 2 if owners.size else 1
-        if m > self._owner_busy.size:
+    def book_slices(self, chans: list[DmaChannel], lo: np.ndarray, hi: np.ndarray,
+                    seconds: np.ndarray, src: np.ndarray, orders: np.ndarray) -> None:
+        """Channel ``chans[c]`` copied the folios ``src[lo[c]:hi[c]]`` in
+        ``seconds[c]``, bypassing :meth:`DmaChannel.run` (the virtual clock's
+        closed form): the folios marked FOLIO_CONTENT_COPIED and each channel
+        booked as ``account()`` books it, all at once (``_charge``: the same
+        floats).  ``lo``/``hi`` contiguous int64, as ``warm_up()`` compiles it."""
+        mem_map = self.memory.mem_map
+        sent = np.empty(lo.size, dtype=np.int64)
+        rc = book_slices(mem_map, src, orders, lo, hi, seconds, self._owner_busy,
+                         np.empty(self._owner_busy.size), sent)
+        if rc > 0:  # a cgroup beyond the books: grow them, then book
             self._owner_busy = np.concatenate(
-                [self._owner_busy, np.zeros(m - self._owner_busy.size)])
-        if not charge_slices(self._owner_busy, np.empty(self._owner_busy.size), lo, hi,
-                             seconds, owners, np.asarray(sizes, dtype=np.int64)):
-            for c, (a, b), nb, t in zip(chans, bounds.tolist(), nbytes, seconds.tolist(),
-                                        strict=True):
-                c.account(b - a, nb, t, owners[a:b], sizes[a:b])
+                [self._owner_busy, np.zeros(rc - self._owner_busy.size)])
+            rc = book_slices(mem_map, src, orders, lo, hi, seconds, self._owner_busy,
+                             np.empty(self._owner_busy.size), sent)
+        if rc < 0:  # what account() books otherwise (an empty slice): channel by channel
+            self.memory.flags[src] |= FOLIO_CONTENT_COPIED
+            owners = mem_map["mapping"][src]
+            sizes = PAGE_SIZE * np.left_shift(1, orders.astype(np.int64))
+            for c, a, b, t in zip(chans, lo.tolist(), hi.tolist(), seconds.tolist(),
+                                  strict=True):
+                c.account(b - a, int(sizes[a:b].sum()), t, owners[a:b], sizes[a:b])
             return
-        for c, d, nb, t in zip(chans, (hi - lo).tolist(), nbytes, seconds.tolist(),
+        for c, d, nb, t in zip(chans, (hi - lo).tolist(), sent.tolist(), seconds.tolist(),
                                strict=True):
             c.memcpy_count += d
             c.bytes_transferred += nb

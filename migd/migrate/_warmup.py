@@ -12,7 +12,7 @@ import numpy as np
 import trio
 from numba.core.dispatcher import Dispatcher
 
-from ..dma import DmaDevice, charge_slices, sg_nents
+from ..dma import DmaDevice, book_slices, sg_nents
 from ..hw import Clock, dma_schedule, get_profile
 from ..mm import Machine, NodeSpec, TenantSpec, compile_copies
 from ..offload import offload_migrators
@@ -97,7 +97,8 @@ async def warm_up(progress: Callable[[str], None] = lambda stage: None) -> None:
     _k.migrate_folio_unmap_clean(*engine.kernel_state, none, 0, 0, 0, none, none)
     dma_schedule(get_profile("zen3-ptdma").dma, np.zeros(1), np.zeros(1, dtype=np.int64),
                  np.zeros(1, dtype=np.int8), 64)
-    charge_slices(np.zeros(1), np.zeros(1), none, none, np.zeros(0), none, none)
+    book_slices(mem.mem_map, none, np.empty(0, dtype=np.int8), none, none, np.zeros(0),
+                np.zeros(1), np.zeros(1), none)
     sg_nents(none, np.empty(0, dtype=np.int8), 16)  # an IOMMU profile's map_sgtables
     if os.environ.get("NUMBA_CACHE_DIR"):  # set by migd/__init__ unless the user did
         with contextlib.suppress(OSError):  # a read-only cache only costs the next start

@@ -19,7 +19,6 @@ import trio
 
 from ..dma import DmaChannel, slice_bounds
 from ..hw import dma_schedule
-from ..mm import FOLIO_CONTENT_COPIED, PAGE_SIZE
 from ._migrator import CopyBatch
 
 
@@ -77,13 +76,10 @@ async def schedule_and_copy(migrator, batch: CopyBatch, chans: list[DmaChannel],
     if others.tasks_runnable or others.seconds_to_next_deadline < end - trio.current_time():
         return False
     await batch.clock.sleep_until(end)
-    mem = batch.memory
-    mem.copy_folios(batch.dst, batch.src, batch.orders)
-    mem.flags[batch.src] |= FOLIO_CONTENT_COPIED
-    sizes = PAGE_SIZE * np.left_shift(1, batch.orders.astype(np.int64))
-    sent = np.add.reduceat(sizes, bounds[:, 0]).tolist()  # each slice's bytes
-    owners = mem.mem_map["mapping"][batch.src]  # the tenants' cgroups
-    migrator.device.account_slices(chans, bounds, sent, t_end - t_submit, owners, sizes)
+    batch.memory.copy_folios(batch.dst, batch.src, batch.orders)
+    migrator.device.book_slices(chans, np.ascontiguousarray(bounds[:, 0]),  # + the cgroups'
+                                np.ascontiguousarray(bounds[:, 1]), t_end - t_submit,
+                                batch.src, batch.orders)
     migrator.completed_at(t_done)
     migrator.closed_form_batches += 1
     return True
