@@ -95,7 +95,7 @@ async def batch_copy(engine, ctx, src: np.ndarray, dst: np.ndarray,
             return _fell_back(engine, batch, MIGRATOR_ERROR, choice)
         finally:
             engine.copy_scopes.discard(scope)
-    missed = int(((mem.flags[src] & FOLIO_CONTENT_COPIED) == 0).sum())
+    missed = src.size - int(np.count_nonzero(mem.flags[src] & FOLIO_CONTENT_COPIED))
     if not missed:
         return Copied(batch.nr_folios, 0, None, choice, batch.nr_bytes)
     cause = errno_name(-rc) if rc < 0 else "incomplete"
