@@ -108,7 +108,10 @@ class DmaChannel:
         while lo < n:
             if ring:
                 while len(self.ring) >= ring:
-                    self._ring_space = trio.Event()
+                    # one event for every waiting submitter: replacing it per
+                    # waiter would leave the earlier ones waiting forever
+                    if self._ring_space.is_set():
+                        self._ring_space = trio.Event()
                     await self._ring_space.wait()
                 hi = min(n, lo + ring - len(self.ring))
             else:
