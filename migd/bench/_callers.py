@@ -204,10 +204,12 @@ def parse_batch_copy(text: str) -> list[str]:
 
 async def iommu_merge(opts: BenchOptions) -> BenchReport:
     """How often real layouts make ``dma_map_sgtable()`` merge a batch's two
-    sides unevenly (dcbm then falls back with -EINVAL): a move_pages() of the
-    whole tenant with dcbm on a fresh node, after a long run of partial moves
-    (every ``round`` moves a random 30% of the folios to the other node), and
-    after compacting the node that long run left."""
+    sides unevenly (v6 dcbm then falls back with -EINVAL), and how far the
+    IOMMU merges them (``entries_per_segment``: folios per mapped segment): a
+    move_pages() of the whole tenant with dcbm on a fresh node, after a long
+    run of partial moves (every ``round`` moves a random 30% of the folios to
+    the other node), and after compacting the node that long run left.
+    Always v6: the newest dcbm maps folio by folio (``dma._sgmap``)."""
     from ._options import MigratorSpec
     rows = []
     for order in opts.orders:
@@ -228,6 +230,7 @@ async def iommu_merge(opts: BenchOptions) -> BenchReport:
                         for node in sys.machine.memory.nodes:
                             await compact_node(sys, node.nid, MigrateMode.MIGRATE_SYNC)
                     mism0, batches0 = sys.dma.sg_mismatches, sys.engine.statistics().batches
+                    ents0, segs0 = sys.dma.sg_entries, sys.dma.sg_segments
                     where = int(sys.machine.memory.nid_of[tenant.pte_pfn[0]])
                     t0 = trio.current_time()
                     await move_tenant(sys, tenant, 1 - where)
@@ -239,7 +242,9 @@ async def iommu_merge(opts: BenchOptions) -> BenchReport:
                         spec.name, spec.param, order, PAGE_SIZE << order, 512, nbytes, seconds,
                         nbytes / seconds / 1e9, None, None, None, False,
                         extra={"layout": phase, "batches": batches, "einval_batches": mism,
-                               "einval_pct": 100.0 * mism / max(batches, 1)}))
+                               "einval_pct": 100.0 * mism / max(batches, 1),
+                               "entries_per_segment": (sys.dma.sg_entries - ents0) / max(
+                                   1, sys.dma.sg_segments - segs0)}))
                 await sys.engine.registry.unregister(migrator)
                 nursery.cancel_scope.cancel()
     return BenchReport("iommu-merge", opts.clock, opts.profile_name, rows)

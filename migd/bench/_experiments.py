@@ -250,10 +250,12 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                "destination unevenly (dcbm falls back, EINVAL)",
                "a move_pages() of the tenant with dcbm on a fresh node, after a long run of "
                "partial moves, and after compaction; rows carry layout, batches, "
-               "einval_batches and einval_pct.",
+               "einval_batches, einval_pct and entries_per_segment (folios per mapped "
+               "segment: how far the IOMMU merged them).",
                (VIRTUAL, PROFILE, ORDERS.but(default="0,2,4"),
                 MIGRATORS.but(default="dcbm:4"), TOTAL.but(default="8M")), iommu_merge,
-               Layout(columns=("layout", "batches", "einval_batches", "einval_pct"),
+               Layout(columns=("layout", "batches", "einval_batches", "einval_pct",
+                               "entries_per_segment"),
                       speed=False)),
     Experiment("shared-channels", "concurrent move_pages() callers: exclusive channel "
                "claims (PTDMA, DSA) against dma_find_channel()'s shared one (SDXI)",
