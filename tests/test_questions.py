@@ -204,3 +204,20 @@ def test_sdxi_channels_come_from_dma_find_channel_shared():
     second = sys.dma.request_channels(16)  # not released: shared, never EBUSY
     assert len(first) == len(second) == 1 and first[0] is second[0]
     assert first[0].client_count == 2
+
+
+@pytest.mark.parametrize("variant", ["v6", "newest"])
+def test_bench_callers_runs_dcbm_as_the_variant_asked(variant, monkeypatch):
+    """``bench callers --variant``: the dcbm row runs that iteration (its
+    migrator's variant is in the row), and the newest, whose PTDMA groups
+    hold one channel each, gives a batch one channel where v6 claims four."""
+    from migd.bench import BenchOptions, MigratorSpec, _callers
+
+    made = []
+    make = _callers.make_migrator
+    monkeypatch.setattr(_callers, "make_migrator",
+                        lambda *a: made.append(make(*a)) or made[-1])
+    opts = BenchOptions(clock="virtual", profile="zen3-ptdma", total=2 << 20, variant=variant)
+    row = run(lambda: _callers.caller_row(opts, "move_pages", 0, 0, MigratorSpec("dcbm", 4)))
+    assert row.extra["variant"] == variant
+    assert made[0].channels_claimed == [4 if variant == "v6" else 1]

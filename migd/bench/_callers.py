@@ -65,13 +65,13 @@ def _config(caller: str, order: int, total: int, profile: str) -> str:
 
 
 @asynccontextmanager
-async def _running(sys: System, spec: MigratorSpec):
+async def _running(sys: System, spec: MigratorSpec, variant: str = "v6"):
     """``sys`` with its DMA channels running and ``spec``'s migrator registered
-    (None for ``none``); yields (the batch records as they post, the migrator)
-    and cancels the channels on the way out."""
+    (None for ``none``; dcbm as ``variant``); yields (the batch records as they
+    post, the migrator) and cancels the channels on the way out."""
     records: list[BatchRecords] = []
     sys.engine.subscribe(records.append)
-    migrator = make_migrator(spec, sys.dma)
+    migrator = make_migrator(spec, sys.dma, variant)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sys.dma.run)
         if migrator is not None:
@@ -111,7 +111,7 @@ async def caller_row(opts: BenchOptions, caller: str, order: int, bound: int, sp
     sys = System(cfg, clock)
     sys.callers[caller].list_pages = bound
     sys.engine.batch_copy = batch_copy
-    async with _running(sys, spec) as (records, migrator):
+    async with _running(sys, spec, opts.variant) as (records, migrator):
         t0 = trio.current_time()
         await _run_caller(sys, caller)
         seconds = trio.current_time() - t0
@@ -136,6 +136,7 @@ async def caller_row(opts: BenchOptions, caller: str, order: int, bound: int, sp
         **latency_summary(records), verified=verified,
         extra={"caller": caller, "mode": MODES[caller], "list_pages": bound,
                "kernel_list_pages": KERNEL_LIST_PAGES[caller], "batch_copy": batch_copy,
+               "variant": getattr(migrator, "variant", None),
                "calls": calls, "batches": sum(len(r) for r in records),
                "cpu_copy_seconds": float(sum(st.cpu_copy_seconds.values())),
                "fallback_folios": fallbacks})

@@ -242,10 +242,10 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                "none row's copy CPU less this row's.",
                (VIRTUAL, PROFILE, ORDERS.but(default="0,4"),
                 MIGRATORS.but(default="none,mtcopy:2,dcbm:4,dcbm:16"),
-                TOTAL.but(default="8M"), CALLERS_OPT, LIST_PAGES, BATCH_COPY, VERIFY),
+                TOTAL.but(default="8M"), CALLERS_OPT, LIST_PAGES, BATCH_COPY, VARIANT, VERIFY),
                callers,
-               Layout(columns=("caller", "list_pages", "batch_copy", "cpu_saved_seconds"),
-                      speed=False)),
+               Layout(columns=("caller", "list_pages", "batch_copy", "variant",
+                               "cpu_saved_seconds"), speed=False)),
     Experiment("iommu-merge", "how often real layouts merge a batch's source and "
                "destination unevenly (dcbm falls back, EINVAL)",
                "a move_pages() of the tenant with dcbm on a fresh node, after a long run of "
