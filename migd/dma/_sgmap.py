@@ -1,6 +1,6 @@
 """``dma_map_sgtable()`` of a batch's two sides: how many entries each maps to.
 
-RFC v6's dcbm (``setup_sg_tables()``) builds each side with ``sg_alloc_table()``
+RFC v6's DMA migrator (``setup_sg_tables()``) builds each side with ``sg_alloc_table()``
 and one ``sg_set_folio(sg, folio, folio_size(folio), 0)`` per folio - no
 merging at build time (``sg_alloc_table_from_pages_segment()``, which would
 merge physically contiguous pages, is not used) - maps both, and gives the
@@ -25,7 +25,7 @@ So ``nents`` is a function of the entries' lengths alone, and the two sides of
 a migration batch have the same lengths (the destination is allocated with
 the source's order): the IOMMU merges them evenly, whatever the physical
 layout - fresh, fragmented or compacted.  Only ``fail_iommu_merge`` makes them
-differ.  The series' newest dcbm maps each folio on its own
+differ.  The series' newest driver maps each folio on its own
 (``map_folios()``: ``dma_map_page_attrs()``) and has no such comparison at all.
 
 Rejected: merging by physical contiguity (what ``sg_alloc_table_from_pages()``
