@@ -99,7 +99,7 @@ async def warm_up(progress: Callable[[str], None] = lambda stage: None) -> None:
                  np.zeros(1, dtype=np.int8), 64)
     book_slices(mem.mem_map, none, np.empty(0, dtype=np.int8), none, none, np.zeros(0),
                 np.zeros(1), np.zeros(1), none)
-    sg_nents(none, np.empty(0, dtype=np.int8), 16)  # an IOMMU profile's map_sgtables
+    sg_nents(np.empty(0, dtype=np.int8), 65536, True)  # an IOMMU profile's map_sgtables
     if os.environ.get("NUMBA_CACHE_DIR"):  # set by migd/__init__ unless the user did
         with contextlib.suppress(OSError):  # a read-only cache only costs the next start
             _cache_dir().mkdir(parents=True, exist_ok=True)
