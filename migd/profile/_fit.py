@@ -33,7 +33,7 @@ from ._cells import Cell, predict
 #: and switches (channel counts, ring size) are the base profile's.  A
 #: parameter the base has at 0 (a mechanism it does not use) starts at
 #: ``SEED``: in log space a parameter at ~0 has no gradient and never moves.
-SEED = {"cold_folio_us": 0.1, "iommu_tail_us": 0.1, "iommu_walk_us": 0.02}
+SEED = {"cold_folio_us": 0.1, "call_mib_us": 5.0, "iommu_tail_us": 0.1, "iommu_walk_us": 0.02}
 PARAMS: tuple[tuple[str, str, float, float], ...] = (
     ("cpu", "call_us", 1.0, 2000.0),
     ("cpu", "flush_us", 0.5, 500.0),
@@ -42,6 +42,7 @@ PARAMS: tuple[tuple[str, str, float, float], ...] = (
     ("cpu", "pte_us", 1e-3, 5.0),
     ("cpu", "page_us", 1e-4, 2.0),
     ("cpu", "cold_folio_us", 1e-4, 10.0),
+    ("cpu", "call_mib_us", 1e-3, 1000.0),
     ("cpu", "copy_gbps", 0.5, 200.0),
     ("cpu", "mt_dispatch_us", 0.01, 500.0),
     ("cpu", "membus_gbps", 1.0, 1000.0),
