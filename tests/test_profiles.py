@@ -248,6 +248,9 @@ def test_fit_writes_a_profile_and_the_report(tmp_path):
     assert "not determined" in r.stdout
     prof = load_profile(out)
     assert prof.name == "mine"
+    # counts are fitted as reals but written, and reported, as whole numbers
+    for count in ("cold_folios", "call_cap_mib"):
+        assert type(getattr(prof.cpu, count)) is int and f"cpu.{count}" in doc["parameters"]
     cells = [c for t in tables for c in read_table(t, prof)]
     assert errors(prof, cells)["throughput"] == pytest.approx(doc["in_sample"]["throughput"],
                                                               abs=1e-4)
