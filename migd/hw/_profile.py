@@ -49,19 +49,26 @@ those first pages queued on the IOMMU's one walker, shared by every busy
 channel (small folios stop scaling with channels); ``chan_gbps``, a channel's
 own ceiling under its engine's; ``call_mib_us`` per MiB of the first
 ``call_cap_mib`` MiB a ``move_pages()`` call moved, charged when its
-``migrate_pages()`` returns.  The last is measured, not located in the kernel:
-the published vanilla calls lose the same absolute time at the same bytes per
-call whatever the folio size (16 MiB: 384 us in 8 calls of 2M folios, 337 in
-4096 of 4K), growing with the call up to ~64 MiB, while the first-folio
-latency of those calls stays flat (186-194 us for 2M), so it is spent outside
-every batch's first-folio span and per byte, not per folio; no step of
-``do_pages_move()`` outside ``migrate_pages_batch()`` touches the bytes, so it
-is the machine's (caches or memory controller catching up on the moved data),
-not a kernel loop.  Rejected: charging it in the copy (2M calls of 1..16
-folios would show it in their first folio, +25%), or per folio (4K and 2M
-calls would need different values).  Rejected for all of these: a correction
-per folio size or channel count, which would fit the calibration cells and
-predict nothing else.
+``migrate_pages()`` returns.  The last is a capacity, not a kernel loop: the
+published vanilla calls lose the same time at the same bytes per call whatever
+the folio size (16 MiB: 384 us in a call of 8 2M folios, 337 in one of 4096
+4K folios),
+growing with the call until the fit's ``call_cap_mib`` (128 MiB, the L3 of a
+four-CCD Zen 3 socket, 4 x 32 MiB), while the first folio of those calls
+stays flat (186-194 us for 2M), so it is per byte, saturates, and is not in
+the first folio's span.  A bounded store of the call's bytes fits that - the
+moved data's dirty lines leaving the caches - and no step of
+``do_pages_move()`` does: ``lru_cache_disable()`` (``synchronize_rcu_expedited()``
+and ``__lru_add_drain_all()``) is once a call (``call_us``), ``folio_add_lru()``
+straight to the LRU while it is disabled is per folio (4K and 2M calls would
+differ 512-fold), the status copy-out is 4 bytes a page.  Where in the call
+the time goes is not measured; it is charged at its end.  Rejected: source
+data left in the LLC making calls under its size copy faster (the published
+calls of 1..8 2M folios take 220-238 us a folio, 16-25% more than the 1 GiB
+call's 190); charging it in the copy (2M calls of 1..16 folios would show it
+in their first folio, +25%); per folio.  Rejected for all of these: a
+correction per folio size or channel count, which would fit the calibration
+cells and predict nothing else.
 """
 
 from __future__ import annotations
