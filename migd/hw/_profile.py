@@ -53,8 +53,9 @@ own ceiling under its engine's; ``call_mib_us`` per MiB of the first
 published vanilla calls lose the same time at the same bytes per call whatever
 the folio size (16 MiB: 384 us in a call of 8 2M folios, 337 in one of 4096
 4K folios),
-growing with the call until the fit's ``call_cap_mib`` (128 MiB, the L3 of a
-four-CCD Zen 3 socket, 4 x 32 MiB), while the first folio of those calls
+growing with the call until the fit's ``call_cap_mib`` (128 MiB: as large as
+the L3 of a four-CCD Zen 3 socket, 4 x 32 MiB; the RFC does not name its
+part), while the first folio of those calls
 stays flat (186-194 us for 2M), so it is per byte, saturates, and is not in
 the first folio's span.  A bounded store of the call's bytes fits that - the
 moved data's dirty lines leaving the caches - and no step of
