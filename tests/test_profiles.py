@@ -109,7 +109,8 @@ def test_closed_form_cells_equal_the_emulator(tmp_path):
     """``predict`` (what the fit evaluates) against ``bench seed`` (the
     emulator on the virtual clock) with every mechanism of the model on."""
     z = PROFILES["zen3-ptdma"]
-    prof = dataclasses.replace(z, name="t", cpu=dataclasses.replace(z.cpu, cold_folio_us=0.4),
+    prof = dataclasses.replace(z, name="t", cpu=dataclasses.replace(z.cpu, cold_folio_us=0.4,
+                                                                    call_mib_us=20.0),
                                dma=dataclasses.replace(z.dma, iommu_walk_us=0.2,
                                                        iommu_tail_us=0.1, chan_gbps=9.0))
     pfile = tmp_path / "t.toml"
@@ -247,6 +248,9 @@ def test_fit_writes_a_profile_and_the_report(tmp_path):
     assert "not determined" in r.stdout
     prof = load_profile(out)
     assert prof.name == "mine"
+    # counts are fitted as reals but written, and reported, as whole numbers
+    for count in ("cold_folios", "call_cap_mib"):
+        assert type(getattr(prof.cpu, count)) is int and f"cpu.{count}" in doc["parameters"]
     cells = [c for t in tables for c in read_table(t, prof)]
     assert errors(prof, cells)["throughput"] == pytest.approx(doc["in_sample"]["throughput"],
                                                               abs=1e-4)

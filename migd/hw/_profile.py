@@ -47,8 +47,29 @@ folios, 208 for 2048 - half its batches cold - and 166 for 65536); ``iommu_run_p
 translated with the IOMMU's walk caches warm; ``iommu_walk_us``, the walks of
 those first pages queued on the IOMMU's one walker, shared by every busy
 channel (small folios stop scaling with channels); ``chan_gbps``, a channel's
-own ceiling under its engine's.  Rejected: a correction per folio size or
-channel count, which would fit the calibration cells and predict nothing else.
+own ceiling under its engine's; ``call_mib_us`` per MiB of the first
+``call_cap_mib`` MiB a ``move_pages()`` call moved, charged when its
+``migrate_pages()`` returns.  The last is a capacity, not a kernel loop: the
+published vanilla calls lose the same time at the same bytes per call whatever
+the folio size (16 MiB: 384 us in a call of 8 2M folios, 337 in one of 4096
+4K folios),
+growing with the call until the fit's ``call_cap_mib`` (128 MiB: as large as
+the L3 of a four-CCD Zen 3 socket, 4 x 32 MiB; the RFC does not name its
+part), while the first folio of those calls
+stays flat (186-194 us for 2M), so it is per byte, saturates, and is not in
+the first folio's span.  A bounded store of the call's bytes fits that - the
+moved data's dirty lines leaving the caches - and no step of
+``do_pages_move()`` does: ``lru_cache_disable()`` (``synchronize_rcu_expedited()``
+and ``__lru_add_drain_all()``) is once a call (``call_us``), ``folio_add_lru()``
+straight to the LRU while it is disabled is per folio (4K and 2M calls would
+differ 512-fold), the status copy-out is 4 bytes a page.  Where in the call
+the time goes is not measured; it is charged at its end.  Rejected: source
+data left in the LLC making calls under its size copy faster (the published
+calls of 1..8 2M folios take 220-238 us a folio, 16-25% more than the 1 GiB
+call's 190); charging it in the copy (2M calls of 1..16 folios would show it
+in their first folio, +25%); per folio.  Rejected for all of these: a
+correction per folio size or channel count, which would fit the calibration
+cells and predict nothing else.
 """
 
 from __future__ import annotations
@@ -76,6 +97,15 @@ class CpuModel:
     #: again in its move (caches cold after the call's set-up).
     cold_folio_us: float = 0.0
     cold_folios: int = 512
+    #: Per MiB of the first ``call_cap_mib`` a ``move_pages()`` call moved,
+    #: when its ``migrate_pages()`` returns (after every batch of the call).
+    call_mib_us: float = 0.0
+    call_cap_mib: int = 64
+
+    def call_end_seconds(self, nbytes: int) -> float:
+        """The call's end: ``call_mib_us`` per MiB of its first
+        ``call_cap_mib`` MiB moved (see the module docstring)."""
+        return self.call_mib_us * min(nbytes / (1 << 20), self.call_cap_mib) * 1e-6
 
     # Per-folio costs depend on the order alone (and the cold surcharge on
     # the place in the call): each is a table of the same expression over

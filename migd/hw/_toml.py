@@ -34,6 +34,9 @@ DOCS: dict[str, dict[str, str]] = {
         "cold_folio_us": "us per folio among a call's first cold_folios, in its unmap and "
                          "again in its move (cold caches after the call's set-up)",
         "cold_folios": "folios at the start of a call that pay cold_folio_us",
+        "call_mib_us": "us per MiB of the first call_cap_mib MiB a move_pages() call moved, "
+                       "when its migrate_pages() returns (outside every batch)",
+        "call_cap_mib": "MiB of a call that pay call_mib_us",
         "copy_gbps": "GB/s of folio_mc_copy() on one CPU",
         "mt_dispatch_us": "us per batch of a multi-threaded copy: queue_work() and the wait",
         "membus_gbps": "GB/s ceiling shared by the CPU copy threads",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..mm import MigrateMode, MigrateReason
+from ..mm import PAGE_SIZE, MigrateMode, MigrateReason
 from ._stats import NO_FOLIOS, MigrateResult, MigrateStats
 
 if TYPE_CHECKING:
@@ -29,9 +29,20 @@ async def do_pages_move(engine: MigrationEngine, tenant, vpages: np.ndarray,
     ``err + nr_pages - i`` (``move_pages_and_store_status()``), where ``i``
     is the page whose lookup flushed the list, less one when that page was
     itself looked up (already on its node, or -EBUSY: "we have accounted for
-    page i").  The pages after it are not looked at.
+    page i").  The pages after it are not looked at.  On its way out the call
+    pays ``CpuModel.call_end_seconds`` of the bytes it moved.
     """
     await engine.clock.spend(engine.profile.cpu.call_us * 1e-6)
+    result = await _runs(engine, tenant, vpages, nodes, reason)
+    cpu = engine.profile.cpu
+    if cpu.call_mib_us and result.stats.nr_succeeded:
+        await engine.clock.spend(cpu.call_end_seconds(result.stats.nr_succeeded * PAGE_SIZE))
+    return result
+
+
+async def _runs(engine: MigrationEngine, tenant, vpages: np.ndarray,
+                nodes: int | np.ndarray, reason: MigrateReason) -> MigrateResult:
+    """``do_pages_move()``'s loop: one ``migrate_pages()`` per run."""
     vpages = np.asarray(vpages)
     heads = engine.memory.page_folio(tenant.pte_pfn[vpages])
     nodes = np.broadcast_to(np.asarray(nodes, dtype=np.int64), heads.shape)

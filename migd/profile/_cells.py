@@ -6,7 +6,8 @@ directly from the model's own cost functions — ``CpuModel.unmap_seconds``,
 ``move_seconds``, ``copy_seconds``, ``flush_us``, ``mt_copy_seconds`` and
 the channels' schedule ``hw.dma_schedule`` — in the order the engine charges
 them on the virtual clock: per ``move_pages()`` call ``call_us``, then per
-batch the unmap loop, the TLB flush, the batch copy and the move loop.  A
+batch the unmap loop, the TLB flush, the batch copy and the move loop, and
+the call's end (``call_end_seconds`` of its bytes).  A
 cell's batches are identical (1 GiB of one folio size), so one batch of each
 size is computed and multiplied.  Rejected: running the emulator per
 evaluation (~0.1-0.5 s a cell, the fit would take hours); the fitted profile
@@ -161,7 +162,8 @@ def predict(profile: HardwareProfile, cell: Cell) -> tuple[float, float]:
     sizes = [per_batch] * full + ([rem] if rem else [])
     warm = {n: _batch_seconds(profile, cell, n) for n in set(sizes)}
     extra = cpu.cold_folio_us * 1e-6
-    seconds = cpu.call_us * 1e-6 + sum(warm[n][0] for n in sizes)
+    seconds = (cpu.call_us * 1e-6 + sum(warm[n][0] for n in sizes)
+               + cpu.call_end_seconds(per_call * per_folio))
     ffs = np.array([warm[n][1] for n in sizes])
     if extra:
         starts = np.arange(len(sizes)) * per_batch
