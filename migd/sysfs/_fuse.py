@@ -29,6 +29,7 @@ import trio
 from fuse import FUSE, Operations, _libfuse
 
 from ._tree import STORE_MAX, Directory, SysfsTree, apply_store
+from ._tstate import ThreadStates
 
 #: Operations that touch a file's contents: ENODEV once the tree is deactivated.
 _ACTIVE_OPS = frozenset({"open", "read", "write", "truncate"})
@@ -57,11 +58,13 @@ class SysfsOperations(Operations):
         self._nonblock: set[int] = set()  # streams opened O_NONBLOCK
         self._lock = threading.Lock()
         self._prioritised = threading.local()
+        self.thread_states = ThreadStates()
 
     def __call__(self, op, *args):
         # Not for init/destroy: destroy runs in the thread that called serve(),
         # a trio worker that later runs other jobs (DMA copies among them).
         if op not in ("init", "destroy") and not getattr(self._prioritised, "done", False):
+            self.thread_states.hold()  # first, or the thread-local is lost with the callback
             self._prioritised.done = True
             raise_thread_priority()
         if op in _ACTIVE_OPS:
@@ -250,11 +253,13 @@ def serve(tree: SysfsTree, mountpoint: str, trio_token: trio.lowlevel.TrioToken)
     fuse_get_context() per request) and easier to get wrong than the kernel's
     own generic_permission().
     """
+    ops = SysfsOperations(tree, trio_token)
     try:
-        FUSE(SysfsOperations(tree, trio_token), mountpoint, foreground=True, direct_io=True,
+        FUSE(ops, mountpoint, foreground=True, direct_io=True,
              nothreads=False, allow_other=True, default_permissions=True, attr_timeout=3600,
              entry_timeout=3600, fsname="migd", subtype="migd")
     finally:
+        ops.thread_states.release_dead()  # libfuse joined its threads
         _ignore_sigpipe()
 
 
