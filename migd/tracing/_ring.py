@@ -25,8 +25,11 @@ Every event is recorded on CPU 0 (the engine is one thread): the other CPUs'
 
 from __future__ import annotations
 
+import bisect
 import errno
+import itertools
 import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -40,6 +43,9 @@ WAIT_SLICE = 0.05
 #: Blocked ``trace_pipe`` reads at once; each holds a libfuse thread.  The
 #: kernel has no such bound (a blocked reader costs it a wait queue entry).
 MAX_PIPE_WAITERS = 8
+#: Bytes of the shortest line (its context columns and an event's name): a
+#: read of N bytes formats at most N / this many lines ahead.
+_SHORTEST_LINE = 64
 #: The task column: the daemon's name (``comm``) and pid.
 COMM = "migd"
 
@@ -129,35 +135,34 @@ class TraceRing:
         #: its first event, and kept when the ring is cleared, as the kernel keeps it.
         self.cmdline_saved = False
         self._bytes = 0  # rb_event_length of the entries in the ring
-        # formatted (text, seconds, bytes), older than every raw (event, seconds, values, bytes)
-        self._lines: deque[tuple[str, float, int]] = deque()
-        self._raw: deque[tuple[Event, float, tuple, int]] = deque()
+        # [event, seconds, values, bytes, line]: line is the formatted text
+        # (bytes), None until a reader formats it; a trace_pipe read that split
+        # a line leaves [None, seconds, None, 0, the rest].
+        self._entries: deque[list] = deque()
         self._cond = threading.Condition()
-        self._format_lock = threading.Lock()  # one formatter at a time keeps the order
         self._closed = False
         self._waiters = 0
 
     def __len__(self) -> int:
-        return len(self._lines) + len(self._raw)
+        return len(self._entries)
 
     # -- writer (engine thread) ----------------------------------------------------
 
     def append(self, event: Event, seconds: float, values: tuple) -> None:
         size = rb_event_length(event.record_size(values))
         with self._cond:
-            if len(self._lines) + len(self._raw) >= self.capacity:
-                self._bytes -= (self._lines or self._raw).popleft()[-1]
+            if len(self._entries) >= self.capacity:
+                self._bytes -= self._entries.popleft()[3]
                 self.overrun += 1
-            self._raw.append((event, seconds, values, size))
+            self._entries.append([event, seconds, values, size, None])
             self._bytes += size
             self.cmdline_saved = True
             self._cond.notify_all()
 
     def clear(self) -> None:
         """``tracing_reset_online_cpus``: what ``> trace`` (O_TRUNC) does."""
-        with self._format_lock, self._cond:
-            self._lines.clear()
-            self._raw.clear()
+        with self._cond:
+            self._entries.clear()
             self.overrun = self.read = self._bytes = 0
 
     def close(self) -> None:
@@ -168,33 +173,30 @@ class TraceRing:
 
     # -- readers (libfuse threads) ------------------------------------------------
 
-    def _format_pending(self) -> None:
-        """Format the raw entries into lines; caller holds ``_format_lock``."""
+    def line(self, entry: list) -> bytes:
+        """An entry's line, formatted at its first read and kept (readers
+        racing on it format the same bytes)."""
+        text = entry[4]
+        if text is None:
+            text = entry[4] = format_line(entry[0], entry[1], entry[2], self.pid).encode()
+        return text
+
+    def view(self, nr_cpus: int, lines: bool = True) -> TraceView:
+        """The ``trace`` file as an open file reads it: ``print_trace_header``
+        for the nop tracer and the entries in the ring at open, which stay
+        there.  ``lines`` False: an empty CPU's ``per_cpu/cpuN/trace`` (the
+        header counts every CPU's entries)."""
         with self._cond:
-            raw = list(self._raw)
-            self._raw.clear()
-        if not raw:
-            return
-        lines = [(format_line(e, t, v, self.pid), t, n) for e, t, v, n in raw]
-        with self._cond:
-            self._lines.extend(lines)
-            while len(self._lines) + len(self._raw) > self.capacity:
-                self._bytes -= self._lines.popleft()[-1]
-                self.overrun += 1
+            entries = list(self._entries)
+            overrun = self.overrun
+        n = len(entries)
+        head = (f"# tracer: nop\n#\n# entries-in-buffer/entries-written: {n}/{n + overrun}"
+                f"   #P:{nr_cpus}\n{_HELP}").encode()
+        return TraceView(self, head, entries if lines else [])
 
     def snapshot(self, nr_cpus: int, lines: bool = True) -> str:
-        """The ``trace`` file: ``print_trace_header`` for the nop tracer, then
-        every line in the ring, which stays there.  ``lines`` False: an empty
-        CPU's ``per_cpu/cpuN/trace`` (the header counts every CPU's entries)."""
-        with self._format_lock:
-            self._format_pending()
-            with self._cond:
-                kept = [text for text, _, _ in self._lines]
-                overrun = self.overrun
-        n = len(kept)
-        head = (f"# tracer: nop\n#\n# entries-in-buffer/entries-written: {n}/{n + overrun}"
-                f"   #P:{nr_cpus}\n{_HELP}")
-        return head + "".join(kept) if lines else head
+        """The whole ``trace`` file now (see :meth:`view`)."""
+        return self.view(nr_cpus, lines).read(sys.maxsize, 0).decode()
 
     def stats(self, now: float, cpu: int) -> str:
         """``per_cpu/cpuN/stats``: ``tracing_stats_read()`` for the boot clock
@@ -203,14 +205,13 @@ class TraceRing:
         kernel's count has; ``oldest event ts`` is the oldest entry's (0 in an
         empty ring; the kernel's is its oldest page's).  Nothing is ever
         dropped (the ring overwrites) and no commit overruns (one writer)."""
-        with self._format_lock, self._cond:
+        with self._cond:
             if cpu != 0:
                 entries = overrun = nbytes = read = 0
                 oldest = 0.0
             else:
                 entries, overrun, nbytes, read = len(self), self.overrun, self._bytes, self.read
-                first = self._lines[0] if self._lines else self._raw[0] if self._raw else None
-                oldest = first[1] if first else 0.0
+                oldest = self._entries[0][1] if self._entries else 0.0
         return (f"entries: {entries}\noverrun: {overrun}\ncommit overrun: 0\n"
                 f"bytes: {nbytes}\noldest event ts: {_us(oldest)}\nnow ts: {_us(now)}\n"
                 f"dropped events: 0\nread events: {read}\n")
@@ -225,28 +226,32 @@ class TraceRing:
         :data:`MAX_PIPE_WAITERS` reads already wait."""
         while True:
             with self._cond:
-                if not self._raw and not self._lines:
-                    self._wait(block, interrupted, lambda: self._raw or self._lines)
-                    if self._closed and not self._raw and not self._lines:
+                if not self._entries:
+                    self._wait(block, interrupted, lambda: self._entries)
+                    if self._closed and not self._entries:
                         return b""
-            with self._format_lock:
-                self._format_pending()
-                with self._cond:
-                    out, n = [], 0
-                    while self._lines and n + len(self._lines[0][0]) <= size:
-                        text, _, nbytes = self._lines.popleft()
-                        out.append(text)
-                        n += len(text)
-                        self._bytes -= nbytes
-                        self.read += nbytes > 0  # not the rest of a split line
-                    if not out and self._lines:  # a line longer than the read: split it
-                        text, t, nbytes = self._lines.popleft()
-                        out.append(text[:size])
-                        self._lines.appendleft((text[size:], t, 0))
-                        self._bytes -= nbytes
-                        self.read += nbytes > 0
+                # a line is longer than 32 bytes: these are all this read can take
+                first = list(itertools.islice(self._entries, size // 32 + 1))
+            texts = [self.line(e) for e in first]  # formatted without the lock: append waits not
+            out, n = [], 0
+            with self._cond:
+                for entry, text in zip(first, texts, strict=True):
+                    if not self._entries or self._entries[0] is not entry:
+                        break  # another reader took it, or a clear or overrun dropped it
+                    if n + len(text) > size:
+                        if not out:  # a line longer than the read: split it
+                            self._entries[0] = [None, entry[1], None, 0, text[size:]]
+                            out.append(text[:size])
+                            self._bytes -= entry[3]
+                            self.read += entry[3] > 0
+                        break
+                    self._entries.popleft()
+                    out.append(text)
+                    n += len(text)
+                    self._bytes -= entry[3]
+                    self.read += entry[3] > 0  # not the rest of a split line
             if out:  # else another reader took it all: wait again, never a false EOF
-                return "".join(out).encode()
+                return b"".join(out)
 
     def read_idle(self, size: int, block: bool = True,
                   interrupted: Callable[[], bool] = lambda: False) -> bytes:
@@ -273,3 +278,61 @@ class TraceRing:
                 self._cond.wait(WAIT_SLICE)
         finally:
             self._waiters -= 1
+
+
+class TraceView:
+    """One open ``trace`` file: the entries of :meth:`TraceRing.view`, read
+    as ``seq_read()`` reads ``s_start``/``s_next``/``s_show``: a read returns
+    at most the bytes asked for, from the file position, and formats only the
+    lines it returns (each entry once, kept in the ring).  A read at another
+    offset than where the last one ended walks again from the start, as
+    ``seq_read`` does (``traverse()``).  ``tracing_open()`` stops the kernel's
+    recording while the file is open (``pause-on-trace``); migd keeps recording
+    and the open file reads what the ring held at open.  Rendering the whole
+    ring (1 MB) at the first read, with the GIL, was rejected: ~30 ms after a
+    full ring of new entries, the slowest read of the tree."""
+
+    def __init__(self, ring: TraceRing, head: bytes, entries: list[list]) -> None:
+        self._ring, self._head, self._entries = ring, head, entries
+        self._lock = threading.Lock()  # one file's reads in order
+        self._pos = self._within = 0  # where the last read ended: byte, and in the chunk
+        self._k = -1  # the chunk there: -1 the header, else an entry
+
+    def read(self, size: int, offset: int) -> bytes:
+        with self._lock:
+            if offset != self._pos:
+                self._pos, self._k, self._within = 0, -1, 0
+                self._take(offset, keep=False)
+            return self._take(size, keep=True)
+
+    def _take(self, size: int, keep: bool) -> bytes:
+        """Up to ``size`` bytes from the position on, which moves past them:
+        the lines in C-level passes (a Python step per line cost a full
+        ring's ``cat`` 6 ms instead of 1)."""
+        out, n, k, within = [], 0, self._k, self._within
+        if k < 0:
+            piece = self._head[within:within + size]
+            out.append(piece)
+            n, within = len(piece), within + len(piece)
+            if within == len(self._head):
+                k, within = 0, 0
+        while n < size and 0 <= k < len(self._entries):
+            batch = self._entries[k:k + (size - n) // _SHORTEST_LINE + 1]
+            texts = [e[4] for e in batch]
+            if None in texts:
+                texts = [self._ring.line(e) for e in batch]
+            texts[0] = texts[0][within:]
+            ends = list(itertools.accumulate(map(len, texts)))
+            whole = bisect.bisect_right(ends, size - n)  # the lines that fit
+            got = ends[whole - 1] if whole else 0
+            out += texts[:whole]
+            if whole < len(texts) and got < size - n:  # and the start of the next
+                piece = texts[whole][:size - n - got]
+                out.append(piece)
+                within = (within if whole == 0 else 0) + len(piece)
+                got += len(piece)
+            else:
+                within = 0
+            k, n = k + whole, n + got
+        self._k, self._within, self._pos = k, within, self._pos + n
+        return b"".join(out) if keep else b""
