@@ -54,14 +54,16 @@ class ThreadStates:
 
     def release_dead(self) -> None:
         """Free the states of threads that have exited: of those kept before
-        the listing (which lets other threads run), the ones not in it."""
+        the look-ups (which let other threads run), the ones whose id is gone
+        from ``/proc/self/task``.  Each id is looked up: a listing of the
+        directory ends early when a thread exits during it
+        (``next_tid()`` stops at a dead thread), and a state then freed under
+        its live thread crashed the daemon."""
         with self._lock:
             before = dict(self._kept)
-        live = {int(t) for t in os.listdir("/proc/self/task")}
+        dead = {t for t in before if not os.path.exists(f"/proc/self/task/{t}")}
         with self._lock:
-            dead = [t for t, kept in before.items()
-                    if t not in live and self._kept.get(t) == kept]
-            states = [self._kept.pop(t)[0] for t in dead]
+            states = [self._kept.pop(t)[0] for t in dead if self._kept.get(t) == before[t]]
         for state in states:
             _free(state)
 
