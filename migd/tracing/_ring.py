@@ -25,14 +25,13 @@ Every event is recorded on CPU 0 (the engine is one thread): the other CPUs'
 
 from __future__ import annotations
 
-import bisect
 import errno
 import itertools
 import os
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ._events import Event
 
@@ -43,9 +42,6 @@ WAIT_SLICE = 0.05
 #: Blocked ``trace_pipe`` reads at once; each holds a libfuse thread.  The
 #: kernel has no such bound (a blocked reader costs it a wait queue entry).
 MAX_PIPE_WAITERS = 8
-#: Bytes of the shortest line (its context columns and an event's name): a
-#: read of N bytes formats at most N / this many lines ahead.
-_SHORTEST_LINE = 64
 #: The task column: the daemon's name (``comm``) and pid.
 COMM = "migd"
 
@@ -139,6 +135,9 @@ class TraceRing:
         # (bytes), None until a reader formats it; a trace_pipe read that split
         # a line leaves [None, seconds, None, 0, the rest].
         self._entries: deque[list] = deque()
+        self._first = 0  # the serial number of _entries[0]: +1 at each entry dropped
+        self._gen = 0  # +1 when an entry's text changes (a split line) or the ring is cleared
+        self._text: _Text | None = None  # the text of the entries at the last open
         self._cond = threading.Condition()
         self._closed = False
         self._waiters = 0
@@ -153,6 +152,7 @@ class TraceRing:
         with self._cond:
             if len(self._entries) >= self.capacity:
                 self._bytes -= self._entries.popleft()[3]
+                self._first += 1
                 self.overrun += 1
             self._entries.append([event, seconds, values, size, None])
             self._bytes += size
@@ -164,6 +164,7 @@ class TraceRing:
         with self._cond:
             self._entries.clear()
             self.overrun = self.read = self._bytes = 0
+            self._gen += 1
 
     def close(self) -> None:
         """Wake every blocked reader with EOF, now and later (at unmount)."""
@@ -187,16 +188,36 @@ class TraceRing:
         there.  ``lines`` False: an empty CPU's ``per_cpu/cpuN/trace`` (the
         header counts every CPU's entries)."""
         with self._cond:
-            entries = list(self._entries)
-            overrun = self.overrun
+            entries, first, gen = list(self._entries), self._first, self._gen
+            overrun, text = self.overrun, self._text
         n = len(entries)
         head = (f"# tracer: nop\n#\n# entries-in-buffer/entries-written: {n}/{n + overrun}"
                 f"   #P:{nr_cpus}\n{_HELP}").encode()
-        return TraceView(self, head, entries if lines else [])
+        if not lines:
+            return TraceView(head, b"")
+        text = self._render(entries, first, text if text and text.gen == gen else None)
+        with self._cond:
+            if self._gen == gen and (self._text is None or self._text.first <= first):
+                self._text = text
+        return TraceView(head, text.body)
+
+    def _render(self, entries: list[list], first: int, last: _Text | None) -> _Text:
+        """The text of ``entries`` (``first`` the serial of the first): the
+        last open's text less the entries dropped since, plus the lines of
+        those recorded since, formatted now."""
+        drop = first - last.first if last else -1
+        if last is None or not 0 <= drop <= len(last.lengths) or \
+                len(last.lengths) - drop > len(entries):
+            new = [self.line(e) for e in entries]
+            return _Text(self._gen, first, [len(t) for t in new], b"".join(new))
+        new = [self.line(e) for e in entries[len(last.lengths) - drop:]]
+        return _Text(last.gen, first, last.lengths[drop:] + [len(t) for t in new],
+                     last.body[sum(last.lengths[:drop]):] + b"".join(new))
 
     def snapshot(self, nr_cpus: int, lines: bool = True) -> str:
         """The whole ``trace`` file now (see :meth:`view`)."""
-        return self.view(nr_cpus, lines).read(sys.maxsize, 0).decode()
+        view = self.view(nr_cpus, lines)
+        return (view.head + view.body).decode()
 
     def stats(self, now: float, cpu: int) -> str:
         """``per_cpu/cpuN/stats``: ``tracing_stats_read()`` for the boot clock
@@ -241,11 +262,13 @@ class TraceRing:
                     if n + len(text) > size:
                         if not out:  # a line longer than the read: split it
                             self._entries[0] = [None, entry[1], None, 0, text[size:]]
+                            self._gen += 1
                             out.append(text[:size])
                             self._bytes -= entry[3]
                             self.read += entry[3] > 0
                         break
                     self._entries.popleft()
+                    self._first += 1
                     out.append(text)
                     n += len(text)
                     self._bytes -= entry[3]
@@ -280,59 +303,34 @@ class TraceRing:
             self._waiters -= 1
 
 
-class TraceView:
-    """One open ``trace`` file: the entries of :meth:`TraceRing.view`, read
-    as ``seq_read()`` reads ``s_start``/``s_next``/``s_show``: a read returns
-    at most the bytes asked for, from the file position, and formats only the
-    lines it returns (each entry once, kept in the ring).  A read at another
-    offset than where the last one ended walks again from the start, as
-    ``seq_read`` does (``traverse()``).  ``tracing_open()`` stops the kernel's
-    recording while the file is open (``pause-on-trace``); migd keeps recording
-    and the open file reads what the ring held at open.  Rendering the whole
-    ring (1 MB) at the first read, with the GIL, was rejected: ~30 ms after a
-    full ring of new entries, the slowest read of the tree."""
+@dataclass(frozen=True)
+class _Text:
+    """The lines of the entries from serial ``first`` on, joined, and their lengths."""
 
-    def __init__(self, ring: TraceRing, head: bytes, entries: list[list]) -> None:
-        self._ring, self._head, self._entries = ring, head, entries
-        self._lock = threading.Lock()  # one file's reads in order
-        self._pos = self._within = 0  # where the last read ended: byte, and in the chunk
-        self._k = -1  # the chunk there: -1 the header, else an entry
+    gen: int
+    first: int
+    lengths: list[int]
+    body: bytes
+
+
+class TraceView:
+    """One open ``trace`` file: what :meth:`TraceRing.view` found at open,
+    read at any offset as ``seq_read()`` reads it (at most the bytes asked
+    for).  ``tracing_open()`` stops the kernel's recording while the file is
+    open (``pause-on-trace``); migd keeps recording and the open file reads
+    what the ring held at open.  Each entry is formatted once and the ring
+    keeps the text of the last open, so an open formats only the entries
+    recorded since and a read copies what it returns.  Rejected: rendering
+    the whole ring (1 MB) at each first read, with the GIL (5 ms, 30 ms after
+    a full ring of new entries: the slowest reads of the tree), and a
+    ``seq_file`` walk per read (a Python step per line: 1 ms a ``cat``)."""
+
+    def __init__(self, head: bytes, body: bytes) -> None:
+        self.head, self.body = head, body
 
     def read(self, size: int, offset: int) -> bytes:
-        with self._lock:
-            if offset != self._pos:
-                self._pos, self._k, self._within = 0, -1, 0
-                self._take(offset, keep=False)
-            return self._take(size, keep=True)
-
-    def _take(self, size: int, keep: bool) -> bytes:
-        """Up to ``size`` bytes from the position on, which moves past them:
-        the lines in C-level passes (a Python step per line cost a full
-        ring's ``cat`` 6 ms instead of 1)."""
-        out, n, k, within = [], 0, self._k, self._within
-        if k < 0:
-            piece = self._head[within:within + size]
-            out.append(piece)
-            n, within = len(piece), within + len(piece)
-            if within == len(self._head):
-                k, within = 0, 0
-        while n < size and 0 <= k < len(self._entries):
-            batch = self._entries[k:k + (size - n) // _SHORTEST_LINE + 1]
-            texts = [e[4] for e in batch]
-            if None in texts:
-                texts = [self._ring.line(e) for e in batch]
-            texts[0] = texts[0][within:]
-            ends = list(itertools.accumulate(map(len, texts)))
-            whole = bisect.bisect_right(ends, size - n)  # the lines that fit
-            got = ends[whole - 1] if whole else 0
-            out += texts[:whole]
-            if whole < len(texts) and got < size - n:  # and the start of the next
-                piece = texts[whole][:size - n - got]
-                out.append(piece)
-                within = (within if whole == 0 else 0) + len(piece)
-                got += len(piece)
-            else:
-                within = 0
-            k, n = k + whole, n + got
-        self._k, self._within, self._pos = k, within, self._pos + n
-        return b"".join(out) if keep else b""
+        head = self.head
+        if offset >= len(head):
+            return self.body[offset - len(head):offset - len(head) + size]
+        out = head[offset:offset + size]
+        return out + self.body[:size - len(out)] if len(out) < size else out
