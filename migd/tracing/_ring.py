@@ -211,8 +211,11 @@ class TraceRing:
             new = [self.line(e) for e in entries]
             return _Text(self._gen, first, [len(t) for t in new], b"".join(new))
         new = [self.line(e) for e in entries[len(last.lengths) - drop:]]
+        if not drop and not new:
+            return last
+        kept = memoryview(last.body)[sum(last.lengths[:drop]):]
         return _Text(last.gen, first, last.lengths[drop:] + [len(t) for t in new],
-                     last.body[sum(last.lengths[:drop]):] + b"".join(new))
+                     b"".join([kept, *new]))  # one copy
 
     def snapshot(self, nr_cpus: int, lines: bool = True) -> str:
         """The whole ``trace`` file now (see :meth:`view`)."""
