@@ -249,7 +249,7 @@ def restore(daemon, state: dict[str, str]) -> None:
 # 400 examples in process (test_tree_model); through FUSE, enough to see the
 # errno translation and a daemon that survives.
 @pytest.mark.slow
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_arbitrary_bytes_to_any_writable_file_are_einval_and_change_nothing(daemon, data):
     """Fuzzing every writable file: a write is valid, or it fails with EINVAL
@@ -298,7 +298,7 @@ def _kernel_value(grammar, payload: bytes):
 
 
 @pytest.mark.slow
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_numbers_and_booleans_parse_as_kstrtox(daemon, data):
     """Writes shaped like numbers: accepted exactly when the kernel's rules

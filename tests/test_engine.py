@@ -324,6 +324,31 @@ async def test_concurrent_callers_on_overlapping_lists_isolate_like_the_kernel(v
 
 
 @pytest.mark.parametrize("virtual", [True, False])
+async def test_a_stale_pick_of_a_reused_pfn_is_not_isolated(virtual):
+    """A caller picked a folio, which was freed and its pfn allocated again,
+    not yet mapped (a fault's folio being zeroed, the prezero pool's, a
+    migration's destination): ``folio_isolate_lru()`` fails on a folio that is
+    on no LRU (``folio_test_clear_lru()``), so the call isolates nothing, makes
+    no call, and the folio stays where its owner holds it."""
+    m = make_machine(virtual, node_mib=32)
+    t = m.add_tenant(TenantSpec("t", 1 * MiB, order=0))
+    e = make_engine(m, virtual)
+    mem = m.memory
+    mapped = m.tenant_folios(t)[:4]
+    held = mem.folio_alloc(0, 0, 4)  # allocated, one reference, unmapped
+    before = (mem.flags[held].copy(), mem.refcount[held].copy(), mem.nid_of[held].copy())
+    r = await e.migrate_pages(np.r_[held, mapped], 1, MigrateReason.MR_COMPACTION)
+    assert r.stats.nr_succeeded == 4  # the tenant's four, not the held ones
+    assert (mem.folio_order[held] == 0).all()
+    after = (mem.flags[held], mem.refcount[held], mem.nid_of[held])
+    assert all((a == b).all() for a, b in zip(before, after, strict=True))
+    r = await e.migrate_pages(held, 1, MigrateReason.MR_COMPACTION)
+    assert r.stats.nr_succeeded == 0 and e.statistics().vmstat["pgmigrate_success"] == 4
+    mem.folio_put(held)
+    assert m.check_integrity().ok
+
+
+@pytest.mark.parametrize("virtual", [True, False])
 async def test_each_call_gets_its_own_cpu_copy_seconds(virtual):
     """Concurrent calls: each call's ``stats.cpu_copy_seconds`` holds its own
     copies, and together they are the books' total.  A CPU batch copy on

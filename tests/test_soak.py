@@ -27,9 +27,10 @@ def soak_cmd(*args: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_60s_soak_with_faults_loses_nothing(tmp_path):
+def test_a_40s_soak_with_faults_loses_nothing(tmp_path):
+    """40 s keeps the suite in CI's budget; the README's soaks run for hours."""
     out = tmp_path / "soak.json"
-    p = subprocess.run(soak_cmd("--duration", "60s", "--faults", "--seed", "7",
+    p = subprocess.run(soak_cmd("--duration", "40s", "--faults", "--seed", "7",
                                 "--json", str(out)), capture_output=True, text=True,
                        timeout=150)  # below pytest-timeout's 180: this test fails alone
     assert out.exists(), (p.returncode, p.stderr[-3000:])
@@ -37,7 +38,7 @@ def test_a_60s_soak_with_faults_loses_nothing(tmp_path):
     assert p.returncode == 0, (p.stderr[-2000:], s["violations"])
     assert json.loads(p.stdout) == s
     assert s["ok"] and s["lost_pages"] == s["corrupt_pages"] == s["invariant_violations"] == 0
-    assert s["checks"] >= 15
+    assert s["checks"] >= 10
     # It did what it says: every fault kind fired, every reason migrated, the
     # tree was read and written, the offload fell back.
     # (zen3-ptdma's driver reports no descriptor errors: those two stay unarmed)
@@ -46,7 +47,7 @@ def test_a_60s_soak_with_faults_loses_nothing(tmp_path):
     assert not fired & {"fail_dma_desc", "fail_dma_partial"}, fired
     assert s["migrated_pages_by_reason"].keys() >= {
         "syscall_or_cpuset", "demotion", "numa_misplaced", "compaction"}
-    assert s["fallbacks"] and s["migrated_bytes"] > 1 << 30
+    assert s["fallbacks"] and s["migrated_bytes"] > 1 << 29
     assert sum(s["cleared_by_how"].values()) > 0  # faults got zeroed folios, checked zero
     assert s["knob_writes"] > 20 and s["cat_reads"] > 1000
     assert s["rss_growth_pct"] <= 5

@@ -120,8 +120,14 @@ def remove_migration_ptes(mem_map, ptes, src, dst):
 @numba.njit(cache=True, nogil=True)
 def folio_isolate_batch(mem_map, folios, out):
     """``folio_isolate_lru()`` over a caller's list: keep (in ``out``) each folio
-    that is an allocated head not on a migration list yet, and mark it.  A
-    folio named twice fails the second time, as it would in the kernel."""
+    that is an allocated head on an LRU list and not on a migration list yet,
+    and mark it.  A folio named twice fails the second time, as it would in the
+    kernel.  On an LRU means mapped by a tenant (``mapping`` set): a folio
+    allocated but not yet mapped (a migration's destination before its move,
+    a folio being zeroed for a fault, the prezero pool's) is on no LRU, so
+    ``folio_test_clear_lru()`` fails for it (mm/vmscan.c), as it fails in
+    ``isolate_migratepages_block()`` for a page that is neither LRU nor
+    movable_ops: a caller's stale pick of a freed-and-reused pfn is dropped."""
     n = 0
     for i in range(folios.size):
         f = folios[i]
@@ -129,6 +135,8 @@ def folio_isolate_batch(mem_map, folios, out):
             continue
         pg = mem_map[f]
         if pg.order < 0 or (f & ((1 << pg.order) - 1)) or pg.flags & PG_isolated:
+            continue
+        if pg.mapping < 0:
             continue
         pg.flags |= PG_isolated
         out[n] = f
