@@ -82,7 +82,7 @@ class FaultInjector:
         "fail_dma_timeout",  # descriptor never completes (-ETIMEDOUT)
         "fail_dma_partial",  # descriptor completes short
         "fail_dma_busy",  # no channel can be claimed (-EBUSY)
-        "fail_iommu_merge",  # dma_map_sgtable() merges src and dst unevenly (-EINVAL)
+        "fail_iommu_merge",  # v6: src and dst map to unequal nents (-EINVAL); never unforced
     )
     #: Points whose failure only a driver that reports descriptor results
     #: makes visible (``DmaModel.reports_errors``); on PTDMA they corrupt.

@@ -248,3 +248,36 @@ def test_ring_grows_and_calls_back_once_per_range():
     ring.complete(30, np.full(30, -errno.EIO, dtype=np.int32), np.arange(30))
     assert calls == [(2, list(range(220, 250)))]
     assert len(ring) == 0
+
+
+def test_every_submitter_waiting_on_a_full_ring_gets_in():
+    """sdxi's ring holds 512 descriptors: a submission of 512 fills
+    it (whichever the scheduler runs first), three more of 200 each wait for
+    room at once.  A completion frees room for all of them (each re-checks),
+    so all 1112 complete, in submission order per submitter.  Each waiter once made its own event
+    and the completion woke only the last one: the others waited forever
+    (``bench shared-channels --profile sdxi`` with 4 callers never ended)."""
+    subs = [(0, [0] * 512, 0.0)] + [(0, [0] * 200, 0.0)] * 3
+    mem, placed = _memory(subs, 8)
+    dev = DmaDevice(0, mem, VirtualClock(), get_profile("sdxi").dma, _faults(_NO_FAULTS, 0))
+    done = []
+
+    async def main():
+        async with trio.open_nursery() as n:
+            n.start_soon(dev.run)
+            with trio.fail_after(1.0):  # virtual: far past the ~0.2 ms the copies take
+                async with trio.open_nursery() as submitters:
+                    first = 0
+                    for src, dst, order in placed:
+                        cookies = np.arange(first, first + src.size)
+                        first += src.size
+                        submitters.start_soon(dev.channels[0].submit, src, dst, order,
+                                              cookies, lambda c, s, r: done.extend(c.tolist()))
+                while len(done) < first:
+                    await trio.sleep(1e-4)
+            n.cancel_scope.cancel()
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert sorted(done) == list(range(1112))
+    for lo, hi in ((0, 512), (512, 712), (712, 912), (912, 1112)):
+        mine = [c for c in done if lo <= c < hi]
+        assert mine == list(range(lo, hi))

@@ -2,9 +2,10 @@
 
 batch_copy (always|gated), the callers' list bounds and latency hints, tenants
 as cgroups (memory.stat, DMA time charged per folio), fail_iommu_merge and
-the IOMMU merge model, SDXI's dma_find_channel().  Expectations come from the
-kernel code each emulates (mm/compaction.c COMPACT_CLUSTER_MAX, memcontrol.c
-memory_stats[] names, dmaengine.c dma_find_channel()), never from a timing.
+the IOMMU merge model (dma-iommu.c __finalise_sg()), SDXI's
+dma_find_channel().  Expectations come from the kernel code each emulates
+(mm/compaction.c COMPACT_CLUSTER_MAX, memcontrol.c memory_stats[] names,
+dmaengine.c dma_find_channel()), never from a timing.
 """
 
 import errno
@@ -141,28 +142,58 @@ def test_memory_stat_charges_dma_time_to_the_tenants_whose_folios_move():
     assert charged == pytest.approx(busy, rel=0.01)
 
 
-def test_an_armed_iommu_merge_fault_falls_back_with_einval_and_loses_nothing():
+@pytest.mark.parametrize("variant, fallbacks", [("v6", {"EINVAL": 1024}), ("newest", {})])
+def test_an_armed_iommu_merge_fault_falls_back_with_einval_and_loses_nothing(variant, fallbacks):
+    """v6 compares the two mapped scatterlists' nents (setup_sg_tables()):
+    every batch falls back with -EINVAL.  The newest maps folio by folio
+    (map_folios()) and has nothing to compare: the fault never applies."""
     sys, tree = _system()
 
     async def main():
+        await tree.write("module/dcbm/parameters/variant", variant.encode())
         await tree.write("kernel/mm/migrate_offload/migrator", b"dcbm")
         await tree.write("kernel/debug/fail_iommu_merge/probability", b"100")
         await tree.write("kernel/debug/fail_iommu_merge/times", b"-1")
         await _with_dma(sys, lambda: _move(sys, sys.tenants[0]))
     run(main)
     st = sys.engine.statistics()
-    assert st.fallbacks == {"EINVAL": 1024}
+    assert st.fallbacks == fallbacks
     assert st.vmstat["pgmigrate_success"] == 1024
     assert sys.machine.check_integrity().ok
 
 
-def test_sg_nents_merges_physically_contiguous_entries_up_to_the_segment_size():
-    orders = np.zeros(40, dtype=np.int64)
-    contiguous = np.arange(100, 140, dtype=np.int64)
-    assert sg_nents(contiguous, orders, 16) == 3  # 16 + 16 + 8 pages
-    assert sg_nents(contiguous[::-1].copy(), orders, 16) == 40  # descending: none merge
-    thp = np.arange(0, 4 * 512, 512, dtype=np.int64)
-    assert sg_nents(thp, np.full(4, 9, dtype=np.int64), 16) == 4  # larger than a segment
+def test_sg_nents_is_what_finalise_sg_counts_from_the_entry_lengths():
+    """Worked by hand from drivers/iommu/dma-iommu.c ``__finalise_sg()``: one
+    entry per folio (offset 0, so ``!s_iova_off``), laid out back to back in
+    one IOVA allocation; an entry joins the open segment while
+    ``max_len - cur_len >= s_length`` (``unsigned int``), max_len = SZ_64K.
+    40 entries of 4 KiB: 16 + 16 + 8 -> 3, whatever the physical addresses
+    (they take no part).  16 KiB entries: 4 per segment, 40 -> 10.  Lengths
+    32K, 64K, 32K: 32K opens; 64K - 32K < 64K opens; 64K - 64K < 32K opens
+    -> 3.  Four 2 MiB entries: the first opens (cur_len = 2M); then
+    64K - 2M wraps to 2^32 - 1984K >= 2M, so each later one joins -> 1.
+    Without an IOMMU ``dma_direct_map_sg()`` returns nents unchanged -> 40."""
+    four_k = np.zeros(40, dtype=np.int64)
+    assert sg_nents(four_k, 64 << 10, True) == 3
+    assert sg_nents(np.full(40, 2), 64 << 10, True) == 10
+    assert sg_nents(np.array([3, 4, 3]), 64 << 10, True) == 3
+    assert sg_nents(np.full(4, 9), 64 << 10, True) == 1
+    assert sg_nents(four_k, 64 << 10, False) == 40
+
+
+def test_a_compacted_layout_maps_both_sides_evenly():
+    """Sources descending (isolate_migratepages_block() list_add()s each
+    folio at the head), destinations ascending (compaction_alloc() splits a
+    free block from its lowest page): both sides are 32 entries of 4 KiB, so
+    ``__finalise_sg()`` gives 2 + 2 segments and dcbm v6 keeps the batch:
+    map_sgtables() is True and counts 32 entries in 2 segments."""
+    sys, _ = _system()
+    pfns = np.sort(sys.tenants[0].pte_pfn[:64])  # tenant a's 4 KiB folios
+    src, dst = pfns[31::-1].copy(), pfns[32:].copy()
+    order = sys.machine.memory.folio_order[src]
+    assert not order.any() and not sys.machine.memory.folio_order[dst].any()
+    assert sys.dma.map_sgtables(src, dst, order)
+    assert (sys.dma.sg_entries, sys.dma.sg_segments, sys.dma.sg_mismatches) == (32, 2, 0)
 
 
 def test_sdxi_channels_come_from_dma_find_channel_shared():
@@ -173,3 +204,20 @@ def test_sdxi_channels_come_from_dma_find_channel_shared():
     second = sys.dma.request_channels(16)  # not released: shared, never EBUSY
     assert len(first) == len(second) == 1 and first[0] is second[0]
     assert first[0].client_count == 2
+
+
+@pytest.mark.parametrize("variant", ["v6", "newest"])
+def test_bench_callers_runs_dcbm_as_the_variant_asked(variant, monkeypatch):
+    """``bench callers --variant``: the dcbm row runs that iteration (its
+    migrator's variant is in the row), and the newest, whose PTDMA groups
+    hold one channel each, gives a batch one channel where v6 claims four."""
+    from migd.bench import BenchOptions, MigratorSpec, _callers
+
+    made = []
+    make = _callers.make_migrator
+    monkeypatch.setattr(_callers, "make_migrator",
+                        lambda *a: made.append(make(*a)) or made[-1])
+    opts = BenchOptions(clock="virtual", profile="zen3-ptdma", total=2 << 20, variant=variant)
+    row = run(lambda: _callers.caller_row(opts, "move_pages", 0, 0, MigratorSpec("dcbm", 4)))
+    assert row.extra["variant"] == variant
+    assert made[0].channels_claimed == [4 if variant == "v6" else 1]

@@ -65,13 +65,13 @@ def _config(caller: str, order: int, total: int, profile: str) -> str:
 
 
 @asynccontextmanager
-async def _running(sys: System, spec: MigratorSpec):
+async def _running(sys: System, spec: MigratorSpec, variant: str = "v6"):
     """``sys`` with its DMA channels running and ``spec``'s migrator registered
-    (None for ``none``); yields (the batch records as they post, the migrator)
-    and cancels the channels on the way out."""
+    (None for ``none``; dcbm as ``variant``); yields (the batch records as they
+    post, the migrator) and cancels the channels on the way out."""
     records: list[BatchRecords] = []
     sys.engine.subscribe(records.append)
-    migrator = make_migrator(spec, sys.dma)
+    migrator = make_migrator(spec, sys.dma, variant)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sys.dma.run)
         if migrator is not None:
@@ -111,7 +111,7 @@ async def caller_row(opts: BenchOptions, caller: str, order: int, bound: int, sp
     sys = System(cfg, clock)
     sys.callers[caller].list_pages = bound
     sys.engine.batch_copy = batch_copy
-    async with _running(sys, spec) as (records, migrator):
+    async with _running(sys, spec, opts.variant) as (records, migrator):
         t0 = trio.current_time()
         await _run_caller(sys, caller)
         seconds = trio.current_time() - t0
@@ -136,6 +136,7 @@ async def caller_row(opts: BenchOptions, caller: str, order: int, bound: int, sp
         **latency_summary(records), verified=verified,
         extra={"caller": caller, "mode": MODES[caller], "list_pages": bound,
                "kernel_list_pages": KERNEL_LIST_PAGES[caller], "batch_copy": batch_copy,
+               "variant": getattr(migrator, "variant", None),
                "calls": calls, "batches": sum(len(r) for r in records),
                "cpu_copy_seconds": float(sum(st.cpu_copy_seconds.values())),
                "fallback_folios": fallbacks})
@@ -204,10 +205,12 @@ def parse_batch_copy(text: str) -> list[str]:
 
 async def iommu_merge(opts: BenchOptions) -> BenchReport:
     """How often real layouts make ``dma_map_sgtable()`` merge a batch's two
-    sides unevenly (dcbm then falls back with -EINVAL): a move_pages() of the
-    whole tenant with dcbm on a fresh node, after a long run of partial moves
-    (every ``round`` moves a random 30% of the folios to the other node), and
-    after compacting the node that long run left."""
+    sides unevenly (v6 dcbm then falls back with -EINVAL), and how far the
+    IOMMU merges them (``entries_per_segment``: folios per mapped segment): a
+    move_pages() of the whole tenant with dcbm on a fresh node, after a long
+    run of partial moves (every ``round`` moves a random 30% of the folios to
+    the other node), and after compacting the node that long run left.
+    Always v6: the newest dcbm maps folio by folio (``dma._sgmap``)."""
     from ._options import MigratorSpec
     rows = []
     for order in opts.orders:
@@ -228,6 +231,7 @@ async def iommu_merge(opts: BenchOptions) -> BenchReport:
                         for node in sys.machine.memory.nodes:
                             await compact_node(sys, node.nid, MigrateMode.MIGRATE_SYNC)
                     mism0, batches0 = sys.dma.sg_mismatches, sys.engine.statistics().batches
+                    ents0, segs0 = sys.dma.sg_entries, sys.dma.sg_segments
                     where = int(sys.machine.memory.nid_of[tenant.pte_pfn[0]])
                     t0 = trio.current_time()
                     await move_tenant(sys, tenant, 1 - where)
@@ -239,7 +243,9 @@ async def iommu_merge(opts: BenchOptions) -> BenchReport:
                         spec.name, spec.param, order, PAGE_SIZE << order, 512, nbytes, seconds,
                         nbytes / seconds / 1e9, None, None, None, False,
                         extra={"layout": phase, "batches": batches, "einval_batches": mism,
-                               "einval_pct": 100.0 * mism / max(batches, 1)}))
+                               "einval_pct": 100.0 * mism / max(batches, 1),
+                               "entries_per_segment": (sys.dma.sg_entries - ents0) / max(
+                                   1, sys.dma.sg_segments - segs0)}))
                 await sys.engine.registry.unregister(migrator)
                 nursery.cancel_scope.cancel()
     return BenchReport("iommu-merge", opts.clock, opts.profile_name, rows)

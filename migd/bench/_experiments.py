@@ -242,18 +242,20 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                "none row's copy CPU less this row's.",
                (VIRTUAL, PROFILE, ORDERS.but(default="0,4"),
                 MIGRATORS.but(default="none,mtcopy:2,dcbm:4,dcbm:16"),
-                TOTAL.but(default="8M"), CALLERS_OPT, LIST_PAGES, BATCH_COPY, VERIFY),
+                TOTAL.but(default="8M"), CALLERS_OPT, LIST_PAGES, BATCH_COPY, VARIANT, VERIFY),
                callers,
-               Layout(columns=("caller", "list_pages", "batch_copy", "cpu_saved_seconds"),
-                      speed=False)),
+               Layout(columns=("caller", "list_pages", "batch_copy", "variant",
+                               "cpu_saved_seconds"), speed=False)),
     Experiment("iommu-merge", "how often real layouts merge a batch's source and "
                "destination unevenly (dcbm falls back, EINVAL)",
                "a move_pages() of the tenant with dcbm on a fresh node, after a long run of "
                "partial moves, and after compaction; rows carry layout, batches, "
-               "einval_batches and einval_pct.",
+               "einval_batches, einval_pct and entries_per_segment (folios per mapped "
+               "segment: how far the IOMMU merged them).",
                (VIRTUAL, PROFILE, ORDERS.but(default="0,2,4"),
                 MIGRATORS.but(default="dcbm:4"), TOTAL.but(default="8M")), iommu_merge,
-               Layout(columns=("layout", "batches", "einval_batches", "einval_pct"),
+               Layout(columns=("layout", "batches", "einval_batches", "einval_pct",
+                               "entries_per_segment"),
                       speed=False)),
     Experiment("shared-channels", "concurrent move_pages() callers: exclusive channel "
                "claims (PTDMA, DSA) against dma_find_channel()'s shared one (SDXI)",

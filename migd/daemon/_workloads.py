@@ -204,6 +204,13 @@ async def compact_node(sys: System, nid: int, mode: MigrateMode, fraction: float
     pageblock holding the last of them.  ``compact_migrate_scanned`` counts
     every pfn it passes, free or skipped, as ``isolate_migratepages_block()``
     does (``nr_scanned``); ``compact_isolated`` the pages isolated.
+
+    Each list runs down in pfn, as the kernel's does (``isolate_migratepages_block()``
+    ``list_add()``s each folio at the head), and its destinations come up from
+    the lowest free page, as ``compaction_alloc()`` takes a free block's first
+    page and queues the split-off rest (``freepages[]`` by order, since 6.9):
+    the two sides run in opposite physical order.  The IOMMU does not see it
+    (``dma._sgmap``: it merges by entry length).
     """
     mem = sys.machine.memory
     node = mem.nodes[nid]

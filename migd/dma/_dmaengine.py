@@ -32,7 +32,7 @@ from ..hw import Clock, DmaModel
 from ..mm import PAGE_SIZE, PhysMemory, copy_folio_prefixes, copy_folios
 from ._chanctl import new_ctl
 from ._ring import DescRing, RangeCallback
-from ._sgmap import uneven_merge
+from ._sgmap import sg_nents
 from ._thread import CopyThread
 
 
@@ -108,7 +108,10 @@ class DmaChannel:
         while lo < n:
             if ring:
                 while len(self.ring) >= ring:
-                    self._ring_space = trio.Event()
+                    # one event for every waiting submitter: replacing it per
+                    # waiter would leave the earlier ones waiting forever
+                    if self._ring_space.is_set():
+                        self._ring_space = trio.Event()
                     await self._ring_space.wait()
                 hi = min(n, lo + ring - len(self.ring))
             else:
@@ -257,8 +260,12 @@ class DmaDevice:
         self.unreported_errors = 0
         self._unreported_listeners: list = []
         #: Batches whose source and destination mapped to different ``nents``
-        #: (``map_sgtables``): the IOMMU merged them unevenly.
+        #: (``map_sgtables``).
         self.sg_mismatches = 0
+        #: Folio entries mapped by ``map_sgtables`` and the segments (source
+        #: ``nents``) they came back as: the IOMMU's merging, even or not.
+        self.sg_entries = 0
+        self.sg_segments = 0
         self._cpu = -1  # the last requesting CPU (find_channel)
         #: Busy seconds charged per cgroup: index ``owner + 1`` (0: no owner).
         self._owner_busy = np.zeros(1)
@@ -337,15 +344,25 @@ class DmaDevice:
             c.client_count += 1
         return chans
 
-    def map_sgtables(self, src: np.ndarray, dst: np.ndarray, order: np.ndarray) -> bool:
-        """``dma_map_sgtable()`` of both sides of a batch (``_sgmap``): False
-        when they came back with different ``nents`` (counted in
-        ``sg_mismatches``), which ``fail_iommu_merge`` forces."""
+    def map_sgtables(self, src: np.ndarray, dst: np.ndarray, order: np.ndarray,
+                     nr_chan: int = 1) -> bool:
+        """``setup_sg_tables()`` of a v6 batch: each of the ``nr_chan`` channels'
+        slices (``slice_bounds``) mapped with ``dma_map_sgtable()``, one entry
+        per folio on each side (``_sgmap.sg_nents``: the source's ``order``,
+        the destination folios' own orders); False when a slice's
+        ``src->nents != dst->nents``, counted in ``sg_mismatches``.  The
+        kernel's mapping merges by entry length, so that takes
+        ``fail_iommu_merge``.  ``sg_entries`` / ``sg_segments`` count the
+        folios mapped and the source side's ``nents``."""
+        model = self.model
+        dst_order = self.memory.folio_order[dst]
         even = True
-        if self.faults["fail_iommu_merge"].should_fail():
-            even = False
-        elif self.model.iommu:
-            even = not uneven_merge(src, dst, order, self.model.max_seg_bytes // PAGE_SIZE)
+        for lo, hi in slice_bounds(int(order.size), nr_chan):
+            nents = sg_nents(order[lo:hi], model.max_seg_bytes, model.iommu)
+            even &= nents == sg_nents(dst_order[lo:hi], model.max_seg_bytes, model.iommu)
+            self.sg_segments += nents
+        even = even and not self.faults["fail_iommu_merge"].should_fail()
+        self.sg_entries += int(order.size)
         self.sg_mismatches += not even
         return even
 

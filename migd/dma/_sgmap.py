@@ -1,20 +1,37 @@
-"""``dma_map_sgtable()`` through an IOMMU: how many entries a folio list maps to.
+"""``dma_map_sgtable()`` of a batch's two sides: how many entries each maps to.
 
-A DMA migrator (the RFC's driver) builds one scatterlist entry per folio on
-each side (``setup_sg_tables()``) and maps both; the IOMMU's
-``iommu_dma_map_sg()`` may merge adjacent entries (``__finalise_sg()``), so a
-side's ``nents`` can come back smaller than the folio count, and not by the
-same amount on both sides.  The driver pairs entries one to one, so when
-``src.nents != dst.nents`` it gives the batch back to the CPU with -EINVAL
-(Gregory Price's follow-up on the RFC).
+RFC v6's DMA migrator (``setup_sg_tables()``) builds each side with ``sg_alloc_table()``
+and one ``sg_set_folio(sg, folio, folio_size(folio), 0)`` per folio - no
+merging at build time (``sg_alloc_table_from_pages_segment()``, which would
+merge physically contiguous pages, is not used) - maps both, and gives the
+batch back to the CPU with -EINVAL when ``src->nents != dst->nents``.
 
-Model: an entry merges into the previous one when the two are physically
-contiguous and the merged segment stays within the device's maximum segment
-size (``dma_get_max_seg_size()``, 64 KiB by default).  Profiles whose engine
-maps through an IOMMU say so (``DmaModel.iommu``); ``fail_iommu_merge``
-forces an uneven merge on any profile.  Rejected: a fixed probability per
-batch (it would not follow the layout: fresh, compacted and long-fragmented
-nodes merge differently, which is what the question asks).
+What the mapping returns (kernel/dma/mapping.c ``__dma_map_sg_attrs()``):
+
+* no IOMMU, ``dma_direct_map_sg()``: every entry mapped on its own, ``nents``
+  returned unchanged;
+* through an IOMMU, ``iommu_dma_map_sg()`` (drivers/iommu/dma-iommu.c): the
+  whole list gets ONE IOVA allocation, the entries laid out back to back in
+  it, and ``__finalise_sg()`` concatenates an entry onto the open segment when
+  it starts on an IOVA page (``!s_iova_off``: a folio's offset is 0), its IOVA
+  is not on a segment boundary (``dma_get_seg_boundary()``: ULONG_MAX by
+  default, and one size-aligned allocation never crosses a smaller boundary)
+  and ``max_len - cur_len >= s_length`` in ``unsigned int``
+  (``max_len = dma_get_max_seg_size()``, SZ_64K by default).  Physical
+  addresses take no part: contiguity is in IOVA space, which is contiguous
+  by construction.
+
+So ``nents`` is a function of the entries' lengths alone, and the two sides of
+a migration batch have the same lengths (the destination is allocated with
+the source's order): the IOMMU merges them evenly, whatever the physical
+layout - fresh, fragmented or compacted.  Only ``fail_iommu_merge`` makes them
+differ.  The series' newest driver maps each folio on its own
+(``map_folios()``: ``dma_map_page_attrs()``) and has no such comparison at all.
+
+Rejected: merging by physical contiguity (what ``sg_alloc_table_from_pages()``
+does when building a table, not what mapping one does; migd modelled that
+before and counted 39% to 100% of batches as falling back where the kernel's
+code gives none), and a fixed probability per batch (no layout in it).
 """
 
 from __future__ import annotations
@@ -22,27 +39,36 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ..mm import PAGE_SIZE
+
+#: ``unsigned int`` arithmetic of ``__finalise_sg()``.
+_U32 = 1 << 32
+
 
 @numba.njit(cache=True, nogil=True)
-def sg_nents(pfns, orders, max_seg_pages):
-    """Entries a list of folios (head ``pfns``, ``orders``) maps to once
-    physically contiguous neighbours are merged up to ``max_seg_pages``."""
-    n = pfns.size
-    if n == 0:
-        return 0
-    nents = 1
-    seg = 1 << orders[0]
-    for i in range(1, n):
-        pages = 1 << orders[i]
-        if pfns[i] == pfns[i - 1] + (1 << orders[i - 1]) and seg + pages <= max_seg_pages:
-            seg += pages
+def _finalise_nents(orders, page_size, max_len):
+    count = 0
+    cur_len = 0
+    for i in range(orders.size):
+        s_length = page_size << orders[i]
+        # cur_len && !s_iova_off && (dma_addr & seg_mask) && max_len - cur_len >= s_length
+        if cur_len and (max_len - cur_len) % _U32 >= s_length:
+            cur_len = (cur_len + s_length) % _U32
         else:
-            nents += 1
-            seg = pages
-    return nents
+            cur_len = s_length
+            count += 1
+    return count
 
 
-def uneven_merge(src: np.ndarray, dst: np.ndarray, orders: np.ndarray,
-                 max_seg_pages: int) -> bool:
-    """Whether mapping ``src`` and ``dst`` gives different ``nents``."""
-    return sg_nents(src, orders, max_seg_pages) != sg_nents(dst, orders, max_seg_pages)
+def sg_nents(orders: np.ndarray, max_seg_bytes: int, iommu: bool) -> int:
+    """``nents`` that ``dma_map_sgtable()`` returns for one entry per folio of
+    ``orders`` (offset 0): ``__finalise_sg()``'s count through an IOMMU with a
+    ``max_seg_bytes`` segment limit, else (``dma_direct_map_sg()``) one per entry.
+
+    ``max_len - cur_len`` wraps as the kernel's ``unsigned int`` does: after an
+    entry longer than the limit (a 2 MiB folio against SZ_64K, which the DMA
+    API assumes a caller never passes) every later entry is concatenated."""
+    orders = np.asarray(orders, dtype=np.int64)
+    if not iommu:
+        return int(orders.size)
+    return int(_finalise_nents(orders, np.int64(PAGE_SIZE), np.int64(max_seg_bytes)))

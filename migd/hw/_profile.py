@@ -147,10 +147,11 @@ class DmaModel:
     #: ``dmaengine_desc_callback_invoke()`` turns into DMA_TRANS_NOERROR, so a
     #: failed descriptor looks copied to its client.
     reports_errors: bool = True
-    #: The engine maps through an IOMMU, whose ``dma_map_sgtable()`` merges
-    #: physically contiguous entries up to ``max_seg_bytes``
-    #: (``dma_get_max_seg_size()``): source and destination may come back
-    #: with different ``nents`` (``dma._sgmap``).  False for ``native``.
+    #: The engine maps through an IOMMU, whose ``dma_map_sgtable()``
+    #: (``iommu_dma_map_sg()``) concatenates entries in IOVA space up to
+    #: ``max_seg_bytes`` (``dma_get_max_seg_size()``), by length alone: a
+    #: batch's two sides come back with the same ``nents`` (``dma._sgmap``).
+    #: False for ``native`` (``dma_direct_map_sg()``: no merging).
     iommu: bool = False
     max_seg_bytes: int = 65536
     #: Channels come from ``dma_find_channel()`` (dmaengine.c): the calling

@@ -59,8 +59,8 @@ DOCS: dict[str, dict[str, str]] = {
         "native": "no throttling: channels copy as fast as host threads can",
         "memcpy_sg": "the engine has DMA_MEMCPY_SG (scatter-gather memcpy transactions)",
         "memset": "the engine has DMA_MEMSET (clearing offload)",
-        "iommu": "the engine maps through an IOMMU (dma_map_sgtable() merges contiguous "
-                 "entries up to max_seg_bytes)",
+        "iommu": "the engine maps through an IOMMU (dma_map_sgtable() merges entries by "
+                 "length up to max_seg_bytes)",
         "max_seg_bytes": "bytes: dma_get_max_seg_size(), the longest merged segment",
         "find_channel": "channels from dma_find_channel(), shared, never claimed (else "
                         "dma_request_chan_by_mask())",

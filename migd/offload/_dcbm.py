@@ -221,9 +221,6 @@ class DcbmMigrator(Migrator):
         if self.variant == "newest":
             return await _dcbm_newest.copy_folios(self, batch)
         dev = self.device
-        if not dev.map_sgtables(batch.src, batch.dst, batch.orders):
-            self.folios_failures += nr
-            return -errno.EINVAL  # src.nents != dst.nents: the CPU copies the batch
         try:
             chans = dev.request_channels(dcbm_nr_channels(self.nr_dma_chan, nr))
         except OSError as e:
@@ -231,6 +228,9 @@ class DcbmMigrator(Migrator):
             return -e.errno
         self.note_claims([len(chans)])
         try:
+            # setup_sg_tables(), after the channels are requested
+            if not dev.map_sgtables(batch.src, batch.dst, batch.orders, len(chans)):
+                return -errno.EINVAL  # src.nents != dst.nents: the CPU copies the batch
             return await self._copy(batch, chans)
         finally:
             dev.release_channels(chans)

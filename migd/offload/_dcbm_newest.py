@@ -153,8 +153,8 @@ def _transactions(n: int, elems: int) -> int:
 async def copy_folios(mig, batch: CopyBatch) -> int:
     """``folios_copy_dma()`` of the newest iteration; returns 0 or -errno."""
     nr = batch.nr_folios
-    if not mig.device.map_sgtables(batch.src, batch.dst, batch.orders):
-        return -errno.EINVAL  # src.nents != dst.nents (dma._sgmap): the CPU copies it
+    # map_folios() maps each folio on its own (dma_map_page_attrs()): no
+    # scatterlist, no nents to compare, no -EINVAL for an uneven IOMMU merge.
     pool: NewestChannels = mig.channels
     want = min(mig.nr_dma_chan, nr, MAX_DMA_CHANNELS)
     # Prefer the device closest to where the copies are written.
