@@ -107,6 +107,39 @@ def test_a_store_takes_at_most_a_page_as_kernfs_does(daemon):
     daemon.write(KNOB, before)
 
 
+#: A reader process: every readable file of the tree in turn, for a few
+#: seconds; a failed read exits non-zero with its error.
+_READER = r"""
+import os, sys, time
+mount, end = sys.argv[1], time.monotonic() + float(sys.argv[2])
+paths = [os.path.join(d, n) for d, _, names in os.walk(mount) for n in names
+         if n != "trace_pipe" and os.stat(os.path.join(d, n)).st_mode & 0o444]
+while time.monotonic() < end:
+    for p in paths:
+        with open(p, "rb") as f:
+            f.read()
+"""
+
+
+def test_more_readers_than_libfuse_keeps_threads_are_all_answered(daemon):
+    """24 processes reading the whole tree at once: libfuse2 keeps at most 10
+    idle threads, so it starts and ends threads all along, each with a Python
+    thread state of its own; every read is answered and the daemon lives on."""
+    readers = [subprocess.Popen([sys.executable, "-c", _READER, str(daemon.mount), "4"],
+                                stderr=subprocess.PIPE) for _ in range(24)]
+    try:
+        for r in readers:
+            assert r.wait(120) == 0, r.stderr.read().decode()[-2000:]
+    finally:
+        for r in readers:
+            if r.poll() is None:
+                r.kill()
+            r.wait(10)
+            r.stderr.close()
+    assert daemon.proc.poll() is None
+    assert daemon.read(KNOB).strip().isdigit()
+
+
 def test_a_number_of_any_length_parses_in_linear_time():
     """kstrtoull keeps counting digits past an overflow, as ``_parse_integer_limit``
     does; the result is ERANGE, whatever the length (a million digits here)."""

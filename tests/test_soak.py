@@ -27,10 +27,10 @@ def soak_cmd(*args: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_40s_soak_with_faults_loses_nothing(tmp_path):
-    """40 s keeps the suite in CI's budget; the README's soaks run for hours."""
+def test_a_30s_soak_with_faults_loses_nothing(tmp_path):
+    """30 s keeps the suite in CI's budget; the README's soaks run for hours."""
     out = tmp_path / "soak.json"
-    p = subprocess.run(soak_cmd("--duration", "40s", "--faults", "--seed", "7",
+    p = subprocess.run(soak_cmd("--duration", "30s", "--faults", "--seed", "7",
                                 "--json", str(out)), capture_output=True, text=True,
                        timeout=150)  # below pytest-timeout's 180: this test fails alone
     assert out.exists(), (p.returncode, p.stderr[-3000:])
@@ -38,7 +38,7 @@ def test_a_40s_soak_with_faults_loses_nothing(tmp_path):
     assert p.returncode == 0, (p.stderr[-2000:], s["violations"])
     assert json.loads(p.stdout) == s
     assert s["ok"] and s["lost_pages"] == s["corrupt_pages"] == s["invariant_violations"] == 0
-    assert s["checks"] >= 10
+    assert s["checks"] >= 8
     # It did what it says: every fault kind fired, every reason migrated, the
     # tree was read and written, the offload fell back.
     # (zen3-ptdma's driver reports no descriptor errors: those two stay unarmed)

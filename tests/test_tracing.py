@@ -326,6 +326,32 @@ def test_ring_pipe_nonblock_overrun_clear_and_close():
     assert not reader.is_alive() and got == [b""]  # EOF at unmount
 
 
+def test_an_open_trace_reads_the_entries_of_its_open_from_any_offset():
+    """seq_read() of trace: an open file reads the ring as tracing_open() found
+    it (entries recorded later are not in it, a later open has them), and a
+    read at any offset returns that file's bytes there (a read away from the
+    file position walks again from the start, as traverse() does)."""
+    ring = TraceRing(entries=64, pid=7)
+    for i in range(40):
+        ring.append(MM_MIGRATE_PAGES, i / 3, (i, 0, 0, 0, 0, 0, 0, 0))
+    whole = ring.snapshot(2).encode()
+    view = ring.view(2)
+    batch = ("mtcopy", 1, 8, 1, 512, 1, 0, 0, 0, "none", 0, 0)
+    for i in range(40, 100):  # 36 overwritten, 60 new
+        ring.append(MIGRATE_OFFLOAD_BATCH, i / 3, batch)
+    rng = np.random.default_rng(5)
+    for offset, size in zip(rng.integers(0, len(whole) + 50, 200), rng.integers(1, 3000, 200),
+                            strict=True):
+        assert view.read(int(size), int(offset)) == whole[offset:offset + size]
+    parts = [view.read(1000, 0)]
+    while parts[-1]:
+        parts.append(view.read(1000, sum(map(len, parts))))
+    assert b"".join(parts) == whole
+    later = ring.snapshot(2)
+    assert b"entries-in-buffer/entries-written: 40/40 " in whole and b"nr_succeeded=0 " in whole
+    assert "entries-in-buffer/entries-written: 64/100 " in later and "nr_succeeded=0 " not in later
+
+
 def test_set_event_words_match_as_ftrace_set_clr_event():
     """The forms trace_events.c's ftrace_set_clr_event() documents: system:event,
     *:event and :event (any system), system:* and system: (the whole system), a
@@ -502,6 +528,32 @@ def test_perf_lists_the_trees_tracepoints(migd_run):
                        timeout=60, env=dict(os.environ, TRACEFS_PATH=str(tracing)))
     listed = {ln.split()[0] for ln in p.stdout.splitlines() if "[Tracepoint event]" in ln}
     assert listed == set((tracing / "available_events").read_text().split()), p.stdout
+
+
+def test_trace_read_through_the_mount_is_its_open_at_any_offset(migd_run):
+    """An open ``trace`` keeps reading the entries of its open while the
+    daemon records more (its header's count is its number of lines), and
+    pread at any offset is the same bytes as reading it in order."""
+    _, tracing = migd_run
+    fd = os.open(tracing / "trace", os.O_RDONLY)
+    try:
+        written = int(re.search(rb"entries-written: \d+/(\d+)", os.pread(fd, 4096, 0))[1])
+        deadline = time.monotonic() + 60
+        while int(re.search(r"entries-written: \d+/(\d+)",
+                            (tracing / "trace").read_text())[1]) == written:
+            assert time.monotonic() < deadline, "no event recorded in 60 s"
+            time.sleep(0.1)
+        parts = [os.read(fd, 65536)]
+        while parts[-1]:
+            parts.append(os.read(fd, 65536))
+        whole = b"".join(parts)
+        n = int(re.search(rb"entries-in-buffer/entries-written: (\d+)/", whole)[1])
+        assert len([ln for ln in whole.splitlines() if not ln.startswith(b"#")]) == n
+        rng = np.random.default_rng(3)
+        for offset in rng.integers(0, len(whole) + 100, 20):
+            assert os.pread(fd, 5000, int(offset)) == whole[offset:offset + 5000]
+    finally:
+        os.close(fd)
 
 
 def test_tracefs_files_tools_read_are_the_kernels(migd_run):

@@ -27,10 +27,11 @@ def _attribute(sys: System, knob: Knob, inst) -> Attribute:
         return Attribute(stream=knob.stream(sys, inst))
     show = None if knob.mode & 0o444 == 0 else (lambda: knob.read(sys, inst))
     truncate = None if knob.truncate is None else (lambda: knob.truncate(sys, inst))
+    view = None if knob.view is None else (lambda: knob.view(sys, inst))
     if knob.set is None:
-        return Attribute(show)
+        return Attribute(show, view=view)
     return Attribute(show, lambda value: knob.apply(sys, inst, value), truncate=truncate,
-                     parse=lambda text: knob.parse_text(sys, inst, text))
+                     parse=lambda text: knob.parse_text(sys, inst, text), view=view)
 
 
 def build_tree(sys: System) -> SysfsTree:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..mm import HPAGE_PMD_ORDER, PAGE_SIZE, PG_mlocked
+from ..mm import PAGE_SIZE
 
 #: The tiering events of ``memory_stats[]``, in its order.
 EVENTS = ("pgdemote_kswapd", "pgdemote_direct", "pgdemote_khugepaged", "pgdemote_proactive",
@@ -63,13 +63,7 @@ class MemcgStats:
 
 def memory_stat(sys, tenant) -> str:
     """``memory.stat`` of ``tenant``'s cgroup."""
-    mem = sys.machine.memory
-    heads = sys.machine.tenant_folios(tenant)
-    orders = mem.folio_order[heads]
-    pages = np.left_shift(1, orders.astype(np.int64))
-    anon = int(pages.sum()) * PAGE_SIZE
-    thp = int(pages[orders >= HPAGE_PMD_ORDER].sum()) * PAGE_SIZE
-    mlocked = int(pages[(mem.flags[heads] & PG_mlocked) != 0].sum()) * PAGE_SIZE
+    anon, thp, mlocked = (n * PAGE_SIZE for n in sys.reads.tenant_usage(tenant))
     lines = [("anon", anon), ("file", 0), ("anon_thp", thp), ("unevictable", mlocked)]
     lines += [(e, int(sys.memcg.events[e][tenant.tid])) for e in EVENTS]
     for who, sec in sorted(tenant_dma_seconds(sys, tenant.tid).items()):

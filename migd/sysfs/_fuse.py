@@ -4,12 +4,14 @@ Reads run on libfuse's threads, straight from the model (``show()`` only
 reads), so ``cat`` never waits for the event loop.  Writes are parsed on
 libfuse's thread and only the parsed value is handed to the trio thread
 (``trio.from_thread.run``), where stores apply between batches.  Files are
-direct_io with size 0, so ``cat`` reads whole values; ``echo v >`` truncates
-first, which a writable attribute accepts and ignores.  A blocking
-``trace_pipe`` read polls libfuse's ``fuse_interrupted()``: the kernel sends
-FUSE_INTERRUPT when its reader gets any signal (``request_wait_answer()``),
-and the read then ends with EINTR.  Once the tree is deactivated, whatever is
-in flight or arrives ends with ENODEV.
+direct_io with size 0, so ``cat`` reads whole values (read at offset 0, kept
+for the file's later reads; a file with a ``view``, ``trace``, reads from what
+it held at open, a range at a time); ``echo v >`` truncates first, which a
+writable attribute accepts and ignores.  A blocking ``trace_pipe`` read polls
+libfuse's ``fuse_interrupted()``: the kernel sends FUSE_INTERRUPT when its
+reader gets any signal (``request_wait_answer()``), and the read then ends
+with EINTR.  Once the tree is deactivated, whatever is in flight or arrives
+ends with ENODEV.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import trio
 from fuse import FUSE, Operations, _libfuse
 
 from ._tree import STORE_MAX, Directory, SysfsTree, apply_store
+from ._tstate import ThreadStates
 
 #: Operations that touch a file's contents: ENODEV once the tree is deactivated.
 _ACTIVE_OPS = frozenset({"open", "read", "write", "truncate"})
@@ -54,14 +57,17 @@ class SysfsOperations(Operations):
         self.mounted_at = time.time_ns()  # use_ns: getattr times in ns too
         self._fh = itertools.count(1)
         self._cache: dict[int, bytes] = {}  # per open file: the value read at offset 0
+        self._views: dict[int, object] = {}  # per open file of a view: its read(size, offset)
         self._nonblock: set[int] = set()  # streams opened O_NONBLOCK
         self._lock = threading.Lock()
         self._prioritised = threading.local()
+        self.thread_states = ThreadStates()
 
     def __call__(self, op, *args):
         # Not for init/destroy: destroy runs in the thread that called serve(),
         # a trio worker that later runs other jobs (DMA copies among them).
         if op not in ("init", "destroy") and not getattr(self._prioritised, "done", False):
+            self.thread_states.hold()  # first, or the thread-local is lost with the callback
             self._prioritised.done = True
             raise_thread_priority()
         if op in _ACTIVE_OPS:
@@ -110,12 +116,20 @@ class SysfsOperations(Operations):
         if attr.stream is not None and flags & os.O_NONBLOCK:
             with self._lock:
                 self._nonblock.add(fh)
+        if attr.view is not None and accmode in (os.O_RDONLY, os.O_RDWR):
+            view = attr.view()
+            with self._lock:
+                self._views[fh] = view
         return fh
 
     def read(self, path, size, offset, fh):
         attr = self.tree.attribute(path)
         if attr.stream is not None:
             return attr.stream(size, fh not in self._nonblock, fuse_interrupted)
+        with self._lock:
+            view = self._views.get(fh)
+        if view is not None:
+            return view(size, offset)
         with self._lock:
             data = self._cache.get(fh) if offset else None
         if data is None:
@@ -127,6 +141,7 @@ class SysfsOperations(Operations):
     def release(self, path, fh):
         with self._lock:
             self._cache.pop(fh, None)
+            self._views.pop(fh, None)
             self._nonblock.discard(fh)
         return 0
 
@@ -250,11 +265,13 @@ def serve(tree: SysfsTree, mountpoint: str, trio_token: trio.lowlevel.TrioToken)
     fuse_get_context() per request) and easier to get wrong than the kernel's
     own generic_permission().
     """
+    ops = SysfsOperations(tree, trio_token)
     try:
-        FUSE(SysfsOperations(tree, trio_token), mountpoint, foreground=True, direct_io=True,
+        FUSE(ops, mountpoint, foreground=True, direct_io=True,
              nothreads=False, allow_other=True, default_permissions=True, attr_timeout=3600,
              entry_timeout=3600, fsname="migd", subtype="migd")
     finally:
+        ops.thread_states.release_dead()  # libfuse joined its threads
         _ignore_sigpipe()
 
 

@@ -57,6 +57,10 @@ class Attribute:
     #: unless ``block`` is False (O_NONBLOCK: OSError EAGAIN), and ends with
     #: OSError EINTR once ``interrupted()`` (the reader got a signal).
     stream: Callable[[int, bool, Callable[[], bool]], bytes] | None = None
+    #: A file read from a view taken at open (``trace``, a seq_file):
+    #: ``view()`` at each open returns that file's read(size, offset).  The
+    #: others are read whole at offset 0 (``show``) and sliced.
+    view: Callable[[], Callable[[int, int], bytes]] | None = None
     #: What opening for writing with O_TRUNC (``> file``) does besides the
     #: store; ``trace`` clears its ring.  Runs on the reader's thread.
     truncate: Callable[[], None] | None = None

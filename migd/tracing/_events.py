@@ -97,7 +97,7 @@ class Event:
             py = py.replace(c, "%d")
         object.__setattr__(self, "_py_fmt", py)
         object.__setattr__(self, "_symbols", tuple(
-            dict(a.symbols) if a.symbols else None for a in self.args))
+            (i, dict(a.symbols)) for i, a in enumerate(self.args) if a.symbols))
 
     @property
     def path(self) -> str:
@@ -106,9 +106,14 @@ class Event:
     def payload(self, values: tuple) -> str:
         """The event's text in a trace line: ``values`` are the TP_printk
         arguments in order (symbol arguments as their numeric value)."""
-        out = tuple(v if s is None else s.get(v, str(v))
-                    for v, s in zip(values, self._symbols, strict=True))
-        return self._py_fmt % out
+        if len(values) != len(self.args):
+            raise ValueError(f"{self.name}: {len(values)} values for {len(self.args)} arguments")
+        if not self._symbols:
+            return self._py_fmt % values
+        out = list(values)
+        for i, symbols in self._symbols:
+            out[i] = symbols.get(out[i], str(out[i]))
+        return self._py_fmt % tuple(out)
 
     def record_size(self, values: tuple) -> int:
         """Bytes of the entry ``trace_event_buffer_reserve()`` asks for:

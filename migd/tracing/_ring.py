@@ -26,10 +26,12 @@ Every event is recorded on CPU 0 (the engine is one thread): the other CPUs'
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ._events import Event
 
@@ -129,36 +131,41 @@ class TraceRing:
         #: its first event, and kept when the ring is cleared, as the kernel keeps it.
         self.cmdline_saved = False
         self._bytes = 0  # rb_event_length of the entries in the ring
-        # formatted (text, seconds, bytes), older than every raw (event, seconds, values, bytes)
-        self._lines: deque[tuple[str, float, int]] = deque()
-        self._raw: deque[tuple[Event, float, tuple, int]] = deque()
+        # [event, seconds, values, bytes, line]: line is the formatted text
+        # (bytes), None until a reader formats it; a trace_pipe read that split
+        # a line leaves [None, seconds, None, 0, the rest].
+        self._entries: deque[list] = deque()
+        self._first = 0  # the serial number of _entries[0]: +1 at each entry dropped
+        self._gen = 0  # +1 when an entry's text changes (a split line) or the ring is cleared
+        self._text: _Text | None = None  # the text of the entries at the last open
         self._cond = threading.Condition()
-        self._format_lock = threading.Lock()  # one formatter at a time keeps the order
         self._closed = False
         self._waiters = 0
 
     def __len__(self) -> int:
-        return len(self._lines) + len(self._raw)
+        return len(self._entries)
 
     # -- writer (engine thread) ----------------------------------------------------
 
     def append(self, event: Event, seconds: float, values: tuple) -> None:
         size = rb_event_length(event.record_size(values))
         with self._cond:
-            if len(self._lines) + len(self._raw) >= self.capacity:
-                self._bytes -= (self._lines or self._raw).popleft()[-1]
+            if len(self._entries) >= self.capacity:
+                self._bytes -= self._entries.popleft()[3]
+                self._first += 1
                 self.overrun += 1
-            self._raw.append((event, seconds, values, size))
+            self._entries.append([event, seconds, values, size, None])
             self._bytes += size
             self.cmdline_saved = True
-            self._cond.notify_all()
+            if self._waiters:  # Condition.notify_all costs ~1 us even with none
+                self._cond.notify_all()
 
     def clear(self) -> None:
         """``tracing_reset_online_cpus``: what ``> trace`` (O_TRUNC) does."""
-        with self._format_lock, self._cond:
-            self._lines.clear()
-            self._raw.clear()
+        with self._cond:
+            self._entries.clear()
             self.overrun = self.read = self._bytes = 0
+            self._gen += 1
 
     def close(self) -> None:
         """Wake every blocked reader with EOF, now and later (at unmount)."""
@@ -168,33 +175,53 @@ class TraceRing:
 
     # -- readers (libfuse threads) ------------------------------------------------
 
-    def _format_pending(self) -> None:
-        """Format the raw entries into lines; caller holds ``_format_lock``."""
+    def line(self, entry: list) -> bytes:
+        """An entry's line, formatted at its first read and kept (readers
+        racing on it format the same bytes)."""
+        text = entry[4]
+        if text is None:
+            text = entry[4] = format_line(entry[0], entry[1], entry[2], self.pid).encode()
+        return text
+
+    def view(self, nr_cpus: int, lines: bool = True) -> TraceView:
+        """The ``trace`` file as an open file reads it: ``print_trace_header``
+        for the nop tracer and the entries in the ring at open, which stay
+        there.  ``lines`` False: an empty CPU's ``per_cpu/cpuN/trace`` (the
+        header counts every CPU's entries)."""
         with self._cond:
-            raw = list(self._raw)
-            self._raw.clear()
-        if not raw:
-            return
-        lines = [(format_line(e, t, v, self.pid), t, n) for e, t, v, n in raw]
+            entries, first, gen = list(self._entries), self._first, self._gen
+            overrun, text = self.overrun, self._text
+        n = len(entries)
+        head = (f"# tracer: nop\n#\n# entries-in-buffer/entries-written: {n}/{n + overrun}"
+                f"   #P:{nr_cpus}\n{_HELP}").encode()
+        if not lines:
+            return TraceView(head, b"")
+        text = self._render(entries, first, text if text and text.gen == gen else None)
         with self._cond:
-            self._lines.extend(lines)
-            while len(self._lines) + len(self._raw) > self.capacity:
-                self._bytes -= self._lines.popleft()[-1]
-                self.overrun += 1
+            if self._gen == gen and (self._text is None or self._text.first <= first):
+                self._text = text
+        return TraceView(head, text.body)
+
+    def _render(self, entries: list[list], first: int, last: _Text | None) -> _Text:
+        """The text of ``entries`` (``first`` the serial of the first): the
+        last open's text less the entries dropped since, plus the lines of
+        those recorded since, formatted now."""
+        drop = first - last.first if last else -1
+        if last is None or not 0 <= drop <= len(last.lengths) or \
+                len(last.lengths) - drop > len(entries):
+            new = [self.line(e) for e in entries]
+            return _Text(self._gen, first, [len(t) for t in new], b"".join(new))
+        new = [self.line(e) for e in entries[len(last.lengths) - drop:]]
+        if not drop and not new:
+            return last
+        kept = memoryview(last.body)[sum(last.lengths[:drop]):]
+        return _Text(last.gen, first, last.lengths[drop:] + [len(t) for t in new],
+                     b"".join([kept, *new]))  # one copy
 
     def snapshot(self, nr_cpus: int, lines: bool = True) -> str:
-        """The ``trace`` file: ``print_trace_header`` for the nop tracer, then
-        every line in the ring, which stays there.  ``lines`` False: an empty
-        CPU's ``per_cpu/cpuN/trace`` (the header counts every CPU's entries)."""
-        with self._format_lock:
-            self._format_pending()
-            with self._cond:
-                kept = [text for text, _, _ in self._lines]
-                overrun = self.overrun
-        n = len(kept)
-        head = (f"# tracer: nop\n#\n# entries-in-buffer/entries-written: {n}/{n + overrun}"
-                f"   #P:{nr_cpus}\n{_HELP}")
-        return head + "".join(kept) if lines else head
+        """The whole ``trace`` file now (see :meth:`view`)."""
+        view = self.view(nr_cpus, lines)
+        return (view.head + view.body).decode()
 
     def stats(self, now: float, cpu: int) -> str:
         """``per_cpu/cpuN/stats``: ``tracing_stats_read()`` for the boot clock
@@ -203,14 +230,13 @@ class TraceRing:
         kernel's count has; ``oldest event ts`` is the oldest entry's (0 in an
         empty ring; the kernel's is its oldest page's).  Nothing is ever
         dropped (the ring overwrites) and no commit overruns (one writer)."""
-        with self._format_lock, self._cond:
+        with self._cond:
             if cpu != 0:
                 entries = overrun = nbytes = read = 0
                 oldest = 0.0
             else:
                 entries, overrun, nbytes, read = len(self), self.overrun, self._bytes, self.read
-                first = self._lines[0] if self._lines else self._raw[0] if self._raw else None
-                oldest = first[1] if first else 0.0
+                oldest = self._entries[0][1] if self._entries else 0.0
         return (f"entries: {entries}\noverrun: {overrun}\ncommit overrun: 0\n"
                 f"bytes: {nbytes}\noldest event ts: {_us(oldest)}\nnow ts: {_us(now)}\n"
                 f"dropped events: 0\nread events: {read}\n")
@@ -225,28 +251,34 @@ class TraceRing:
         :data:`MAX_PIPE_WAITERS` reads already wait."""
         while True:
             with self._cond:
-                if not self._raw and not self._lines:
-                    self._wait(block, interrupted, lambda: self._raw or self._lines)
-                    if self._closed and not self._raw and not self._lines:
+                if not self._entries:
+                    self._wait(block, interrupted, lambda: self._entries)
+                    if self._closed and not self._entries:
                         return b""
-            with self._format_lock:
-                self._format_pending()
-                with self._cond:
-                    out, n = [], 0
-                    while self._lines and n + len(self._lines[0][0]) <= size:
-                        text, _, nbytes = self._lines.popleft()
-                        out.append(text)
-                        n += len(text)
-                        self._bytes -= nbytes
-                        self.read += nbytes > 0  # not the rest of a split line
-                    if not out and self._lines:  # a line longer than the read: split it
-                        text, t, nbytes = self._lines.popleft()
-                        out.append(text[:size])
-                        self._lines.appendleft((text[size:], t, 0))
-                        self._bytes -= nbytes
-                        self.read += nbytes > 0
+                # a line is longer than 32 bytes: these are all this read can take
+                first = list(itertools.islice(self._entries, size // 32 + 1))
+            texts = [self.line(e) for e in first]  # formatted without the lock: append waits not
+            out, n = [], 0
+            with self._cond:
+                for entry, text in zip(first, texts, strict=True):
+                    if not self._entries or self._entries[0] is not entry:
+                        break  # another reader took it, or a clear or overrun dropped it
+                    if n + len(text) > size:
+                        if not out:  # a line longer than the read: split it
+                            self._entries[0] = [None, entry[1], None, 0, text[size:]]
+                            self._gen += 1
+                            out.append(text[:size])
+                            self._bytes -= entry[3]
+                            self.read += entry[3] > 0
+                        break
+                    self._entries.popleft()
+                    self._first += 1
+                    out.append(text)
+                    n += len(text)
+                    self._bytes -= entry[3]
+                    self.read += entry[3] > 0  # not the rest of a split line
             if out:  # else another reader took it all: wait again, never a false EOF
-                return "".join(out).encode()
+                return b"".join(out)
 
     def read_idle(self, size: int, block: bool = True,
                   interrupted: Callable[[], bool] = lambda: False) -> bytes:
@@ -273,3 +305,36 @@ class TraceRing:
                 self._cond.wait(WAIT_SLICE)
         finally:
             self._waiters -= 1
+
+
+@dataclass(frozen=True)
+class _Text:
+    """The lines of the entries from serial ``first`` on, joined, and their lengths."""
+
+    gen: int
+    first: int
+    lengths: list[int]
+    body: bytes
+
+
+class TraceView:
+    """One open ``trace`` file: what :meth:`TraceRing.view` found at open,
+    read at any offset as ``seq_read()`` reads it (at most the bytes asked
+    for).  ``tracing_open()`` stops the kernel's recording while the file is
+    open (``pause-on-trace``); migd keeps recording and the open file reads
+    what the ring held at open.  Each entry is formatted once and the ring
+    keeps the text of the last open, so an open formats only the entries
+    recorded since and a read copies what it returns.  Rejected: rendering
+    the whole ring (1 MB) at each first read, with the GIL (5 ms, 30 ms after
+    a full ring of new entries: the slowest reads of the tree), and a
+    ``seq_file`` walk per read (a Python step per line: 1 ms a ``cat``)."""
+
+    def __init__(self, head: bytes, body: bytes) -> None:
+        self.head, self.body = head, body
+
+    def read(self, size: int, offset: int) -> bytes:
+        head = self.head
+        if offset >= len(head):
+            return self.body[offset - len(head):offset - len(head) + size]
+        out = head[offset:offset + size]
+        return out + self.body[:size - len(out)] if len(out) < size else out

@@ -103,8 +103,8 @@ class Tracing:
         reason = int(MigrateReason.from_label(r.reason))
         cause = r.fallback_cause or "none"
         migrator = r.migrator
-        ff = np.nan_to_num(r.first_folio_seconds, nan=0.0)
-        ff_ns = np.rint(ff * 1e9).astype(np.int64).tolist()
+        ff = r.first_folio_seconds  # NaN: no folio remapped, 0 in the event
+        ff_ns = np.rint(np.where(np.isnan(ff), 0.0, ff) * 1e9).astype(np.int64).tolist()
         inacc_ns = np.rint(r.longest_inaccessible() * 1e9).astype(np.int64).tolist()
         append = self.ring.append
         for end, folios, pages, ok, failed, off, fb, ff1, in1 in zip(
