@@ -5,6 +5,7 @@ shutdown under writes.  Every access to the tree is a child process's, as a user
 
 import errno
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -56,6 +57,26 @@ def test_a_reader_blocked_on_an_idle_trace_pipe_dies_by_its_signal(quiet_tracing
     _wait_in_read([reader])  # waiting: nothing to read
     reader.send_signal(sig)
     assert reader.wait(timeout=30) == -sig
+
+
+def test_a_trace_pipe_reader_that_read_gets_eof_when_tracing_stops(daemon):
+    """tracing_wait_pipe(): once a reader has read something (``iter->pos``),
+    an empty ring with tracing off ends its read with EOF (rb_simple_write()
+    wakes it), so ``cat trace_pipe`` exits 0 after ``echo 0 > tracing_on``;
+    a reader that has read nothing keeps waiting (the quiet_tracing tests)."""
+    daemon.write("kernel/tracing/tracing_on", "1")
+    reader = subprocess.Popen(["cat", str(daemon.p("kernel/tracing/trace_pipe"))],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        ready, _, _ = select.select([reader.stdout], [], [], 60)
+        assert ready and reader.stdout.read1(4096), "no event within 60 s"
+        daemon.write("kernel/tracing/tracing_on", "0")
+        out, err = reader.communicate(timeout=30)
+        assert reader.returncode == 0, err
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+        daemon.write("kernel/tracing/tracing_on", "1")
 
 
 def test_blocked_trace_pipe_readers_are_bounded_and_the_next_is_ebusy(quiet_tracing):
