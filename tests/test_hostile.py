@@ -3,17 +3,19 @@ tracefs, stores sized as kernfs sizes them, signals, an unmount from outside, a
 shutdown under writes.  Every access to the tree is a child process's, as a user's.
 """
 
+import ctypes
 import errno
 import os
 import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
-from migd.sysfs import STORE_MAX, kstrtoull
+from migd.sysfs import STORE_MAX, ThreadStates, kstrtoull
 
 from .helpers import Daemon
 
@@ -296,3 +298,33 @@ def test_a_first_start_says_it_compiles_and_asks_systemd_for_time(tmp_path):
             assert d.stop(timeout=60) == 0
         finally:
             d.close()
+
+
+def test_thread_states_kept_for_foreign_threads_only_and_freed_when_they_end():
+    """libfuse's threads are not Python's: each keeps one thread state across its
+    callbacks (held at its first), freed once the thread is gone; a thread
+    Python started is left to Python, which deletes its state itself."""
+    states = ThreadStates()
+    libc = ctypes.CDLL(None)
+    seen = []
+
+    def callback(arg):
+        states.hold()
+        seen.append(len(states))
+
+    start = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)(callback)
+    for _ in range(3):  # foreign threads, as libfuse's: each one kept
+        tid = ctypes.c_ulong()
+        assert libc.pthread_create(ctypes.byref(tid), None, start, None) == 0
+        assert libc.pthread_join(tid, None) == 0
+    assert seen and all(n >= 1 for n in seen), seen
+    deadline = time.monotonic() + 10
+    while len(states) and time.monotonic() < deadline:  # joined: their tids go
+        states.release_dead()
+        time.sleep(0.01)
+    assert len(states) == 0
+    kept = []
+    t = threading.Thread(target=lambda: (states.hold(), kept.append(len(states))))
+    t.start()
+    t.join()
+    assert kept == [0]
