@@ -17,8 +17,9 @@ from ._dmaengine import (
     slice_bounds,
 )
 from ._ring import DescRing, RangeCallback
-from ._sgmap import sg_nents
+from ._sgmap import sg_nents, sg_nents_slices
 
 __all__ = ["CH_BUSY_NS", "CH_BYTES", "CH_DESCS", "CH_LAST_DONE", "NR_CH_COLUMNS",
            "ChannelStatistics", "DescRing", "DmaChannel", "DmaDevice", "RangeCallback",
-           "book_slices", "folios_copy_dma", "new_ctl", "sg_nents", "slice_bounds"]
+           "book_slices", "folios_copy_dma", "new_ctl", "sg_nents", "sg_nents_slices",
+           "slice_bounds"]

@@ -33,7 +33,7 @@ from ..mm import FOLIO_CONTENT_COPIED, PAGE_SIZE, PhysMemory, copy_folio_prefixe
 from ._chanctl import new_ctl
 from ._charge import book_slices
 from ._ring import DescRing, RangeCallback
-from ._sgmap import sg_nents
+from ._sgmap import sg_nents_slices
 from ._thread import CopyThread
 
 
@@ -379,19 +379,17 @@ class DmaDevice:
                      nr_chan: int = 1) -> bool:
         """``setup_sg_tables()`` of a v6 batch: each of the ``nr_chan`` channels'
         slices (``slice_bounds``) mapped with ``dma_map_sgtable()``, one entry
-        per folio on each side (``_sgmap.sg_nents``: the source's ``order``,
+        per folio on each side (``_sgmap.sg_nents_slices``: the source's ``order``,
         the destination folios' own orders); False when a slice's
         ``src->nents != dst->nents``, counted in ``sg_mismatches``.  The
         kernel's mapping merges by entry length, so that takes
         ``fail_iommu_merge``.  ``sg_entries`` / ``sg_segments`` count the
         folios mapped and the source side's ``nents``."""
         model = self.model
-        dst_order = self.memory.folio_order[dst]
-        even = True
-        for lo, hi in slice_bounds(int(order.size), nr_chan):
-            nents = sg_nents(order[lo:hi], model.max_seg_bytes, model.iommu)
-            even &= nents == sg_nents(dst_order[lo:hi], model.max_seg_bytes, model.iommu)
-            self.sg_segments += nents
+        bounds = np.array(slice_bounds(int(order.size), nr_chan), dtype=np.int64)
+        nents, even = sg_nents_slices(order, self.memory.folio_order[dst], bounds,
+                                      model.max_seg_bytes, model.iommu)
+        self.sg_segments += nents
         even = even and not self.faults["fail_iommu_merge"].should_fail()
         self.sg_entries += int(order.size)
         self.sg_mismatches += not even

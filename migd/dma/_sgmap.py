@@ -60,6 +60,34 @@ def _finalise_nents(orders, page_size, max_len):
     return count
 
 
+@numba.njit(cache=True, nogil=True)
+def _finalise_slices(src_orders, dst_orders, bounds, page_size, max_len):
+    """Each slice's two sides through ``_finalise_nents``: (the sources' nents
+    summed, whether every slice's sides map to as many entries)."""
+    total = 0
+    even = True
+    for c in range(bounds.shape[0]):
+        lo, hi = bounds[c, 0], bounds[c, 1]
+        nents = _finalise_nents(src_orders[lo:hi], page_size, max_len)
+        even &= nents == _finalise_nents(dst_orders[lo:hi], page_size, max_len)
+        total += nents
+    return total, even
+
+
+def sg_nents_slices(src_orders: np.ndarray, dst_orders: np.ndarray, bounds: np.ndarray,
+                    max_seg_bytes: int, iommu: bool) -> tuple[int, bool]:
+    """:func:`sg_nents` of both sides of each channel's slice (``bounds``, rows
+    of ``[lo, hi)``) in one compiled pass, as ``setup_sg_tables()`` maps them:
+    (the source sides' nents summed, whether each slice's two sides agree).
+    One call per batch: two calls per slice cost 32 dispatches (~60 us) a
+    batch of 16 channels, a tenth of the virtual clock's time."""
+    if not iommu:
+        return int(bounds[:, 1].sum() - bounds[:, 0].sum()), True
+    total, even = _finalise_slices(src_orders.astype(np.int64), dst_orders.astype(np.int64),
+                                   bounds, np.int64(PAGE_SIZE), np.int64(max_seg_bytes))
+    return int(total), bool(even)
+
+
 def sg_nents(orders: np.ndarray, max_seg_bytes: int, iommu: bool) -> int:
     """``nents`` that ``dma_map_sgtable()`` returns for one entry per folio of
     ``orders`` (offset 0): ``__finalise_sg()``'s count through an IOMMU with a

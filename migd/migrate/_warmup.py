@@ -12,7 +12,7 @@ import numpy as np
 import trio
 from numba.core.dispatcher import Dispatcher
 
-from ..dma import DmaDevice, book_slices, sg_nents
+from ..dma import DmaDevice, book_slices, sg_nents_slices
 from ..hw import Clock, dma_schedule, get_profile
 from ..mm import Machine, NodeSpec, TenantSpec, compile_copies
 from ..offload import offload_migrators
@@ -99,7 +99,8 @@ async def warm_up(progress: Callable[[str], None] = lambda stage: None) -> None:
                  np.zeros(1, dtype=np.int8), 64)
     book_slices(mem.mem_map, none, np.empty(0, dtype=np.int8), none, none, np.zeros(0),
                 np.zeros(1), np.zeros(1), none)
-    sg_nents(np.empty(0, dtype=np.int8), 65536, True)  # an IOMMU profile's map_sgtables
+    sg_nents_slices(np.empty(0, dtype=np.int8), np.empty(0, dtype=np.int8),  # map_sgtables
+                    np.zeros((1, 2), dtype=np.int64), 65536, True)
     if os.environ.get("NUMBA_CACHE_DIR"):  # set by migd/__init__ unless the user did
         with contextlib.suppress(OSError):  # a read-only cache only costs the next start
             _cache_dir().mkdir(parents=True, exist_ok=True)
