@@ -3,16 +3,19 @@ tracefs, stores sized as kernfs sizes them, signals, an unmount from outside, a
 shutdown under writes.  Every access to the tree is a child process's, as a user's.
 """
 
+import ctypes
 import errno
 import os
+import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
-from migd.sysfs import STORE_MAX, kstrtoull
+from migd.sysfs import STORE_MAX, ThreadStates, kstrtoull
 
 from .helpers import Daemon
 
@@ -56,6 +59,26 @@ def test_a_reader_blocked_on_an_idle_trace_pipe_dies_by_its_signal(quiet_tracing
     _wait_in_read([reader])  # waiting: nothing to read
     reader.send_signal(sig)
     assert reader.wait(timeout=30) == -sig
+
+
+def test_a_trace_pipe_reader_that_read_gets_eof_when_tracing_stops(daemon):
+    """tracing_wait_pipe(): once a reader has read something (``iter->pos``),
+    an empty ring with tracing off ends its read with EOF (rb_simple_write()
+    wakes it), so ``cat trace_pipe`` exits 0 after ``echo 0 > tracing_on``;
+    a reader that has read nothing keeps waiting (the quiet_tracing tests)."""
+    daemon.write("kernel/tracing/tracing_on", "1")
+    reader = subprocess.Popen(["cat", str(daemon.p("kernel/tracing/trace_pipe"))],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        ready, _, _ = select.select([reader.stdout], [], [], 60)
+        assert ready and reader.stdout.read1(4096), "no event within 60 s"
+        daemon.write("kernel/tracing/tracing_on", "0")
+        out, err = reader.communicate(timeout=30)
+        assert reader.returncode == 0, err
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+        daemon.write("kernel/tracing/tracing_on", "1")
 
 
 def test_blocked_trace_pipe_readers_are_bounded_and_the_next_is_ebusy(quiet_tracing):
@@ -275,3 +298,33 @@ def test_a_first_start_says_it_compiles_and_asks_systemd_for_time(tmp_path):
             assert d.stop(timeout=60) == 0
         finally:
             d.close()
+
+
+def test_thread_states_kept_for_foreign_threads_only_and_freed_when_they_end():
+    """libfuse's threads are not Python's: each keeps one thread state across its
+    callbacks (held at its first), freed once the thread is gone; a thread
+    Python started is left to Python, which deletes its state itself."""
+    states = ThreadStates()
+    libc = ctypes.CDLL(None)
+    seen = []
+
+    def callback(arg):
+        states.hold()
+        seen.append(len(states))
+
+    start = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)(callback)
+    for _ in range(3):  # foreign threads, as libfuse's: each one kept
+        tid = ctypes.c_ulong()
+        assert libc.pthread_create(ctypes.byref(tid), None, start, None) == 0
+        assert libc.pthread_join(tid, None) == 0
+    assert seen and all(n >= 1 for n in seen), seen
+    deadline = time.monotonic() + 10
+    while len(states) and time.monotonic() < deadline:  # joined: their tids go
+        states.release_dead()
+        time.sleep(0.01)
+    assert len(states) == 0
+    kept = []
+    t = threading.Thread(target=lambda: (states.hold(), kept.append(len(states))))
+    t.start()
+    t.join()
+    assert kept == [0]

@@ -68,7 +68,7 @@ def tracefs_knobs() -> list[Knob]:
     t, ev, cpu = TRACEFS, f"{TRACEFS}/events/{{}}", f"{TRACEFS}/per_cpu/cpu{{}}"
     return [
         Knob(f"{t}/trace_pipe", "consuming read of the ring: blocks, or EAGAIN when opened "
-             "O_NONBLOCK", stream=lambda s, i: s.tracing.ring.read_pipe, family="tracing"),
+             "O_NONBLOCK", stream=lambda s, i: s.tracing.read_pipe, family="tracing"),
         Knob(f"{t}/trace", "the ring with its header; `> trace` (O_TRUNC) clears it",
              show=lambda s, i: s.tracing.ring.snapshot(s.tracing.nr_cpus).rstrip("\n"),
              view=lambda s, i: s.tracing.ring.view(s.tracing.nr_cpus).read,
@@ -114,7 +114,7 @@ def tracefs_knobs() -> list[Knob]:
              each=_cpus, slot="<N>", family="tracing"),
         Knob(f"{cpu}/trace_pipe", "the CPU's trace_pipe: cpu0's is trace_pipe, the others "
              "wait (EAGAIN when O_NONBLOCK)",
-             stream=lambda s, c: s.tracing.ring.read_pipe if c == 0 else s.tracing.ring.read_idle,
+             stream=lambda s, c: s.tracing.read_pipe if c == 0 else s.tracing.ring.read_idle,
              each=_cpus, slot="<N>", family="tracing"),
         Knob(f"{cpu}/stats", "the CPU's ring counters (tracing_stats_read)",
              show=lambda s, c: s.tracing.ring.stats(s.tracing.now(), c), each=_cpus,
@@ -140,7 +140,8 @@ def tracefs_knobs() -> list[Knob]:
 
 
 def _set_tracing_on(sys: System, on: bool) -> None:
-    old, sys.tracing.tracing_on = sys.tracing.tracing_on, on
+    old = sys.tracing.tracing_on
+    sys.tracing.set_tracing_on(on)
     sys.emit("knob_changed", knob="tracing_on", old=int(old), new=int(on))
 
 

@@ -59,6 +59,7 @@ class SysfsOperations(Operations):
         self._cache: dict[int, bytes] = {}  # per open file: the value read at offset 0
         self._views: dict[int, object] = {}  # per open file of a view: its read(size, offset)
         self._nonblock: set[int] = set()  # streams opened O_NONBLOCK
+        self._streamed: set[int] = set()  # streams that have read something (iter->pos)
         self._lock = threading.Lock()
         self._prioritised = threading.local()
         self.thread_states = ThreadStates()
@@ -125,7 +126,13 @@ class SysfsOperations(Operations):
     def read(self, path, size, offset, fh):
         attr = self.tree.attribute(path)
         if attr.stream is not None:
-            return attr.stream(size, fh not in self._nonblock, fuse_interrupted)
+            with self._lock:
+                before = fh in self._streamed
+            data = attr.stream(size, fh not in self._nonblock, fuse_interrupted, before)
+            if data and not before:
+                with self._lock:
+                    self._streamed.add(fh)
+            return data
         with self._lock:
             view = self._views.get(fh)
         if view is not None:
@@ -143,6 +150,7 @@ class SysfsOperations(Operations):
             self._cache.pop(fh, None)
             self._views.pop(fh, None)
             self._nonblock.discard(fh)
+            self._streamed.discard(fh)
         return 0
 
     def write(self, path, data, offset, fh):

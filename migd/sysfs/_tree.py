@@ -53,10 +53,11 @@ class Owner:
 class Attribute:
     show: Show | None = None
     store: Store | None = None
-    #: A stream (trace_pipe): read(size, block, interrupted) waits for data
-    #: unless ``block`` is False (O_NONBLOCK: OSError EAGAIN), and ends with
-    #: OSError EINTR once ``interrupted()`` (the reader got a signal).
-    stream: Callable[[int, bool, Callable[[], bool]], bytes] | None = None
+    #: A stream (trace_pipe): read(size, block, interrupted, read_before)
+    #: waits for data unless ``block`` is False (O_NONBLOCK: OSError EAGAIN),
+    #: and ends with OSError EINTR once ``interrupted()`` (the reader got a
+    #: signal); ``read_before``: this open file has read something already.
+    stream: Callable[[int, bool, Callable[[], bool], bool], bytes] | None = None
     #: A file read from a view taken at open (``trace``, a seq_file):
     #: ``view()`` at each open returns that file's read(size, offset).  The
     #: others are read whole at offset 0 (``show``) and sliced.

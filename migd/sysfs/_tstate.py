@@ -42,13 +42,18 @@ class ThreadStates:
         return len(self._kept)
 
     def hold(self) -> None:
-        """Keep the calling (libfuse) thread's state past this callback; once per thread."""
+        """Keep the calling (libfuse) thread's state past this callback; once per
+        thread.  A thread Python started is left alone: Python deletes its
+        state when it ends, and freeing it here too would free it twice."""
+        if not isinstance(threading.current_thread(), threading._DummyThread):
+            return
         _api.PyGILState_Ensure()
         tid = threading.get_native_id()
+        state = _api.PyGILState_GetThisThreadState()
         with self._lock:
             stale = self._kept.pop(tid, None)  # a dead thread's id, reused
-            self._kept[tid] = (_api.PyGILState_GetThisThreadState(), next(self._serial))
-        if stale is not None:
+            self._kept[tid] = (state, next(self._serial))
+        if stale is not None and stale[0] != state:  # never the caller's own
             _free(stale[0])
         self.release_dead()
 
@@ -59,6 +64,8 @@ class ThreadStates:
         directory ends early when a thread exits during it
         (``next_tid()`` stops at a dead thread), and a state then freed under
         its live thread crashed the daemon."""
+        if not os.path.exists(f"/proc/self/task/{threading.get_native_id()}"):
+            return  # no /proc, or another PID namespace's: no thread can be told dead
         with self._lock:
             before = dict(self._kept)
         dead = {t for t in before if not os.path.exists(f"/proc/self/task/{t}")}

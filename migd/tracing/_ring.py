@@ -167,6 +167,11 @@ class TraceRing:
             self.overrun = self.read = self._bytes = 0
             self._gen += 1
 
+    def wake(self) -> None:
+        """``ring_buffer_wake_waiters()``: blocked readers look again."""
+        with self._cond:
+            self._cond.notify_all()
+
     def close(self) -> None:
         """Wake every blocked reader with EOF, now and later (at unmount)."""
         with self._cond:
@@ -242,18 +247,20 @@ class TraceRing:
                 f"dropped events: 0\nread events: {read}\n")
 
     def read_pipe(self, size: int, block: bool = True,
-                  interrupted: Callable[[], bool] = lambda: False) -> bytes:
+                  interrupted: Callable[[], bool] = lambda: False,
+                  stop: Callable[[], bool] = lambda: False) -> bytes:
         """``tracing_read_pipe``: whole lines up to ``size`` bytes, consumed.
 
         Blocks while the ring is empty (unless ``block`` is False: EAGAIN, as
         for O_NONBLOCK) until a line comes, ``interrupted()`` turns true
-        (EINTR) or the ring is closed (b"", EOF).  EBUSY when
-        :data:`MAX_PIPE_WAITERS` reads already wait."""
+        (EINTR), ``stop()`` does (b"", EOF: tracing off after this reader
+        read something, see ``Tracing.read_pipe``) or the ring is closed (EOF).
+        EBUSY when :data:`MAX_PIPE_WAITERS` reads already wait."""
         while True:
             with self._cond:
                 if not self._entries:
-                    self._wait(block, interrupted, lambda: self._entries)
-                    if self._closed and not self._entries:
+                    self._wait(block, interrupted, lambda: self._entries or stop())
+                    if not self._entries and (self._closed or stop()):
                         return b""
                 # a line is longer than 32 bytes: these are all this read can take
                 first = list(itertools.islice(self._entries, size // 32 + 1))
@@ -281,7 +288,8 @@ class TraceRing:
                 return b"".join(out)
 
     def read_idle(self, size: int, block: bool = True,
-                  interrupted: Callable[[], bool] = lambda: False) -> bytes:
+                  interrupted: Callable[[], bool] = lambda: False,
+                  read_before: bool = False) -> bytes:
         """``trace_pipe`` of a CPU no event is recorded on: EAGAIN when
         ``block`` is False, else waits (counted among the
         :data:`MAX_PIPE_WAITERS`) until interrupted (EINTR) or closed (EOF)."""
@@ -295,6 +303,8 @@ class TraceRing:
             return
         if not block:
             raise OSError(errno.EAGAIN, "trace_pipe is empty")
+        if ready():  # tracing_wait_pipe()'s EOF test comes before any wait
+            return
         if self._waiters >= MAX_PIPE_WAITERS:
             raise OSError(errno.EBUSY, f"{MAX_PIPE_WAITERS} trace_pipe readers already wait")
         self._waiters += 1

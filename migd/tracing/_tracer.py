@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -81,6 +82,25 @@ class Tracing:
         return "".join(f"{e.system}:{e.name}\n" for e in EVENTS if self.enabled[e])
 
     # -- the engine's observers ----------------------------------------------------
+
+    def set_tracing_on(self, on: bool) -> None:
+        """``rb_simple_write()``: recording on or off; off wakes the
+        ``trace_pipe`` readers (``ring_buffer_wake_waiters()``), so that one
+        that has read something sees its EOF."""
+        self.tracing_on = on
+        if not on:
+            self.ring.wake()
+
+    def read_pipe(self, size: int, block: bool = True,
+                  interrupted: Callable[[], bool] = lambda: False,
+                  read_before: bool = False) -> bytes:
+        """``trace_pipe``: ``tracing_read_pipe()`` of the ring.  As
+        ``tracing_wait_pipe()`` has it, a reader that has read something
+        (``iter->pos``, ``read_before``) gets EOF once the ring is empty and
+        tracing is off; one that has read nothing still waits, so that
+        ``cat trace_pipe`` may be started before tracing is turned on."""
+        return self.ring.read_pipe(size, block, interrupted,
+                                   lambda: read_before and not self.tracing_on)
 
     def _recording(self, event: Event) -> bool:
         return self.tracing_on and self.enabled[event]
