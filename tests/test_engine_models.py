@@ -48,8 +48,11 @@ def test_chooser_takes_the_faster_way_and_explores():
     c.observe(key, True, 2e-10)
     assert not c.offload(key)  # the CPU way is unknown: try it
     c.observe(key, False, 1e-10)
-    ways = [c.offload(key) for _ in range(EXPLORE_EVERY)]
-    assert ways.count(True) == 1  # the CPU is faster; offload tried once per EXPLORE_EVERY
+    ways = [c.offload(key) for _ in range(2 * EXPLORE_EVERY)]
+    # The CPU is faster; offload tried at 2, 4, 8, .. decisions after the
+    # choice was made, then once per EXPLORE_EVERY.
+    assert ways[:EXPLORE_EVERY].count(True) == EXPLORE_EVERY.bit_length() - 1
+    assert ways[EXPLORE_EVERY:].count(True) == 1
 
 
 async def test_engine_owns_one_chooser_per_migrator(autojump_clock):
