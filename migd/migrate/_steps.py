@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import trio
 
+from ..hw import quiet_for
 from ..mm import FOLIO_CONTENT_COPIED, HPAGE_PMD_ORDER, MigrateMode, PG_locked, PG_writeback
 from . import _kernels as _k
 from ._stats import NO_FOLIOS, BatchRecords
@@ -274,9 +275,7 @@ async def move(eng, ctx, mv: Unmapped) -> np.ndarray:
 def unobserved(eng, seconds: float) -> bool:
     """No other task can run in the next ``seconds`` of virtual time: none
     runnable, none asleep on a folio (woken by a remap), no sleep ending."""
-    others = trio.lowlevel.current_statistics()
-    return (not others.tasks_runnable and others.seconds_to_next_deadline >= seconds
-            and not eng.machine.nr_folio_waiters())
+    return quiet_for(seconds) and not eng.machine.nr_folio_waiters()
 
 
 def undo(eng, todo: Unmapped) -> np.ndarray:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 import trio
 
-from ..dma import DmaChannel, slice_bounds
-from ..hw import dma_schedule
+from ..dma import DmaChannel, slice_bounds_array
+from ..hw import dma_schedule, quiet_for
 from ._migrator import CopyBatch
 
 
@@ -48,7 +48,7 @@ async def copy_closed_form(migrator, batch: CopyBatch, chans: list[DmaChannel]
     model = migrator.device.model
     nr = batch.nr_folios
     k = len(chans)
-    bounds = np.array(slice_bounds(nr, k) if k > 1 else [(0, nr)], dtype=np.int64)
+    bounds = slice_bounds_array(nr, k)
     setup = (model.chan_request_us * k + model.map_folio_us * nr) * 1e-6
     # the channel requests and mappings, then each channel's slice prepared
     # and submitted on the CPU (slept with the copy: nothing changes meanwhile)
@@ -72,8 +72,7 @@ async def schedule_and_copy(migrator, batch: CopyBatch, chans: list[DmaChannel],
     t_done, t_end = dma_schedule(model, t_submit, np.array([c.engine for c in chans]),
                                  batch.orders, DmaChannel.RATE_CHUNK)
     end = float(t_end.max())
-    others = trio.lowlevel.current_statistics()
-    if others.tasks_runnable or others.seconds_to_next_deadline < end - trio.current_time():
+    if not quiet_for(end - trio.current_time()):
         return False
     await batch.clock.sleep_until(end)
     batch.memory.copy_folios(batch.dst, batch.src, batch.orders)
