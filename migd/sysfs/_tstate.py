@@ -45,7 +45,8 @@ class ThreadStates:
         """Keep the calling (libfuse) thread's state past this callback; once per
         thread.  A thread Python started is left alone: Python deletes its
         state when it ends, and freeing it here too would free it twice."""
-        if not isinstance(threading.current_thread(), threading._DummyThread):
+        started = threading._active.get(threading.get_ident())  # no _DummyThread made
+        if started is not None and not isinstance(started, threading._DummyThread):
             return
         _api.PyGILState_Ensure()
         tid = threading.get_native_id()
