@@ -100,6 +100,16 @@ class Event:
             (i, dict(a.symbols)) for i, a in enumerate(self.args) if a.symbols))
 
     @property
+    def py_fmt(self) -> str:
+        """TP_printk's format with Python's conversions (%d for the integers)."""
+        return self._py_fmt
+
+    @property
+    def symbols(self) -> tuple[tuple[int, dict], ...]:
+        """``(argument index, {value: symbol})`` of each ``__print_symbolic``."""
+        return self._symbols
+
+    @property
     def path(self) -> str:
         return f"{self.system}/{self.name}"
 
