@@ -292,3 +292,35 @@ async def test_a_fault_leaves_a_pinned_region_alone(autojump_clock):
         assert fault.how != "none" and int(t.pte_pfn[0]) != head
         n.cancel_scope.cancel()
     assert rig.machine.check_integrity().ok
+
+
+@pytest.mark.parametrize("variant,profile,max_inflight", [
+    ("newest", "zen3-ptdma", 4),  # the throttle waits on the hung descriptor
+    ("v6", "sdxi", None),  # a full ring (512 descriptors) waits on it
+])
+async def test_a_hung_descriptor_times_out_even_while_submitting(autojump_clock, variant,
+                                                                 profile, max_inflight):
+    """A descriptor that never completes (fail_dma_timeout) keeps the channel's
+    queue full, so the rest of the batch cannot be submitted: that wait ends
+    at the migrator's timeout too, the channels are terminated and the CPU
+    copies the batch (ETIMEDOUT), instead of the call waiting for ever under
+    migrate_pages_batch()'s shield."""
+    m = make_machine(True)
+    e = MigrationEngine(m, VirtualClock(), get_profile(profile))
+    dma = DmaDevice(0, m.memory, e.clock, e.profile.dma, e.faults)
+    t = m.add_tenant(TenantSpec("t", 4 * MiB, order=0))
+    mig = DcbmMigrator(dma, 1, variant=variant)
+    if max_inflight:
+        mig.max_inflight = max_inflight
+    e.registry.register(mig)
+    e.nr_max_batched_migration = 1024
+    e.faults["fail_dma_timeout"].set(probability=100, interval=1, times=1)
+    async with trio.open_nursery() as n:
+        n.start_soon(dma.run)
+        with trio.move_on_after(120) as scope:
+            r = await e.migrate_pages(m.tenant_folios(t), 1, MigrateReason.MR_DEMOTION)
+        n.cancel_scope.cancel()
+    assert not scope.cancelled_caught, "still waiting 120 s (virtual) after a hung descriptor"
+    assert r.stats.nr_succeeded == t.nr_pages
+    assert e.statistics().fallbacks.get("ETIMEDOUT", 0) > 0
+    assert m.check_integrity().ok

@@ -121,11 +121,17 @@ def quiet_for(seconds: float) -> bool:
     ``seconds_to_next_deadline >= seconds``, the same floats, read from trio's
     runner as :func:`_lone_mock_clock` reads it (``current_statistics()``
     builds the I/O manager's statistics too: ~5 us, twice a closed-form
-    batch); a trio without these attributes is asked the public way."""
+    batch), and no task still to run in the loop's current batch (as
+    :func:`_lone_mock_clock` asks); a trio without these attributes is asked
+    the public way."""
     try:
         runner = trio._core._run.GLOBAL_RUN_CONTEXT.runner
         return (not runner.runq
-                and runner.deadlines.next_deadline() - runner.current_time() >= seconds)
+                and runner.deadlines.next_deadline() - runner.current_time() >= seconds
+                # nor one still to run in the loop's current batch, which no
+                # statistic counts: else the answer would hang on trio's
+                # (random) order within a batch
+                and all(task._next_send_fn is None for task in runner.tasks))
     except AttributeError:
         others = trio.lowlevel.current_statistics()
         return not others.tasks_runnable and others.seconds_to_next_deadline >= seconds

@@ -297,11 +297,16 @@ class DcbmMigrator(Migrator):
         try:
             cookies = np.arange(nr, dtype=np.int64)
             submit = model.submit_us * 1e-6
-            for work, (lo, hi) in zip(works, bounds, strict=True):
-                await clock.spend(submit * (hi - lo))  # prep + submit on the CPU
-                await work.chan.submit(src[lo:hi], batch.dst[lo:hi], batch.orders[lo:hi],
-                                       cookies[lo:hi], completer(work))  # + issue_pending
-            for work in works:  # wait_for_completion_timeout(), channel by channel
+            # A submission waits while the channel's ring is full; a descriptor
+            # that never completes would keep it full: bounded as the waits below.
+            with trio.move_on_after(self.timeout) as submitting:
+                for work, (lo, hi) in zip(works, bounds, strict=True):
+                    await clock.spend(submit * (hi - lo))  # prep + submit on the CPU
+                    await work.chan.submit(src[lo:hi], batch.dst[lo:hi], batch.orders[lo:hi],
+                                           cookies[lo:hi], completer(work))  # + issue_pending
+            if submitting.cancelled_caught:
+                rc = -errno.ETIMEDOUT
+            for work in works if not rc else ():  # wait_for_completion_timeout(), by channel
                 with trio.move_on_after(self.timeout):
                     await work.done.wait()
                 if not work.done.is_set():

@@ -213,20 +213,23 @@ async def _copy(mig, batch: CopyBatch, chans: list[DmaChannel]) -> int:
     submit = model.submit_us * 1e-6
     rc = 0
     try:
-        for w in works:  # submit_dma_transfers() channel by channel
-            pos, cb = w.lo, completer(w)
-            while pos < w.hi:
-                while w.pending + elems > limit:  # wait for completions
-                    w.space = trio.Event()
-                    await w.space.wait()
-                n = min(w.hi - pos, (limit - w.pending) // elems * elems)
-                await clock.spend(submit * _transactions(n, elems))  # prep + submit
-                w.pending += n
-                await w.chan.submit(batch.src[pos:pos + n], batch.dst[pos:pos + n],
-                                    batch.orders[pos:pos + n], cookies[pos:pos + n], cb)
-                pos += n
-        # dma_work_wait(): every submitted descriptor runs out, nothing terminated
+        # One deadline from the first submission: a descriptor that never
+        # completes also keeps the throttle (or a full ring) from letting
+        # the rest be submitted, and that wait is as unbounded as the last.
         with trio.move_on_after(mig.timeout):
+            for w in works:  # submit_dma_transfers() channel by channel
+                pos, cb = w.lo, completer(w)
+                while pos < w.hi:
+                    while w.pending + elems > limit:  # wait for completions
+                        w.space = trio.Event()
+                        await w.space.wait()
+                    n = min(w.hi - pos, (limit - w.pending) // elems * elems)
+                    await clock.spend(submit * _transactions(n, elems))  # prep + submit
+                    w.pending += n
+                    await w.chan.submit(batch.src[pos:pos + n], batch.dst[pos:pos + n],
+                                        batch.orders[pos:pos + n], cookies[pos:pos + n], cb)
+                    pos += n
+            # dma_work_wait(): every submitted descriptor runs out, nothing terminated
             await all_done.wait()
         if not all_done.is_set():
             # A descriptor that never completes (fail_dma_timeout): the driver

@@ -76,8 +76,8 @@ async def schedule_and_copy(migrator, batch: CopyBatch, chans: list[DmaChannel],
         return False
     await batch.clock.sleep_until(end)
     batch.memory.copy_folios(batch.dst, batch.src, batch.orders)
-    migrator.device.book_slices(chans, np.ascontiguousarray(bounds[:, 0]),  # + the cgroups'
-                                np.ascontiguousarray(bounds[:, 1]), t_end - t_submit,
+    migrator.device.book_slices(chans, bounds[:, 0].copy(),  # + the cgroups'
+                                bounds[:, 1].copy(), t_end - t_submit,
                                 batch.src, batch.orders)
     migrator.completed_at(t_done)
     migrator.closed_form_batches += 1
