@@ -49,7 +49,10 @@ def test_a_30s_soak_with_faults_loses_nothing(tmp_path):
         "syscall_or_cpuset", "demotion", "numa_misplaced", "compaction"}
     assert s["fallbacks"] and s["migrated_bytes"] > 1 << 29
     assert sum(s["cleared_by_how"].values()) > 0  # faults got zeroed folios, checked zero
-    assert s["knob_writes"] > 20 and s["cat_reads"] > 1000
+    # The flipper writes every 0.02-0.2 s: ~270 writes in 30 s.  A batch stuck
+    # for good (a hung descriptor never timed out) blocks the writes that wait
+    # for batches in flight: 69 were made in the run that found it.
+    assert s["knob_writes"] > 150 and s["cat_reads"] > 1000
     assert s["rss_growth_pct"] <= 5
 
 
