@@ -27,10 +27,10 @@ def soak_cmd(*args: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_30s_soak_with_faults_loses_nothing(tmp_path):
-    """30 s keeps the suite in CI's budget; the README's soaks run for hours."""
+def test_a_20s_soak_with_faults_loses_nothing(tmp_path):
+    """20 s keeps the suite in CI's budget; the README's soaks run for hours."""
     out = tmp_path / "soak.json"
-    p = subprocess.run(soak_cmd("--duration", "30s", "--faults", "--seed", "7",
+    p = subprocess.run(soak_cmd("--duration", "20s", "--faults", "--seed", "7",
                                 "--json", str(out)), capture_output=True, text=True,
                        timeout=150)  # below pytest-timeout's 180: this test fails alone
     assert out.exists(), (p.returncode, p.stderr[-3000:])
@@ -38,7 +38,7 @@ def test_a_30s_soak_with_faults_loses_nothing(tmp_path):
     assert p.returncode == 0, (p.stderr[-2000:], s["violations"])
     assert json.loads(p.stdout) == s
     assert s["ok"] and s["lost_pages"] == s["corrupt_pages"] == s["invariant_violations"] == 0
-    assert s["checks"] >= 8
+    assert s["checks"] >= 6
     # It did what it says: every fault kind fired, every reason migrated, the
     # tree was read and written, the offload fell back.
     # (zen3-ptdma's driver reports no descriptor errors: those two stay unarmed)
@@ -49,10 +49,10 @@ def test_a_30s_soak_with_faults_loses_nothing(tmp_path):
         "syscall_or_cpuset", "demotion", "numa_misplaced", "compaction"}
     assert s["fallbacks"] and s["migrated_bytes"] > 1 << 29
     assert sum(s["cleared_by_how"].values()) > 0  # faults got zeroed folios, checked zero
-    # The flipper writes every 0.02-0.2 s: ~270 writes in 30 s.  A batch stuck
+    # The flipper writes every 0.02-0.2 s: ~180 writes in 20 s.  A batch stuck
     # for good (a hung descriptor never timed out) blocks the writes that wait
-    # for batches in flight: 69 were made in the run that found it.
-    assert s["knob_writes"] > 150 and s["cat_reads"] > 1000
+    # for batches in flight: 69 in 30 s were made in the run that found it.
+    assert s["knob_writes"] > 100 and s["cat_reads"] > 1000
     assert s["rss_growth_pct"] <= 5
 
 
@@ -70,7 +70,7 @@ class SkipsOneFolio(DcbmMigrator):
 def test_the_soak_reports_a_planted_copy_bug_as_corruption(tmp_path):
     def buggy(sys: System) -> DcbmMigrator:
         return SkipsOneFolio(sys.dma, nr_dma_chan=4)
-    s = run_soak(SoakOptions(duration=6, seed=3, check_every=1.5,
+    s = run_soak(SoakOptions(duration=4, seed=3, check_every=0.75,
                              mount=str(tmp_path / "m")), migrator=buggy)
     assert s.corrupt_pages > 0 and not s.ok
     assert s.lost_pages == 0  # mapped where it should be, with the wrong bytes
@@ -79,7 +79,7 @@ def test_the_soak_reports_a_planted_copy_bug_as_corruption(tmp_path):
 @pytest.mark.slow
 def test_the_same_soak_without_the_bug_is_clean(tmp_path):
     """run_soak runs its own trio loop: called from a plain (not trio) test."""
-    s = run_soak(SoakOptions(duration=6, seed=3, check_every=1.5, mount=str(tmp_path / "m")))
+    s = run_soak(SoakOptions(duration=4, seed=3, check_every=0.75, mount=str(tmp_path / "m")))
     assert s.ok and s.checks >= 4, s.violations
     # The tree's threads ran at TREE_THREAD_NICE; none of this process's threads
     # still does (the trio worker that ran libfuse's loop went back to the cache).
@@ -102,7 +102,7 @@ def test_sigterm_in_the_middle_of_a_soak_ends_clean(tmp_path):
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_mounted(mount)
-        time.sleep(4)  # batches in flight, DMA descriptors hung by fail_dma_timeout
+        time.sleep(2)  # batches in flight, DMA descriptors hung by fail_dma_timeout
         p.send_signal(signal.SIGTERM)
         stdout, stderr = p.communicate(timeout=30)
     finally:
