@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from migd.cli import main
 from migd.hw import (
     PROFILES,
     builtin_text,
@@ -78,14 +79,14 @@ def test_a_profile_file_round_trips_and_is_taken_by_bench(tmp_path):
     ("[cpu]\nwarp = 1\n", "p.toml:2: unknown parameter [cpu] 'warp'"),
     ("color = 1\n", "unknown key 'color'"),
 ])
-def test_a_bad_profile_file_is_one_line_exit_2(tmp_path, text, where):
+def test_a_bad_profile_file_is_one_line_exit_2(tmp_path, capsys, text, where):
+    """In process (refused before any work): ``migd profile show`` and ``bench``."""
     p = tmp_path / "p.toml"
     p.write_text(text)
-    r = migd("profile", "show", str(p))
-    assert r.returncode == 2 and r.stdout == ""
-    assert len(r.stderr.splitlines()) == 1 and where in r.stderr
-    r = migd("bench", "seed", "--profile", str(p))
-    assert r.returncode == 2 and "Traceback" not in r.stderr
+    for argv in (["profile", "show", str(p)], ["bench", "seed", "--profile", str(p)]):
+        assert main(argv) == 2, argv
+        out, err = capsys.readouterr()
+        assert out == "" and len(err.splitlines()) == 1 and where in err, (argv, err)
 
 
 def test_shipped_zen3_ptdma_is_no_worse_than_the_hand_set_one_on_the_published_cells():
