@@ -15,6 +15,7 @@ one set of semantics and lets the virtual run check integrity too.
 
 from __future__ import annotations
 
+import operator
 import time
 
 import trio
@@ -92,6 +93,10 @@ class VirtualClock(Clock):
         """Nothing to do: every modelled cost already sleeps."""
 
 
+#: A task's step still to run in the loop's current batch (a function), or None.
+_NEXT_SEND = operator.attrgetter("_next_send_fn")
+
+
 def _lone_mock_clock(deadline: float):
     """The run's MockClock if the run loop, were the current task to sleep
     until ``deadline``, would do nothing but autojump it there: autojump at
@@ -107,9 +112,8 @@ def _lone_mock_clock(deadline: float):
                 or runner.runq or runner.waiting_for_idle or runner.entry_queue.size()
                 or not runner.deadlines.next_deadline() > deadline):
             return None
-        for task in runner.tasks:  # the current task's is None while it runs
-            if task._next_send_fn is not None:
-                return None
+        if any(map(_NEXT_SEND, runner.tasks)):  # the current task's is None while it runs
+            return None
     except AttributeError:
         return None
     return clock
@@ -131,7 +135,7 @@ def quiet_for(seconds: float) -> bool:
                 # nor one still to run in the loop's current batch, which no
                 # statistic counts: else the answer would hang on trio's
                 # (random) order within a batch
-                and all(task._next_send_fn is None for task in runner.tasks))
+                and not any(map(_NEXT_SEND, runner.tasks)))
     except AttributeError:
         others = trio.lowlevel.current_statistics()
         return not others.tasks_runnable and others.seconds_to_next_deadline >= seconds
