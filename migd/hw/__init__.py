@@ -1,7 +1,7 @@
 """Hardware: the two clocks and the profiles' cost models (profiles are TOML data)."""
 
 from ._clock import Clock, VirtualClock, mock_clock, quiet_for
-from ._dmacost import dma_schedule
+from ._dmacost import chunk_share, dma_schedule
 from ._profile import CpuModel, DmaModel, HardwareProfile
 from ._toml import (
     DOCS,
@@ -16,6 +16,7 @@ from ._toml import (
 )
 
 __all__ = ["DOCS", "PROFILES", "Clock", "CpuModel", "DmaModel", "HardwareProfile",
-           "ProfileError", "VirtualClock", "builtin_names", "builtin_text", "dma_schedule",
+           "ProfileError", "VirtualClock", "builtin_names", "builtin_text", "chunk_share",
+           "dma_schedule",
            "dump_profile", "get_profile", "load_profile", "mock_clock", "parse_profile",
            "quiet_for"]

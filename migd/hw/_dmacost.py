@@ -28,6 +28,26 @@ from ._profile import DmaModel
 
 
 @numba.njit(cache=True, nogil=True)
+def chunk_share(c, busy, engine, walk_us, chan_gbps, engine_gbps, membus_gbps):
+    """What channel ``c``'s next chunk gets while the channels ``busy`` run:
+    (its rate in GB/s, ``min(engine_gbps / sharing, membus_gbps / active)``
+    capped at ``chan_gbps`` (``DmaModel.rate_gbps``), and each mapped page's
+    wait for the IOMMU's one walker, ``DmaModel.walk_wait``).  One function for
+    :func:`dma_schedule` and the fit's closed-form cells."""
+    sharing = 0
+    active = 0
+    for x in range(busy.size):
+        if busy[x]:
+            active += 1
+            if engine[x] == engine[c]:
+                sharing += 1
+    rate = min(engine_gbps / max(sharing, 1), membus_gbps / max(active, 1))
+    if chan_gbps > 0:
+        rate = min(rate, chan_gbps)
+    return rate, walk_us * max(active - 1, 0) * 1e-6
+
+
+@numba.njit(cache=True, nogil=True)
 def _schedule(t_sub, engine, orders, rate_chunk, fixed_us, walked, walk_us, chan_gbps, engine_gbps,
               membus_gbps, t_done, t_end):
     k = t_sub.size
@@ -75,17 +95,7 @@ def _schedule(t_sub, engine, orders, rate_chunk, fixed_us, walked, walk_us, chan
                 done[c] = True
                 t_end[c] = t
                 continue
-        sharing = 0
-        active = 0
-        for x in range(k):
-            if busy[x]:
-                active += 1
-                if engine[x] == engine[c]:
-                    sharing += 1
-        rate = min(engine_gbps / max(sharing, 1), membus_gbps / max(active, 1))
-        if chan_gbps > 0:  # DmaModel.rate_gbps
-            rate = min(rate, chan_gbps)
-        wait = walk_us * max(active - 1, 0) * 1e-6  # DmaModel.walk_wait
+        rate, wait = chunk_share(c, busy, engine, walk_us, chan_gbps, engine_gbps, membus_gbps)
         e = min(pos[c] + chunk[c], hi[c])
         acc = 0.0
         for i in range(pos[c], e):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from ..hw import HardwareProfile
+from ..hw import HardwareProfile, chunk_share
 from ..mm import HPAGE_PMD_ORDER, PAGE_SIZE
 
 #: One 1 GiB run, as the published benchmark moves.
@@ -123,17 +123,7 @@ def _uniform_schedule(t_sub, engine, lo, hi, rate_chunk, fixed, mapped, nbytes, 
                 done[c] = True
                 t_end = max(t_end, t)
                 continue
-        sharing = 0
-        active = 0
-        for x in range(k):
-            if busy[x]:
-                active += 1
-                if engine[x] == engine[c]:
-                    sharing += 1
-        rate = min(engine_gbps / max(sharing, 1), membus_gbps / max(active, 1))
-        if chan_gbps > 0:
-            rate = min(rate, chan_gbps)
-        wait = walk_us * max(active - 1, 0) * 1e-6
+        rate, wait = chunk_share(c, busy, engine, walk_us, chan_gbps, engine_gbps, membus_gbps)
         e = min(pos[c] + chunk[c], hi[c])
         cend[c] = e
         nxt[c] = t + (e - pos[c]) * (fixed + wait * mapped + nbytes / (rate * 1e9))
