@@ -8,6 +8,8 @@ encoder (``_exposition``) formats against cached text, and becomes the
 prometheus-client family only when asked (``metric()``: ``collect()``, the
 ``name[]`` filter, a shape the encoder refuses), through that family's own
 ``add_metric``, so the Samples are the library's, not a copy of its rules.
+Rejected: caching the text by each Sample's name and labels (building the
+Samples and their label dicts is itself a third of the scrape).
 """
 
 from __future__ import annotations
