@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import migd.daemon
 from migd.sysfs import TREE_THREAD_NICE
+from migd.sysfs._cread import NR_SLOTS
 
 from .helpers import Daemon, cli, thread_nice
 
@@ -422,3 +423,52 @@ def test_bad_config_fails_start_naming_the_key(tmp_path, capsys, monkeypatch, te
     assert code == 2
     assert key in err and len(err.strip().splitlines()) == 1
     assert not os.path.ismount(tmp_path / "m")
+
+
+_KNOB = "kernel/mm/migrate_offload/nr_max_batched_migration"
+#: Files whose value does not change while the daemon runs untouched.
+_STATIC = ("kernel/tracing/events/migrate/mm_migrate_pages/format",
+           "kernel/tracing/events/header_page", "kernel/tracing/available_events",
+           "devices/system/node/online", "kernel/mm/migrate_offload/nr_max_batched_migration")
+
+
+def test_a_read_at_offset_zero_shows_the_value_again(daemon):
+    """sysfs runs show() again for a read from position 0 (seq_read_iter()
+    restarts at 0): an open file kept and read with pread(fd, n, 0), as
+    monitoring agents do, sees a store made after its open."""
+    fd = os.open(daemon.p(_KNOB), os.O_RDONLY)
+    before = os.pread(fd, 4096, 0)
+    try:
+        daemon.write(_KNOB, str(int(before) // 2))
+        assert os.pread(fd, 4096, 0) == b"%d\n" % (int(before) // 2)
+        daemon.write(_KNOB, before)
+        assert os.pread(fd, 4096, 0) == before
+        assert os.pread(fd, 4096, 1) == before[1:]
+    finally:
+        os.close(fd)
+        daemon.write(_KNOB, before)
+
+
+def test_reads_of_any_size_from_more_open_files_than_slots(daemon):
+    """More files open at once than the read path has slots (the rest get
+    records of their own), read 7 bytes at a time and then whole, twice
+    over (the first round's records freed and taken again): every read is
+    the file's bytes at that offset."""
+    whole = {f: daemon.p(f).read_bytes() for f in _STATIC}
+    assert all(whole.values())
+    per_file = NR_SLOTS // len(_STATIC) + 20
+    for _ in range(2):
+        fds = [(f, os.open(daemon.p(f), os.O_RDONLY)) for f in _STATIC for _ in range(per_file)]
+        assert len(fds) > NR_SLOTS
+        try:
+            for f, fd in fds:
+                parts = [os.read(fd, 7)]
+                while parts[-1]:
+                    parts.append(os.read(fd, 7))
+                assert b"".join(parts) == whole[f], f
+            for f, fd in fds[::37]:
+                assert os.pread(fd, 1 << 20, 3) == whole[f][3:]
+        finally:
+            for _, fd in fds:
+                os.close(fd)
+    assert daemon.proc.poll() is None

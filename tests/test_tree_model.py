@@ -5,8 +5,10 @@ driven through :meth:`SysfsTree.write` and :meth:`SysfsTree.read`, so every rule
 of SPEC section 5 is checked in milliseconds.  Ranges come from SPEC's table.
 """
 
+import ctypes
 import errno
 
+import numpy as np
 import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 from migd.daemon import System, build_tree, load_config
 from migd.daemon.reference import stale
 from migd.sysfs import SysfsTree
+from migd.sysfs._cread import HELD, IN_SLOT, KIND, LEN, NR_SLOTS, PYTHON, SLOT_BYTES, Records
 
 from .helpers import BARE, config
 
@@ -221,3 +224,35 @@ def test_arbitrary_bytes_to_any_writable_file_are_einval_and_change_nothing(data
 
 def test_the_readme_table_is_generated_from_the_knob_table():
     assert not stale(), "run: python -m migd.daemon.reference"
+
+
+def _value(rec) -> bytes:
+    return ctypes.string_at(int(rec[1]), int(rec[0]))
+
+
+def test_records_keep_each_value_until_released_and_free_every_one():
+    """The records in process: a small value in its row's slot, a large one
+    held, a stream's left to Python, a record of its own once every row is
+    taken; each reads back its value; releasing (as the compiled release
+    does for a slotted record, Python for the rest) frees them all."""
+    records = Records(py_read=1, py_release=2)
+    rng = np.random.default_rng(1)
+    values = [rng.bytes(int(n)) for n in rng.integers(1, 3 * SLOT_BYTES, NR_SLOTS + 40)]
+    fhs = [records.open(v) for v in values] + [records.open(None)]
+    kinds = []
+    for fh, value in zip(fhs, values, strict=False):
+        rec, slot = records.record(fh)
+        kinds.append(int(rec[KIND]))
+        assert _value(rec[[LEN, LEN + 1]]) == value
+        assert rec[KIND] == (IN_SLOT if slot >= 0 and len(value) <= SLOT_BYTES else HELD)
+    assert records.record(fhs[-1])[0][KIND] == PYTHON
+    assert {IN_SLOT, HELD} <= set(kinds) and records.in_use() == len(fhs)
+    records.refill(fhs[0], b"x" * (SLOT_BYTES + 1))  # a value shown again, now larger
+    assert _value(records.record(fhs[0])[0][[LEN, LEN + 1]]) == b"x" * (SLOT_BYTES + 1)
+    for fh in fhs:
+        rec, _ = records.record(fh)
+        if rec[KIND] == IN_SLOT:
+            rec[KIND] = 0  # what the compiled release does
+        else:
+            records.release(fh)
+    assert records.in_use() == 0

@@ -62,8 +62,8 @@ class Knob:
     show: Callable[[Any, Any], str] | None = None
     #: (sys, inst) -> a consuming, blocking reader (``trace_pipe``), see ``Attribute.stream``.
     stream: Callable[[Any, Any], Callable] | None = None
-    #: (sys, inst) -> an open file's read(size, offset), see ``Attribute.view``.
-    view: Callable[[Any, Any], Callable[[int, int], bytes]] | None = None
+    #: (sys, inst) -> an open file's bytes, see ``Attribute.view``.
+    view: Callable[[Any, Any], bytes] | None = None
     #: (sys, inst) -> None: what ``> file`` (O_TRUNC) does besides the store (``trace``).
     truncate: Callable[[Any, Any], None] | None = None
     #: The ``knob_changed`` event's name (``{}``: the instance); None: no event

@@ -71,7 +71,7 @@ def tracefs_knobs() -> list[Knob]:
              "O_NONBLOCK", stream=lambda s, i: s.tracing.read_pipe, family="tracing"),
         Knob(f"{t}/trace", "the ring with its header; `> trace` (O_TRUNC) clears it",
              show=lambda s, i: s.tracing.ring.snapshot(s.tracing.nr_cpus).rstrip("\n"),
-             view=lambda s, i: s.tracing.ring.view(s.tracing.nr_cpus).read,
+             view=lambda s, i: bytes(s.tracing.ring.view(s.tracing.nr_cpus)),
              set=lambda s, i, v: None, parse=Anything("any (ignored)"),
              truncate=lambda s, i: s.tracing.ring.clear(), family="tracing"),
         Knob(f"{t}/tracing_on", "0: stop recording into the ring (rb_simple_write)",
@@ -108,7 +108,7 @@ def tracefs_knobs() -> list[Knob]:
         Knob(f"{cpu}/trace", "the CPU's part of trace: every event on cpu0, the others "
              "empty; `>` clears the CPU's entries",
              show=lambda s, c: s.tracing.ring.snapshot(s.tracing.nr_cpus, c == 0).rstrip("\n"),
-             view=lambda s, c: s.tracing.ring.view(s.tracing.nr_cpus, c == 0).read,
+             view=lambda s, c: bytes(s.tracing.ring.view(s.tracing.nr_cpus, c == 0)),
              set=lambda s, c, v: None, parse=Anything("any (ignored)"),
              truncate=lambda s, c: s.tracing.ring.clear() if c == 0 else None,
              each=_cpus, slot="<N>", family="tracing"),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import itertools
+import functools
 import os
 import signal
 import stat
@@ -28,8 +28,9 @@ import threading
 import time
 
 import trio
-from fuse import FUSE, Operations, _libfuse
+from fuse import FUSE, Operations, _libfuse, fuse_operations
 
+from ._cread import Records, compiled_ops
 from ._tree import STORE_MAX, Directory, SysfsTree, apply_store
 from ._tstate import ThreadStates
 
@@ -55,14 +56,14 @@ class SysfsOperations(Operations):
         self.tree = tree
         self.token = trio_token
         self.mounted_at = time.time_ns()  # use_ns: getattr times in ns too
-        self._fh = itertools.count(1)
-        self._cache: dict[int, bytes] = {}  # per open file: the value read at offset 0
-        self._views: dict[int, object] = {}  # per open file of a view: its read(size, offset)
         self._nonblock: set[int] = set()  # streams opened O_NONBLOCK
         self._streamed: set[int] = set()  # streams that have read something (iter->pos)
         self._lock = threading.Lock()
         self._prioritised = threading.local()
         self.thread_states = ThreadStates()
+        #: The open files' records (``_cread``), made by serve() with the
+        #: addresses of the Python ``read``/``release`` the compiled ones call.
+        self.records: Records | None = None
 
     def __call__(self, op, *args):
         # Not for init/destroy: destroy runs in the thread that called serve(),
@@ -105,6 +106,8 @@ class SysfsOperations(Operations):
                              for name, child in sorted(node.children.items()))]
 
     def open(self, path, flags):
+        """Checks, then the open file's record: the value shown now (or a
+        view's bytes), which the compiled reads serve (see ``_cread``)."""
         attr = self.tree.attribute(path)
         accmode = flags & os.O_ACCMODE
         if accmode in (os.O_WRONLY, os.O_RDWR) and attr.store is None:
@@ -113,17 +116,20 @@ class SysfsOperations(Operations):
             raise OSError(errno.EACCES, path)
         if flags & os.O_TRUNC and attr.truncate is not None:  # atomic_o_trunc kernels
             attr.truncate()
-        fh = next(self._fh)
-        if attr.stream is not None and flags & os.O_NONBLOCK:
-            with self._lock:
-                self._nonblock.add(fh)
-        if attr.view is not None and accmode in (os.O_RDONLY, os.O_RDWR):
-            view = attr.view()
-            with self._lock:
-                self._views[fh] = view
-        return fh
+        if accmode == os.O_WRONLY or attr.stream is not None:
+            fh = self.records.open(None)
+            if attr.stream is not None and flags & os.O_NONBLOCK:
+                with self._lock:
+                    self._nonblock.add(fh)
+            return fh
+        if attr.view is not None:
+            return self.records.open(attr.view(), fixed=True)
+        return self.records.open(self.tree.read(path))
 
     def read(self, path, size, offset, fh):
+        """What the compiled read leaves to Python: a stream, and a read at
+        offset 0 after the first, which shows the value again (the reads
+        after it continue from that value)."""
         attr = self.tree.attribute(path)
         if attr.stream is not None:
             with self._lock:
@@ -133,24 +139,17 @@ class SysfsOperations(Operations):
                 with self._lock:
                     self._streamed.add(fh)
             return data
-        with self._lock:
-            view = self._views.get(fh)
-        if view is not None:
-            return view(size, offset)
-        with self._lock:
-            data = self._cache.get(fh) if offset else None
-        if data is None:
-            data = self.tree.read(path)
-            with self._lock:
-                self._cache[fh] = data
-        return data[offset:offset + size]
+        data = self.tree.read(path)
+        self.records.refill(fh, data)
+        return data[:size]
 
     def release(self, path, fh):
+        """What the compiled release leaves to Python: a record it cannot
+        free alone (a held value, a stream's or a writer's)."""
         with self._lock:
-            self._cache.pop(fh, None)
-            self._views.pop(fh, None)
             self._nonblock.discard(fh)
             self._streamed.discard(fh)
+        self.records.release(fh)
         return 0
 
     def write(self, path, data, offset, fh):
@@ -274,13 +273,62 @@ def serve(tree: SysfsTree, mountpoint: str, trio_token: trio.lowlevel.TrioToken)
     own generic_permission().
     """
     ops = SysfsOperations(tree, trio_token)
+    # libfuse's threads start at this thread's nice value (a thread that
+    # only answers compiled reads never calls Python to raise its own)
+    nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    raise_thread_priority()
     try:
-        FUSE(ops, mountpoint, foreground=True, direct_io=True,
-             nothreads=False, allow_other=True, default_permissions=True, attr_timeout=3600,
-             entry_timeout=3600, fsname="migd", subtype="migd")
+        _FUSE(ops, mountpoint, foreground=True, direct_io=True,
+              nothreads=False, allow_other=True, default_permissions=True, attr_timeout=3600,
+              entry_timeout=3600, fsname="migd", subtype="migd")
     finally:
+        with contextlib.suppress(OSError):  # this trio worker runs other jobs next
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
         ops.thread_states.release_dead()  # libfuse joined its threads
         _ignore_sigpipe()
+
+
+class _FUSE(FUSE):
+    """fusepy's ``FUSE`` with ``read`` and ``release`` compiled
+    (``_cread``); fusepy's own Python callbacks for the first two are what the
+    compiled ones call back.  fusepy builds its table and mounts in one
+    constructor, so this is that constructor (fusepy 3.0.1's), building the
+    table here."""
+
+    def __init__(self, operations: SysfsOperations, mountpoint: str, **kwargs) -> None:
+        self.operations = operations
+        self.raw_fi = False
+        self.encoding = "utf-8"
+        self._FUSE__critical_exception = None  # what fusepy's _wrapper sets on a crash
+        self.use_ns = True
+        args = ["fuse", *(flag for arg, flag in self.OPTIONS if kwargs.pop(arg, False)),
+                "-o", ",".join(self._normalize_fuse_options(**kwargs)), mountpoint]
+        argv = (ctypes.c_char_p * len(args))(*(a.encode() for a in args))
+        compiled = compiled_ops()
+        table, python = fuse_operations(), {}
+        for name, prototype, *_ in fuse_operations._fields_:
+            if not hasattr(prototype, "argtypes") or getattr(
+                    operations, name[1:] if name in ("ftruncate", "fgetattr") else name,
+                    None) is None:
+                continue
+            python[name] = prototype(functools.partial(self._wrapper, getattr(self, name)))
+            setattr(table, name, prototype(compiled[name]) if name in compiled
+                    else python[name])
+        operations.records = Records(*(ctypes.cast(python[name], ctypes.c_void_p).value
+                                       for name in ("read", "release")))
+        try:
+            old_handler = signal.signal(signal.SIGINT, signal.SIG_DFL)
+        except ValueError:  # not the main thread
+            old_handler = None
+        err = _libfuse.fuse_main_real(len(args), argv, ctypes.pointer(table),
+                                      ctypes.sizeof(table), None)
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
+        del self.operations
+        if self._FUSE__critical_exception:
+            raise self._FUSE__critical_exception
+        if err:
+            raise RuntimeError(err)
 
 
 def _ignore_sigpipe() -> None:

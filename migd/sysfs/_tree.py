@@ -59,9 +59,10 @@ class Attribute:
     #: signal); ``read_before``: this open file has read something already.
     stream: Callable[[int, bool, Callable[[], bool], bool], bytes] | None = None
     #: A file read from a view taken at open (``trace``, a seq_file):
-    #: ``view()`` at each open returns that file's read(size, offset).  The
-    #: others are read whole at offset 0 (``show``) and sliced.
-    view: Callable[[], Callable[[int, int], bytes]] | None = None
+    #: ``view()`` at each open returns that open file's bytes, which it reads
+    #: from any offset.  The others show their value at open and again at a
+    #: read at offset 0 after the first.
+    view: Callable[[], bytes] | None = None
     #: What opening for writing with O_TRUNC (``> file``) does besides the
     #: store; ``trace`` clears its ring.  Runs on the reader's thread.
     truncate: Callable[[], None] | None = None

@@ -359,6 +359,10 @@ class TraceView:
     def __init__(self, head: bytes, body: bytes) -> None:
         self.head, self.body = head, body
 
+    def __bytes__(self) -> bytes:
+        """The whole file as of its open (what the tree's compiled reads serve)."""
+        return self.head + self.body
+
     def read(self, size: int, offset: int) -> bytes:
         head = self.head
         if offset >= len(head):

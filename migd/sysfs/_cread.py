@@ -1,0 +1,149 @@
+"""A ``cat``'s reads and release, answered in compiled code without the GIL.
+
+A ``cat`` of the tree is five FUSE requests: open, a getattr (its ``fstat``:
+a read invalidates the kernel's atime, ``fuse_invalidate_atime()``, so the
+next ``fstat`` asks again), a read, the read that finds EOF, and release.  As
+Python callbacks each waited for the GIL, which the engine's thread holds
+nearly always while migrating.  Here open stays in Python (it runs the file's
+``show()``, or takes a ``trace`` view) and leaves the whole value in an open
+file's *record*; ``read`` and ``release`` are numba ``cfunc``\\ s that answer
+from that record.  They call back into Python only where Python
+has work to do: a stream (``trace_pipe``), a second read at offset 0 (sysfs
+shows the value again, ``seq_read()`` from position 0), and the release of a
+value too large for a slot.
+
+The open file's handle (``fuse_file_info.fh``) is its record's address, so
+the compiled code needs no global of the process: nothing is baked into it but
+the layout below, and numba may cache it.  A record is a row of
+:class:`Records` (values up to :data:`SLOT_BYTES` live in the row's slot of the
+arena, and a compiled release frees the row) or, when every row is taken, a
+record of its own that Python frees.  The getattr stays in Python: the
+kernel's ``fuse_getattr()`` asks by path, without the open file, and a path
+lookup in compiled code was not worth its table.
+
+Rejected: a C library of our own (a compiler on every machine that installs
+migd); serving values from a snapshot the engine publishes (a ``show()`` per
+file per period, read or not).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import threading
+
+import numpy as np
+
+#: Bytes of a value kept in a record's own slot (sysfs' show() gets PAGE_SIZE).
+SLOT_BYTES = 4096
+#: Records with a slot: open files at once answered without Python's release.
+NR_SLOTS = 256
+
+# A record's fields (int64 each).
+KIND, FRESH, LEN, DATA, PY_READ, PY_RELEASE = range(6)
+RECORD_FIELDS = 6
+# KIND: 1 a value in the row's slot (released here), 2 a value Python holds
+# (released by Python), 3 Python reads and releases (a stream, a write).
+IN_SLOT, HELD, PYTHON = 1, 2, 3
+# FRESH: 1 the first read at 0 is the value taken at open; 0 a read at 0
+# asks Python for the value again; -1 the value is the open file's for good
+# (a ``trace`` view).
+
+
+class Records:
+    """The records of open files: Python fills one at open and frees those
+    the compiled release leaves to it; the compiled callbacks read records
+    and free slotted ones (``KIND`` to 0)."""
+
+    def __init__(self, py_read: int, py_release: int) -> None:
+        self.table = np.zeros((NR_SLOTS, RECORD_FIELDS), dtype=np.int64)
+        self.arena = np.zeros((NR_SLOTS, SLOT_BYTES), dtype=np.uint8)
+        self._base = self.table.ctypes.data
+        self._row_bytes = self.table.strides[0]
+        self._py = (py_read, py_release)
+        self._lock = threading.Lock()
+        self._next = 0
+        self._own: dict[int, np.ndarray] = {}  # fh -> a record without a slot
+        self._held: dict[int, bytes] = {}  # fh -> the value a record points to
+
+    def _new(self) -> tuple[int, np.ndarray, int]:
+        """(fh, record, slot or -1): a free row, else a record of its own."""
+        with self._lock:
+            kinds = self.table[:, KIND]
+            free = np.flatnonzero(kinds[self._next:] == 0)
+            if free.size:
+                slot = self._next + int(free[0])
+            else:
+                free = np.flatnonzero(kinds[:self._next] == 0)
+                slot = int(free[0]) if free.size else -1
+            if slot >= 0:
+                self._next = (slot + 1) % NR_SLOTS
+                self.table[slot, KIND] = -1  # taken, not yet filled
+                return self._base + slot * self._row_bytes, self.table[slot], slot
+            rec = np.zeros(RECORD_FIELDS, dtype=np.int64)
+            fh = rec.ctypes.data
+            self._own[fh] = rec
+            return fh, rec, -1
+
+    def open(self, value: bytes | None, fixed: bool = False) -> int:
+        """A record for an open file: ``value`` its contents (None: Python
+        reads), ``fixed`` for a view's.  Returns the fh (its address)."""
+        fh, rec, slot = self._new()
+        rec[PY_READ], rec[PY_RELEASE] = self._py
+        kind = PYTHON
+        if value is not None:
+            kind = self._fill(fh, rec, slot, value)
+            rec[FRESH] = -1 if fixed else 1
+        rec[KIND] = kind  # last: the record is complete
+        return fh
+
+    def refill(self, fh: int, value: bytes) -> None:
+        """The value again (a read at offset 0), for the reads after it."""
+        rec, slot = self.record(fh)
+        kind = self._fill(fh, rec, slot, value)
+        if kind != rec[KIND]:
+            rec[KIND] = kind
+
+    def _fill(self, fh: int, rec: np.ndarray, slot: int, value: bytes) -> int:
+        if slot >= 0 and len(value) <= SLOT_BYTES:
+            self.arena[slot, :len(value)] = np.frombuffer(value, dtype=np.uint8)
+            rec[LEN], rec[DATA] = len(value), self.arena[slot].ctypes.data
+            self._held.pop(fh, None)
+            return IN_SLOT
+        self._held[fh] = value
+        rec[LEN], rec[DATA] = len(value), _address(value)
+        return HELD
+
+    def record(self, fh: int) -> tuple[np.ndarray, int]:
+        rec = self._own.get(fh)
+        if rec is not None:
+            return rec, -1
+        slot = (fh - self._base) // self._row_bytes
+        return self.table[slot], slot
+
+    def release(self, fh: int) -> None:
+        """Python's part of a release: the held value and the record."""
+        rec, slot = self.record(fh)
+        with self._lock:
+            self._held.pop(fh, None)
+            if slot < 0:
+                del self._own[fh]
+            else:
+                rec[KIND] = 0
+
+    def in_use(self) -> int:
+        """Records taken (slots and own)."""
+        return int(np.count_nonzero(self.table[:, KIND])) + len(self._own)
+
+
+def _address(value: bytes) -> int:
+    """The address of a bytes object's contents (alive while it is held)."""
+    return ctypes.cast(ctypes.c_char_p(value), ctypes.c_void_p).value
+
+
+@functools.cache
+def compiled_ops() -> dict[str, int]:
+    """The compiled ``read`` and ``release``: name -> address.
+    Compiled (or loaded from numba's cache) at the first call."""
+    from . import _ccallbacks
+    return {name: f.address for name, f in _ccallbacks.CALLBACKS.items()}
