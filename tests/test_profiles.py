@@ -89,20 +89,21 @@ def test_a_bad_profile_file_is_one_line_exit_2(tmp_path, capsys, text, where):
         assert out == "" and len(err.splitlines()) == 1 and where in err, (argv, err)
 
 
-def test_shipped_zen3_ptdma_is_no_worse_than_the_hand_set_one_on_the_published_cells():
+def test_shipped_zen3_ptdma_meets_the_issues_targets_on_the_published_cells():
     """The published cells (shared/calibration), predicted by the shipped,
-    fitted profile, against the hand-set profile it replaced (3.5% / 5.5%
-    median), and with the shape the hand-set one missed: dcbm 64K and 1M
-    within 20%, the first folio of calls of 64..512 4K folios within 20%."""
+    fitted profile: issue 22's in-sample targets, median 3% (throughput) /
+    5% (first folio) - the hand-set profile it replaced was at 3.5% / 5.5% -
+    and no cell worse than 20%, so the shape the hand-set one missed (dcbm
+    16K..1M, the first folio of calls of 64..512 4K folios, calls of 16 2M
+    folios) is held too."""
     base = PROFILES["zen3-ptdma"]
     cells = [c for t in TABLES for c in read_table(t, base)]
     e = errors(base, cells)
     assert e["throughput_cells"] == 76 and e["first_folio_cells"] == 49
-    assert e["throughput"] <= 0.035 and e["first_folio"] <= 0.055
+    assert e["throughput"] <= 0.03 and e["first_folio"] <= 0.05
     for c, (g, ff) in zip(cells, (predict(base, c) for c in cells), strict=True):
-        if c.migrator == "dcbm" and c.order in (4, 8) and c.batch_pages == 262144:
-            assert abs(g / c.gbps - 1) <= 0.2, c.label
-        if c.migrator == "none" and c.order == 0 and 64 <= c.n_folios <= 512:
+        assert abs(g / c.gbps - 1) <= 0.2, c.label
+        if c.first_folio_us:
             assert abs(ff / c.first_folio_us - 1) <= 0.2, c.label
 
 

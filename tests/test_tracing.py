@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from migd.migrate import MigrateCall
 from migd.mm import HPAGE_PMD_ORDER, MigrateMode, MigrateReason, TenantSpec
@@ -659,3 +661,36 @@ async def test_a_fault_that_got_a_zeroed_folio_is_traced_as_its_format_says():
     assert seen == {"migrate_offload_clear": 1}
     nid = int(sys_.machine.memory.nid_of[t.pte_pfn[0]])
     assert f"provider=none nid={nid} order=9 nr_pages=512 how=cpu ns=" in lines[0]
+
+
+_ARG = {"int": st.integers(0, 2**63 - 1), "str": st.text("abcdefgh_ENOMEM:", max_size=20)}
+
+
+@st.composite
+def _entries(draw):
+    """Random entries of every event: values of each argument's kind, symbol
+    arguments in and out of their tables."""
+    out = []
+    for _ in range(draw(st.integers(1, 12))):
+        e = draw(st.sampled_from(EVENTS))
+        symbols = dict(e.symbols)
+        strings = set(e._strings)
+        values = tuple(draw(st.one_of(st.sampled_from(sorted(symbols[i])), st.integers(-5, 99)))
+                       if i in symbols else draw(_ARG["str" if i in strings else "int"])
+                       for i in range(len(e.args)))
+        out.append((e, draw(st.floats(0, 1e6, allow_nan=False)), values))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(_entries(), st.integers(1, 4_000_000))
+def test_the_compiled_lines_are_format_lines(entries, pid):
+    """The ring's compiled formatter writes, byte for byte, what
+    ``format_line`` (the print fmt applied by ``%``) writes for every event,
+    number, string and symbol (a value without a symbol as its number, as
+    ``symbols.get(v, str(v))``), at any time."""
+    ring = TraceRing(entries=len(entries), pid=pid)
+    for e, seconds, values in entries:
+        ring.append(e, seconds, values)
+    body = ring.snapshot(2).split("#              | |         |   |||||     |         |\n", 1)[1]
+    assert body == "".join(format_line(e, s, v, pid) for e, s, v in entries)

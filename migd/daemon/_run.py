@@ -117,6 +117,7 @@ async def system_running(sys: System, mountpoint: str,
             sd_notify(f"EXTEND_TIMEOUT_USEC={WARM_UP_EXTEND_USEC}")
     progress("the tree's reads")
     compiled_ops()  # before warm_up(), whose end marks the cache warm
+    sys.tracing.ring.view(1)  # its compiled lines: not on a first reader's thread
     await warm_up(progress)  # compiled paths loaded before anything is served
     # What is left after a collection lives as long as the daemon: out of the
     # collector's sight, a full collection no longer walks it (55 ms with the

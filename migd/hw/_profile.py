@@ -53,9 +53,10 @@ own ceiling under its engine's; ``call_mib_us`` per MiB of the first
 published vanilla calls lose the same time at the same bytes per call whatever
 the folio size (16 MiB: 384 us in a call of 8 2M folios, 337 in one of 4096
 4K folios),
-growing with the call until the fit's ``call_cap_mib`` (128 MiB: as large as
-the L3 of a four-CCD Zen 3 socket, 4 x 32 MiB; the RFC does not name its
-part), while the first folio of those calls
+growing with the call until the fit's ``call_cap_mib`` (69 MiB; loosely
+pinned - the fit reports it as a trade-off with ``page_us``, and other loss
+choices put it at 62-128 MiB, the L3 of two to four 32 MiB Zen 3 CCDs; the
+RFC does not name its part), while the first folio of those calls
 stays flat (186-194 us for 2M), so it is per byte, saturates, and is not in
 the first folio's span.  A bounded store of the call's bytes fits that - the
 moved data's dirty lines leaving the caches - and no step of
@@ -66,10 +67,14 @@ differ 512-fold), the status copy-out is 4 bytes a page.  Where in the call
 the time goes is not measured; it is charged at its end.  Rejected: source
 data left in the LLC making calls under its size copy faster (the published
 calls of 1..8 2M folios take 220-238 us a folio, 16-25% more than the 1 GiB
-call's 190); charging it in the copy (2M calls of 1..16 folios would show it
-in their first folio, +25%); per folio.  Rejected for all of these: a
-correction per folio size or channel count, which would fit the calibration
-cells and predict nothing else.
+call's 190; given a copy rate of its own for calls whose source and
+destination fit in 16, 32 or 64 MiB, the fit put it within 4% of
+``copy_gbps`` and left the call of 16 2M folios where it was: +23-24% under
+the Cauchy loss alone, 18.3-18.4% under the fit's wall); charging it in the
+copy (2M calls of 1..16 folios would show it in their first folio, +25%);
+per folio.  Rejected for all of these: a correction per folio size or
+channel count, which would fit the calibration cells and predict nothing
+else.
 """
 
 from __future__ import annotations

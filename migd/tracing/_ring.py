@@ -2,12 +2,15 @@
 ``per_cpu/cpuN/stats`` and the ``events/header_*`` files that describe its pages.
 
 As kernel/trace/ring_buffer.c keeps binary entries and trace.c formats them
-when read, the ring keeps ``(event, seconds, values)`` tuples (~1 us to append
-on the engine's thread) and a reader formats them; a formatted line is kept,
-so each entry is formatted once however often ``trace`` is read.  Formatting
-at append time was rejected: the engine's thread would pay ~3 us per event
-for lines nobody may read.  A full ring drops its oldest entry (counted as an
-overrun, as the kernel's overwrite mode does).
+when read, the ring keeps numbers in arrays (an entry's event, time and
+TP_printk values, strings as ids: ~2.5 us to append on the engine's thread)
+and a reader formats them in compiled code without the GIL (``_format``:
+a full ring of 4096 lines, 1 MB, in ~2 ms).  Rejected: tuples formatted by
+Python's ``%`` (~1.5 us a line with the GIL, each open of ``trace`` formatting
+the entries since the last: the slowest reads of a soak, 10-40 ms), and
+formatting at append time (the engine's thread paying for lines nobody may
+read).  A full ring drops its oldest entry (counted as an overrun, as the
+kernel's overwrite mode does).
 
 Writers run on the trio thread; readers on libfuse's threads.  A blocked
 ``trace_pipe`` read holds one of them, so at most :data:`MAX_PIPE_WAITERS` wait
@@ -26,14 +29,14 @@ Every event is recorded on CPU 0 (the engine is one thread): the other CPUs'
 from __future__ import annotations
 
 import errno
-import itertools
 import os
 import threading
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+
+import numpy as np
 
 from ._events import Event
+from ._format import MAX_ARGS, LineFormat
 
 #: Entries kept at most: ~600 KB of text (the kernel's default is 1.4 MB a CPU).
 RING_ENTRIES = 4096
@@ -111,6 +114,9 @@ _HELP = """\
 """
 
 
+#: A line's context, ``trace_print_context()``: the task, its pid, the CPU, the
+#: five lat flags and the time (seconds and microseconds).
+_CONTEXT = f"{COMM:>16}-%-7d [000] ..... %5d.%06d: "
 #: Each event's whole line as one ``%`` format (see :func:`format_line`).
 _LINE_FORMATS: dict[Event, str] = {}
 
@@ -118,16 +124,13 @@ _LINE_FORMATS: dict[Event, str] = {}
 def format_line(event: Event, seconds: float, values: tuple, pid: int) -> str:
     """One line as trace_output.c writes it: ``trace_print_context``
     (``"%16s-%-7d "``, ``"[%03d] "``, the five lat flags, ``" %5lu.%06lu: "``)
-    then ``"<event>: "`` and the event's TP_printk text.  One ``%`` format per
-    event, context and payload together: 1.5 us a line against 1.9 for the
-    context's f-string and :meth:`Event.payload` (a full ring is 4096 lines,
-    formatted with the GIL held when ``trace`` is opened).  Baking each
-    mode's and reason's symbol into its own format gave 1.25 us for a
-    tokenizer of TP_printk formats: rejected, too much code for 0.25 us."""
+    then ``"<event>: "`` and the event's TP_printk text, by one ``%`` format.
+    The specification of the ring's compiled lines (``_format``), which a
+    test holds to the same bytes; strings are cut at ``MAX_STRING`` bytes
+    there."""
     fmt = _LINE_FORMATS.get(event)
     if fmt is None:
-        fmt = _LINE_FORMATS[event] = (
-            f"{COMM:>16}-%-7d [000] ..... %5d.%06d: {event.name}: {event.py_fmt}\n")
+        fmt = _LINE_FORMATS[event] = _CONTEXT + f"{event.name}: {event.py_fmt}\n"
     if event.symbols:
         values = list(values)
         for i, symbols in event.symbols:
@@ -147,40 +150,60 @@ class TraceRing:
         #: Whether the daemon's comm was saved (``tracing_record_cmdline``): at
         #: its first event, and kept when the ring is cleared, as the kernel keeps it.
         self.cmdline_saved = False
+        self.lines = LineFormat(_CONTEXT)
+        # The entries, serials _first.._end-1 at serial % capacity: the event's
+        # code, its time, its values (strings as ids) and rb_event_length.
+        self._ev = np.zeros(entries, dtype=np.int64)
+        self._secs = np.zeros(entries, dtype=np.float64)
+        self._vals = np.zeros((entries, MAX_ARGS), dtype=np.int64)
+        self._size = np.zeros(entries, dtype=np.int64)
+        self._first = self._end = 0
         self._bytes = 0  # rb_event_length of the entries in the ring
-        # [event, seconds, values, bytes, line]: line is the formatted text
-        # (bytes), None until a reader formats it; a trace_pipe read that split
-        # a line leaves [None, seconds, None, 0, the rest].
-        self._entries: deque[list] = deque()
-        self._first = 0  # the serial number of _entries[0]: +1 at each entry dropped
-        self._gen = 0  # +1 when an entry's text changes (a split line) or the ring is cleared
-        self._text: _Text | None = None  # the text of the entries at the last open
+        # The rest of the oldest entry's line, which a trace_pipe read split.
+        self._partial: bytes | None = None
+        self._gen = 0  # +1 when the oldest entry's text changes (a split) or at a clear
         self._cond = threading.Condition()
         self._closed = False
         self._waiters = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return self._end - self._first
 
     # -- writer (engine thread) ----------------------------------------------------
 
     def append(self, event: Event, seconds: float, values: tuple) -> None:
         size = rb_event_length(event.record_size(values))
+        codes = self.lines.encode(event, values)
         with self._cond:
-            if len(self._entries) >= self.capacity:
-                self._bytes -= self._entries.popleft()[3]
-                self._first += 1
-                self.overrun += 1
-            self._entries.append([event, seconds, values, size, None])
+            i = self._take()
+            self._ev[i], self._secs[i], self._size[i] = self.lines.code[event], seconds, size
+            self._vals[i, :len(codes)] = codes
             self._bytes += size
-            self.cmdline_saved = True
-            if self._waiters:  # Condition.notify_all costs ~1 us even with none
-                self._cond.notify_all()
+            self._appended()
+
+    def _take(self) -> int:
+        """The slot of a new entry (the oldest dropped when full); under the lock."""
+        if self._end - self._first >= self.capacity:
+            self._bytes -= int(self._size[self._first % self.capacity])
+            self._first += 1
+            self.overrun += 1
+            if self._partial is not None:
+                self._partial = None
+                self._gen += 1
+        i = self._end % self.capacity
+        self._end += 1
+        return i
+
+    def _appended(self) -> None:
+        self.cmdline_saved = True
+        if self._waiters:  # Condition.notify_all costs ~1 us even with none
+            self._cond.notify_all()
 
     def clear(self) -> None:
         """``tracing_reset_online_cpus``: what ``> trace`` (O_TRUNC) does."""
         with self._cond:
-            self._entries.clear()
+            self._first = self._end
+            self._partial = None
             self.overrun = self.read = self._bytes = 0
             self._gen += 1
 
@@ -197,13 +220,19 @@ class TraceRing:
 
     # -- readers (libfuse threads) ------------------------------------------------
 
-    def line(self, entry: list) -> bytes:
-        """An entry's line, formatted at its first read and kept (readers
-        racing on it format the same bytes)."""
-        text = entry[4]
-        if text is None:
-            text = entry[4] = format_line(entry[0], entry[1], entry[2], self.pid).encode()
-        return text
+    def _rows(self, first: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Copies of entries ``first`` .. ``first + n - 1``; under the lock."""
+        idx = np.arange(first, first + n) % self.capacity
+        return self._ev[idx], self._secs[idx], self._vals[idx]
+
+    def _text(self, rows, partial: bytes | None) -> tuple[bytes, np.ndarray]:
+        """The lines of ``rows`` (compiled, without the GIL) and where each
+        ends; the first is ``partial`` when a trace_pipe read split it."""
+        body, ends = self.lines.format(*rows, self.pid)
+        if partial is not None and ends.size:
+            body = partial + body[ends[0]:]
+            ends = ends - ends[0] + len(partial)
+        return body, ends
 
     def view(self, nr_cpus: int, lines: bool = True) -> TraceView:
         """The ``trace`` file as an open file reads it: ``print_trace_header``
@@ -211,39 +240,15 @@ class TraceRing:
         there.  ``lines`` False: an empty CPU's ``per_cpu/cpuN/trace`` (the
         header counts every CPU's entries)."""
         with self._cond:
-            entries, first, gen = list(self._entries), self._first, self._gen
-            overrun, text = self.overrun, self._text
-        n = len(entries)
+            n, overrun, partial = len(self), self.overrun, self._partial
+            rows = self._rows(self._first, n) if lines else None
         head = (f"# tracer: nop\n#\n# entries-in-buffer/entries-written: {n}/{n + overrun}"
                 f"   #P:{nr_cpus}\n{_HELP}").encode()
-        if not lines:
-            return TraceView(head, b"")
-        text = self._render(entries, first, text if text and text.gen == gen else None)
-        with self._cond:
-            if self._gen == gen and (self._text is None or self._text.first <= first):
-                self._text = text
-        return TraceView(head, text.body)
-
-    def _render(self, entries: list[list], first: int, last: _Text | None) -> _Text:
-        """The text of ``entries`` (``first`` the serial of the first): the
-        last open's text less the entries dropped since, plus the lines of
-        those recorded since, formatted now."""
-        drop = first - last.first if last else -1
-        if last is None or not 0 <= drop <= len(last.lengths) or \
-                len(last.lengths) - drop > len(entries):
-            new = [self.line(e) for e in entries]
-            return _Text(self._gen, first, [len(t) for t in new], b"".join(new))
-        new = [self.line(e) for e in entries[len(last.lengths) - drop:]]
-        if not drop and not new:
-            return last
-        kept = memoryview(last.body)[sum(last.lengths[:drop]):]
-        return _Text(last.gen, first, last.lengths[drop:] + [len(t) for t in new],
-                     b"".join([kept, *new]))  # one copy
+        return TraceView(head, self._text(rows, partial)[0] if lines else b"")
 
     def snapshot(self, nr_cpus: int, lines: bool = True) -> str:
         """The whole ``trace`` file now (see :meth:`view`)."""
-        view = self.view(nr_cpus, lines)
-        return (view.head + view.body).decode()
+        return bytes(self.view(nr_cpus, lines)).decode()
 
     def stats(self, now: float, cpu: int) -> str:
         """``per_cpu/cpuN/stats``: ``tracing_stats_read()`` for the boot clock
@@ -258,7 +263,7 @@ class TraceRing:
                 oldest = 0.0
             else:
                 entries, overrun, nbytes, read = len(self), self.overrun, self._bytes, self.read
-                oldest = self._entries[0][1] if self._entries else 0.0
+                oldest = float(self._secs[self._first % self.capacity]) if entries else 0.0
         return (f"entries: {entries}\noverrun: {overrun}\ncommit overrun: 0\n"
                 f"bytes: {nbytes}\noldest event ts: {_us(oldest)}\nnow ts: {_us(now)}\n"
                 f"dropped events: 0\nread events: {read}\n")
@@ -275,34 +280,49 @@ class TraceRing:
         EBUSY when :data:`MAX_PIPE_WAITERS` reads already wait."""
         while True:
             with self._cond:
-                if not self._entries:
-                    self._wait(block, interrupted, lambda: self._entries or stop())
-                    if not self._entries and (self._closed or stop()):
+                if not len(self):
+                    self._wait(block, interrupted, lambda: len(self) or stop())
+                    if not len(self) and (self._closed or stop()):
                         return b""
                 # a line is longer than 32 bytes: these are all this read can take
-                first = list(itertools.islice(self._entries, size // 32 + 1))
-            texts = [self.line(e) for e in first]  # formatted without the lock: append waits not
-            out, n = [], 0
-            with self._cond:
-                for entry, text in zip(first, texts, strict=True):
-                    if not self._entries or self._entries[0] is not entry:
-                        break  # another reader took it, or a clear or overrun dropped it
-                    if n + len(text) > size:
-                        if not out:  # a line longer than the read: split it
-                            self._entries[0] = [None, entry[1], None, 0, text[size:]]
-                            self._gen += 1
-                            out.append(text[:size])
-                            self._bytes -= entry[3]
-                            self.read += entry[3] > 0
-                        break
-                    self._entries.popleft()
-                    self._first += 1
-                    out.append(text)
-                    n += len(text)
-                    self._bytes -= entry[3]
-                    self.read += entry[3] > 0  # not the rest of a split line
+                first, gen, partial = self._first, self._gen, self._partial
+                rows = self._rows(first, min(len(self), size // 32 + 1))
+            body, ends = self._text(rows, partial)  # formatted without the lock
+            out = self._consume(body, ends, first, gen, size)
             if out:  # else another reader took it all: wait again, never a false EOF
-                return b"".join(out)
+                return out
+
+    def _consume(self, body: bytes, ends: np.ndarray, first: int, gen: int, size: int) -> bytes:
+        """Take the lines of entries ``first``.. that are still the oldest
+        (``gen`` unchanged: no clear, no other reader's split), up to ``size``
+        bytes, splitting a first line longer than that."""
+        out, n = [], 0
+        starts = np.concatenate(([0], ends[:-1])).tolist()
+        ends = ends.tolist()
+        with self._cond:
+            if self._gen != gen:
+                return b""
+            for k in range(self._first - first, len(ends)):
+                text = body[starts[k]:ends[k]]
+                i = self._first % self.capacity
+                if n + len(text) > size:
+                    if not out:  # a line longer than the read: split it
+                        self._partial = text[size:]
+                        self._gen += 1
+                        out.append(text[:size])
+                        self._bytes -= int(self._size[i])
+                        self.read += int(self._size[i] > 0)
+                        self._size[i] = 0
+                    break
+                out.append(text)
+                n += len(text)
+                self._bytes -= int(self._size[i])
+                self.read += int(self._size[i] > 0)  # not the rest of a split line
+                self._first += 1
+                if self._partial is not None:
+                    self._partial = None
+                    self._gen += 1
+        return b"".join(out)
 
     def read_idle(self, size: int, block: bool = True,
                   interrupted: Callable[[], bool] = lambda: False,
@@ -332,16 +352,6 @@ class TraceRing:
                 self._cond.wait(WAIT_SLICE)
         finally:
             self._waiters -= 1
-
-
-@dataclass(frozen=True)
-class _Text:
-    """The lines of the entries from serial ``first`` on, joined, and their lengths."""
-
-    gen: int
-    first: int
-    lengths: list[int]
-    body: bytes
 
 
 class TraceView:
