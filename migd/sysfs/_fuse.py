@@ -30,12 +30,21 @@ import time
 import trio
 from fuse import FUSE, Operations, _libfuse, fuse_operations
 
-from ._cread import Records, compiled_ops
+from ._cread import Nodes, Records, compiled_ops
 from ._tree import STORE_MAX, Directory, SysfsTree, apply_store
 from ._tstate import ThreadStates
 
 #: Operations that touch a file's contents: ENODEV once the tree is deactivated.
 _ACTIVE_OPS = frozenset({"open", "read", "write", "truncate"})
+
+
+def _node_paths(root: Directory, prefix: str = "") -> list[str]:
+    """Every node's path as libfuse gives it: ``/``, ``/a``, ``/a/b``."""
+    out = [prefix or "/"]
+    for name, child in root.children.items():
+        path = f"{prefix}/{name}"
+        out += _node_paths(child, path) if isinstance(child, Directory) else [path]
+    return out
 
 
 def fuse_interrupted() -> bool:
@@ -64,6 +73,19 @@ class SysfsOperations(Operations):
         #: The open files' records (``_cread``), made by serve() with the
         #: addresses of the Python ``read``/``release`` the compiled ones call.
         self.records: Records | None = None
+        #: Every node's path, mode and owner, for the compiled getattr.
+        self.nodes = Nodes(_node_paths(tree.root), self.mounted_at)
+        for path in self.nodes.row:
+            self._set_node(path)
+
+    def _set_node(self, path: str) -> None:
+        node = self.tree.lookup(path)
+        kind = stat.S_IFDIR if isinstance(node, Directory) else stat.S_IFREG
+        self.nodes.set(path, kind | node.mode, node.owner.uid, node.owner.gid)
+
+    def init(self, path):
+        """libfuse's ``private_data``: where the compiled getattr finds the nodes."""
+        return self.nodes.address()
 
     def __call__(self, op, *args):
         # Not for init/destroy: destroy runs in the thread that called serve(),
@@ -86,6 +108,8 @@ class SysfsOperations(Operations):
             raise OSError(errno.ENODEV, "migd stopped") from None
 
     def getattr(self, path, fh=None):
+        """What the compiled getattr does (``_ccallbacks``); kept for the
+        model's tests and as its specification."""
         node = self.tree.lookup(path)
         t = self.mounted_at
         ids = {"st_uid": node.owner.uid, "st_gid": node.owner.gid}
@@ -174,10 +198,12 @@ class SysfsOperations(Operations):
     def chmod(self, path, mode):
         # The kernel allowed it (default_permissions: the owner, i.e. root).
         self.tree.chmod(path, mode)
+        self._set_node(path)
         return 0
 
     def chown(self, path, uid, gid):
         self.tree.chown(path, uid, gid)
+        self._set_node(path)
         return 0
 
     def utimens(self, path, times=None):
