@@ -1,4 +1,4 @@
-"""A ``cat``'s reads and release, answered in compiled code without the GIL.
+"""A ``cat``'s getattr, reads and release, in compiled code without the GIL.
 
 A ``cat`` of the tree is five FUSE requests: open, a getattr (its ``fstat``:
 a read invalidates the kernel's atime, ``fuse_invalidate_atime()``, so the
