@@ -256,3 +256,31 @@ def test_records_keep_each_value_until_released_and_free_every_one():
         else:
             records.release(fh)
     assert records.in_use() == 0
+
+
+def test_the_compiled_lookup_finds_every_node_and_nothing_else():
+    """The compiled getattr's path table (FNV-1a, open addressing): every
+    path of the daemon's tree finds its own node, whatever it collided with;
+    a prefix, a trailing slash, a doubled slash or an unknown name finds none."""
+    from numba import njit
+
+    from migd.sysfs._ccallbacks import _as_pointer, _lookup
+    from migd.sysfs._cread import Nodes
+
+    @njit
+    def lookup(addr, header):
+        return _lookup(_as_pointer(addr), header)
+
+    def find(path: str) -> int:
+        buf = ctypes.create_string_buffer(path.encode())
+        return lookup(ctypes.addressof(buf), nodes.header)
+
+    tree = build_tree(System(load_config(text=config())))
+    paths = ["/", *(f"/{p}" for p in tree.files())]
+    paths += sorted({p.rsplit("/", 1)[0] for p in paths[1:] if p.count("/") > 1})
+    nodes = Nodes(paths, 0)
+    assert len(nodes.slots) < 4 * len(paths)  # dense enough that some probe further
+    for i, p in enumerate(paths):
+        assert find(p) == i, p
+    for p in ("/kerne", "/kernel/", "//kernel", "/kernel/mm/nope", "", "/x" * 300):
+        assert find(p) == -1, p

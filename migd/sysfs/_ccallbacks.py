@@ -5,19 +5,31 @@ as its Python callbacks read it."""
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
-from fuse import fuse_file_info
-from llvmlite import ir
+from fuse import _libfuse_path, c_stat, fuse_context, fuse_file_info
+from llvmlite import binding, ir
 from numba import carray, cfunc, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._cread import (
     DATA,
+    FNV_OFFSET,
+    FNV_PRIME,
     FRESH,
+    H_ATTRS,
+    H_NSLOTS,
+    H_OFFSETS,
+    H_PATHS,
+    H_SLOTS,
+    H_TIME_NS,
+    HEADER_FIELDS,
     IN_SLOT,
     KIND,
     LEN,
+    NODE_FIELDS,
     PY_READ,
     PY_RELEASE,
     PYTHON,
@@ -26,6 +38,18 @@ from ._cread import (
 
 _FH = fuse_file_info.fh.offset // 8
 _I64 = ir.IntType(64)
+_PRIVATE = fuse_context.private_data.offset // 8
+_MODE, _UID, _GID = (getattr(c_stat, f).offset // 4 for f in ("st_mode", "st_uid", "st_gid"))
+_NLINK = c_stat.st_nlink.offset // 8
+_TIMES = tuple(getattr(c_stat, f).offset // 8
+               for f in ("st_atimespec", "st_mtimespec", "st_ctimespec"))
+_STAT_WORDS = ctypes.sizeof(c_stat) // 8
+_ENOENT = 2
+_S_IFDIR, _S_IFMT = 0o040000, 0o170000
+#: Found by name when the code is linked or loaded from the cache: no address
+#: of this process is baked into it.
+binding.load_library_permanently(_libfuse_path)
+_fuse_get_context = types.ExternalFunction("fuse_get_context", types.voidptr())
 
 
 @intrinsic
@@ -95,4 +119,68 @@ def c_release(path, fi):
     return _call_release(rec[PY_RELEASE], path, fi)
 
 
-CALLBACKS = {"read": c_read, "release": c_release}
+@njit(cache=True)
+def _lookup(path, hdr):
+    """The node of the NUL-terminated ``path``, or -1: its FNV-1a hash in
+    the open-addressed slots, the bytes compared."""
+    p = carray(path, 4096, np.uint8)  # PATH_MAX; read only up to the NUL
+    h, n = np.uint64(FNV_OFFSET), 0
+    while n < 4096 and p[n] != 0:
+        h = (h ^ np.uint64(p[n])) * np.uint64(FNV_PRIME)
+        n += 1
+    slots = carray(_as_pointer(hdr[H_SLOTS]), hdr[H_NSLOTS], np.int64)
+    mask = hdr[H_NSLOTS] - 1
+    k = np.int64(h & np.uint64(mask))
+    while slots[k]:
+        node = slots[k] - 1
+        ends = carray(_as_pointer(hdr[H_OFFSETS] + 8 * node), 2, np.int64)
+        if ends[1] - ends[0] == n:
+            text = carray(_as_pointer(hdr[H_PATHS] + ends[0]), n, np.uint8)
+            same = True
+            for j in range(n):
+                if text[j] != p[j]:
+                    same = False
+                    break
+            if same:
+                return node
+        k = (k + 1) & mask
+    return np.int64(-1)
+
+
+@njit(cache=True)
+def _getattr(path, st):
+    ctx = carray(_fuse_get_context(), _PRIVATE + 1, np.int64)
+    hdr = carray(_as_pointer(ctx[_PRIVATE]), HEADER_FIELDS, np.int64)
+    node = _lookup(path, hdr)
+    if node < 0:
+        return -_ENOENT
+    attrs = carray(_as_pointer(hdr[H_ATTRS] + 8 * NODE_FIELDS * node), NODE_FIELDS, np.int64)
+    words = carray(st, _STAT_WORDS, np.int64)
+    words[:] = 0
+    half = carray(st, 2 * _STAT_WORDS, np.uint32)
+    half[_MODE] = attrs[0]
+    half[_UID] = attrs[1]
+    half[_GID] = attrs[2]
+    words[_NLINK] = 2 if attrs[0] & _S_IFMT == _S_IFDIR else 1
+    sec, nsec = hdr[H_TIME_NS] // 1_000_000_000, hdr[H_TIME_NS] % 1_000_000_000
+    for t in _TIMES:
+        words[t] = sec
+        words[t + 1] = nsec
+    return 0
+
+
+@cfunc(types.int32(types.voidptr, types.voidptr), cache=True)
+def c_getattr(path, st):
+    """``getattr`` by path (``stat``, and a ``cat``'s ``fstat``): the node's
+    mode and owner, 2 links for a directory, size 0, the mount's time."""
+    return _getattr(path, st)
+
+
+@cfunc(types.int32(types.voidptr, types.voidptr, types.voidptr), cache=True)
+def c_fgetattr(path, st, fi):
+    """``fgetattr``: the same, by the open file's path."""
+    return _getattr(path, st)
+
+
+CALLBACKS = {"getattr": c_getattr, "fgetattr": c_fgetattr, "read": c_read,
+             "release": c_release}

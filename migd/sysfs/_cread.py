@@ -1,4 +1,4 @@
-"""A ``cat``'s reads and release, answered in compiled code without the GIL.
+"""A ``cat``'s getattr, reads and release, in compiled code without the GIL.
 
 A ``cat`` of the tree is five FUSE requests: open, a getattr (its ``fstat``:
 a read invalidates the kernel's atime, ``fuse_invalidate_atime()``, so the
@@ -17,9 +17,15 @@ the compiled code needs no global of the process: nothing is baked into it but
 the layout below, and numba may cache it.  A record is a row of
 :class:`Records` (values up to :data:`SLOT_BYTES` live in the row's slot of the
 arena, and a compiled release frees the row) or, when every row is taken, a
-record of its own that Python frees.  The getattr stays in Python: the
-kernel's ``fuse_getattr()`` asks by path, without the open file, and a path
-lookup in compiled code was not worth its table.
+record of its own that Python frees.
+
+The getattr (a ``stat``, and the ``fstat`` of a ``cat``: the kernel's
+``fuse_getattr()`` asks by path) is compiled too, from :class:`Nodes`: every
+path of the tree (its shape never changes) in an open-addressed table of
+FNV-1a hashes, with each node's mode and owner, which ``chmod``/``chown``
+update.  It finds the table through libfuse's ``fuse_get_context()``: the
+``private_data`` that fusepy's ``init`` callback returned (the table's header
+address), so nothing of the process is baked into the compiled code.
 
 Rejected: a C library of our own (a compiler on every machine that installs
 migd); serving values from a snapshot the engine publishes (a ``show()`` per
@@ -48,6 +54,50 @@ IN_SLOT, HELD, PYTHON = 1, 2, 3
 # FRESH: 1 the first read at 0 is the value taken at open; 0 a read at 0
 # asks Python for the value again; -1 the value is the open file's for good
 # (a ``trace`` view).
+
+
+#: A node's row: st_mode (with its type), uid, gid.
+NODE_FIELDS = 3
+# The header Nodes.init returns: where the tables are, and the mount's time.
+H_SLOTS, H_NSLOTS, H_OFFSETS, H_PATHS, H_ATTRS, H_TIME_NS = range(6)
+HEADER_FIELDS = 6
+FNV_OFFSET, FNV_PRIME, _U64 = 0xCBF29CE484222325, 0x100000001B3, (1 << 64) - 1
+
+
+def fnv1a(data: bytes) -> int:
+    """FNV-1a, 64 bits: the compiled lookup's hash."""
+    h = FNV_OFFSET
+    for b in data:
+        h = ((h ^ b) * FNV_PRIME) & _U64
+    return h
+
+
+class Nodes:
+    """Every node's path, mode and owner, as the compiled getattr reads them."""
+
+    def __init__(self, paths: list[str], time_ns: int) -> None:
+        self.row = {p: i for i, p in enumerate(paths)}
+        raw = [p.encode() for p in paths]
+        self.paths = np.frombuffer(b"".join(raw), dtype=np.uint8).copy()
+        self.offsets = np.cumsum([0] + [len(r) for r in raw]).astype(np.int64)
+        self.attrs = np.zeros((len(paths), NODE_FIELDS), dtype=np.int64)
+        nslots = 1 << max(4, (2 * len(paths) - 1).bit_length())
+        self.slots = np.zeros(nslots, dtype=np.int64)  # node + 1; 0 empty
+        for i, r in enumerate(raw):
+            k = fnv1a(r) & (nslots - 1)
+            while self.slots[k]:
+                k = (k + 1) & (nslots - 1)
+            self.slots[k] = i + 1
+        self.header = np.array([self.slots.ctypes.data, nslots, self.offsets.ctypes.data,
+                                self.paths.ctypes.data, self.attrs.ctypes.data, time_ns],
+                               dtype=np.int64)
+
+    def set(self, path: str, st_mode: int, uid: int, gid: int) -> None:
+        self.attrs[self.row[path]] = (st_mode, uid, gid)
+
+    def address(self) -> int:
+        """What fusepy's ``init`` returns: libfuse's ``private_data``."""
+        return self.header.ctypes.data
 
 
 class Records:
@@ -143,7 +193,8 @@ def _address(value: bytes) -> int:
 
 @functools.cache
 def compiled_ops() -> dict[str, int]:
-    """The compiled ``read`` and ``release``: name -> address.
+    """The compiled ``getattr``, ``fgetattr``, ``read`` and ``release``:
+    name -> address.
     Compiled (or loaded from numba's cache) at the first call."""
     from . import _ccallbacks
     return {name: f.address for name, f in _ccallbacks.CALLBACKS.items()}

@@ -1,13 +1,15 @@
 """The control tree over FUSE (fusepy on libfuse2): a thin adapter.
 
-Reads run on libfuse's threads, straight from the model (``show()`` only
-reads), so ``cat`` never waits for the event loop.  Writes are parsed on
-libfuse's thread and only the parsed value is handed to the trio thread
-(``trio.from_thread.run``), where stores apply between batches.  Files are
-direct_io with size 0, so ``cat`` reads whole values (read at offset 0, kept
-for the file's later reads; a file with a ``view``, ``trace``, reads from what
-it held at open, a range at a time); ``echo v >`` truncates first, which a
-writable attribute accepts and ignores.  A blocking ``trace_pipe`` read polls
+Opens run on libfuse's threads, straight from the model (``show()`` only
+reads), so ``cat`` never waits for the event loop: an open takes the file's
+value (for a file with a ``view``, ``trace``, what it holds at open), and the
+getattr, reads and release of a ``cat`` are answered in compiled code without
+the GIL (``_cread``); a read at offset 0 after the first shows the value
+again, as sysfs does.  Files are direct_io with size 0, so ``cat`` reads
+whole values.  Writes are parsed on libfuse's thread and only the parsed
+value is handed to the trio thread (``trio.from_thread.run``), where stores
+apply between batches; ``echo v >`` truncates first, which a writable
+attribute accepts and ignores.  A blocking ``trace_pipe`` read polls
 libfuse's ``fuse_interrupted()``: the kernel sends FUSE_INTERRUPT when its
 reader gets any signal (``request_wait_answer()``), and the read then ends
 with EINTR.  Once the tree is deactivated, whatever is in flight or arrives
@@ -30,12 +32,21 @@ import time
 import trio
 from fuse import FUSE, Operations, _libfuse, fuse_operations
 
-from ._cread import Records, compiled_ops
+from ._cread import Nodes, Records, compiled_ops
 from ._tree import STORE_MAX, Directory, SysfsTree, apply_store
 from ._tstate import ThreadStates
 
 #: Operations that touch a file's contents: ENODEV once the tree is deactivated.
 _ACTIVE_OPS = frozenset({"open", "read", "write", "truncate"})
+
+
+def _node_paths(root: Directory, prefix: str = "") -> list[str]:
+    """Every node's path as libfuse gives it: ``/``, ``/a``, ``/a/b``."""
+    out = [prefix or "/"]
+    for name, child in root.children.items():
+        path = f"{prefix}/{name}"
+        out += _node_paths(child, path) if isinstance(child, Directory) else [path]
+    return out
 
 
 def fuse_interrupted() -> bool:
@@ -64,6 +75,19 @@ class SysfsOperations(Operations):
         #: The open files' records (``_cread``), made by serve() with the
         #: addresses of the Python ``read``/``release`` the compiled ones call.
         self.records: Records | None = None
+        #: Every node's path, mode and owner, for the compiled getattr.
+        self.nodes = Nodes(_node_paths(tree.root), self.mounted_at)
+        for path in self.nodes.row:
+            self._set_node(path)
+
+    def _set_node(self, path: str) -> None:
+        node = self.tree.lookup(path)
+        kind = stat.S_IFDIR if isinstance(node, Directory) else stat.S_IFREG
+        self.nodes.set(path, kind | node.mode, node.owner.uid, node.owner.gid)
+
+    def init(self, path):
+        """libfuse's ``private_data``: where the compiled getattr finds the nodes."""
+        return self.nodes.address()
 
     def __call__(self, op, *args):
         # Not for init/destroy: destroy runs in the thread that called serve(),
@@ -86,6 +110,8 @@ class SysfsOperations(Operations):
             raise OSError(errno.ENODEV, "migd stopped") from None
 
     def getattr(self, path, fh=None):
+        """What the compiled getattr does (``_ccallbacks``); kept for the
+        model's tests and as its specification."""
         node = self.tree.lookup(path)
         t = self.mounted_at
         ids = {"st_uid": node.owner.uid, "st_gid": node.owner.gid}
@@ -174,10 +200,12 @@ class SysfsOperations(Operations):
     def chmod(self, path, mode):
         # The kernel allowed it (default_permissions: the owner, i.e. root).
         self.tree.chmod(path, mode)
+        self._set_node(path)
         return 0
 
     def chown(self, path, uid, gid):
         self.tree.chown(path, uid, gid)
+        self._set_node(path)
         return 0
 
     def utimens(self, path, times=None):
@@ -261,8 +289,9 @@ def serve(tree: SysfsTree, mountpoint: str, trio_token: trio.lowlevel.TrioToken)
 
     The tree's shape and attributes never change but by chmod/chown, whose
     reply refreshes the kernel's copy, so the kernel may cache lookups and
-    attributes for an hour: a ``cat`` costs open, reads and release (and a
-    getattr for its fstat, since a read invalidates atime).
+    attributes for an hour: a ``cat`` costs its open in Python, and a getattr
+    (its fstat: a read invalidates atime), its reads and release in compiled
+    code (``_cread``).
 
     ``allow_other`` lets every user in (libfuse2 wants ``user_allow_other`` in
     /etc/fuse.conf only when a non-root user mounts; migd mounts as root) and
@@ -289,9 +318,9 @@ def serve(tree: SysfsTree, mountpoint: str, trio_token: trio.lowlevel.TrioToken)
 
 
 class _FUSE(FUSE):
-    """fusepy's ``FUSE`` with ``read`` and ``release`` compiled
-    (``_cread``); fusepy's own Python callbacks for the first two are what the
-    compiled ones call back.  fusepy builds its table and mounts in one
+    """fusepy's ``FUSE`` with ``getattr``, ``fgetattr``, ``read`` and
+    ``release`` compiled (``_cread``); fusepy's own Python callbacks for the
+    last two are what the compiled ones call back.  fusepy builds its table and mounts in one
     constructor, so this is that constructor (fusepy 3.0.1's), building the
     table here."""
 
