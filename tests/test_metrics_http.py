@@ -128,6 +128,15 @@ def test_openmetrics_when_asked(served):
     assert headers["Content-Type"].startswith("text/plain") and b"# EOF" not in body
 
 
+def test_a_malformed_accept_header_is_400_and_the_next_scrape_answers(served):
+    """choose_encoder() raises on an OpenMetrics version it cannot parse: a
+    one-line 400, not a connection closed without an answer."""
+    port = served()
+    status, _, body = get(port, Accept="application/openmetrics-text; version=1.x")
+    assert status == 400 and body.startswith(b"bad Accept header: ")
+    assert get(port)[0] == 200
+
+
 def test_gzip_when_accepted(served):
     port = served()
     _, headers, body = get(port, **{"Accept-Encoding": "gzip"})

@@ -49,7 +49,12 @@ def _handler(registry: CollectorRegistry, collector: MigdCollector) -> type[Head
                 body = f"not found: migd serves {METRICS_PATH} only\n".encode()
                 self._reply(404, "text/plain; charset=utf-8", body)
                 return
-            encoder, ctype = choose_encoder(self.headers.get("Accept"))
+            try:
+                encoder, ctype = choose_encoder(self.headers.get("Accept"))
+            except (TypeError, ValueError) as e:  # e.g. "version=1.x" of OpenMetrics
+                self._reply(400, "text/plain; charset=utf-8",
+                            f"bad Accept header: {e}\n".encode())
+                return
             names = parse_qs(url.query).get("name[]")
             try:
                 if names:  # rare (federation, a query by hand): the library's text
