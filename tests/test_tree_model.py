@@ -7,6 +7,8 @@ of SPEC section 5 is checked in milliseconds.  Ranges come from SPEC's table.
 
 import ctypes
 import errno
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from hypothesis import strategies as st
 from migd.daemon import System, build_tree, load_config
 from migd.daemon.reference import stale
 from migd.sysfs import SysfsTree
-from migd.sysfs._cread import HELD, IN_SLOT, KIND, LEN, NR_SLOTS, PYTHON, SLOT_BYTES, Records
+from migd.sysfs._cread import DATA, HELD, IN_SLOT, KIND, NR_SLOTS, PYTHON, SLOT_BYTES, Records
 
 from .helpers import BARE, config
 
@@ -226,15 +228,12 @@ def test_the_readme_table_is_generated_from_the_knob_table():
     assert not stale(), "run: python -m migd.daemon.reference"
 
 
-def _value(rec) -> bytes:
-    return ctypes.string_at(int(rec[1]), int(rec[0]))
-
-
 def test_records_keep_each_value_until_released_and_free_every_one():
     """The records in process: a small value in its row's slot, a large one
     held, a stream's left to Python, a record of its own once every row is
-    taken; each reads back its value; releasing (as the compiled release
-    does for a slotted record, Python for the rest) frees them all."""
+    taken; each publishes its value; a value shown again is a new buffer;
+    releasing (as the compiled release does for a slotted record, Python for
+    the rest) frees them all."""
     records = Records(py_read=1, py_release=2)
     rng = np.random.default_rng(1)
     values = [rng.bytes(int(n)) for n in rng.integers(1, 3 * SLOT_BYTES, NR_SLOTS + 40)]
@@ -243,12 +242,14 @@ def test_records_keep_each_value_until_released_and_free_every_one():
     for fh, value in zip(fhs, values, strict=False):
         rec, slot = records.record(fh)
         kinds.append(int(rec[KIND]))
-        assert _value(rec[[LEN, LEN + 1]]) == value
+        assert records.value(fh) == value
         assert rec[KIND] == (IN_SLOT if slot >= 0 and len(value) <= SLOT_BYTES else HELD)
     assert records.record(fhs[-1])[0][KIND] == PYTHON
     assert {IN_SLOT, HELD} <= set(kinds) and records.in_use() == len(fhs)
-    records.refill(fhs[0], b"x" * (SLOT_BYTES + 1))  # a value shown again, now larger
-    assert _value(records.record(fhs[0])[0][[LEN, LEN + 1]]) == b"x" * (SLOT_BYTES + 1)
+    before = int(records.record(fhs[0])[0][DATA])
+    records.refill(fhs[0], b"x" * 7)  # a value shown again: published anew
+    assert records.value(fhs[0]) == b"x" * 7 and records.record(fhs[0])[0][DATA] != before
+    assert ctypes.string_at(before + 8, len(values[0])) == values[0]  # the old one kept
     for fh in fhs:
         rec, _ = records.record(fh)
         if rec[KIND] == IN_SLOT:
@@ -256,6 +257,65 @@ def test_records_keep_each_value_until_released_and_free_every_one():
         else:
             records.release(fh)
     assert records.in_use() == 0
+
+
+_CONCURRENT_READ = r"""
+import ctypes
+import threading
+import numpy as np
+from numba import njit
+from migd.sysfs._ccallbacks import _as_pointer, _call_read
+from migd.sysfs._cread import Records, compiled_ops
+
+@njit(nogil=True)
+def reads(fn, fi, buf, at, want, rounds):
+    # compiled reads in a loop without the GIL: each must be one value's bytes
+    bad = 0
+    for _ in range(rounds):
+        k = _call_read(fn, _as_pointer(0), _as_pointer(buf.ctypes.data), buf.size, at,
+                       _as_pointer(fi))
+        first = buf[0]
+        bad += k != want or (first != 97 and first != 98) or np.any(buf[:want] != first)
+    return bad
+
+fn = compiled_ops()["read"]
+records = Records(py_read=0, py_release=0)  # never called: reads at offsets > 0
+fi = np.zeros(5, dtype=np.uint64)
+for n, at in ((4000, 100), (1 << 20, 4096)):  # a value in its slot, a held one
+    fh = records.open(b"a" * n)
+    fi[3] = fh  # fuse_file_info.fh (byte 24)
+    buf = np.empty(1 << 17, dtype=np.uint8)
+    want = min(n - at, buf.size)
+    reads(fn, fi.ctypes.data, buf, at, want, 10)  # compiled before the race
+    out = []
+    t = threading.Thread(target=lambda: out.append(reads(fn, fi.ctypes.data, buf, at, want,
+                                                          20000)))
+    t.start()
+    i = 0
+    while t.is_alive():
+        records.refill(fh, (b"b" if i % 2 else b"a") * n)  # another thread's read at 0
+        i += 1
+    t.join()
+    print(out[0], i > 10)
+records.deactivate()
+read = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
+                        ctypes.c_int64, ctypes.c_void_p)(fn)
+print(read(None, ctypes.create_string_buffer(8), 8, 0, fi.ctypes.data))
+"""
+
+
+def test_a_compiled_read_never_sees_a_value_change_under_it():
+    """Two threads reading one open file (FUSE does not serialise them): one
+    showing the value again at offset 0 while the other's compiled read
+    copies from further on, for a value in its slot and a held one.  Every
+    read is one whole value's bytes, never a mix or freed memory (a refill
+    that rewrote the slot in place, or dropped the published value, gave
+    mixed reads or a crash); after deactivate() a read is ENODEV.  In a
+    child: a failure here may be a crash."""
+    r = subprocess.run([sys.executable, "-c", _CONCURRENT_READ], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["0", "True", "0", "True", str(-errno.ENODEV)], r.stdout
 
 
 def test_the_compiled_lookup_finds_every_node_and_nothing_else():

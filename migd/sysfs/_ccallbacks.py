@@ -15,6 +15,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._cread import (
+    ACTIVE,
     DATA,
     FNV_OFFSET,
     FNV_PRIME,
@@ -28,7 +29,6 @@ from ._cread import (
     HEADER_FIELDS,
     IN_SLOT,
     KIND,
-    LEN,
     NODE_FIELDS,
     PY_READ,
     PY_RELEASE,
@@ -44,7 +44,7 @@ _NLINK = c_stat.st_nlink.offset // 8
 _TIMES = tuple(getattr(c_stat, f).offset // 8
                for f in ("st_atimespec", "st_mtimespec", "st_ctimespec"))
 _STAT_WORDS = ctypes.sizeof(c_stat) // 8
-_ENOENT = 2
+_ENOENT, _ENODEV = 2, 19
 _S_IFDIR, _S_IFMT = 0o040000, 0o170000
 #: Found by name when the code is linked or loaded from the cache: no address
 #: of this process is baked into it.
@@ -97,15 +97,18 @@ def _record(fi):
 def c_read(path, buf, size, offset, fi):
     """``read``: bytes of the value the record holds, from ``offset``."""
     rec = _record(fi)
+    if carray(_as_pointer(rec[ACTIVE]), 1, np.int64)[0] == 0:
+        return -_ENODEV  # the tree was deactivated: kernfs_get_active() fails
     if rec[KIND] == PYTHON or (offset == 0 and rec[FRESH] == 0):
         return _call_read(rec[PY_READ], path, buf, size, offset, fi)
     if offset == 0 and rec[FRESH] == 1:
         rec[FRESH] = 0
-    n = rec[LEN] - offset
+    data = rec[DATA]  # one load: a refill publishes a new value, never changes one
+    n = carray(_as_pointer(data), 1, np.int64)[0] - offset
     if n <= 0:
         return 0
     n = min(n, np.int64(size))
-    carray(buf, n, np.uint8)[:] = carray(_as_pointer(rec[DATA] + offset), n, np.uint8)
+    carray(buf, n, np.uint8)[:] = carray(_as_pointer(data + 8 + offset), n, np.uint8)
     return n
 
 

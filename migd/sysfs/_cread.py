@@ -46,7 +46,7 @@ SLOT_BYTES = 4096
 NR_SLOTS = 256
 
 # A record's fields (int64 each).
-KIND, FRESH, LEN, DATA, PY_READ, PY_RELEASE = range(6)
+KIND, FRESH, DATA, ACTIVE, PY_READ, PY_RELEASE = range(6)
 RECORD_FIELDS = 6
 # KIND: 1 a value in the row's slot (released here), 2 a value Python holds
 # (released by Python), 3 Python reads and releases (a stream, a write).
@@ -54,7 +54,13 @@ IN_SLOT, HELD, PYTHON = 1, 2, 3
 # FRESH: 1 the first read at 0 is the value taken at open; 0 a read at 0
 # asks Python for the value again; -1 the value is the open file's for good
 # (a ``trace`` view).
-
+# DATA: the address of a value: its length (int64), then its bytes.  A value
+# is never changed once published: a read at offset 0 shows the value again
+# into a new buffer and publishes its address with one store, while another
+# thread's read of the same open file may still be copying the old one
+# (FUSE does not serialise reads of a file; the kernel's seq_file has a
+# lock for that).  The old buffers live until the release.
+# ACTIVE: the address of the word that deactivate() zeroes (reads: ENODEV).
 
 #: A node's row: st_mode (with its type), uid, gid.
 NODE_FIELDS = 3
@@ -107,14 +113,19 @@ class Records:
 
     def __init__(self, py_read: int, py_release: int) -> None:
         self.table = np.zeros((NR_SLOTS, RECORD_FIELDS), dtype=np.int64)
-        self.arena = np.zeros((NR_SLOTS, SLOT_BYTES), dtype=np.uint8)
+        self.arena = np.zeros((NR_SLOTS, 8 + SLOT_BYTES), dtype=np.uint8)
+        self.active = np.ones(1, dtype=np.int64)
         self._base = self.table.ctypes.data
         self._row_bytes = self.table.strides[0]
         self._py = (py_read, py_release)
         self._lock = threading.Lock()
         self._next = 0
         self._own: dict[int, np.ndarray] = {}  # fh -> a record without a slot
-        self._held: dict[int, bytes] = {}  # fh -> the value a record points to
+        self._held: dict[int, list[np.ndarray]] = {}  # fh -> the values it published
+
+    def deactivate(self) -> None:
+        """From now on every compiled read is ENODEV (``kernfs_get_active()``)."""
+        self.active[0] = 0
 
     def _new(self) -> tuple[int, np.ndarray, int]:
         """(fh, record, slot or -1): a free row, else a record of its own."""
@@ -140,29 +151,34 @@ class Records:
         reads), ``fixed`` for a view's.  Returns the fh (its address)."""
         fh, rec, slot = self._new()
         rec[PY_READ], rec[PY_RELEASE] = self._py
+        rec[ACTIVE] = self.active.ctypes.data
         kind = PYTHON
         if value is not None:
-            kind = self._fill(fh, rec, slot, value)
+            if slot >= 0 and len(value) <= SLOT_BYTES:
+                row = self.arena[slot]
+                row[:8] = np.frombuffer(np.int64(len(value)).tobytes(), dtype=np.uint8)
+                row[8:8 + len(value)] = np.frombuffer(value, dtype=np.uint8)
+                rec[DATA], kind = row.ctypes.data, IN_SLOT
+            else:
+                rec[DATA], kind = self._hold(fh, value), HELD
             rec[FRESH] = -1 if fixed else 1
         rec[KIND] = kind  # last: the record is complete
         return fh
 
     def refill(self, fh: int, value: bytes) -> None:
-        """The value again (a read at offset 0), for the reads after it."""
-        rec, slot = self.record(fh)
-        kind = self._fill(fh, rec, slot, value)
-        if kind != rec[KIND]:
-            rec[KIND] = kind
+        """The value again (a read at offset 0), for the reads after it: a
+        new buffer, published by one store (see DATA)."""
+        rec, _ = self.record(fh)
+        rec[DATA] = self._hold(fh, value)
+        rec[KIND] = HELD  # its release is Python's now (the slot's row too)
 
-    def _fill(self, fh: int, rec: np.ndarray, slot: int, value: bytes) -> int:
-        if slot >= 0 and len(value) <= SLOT_BYTES:
-            self.arena[slot, :len(value)] = np.frombuffer(value, dtype=np.uint8)
-            rec[LEN], rec[DATA] = len(value), self.arena[slot].ctypes.data
-            self._held.pop(fh, None)
-            return IN_SLOT
-        self._held[fh] = value
-        rec[LEN], rec[DATA] = len(value), _address(value)
-        return HELD
+    def _hold(self, fh: int, value: bytes) -> int:
+        buf = np.empty(8 + len(value), dtype=np.uint8)
+        buf[:8] = np.frombuffer(np.int64(len(value)).tobytes(), dtype=np.uint8)
+        buf[8:] = np.frombuffer(value, dtype=np.uint8)
+        with self._lock:
+            self._held.setdefault(fh, []).append(buf)
+        return buf.ctypes.data
 
     def record(self, fh: int) -> tuple[np.ndarray, int]:
         rec = self._own.get(fh)
@@ -171,8 +187,14 @@ class Records:
         slot = (fh - self._base) // self._row_bytes
         return self.table[slot], slot
 
+    def value(self, fh: int) -> bytes:
+        """The value a record publishes now."""
+        data = int(self.record(fh)[0][DATA])
+        n = ctypes.c_int64.from_address(data).value
+        return ctypes.string_at(data + 8, n)
+
     def release(self, fh: int) -> None:
-        """Python's part of a release: the held value and the record."""
+        """Python's part of a release: the held values and the record."""
         rec, slot = self.record(fh)
         with self._lock:
             self._held.pop(fh, None)
@@ -184,11 +206,6 @@ class Records:
     def in_use(self) -> int:
         """Records taken (slots and own)."""
         return int(np.count_nonzero(self.table[:, KIND])) + len(self._own)
-
-
-def _address(value: bytes) -> int:
-    """The address of a bytes object's contents (alive while it is held)."""
-    return ctypes.cast(ctypes.c_char_p(value), ctypes.c_void_p).value
 
 
 @functools.cache

@@ -102,7 +102,7 @@ class SysfsOperations(Operations):
             return getattr(self, op)(*args)
         except OSError:
             raise
-        except Exception:
+        except BaseException:  # trio.Cancelled too: fusepy's _wrapper fails on those
             if self.tree.active:
                 raise
             # trio's run ended under a write in flight (RunFinishedError, or
@@ -142,8 +142,8 @@ class SysfsOperations(Operations):
             raise OSError(errno.EACCES, path)
         if flags & os.O_TRUNC and attr.truncate is not None:  # atomic_o_trunc kernels
             attr.truncate()
-        if accmode == os.O_WRONLY or attr.stream is not None:
-            fh = self.records.open(None)
+        if accmode != os.O_RDONLY or attr.stream is not None:
+            fh = self.records.open(None)  # shown at its first read, by Python
             if attr.stream is not None and flags & os.O_NONBLOCK:
                 with self._lock:
                     self._nonblock.add(fh)
@@ -153,9 +153,10 @@ class SysfsOperations(Operations):
         return self.records.open(self.tree.read(path))
 
     def read(self, path, size, offset, fh):
-        """What the compiled read leaves to Python: a stream, and a read at
+        """What the compiled read leaves to Python: a stream, a read at
         offset 0 after the first, which shows the value again (the reads
-        after it continue from that value)."""
+        after it continue from that value), and the first read of a file
+        opened for writing too."""
         attr = self.tree.attribute(path)
         if attr.stream is not None:
             with self._lock:
@@ -167,7 +168,7 @@ class SysfsOperations(Operations):
             return data
         data = self.tree.read(path)
         self.records.refill(fh, data)
-        return data[:size]
+        return data[offset:offset + size]
 
     def release(self, path, fh):
         """What the compiled release leaves to Python: a record it cannot
@@ -345,6 +346,7 @@ class _FUSE(FUSE):
                     else python[name])
         operations.records = Records(*(ctypes.cast(python[name], ctypes.c_void_p).value
                                        for name in ("read", "release")))
+        operations.tree.on_deactivate.append(operations.records.deactivate)
         try:
             old_handler = signal.signal(signal.SIGINT, signal.SIG_DFL)
         except ValueError:  # not the main thread

@@ -141,11 +141,15 @@ class SysfsTree:
     def __init__(self) -> None:
         self.root = Directory()
         self.active = True
+        #: Called by :meth:`deactivate` (the compiled reads' own flag).
+        self.on_deactivate: list[Callable[[], None]] = []
 
     def deactivate(self) -> None:
         """``kernfs_deactivate()`` of every node: from now on opens, reads
         and writes fail with ENODEV (the daemon is stopping)."""
         self.active = False
+        for hook in self.on_deactivate:
+            hook()
 
     def get_active(self) -> None:
         """``kernfs_get_active()``: ENODEV once the tree is deactivated."""

@@ -25,67 +25,69 @@ from ._events import EVENTS, Event
 #: TP_printk arguments of the widest event: columns of the ring's value array.
 MAX_ARGS = max(len(e.args) for e in EVENTS)
 #: Distinct strings the table holds (migrator, errno, provider names: a
-#: handful); past it a string shows as ``?``.
+#: handful, none from a user); past it a string shows as ``?``.
 MAX_STRINGS = 1024
-#: Longest string kept (bytes).
-MAX_STRING = 64
 
 _LIT, _INT, _STR, _SYM = range(4)
-_CONV = re.compile(r"%(-?)(0?)(\d*)([ds])")
+_CONV = re.compile(rb"%(-?)(0?)(\d*)([ds])")
 
 
 class LineFormat:
     """The programs of ``events`` and the string table their entries use.
 
     ``encode`` (the writer's thread) turns an entry's TP_printk values into
-    the ring's numbers; ``format`` (any thread) writes lines."""
+    the ring's numbers; ``format`` (any thread) writes lines.  The string
+    table is published whole (bytes, offsets, longest) by the one writer at
+    each new string, and a reader takes it once: a reader never sees an id
+    whose bytes its table lacks."""
 
     def __init__(self, context: str, events: tuple[Event, ...] = EVENTS) -> None:
         self.events = events
         self.code = {e: k for k, e in enumerate(events)}
         self._strings: dict[str, int] = {}
-        self._sbuf = bytearray()
-        self._soff = [0]
-        self._tables: tuple[np.ndarray, np.ndarray] | None = None
+        self._raw: list[bytes] = []
+        self.tables = (np.zeros(0, dtype=np.uint8), np.zeros(1, dtype=np.int64), 0)
         self.intern("?")
-        ops, lits, syms, lo, hi, bound = [], bytearray(), [], [], [], []
+        ops, lits, syms, lo, hi, bound, nstr = [], bytearray(), [], [], [], [], []
         for e in events:
             kinds = self._arg_kinds(e)
-            text = context + f"{e.name}: {e.py_fmt}\n"
+            text = (context + f"{e.name}: {e.py_fmt}\n").encode()
+            if b"%%" in text:
+                raise ValueError(f"{e.name}: %% in a print fmt")
             lo.append(len(ops))
-            worst, at, arg = 0, 0, 0
+            worst, strings, at, arg = 0, 0, 0, 0
             for m in _CONV.finditer(text):
                 if m.start() > at:
                     ops.append((_LIT, len(lits), m.start() - at, 0, 0))
-                    lits += text[at:m.start()].encode()
+                    lits += text[at:m.start()]
                     worst += m.start() - at
-                left, zero, width, conv = m.group(1) == "-", m.group(2) == "0", \
+                left, zero, width, conv = m.group(1) == b"-", m.group(2) == b"0", \
                     int(m.group(3) or 0), m.group(4)
                 kind = kinds[arg]
-                if conv == "d":
+                if conv == b"d":
                     ops.append((_INT, arg, width, int(left), int(zero)))
                     worst += max(width, 21)
                 elif isinstance(kind, dict):
                     ops.append((_SYM, arg, len(syms), len(kind), 0))
                     syms += [(v, self.intern(s)) for v, s in kind.items()]
-                    worst += max(21, *(len(s) for s in kind.values()))
+                    worst += max(21, *(len(s.encode()) for s in kind.values()))
                 else:
                     ops.append((_STR, arg, 0, 0, 0))
-                    worst += MAX_STRING
+                    strings += 1
                 at, arg = m.end(), arg + 1
-            if "%%" in text:
-                raise ValueError(f"{e.name}: %% in a print fmt")
             if at < len(text):
                 ops.append((_LIT, len(lits), len(text) - at, 0, 0))
-                lits += text[at:].encode()
+                lits += text[at:]
                 worst += len(text) - at
             hi.append(len(ops))
             bound.append(worst)
+            nstr.append(strings)
         self._ops = np.array(ops, dtype=np.int64).reshape(-1, 5)
         self._lits = np.frombuffer(bytes(lits), dtype=np.uint8)
         self._syms = np.array(syms, dtype=np.int64).reshape(-1, 2)
         self._lo, self._hi = np.array(lo, dtype=np.int64), np.array(hi, dtype=np.int64)
-        self.bound = np.array(bound, dtype=np.int64)
+        self._bound = np.array(bound, dtype=np.int64)  # less the %s of strings
+        self._nstr = np.array(nstr, dtype=np.int64)
 
     @staticmethod
     def _arg_kinds(e: Event) -> list:
@@ -99,15 +101,17 @@ class LineFormat:
                               for i, a in enumerate(e.args)]
 
     def intern(self, text: str) -> int:
-        """The id of ``text`` in the string table (``?``'s past MAX_STRINGS)."""
+        """The id of ``text`` in the string table (``?``'s past MAX_STRINGS);
+        the writer's thread only."""
         sid = self._strings.get(text)
         if sid is None:
             if len(self._strings) >= MAX_STRINGS:
                 return 0
             sid = self._strings[text] = len(self._strings)
-            self._sbuf += text.encode()[:MAX_STRING]
-            self._soff.append(len(self._sbuf))
-            self._tables = None
+            self._raw.append(text.encode())
+            self.tables = (np.frombuffer(b"".join(self._raw), dtype=np.uint8),
+                           np.cumsum([0] + [len(r) for r in self._raw], dtype=np.int64),
+                           max(len(r) for r in self._raw))  # one store: published whole
         return sid
 
     def encode(self, event: Event, values: tuple) -> list[int]:
@@ -121,14 +125,11 @@ class LineFormat:
                pid: int) -> tuple[bytes, np.ndarray]:
         """The lines of entries (rows of ``ev``, ``secs``, ``vals``) and
         where each ends."""
-        tables = self._tables
-        if tables is None:
-            tables = self._tables = (np.frombuffer(bytes(self._sbuf), dtype=np.uint8),
-                                     np.array(self._soff, dtype=np.int64))
-        out = np.empty(int(self.bound[ev].sum()), dtype=np.uint8)
+        sbuf, soff, longest = self.tables  # once: the writer may publish another
+        out = np.empty(int((self._bound[ev] + self._nstr[ev] * longest).sum()), dtype=np.uint8)
         ends = np.empty(ev.size, dtype=np.int64)
         n = _format_entries(ev, secs, vals, pid, self._ops, self._lo, self._hi, self._lits,
-                            self._syms, tables[0], tables[1], out, ends)
+                            self._syms, sbuf, soff, out, ends)
         return out[:n].tobytes(), ends
 
 

@@ -126,8 +126,7 @@ def format_line(event: Event, seconds: float, values: tuple, pid: int) -> str:
     (``"%16s-%-7d "``, ``"[%03d] "``, the five lat flags, ``" %5lu.%06lu: "``)
     then ``"<event>: "`` and the event's TP_printk text, by one ``%`` format.
     The specification of the ring's compiled lines (``_format``), which a
-    test holds to the same bytes; strings are cut at ``MAX_STRING`` bytes
-    there."""
+    test holds to the same bytes."""
     fmt = _LINE_FORMATS.get(event)
     if fmt is None:
         fmt = _LINE_FORMATS[event] = _CONTEXT + f"{event.name}: {event.py_fmt}\n"
