@@ -433,12 +433,15 @@ _STATIC = ("kernel/tracing/events/migrate/mm_migrate_pages/format",
 
 
 def test_a_read_at_offset_zero_shows_the_value_again(daemon):
-    """sysfs runs show() again for a read from position 0 (seq_read_iter()
-    restarts at 0): an open file kept and read with pread(fd, n, 0), as
-    monitoring agents do, sees a store made after its open."""
+    """sysfs runs show() at a file's first read and again for a read from
+    position 0 (seq_read_iter() restarts at 0): an open file kept and read
+    with pread(fd, n, 0), as monitoring agents do, sees every store made
+    since its open, the first read too."""
+    before = daemon.p(_KNOB).read_bytes()
     fd = os.open(daemon.p(_KNOB), os.O_RDONLY)
-    before = os.pread(fd, 4096, 0)
     try:
+        daemon.write(_KNOB, str(int(before) // 4))  # after the open, before any read
+        assert os.pread(fd, 4096, 0) == b"%d\n" % (int(before) // 4)
         daemon.write(_KNOB, str(int(before) // 2))
         assert os.pread(fd, 4096, 0) == b"%d\n" % (int(before) // 2)
         daemon.write(_KNOB, before)

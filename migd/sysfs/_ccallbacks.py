@@ -20,6 +20,8 @@ from ._cread import (
     FNV_OFFSET,
     FNV_PRIME,
     FRESH,
+    GEN,
+    GENERATION,
     H_ATTRS,
     H_NSLOTS,
     H_OFFSETS,
@@ -34,6 +36,7 @@ from ._cread import (
     PY_RELEASE,
     PYTHON,
     RECORD_FIELDS,
+    SHARED,
 )
 
 _FH = fuse_file_info.fh.offset // 8
@@ -97,9 +100,11 @@ def _record(fi):
 def c_read(path, buf, size, offset, fi):
     """``read``: bytes of the value the record holds, from ``offset``."""
     rec = _record(fi)
-    if carray(_as_pointer(rec[ACTIVE]), 1, np.int64)[0] == 0:
+    shared = carray(_as_pointer(rec[SHARED]), 2, np.int64)
+    if shared[ACTIVE] == 0:
         return -_ENODEV  # the tree was deactivated: kernfs_get_active() fails
-    if rec[KIND] == PYTHON or (offset == 0 and rec[FRESH] == 0):
+    if rec[KIND] == PYTHON or (offset == 0 and (
+            rec[FRESH] == 0 or (rec[FRESH] == 1 and rec[GEN] != shared[GENERATION]))):
         return _call_read(rec[PY_READ], path, buf, size, offset, fi)
     if offset == 0 and rec[FRESH] == 1:
         rec[FRESH] = 0

@@ -46,8 +46,8 @@ SLOT_BYTES = 4096
 NR_SLOTS = 256
 
 # A record's fields (int64 each).
-KIND, FRESH, DATA, ACTIVE, PY_READ, PY_RELEASE = range(6)
-RECORD_FIELDS = 6
+KIND, FRESH, DATA, SHARED, GEN, PY_READ, PY_RELEASE = range(7)
+RECORD_FIELDS = 7
 # KIND: 1 a value in the row's slot (released here), 2 a value Python holds
 # (released by Python), 3 Python reads and releases (a stream, a write).
 IN_SLOT, HELD, PYTHON = 1, 2, 3
@@ -60,7 +60,12 @@ IN_SLOT, HELD, PYTHON = 1, 2, 3
 # thread's read of the same open file may still be copying the old one
 # (FUSE does not serialise reads of a file; the kernel's seq_file has a
 # lock for that).  The old buffers live until the release.
-# ACTIVE: the address of the word that deactivate() zeroes (reads: ENODEV).
+# SHARED: the address of two words every record shares: whether the tree is
+# active (deactivate() zeroes it: reads are ENODEV) and the stores' generation
+# (+1 at each store); GEN: the generation at open.  A first read at offset 0
+# after a store since the open asks Python for the value, as sysfs shows it
+# at the first read: open, ``echo`` elsewhere, read sees the store.
+ACTIVE, GENERATION = 0, 1
 
 #: A node's row: st_mode (with its type), uid, gid.
 NODE_FIELDS = 3
@@ -114,7 +119,7 @@ class Records:
     def __init__(self, py_read: int, py_release: int) -> None:
         self.table = np.zeros((NR_SLOTS, RECORD_FIELDS), dtype=np.int64)
         self.arena = np.zeros((NR_SLOTS, 8 + SLOT_BYTES), dtype=np.uint8)
-        self.active = np.ones(1, dtype=np.int64)
+        self.shared = np.array([1, 0], dtype=np.int64)  # ACTIVE, GENERATION
         self._base = self.table.ctypes.data
         self._row_bytes = self.table.strides[0]
         self._py = (py_read, py_release)
@@ -125,7 +130,12 @@ class Records:
 
     def deactivate(self) -> None:
         """From now on every compiled read is ENODEV (``kernfs_get_active()``)."""
-        self.active[0] = 0
+        self.shared[ACTIVE] = 0
+
+    def stored(self) -> None:
+        """A store happened: files opened before it show their value again
+        at their first read."""
+        self.shared[GENERATION] += 1
 
     def _new(self) -> tuple[int, np.ndarray, int]:
         """(fh, record, slot or -1): a free row, else a record of its own."""
@@ -151,7 +161,7 @@ class Records:
         reads), ``fixed`` for a view's.  Returns the fh (its address)."""
         fh, rec, slot = self._new()
         rec[PY_READ], rec[PY_RELEASE] = self._py
-        rec[ACTIVE] = self.active.ctypes.data
+        rec[SHARED], rec[GEN] = self.shared.ctypes.data, self.shared[GENERATION]
         kind = PYTHON
         if value is not None:
             if slot >= 0 and len(value) <= SLOT_BYTES:
@@ -171,6 +181,8 @@ class Records:
         rec, _ = self.record(fh)
         rec[DATA] = self._hold(fh, value)
         rec[KIND] = HELD  # its release is Python's now (the slot's row too)
+        if rec[FRESH] == 1:
+            rec[FRESH] = 0
 
     def _hold(self, fh: int, value: bytes) -> int:
         buf = np.empty(8 + len(value), dtype=np.uint8)

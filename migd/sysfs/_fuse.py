@@ -142,6 +142,7 @@ class SysfsOperations(Operations):
             raise OSError(errno.EACCES, path)
         if flags & os.O_TRUNC and attr.truncate is not None:  # atomic_o_trunc kernels
             attr.truncate()
+            self.records.stored()
         if accmode != os.O_RDONLY or attr.stream is not None:
             fh = self.records.open(None)  # shown at its first read, by Python
             if attr.stream is not None and flags & os.O_NONBLOCK:
@@ -183,13 +184,17 @@ class SysfsOperations(Operations):
         """``kernfs_fop_write_iter``: the store takes at most STORE_MAX bytes
         (a longer write is short); the offset is ignored, as sysfs does."""
         store, value = self.tree.prepare_store(path, data)
-        trio.from_thread.run(apply_store, store, value, trio_token=self.token)
+        try:
+            trio.from_thread.run(apply_store, store, value, trio_token=self.token)
+        finally:  # a store that failed may have changed something before it did
+            self.records.stored()
         return min(len(data), STORE_MAX)
 
     def truncate(self, path, length, fh=None):
         attr = self.tree.check_write(path)
         if attr.truncate is not None:
             attr.truncate()
+            self.records.stored()
         return 0
 
     def _eperm(self, *args, **kwargs):
