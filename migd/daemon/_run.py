@@ -17,16 +17,18 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from sys import executable as sys_executable
 
 import trio
 
 from ..metrics import serve_metrics
 from ..migrate import compile_cache, warm_up
-from ..sysfs import clear_stale_mount, compiled_ops, is_mounted, serve, unmount, wait_mounted
-from ._attrs import build_tree
+from ..sysfs import clear_stale_mount, is_mounted, serve, unmount, wait_mounted
+from ._attrs import COMPILE_TREE_READS, build_tree, compile_tree_reads
 from ._config import Config
 from ._log import configure_logging
 from ._notify import sd_notify, watchdog_interval
@@ -35,6 +37,9 @@ from ._workloads import run_workloads
 
 #: Longest a shutdown waits for in-flight batches before unmounting anyway.
 SHUTDOWN_GRACE = 3.0
+#: Longest a start waits for the child compiling the tree's reads (then the
+#: daemon compiles them itself).
+COMPILE_CHILD_TIMEOUT = 120.0
 #: What each warm-up stage asks systemd for on a cold compile cache
 #: (EXTEND_TIMEOUT_USEC): a stage compiles for seconds on a loaded machine.
 WARM_UP_EXTEND_USEC = 30_000_000
@@ -106,19 +111,28 @@ async def system_running(sys: System, mountpoint: str,
     unmounted, and every task is cancelled.  Shared by ``migd run`` and ``migd
     soak`` so that the soak exercises the daemon's own shutdown.
     """
+    _, _, cached = compile_cache()
+    child = None if cached else await trio.lowlevel.open_process(
+        [sys_executable, "-c", COMPILE_TREE_READS], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
     tree = build_tree(sys)
     token = trio.lowlevel.current_trio_token()
     sys.tracing.boot = trio.current_time()  # the boot clock counts from the daemon's start
-    _, _, cached = compile_cache()
 
     def progress(stage: str) -> None:
         if not cached:
             sys.emit("compiling", stage=stage)
             sd_notify(f"EXTEND_TIMEOUT_USEC={WARM_UP_EXTEND_USEC}")
-    progress("the tree's reads")
-    compiled_ops()  # before warm_up(), whose end marks the cache warm
-    sys.tracing.ring.view(1)  # its compiled lines: not on a first reader's thread
-    await warm_up(progress)  # compiled paths loaded before anything is served
+    try:
+        await warm_up(progress)  # compiled paths loaded before anything is served
+        progress("the tree's reads")
+        if child is not None:  # its cache files, or compiled here if it failed
+            with trio.move_on_after(COMPILE_CHILD_TIMEOUT):
+                await child.wait()
+    finally:
+        if child is not None and child.returncode is None:
+            child.kill()
+    compile_tree_reads(sys)
     # What is left after a collection lives as long as the daemon: out of the
     # collector's sight, a full collection no longer walks it (55 ms with the
     # GIL held, every minute or so of a soak, where every reader waited).
