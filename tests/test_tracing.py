@@ -718,3 +718,28 @@ def test_lines_formatted_while_new_strings_are_interned():
                 bad.append(line)
     writer.join()
     assert not bad, bad[:3]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["append", "pipe", "view", "clear"]),
+                          st.integers(1, 40)), max_size=30))
+def test_an_open_formats_only_what_is_new_and_reads_as_a_full_format(ops):
+    """Each open of ``trace`` reuses the last open's text for the entries
+    still in the ring (formatting only those recorded since), across
+    overruns, trace_pipe reads (whole lines and split ones) and clears: what
+    it reads is what formatting the whole ring gives."""
+    ring = TraceRing(entries=32, pid=3)
+    t = 0.0
+    for op, k in ops:
+        if op == "append":
+            for _ in range(k):
+                t += 0.25
+                ring.append(MM_MIGRATE_PAGES, t, (int(t), 0, 0, 0, 0, 0, 0, 0))
+        elif op == "pipe" and len(ring):
+            ring.read_pipe(k * 7, block=False)
+        elif op == "clear":
+            ring.clear()
+        seen = ring.snapshot(1)
+        last, ring._last = ring._last, None
+        assert seen == ring.snapshot(1)  # formatted whole
+        ring._last = last
