@@ -43,9 +43,15 @@ class HeadHandler(BaseHTTPRequestHandler):
     """BaseHTTPRequestHandler reading an already-received head, writing to the socket."""
 
     def setup(self) -> None:
+        """The head as the request file; the answer collected, and sent by
+        the worker in one ``sendall`` (each socket call waits for the GIL
+        again on its return: one per answer, not one per write)."""
         self.connection, head = self.request
         self.rfile = io.BytesIO(head)
-        self.wfile = self.connection.makefile("wb")
+        self.wfile = io.BytesIO()
+
+    def finish(self) -> None:
+        self.rfile.close()  # the answer stays for the worker's sendall
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002
         pass  # one line per scrape on stderr would drown the daemon's log
@@ -153,6 +159,7 @@ class PooledServer:
             conn.setblocking(False)
             self._pending[conn] = (time.monotonic() + self.timeout, bytearray(), addr)
             self._sel.register(conn, selectors.EVENT_READ)
+            self._read(conn)  # a scraper's request comes with its connection
 
     def _read(self, conn: socket.socket) -> None:
         try:
@@ -189,7 +196,8 @@ class PooledServer:
             conn, head, addr = item
             try:
                 conn.settimeout(self.timeout)
-                self.handler((conn, head), addr, self)
+                answer = self.handler((conn, head), addr, self).wfile.getvalue()
+                conn.sendall(answer)
                 conn.shutdown(socket.SHUT_WR)
             except Exception:  # noqa: BLE001 (a broken client must not shrink the pool)
                 pass
