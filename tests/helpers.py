@@ -15,6 +15,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -226,9 +227,20 @@ class Daemon:
         self.log.close()
 
 
+async def move_with_each_migrator(system) -> None:
+    """Every migrator moves the first tenant once, dcbm last (it stays active)."""
+    t = system.tenants[0]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(system.dma.run)
+        for k, name in enumerate(("none", "mtcopy", "dcbm")):
+            await system.set_migrator(name)
+            await system.engine.move_pages(t, np.arange(t.nr_pages), (k + 1) % 2)
+        nursery.cancel_scope.cancel()
+
+
 #: The daemon's usual config (``config()``'s defaults): what ``Daemon`` runs.
 DAEMON_CONFIG = config()
 
 __all__ = ["BARE", "DAEMON_CONFIG", "SMALL_CONFIG", "TENANTS", "WORKLOADS", "Daemon", "Gate", "MiB",
-           "cli", "config", "free_port", "make_engine", "make_machine", "scrape",
-           "scrape_collector", "thread_nice"]
+           "cli", "config", "free_port", "make_engine", "make_machine", "move_with_each_migrator",
+           "scrape", "scrape_collector", "thread_nice"]

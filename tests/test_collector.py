@@ -13,6 +13,7 @@ from migd.daemon import System, build_tree, load_config
 from migd.mm import PAGE_SIZE, MigrateReason
 
 from .helpers import SMALL_CONFIG as CONFIG
+from .helpers import move_with_each_migrator
 from .helpers import scrape_collector as scrape
 
 
@@ -29,16 +30,6 @@ def test_every_migrator_and_reason_is_exported_at_zero_before_any_migration():
             key = ("migd_migrated_folios_total", (("migrator", m), ("reason", r.label)))
             assert s[key] == 0
     assert s[("migd_migrator_info", (("migrator", "none"), ("profile", "native")))] == 1
-
-
-async def move_with_each_migrator(sys: System) -> None:
-    t = sys.tenants[0]
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(sys.dma.run)
-        for k, name in enumerate(("none", "mtcopy", "dcbm")):
-            await sys.set_migrator(name)
-            await sys.engine.move_pages(t, np.arange(t.nr_pages), (k + 1) % 2)
-        nursery.cancel_scope.cancel()
 
 
 async def test_bytes_by_migrator_add_up_to_the_kernels_pgmigrate_success():

@@ -33,7 +33,7 @@ from migd.metrics import MigdCollector, serve_metrics
 from migd.metrics._exposition import Exposition, go_strings
 from migd.metrics._family import Counter, Family, Gauge, Histogram, Info
 
-from .helpers import SMALL_CONFIG
+from .helpers import SMALL_CONFIG, move_with_each_migrator
 
 #: What clients send: none (text 0.0.4), Prometheus 3's default (OpenMetrics,
 #: UTF-8 names allowed), OpenMetrics without a version, the text format with
@@ -55,13 +55,7 @@ async def migrate_with_each_migrator(sys: System) -> None:
     """Every migrator moves the tenant once, dcbm last (it stays active), DMA
     descriptors failing now and then (fallbacks, injected faults)."""
     sys.faults["fail_dma_desc"].set(probability=100, interval=7, times=-1)
-    t = sys.tenants[0]
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(sys.dma.run)
-        for k, name in enumerate(("none", "mtcopy", "dcbm")):
-            await sys.set_migrator(name)
-            await sys.engine.move_pages(t, np.arange(t.nr_pages), (k + 1) % 2)
-        nursery.cancel_scope.cancel()
+    await move_with_each_migrator(sys)
 
 
 @pytest.fixture(scope="module")
