@@ -40,6 +40,22 @@ def _cat(path) -> subprocess.Popen:
                             stderr=subprocess.PIPE)
 
 
+@pytest.fixture(autouse=True)
+def _sigint_not_ignored():
+    """A ``cat`` the user starts takes SIGINT's default action.  A test run
+    started as a background job of a non-interactive shell ignores SIGINT
+    (bash does that without job control), and an ignored disposition is
+    inherited by every child: the signal tests would then wait in vain."""
+    if signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @pytest.fixture
 def quiet_tracing(daemon):
     """tracing_on 0 and the ring drained: a trace_pipe reader blocks."""
