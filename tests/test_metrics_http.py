@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from migd.daemon import System, load_config
 from migd.metrics import serve_metrics
+from migd.metrics._pool import HeadHandler, PooledServer
 
 from .helpers import SMALL_CONFIG
 
@@ -180,3 +181,37 @@ def test_shutdown_stops_every_thread_and_closes_the_port(system):
     while tasks() > before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert tasks() <= before
+
+
+def test_a_connection_dropped_by_an_earlier_event_of_the_same_batch_is_skipped():
+    """With ``max_pending`` connections held, an accept drops the oldest; when
+    that connection's own data came in the same selector batch, its event is
+    skipped, not read from a closed socket (which ended the accept loop and
+    /metrics with it)."""
+    class Handler(HeadHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok\n")
+
+    server = PooledServer(("127.0.0.1", 0), Handler, max_pending=1)
+    real = server._sel.select
+
+    def batched(timeout=None):  # the loop late (waiting for the GIL): events pile up
+        time.sleep(0.3)
+        return real(timeout)
+    server._sel.select = batched
+    try:
+        held = socket.create_connection(server.server_address)
+        time.sleep(0.5)  # accepted and held: max_pending reached
+        other = socket.create_connection(server.server_address)  # accept: drops `held`
+        held.send(b"GET / HTTP/1.0\r\n")  # and held's data, in the same batch
+        time.sleep(1.0)
+        assert server._threads[0].is_alive()
+        with socket.create_connection(server.server_address, timeout=10) as c:
+            c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert c.recv(100).startswith(b"HTTP/1.0 200")
+        held.close()
+        other.close()
+    finally:
+        server.shutdown()

@@ -344,3 +344,28 @@ def test_the_compiled_lookup_finds_every_node_and_nothing_else():
         assert find(p) == i, p
     for p in ("/kerne", "/kernel/", "//kernel", "/kernel/mm/nope", "", "/x" * 300):
         assert find(p) == -1, p
+
+
+def test_records_start_clean_keep_few_old_values_and_take_the_generation_given(monkeypatch):
+    """A row's next file inherits nothing (a view's FRESH made a read-write
+    file's re-reads skip Python); a value shown again and again keeps only
+    the buffers replaced within RETIRED_FOR; the generation is the one taken
+    before the value was shown (a store in between makes the first read ask
+    again)."""
+    from migd.sysfs import _cread
+
+    records = Records(py_read=1, py_release=2)
+    views = [records.open(b"trace", fixed=True) for _ in range(NR_SLOTS)]
+    for fh in views:
+        records.release(fh)
+    fhs = [records.open(None) for _ in range(NR_SLOTS)]
+    assert all(records.record(fh)[0][_cread.FRESH] == 0 for fh in fhs)
+    assert all(records.record(fh)[0][DATA] == 0 for fh in fhs)
+    monkeypatch.setattr(_cread, "RETIRED_FOR", 0.0)
+    for i in range(1000):
+        records.refill(fhs[0], b"%d\n" % i)
+    assert len(records._held[fhs[0]]) == 1 and records.value(fhs[0]) == b"999\n"
+    gen = records.generation()
+    records.stored()
+    rec, _ = records.record(records.open(b"old", gen=gen))
+    assert rec[_cread.GEN] == gen != records.shared[_cread.GENERATION]

@@ -6,7 +6,7 @@ one thread accepts and reads each request's head without blocking: at most
 ``MAX_HEAD`` bytes (past it, 431), complete within ``timeout`` seconds of the
 accept (else the connection is closed).  Only a complete head goes, through a
 bounded queue (full: 503), to one of ``workers`` threads that run the handler
-with ``timeout`` on each socket operation.  An idle connection costs a file
+with ``timeout`` for the whole answer (one ``sendall``).  An idle connection costs a file
 descriptor, never a thread; held connections are bounded (``max_pending``:
 past it the oldest is closed, so a fresh scrape is not refused behind a flood
 of idle ones).  Rejected alternatives: ThreadingMixIn with a socket timeout
@@ -131,7 +131,7 @@ class PooledServer:
                 for key, _ in self._sel.select(wait):
                     if key.fileobj is self.socket:
                         self._accept()
-                    elif key.fileobj is not self._wake_r:
+                    elif key.fileobj in self._pending:  # not dropped by an earlier event
                         self._read(key.fileobj)
                 now = time.monotonic()
                 for conn in [c for c, (dl, *_) in self._pending.items() if dl <= now]:
@@ -186,8 +186,8 @@ class PooledServer:
                 _refuse(conn, "503 Service Unavailable")
 
     def _drop(self, conn: socket.socket) -> None:
-        self._pending.pop(conn, None)
-        self._sel.unregister(conn)
+        if self._pending.pop(conn, None) is not None:
+            self._sel.unregister(conn)
         conn.close()
 
     def _work(self) -> None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import threading
+import time
 
 import numpy as np
 
@@ -44,6 +45,8 @@ import numpy as np
 SLOT_BYTES = 4096
 #: Records with a slot: open files at once answered without Python's release.
 NR_SLOTS = 256
+#: Seconds a replaced value outlives its replacement (see Records._hold).
+RETIRED_FOR = 10.0
 
 # A record's fields (int64 each).
 KIND, FRESH, DATA, SHARED, GEN, PY_READ, PY_RELEASE = range(7)
@@ -126,16 +129,12 @@ class Records:
         self._lock = threading.Lock()
         self._next = 0
         self._own: dict[int, np.ndarray] = {}  # fh -> a record without a slot
-        self._held: dict[int, list[np.ndarray]] = {}  # fh -> the values it published
+        # fh -> the values it published: (buffer, when it was replaced or None)
+        self._held: dict[int, list[tuple[np.ndarray, float | None]]] = {}
 
     def deactivate(self) -> None:
         """From now on every compiled read is ENODEV (``kernfs_get_active()``)."""
         self.shared[ACTIVE] = 0
-
-    def stored(self) -> None:
-        """A store happened: files opened before it show their value again
-        at their first read."""
-        self.shared[GENERATION] += 1
 
     def _new(self) -> tuple[int, np.ndarray, int]:
         """(fh, record, slot or -1): a free row, else a record of its own."""
@@ -156,12 +155,18 @@ class Records:
             self._own[fh] = rec
             return fh, rec, -1
 
-    def open(self, value: bytes | None, fixed: bool = False) -> int:
+    def generation(self) -> int:
+        """The stores' generation: taken before a value is shown at open."""
+        return int(self.shared[GENERATION])
+
+    def open(self, value: bytes | None, fixed: bool = False, gen: int = 0) -> int:
         """A record for an open file: ``value`` its contents (None: Python
-        reads), ``fixed`` for a view's.  Returns the fh (its address)."""
+        reads), ``fixed`` for a view's, ``gen`` the generation taken before
+        the value was shown.  Returns the fh (its address)."""
         fh, rec, slot = self._new()
         rec[PY_READ], rec[PY_RELEASE] = self._py
-        rec[SHARED], rec[GEN] = self.shared.ctypes.data, self.shared[GENERATION]
+        rec[SHARED], rec[GEN] = self.shared.ctypes.data, gen
+        rec[FRESH], rec[DATA] = 0, 0  # nothing of the row's last file
         kind = PYTHON
         if value is not None:
             if slot >= 0 and len(value) <= SLOT_BYTES:
@@ -175,6 +180,12 @@ class Records:
         rec[KIND] = kind  # last: the record is complete
         return fh
 
+    def stored(self) -> None:
+        """A store happened: files opened before it show their value again
+        at their first read."""
+        with self._lock:
+            self.shared[GENERATION] += 1
+
     def refill(self, fh: int, value: bytes) -> None:
         """The value again (a read at offset 0), for the reads after it: a
         new buffer, published by one store (see DATA)."""
@@ -185,11 +196,20 @@ class Records:
             rec[FRESH] = 0
 
     def _hold(self, fh: int, value: bytes) -> int:
+        """A new buffer for ``value``, kept until the release; the ones it
+        replaces go :data:`RETIRED_FOR` seconds after they were replaced (a
+        compiled read copies in microseconds; an open file polled at offset
+        0 would otherwise keep every value it ever showed)."""
         buf = np.empty(8 + len(value), dtype=np.uint8)
         buf[:8] = np.frombuffer(np.int64(len(value)).tobytes(), dtype=np.uint8)
         buf[8:] = np.frombuffer(value, dtype=np.uint8)
+        now = time.monotonic()
         with self._lock:
-            self._held.setdefault(fh, []).append(buf)
+            held = self._held.setdefault(fh, [])
+            if held:
+                held[-1] = (held[-1][0], now)  # replaced now
+            held[:] = [(b, at) for b, at in held if at is None or now - at < RETIRED_FOR]
+            held.append((buf, None))
         return buf.ctypes.data
 
     def record(self, fh: int) -> tuple[np.ndarray, int]:

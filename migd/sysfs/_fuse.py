@@ -151,7 +151,8 @@ class SysfsOperations(Operations):
             return fh
         if attr.view is not None:
             return self.records.open(attr.view(), fixed=True)
-        return self.records.open(self.tree.read(path))
+        gen = self.records.generation()  # before the value: a store after it shows again
+        return self.records.open(self.tree.read(path), gen=gen)
 
     def read(self, path, size, offset, fh):
         """What the compiled read leaves to Python: a stream, a read at
