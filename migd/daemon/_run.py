@@ -111,10 +111,7 @@ async def system_running(sys: System, mountpoint: str,
     unmounted, and every task is cancelled.  Shared by ``migd run`` and ``migd
     soak`` so that the soak exercises the daemon's own shutdown.
     """
-    _, _, cached = compile_cache()
-    child = None if cached else await trio.lowlevel.open_process(
-        [sys_executable, "-c", COMPILE_TREE_READS], stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+    cache, _, cached = compile_cache()
     tree = build_tree(sys)
     token = trio.lowlevel.current_trio_token()
     sys.tracing.boot = trio.current_time()  # the boot clock counts from the daemon's start
@@ -123,15 +120,29 @@ async def system_running(sys: System, mountpoint: str,
         if not cached:
             sys.emit("compiling", stage=stage)
             sd_notify(f"EXTEND_TIMEOUT_USEC={WARM_UP_EXTEND_USEC}")
+    child = None
     try:
+        # a cache it cannot write (read-only) would only be compiled into twice
+        if not cached and os.access(cache if cache.is_dir() else cache.parent, os.W_OK):
+            child = await trio.lowlevel.open_process(
+                [sys_executable, "-c", COMPILE_TREE_READS], stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL)
         await warm_up(progress)  # compiled paths loaded before anything is served
-        progress("the tree's reads")
-        if child is not None:  # its cache files, or compiled here if it failed
-            with trio.move_on_after(COMPILE_CHILD_TIMEOUT):
+        # its cache files, or compiled here if it failed or took too long;
+        # systemd's start timeout extended at each slice of the wait
+        deadline = trio.current_time() + COMPILE_CHILD_TIMEOUT
+        while child is not None and child.returncode is None \
+                and trio.current_time() < deadline:
+            progress("the tree's reads")
+            with trio.move_on_after(WARM_UP_EXTEND_USEC / 2e6):
                 await child.wait()
     finally:
         if child is not None and child.returncode is None:
-            child.kill()
+            with trio.CancelScope(shield=True):  # reaped, not left a zombie
+                child.kill()
+                await child.wait()
+    if child is None or child.returncode != 0:
+        progress("the tree's reads")
     compile_tree_reads(sys)
     # What is left after a collection lives as long as the daemon: out of the
     # collector's sight, a full collection no longer walks it (55 ms with the
