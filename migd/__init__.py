@@ -1,6 +1,7 @@
 """migd: an emulated Linux page-migration engine with batch copy and copy offload."""
 
 import hashlib
+import importlib.util
 import os
 from pathlib import Path
 
@@ -10,12 +11,16 @@ def _key_numba_cache_by_source() -> None:
 
     numba checks a cached function against its own file only, not against the
     compiled helpers it calls from other modules; after an edit such a stale
-    entry can crash the process.  Hashing ~50 small files costs ~2 ms at import.
+    entry can crash the process.  fusepy's module is hashed too: the tree's
+    compiled callbacks bake its structs' offsets.  Hashing ~60 small files
+    costs ~2 ms at import.
     """
     if "NUMBA_CACHE_DIR" in os.environ:
         return
     digest = hashlib.sha1()
-    for path in sorted(Path(__file__).parent.rglob("*.py")):
+    fusepy = importlib.util.find_spec("fuse")
+    for path in [*sorted(Path(__file__).parent.rglob("*.py")),
+                 *([Path(fusepy.origin)] if fusepy and fusepy.origin else [])]:
         digest.update(path.read_bytes())
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     os.environ["NUMBA_CACHE_DIR"] = str(base / "migd" / f"numba-{digest.hexdigest()[:16]}")
