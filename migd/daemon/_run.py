@@ -97,9 +97,23 @@ async def _watch_mount(sys: System, mountpoint: str, on_lost) -> None:
         on_lost()
 
 
+async def start_compile_child() -> trio.Process | None:
+    """On a cold compile cache that can be written, a child compiling the
+    tree's reads into it (``COMPILE_TREE_READS``), on the other CPU while
+    this process compiles its own; None otherwise (a read-only cache would
+    only be compiled into twice)."""
+    cache, _, cached = compile_cache()
+    if cached or not os.access(cache if cache.is_dir() else cache.parent, os.W_OK):
+        return None
+    return await trio.lowlevel.open_process(
+        [sys_executable, "-c", COMPILE_TREE_READS], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+
+
 @asynccontextmanager
-async def system_running(sys: System, mountpoint: str,
-                         on_tree_lost=lambda: None) -> AsyncIterator[trio.Nursery]:
+async def system_running(sys: System, mountpoint: str, on_tree_lost=lambda: None,
+                         compile_child: trio.Process | None = None,
+                         ) -> AsyncIterator[trio.Nursery]:
     """The System live: DMA channels, the tree mounted, mutators and workloads.
 
     Yields the nursery they run in, for the caller's own tasks.
@@ -110,8 +124,10 @@ async def system_running(sys: System, mountpoint: str,
     (whatever reaches it now is ENODEV, as for a removed kernfs node) and
     unmounted, and every task is cancelled.  Shared by ``migd run`` and ``migd
     soak`` so that the soak exercises the daemon's own shutdown.
+    ``compile_child``: :func:`start_compile_child`'s, started before the
+    System was built (``migd run``), else started here on a cold cache.
     """
-    cache, _, cached = compile_cache()
+    _, _, cached = compile_cache()
     tree = build_tree(sys)
     token = trio.lowlevel.current_trio_token()
     sys.tracing.boot = trio.current_time()  # the boot clock counts from the daemon's start
@@ -120,13 +136,10 @@ async def system_running(sys: System, mountpoint: str,
         if not cached:
             sys.emit("compiling", stage=stage)
             sd_notify(f"EXTEND_TIMEOUT_USEC={WARM_UP_EXTEND_USEC}")
-    child = None
+    child = compile_child
     try:
-        # a cache it cannot write (read-only) would only be compiled into twice
-        if not cached and os.access(cache if cache.is_dir() else cache.parent, os.W_OK):
-            child = await trio.lowlevel.open_process(
-                [sys_executable, "-c", COMPILE_TREE_READS], stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL)
+        if child is None:
+            child = await start_compile_child()
         await warm_up(progress)  # compiled paths loaded before anything is served
         # its cache files, or compiled here if it failed or took too long;
         # systemd's start timeout extended at each slice of the wait
@@ -219,6 +232,18 @@ async def _until_stopped(signals, sys: System, log, tree_lost: trio.Event) -> bo
 
 async def serve_daemon(cfg: Config, mountpoint: str, metrics: str, log) -> int:
     t_start = time.monotonic()
+    child = await start_compile_child()  # beside the System's own compiling
+    try:
+        return await _serve(cfg, mountpoint, metrics, log, t_start, child)
+    finally:
+        if child is not None and child.returncode is None:  # a start that failed early
+            with trio.CancelScope(shield=True):
+                child.kill()
+                await child.wait()
+
+
+async def _serve(cfg: Config, mountpoint: str, metrics: str, log, t_start: float,
+                 child: trio.Process | None) -> int:
     sys = System(cfg)
     sys.events.append(lambda event, fields: (
         log.error if event in ("migrator_error", "dma_unreported_error")
@@ -240,7 +265,7 @@ async def serve_daemon(cfg: Config, mountpoint: str, metrics: str, log) -> int:
             return 1
         tree_lost = trio.Event()
         try:
-            async with system_running(sys, mountpoint, tree_lost.set) as nursery:
+            async with system_running(sys, mountpoint, tree_lost.set, child) as nursery:
                 nursery.start_soon(_fault_reporter, sys)
                 interval = watchdog_interval()
                 if interval:
