@@ -151,15 +151,13 @@ def _warm_up(o: dict, call: Call) -> Text:
 
     import trio
 
+    from .daemon import compile_tree_reads
     from .migrate import compile_cache, warm_up
-    from .sysfs import compiled_ops
-    from .tracing import TraceRing
 
     cache, kernels, cached = compile_cache()
     t0 = time.monotonic()
     call.progress("compiling the tree's reads")
-    compiled_ops()  # before warm_up(), whose end marks the cache warm
-    TraceRing(1).view(1)
+    compile_tree_reads()  # before warm_up(), whose end marks the cache warm
     trio.run(warm_up, lambda stage: call.progress(f"compiling {stage}"))
     what = "loaded from" if cached else "compiled into"
     return Text(f"{kernels} kernels {what} {cache} in {time.monotonic() - t0:.1f} s")

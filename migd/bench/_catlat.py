@@ -164,7 +164,7 @@ async def _one(opts, order: int, spec: MigratorSpec, seconds: float) -> BenchRow
     mount = tempfile.mkdtemp(prefix="migd-cat-")
     clear_stale_mount(mount)
     tree = build_tree(sys_)
-    compile_tree_reads(sys_)
+    compile_tree_reads()
     token = trio.lowlevel.current_trio_token()
     moved = 0
     async with trio.open_nursery() as nursery:

@@ -10,6 +10,7 @@ thread).
 from __future__ import annotations
 
 from ..sysfs import Attribute, Directory, Owner, SysfsTree, compiled_ops
+from ..tracing import TraceRing
 from ._files import files
 from ._knobs import Knob, knobs
 from ._nodefs import add_node_files
@@ -49,15 +50,14 @@ def build_tree(sys: System) -> SysfsTree:
     return tree
 
 
-def compile_tree_reads(sys: System) -> None:
+def compile_tree_reads() -> None:
     """Load (or compile) the tree's compiled answers and the trace ring's
     compiled lines now, not on a first reader's thread."""
     compiled_ops()
-    sys.tracing.ring.view(1)
+    TraceRing(1).view(1)
 
 
-#: A child that compiles what :func:`compile_tree_reads` loads into numba's
-#: cache, on the other CPU while the daemon compiles its engine (a first
-#: start on a cold cache: ~4.5 s of the ~13 s it took in one process).
-COMPILE_TREE_READS = ("from migd.sysfs import compiled_ops; compiled_ops(); "
-                      "from migd.tracing import TraceRing; TraceRing(1).view(1)")
+#: A child running :func:`compile_tree_reads` into numba's cache, on the
+#: other CPU while the daemon compiles its engine (a first start on a cold
+#: cache: ~4.5 s of the ~13 s it took in one process).
+COMPILE_TREE_READS = "from migd.daemon import compile_tree_reads; compile_tree_reads()"

@@ -156,7 +156,7 @@ async def system_running(sys: System, mountpoint: str, on_tree_lost=lambda: None
                 await child.wait()
     if child is None or child.returncode != 0:
         progress("the tree's reads")
-    compile_tree_reads(sys)
+    compile_tree_reads()
     # What is left after a collection lives as long as the daemon: out of the
     # collector's sight, a full collection no longer walks it (55 ms with the
     # GIL held, every minute or so of a soak, where every reader waited).

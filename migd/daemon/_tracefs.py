@@ -1,7 +1,7 @@
 """``kernel/tracing``: the :class:`~migd.tracing.Tracing` model as tracefs files.
 
 Layout and write rules of kernel/trace/trace.c and trace_events.c:
-``trace`` is read, as a seq_file, from the entries at its open (``TraceView``);
+``trace`` is read, as a seq_file, from the entries at its open (``TraceRing.view``);
 ``tracing_on`` takes any unsigned number (non-zero is on, ``rb_simple_write``);
 an ``enable`` file takes 0 or 1 (``event_enable_write``,
 ``system_enable_write``) and reads 0, 1 or X (mixed); ``trace`` reads the
@@ -71,7 +71,7 @@ def tracefs_knobs() -> list[Knob]:
              "O_NONBLOCK", stream=lambda s, i: s.tracing.read_pipe, family="tracing"),
         Knob(f"{t}/trace", "the ring with its header; `> trace` (O_TRUNC) clears it",
              show=lambda s, i: s.tracing.ring.snapshot(s.tracing.nr_cpus).rstrip("\n"),
-             view=lambda s, i: bytes(s.tracing.ring.view(s.tracing.nr_cpus)),
+             view=lambda s, i: s.tracing.ring.view(s.tracing.nr_cpus),
              set=lambda s, i, v: None, parse=Anything("any (ignored)"),
              truncate=lambda s, i: s.tracing.ring.clear(), family="tracing"),
         Knob(f"{t}/tracing_on", "0: stop recording into the ring (rb_simple_write)",
@@ -108,7 +108,7 @@ def tracefs_knobs() -> list[Knob]:
         Knob(f"{cpu}/trace", "the CPU's part of trace: every event on cpu0, the others "
              "empty; `>` clears the CPU's entries",
              show=lambda s, c: s.tracing.ring.snapshot(s.tracing.nr_cpus, c == 0).rstrip("\n"),
-             view=lambda s, c: bytes(s.tracing.ring.view(s.tracing.nr_cpus, c == 0)),
+             view=lambda s, c: s.tracing.ring.view(s.tracing.nr_cpus, c == 0),
              set=lambda s, c, v: None, parse=Anything("any (ignored)"),
              truncate=lambda s, c: s.tracing.ring.clear() if c == 0 else None,
              each=_cpus, slot="<N>", family="tracing"),

@@ -70,7 +70,7 @@ class SysfsOperations(Operations):
         self._nonblock: set[int] = set()  # streams opened O_NONBLOCK
         self._streamed: set[int] = set()  # streams that have read something (iter->pos)
         self._lock = threading.Lock()
-        self._prioritised = threading.local()
+        self._kept = threading.local()  # this libfuse thread's Python state is kept
         self.thread_states = ThreadStates()
         #: The open files' records (``_cread``), made by serve() with the
         #: addresses of the Python ``read``/``release`` the compiled ones call.
@@ -92,10 +92,10 @@ class SysfsOperations(Operations):
     def __call__(self, op, *args):
         # Not for init/destroy: destroy runs in the thread that called serve(),
         # a trio worker that later runs other jobs (DMA copies among them).
-        if op not in ("init", "destroy") and not getattr(self._prioritised, "done", False):
+        # (Its nice value each libfuse thread has from serve()'s thread.)
+        if op not in ("init", "destroy") and not getattr(self._kept, "done", False):
             self.thread_states.hold()  # first, or the thread-local is lost with the callback
-            self._prioritised.done = True
-            raise_thread_priority()
+            self._kept.done = True
         if op in _ACTIVE_OPS:
             self.tree.get_active()
         try:
@@ -108,18 +108,6 @@ class SysfsOperations(Operations):
             # trio's run ended under a write in flight (RunFinishedError, or
             # Cancelled at the end of the run): the device is gone.
             raise OSError(errno.ENODEV, "migd stopped") from None
-
-    def getattr(self, path, fh=None):
-        """What the compiled getattr does (``_ccallbacks``); kept for the
-        model's tests and as its specification."""
-        node = self.tree.lookup(path)
-        t = self.mounted_at
-        ids = {"st_uid": node.owner.uid, "st_gid": node.owner.gid}
-        if isinstance(node, Directory):
-            return {"st_mode": stat.S_IFDIR | node.mode, "st_nlink": 2, "st_atime": t,
-                    "st_mtime": t, "st_ctime": t, **ids}
-        return {"st_mode": stat.S_IFREG | node.mode, "st_nlink": 1, "st_size": 0,
-                "st_atime": t, "st_mtime": t, "st_ctime": t, **ids}
 
     def readdir(self, path, fh):
         """The names with their type (``d_type``), as kernfs' readdir gives
@@ -224,7 +212,8 @@ TREE_THREAD_NICE = -20
 
 
 def raise_thread_priority() -> None:
-    """Run this thread (one of libfuse's, or of the /metrics server's) at
+    """Run this thread (serve()'s, whose nice value every libfuse thread it
+    starts inherits, or one of the /metrics server's) at
     :data:`TREE_THREAD_NICE`.
 
     In the kernel a sysfs read runs in the reader's own context; here it is
@@ -327,15 +316,15 @@ def serve(tree: SysfsTree, mountpoint: str, trio_token: trio.lowlevel.TrioToken)
 class _FUSE(FUSE):
     """fusepy's ``FUSE`` with ``getattr``, ``fgetattr``, ``read`` and
     ``release`` compiled (``_cread``); fusepy's own Python callbacks for the
-    last two are what the compiled ones call back.  fusepy builds its table and mounts in one
-    constructor, so this is that constructor (fusepy 3.0.1's), building the
-    table here."""
+    last two are what the compiled ones call back.  fusepy builds its table
+    and mounts in one constructor, so this is that constructor (fusepy
+    3.0.1's) less what migd does not use (raw_fi, a float ``use_ns``, the
+    critical-exception record, which fusepy's static ``_wrapper`` cannot set)."""
 
     def __init__(self, operations: SysfsOperations, mountpoint: str, **kwargs) -> None:
         self.operations = operations
         self.raw_fi = False
         self.encoding = "utf-8"
-        self._FUSE__critical_exception = None  # what fusepy's _wrapper sets on a crash
         self.use_ns = True
         args = ["fuse", *(flag for arg, flag in self.OPTIONS if kwargs.pop(arg, False)),
                 "-o", ",".join(self._normalize_fuse_options(**kwargs)), mountpoint]
@@ -343,13 +332,15 @@ class _FUSE(FUSE):
         compiled = compiled_ops()
         table, python = fuse_operations(), {}
         for name, prototype, *_ in fuse_operations._fields_:
-            if not hasattr(prototype, "argtypes") or getattr(
-                    operations, name[1:] if name in ("ftruncate", "fgetattr") else name,
-                    None) is None:
-                continue
-            python[name] = prototype(functools.partial(self._wrapper, getattr(self, name)))
-            setattr(table, name, prototype(compiled[name]) if name in compiled
-                    else python[name])
+            if not hasattr(prototype, "argtypes"):
+                continue  # a flag
+            if name in compiled:
+                setattr(table, name, prototype(compiled[name]))
+            if name in ("read", "release") or name not in compiled and getattr(
+                    operations, name[1:] if name == "ftruncate" else name, None) is not None:
+                python[name] = prototype(functools.partial(self._wrapper, getattr(self, name)))
+                if name not in compiled:
+                    setattr(table, name, python[name])
         operations.records = Records(*(ctypes.cast(python[name], ctypes.c_void_p).value
                                        for name in ("read", "release")))
         operations.tree.on_deactivate.append(operations.records.deactivate)
@@ -362,8 +353,6 @@ class _FUSE(FUSE):
         if old_handler is not None:
             signal.signal(signal.SIGINT, old_handler)
         del self.operations
-        if self._FUSE__critical_exception:
-            raise self._FUSE__critical_exception
         if err:
             raise RuntimeError(err)
 

@@ -15,10 +15,10 @@ from ._events import (
     Field,
     parse_set_event,
 )
-from ._ring import RING_ENTRIES, TraceRing, TraceView, entry_header, format_line, page_header
+from ._ring import RING_ENTRIES, TraceRing, entry_header, format_line, page_header
 from ._tracer import Tracing
 
 __all__ = ["EVENTS", "MIGRATE_OFFLOAD_BATCH", "MIGRATE_OFFLOAD_CLEAR", "MM_MIGRATE_PAGES",
            "MM_MIGRATE_PAGES_START", "MODE_VALUE", "RING_ENTRIES", "Event", "Field",
-           "TraceRing", "TraceView", "Tracing", "entry_header", "format_line", "page_header",
+           "TraceRing", "Tracing", "entry_header", "format_line", "page_header",
            "parse_set_event"]

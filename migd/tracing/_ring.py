@@ -230,18 +230,16 @@ class TraceRing:
 
     def _text(self, rows, partial: bytes | None) -> tuple[bytes, np.ndarray]:
         """The lines of ``rows`` (compiled, without the GIL) and where each
-        ends; the first is ``partial`` when a trace_pipe read split it."""
-        body, ends = self.lines.format(*rows, self.pid)
-        if partial is not None and ends.size:
-            body = partial + body[ends[0]:]
-            ends = ends - ends[0] + len(partial)
-        return body, ends
+        ends, the first one's rest when a trace_pipe read split it."""
+        return _split_first(*self.lines.format(*rows, self.pid), partial)
 
-    def view(self, nr_cpus: int, lines: bool = True) -> TraceView:
+    def view(self, nr_cpus: int, lines: bool = True) -> bytes:
         """The ``trace`` file as an open file reads it: ``print_trace_header``
         for the nop tracer and the entries in the ring at open, which stay
-        there.  ``lines`` False: an empty CPU's ``per_cpu/cpuN/trace`` (the
-        header counts every CPU's entries)."""
+        there (``seq_read()`` at any offset is a slice of them).
+        ``tracing_open()`` stops the kernel's recording while the file is open
+        (``pause-on-trace``); migd keeps recording.  ``lines`` False: an empty
+        CPU's ``per_cpu/cpuN/trace`` (the header counts every CPU's entries)."""
         with self._cond:
             n, overrun, partial = len(self), self.overrun, self._partial
             first, end, gen, last = self._first, self._end, self._gen, self._last
@@ -252,7 +250,7 @@ class TraceRing:
         head = (f"# tracer: nop\n#\n# entries-in-buffer/entries-written: {n}/{n + overrun}"
                 f"   #P:{nr_cpus}\n{_HELP}").encode()
         if not lines:
-            return TraceView(head, b"")
+            return head
         body, ends = self.lines.format(*rows, self.pid)  # only the entries since the last open
         if last is not None:
             _, was, _, old, old_ends = last
@@ -262,13 +260,11 @@ class TraceRing:
         with self._cond:
             if self._gen == gen and (self._last is None or self._last[2] <= end):
                 self._last = (gen, first, end, body, ends)
-        if partial is not None and ends.size:
-            body = partial + body[ends[0]:]
-        return TraceView(head, body)
+        return head + _split_first(body, ends, partial)[0]
 
     def snapshot(self, nr_cpus: int, lines: bool = True) -> str:
         """The whole ``trace`` file now (see :meth:`view`)."""
-        return bytes(self.view(nr_cpus, lines)).decode()
+        return self.view(nr_cpus, lines).decode()
 
     def stats(self, now: float, cpu: int) -> str:
         """``per_cpu/cpuN/stats``: ``tracing_stats_read()`` for the boot clock
@@ -374,28 +370,10 @@ class TraceRing:
             self._waiters -= 1
 
 
-class TraceView:
-    """One open ``trace`` file: what :meth:`TraceRing.view` found at open,
-    read at any offset as ``seq_read()`` reads it (at most the bytes asked
-    for).  ``tracing_open()`` stops the kernel's recording while the file is
-    open (``pause-on-trace``); migd keeps recording and the open file reads
-    what the ring held at open.  Each entry is formatted once and the ring
-    keeps the text of the last open, so an open formats only the entries
-    recorded since and a read copies what it returns.  Rejected: rendering
-    the whole ring (1 MB) at each first read, with the GIL (5 ms, 30 ms after
-    a full ring of new entries: the slowest reads of the tree), and a
-    ``seq_file`` walk per read (a Python step per line: 1 ms a ``cat``)."""
-
-    def __init__(self, head: bytes, body: bytes) -> None:
-        self.head, self.body = head, body
-
-    def __bytes__(self) -> bytes:
-        """The whole file as of its open (what the tree's compiled reads serve)."""
-        return self.head + self.body
-
-    def read(self, size: int, offset: int) -> bytes:
-        head = self.head
-        if offset >= len(head):
-            return self.body[offset - len(head):offset - len(head) + size]
-        out = head[offset:offset + size]
-        return out + self.body[:size - len(out)] if len(out) < size else out
+def _split_first(body: bytes, ends: np.ndarray, partial: bytes | None
+                 ) -> tuple[bytes, np.ndarray]:
+    """Lines and their ends with the first line replaced by ``partial``, the
+    rest of it a trace_pipe read left (None: as they are)."""
+    if partial is None or not ends.size:
+        return body, ends
+    return partial + body[ends[0]:], ends - ends[0] + len(partial)
