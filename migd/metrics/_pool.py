@@ -13,12 +13,18 @@ of idle ones).  Rejected alternatives: ThreadingMixIn with a socket timeout
 (still a thread per connection, for the whole timeout), and workers that read
 the request themselves (``workers`` idle connections would stall every scrape
 for the timeout).  No kernel counterpart: this is the daemon's own plumbing.
+
+Both waits, the accept loop's and a worker's, are ``migd._gil.wait_readable``:
+the thread wakes with the GIL handed over by the engine's thread, not raced
+for, and says it is done before anything that may block (a worker's send).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
+import os
 import queue
 import selectors
 import socket
@@ -70,6 +76,41 @@ def _head_complete(buf: bytearray) -> bool:
     return b"\n\r\n" in buf or b"\n\n" in buf
 
 
+class _HandedQueue:
+    """A bounded queue whose ``get`` wakes with the GIL handed over: a deque
+    and an eventfd counting its items (a semaphore: one read takes one)."""
+
+    def __init__(self, maxsize: int, gil) -> None:
+        self.maxsize, self._gil = maxsize, gil
+        self._items: collections.deque = collections.deque()
+        self._efd = os.eventfd(0, os.EFD_SEMAPHORE | os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+    def put(self, item, bounded: bool = True) -> None:
+        if bounded and len(self._items) >= self.maxsize:  # only the accept loop puts
+            raise queue.Full
+        self._items.append(item)
+        os.eventfd_write(self._efd, 1)
+
+    def get_nowait(self):
+        try:
+            os.eventfd_read(self._efd)
+        except BlockingIOError:
+            raise queue.Empty from None
+        return self._items.popleft()
+
+    def get(self):
+        """The next item, the GIL asked for: the caller owes ``_gil.done()``."""
+        while True:
+            if self._gil.wait_readable(self._efd, None):
+                try:
+                    return self.get_nowait()
+                except queue.Empty:  # another worker took it
+                    self._gil.done()
+
+    def close(self) -> None:
+        os.close(self._efd)
+
+
 class PooledServer:
     """Serve ``handler`` (a HeadHandler) on ``address``; ``shutdown()`` stops and closes."""
 
@@ -88,7 +129,11 @@ class PooledServer:
         self.handler, self.timeout, self.max_pending = handler, timeout, max_pending
         #: connection -> (deadline, head so far, peer address), in accept order
         self._pending: dict[socket.socket, tuple[float, bytearray, tuple]] = {}
-        self._queue: queue.Queue = queue.Queue(max(MAX_QUEUED, workers))
+        # compiled code: imported when a server starts (after the daemon's
+        # compile, which loads it into numba's cache), not with this module
+        from .. import _gil
+        self._gil = _gil
+        self._queue = _HandedQueue(max(MAX_QUEUED, workers), _gil)
         self._wake_r, self._wake_w = socket.socketpair()
         self._stop = threading.Event()
         self._sel = selectors.DefaultSelector()
@@ -115,9 +160,11 @@ class PooledServer:
             if conn is not None:
                 conn[0].close()
         for _ in self._threads[1:]:
-            self._queue.put(None)
+            self._queue.put(None, bounded=False)
         for t in self._threads[1:]:
             t.join(self.timeout + 5.0)  # a worker is at most one collect and its writes
+        if not any(t.is_alive() for t in self._threads[1:]):
+            self._queue.close()
         self._wake_r.close()
         self._wake_w.close()
 
@@ -128,11 +175,15 @@ class PooledServer:
                 wait = None
                 if self._pending:
                     wait = max(0.0, next(iter(self._pending.values()))[0] - time.monotonic())
-                for key, _ in self._sel.select(wait):
-                    if key.fileobj is self.socket:
-                        self._accept()
-                    elif key.fileobj in self._pending:  # not dropped by an earlier event
-                        self._read(key.fileobj)
+                if self._gil.wait_readable(self._sel.fileno(), wait):
+                    try:
+                        for key, _ in self._sel.select(0):
+                            if key.fileobj is self.socket:
+                                self._accept()
+                            elif key.fileobj in self._pending:  # not dropped by an earlier one
+                                self._read(key.fileobj)
+                    finally:
+                        self._gil.done()
                 now = time.monotonic()
                 for conn in [c for c, (dl, *_) in self._pending.items() if dl <= now]:
                     self._drop(conn)
@@ -181,7 +232,7 @@ class PooledServer:
             _, head, addr = self._pending.pop(conn)
             self._sel.unregister(conn)
             try:
-                self._queue.put_nowait((conn, bytes(head), addr))
+                self._queue.put((conn, bytes(head), addr))
             except queue.Full:
                 _refuse(conn, "503 Service Unavailable")
 
@@ -192,11 +243,18 @@ class PooledServer:
 
     def _work(self) -> None:
         self._thread_init()
-        while (item := self._queue.get()) is not None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                self._gil.done()
+                return
             conn, head, addr = item
             try:
-                conn.settimeout(self.timeout)
-                answer = self.handler((conn, head), addr, self).wfile.getvalue()
+                try:
+                    conn.settimeout(self.timeout)
+                    answer = self.handler((conn, head), addr, self).wfile.getvalue()
+                finally:
+                    self._gil.done()  # before the send, which may wait on the client
                 conn.sendall(answer)
                 conn.shutdown(socket.SHUT_WR)
             except Exception:  # noqa: BLE001 (a broken client must not shrink the pool)

@@ -14,6 +14,8 @@ from numba import carray, cfunc, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .._gil import as_pointer as _as_pointer
+from .._gil import ask, call_pp, done_at
 from ._cread import (
     ACTIVE,
     DATA,
@@ -23,9 +25,11 @@ from ._cread import (
     GEN,
     GENERATION,
     H_ATTRS,
+    H_HANDOFF,
     H_NSLOTS,
     H_OFFSETS,
     H_PATHS,
+    H_PY_OPEN,
     H_SLOTS,
     H_TIME_NS,
     HEADER_FIELDS,
@@ -56,14 +60,6 @@ _fuse_get_context = types.ExternalFunction("fuse_get_context", types.voidptr())
 
 
 @intrinsic
-def _as_pointer(typingctx, addr):
-    """An address as a ``void *``."""
-    def codegen(context, builder, sig, args):
-        return builder.inttoptr(args[0], cgutils.voidptr_t)
-    return types.voidptr(types.int64), codegen
-
-
-@intrinsic
 def _call_read(typingctx, fn, path, buf, size, offset, fi):
     """Call ``int read(path, buf, size, offset, fi)`` at address ``fn``."""
     sig = types.int32(types.int64, types.voidptr, types.voidptr, types.uint64, types.int64,
@@ -72,18 +68,6 @@ def _call_read(typingctx, fn, path, buf, size, offset, fi):
     def codegen(context, builder, signature, args):
         vp = cgutils.voidptr_t
         fnty = ir.FunctionType(ir.IntType(32), [vp, vp, _I64, _I64, vp])
-        return builder.call(builder.inttoptr(args[0], fnty.as_pointer()), args[1:])
-    return sig, codegen
-
-
-@intrinsic
-def _call_release(typingctx, fn, path, fi):
-    """Call ``int release(path, fi)`` at address ``fn``."""
-    sig = types.int32(types.int64, types.voidptr, types.voidptr)
-
-    def codegen(context, builder, signature, args):
-        vp = cgutils.voidptr_t
-        fnty = ir.FunctionType(ir.IntType(32), [vp, vp])
         return builder.call(builder.inttoptr(args[0], fnty.as_pointer()), args[1:])
     return sig, codegen
 
@@ -124,7 +108,7 @@ def c_release(path, fi):
     if rec[KIND] == IN_SLOT:
         rec[KIND] = 0
         return 0
-    return _call_release(rec[PY_RELEASE], path, fi)
+    return call_pp(rec[PY_RELEASE], path, fi)
 
 
 @njit(cache=True)
@@ -190,5 +174,16 @@ def c_fgetattr(path, st, fi):
     return _getattr(path, st)
 
 
+@cfunc(types.int32(types.voidptr, types.voidptr), cache=True)
+def c_open(path, fi):
+    """``open``: fusepy's Python open, the GIL asked for first (``migd._gil``)."""
+    ctx = carray(_fuse_get_context(), _PRIVATE + 1, np.int64)
+    hdr = carray(_as_pointer(ctx[_PRIVATE]), HEADER_FIELDS, np.int64)
+    ask(hdr[H_HANDOFF])
+    ret = call_pp(hdr[H_PY_OPEN], path, fi)
+    done_at(hdr[H_HANDOFF])
+    return ret
+
+
 CALLBACKS = {"getattr": c_getattr, "fgetattr": c_fgetattr, "read": c_read,
-             "release": c_release}
+             "release": c_release, "open": c_open}

@@ -73,8 +73,8 @@ ACTIVE, GENERATION = 0, 1
 #: A node's row: st_mode (with its type), uid, gid.
 NODE_FIELDS = 3
 # The header Nodes.init returns: where the tables are, and the mount's time.
-H_SLOTS, H_NSLOTS, H_OFFSETS, H_PATHS, H_ATTRS, H_TIME_NS = range(6)
-HEADER_FIELDS = 6
+H_SLOTS, H_NSLOTS, H_OFFSETS, H_PATHS, H_ATTRS, H_TIME_NS, H_HANDOFF, H_PY_OPEN = range(8)
+HEADER_FIELDS = 8
 FNV_OFFSET, FNV_PRIME, _U64 = 0xCBF29CE484222325, 0x100000001B3, (1 << 64) - 1
 
 
@@ -103,8 +103,8 @@ class Nodes:
                 k = (k + 1) & (nslots - 1)
             self.slots[k] = i + 1
         self.header = np.array([self.slots.ctypes.data, nslots, self.offsets.ctypes.data,
-                                self.paths.ctypes.data, self.attrs.ctypes.data, time_ns],
-                               dtype=np.int64)
+                                self.paths.ctypes.data, self.attrs.ctypes.data, time_ns,
+                                0, 0], dtype=np.int64)
 
     def set(self, path: str, st_mode: int, uid: int, gid: int) -> None:
         self.attrs[self.row[path]] = (st_mode, uid, gid)

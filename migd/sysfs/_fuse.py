@@ -32,7 +32,7 @@ import time
 import trio
 from fuse import FUSE, Operations, _libfuse, fuse_operations
 
-from ._cread import Nodes, Records, compiled_ops
+from ._cread import H_HANDOFF, H_PY_OPEN, Nodes, Records, compiled_ops
 from ._tree import STORE_MAX, Directory, SysfsTree, apply_store
 from ._tstate import ThreadStates
 
@@ -336,7 +336,7 @@ class _FUSE(FUSE):
                 continue  # a flag
             if name in compiled:
                 setattr(table, name, prototype(compiled[name]))
-            if name in ("read", "release") or name not in compiled and getattr(
+            if name in ("read", "release", "open") or name not in compiled and getattr(
                     operations, name[1:] if name == "ftruncate" else name, None) is not None:
                 python[name] = prototype(functools.partial(self._wrapper, getattr(self, name)))
                 if name not in compiled:
@@ -344,6 +344,9 @@ class _FUSE(FUSE):
         operations.records = Records(*(ctypes.cast(python[name], ctypes.c_void_p).value
                                        for name in ("read", "release")))
         operations.tree.on_deactivate.append(operations.records.deactivate)
+        from .. import _gil  # compiled: with the callbacks, not with this module
+        operations.nodes.header[H_HANDOFF] = _gil.block_address()
+        operations.nodes.header[H_PY_OPEN] = ctypes.cast(python["open"], ctypes.c_void_p).value
         try:
             old_handler = signal.signal(signal.SIGINT, signal.SIG_DFL)
         except ValueError:  # not the main thread
