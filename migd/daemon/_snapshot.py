@@ -9,10 +9,10 @@ the first, a run of frees only raises the second) and the callers' arrays.
 The node files render from it and keep their text per usage, so N readers of
 ``node0/meminfo`` between two batches cost one render; the collector reads the
 same snapshot.  The measure itself is a compiled pass over the node's struct
-pages that releases the GIL (``node_usage``, as ``si_meminfo_node()`` sums
-counters the kernel keeps, which migd does not): the numpy pass it replaces
-held the GIL for ~0.7 ms per node file, ~93% of a walk of the whole tree, and
-the migration's Python steps and every other reader waited on it.
+pages (``node_usage``, as ``si_meminfo_node()`` sums counters the kernel
+keeps, which migd does not), in calls of :data:`PASS_PAGES`: the numpy pass it
+replaces held the GIL for ~0.7 ms per node file, ~93% of a walk of the whole
+tree, and the migration's Python steps and every other reader waited on it.
 
 Rejected: publishing from the trio thread after every batch (a write on the
 migration's path even when nobody reads, and the callers' counters move
@@ -32,9 +32,18 @@ import numpy as np
 from ..migrate import EngineStatistics
 from ..mm import HPAGE_PMD_NR, HPAGE_PMD_ORDER, PG_mlocked
 
+#: Pages (or ptes) a compiled pass covers per call, ~200 us at 1.5 ns a page.
+#: The passes keep the GIL (no ``nogil``): a release is a race for the GIL
+#: again, which a reader or a scrape loses to a crowd of waiters (CPython
+#: 3.11's take_gil(), see migd._gil); between calls the eval loop still hands
+#: the GIL to a thread that has waited a switch interval.  Measured under 16
+#: readers and 20 scrapes/s: the scrape's collect p99 15.7 ms with the passes
+#: GIL-free, 4.8 ms holding it (docs/design.md, "The GIL handed over").
+PASS_PAGES = 1 << 17
 
-@numba.njit(cache=True, nogil=True)
-def node_usage(order, flags, start, end, mlocked_flag, thp_pages):  # pragma: no cover (compiled)
+
+@numba.njit(cache=True)
+def _node_usage(order, flags, start, end, mlocked_flag, thp_pages):  # pragma: no cover (compiled)
     """Pages of [start, end) in a folio, in PMD-sized folios, in mlocked
     folios: every page of a folio carries its order, the head is the page
     aligned to it (flags are the head's)."""
@@ -53,24 +62,41 @@ def node_usage(order, flags, start, end, mlocked_flag, thp_pages):  # pragma: no
     return used, thp, mlocked
 
 
-@numba.njit(cache=True, nogil=True)
-def present_per_node(pte_pfn, migration_entry, nid_of, nr_nodes):  # pragma: no cover
-    """Per node, the virtual pages whose pte is present (no migration entry)."""
-    out = np.zeros(nr_nodes, dtype=np.int64)
-    for i in range(pte_pfn.size):
+def node_usage(order, flags, start, end, mlocked_flag, thp_pages) -> tuple[int, int, int]:
+    """:func:`_node_usage` of [start, end), :data:`PASS_PAGES` at a time."""
+    used = thp = mlocked = 0
+    for lo in range(start, end, PASS_PAGES):
+        u, t, m = _node_usage(order, flags, lo, min(end, lo + PASS_PAGES), mlocked_flag,
+                              thp_pages)
+        used, thp, mlocked = used + u, thp + t, mlocked + m
+    return used, thp, mlocked
+
+
+@numba.njit(cache=True)
+def _present_per_node(pte_pfn, migration_entry, nid_of, out, lo, hi):  # pragma: no cover
+    """Per node, the virtual pages of [lo, hi) whose pte is present (no
+    migration entry), added to ``out``."""
+    for i in range(lo, hi):
         if not migration_entry[i]:
             out[nid_of[pte_pfn[i]]] += 1
+
+
+def present_per_node(pte_pfn, migration_entry, nid_of, nr_nodes) -> np.ndarray:
+    out = np.zeros(nr_nodes, dtype=np.int64)
+    for lo in range(0, pte_pfn.size, PASS_PAGES):
+        _present_per_node(pte_pfn, migration_entry, nid_of, out, lo,
+                          min(pte_pfn.size, lo + PASS_PAGES))
     return out
 
 
-@numba.njit(cache=True, nogil=True)
-def tenant_usage(pte_pfn, order, flags, mlocked_flag, thp_order):  # pragma: no cover (compiled)
-    """Pages of the folios the ptes map (each folio once), in folios of
-    ``thp_order`` or more, in mlocked folios.  A pte whose page was freed
-    under it (a migration finishing meanwhile) is passed over."""
-    seen = np.zeros(order.size, dtype=np.bool_)
+@numba.njit(cache=True)
+def _tenant_usage(pte_pfn, order, flags, mlocked_flag, thp_order, seen, lo, hi):  # pragma: no cover
+    """Pages of the folios the ptes [lo, hi) map that ``seen`` has not
+    counted (each folio once), in folios of ``thp_order`` or more, in mlocked
+    folios.  A pte whose page was freed under it (a migration finishing
+    meanwhile) is passed over."""
     used = thp = mlocked = 0
-    for i in range(pte_pfn.size):
+    for i in range(lo, hi):
         pfn = pte_pfn[i]
         o = order[pfn] if 0 <= pfn < order.size else -1
         if o < 0:
@@ -85,6 +111,16 @@ def tenant_usage(pte_pfn, order, flags, mlocked_flag, thp_order):  # pragma: no 
             thp += size
         if flags[head] & mlocked_flag:
             mlocked += size
+    return used, thp, mlocked
+
+
+def tenant_usage(pte_pfn, order, flags, mlocked_flag, thp_order) -> tuple[int, int, int]:
+    seen = np.zeros(order.size, dtype=np.bool_)
+    used = thp = mlocked = 0
+    for lo in range(0, pte_pfn.size, PASS_PAGES):
+        u, t, m = _tenant_usage(pte_pfn, order, flags, mlocked_flag, thp_order, seen, lo,
+                                min(pte_pfn.size, lo + PASS_PAGES))
+        used, thp, mlocked = used + u, thp + t, mlocked + m
     return used, thp, mlocked
 
 
@@ -201,7 +237,7 @@ class ReadSnapshots:
 
     def tenant_usage(self, tenant) -> tuple[int, int, int]:
         """The tenant's (cgroup's) anon, THP and mlocked pages (``memory.stat``),
-        by a compiled pass without the GIL: the numpy ``np.unique`` of its
+        by a compiled pass: the numpy ``np.unique`` of its
         folios it replaces held the GIL ~5 ms at order 0 (the slowest file in
         the tree) and failed (EINVAL) when a migration freed a page under it."""
         return tenant_usage(tenant.pte_pfn, self.mem.folio_order, self.mem.flags, PG_mlocked,
