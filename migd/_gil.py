@@ -38,6 +38,8 @@ from numba import carray, cfunc, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ._ccall import as_pointer, call_pp
+
 # The block's fields (int64 each): the calls counted and done (atomically, by
 # any thread); the C functions the compiled code calls (their addresses are
 # found here, so none is baked into numba's cache); what the main thread gave.
@@ -53,14 +55,6 @@ HANDOFF_MAX_NAPS = 50
 
 _I64 = ir.IntType(64)
 _I32 = ir.IntType(32)
-
-
-@intrinsic
-def as_pointer(typingctx, addr):
-    """An address as a ``void *``."""
-    def codegen(context, builder, sig, args):
-        return builder.inttoptr(args[0], cgutils.voidptr_t)
-    return types.voidptr(types.int64), codegen
 
 
 @intrinsic
@@ -87,18 +81,6 @@ def _atomic_load(typingctx, addr):
     def codegen(context, builder, sig, args):
         return builder.load_atomic(builder.inttoptr(args[0], _I64.as_pointer()), "seq_cst", 8)
     return types.int64(types.int64), codegen
-
-
-@intrinsic
-def call_pp(typingctx, fn, a, b):
-    """Call ``int fn(void *, void *)``; ``a`` and ``b`` are pointers or addresses."""
-    def codegen(context, builder, signature, args):
-        vp = cgutils.voidptr_t
-        fnty = ir.FunctionType(_I32, [vp, vp])
-        ptrs = [x if t == types.voidptr else builder.inttoptr(x, vp)
-                for x, t in zip(args[1:], signature.args[1:], strict=True)]
-        return builder.call(builder.inttoptr(args[0], fnty.as_pointer()), ptrs)
-    return types.int32(types.int64, a, b), codegen
 
 
 @intrinsic

@@ -14,8 +14,9 @@ from numba import carray, cfunc, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .._gil import as_pointer as _as_pointer
-from .._gil import ask, call_pp, done_at
+from .._ccall import as_pointer as _as_pointer
+from .._ccall import call_pp
+from .._gil import ask, done_at
 from ._cread import (
     ACTIVE,
     DATA,

@@ -1,0 +1,56 @@
+"""Calls of C functions by address from numba code: the intrinsics the
+compiled tree, the GIL's hand-over and the metrics server's sockets share.
+An address comes in as an argument (an int64), never baked into the code, so
+numba may cache what calls it.  Arguments are int64 or pointers; on x86-64
+and aarch64 an ``int`` parameter takes its register's low half, so one shape
+calls ``send()``, ``shutdown()`` or ``accept4()`` alike (unused trailing
+arguments are ignored by the callee)."""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+_I64 = ir.IntType(64)
+_I32 = ir.IntType(32)
+
+
+@intrinsic
+def as_pointer(typingctx, addr):
+    """An address as a ``void *``."""
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], cgutils.voidptr_t)
+    return types.voidptr(types.int64), codegen
+
+
+@intrinsic
+def call_pp(typingctx, fn, a, b):
+    """Call ``int fn(void *, void *)``; ``a`` and ``b`` are pointers or addresses."""
+    def codegen(context, builder, signature, args):
+        vp = cgutils.voidptr_t
+        fnty = ir.FunctionType(_I32, [vp, vp])
+        ptrs = [x if t == types.voidptr else builder.inttoptr(x, vp)
+                for x, t in zip(args[1:], signature.args[1:], strict=True)]
+        return builder.call(builder.inttoptr(args[0], fnty.as_pointer()), ptrs)
+    return types.int32(types.int64, a, b), codegen
+
+
+@intrinsic
+def call5(typingctx, fn, a, b, c, d, e):
+    """Call ``long fn(a, b, c, d, e)`` (int64 arguments): ``ssize_t`` returns."""
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(_I64, [_I64] * 5)
+        return builder.call(builder.inttoptr(args[0], fnty.as_pointer()), args[1:])
+    return types.int64(*[types.int64] * 6), codegen
+
+
+@intrinsic
+def call5_int(typingctx, fn, a, b, c, d, e):
+    """Call ``int fn(a, b, c, d, e)`` (int64 arguments), its ``int`` sign-extended."""
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(_I32, [_I64] * 5)
+        ret = builder.call(builder.inttoptr(args[0], fnty.as_pointer()), args[1:])
+        return builder.sext(ret, _I64)
+    return types.int64(*[types.int64] * 6), codegen
