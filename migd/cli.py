@@ -151,13 +151,13 @@ def _warm_up(o: dict, call: Call) -> Text:
 
     import trio
 
-    from .daemon import compile_tree_reads
+    from .daemon import compile_read_paths
     from .migrate import compile_cache, warm_up
 
     cache, kernels, cached = compile_cache()
     t0 = time.monotonic()
-    call.progress("compiling the tree's reads")
-    compile_tree_reads()  # before warm_up(), whose end marks the cache warm
+    call.progress("compiling the read paths")
+    compile_read_paths()  # before warm_up(), whose end marks the cache warm
     trio.run(warm_up, lambda stage: call.progress(f"compiling {stage}"))
     what = "loaded from" if cached else "compiled into"
     return Text(f"{kernels} kernels {what} {cache} in {time.monotonic() - t0:.1f} s")

@@ -22,7 +22,7 @@ import numpy as np
 import trio
 
 from .._args import in_range
-from ..daemon import System, build_tree, compile_tree_reads, load_config
+from ..daemon import System, build_tree, compile_read_paths, load_config
 from ..metrics import serve_metrics
 from ..offload import CATALOGUE
 from ..sysfs import clear_stale_mount, serve, unmount, wait_mounted
@@ -164,7 +164,7 @@ async def _one(opts, order: int, spec: MigratorSpec, seconds: float) -> BenchRow
     mount = tempfile.mkdtemp(prefix="migd-cat-")
     clear_stale_mount(mount)
     tree = build_tree(sys_)
-    compile_tree_reads()
+    compile_read_paths()
     token = trio.lowlevel.current_trio_token()
     moved = 0
     async with trio.open_nursery() as nursery:

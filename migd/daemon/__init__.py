@@ -1,6 +1,6 @@
 """``migd run``: the daemon (config, the emulated kernel, its control tree)."""
 
-from ._attrs import build_tree, compile_tree_reads
+from ._attrs import build_tree, compile_read_paths
 from ._callers import CALLERS
 from ._config import MAX_CONFIG_BYTES, Config, ConfigError, check_daemon_option, load_config
 from ._knobs import soak_fault_settings, soak_writes
@@ -17,6 +17,6 @@ from ._workloads import (
 
 __all__ = ["CALLERS", "compact_node", "damon_migrate", "demote_node", "direct_compact",
            "move_tenant", "promote_node", "MAX_CONFIG_BYTES", "Config", "ConfigError", "System",
-           "build_tree", "compile_tree_reads",
+           "build_tree", "compile_read_paths",
            "check_daemon_option", "load_config", "run_daemon", "soak_fault_settings",
            "soak_writes", "system_running"]

@@ -28,7 +28,7 @@ import trio
 from ..metrics import serve_metrics
 from ..migrate import compile_cache, warm_up
 from ..sysfs import clear_stale_mount, is_mounted, serve, unmount, wait_mounted
-from ._attrs import COMPILE_TREE_READS, build_tree, compile_tree_reads
+from ._attrs import COMPILE_READ_PATHS, build_tree, compile_read_paths
 from ._config import Config
 from ._log import configure_logging
 from ._notify import sd_notify, watchdog_interval
@@ -99,14 +99,14 @@ async def _watch_mount(sys: System, mountpoint: str, on_lost) -> None:
 
 async def start_compile_child() -> trio.Process | None:
     """On a cold compile cache that can be written, a child compiling the
-    tree's reads into it (``COMPILE_TREE_READS``), on the other CPU while
+    tree's reads into it (``COMPILE_READ_PATHS``), on the other CPU while
     this process compiles its own; None otherwise (a read-only cache would
     only be compiled into twice)."""
     cache, _, cached = compile_cache()
     if cached or not os.access(cache if cache.is_dir() else cache.parent, os.W_OK):
         return None
     return await trio.lowlevel.open_process(
-        [sys_executable, "-c", COMPILE_TREE_READS], stdout=subprocess.DEVNULL,
+        [sys_executable, "-c", COMPILE_READ_PATHS], stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
 
 
@@ -146,7 +146,7 @@ async def system_running(sys: System, mountpoint: str, on_tree_lost=lambda: None
         deadline = trio.current_time() + COMPILE_CHILD_TIMEOUT
         while child is not None and child.returncode is None \
                 and trio.current_time() < deadline:
-            progress("the tree's reads")
+            progress("the read paths")
             with trio.move_on_after(WARM_UP_EXTEND_USEC / 2e6):
                 await child.wait()
     finally:
@@ -155,8 +155,8 @@ async def system_running(sys: System, mountpoint: str, on_tree_lost=lambda: None
                 child.kill()
                 await child.wait()
     if child is None or child.returncode != 0:
-        progress("the tree's reads")
-    compile_tree_reads()
+        progress("the read paths")
+    compile_read_paths()
     # What is left after a collection lives as long as the daemon: out of the
     # collector's sight, a full collection no longer walks it (55 ms with the
     # GIL held, every minute or so of a soak, where every reader waited).

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import queue
 import selectors
 import socket
@@ -248,3 +249,25 @@ class PooledServer:
                 pass
             finally:
                 conn.close()
+
+
+def compile_server() -> None:
+    """Load (or compile) the server's compiled calls and the GIL's hand-over
+    now (a start's compile, its compile child), not at a first scrape: each
+    call made once on a socket pair."""
+    from .. import _gil
+    from . import _csock
+    a, b = socket.socketpair()
+    try:
+        b.send(b"x")
+        if _gil.wait_readable(a.fileno(), 0):
+            _gil.done()
+        buf = np.empty(1, dtype=np.uint8)
+        _csock.recv_now(a.fileno(), buf)
+        _csock.recv_now(a.fileno(), buf)  # nothing left: AGAIN
+        _csock.accept_now(a.fileno())  # not listening: -EINVAL
+        _csock.send_now(a.fileno(), b"", 0)
+        _csock.close_now(os.dup(a.fileno()))
+    finally:
+        a.close()
+        b.close()

@@ -52,6 +52,25 @@ def compile_cache() -> tuple[Path, int, bool]:
     return path, len(kernels), _cached_at_start
 
 
+def warm_up_virtual_clock(engine: MigrationEngine | None = None) -> None:
+    """The last stage of :func:`warm_up`: the virtual clock's closed form
+    (``_vclock``, ``hw.dma_schedule``) and the DMA books' passes.  Callable
+    alone, on a small engine of its own: the compile child of a first start
+    runs it on the other CPU, and the daemon then loads it from the cache."""
+    if engine is None:
+        machine = Machine([NodeSpec(8 << 20)], words_per_page=1)
+        engine = MigrationEngine(machine, Clock(), get_profile("native"))
+    mem = engine.machine.memory
+    none = np.empty(0, dtype=np.int64)
+    _k.migrate_folio_unmap_clean(*engine.kernel_state, none, 0, 0, 0, none, none)
+    dma_schedule(get_profile("zen3-ptdma").dma, np.zeros(1), np.zeros(1, dtype=np.int64),
+                 np.zeros(1, dtype=np.int8), 64)
+    book_slices(mem.mem_map, none, np.empty(0, dtype=np.int8), none, none, np.zeros(0),
+                np.zeros(1), np.zeros(1), none)
+    sg_nents_slices(np.empty(0, dtype=np.int8), np.empty(0, dtype=np.int8),  # map_sgtables
+                    np.zeros((1, 2), dtype=np.int64), 65536, True)
+
+
 async def warm_up(progress: Callable[[str], None] = lambda stage: None) -> None:
     """numba compiles on first call, or loads its on-disk cache (tens of ms per
     kernel; ~0.7 s to compile the uncached parallel copy), holding the GIL.
@@ -93,14 +112,7 @@ async def warm_up(progress: Callable[[str], None] = lambda stage: None) -> None:
     none = np.empty(0, dtype=np.int64)
     mem.copy_folios(none, none, none)  # the DMA channels' copy
     progress(STAGES[4])
-    # the virtual clock's closed form (``_vclock``, ``hw.dma_schedule``)
-    _k.migrate_folio_unmap_clean(*engine.kernel_state, none, 0, 0, 0, none, none)
-    dma_schedule(get_profile("zen3-ptdma").dma, np.zeros(1), np.zeros(1, dtype=np.int64),
-                 np.zeros(1, dtype=np.int8), 64)
-    book_slices(mem.mem_map, none, np.empty(0, dtype=np.int8), none, none, np.zeros(0),
-                np.zeros(1), np.zeros(1), none)
-    sg_nents_slices(np.empty(0, dtype=np.int8), np.empty(0, dtype=np.int8),  # map_sgtables
-                    np.zeros((1, 2), dtype=np.int64), 65536, True)
+    warm_up_virtual_clock(engine)
     if os.environ.get("NUMBA_CACHE_DIR"):  # set by migd/__init__ unless the user did
         with contextlib.suppress(OSError):  # a read-only cache only costs the next start
             _cache_dir().mkdir(parents=True, exist_ok=True)
