@@ -215,3 +215,32 @@ def test_a_connection_dropped_by_an_earlier_event_of_the_same_batch_is_skipped()
         other.close()
     finally:
         server.shutdown()
+
+
+def test_an_answer_a_client_does_not_take_at_once_is_finished_by_a_worker():
+    """The answering thread sends what the socket takes now; a client that
+    reads late (the rest did not fit the buffers) still gets the whole answer,
+    from a worker, and the answering thread went on meanwhile."""
+    body = bytes(range(256)) * 65536  # 16 MiB: more than the socket buffers take
+
+    class Handler(HeadHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = PooledServer(("127.0.0.1", 0), Handler)
+    port = server.server_address[1]
+    try:
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        time.sleep(0.5)  # not reading: the rest waits for a worker's send
+        assert get(port, "/")[2] == body  # another client is answered meanwhile
+        got = bytearray()
+        while chunk := slow.recv(1 << 16):
+            got += chunk
+        slow.close()
+        assert got.endswith(body) and got.startswith(b"HTTP/1.0 200")
+    finally:
+        server.shutdown()
