@@ -11,15 +11,21 @@ alike (docs/design.md, "The GIL handed over").
 
 So a thread about to take the GIL asks first, from compiled code, without
 it: :func:`ask` counts the call and queues a pending call
-(``Py_AddPendingCall()``, which needs no GIL; the main thread runs it at its
-next eval-breaker check); :func:`done` counts it done.  The pending call,
-:func:`c_handoff`, is compiled (no Python runs in it, so no signal handler
-either): it releases the GIL and naps until every counted call is done, at
-most :data:`HANDOFF_MAX_NAPS` naps, then takes the GIL back.  When the main
-thread does not hold the GIL, the asker takes it at once and the pending call,
-run later, finds nothing to wait for.  Askers: the tree's open
+(``Py_AddPendingCall()``, which needs no GIL); :func:`done` counts it done.
+The main thread runs the pending call when it next takes the GIL back (3.11
+sets the eval breaker for pending calls only from the main thread; the
+releases that made the waiter lose are then what lets it in), or at a drop
+request after a switch interval.  The pending call, :func:`c_handoff`, is
+compiled (no Python runs in it, so no signal handler either): it releases the
+GIL and naps until the calls counted so far are done, at most
+:data:`HANDOFF_MAX_NS`, then takes the GIL back, and hands it over again only
+after keeping it as long as it gave it: the engine's thread keeps at least
+half of the time whatever the askers do (a flood of scrapes, a reader in a
+loop).  When the main thread does not hold the GIL, the asker takes it at
+once and the pending call finds nothing to wait for.  Askers: the tree's open
 (``sysfs._ccallbacks.c_open``) and the metrics server's wait
-(:func:`wait_readable`).
+(:func:`wait_readable`); the main thread never asks (it would nap against
+itself).
 
 Rejected: a shorter switch interval (the same waits: the interval restarts);
 the engine's thread keeping the GIL through its short numba calls (trio's own
@@ -31,6 +37,8 @@ not).  Compiled when first imported (the tree's compile does it).
 from __future__ import annotations
 
 import ctypes
+import math
+import threading
 
 import numpy as np
 from llvmlite import ir
@@ -38,20 +46,20 @@ from numba import carray, cfunc, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._ccall import as_pointer, call_pp
+from ._ccall import as_pointer, call5_int, call_pp
 
 # The block's fields (int64 each): the calls counted and done (atomically, by
 # any thread); the C functions the compiled code calls (their addresses are
 # found here, so none is baked into numba's cache); what the main thread gave.
 REQUESTED, DONE, SAVE_THREAD, RESTORE_THREAD, USLEEP, ADD_PENDING, HANDOFF_FN, POLL, \
-    HANDOFFS, NAPS = range(10)
-BLOCK_FIELDS = 10
-#: A nap of the main thread while a counted call runs (us).
+    CLOCK_GETTIME, TS_SEC, TS_NSEC, KEEP_UNTIL, HANDOFFS, GIVEN_NS = range(14)
+BLOCK_FIELDS = 14
+#: A nap of the main thread while a counted call runs (us; ~90 us on this
+#: machine with the timer's slack).
 NAP_US = 20
-#: At most this many naps per pending call (~2-3 ms with the timer's slack):
-#: each asker queues its own, so a stream of askers takes turns with the
-#: engine's thread rather than starving it.
-HANDOFF_MAX_NAPS = 50
+#: At most this long given away per pending call; then the main thread keeps
+#: the GIL at least as long before it gives it again.
+HANDOFF_MAX_NS = 2_000_000
 
 _I64 = ir.IntType(64)
 _I32 = ir.IntType(32)
@@ -130,23 +138,35 @@ def done_at(block):
     _atomic_add(block + 8 * DONE, 1)
 
 
+@njit(cache=True)
+def _now_ns(fields, block):
+    """CLOCK_MONOTONIC in ns (the timespec in the block: only the main thread
+    calls this, from the pending call)."""
+    call5_int(fields[CLOCK_GETTIME], 1, block + 8 * TS_SEC, 0, 0, 0)
+    return fields[TS_SEC] * 1_000_000_000 + fields[TS_NSEC]
+
+
 @cfunc(types.int32(types.voidptr), cache=True)
 def c_handoff(arg):
     """The pending call, on the main thread holding the GIL: release it and
-    nap while a counted call runs, then take it back."""
+    nap while the calls counted so far run, then take it back."""
     block = _address(arg)
-    if _atomic_load(block + 8 * REQUESTED) == _atomic_load(block + 8 * DONE):
+    target = _atomic_load(block + 8 * REQUESTED)
+    if _atomic_load(block + 8 * DONE) >= target:
         return 0  # the askers got the GIL without us
     fields = carray(arg, BLOCK_FIELDS, np.int64)
+    start = _now_ns(fields, block)
+    if start < fields[KEEP_UNTIL]:
+        return 0  # the main thread's turn: the askers wait as any thread does
     tstate = _call_save_thread(fields[SAVE_THREAD])
-    naps = 0
-    while (naps < HANDOFF_MAX_NAPS and _atomic_load(block + 8 * REQUESTED)
-           != _atomic_load(block + 8 * DONE)):
+    while (_atomic_load(block + 8 * DONE) < target
+           and _now_ns(fields, block) - start < HANDOFF_MAX_NS):
         _call_int(fields[USLEEP], NAP_US, 0)
-        naps += 1
     _call_restore_thread(fields[RESTORE_THREAD], tstate)
-    fields[HANDOFFS] += 1  # the GIL's again: only the main thread writes these
-    fields[NAPS] += naps
+    end = _now_ns(fields, block)  # the GIL's again: only the main thread writes these
+    fields[KEEP_UNTIL] = end + (end - start)
+    fields[HANDOFFS] += 1
+    fields[GIVEN_NS] += end - start
     return 0
 
 
@@ -163,11 +183,11 @@ def _call_poll(typingctx, fn, pollfd, timeout_ms):
 
 
 @njit(cache=True, nogil=True)
-def _poll_then_ask(block, pollfd, timeout_ms):
-    """``poll()`` one descriptor without the GIL; when it is ready, ask."""
+def _poll_then_ask(block, pollfd, timeout_ms, asks):
+    """``poll()`` one descriptor without the GIL; when it is ready, ask (if ``asks``)."""
     fields = carray(as_pointer(block), BLOCK_FIELDS, np.int64)
     n = _call_poll(fields[POLL], pollfd, timeout_ms)
-    if n > 0:
+    if n > 0 and asks:
         ask(block)
     return n
 
@@ -177,7 +197,8 @@ def _block() -> np.ndarray:
     block = np.zeros(BLOCK_FIELDS, dtype=np.int64)
     for field, fn in ((SAVE_THREAD, api.PyEval_SaveThread),
                       (RESTORE_THREAD, api.PyEval_RestoreThread), (USLEEP, libc.usleep),
-                      (ADD_PENDING, api.Py_AddPendingCall), (POLL, libc.poll)):
+                      (ADD_PENDING, api.Py_AddPendingCall), (POLL, libc.poll),
+                      (CLOCK_GETTIME, libc.clock_gettime)):
         block[field] = ctypes.cast(fn, ctypes.c_void_p).value
     block[HANDOFF_FN] = c_handoff.address
     return block
@@ -191,21 +212,28 @@ def block_address() -> int:
     return BLOCK.ctypes.data
 
 
+def _asks() -> bool:
+    """Whether this thread asks: not the main thread, which runs the hand-over."""
+    return threading.current_thread() is not threading.main_thread()
+
+
 def wait_readable(fd: int, timeout: float | None) -> bool:
     """Wait without the GIL until ``fd`` is readable (or ``timeout`` seconds
-    pass), then take the GIL handed over.  When it returns True the caller
-    calls :func:`done` once its work under the GIL is over (and only then:
-    every ask is counted done once)."""
+    pass, rounded up to a millisecond as ``selectors`` does), then take the
+    GIL handed over.  When it returns True the caller calls :func:`done` once
+    its work under the GIL is over, and before anything that may block (and
+    only then: every ask is counted done once)."""
     pollfd = np.zeros(1, dtype=np.int64)  # struct pollfd {int fd; short events, revents}
     pollfd.view(np.int32)[0] = fd
     pollfd.view(np.int16)[2] = 1  # POLLIN
-    ms = -1 if timeout is None else min(max(0, int(timeout * 1000)), 2**31 - 1)
-    return _poll_then_ask(block_address(), pollfd.ctypes.data, ms) > 0
+    ms = -1 if timeout is None else min(max(0, math.ceil(timeout * 1000)), 2**31 - 1)
+    return _poll_then_ask(block_address(), pollfd.ctypes.data, ms, _asks()) > 0
 
 
 def done() -> None:
     """Count the work a ready :func:`wait_readable` asked for as done."""
-    done_at(block_address())
+    if _asks():
+        done_at(block_address())
 
 
 def outstanding() -> int:
@@ -214,5 +242,5 @@ def outstanding() -> int:
 
 
 def statistics() -> tuple[int, int]:
-    """(pending calls that handed the GIL over, naps taken meanwhile)."""
-    return int(BLOCK[HANDOFFS]), int(BLOCK[NAPS])
+    """(pending calls that handed the GIL over, ns the main thread gave away)."""
+    return int(BLOCK[HANDOFFS]), int(BLOCK[GIVEN_NS])

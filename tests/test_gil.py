@@ -2,6 +2,7 @@
 metrics server's threads, handed over by the main thread, every ask counted
 done.  Which thread gets the GIL is the mechanism under test, not a time."""
 
+import os
 import socket
 import subprocess
 import sys
@@ -82,3 +83,19 @@ def test_every_ask_of_the_metrics_server_is_counted_done():
     finally:
         server.shutdown()
     assert _gil.outstanding() == 0
+
+
+def test_the_main_thread_never_asks():
+    """The main thread runs the hand-over: an ask of its own would nap against
+    itself (a start's compile_server() runs there)."""
+    r, w = os.pipe()
+    try:
+        os.write(w, b"x")
+        before = _gil.statistics()
+        assert _gil.wait_readable(r, 0)
+        assert _gil.outstanding() == 0
+        _gil.done()
+        assert _gil.outstanding() == 0 and _gil.statistics() == before
+    finally:
+        os.close(r)
+        os.close(w)

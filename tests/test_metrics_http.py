@@ -244,3 +244,32 @@ def test_an_answer_a_client_does_not_take_at_once_is_finished_by_a_worker():
         assert got.endswith(body) and got.startswith(b"HTTP/1.0 200")
     finally:
         server.shutdown()
+
+
+def test_the_answering_thread_waits_as_long_as_it_worked():
+    """A flood of scrapes must not take the GIL from the engine's thread, which
+    loses every race for it to a busy thread (migd._gil): after each turn the
+    answering thread waits, without the GIL, as long as the turn took, so
+    consecutive answers of a slow handler start at least twice its time apart."""
+    starts = []
+
+    class Handler(HeadHandler):
+        def do_GET(self):  # noqa: N802
+            starts.append(time.perf_counter())
+            time.sleep(0.02)
+            self.send_response(200)
+            self.end_headers()
+
+    server = PooledServer(("127.0.0.1", 0), Handler)
+    port = server.server_address[1]
+    try:
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        for c in clients:
+            c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        for c in clients:
+            assert c.recv(64).startswith(b"HTTP/1.0 200")
+            c.close()
+    finally:
+        server.shutdown()
+    assert len(starts) == 3
+    assert all(b - a >= 0.039 for a, b in zip(starts, starts[1:], strict=False))

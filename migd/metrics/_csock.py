@@ -55,15 +55,19 @@ def _recv(fns, fd, buf, cap):
 @njit(cache=True)
 def _send(fns, fd, buf, n, sndbuf):
     """Grow the send buffer, send what it takes now; end the answer
-    (``shutdown(SHUT_WR)``) if it all went.  Bytes sent."""
+    (``shutdown(SHUT_WR)``) if it all went.  Bytes sent, or -errno when the
+    connection failed (EPIPE, ECONNRESET)."""
     val = np.empty(1, dtype=np.int32)
     val[0] = sndbuf
     call5_int(fns[_SETSOCKOPT], fd, _SOL_SOCKET, _SO_SNDBUF, val.ctypes.data, 4)
     sent = 0
     while sent < n:
-        k = call5(fns[_SEND], fd, buf + sent, n - sent, _MSG_DONTWAIT | _MSG_NOSIGNAL, 0)
-        if k <= 0:
+        k = _failed(fns, call5(fns[_SEND], fd, buf + sent, n - sent,
+                               _MSG_DONTWAIT | _MSG_NOSIGNAL, 0))
+        if k == AGAIN:
             break
+        if k < 0:
+            return k
         sent += k
     if sent == n:
         call5_int(fns[_SHUTDOWN], fd, _SHUT_WR, 0, 0, 0)
@@ -89,7 +93,7 @@ def recv_now(fd: int, buf: np.ndarray) -> int:
 
 def send_now(fd: int, data: bytes, sndbuf: int) -> int:
     """Send what the socket takes now (its buffer grown to ``sndbuf``) and end
-    the answer if it all went: bytes sent."""
+    the answer if it all went: bytes sent, or -errno if the connection failed."""
     view = np.frombuffer(data, dtype=np.uint8)
     return _send(_FNS, fd, view.ctypes.data, view.size, sndbuf)
 

@@ -49,6 +49,9 @@ MAX_PENDING = 128
 MAX_QUEUED = 16
 #: Bytes of request line and headers (Prometheus sends about 300).
 MAX_HEAD = 16384
+#: Seconds of a turn of the answering thread (then it waits as long without
+#: the GIL): a flood of scrapes takes at most half of the GIL's time.
+TURN = 0.002
 #: A connection's send buffer (the kernel caps it at net.core.wmem_max): an
 #: answer (~60 KB of text) goes without blocking.
 SNDBUF = 1 << 19
@@ -150,15 +153,25 @@ class PooledServer:
                 wait = None
                 if self._pending:
                     wait = max(0.0, next(iter(self._pending.values()))[0] - time.monotonic())
+                starved = False  # out of descriptors, none to give back
                 if self._gil.wait_readable(self._sel.fileno(), wait):
+                    woke = time.perf_counter()
+                    turn_end = woke + TURN
                     try:
                         for key, _ in self._sel.select(0):
                             if key.fileobj is self.socket:
-                                self._accept()
+                                starved |= self._accept(turn_end)
                             elif key.fileobj in self._pending:  # not dropped by an earlier one
                                 self._read(key.fileobj)
+                            if time.perf_counter() > turn_end:
+                                break  # the rest is still ready at the next turn
                     finally:
-                        self._gil.done()
+                        self._gil.done()  # before any wait
+                    # as long again without the GIL: the engine's thread, which
+                    # would lose every race for it to a busy server, gets half
+                    self._stop.wait(time.perf_counter() - woke)
+                if starved:
+                    self._stop.wait(0.05)
                 now = time.monotonic()
                 for conn in [c for c, (dl, *_) in self._pending.items() if dl <= now]:
                     self._drop(conn)
@@ -168,17 +181,20 @@ class PooledServer:
             self._sel.close()
             self.socket.close()
 
-    def _accept(self) -> None:
-        for _ in range(64):  # a burst at a time: expiry and reads stay timely
+    def _accept(self, turn_end: float) -> bool:
+        """Accept a burst, until ``turn_end``; True when out of descriptors with
+        none to give back (the caller waits a little, after its ``done()``)."""
+        for k in range(64):  # a burst at a time: expiry and reads stay timely
+            if k and time.perf_counter() > turn_end:
+                return False
             fd = self._csock.accept_now(self.socket.fileno())
             if fd == self._csock.AGAIN:
-                return
+                return False
             if fd < 0:  # EMFILE and the like: give back the oldest held descriptor
                 if self._pending:
                     self._drop(next(iter(self._pending)))
-                else:
-                    self._stop.wait(0.05)
-                return
+                    return False
+                return True
             conn = socket.socket(fileno=fd)  # non-blocking, as accept4() made it
             if len(self._pending) >= self.max_pending:
                 self._drop(next(iter(self._pending)))
@@ -188,6 +204,7 @@ class PooledServer:
             if conn in self._pending and conn not in self._registered:
                 self._sel.register(conn, selectors.EVENT_READ)
                 self._registered.add(conn)
+        return False
 
     def _read(self, conn: socket.socket) -> None:
         n = self._csock.recv_now(conn.fileno(), self._buf)
@@ -213,7 +230,7 @@ class PooledServer:
         except Exception:  # noqa: BLE001 (a broken client or handler must not end the loop)
             self._close(conn)
             return
-        if sent == len(answer):
+        if sent < 0 or sent == len(answer):  # failed, or all sent
             self._close(conn)
             return
         try:

@@ -5,7 +5,8 @@ a read invalidates the kernel's atime, ``fuse_invalidate_atime()``, so the
 next ``fstat`` asks again), a read, the read that finds EOF, and release.  As
 Python callbacks each waited for the GIL, which the engine's thread holds
 nearly always while migrating.  Here open stays in Python (it runs the file's
-``show()``, or takes a ``trace`` view) and leaves the whole value in an open
+``show()``, or takes a ``trace`` view; a compiled trampoline asks for the GIL
+first, ``migd._gil``) and leaves the whole value in an open
 file's *record*; ``read`` and ``release`` are numba ``cfunc``\\ s that answer
 from that record.  They call back into Python only where Python
 has work to do: a stream (``trace_pipe``), a second read at offset 0 (sysfs
@@ -242,7 +243,8 @@ class Records:
 
 @functools.cache
 def compiled_ops() -> dict[str, int]:
-    """The compiled ``getattr``, ``fgetattr``, ``read`` and ``release``:
+    """The compiled ``getattr``, ``fgetattr``, ``read``, ``release`` and
+    ``open`` (which asks for the GIL, ``migd._gil``, then calls Python's):
     name -> address.
     Compiled (or loaded from numba's cache) at the first call."""
     from . import _ccallbacks

@@ -314,9 +314,9 @@ def serve(tree: SysfsTree, mountpoint: str, trio_token: trio.lowlevel.TrioToken)
 
 
 class _FUSE(FUSE):
-    """fusepy's ``FUSE`` with ``getattr``, ``fgetattr``, ``read`` and
-    ``release`` compiled (``_cread``); fusepy's own Python callbacks for the
-    last two are what the compiled ones call back.  fusepy builds its table
+    """fusepy's ``FUSE`` with ``getattr``, ``fgetattr``, ``read``, ``release``
+    and ``open`` compiled (``_cread``); fusepy's own Python callbacks for the
+    last three are what the compiled ones call.  fusepy builds its table
     and mounts in one constructor, so this is that constructor (fusepy
     3.0.1's) less what migd does not use (raw_fi, a float ``use_ns``, the
     critical-exception record, which fusepy's static ``_wrapper`` cannot set)."""
