@@ -249,14 +249,16 @@ def test_an_answer_a_client_does_not_take_at_once_is_finished_by_a_worker():
 def test_the_answering_thread_waits_as_long_as_it_worked():
     """A flood of scrapes must not take the GIL from the engine's thread, which
     loses every race for it to a busy thread (migd._gil): after each turn the
-    answering thread waits, without the GIL, as long as the turn took, so
-    consecutive answers of a slow handler start at least twice its time apart."""
+    answering thread waits, without the GIL, as long as it ran, so consecutive
+    answers of a handler that computes for 20 ms start at least 40 ms apart."""
     starts = []
 
     class Handler(HeadHandler):
         def do_GET(self):  # noqa: N802
             starts.append(time.perf_counter())
-            time.sleep(0.02)
+            t = time.thread_time()
+            while time.thread_time() - t < 0.02:  # 20 ms of this thread's CPU
+                pass
             self.send_response(200)
             self.end_headers()
 

@@ -49,8 +49,8 @@ MAX_PENDING = 128
 MAX_QUEUED = 16
 #: Bytes of request line and headers (Prometheus sends about 300).
 MAX_HEAD = 16384
-#: Seconds of a turn of the answering thread (then it waits as long without
-#: the GIL): a flood of scrapes takes at most half of the GIL's time.
+#: Seconds of a turn of the answering thread (then it waits, without the
+#: GIL, as long as it ran): a flood of scrapes takes at most half of the GIL's time.
 TURN = 0.002
 #: A connection's send buffer (the kernel caps it at net.core.wmem_max): an
 #: answer (~60 KB of text) goes without blocking.
@@ -155,8 +155,8 @@ class PooledServer:
                     wait = max(0.0, next(iter(self._pending.values()))[0] - time.monotonic())
                 starved = False  # out of descriptors, none to give back
                 if self._gil.wait_readable(self._sel.fileno(), wait):
-                    woke = time.perf_counter()
-                    turn_end = woke + TURN
+                    ran = time.thread_time()  # this thread's CPU: its time with the GIL, about
+                    turn_end = time.perf_counter() + TURN
                     try:
                         for key, _ in self._sel.select(0):
                             if key.fileobj is self.socket:
@@ -169,7 +169,7 @@ class PooledServer:
                         self._gil.done()  # before any wait
                     # as long again without the GIL: the engine's thread, which
                     # would lose every race for it to a busy server, gets half
-                    self._stop.wait(time.perf_counter() - woke)
+                    self._stop.wait(time.thread_time() - ran)
                 if starved:
                     self._stop.wait(0.05)
                 now = time.monotonic()
