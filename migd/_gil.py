@@ -19,10 +19,13 @@ request after a switch interval.  The pending call, :func:`c_handoff`, is
 compiled (no Python runs in it, so no signal handler either): it releases the
 GIL and naps until the calls counted so far are done, at most
 :data:`HANDOFF_MAX_NS`, then takes the GIL back, and hands it over again only
-after keeping it as long as it gave it: the engine's thread keeps at least
-half of the time whatever the askers do (a flood of scrapes, a reader in a
-loop).  When the main thread does not hold the GIL, the asker takes it at
-once and the pending call finds nothing to wait for.  Askers: the tree's open
+after a quarter of that: askers arriving meanwhile race for the GIL as any
+thread does (as before this module), so the hand-over never gives an asker
+more than the plain GIL would plus 4/5 of the time; a flood of scrapes is
+bounded by the metrics server itself (it waits as long as it ran).  When the
+main thread does not hold the GIL, the asker takes it at once and the pending
+call finds nothing to wait for.  A child forked while an ask was open starts
+with none (``os.register_at_fork``).  Askers: the tree's open
 (``sysfs._ccallbacks.c_open``) and the metrics server's wait
 (:func:`wait_readable`); the main thread never asks (it would nap against
 itself).
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import threading
 
 import numpy as np
@@ -57,13 +61,12 @@ BLOCK_FIELDS = 14
 #: A nap of the main thread while a counted call runs (us; ~90 us on this
 #: machine with the timer's slack).
 NAP_US = 20
-#: At most this long given away per pending call; then the main thread keeps
-#: the GIL at least as long before it gives it again.
+#: At most this long given away per pending call.
 HANDOFF_MAX_NS = 2_000_000
-#: The main thread then keeps the GIL at least 1/KEEP_FOR_EVERY of that: it
-#: gives at most 4/5 of the time to askers.  (At 1, keeping as long as it
-#: gave, the tree's cat p99 under 16 readers rose from 8-10 to 10-13 ms and
-#: the engine's thread ran no faster.)
+#: Then the main thread hands over nothing for 1/KEEP_FOR_EVERY of that (its
+#: askers race as any thread): at most 4/5 of the time is handed over.  (At
+#: 1, the tree's cat p99 under 16 readers rose from 8-10 to 10-13 ms and the
+#: engine's thread ran no faster: the readers then race for the GIL anyway.)
 KEEP_FOR_EVERY = 4
 
 _I64 = ir.IntType(64)
@@ -213,6 +216,15 @@ def _block() -> np.ndarray:
 
 #: The process's block: one count of askers for every thread that asks.
 BLOCK = _block()
+
+
+def _forked() -> None:
+    """A child has one thread: no ask of its parent's other threads is open."""
+    BLOCK[DONE] = BLOCK[REQUESTED]
+    BLOCK[KEEP_UNTIL] = 0
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def block_address() -> int:

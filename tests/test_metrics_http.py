@@ -10,6 +10,8 @@ import gzip
 import http.client
 import os
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -275,3 +277,49 @@ def test_the_answering_thread_waits_as_long_as_it_worked():
         server.shutdown()
     assert len(starts) == 3
     assert all(b - a >= 0.039 for a, b in zip(starts, starts[1:], strict=False))
+
+
+_FLOOD = r"""
+import socket, sys, threading, time
+port, seconds = int(sys.argv[1]), float(sys.argv[2])
+def scrape_back_to_back():
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            while s.recv(65536):
+                pass
+threads = [threading.Thread(target=scrape_back_to_back) for _ in range(16)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+"""
+
+
+def test_a_request_sent_after_its_connect_is_answered_under_a_flood():
+    """Held connections are read before the listening socket in each turn:
+    under a flood the backlog never empties, and a request that came after
+    its connection waited behind accepts until its 5 s head timeout."""
+    class Handler(HeadHandler):
+        def do_GET(self):  # noqa: N802
+            t = time.thread_time()
+            while time.thread_time() - t < 0.0005:  # a collect's CPU, about
+                pass
+            self.send_response(200)
+            self.end_headers()
+
+    server = PooledServer(("127.0.0.1", 0), Handler)
+    port = server.server_address[1]
+    flood = subprocess.Popen([sys.executable, "-c", _FLOOD, str(port), "30"])
+    try:
+        time.sleep(0.5)
+        for _ in range(10):
+            with socket.create_connection(("127.0.0.1", port), timeout=4) as late:
+                time.sleep(0.02)  # accepted and held meanwhile
+                late.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                assert late.recv(64).startswith(b"HTTP/1.0 200")
+    finally:
+        flood.kill()
+        flood.wait(30)
+        server.shutdown()

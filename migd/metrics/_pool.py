@@ -27,6 +27,7 @@ race for it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import queue
@@ -52,6 +53,9 @@ MAX_HEAD = 16384
 #: Seconds of a turn of the answering thread (then it waits, without the
 #: GIL, as long as it ran): a flood of scrapes takes at most half of the GIL's time.
 TURN = 0.002
+#: accept4()'s failures that mean no descriptor or memory is left (-errno).
+_OUT_OF_DESCRIPTORS = frozenset(-e for e in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS,
+                                             errno.ENOMEM))
 #: A connection's send buffer (the kernel caps it at net.core.wmem_max): an
 #: answer (~60 KB of text) goes without blocking.
 SNDBUF = 1 << 19
@@ -158,7 +162,12 @@ class PooledServer:
                     ran = time.thread_time()  # this thread's CPU: its time with the GIL, about
                     turn_end = time.perf_counter() + TURN
                     try:
-                        for key, _ in self._sel.select(0):
+                        # held connections first, the listening socket last: under
+                        # a flood its backlog never empties, and turns spent
+                        # accepting never reached a request sent after its connect
+                        events = sorted(self._sel.select(0),
+                                        key=lambda event: event[0].fileobj is self.socket)
+                        for key, _ in events:
                             if key.fileobj is self.socket:
                                 starved |= self._accept(turn_end)
                             elif key.fileobj in self._pending:  # not dropped by an earlier one
@@ -190,11 +199,13 @@ class PooledServer:
             fd = self._csock.accept_now(self.socket.fileno())
             if fd == self._csock.AGAIN:
                 return False
-            if fd < 0:  # EMFILE and the like: give back the oldest held descriptor
+            if fd in _OUT_OF_DESCRIPTORS:  # give back the oldest held descriptor
                 if self._pending:
                     self._drop(next(iter(self._pending)))
                     return False
                 return True
+            if fd < 0:  # ECONNABORTED and the like: that connection is gone
+                continue
             conn = socket.socket(fileno=fd)  # non-blocking, as accept4() made it
             if len(self._pending) >= self.max_pending:
                 self._drop(next(iter(self._pending)))
