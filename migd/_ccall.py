@@ -26,6 +26,14 @@ def as_pointer(typingctx, addr):
 
 
 @intrinsic
+def address_of(typingctx, ptr):
+    """A ``void *`` as an address."""
+    def codegen(context, builder, sig, args):
+        return builder.ptrtoint(args[0], _I64)
+    return types.int64(types.voidptr), codegen
+
+
+@intrinsic
 def call_pp(typingctx, fn, a, b):
     """Call ``int fn(void *, void *)``; ``a`` and ``b`` are pointers or addresses."""
     def codegen(context, builder, signature, args):

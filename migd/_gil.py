@@ -26,7 +26,7 @@ bounded by the metrics server itself (it waits as long as it ran).  When the
 main thread does not hold the GIL, the asker takes it at once and the pending
 call finds nothing to wait for.  A child forked while an ask was open starts
 with none (``os.register_at_fork``).  Askers: the tree's open
-(``sysfs._ccallbacks.c_open``) and the metrics server's wait
+and readdir (``sysfs._ccallbacks.c_open``, ``c_readdir``) and the metrics server's wait
 (:func:`wait_readable`); the main thread never asks (it would nap against
 itself).
 
@@ -50,7 +50,7 @@ from numba import carray, cfunc, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._ccall import as_pointer, call5_int, call_pp
+from ._ccall import address_of, as_pointer, call5_int, call_pp
 
 # The block's fields (int64 each): the calls counted and done (atomically, by
 # any thread); the C functions the compiled code calls (their addresses are
@@ -71,14 +71,6 @@ KEEP_FOR_EVERY = 4
 
 _I64 = ir.IntType(64)
 _I32 = ir.IntType(32)
-
-
-@intrinsic
-def _address(typingctx, ptr):
-    """A ``void *`` as an address."""
-    def codegen(context, builder, sig, args):
-        return builder.ptrtoint(args[0], _I64)
-    return types.int64(types.voidptr), codegen
 
 
 @intrinsic
@@ -158,7 +150,7 @@ def _now_ns(fields, block):
 def c_handoff(arg):
     """The pending call, on the main thread holding the GIL: release it and
     nap while the calls counted so far run, then take it back."""
-    block = _address(arg)
+    block = address_of(arg)
     target = _atomic_load(block + 8 * REQUESTED)
     if _atomic_load(block + 8 * DONE) >= target:
         return 0  # the askers got the GIL without us

@@ -40,9 +40,11 @@ def short(a):  # a short GIL-free call, as the engine's thread makes them back t
 a = np.ones(512)
 short(a)
 before = _gil.statistics()
-reader = subprocess.Popen([sys.executable, "-c", "import sys\n"
-                           "for _ in range(300): assert open(sys.argv[1]).read() == '42\\n'",
-                           f"{mnt}/value"])
+reader = subprocess.Popen([sys.executable, "-c", "import os, sys\n"
+                           "for _ in range(300):\n"
+                           "    assert os.listdir(sys.argv[1]) == ['value']\n"
+                           "    assert open(sys.argv[1] + '/value').read() == '42\\n'",
+                           mnt])
 while reader.poll() is None and time.monotonic() < deadline + 60:
     for _ in range(200):
         short(a)
@@ -56,8 +58,9 @@ print(reader.returncode, after[0] - before[0], _gil.outstanding())
 def test_a_cat_is_handed_the_gil_by_a_busy_main_thread(tmp_path):
     """CPython 3.11's take_gil(): a libfuse thread waiting for the GIL while
     the main thread makes short GIL-free calls back to back is woken at each
-    release, loses the race and waits again; the open asks first and the
-    main thread hands it over (c_handoff counts it), and every ask is done."""
+    release, loses the race and waits again; the open and the readdir (``ls``)
+    ask first and the main thread hands it over (c_handoff counts it), and
+    every ask is done."""
     (tmp_path / "m").mkdir()
     p = subprocess.run([sys.executable, "-c", _BUSY_MAIN_THREAD, str(tmp_path / "m")],
                        capture_output=True, text=True, timeout=180)

@@ -14,8 +14,8 @@ from numba import carray, cfunc, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .._ccall import address_of, call5_int, call_pp
 from .._ccall import as_pointer as _as_pointer
-from .._ccall import call_pp
 from .._gil import ask, done_at
 from ._cread import (
     ACTIVE,
@@ -31,6 +31,7 @@ from ._cread import (
     H_OFFSETS,
     H_PATHS,
     H_PY_OPEN,
+    H_PY_READDIR,
     H_SLOTS,
     H_TIME_NS,
     HEADER_FIELDS,
@@ -186,5 +187,19 @@ def c_open(path, fi):
     return ret
 
 
+@cfunc(types.int32(types.voidptr, types.voidptr, types.voidptr, types.int64, types.voidptr),
+       cache=True)
+def c_readdir(path, buf, filler, offset, fi):
+    """``readdir`` (an ``ls``, a tool's walk): fusepy's Python readdir, the
+    GIL asked for first."""
+    ctx = carray(_fuse_get_context(), _PRIVATE + 1, np.int64)
+    hdr = carray(_as_pointer(ctx[_PRIVATE]), HEADER_FIELDS, np.int64)
+    ask(hdr[H_HANDOFF])
+    ret = call5_int(hdr[H_PY_READDIR], address_of(path), address_of(buf), address_of(filler),
+                    offset, address_of(fi))
+    done_at(hdr[H_HANDOFF])
+    return np.int32(ret)
+
+
 CALLBACKS = {"getattr": c_getattr, "fgetattr": c_fgetattr, "read": c_read,
-             "release": c_release, "open": c_open}
+             "release": c_release, "open": c_open, "readdir": c_readdir}

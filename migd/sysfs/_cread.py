@@ -74,8 +74,9 @@ ACTIVE, GENERATION = 0, 1
 #: A node's row: st_mode (with its type), uid, gid.
 NODE_FIELDS = 3
 # The header Nodes.init returns: where the tables are, and the mount's time.
-H_SLOTS, H_NSLOTS, H_OFFSETS, H_PATHS, H_ATTRS, H_TIME_NS, H_HANDOFF, H_PY_OPEN = range(8)
-HEADER_FIELDS = 8
+H_SLOTS, H_NSLOTS, H_OFFSETS, H_PATHS, H_ATTRS, H_TIME_NS, H_HANDOFF, H_PY_OPEN, \
+    H_PY_READDIR = range(9)
+HEADER_FIELDS = 9
 FNV_OFFSET, FNV_PRIME, _U64 = 0xCBF29CE484222325, 0x100000001B3, (1 << 64) - 1
 
 
@@ -105,7 +106,7 @@ class Nodes:
             self.slots[k] = i + 1
         self.header = np.array([self.slots.ctypes.data, nslots, self.offsets.ctypes.data,
                                 self.paths.ctypes.data, self.attrs.ctypes.data, time_ns,
-                                0, 0], dtype=np.int64)
+                                0, 0, 0], dtype=np.int64)
 
     def set(self, path: str, st_mode: int, uid: int, gid: int) -> None:
         self.attrs[self.row[path]] = (st_mode, uid, gid)
@@ -243,9 +244,9 @@ class Records:
 
 @functools.cache
 def compiled_ops() -> dict[str, int]:
-    """The compiled ``getattr``, ``fgetattr``, ``read``, ``release`` and
-    ``open`` (which asks for the GIL, ``migd._gil``, then calls Python's):
-    name -> address.
+    """The compiled ``getattr``, ``fgetattr``, ``read``, ``release``, and
+    ``open`` and ``readdir`` (which ask for the GIL, ``migd._gil``, then call
+    Python's): name -> address.
     Compiled (or loaded from numba's cache) at the first call."""
     from . import _ccallbacks
     return {name: f.address for name, f in _ccallbacks.CALLBACKS.items()}

@@ -32,7 +32,7 @@ import time
 import trio
 from fuse import FUSE, Operations, _libfuse, fuse_operations
 
-from ._cread import H_HANDOFF, H_PY_OPEN, Nodes, Records, compiled_ops
+from ._cread import H_HANDOFF, H_PY_OPEN, H_PY_READDIR, Nodes, Records, compiled_ops
 from ._tree import STORE_MAX, Directory, SysfsTree, apply_store
 from ._tstate import ThreadStates
 
@@ -314,9 +314,9 @@ def serve(tree: SysfsTree, mountpoint: str, trio_token: trio.lowlevel.TrioToken)
 
 
 class _FUSE(FUSE):
-    """fusepy's ``FUSE`` with ``getattr``, ``fgetattr``, ``read``, ``release``
-    and ``open`` compiled (``_cread``); fusepy's own Python callbacks for the
-    last three are what the compiled ones call.  fusepy builds its table
+    """fusepy's ``FUSE`` with ``getattr``, ``fgetattr``, ``read``, ``release``,
+    ``open`` and ``readdir`` compiled (``_cread``); fusepy's own Python
+    callbacks for the last four are what the compiled ones call.  fusepy builds its table
     and mounts in one constructor, so this is that constructor (fusepy
     3.0.1's) less what migd does not use (raw_fi, a float ``use_ns``, the
     critical-exception record, which fusepy's static ``_wrapper`` cannot set)."""
@@ -336,7 +336,7 @@ class _FUSE(FUSE):
                 continue  # a flag
             if name in compiled:
                 setattr(table, name, prototype(compiled[name]))
-            if name in ("read", "release", "open") or name not in compiled and getattr(
+            if name in ("read", "release", "open", "readdir") or name not in compiled and getattr(
                     operations, name[1:] if name == "ftruncate" else name, None) is not None:
                 python[name] = prototype(functools.partial(self._wrapper, getattr(self, name)))
                 if name not in compiled:
@@ -346,7 +346,8 @@ class _FUSE(FUSE):
         operations.tree.on_deactivate.append(operations.records.deactivate)
         from .. import _gil  # compiled: with the callbacks, not with this module
         operations.nodes.header[H_HANDOFF] = _gil.block_address()
-        operations.nodes.header[H_PY_OPEN] = ctypes.cast(python["open"], ctypes.c_void_p).value
+        for field, name in ((H_PY_OPEN, "open"), (H_PY_READDIR, "readdir")):
+            operations.nodes.header[field] = ctypes.cast(python[name], ctypes.c_void_p).value
         try:
             old_handler = signal.signal(signal.SIGINT, signal.SIG_DFL)
         except ValueError:  # not the main thread
