@@ -18,15 +18,15 @@ releases that made the waiter lose are then what lets it in), or at a drop
 request after a switch interval.  The pending call, :func:`c_handoff`, is
 compiled (no Python runs in it, so no signal handler either): it releases the
 GIL and naps until the calls counted so far are done, at most
-:data:`HANDOFF_MAX_NS`, then takes the GIL back, and hands it over again only
-after a quarter of that: askers arriving meanwhile race for the GIL as any
-thread does (as before this module), so the hand-over never gives an asker
-more than the plain GIL would plus 4/5 of the time; a flood of scrapes is
-bounded by the metrics server itself (it waits as long as it ran).  When the
-main thread does not hold the GIL, the asker takes it at once and the pending
-call finds nothing to wait for.  A child forked while an ask was open starts
-with none (``os.register_at_fork``).  Askers: the tree's open
-and readdir (``sysfs._ccallbacks.c_open``, ``c_readdir``) and the metrics server's wait
+:data:`HANDOFF_MAX_NS`, then takes the GIL back and hands nothing over for a
+quarter of that: the hand-over gives away at most 4/5 of the main thread's
+time, and askers arriving in its quarter race for the GIL as any thread does
+(as before this module).  A flood of scrapes is bounded by the metrics
+server itself (it waits as long as it ran).  When the main thread does not
+hold the GIL, the asker takes it at once and the pending call finds nothing
+to wait for.  A child forked while an ask was open starts with none
+(``os.register_at_fork``).  Askers: the tree's open and readdir
+(``sysfs._ccallbacks.c_open``, ``c_readdir``) and the metrics server's wait
 (:func:`wait_readable`); the main thread never asks (it would nap against
 itself).
 
