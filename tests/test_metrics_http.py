@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -248,16 +249,21 @@ def test_an_answer_a_client_does_not_take_at_once_is_finished_by_a_worker():
         server.shutdown()
 
 
-def test_the_answering_thread_waits_as_long_as_it_worked():
+def test_the_answering_thread_waits_as_long_as_it_ran():
     """A flood of scrapes must not take the GIL from the engine's thread, which
     loses every race for it to a busy thread (migd._gil): after each turn the
-    answering thread waits, without the GIL, as long as it ran, so consecutive
-    answers of a handler that computes for 20 ms start at least 40 ms apart."""
-    starts = []
+    answering thread waits, without the GIL, as long as it ran (its CPU
+    time), so after a handler that computes for 20 ms of its thread's CPU
+    it asks to wait at least that long."""
+    waits = []
+
+    class Recording(threading.Event):
+        def wait(self, timeout=None):
+            waits.append(timeout)
+            return super().wait(timeout)
 
     class Handler(HeadHandler):
         def do_GET(self):  # noqa: N802
-            starts.append(time.perf_counter())
             t = time.thread_time()
             while time.thread_time() - t < 0.02:  # 20 ms of this thread's CPU
                 pass
@@ -265,18 +271,16 @@ def test_the_answering_thread_waits_as_long_as_it_worked():
             self.end_headers()
 
     server = PooledServer(("127.0.0.1", 0), Handler)
+    server._stop = Recording()  # the accepting thread's waits, seen from here
     port = server.server_address[1]
     try:
-        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
-        for c in clients:
-            c.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        for c in clients:
-            assert c.recv(64).startswith(b"HTTP/1.0 200")
-            c.close()
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as c:
+                c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                assert c.recv(64).startswith(b"HTTP/1.0 200")
     finally:
         server.shutdown()
-    assert len(starts) == 3
-    assert all(b - a >= 0.039 for a, b in zip(starts, starts[1:], strict=False))
+    assert sum(w is not None and w >= 0.02 for w in waits) == 3, waits
 
 
 _FLOOD = r"""
@@ -300,7 +304,7 @@ for t in threads:
 def test_a_request_sent_after_its_connect_is_answered_under_a_flood():
     """Held connections are read before the listening socket in each turn:
     under a flood the backlog never empties, and a request that came after
-    its connection waited behind accepts until its 5 s head timeout."""
+    its connection waited behind accepts until its head timeout dropped it."""
     class Handler(HeadHandler):
         def do_GET(self):  # noqa: N802
             t = time.thread_time()
@@ -309,13 +313,14 @@ def test_a_request_sent_after_its_connect_is_answered_under_a_flood():
             self.send_response(200)
             self.end_headers()
 
-    server = PooledServer(("127.0.0.1", 0), Handler)
+    # a head not read within a second is dropped: the starved request's fate
+    server = PooledServer(("127.0.0.1", 0), Handler, timeout=1.0)
     port = server.server_address[1]
     flood = subprocess.Popen([sys.executable, "-c", _FLOOD, str(port), "30"])
     try:
         time.sleep(0.5)
-        for _ in range(10):
-            with socket.create_connection(("127.0.0.1", port), timeout=4) as late:
+        for _ in range(20):
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as late:
                 time.sleep(0.02)  # accepted and held meanwhile
                 late.sendall(b"GET / HTTP/1.0\r\n\r\n")
                 assert late.recv(64).startswith(b"HTTP/1.0 200")
