@@ -1,10 +1,13 @@
 """Calls of C functions by address from numba code: the intrinsics the
 compiled tree, the GIL's hand-over and the metrics server's sockets share.
 An address comes in as an argument (an int64), never baked into the code, so
-numba may cache what calls it.  Arguments are int64 or pointers; on x86-64
-and aarch64 an ``int`` parameter takes its register's low half, so one shape
-calls ``send()``, ``shutdown()`` or ``accept4()`` alike (unused trailing
-arguments are ignored by the callee)."""
+numba may cache what calls it.  Every argument is passed as an int64 (a
+pointer as its address, :func:`address_of`): on x86-64 and aarch64 integer
+and pointer parameters take the same registers and an ``int`` takes its
+register's low half, so one shape calls ``send()``, ``poll()``, fusepy's
+callbacks or ``PyEval_SaveThread()`` alike (unused trailing arguments are
+ignored by the callee; a ``void`` function's return register is ignored by
+the caller)."""
 
 from __future__ import annotations
 
@@ -31,18 +34,6 @@ def address_of(typingctx, ptr):
     def codegen(context, builder, sig, args):
         return builder.ptrtoint(args[0], _I64)
     return types.int64(types.voidptr), codegen
-
-
-@intrinsic
-def call_pp(typingctx, fn, a, b):
-    """Call ``int fn(void *, void *)``; ``a`` and ``b`` are pointers or addresses."""
-    def codegen(context, builder, signature, args):
-        vp = cgutils.voidptr_t
-        fnty = ir.FunctionType(_I32, [vp, vp])
-        ptrs = [x if t == types.voidptr else builder.inttoptr(x, vp)
-                for x, t in zip(args[1:], signature.args[1:], strict=True)]
-        return builder.call(builder.inttoptr(args[0], fnty.as_pointer()), ptrs)
-    return types.int32(types.int64, a, b), codegen
 
 
 @intrinsic

@@ -47,10 +47,9 @@ import threading
 import numpy as np
 from llvmlite import ir
 from numba import carray, cfunc, njit, types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._ccall import address_of, as_pointer, call5_int, call_pp
+from ._ccall import address_of, as_pointer, call5, call5_int
 
 # The block's fields (int64 each): the calls counted and done (atomically, by
 # any thread); the C functions the compiled code calls (their addresses are
@@ -70,7 +69,6 @@ HANDOFF_MAX_NS = 2_000_000
 KEEP_FOR_EVERY = 4
 
 _I64 = ir.IntType(64)
-_I32 = ir.IntType(32)
 
 
 @intrinsic
@@ -91,45 +89,12 @@ def _atomic_load(typingctx, addr):
     return types.int64(types.int64), codegen
 
 
-@intrinsic
-def _call_save_thread(typingctx, fn):
-    """``PyThreadState *PyEval_SaveThread(void)`` at ``fn``: the state's address."""
-    def codegen(context, builder, signature, args):
-        fnty = ir.FunctionType(cgutils.voidptr_t, [])
-        state = builder.call(builder.inttoptr(args[0], fnty.as_pointer()), [])
-        return builder.ptrtoint(state, _I64)
-    return types.int64(types.int64), codegen
-
-
-@intrinsic
-def _call_restore_thread(typingctx, fn, tstate):
-    """``void PyEval_RestoreThread(PyThreadState *)`` at ``fn``."""
-    def codegen(context, builder, signature, args):
-        vp = cgutils.voidptr_t
-        fnty = ir.FunctionType(ir.VoidType(), [vp])
-        builder.call(builder.inttoptr(args[0], fnty.as_pointer()),
-                     [builder.inttoptr(args[1], vp)])
-        return context.get_dummy_value()
-    return types.none(types.int64, types.int64), codegen
-
-
-@intrinsic
-def _call_int(typingctx, fn, a, b):
-    """Call ``int fn(int64_t a, int b)`` at ``fn`` (``usleep(us)`` takes ``a``
-    only: the second argument register is ignored)."""
-    def codegen(context, builder, signature, args):
-        fnty = ir.FunctionType(_I32, [_I64, _I32])
-        return builder.call(builder.inttoptr(args[0], fnty.as_pointer()),
-                            [args[1], builder.trunc(args[2], _I32)])
-    return types.int32(types.int64, types.int64, types.int64), codegen
-
-
 @njit(cache=True)
 def ask(block):
     """Count a call about to take the GIL and ask the main thread for it."""
     fields = carray(as_pointer(block), BLOCK_FIELDS, np.int64)
     _atomic_add(block + 8 * REQUESTED, 1)
-    call_pp(fields[ADD_PENDING], fields[HANDOFF_FN], block)  # -1 when full: others asked
+    call5_int(fields[ADD_PENDING], fields[HANDOFF_FN], block, 0, 0, 0)  # -1 when full: others asked
 
 
 @njit(cache=True)
@@ -158,12 +123,12 @@ def c_handoff(arg):
     start = _now_ns(fields, block)
     if start < fields[KEEP_UNTIL]:
         return 0  # the main thread's turn: the askers wait as any thread does
-    tstate = _call_save_thread(fields[SAVE_THREAD])
+    tstate = call5(fields[SAVE_THREAD], 0, 0, 0, 0, 0)  # PyThreadState *
     napped = 0
     while _atomic_load(block + 8 * DONE) < target and napped < HANDOFF_MAX_NS:
-        _call_int(fields[USLEEP], NAP_US, 0)
+        call5_int(fields[USLEEP], NAP_US, 0, 0, 0, 0)
         napped = _now_ns(fields, block) - start
-    _call_restore_thread(fields[RESTORE_THREAD], tstate)
+    call5(fields[RESTORE_THREAD], tstate, 0, 0, 0, 0)
     # the GIL's again (only the main thread writes these): kept a quarter of
     # what the naps gave, from now (not counting the wait to take it back)
     fields[KEEP_UNTIL] = _now_ns(fields, block) + napped // KEEP_FOR_EVERY
@@ -172,23 +137,11 @@ def c_handoff(arg):
     return 0
 
 
-@intrinsic
-def _call_poll(typingctx, fn, pollfd, timeout_ms):
-    """``int poll(struct pollfd *fds, nfds_t 1, int timeout_ms)`` at ``fn``."""
-    def codegen(context, builder, signature, args):
-        vp = cgutils.voidptr_t
-        fnty = ir.FunctionType(_I32, [vp, _I64, _I32])
-        return builder.call(builder.inttoptr(args[0], fnty.as_pointer()),
-                            [builder.inttoptr(args[1], vp), ir.Constant(_I64, 1),
-                             builder.trunc(args[2], _I32)])
-    return types.int32(types.int64, types.int64, types.int64), codegen
-
-
 @njit(cache=True, nogil=True)
 def _poll_then_ask(block, pollfd, timeout_ms, asks):
     """``poll()`` one descriptor without the GIL; when it is ready, ask (if ``asks``)."""
     fields = carray(as_pointer(block), BLOCK_FIELDS, np.int64)
-    n = _call_poll(fields[POLL], pollfd, timeout_ms)
+    n = call5_int(fields[POLL], pollfd, 1, timeout_ms, 0, 0)  # one struct pollfd
     if n > 0 and asks:
         ask(block)
     return n

@@ -264,7 +264,7 @@ import ctypes
 import threading
 import numpy as np
 from numba import njit
-from migd.sysfs._ccallbacks import _as_pointer, _call_read
+from migd._ccall import call5_int
 from migd.sysfs._cread import Records, compiled_ops
 
 @njit(nogil=True)
@@ -272,8 +272,7 @@ def reads(fn, fi, buf, at, want, rounds):
     # compiled reads in a loop without the GIL: each must be one value's bytes
     bad = 0
     for _ in range(rounds):
-        k = _call_read(fn, _as_pointer(0), _as_pointer(buf.ctypes.data), buf.size, at,
-                       _as_pointer(fi))
+        k = call5_int(fn, 0, buf.ctypes.data, buf.size, at, fi)
         first = buf[0]
         bad += k != want or (first != 97 and first != 98) or np.any(buf[:want] != first)
     return bad

@@ -9,12 +9,10 @@ import ctypes
 
 import numpy as np
 from fuse import _libfuse_path, c_stat, fuse_context, fuse_file_info
-from llvmlite import binding, ir
+from llvmlite import binding
 from numba import carray, cfunc, njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
-from .._ccall import address_of, call5_int, call_pp
+from .._ccall import address_of, call5_int
 from .._ccall import as_pointer as _as_pointer
 from .._gil import ask, done_at
 from ._cread import (
@@ -46,7 +44,6 @@ from ._cread import (
 )
 
 _FH = fuse_file_info.fh.offset // 8
-_I64 = ir.IntType(64)
 _PRIVATE = fuse_context.private_data.offset // 8
 _MODE, _UID, _GID = (getattr(c_stat, f).offset // 4 for f in ("st_mode", "st_uid", "st_gid"))
 _NLINK = c_stat.st_nlink.offset // 8
@@ -59,19 +56,6 @@ _S_IFDIR, _S_IFMT = 0o040000, 0o170000
 #: of this process is baked into it.
 binding.load_library_permanently(_libfuse_path)
 _fuse_get_context = types.ExternalFunction("fuse_get_context", types.voidptr())
-
-
-@intrinsic
-def _call_read(typingctx, fn, path, buf, size, offset, fi):
-    """Call ``int read(path, buf, size, offset, fi)`` at address ``fn``."""
-    sig = types.int32(types.int64, types.voidptr, types.voidptr, types.uint64, types.int64,
-                      types.voidptr)
-
-    def codegen(context, builder, signature, args):
-        vp = cgutils.voidptr_t
-        fnty = ir.FunctionType(ir.IntType(32), [vp, vp, _I64, _I64, vp])
-        return builder.call(builder.inttoptr(args[0], fnty.as_pointer()), args[1:])
-    return sig, codegen
 
 
 @njit(cache=True)
@@ -91,7 +75,8 @@ def c_read(path, buf, size, offset, fi):
         return -_ENODEV  # the tree was deactivated: kernfs_get_active() fails
     if rec[KIND] == PYTHON or (offset == 0 and (
             rec[FRESH] == 0 or (rec[FRESH] == 1 and rec[GEN] != shared[GENERATION]))):
-        return _call_read(rec[PY_READ], path, buf, size, offset, fi)
+        return np.int32(call5_int(rec[PY_READ], address_of(path), address_of(buf), size,
+                                  offset, address_of(fi)))
     if offset == 0 and rec[FRESH] == 1:
         rec[FRESH] = 0
     data = rec[DATA]  # one load: a refill publishes a new value, never changes one
@@ -110,7 +95,7 @@ def c_release(path, fi):
     if rec[KIND] == IN_SLOT:
         rec[KIND] = 0
         return 0
-    return call_pp(rec[PY_RELEASE], path, fi)
+    return np.int32(call5_int(rec[PY_RELEASE], address_of(path), address_of(fi), 0, 0, 0))
 
 
 @njit(cache=True)
@@ -182,9 +167,9 @@ def c_open(path, fi):
     ctx = carray(_fuse_get_context(), _PRIVATE + 1, np.int64)
     hdr = carray(_as_pointer(ctx[_PRIVATE]), HEADER_FIELDS, np.int64)
     ask(hdr[H_HANDOFF])
-    ret = call_pp(hdr[H_PY_OPEN], path, fi)
+    ret = call5_int(hdr[H_PY_OPEN], address_of(path), address_of(fi), 0, 0, 0)
     done_at(hdr[H_HANDOFF])
-    return ret
+    return np.int32(ret)
 
 
 @cfunc(types.int32(types.voidptr, types.voidptr, types.voidptr, types.int64, types.voidptr),
