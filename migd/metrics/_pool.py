@@ -57,7 +57,7 @@ TURN = 0.002
 _OUT_OF_DESCRIPTORS = frozenset(-e for e in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS,
                                              errno.ENOMEM))
 #: A connection's send buffer (the kernel caps it at net.core.wmem_max): an
-#: answer (~60 KB of text) goes without blocking.
+#: answer (~33 KB of text) goes without blocking.
 SNDBUF = 1 << 19
 
 
@@ -108,9 +108,8 @@ class PooledServer:
         self.socket.setblocking(False)
         self.server_address = self.socket.getsockname()
         self.handler, self.timeout, self.max_pending = handler, timeout, max_pending
-        #: connection -> (deadline, head so far, peer address), in accept order
-        self._pending: dict[socket.socket, tuple[float, bytearray, tuple]] = {}
-        self._registered: set[socket.socket] = set()  # pending ones the selector watches
+        #: connection -> (deadline, head so far), in accept order
+        self._pending: dict[socket.socket, tuple[float, bytearray]] = {}
         self._buf = np.empty(4096, dtype=np.uint8)
         # compiled code: imported when a server starts (after the daemon's
         # compile, which loads it into numba's cache), not with this module
@@ -182,7 +181,7 @@ class PooledServer:
                 if starved:
                     self._stop.wait(0.05)
                 now = time.monotonic()
-                for conn in [c for c, (dl, *_) in self._pending.items() if dl <= now]:
+                for conn in [c for c, (dl, _) in self._pending.items() if dl <= now]:
                     self._drop(conn)
         finally:
             for conn in list(self._pending):
@@ -209,12 +208,10 @@ class PooledServer:
             conn = socket.socket(fileno=fd)  # non-blocking, as accept4() made it
             if len(self._pending) >= self.max_pending:
                 self._drop(next(iter(self._pending)))
-            # the peer's address is for the handler's log, which is off
-            self._pending[conn] = (time.monotonic() + self.timeout, bytearray(), ("", 0))
+            self._pending[conn] = (time.monotonic() + self.timeout, bytearray())
             self._read(conn)  # a scraper's request comes with its connection
-            if conn in self._pending and conn not in self._registered:
+            if conn in self._pending:  # its request has not come yet
                 self._sel.register(conn, selectors.EVENT_READ)
-                self._registered.add(conn)
         return False
 
     def _read(self, conn: socket.socket) -> None:
@@ -230,13 +227,14 @@ class PooledServer:
             self._forget(conn)
             _refuse(conn, "431 Request Header Fields Too Large")
         elif _head_complete(buf):
-            _, head, addr = self._forget(conn)
-            self._answer(conn, bytes(head), addr)
+            _, head = self._forget(conn)
+            self._answer(conn, bytes(head))
 
-    def _answer(self, conn: socket.socket, head: bytes, addr: tuple) -> None:
+    def _answer(self, conn: socket.socket, head: bytes) -> None:
         """Answer on this thread; a worker sends what the socket did not take."""
         try:
-            answer = self.handler((conn, head), addr, self).wfile.getvalue()
+            # no peer address: it is for the handler's log, which is off
+            answer = self.handler((conn, head), ("", 0), self).wfile.getvalue()
             sent = self._csock.send_now(conn.fileno(), answer, SNDBUF)
         except Exception:  # noqa: BLE001 (a broken client or handler must not end the loop)
             self._close(conn)
@@ -249,10 +247,9 @@ class PooledServer:
         except queue.Full:
             self._close(conn)
 
-    def _forget(self, conn: socket.socket) -> tuple[float, bytearray, tuple]:
+    def _forget(self, conn: socket.socket) -> tuple[float, bytearray]:
         """No longer pending: out of the table and the selector."""
-        if conn in self._registered:
-            self._registered.discard(conn)
+        if conn in self._sel.get_map():
             self._sel.unregister(conn)
         return self._pending.pop(conn)
 
