@@ -37,7 +37,7 @@ from ._workloads import run_workloads
 
 #: Longest a shutdown waits for in-flight batches before unmounting anyway.
 SHUTDOWN_GRACE = 3.0
-#: Longest a start waits for the child compiling the tree's reads (then the
+#: Longest a start waits for the child compiling the read paths (then the
 #: daemon compiles them itself).
 COMPILE_CHILD_TIMEOUT = 120.0
 #: What each warm-up stage asks systemd for on a cold compile cache
@@ -99,8 +99,8 @@ async def _watch_mount(sys: System, mountpoint: str, on_lost) -> None:
 
 async def start_compile_child() -> trio.Process | None:
     """On a cold compile cache that can be written, a child compiling the
-    tree's reads into it (``COMPILE_READ_PATHS``), on the other CPU while
-    this process compiles its own; None otherwise (a read-only cache would
+    read paths and the warm-up's last stage into it (``COMPILE_READ_PATHS``),
+    on the other CPU while this process compiles the rest; None otherwise (a read-only cache would
     only be compiled into twice)."""
     cache, _, cached = compile_cache()
     if cached or not os.access(cache if cache.is_dir() else cache.parent, os.W_OK):

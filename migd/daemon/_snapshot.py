@@ -42,8 +42,18 @@ from ..mm import HPAGE_PMD_NR, HPAGE_PMD_ORDER, PG_mlocked
 PASS_PAGES = 1 << 17
 
 
+def _in_passes(compiled_pass, lo: int, hi: int, *args) -> tuple[int, int, int]:
+    """``compiled_pass(*args, lo, hi)`` over [lo, hi) in calls of
+    :data:`PASS_PAGES`, its (used, thp, mlocked) summed."""
+    used = thp = mlocked = 0
+    for at in range(lo, hi, PASS_PAGES):
+        u, t, m = compiled_pass(*args, at, min(hi, at + PASS_PAGES))
+        used, thp, mlocked = used + u, thp + t, mlocked + m
+    return used, thp, mlocked
+
+
 @numba.njit(cache=True)
-def _node_usage(order, flags, start, end, mlocked_flag, thp_pages):  # pragma: no cover (compiled)
+def _node_usage(order, flags, mlocked_flag, thp_pages, start, end):  # pragma: no cover (compiled)
     """Pages of [start, end) in a folio, in PMD-sized folios, in mlocked
     folios: every page of a folio carries its order, the head is the page
     aligned to it (flags are the head's)."""
@@ -63,13 +73,7 @@ def _node_usage(order, flags, start, end, mlocked_flag, thp_pages):  # pragma: n
 
 
 def node_usage(order, flags, start, end, mlocked_flag, thp_pages) -> tuple[int, int, int]:
-    """:func:`_node_usage` of [start, end), :data:`PASS_PAGES` at a time."""
-    used = thp = mlocked = 0
-    for lo in range(start, end, PASS_PAGES):
-        u, t, m = _node_usage(order, flags, lo, min(end, lo + PASS_PAGES), mlocked_flag,
-                              thp_pages)
-        used, thp, mlocked = used + u, thp + t, mlocked + m
-    return used, thp, mlocked
+    return _in_passes(_node_usage, start, end, order, flags, mlocked_flag, thp_pages)
 
 
 @numba.njit(cache=True)
@@ -116,12 +120,8 @@ def _tenant_usage(pte_pfn, order, flags, mlocked_flag, thp_order, seen, lo, hi):
 
 def tenant_usage(pte_pfn, order, flags, mlocked_flag, thp_order) -> tuple[int, int, int]:
     seen = np.zeros(order.size, dtype=np.bool_)
-    used = thp = mlocked = 0
-    for lo in range(0, pte_pfn.size, PASS_PAGES):
-        u, t, m = _tenant_usage(pte_pfn, order, flags, mlocked_flag, thp_order, seen, lo,
-                                min(pte_pfn.size, lo + PASS_PAGES))
-        used, thp, mlocked = used + u, thp + t, mlocked + m
-    return used, thp, mlocked
+    return _in_passes(_tenant_usage, 0, pte_pfn.size, pte_pfn, order, flags, mlocked_flag,
+                      thp_order, seen)
 
 
 @dataclass(frozen=True)
