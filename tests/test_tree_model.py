@@ -234,7 +234,7 @@ def test_records_keep_each_value_until_released_and_free_every_one():
     taken; each publishes its value; a value shown again is a new buffer;
     releasing (as the compiled release does for a slotted record, Python for
     the rest) frees them all."""
-    records = Records(py_read=1, py_release=2)
+    records = Records()
     rng = np.random.default_rng(1)
     values = [rng.bytes(int(n)) for n in rng.integers(1, 3 * SLOT_BYTES, NR_SLOTS + 40)]
     fhs = [records.open(v) for v in values] + [records.open(None)]
@@ -278,7 +278,7 @@ def reads(fn, fi, buf, at, want, rounds):
     return bad
 
 fn = compiled_ops()["read"]
-records = Records(py_read=0, py_release=0)  # never called: reads at offsets > 0
+records = Records()  # reads at offsets > 0: Python is never called
 fi = np.zeros(5, dtype=np.uint64)
 for n, at in ((4000, 100), (1 << 20, 4096)):  # a value in its slot, a held one
     fh = records.open(b"a" * n)
@@ -353,7 +353,7 @@ def test_records_start_clean_keep_few_old_values_and_take_the_generation_given(m
     again)."""
     from migd.sysfs import _cread
 
-    records = Records(py_read=1, py_release=2)
+    records = Records()
     views = [records.open(b"trace", fixed=True) for _ in range(NR_SLOTS)]
     for fh in views:
         records.release(fh)

@@ -29,15 +29,15 @@ from ._cread import (
     H_OFFSETS,
     H_PATHS,
     H_PY_OPEN,
+    H_PY_READ,
     H_PY_READDIR,
+    H_PY_RELEASE,
     H_SLOTS,
     H_TIME_NS,
     HEADER_FIELDS,
     IN_SLOT,
     KIND,
     NODE_FIELDS,
-    PY_READ,
-    PY_RELEASE,
     PYTHON,
     RECORD_FIELDS,
     SHARED,
@@ -59,6 +59,14 @@ _fuse_get_context = types.ExternalFunction("fuse_get_context", types.voidptr())
 
 
 @njit(cache=True)
+def _header():
+    """The tree's header: libfuse's ``private_data`` for this request (what
+    fusepy's ``init`` returned, ``Nodes.address()``)."""
+    ctx = carray(_fuse_get_context(), _PRIVATE + 1, np.int64)
+    return carray(_as_pointer(ctx[_PRIVATE]), HEADER_FIELDS, np.int64)
+
+
+@njit(cache=True)
 def _record(fi):
     """The open file's record: ``fi->fh`` is its address."""
     fh = carray(fi, _FH + 1, np.int64)[_FH]
@@ -75,8 +83,8 @@ def c_read(path, buf, size, offset, fi):
         return -_ENODEV  # the tree was deactivated: kernfs_get_active() fails
     if rec[KIND] == PYTHON or (offset == 0 and (
             rec[FRESH] == 0 or (rec[FRESH] == 1 and rec[GEN] != shared[GENERATION]))):
-        return np.int32(call5_int(rec[PY_READ], address_of(path), address_of(buf), size,
-                                  offset, address_of(fi)))
+        return np.int32(call5_int(_header()[H_PY_READ], address_of(path), address_of(buf),
+                                  size, offset, address_of(fi)))
     if offset == 0 and rec[FRESH] == 1:
         rec[FRESH] = 0
     data = rec[DATA]  # one load: a refill publishes a new value, never changes one
@@ -95,7 +103,8 @@ def c_release(path, fi):
     if rec[KIND] == IN_SLOT:
         rec[KIND] = 0
         return 0
-    return np.int32(call5_int(rec[PY_RELEASE], address_of(path), address_of(fi), 0, 0, 0))
+    return np.int32(call5_int(_header()[H_PY_RELEASE], address_of(path), address_of(fi),
+                              0, 0, 0))
 
 
 @njit(cache=True)
@@ -128,8 +137,7 @@ def _lookup(path, hdr):
 
 @njit(cache=True)
 def _getattr(path, st):
-    ctx = carray(_fuse_get_context(), _PRIVATE + 1, np.int64)
-    hdr = carray(_as_pointer(ctx[_PRIVATE]), HEADER_FIELDS, np.int64)
+    hdr = _header()
     node = _lookup(path, hdr)
     if node < 0:
         return -_ENOENT
@@ -164,8 +172,7 @@ def c_fgetattr(path, st, fi):
 @cfunc(types.int32(types.voidptr, types.voidptr), cache=True)
 def c_open(path, fi):
     """``open``: fusepy's Python open, the GIL asked for first (``migd._gil``)."""
-    ctx = carray(_fuse_get_context(), _PRIVATE + 1, np.int64)
-    hdr = carray(_as_pointer(ctx[_PRIVATE]), HEADER_FIELDS, np.int64)
+    hdr = _header()
     ask(hdr[H_HANDOFF])
     ret = call5_int(hdr[H_PY_OPEN], address_of(path), address_of(fi), 0, 0, 0)
     done_at(hdr[H_HANDOFF])
@@ -177,8 +184,7 @@ def c_open(path, fi):
 def c_readdir(path, buf, filler, offset, fi):
     """``readdir`` (an ``ls``, a tool's walk): fusepy's Python readdir, the
     GIL asked for first."""
-    ctx = carray(_fuse_get_context(), _PRIVATE + 1, np.int64)
-    hdr = carray(_as_pointer(ctx[_PRIVATE]), HEADER_FIELDS, np.int64)
+    hdr = _header()
     ask(hdr[H_HANDOFF])
     ret = call5_int(hdr[H_PY_READDIR], address_of(path), address_of(buf), address_of(filler),
                     offset, address_of(fi))

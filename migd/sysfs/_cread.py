@@ -50,8 +50,8 @@ NR_SLOTS = 256
 RETIRED_FOR = 10.0
 
 # A record's fields (int64 each).
-KIND, FRESH, DATA, SHARED, GEN, PY_READ, PY_RELEASE = range(7)
-RECORD_FIELDS = 7
+KIND, FRESH, DATA, SHARED, GEN = range(5)
+RECORD_FIELDS = 5
 # KIND: 1 a value in the row's slot (released here), 2 a value Python holds
 # (released by Python), 3 Python reads and releases (a stream, a write).
 IN_SLOT, HELD, PYTHON = 1, 2, 3
@@ -75,8 +75,13 @@ ACTIVE, GENERATION = 0, 1
 NODE_FIELDS = 3
 # The header Nodes.init returns: where the tables are, and the mount's time.
 H_SLOTS, H_NSLOTS, H_OFFSETS, H_PATHS, H_ATTRS, H_TIME_NS, H_HANDOFF, H_PY_OPEN, \
-    H_PY_READDIR = range(9)
-HEADER_FIELDS = 9
+    H_PY_READDIR, H_PY_READ, H_PY_RELEASE = range(11)
+HEADER_FIELDS = 11
+#: fusepy's Python callbacks the compiled ones call, and where in the header
+#: their addresses are: open and readdir always (after asking for the GIL),
+#: read and release where Python has work to do.
+PY_CALLBACKS = {"open": H_PY_OPEN, "readdir": H_PY_READDIR, "read": H_PY_READ,
+                "release": H_PY_RELEASE}
 FNV_OFFSET, FNV_PRIME, _U64 = 0xCBF29CE484222325, 0x100000001B3, (1 << 64) - 1
 
 
@@ -106,7 +111,7 @@ class Nodes:
             self.slots[k] = i + 1
         self.header = np.array([self.slots.ctypes.data, nslots, self.offsets.ctypes.data,
                                 self.paths.ctypes.data, self.attrs.ctypes.data, time_ns,
-                                0, 0, 0], dtype=np.int64)
+                                0, 0, 0, 0, 0], dtype=np.int64)
 
     def set(self, path: str, st_mode: int, uid: int, gid: int) -> None:
         self.attrs[self.row[path]] = (st_mode, uid, gid)
@@ -121,13 +126,12 @@ class Records:
     the compiled release leaves to it; the compiled callbacks read records
     and free slotted ones (``KIND`` to 0)."""
 
-    def __init__(self, py_read: int, py_release: int) -> None:
+    def __init__(self) -> None:
         self.table = np.zeros((NR_SLOTS, RECORD_FIELDS), dtype=np.int64)
         self.arena = np.zeros((NR_SLOTS, 8 + SLOT_BYTES), dtype=np.uint8)
         self.shared = np.array([1, 0], dtype=np.int64)  # ACTIVE, GENERATION
         self._base = self.table.ctypes.data
         self._row_bytes = self.table.strides[0]
-        self._py = (py_read, py_release)
         self._lock = threading.Lock()
         self._next = 0
         self._own: dict[int, np.ndarray] = {}  # fh -> a record without a slot
@@ -166,7 +170,6 @@ class Records:
         reads), ``fixed`` for a view's, ``gen`` the generation taken before
         the value was shown.  Returns the fh (its address)."""
         fh, rec, slot = self._new()
-        rec[PY_READ], rec[PY_RELEASE] = self._py
         rec[SHARED], rec[GEN] = self.shared.ctypes.data, gen
         rec[FRESH], rec[DATA] = 0, 0  # nothing of the row's last file
         kind = PYTHON

@@ -32,7 +32,7 @@ import time
 import trio
 from fuse import FUSE, Operations, _libfuse, fuse_operations
 
-from ._cread import H_HANDOFF, H_PY_OPEN, H_PY_READDIR, Nodes, Records, compiled_ops
+from ._cread import H_HANDOFF, PY_CALLBACKS, Nodes, Records, compiled_ops
 from ._tree import STORE_MAX, Directory, SysfsTree, apply_store
 from ._tstate import ThreadStates
 
@@ -72,8 +72,7 @@ class SysfsOperations(Operations):
         self._lock = threading.Lock()
         self._kept = threading.local()  # this libfuse thread's Python state is kept
         self.thread_states = ThreadStates()
-        #: The open files' records (``_cread``), made by serve() with the
-        #: addresses of the Python ``read``/``release`` the compiled ones call.
+        #: The open files' records (``_cread``), made by serve().
         self.records: Records | None = None
         #: Every node's path, mode and owner, for the compiled getattr.
         self.nodes = Nodes(_node_paths(tree.root), self.mounted_at)
@@ -336,17 +335,16 @@ class _FUSE(FUSE):
                 continue  # a flag
             if name in compiled:
                 setattr(table, name, prototype(compiled[name]))
-            if name in ("read", "release", "open", "readdir") or name not in compiled and getattr(
+            if name in PY_CALLBACKS or name not in compiled and getattr(
                     operations, name[1:] if name == "ftruncate" else name, None) is not None:
                 python[name] = prototype(functools.partial(self._wrapper, getattr(self, name)))
                 if name not in compiled:
                     setattr(table, name, python[name])
-        operations.records = Records(*(ctypes.cast(python[name], ctypes.c_void_p).value
-                                       for name in ("read", "release")))
+        operations.records = Records()
         operations.tree.on_deactivate.append(operations.records.deactivate)
         from .. import _gil  # compiled: with the callbacks, not with this module
         operations.nodes.header[H_HANDOFF] = _gil.block_address()
-        for field, name in ((H_PY_OPEN, "open"), (H_PY_READDIR, "readdir")):
+        for name, field in PY_CALLBACKS.items():
             operations.nodes.header[field] = ctypes.cast(python[name], ctypes.c_void_p).value
         try:
             old_handler = signal.signal(signal.SIGINT, signal.SIG_DFL)
