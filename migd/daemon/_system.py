@@ -166,9 +166,6 @@ class System:
 
     # -- callers' bookkeeping --------------------------------------------------------
 
-    def tenant_by_pid(self, pid: int):
-        return self.tenants[pid - TENANT_PID_BASE]
-
     def folios_on(self, nid: int, tenant=None) -> np.ndarray:
         """Head pfns of the tenants' folios on ``nid``."""
         mem = self.machine.memory

@@ -52,7 +52,6 @@ MIN_LRU_BATCH = 64  # BITS_PER_LONG
 MAX_LRU_BATCH = MIN_LRU_BATCH * 64
 PAGEBLOCK_ORDER = HPAGE_PMD_ORDER
 MAX_CALLS_PER_ROUND = 64
-LRU_CHOICES = ("classic", "mglru")
 
 
 def isolation_lists(nr_pages: np.ndarray, limit: int, max_folios: int = 0) -> list[slice]:
