@@ -115,10 +115,10 @@ def dma_chan_serve(ctl, idle_ns):
         cookie = atomic_load(ctl + 8 * COOKIE)
         if cookie != atomic_load(ctl + 8 * COMPLETED_COOKIE):
             if atomic_cas(ctl + 8 * STARTED, cookie - 1, cookie) == cookie - 1:  # not cancelled
-                copy_piece(0, 1, atomic_load(ctl + 8 * BASE), atomic_load(ctl + 8 * PAGE_BYTES),
-                           atomic_load(ctl + 8 * DST), atomic_load(ctl + 8 * SRC),
-                           atomic_load(ctl + 8 * MMP), atomic_load(ctl + 8 * LO),
-                           atomic_load(ctl + 8 * HI))
+                copy_piece(np.int64(0), np.int64(1), atomic_load(ctl + 8 * BASE),
+                           atomic_load(ctl + 8 * PAGE_BYTES), atomic_load(ctl + 8 * DST),
+                           atomic_load(ctl + 8 * SRC), atomic_load(ctl + 8 * MMP),
+                           atomic_load(ctl + 8 * LO), atomic_load(ctl + 8 * HI))
             now = ktime_get_ns()
             atomic_store(ctl + 8 * T_DONE, now)
             atomic_store(ctl + 8 * COMPLETED_COOKIE, cookie)
@@ -163,7 +163,7 @@ def dma_chan_post(ctl, base, page_bytes, dstp, srcp, mmp, lo, hi, cpuclock):
     atomic_store(ctl + 8 * HI, hi)
     cookie = atomic_load(ctl + 8 * COOKIE) + 1
     atomic_store(ctl + 8 * COOKIE, cookie)
-    dma_chan_kick(ctl, COOKIE)
+    dma_chan_kick(np.int64(ctl), np.int64(COOKIE))
     return cookie
 
 

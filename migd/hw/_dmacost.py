@@ -74,7 +74,7 @@ def _schedule(t_sub, engine, orders, rate_chunk, fixed_us, walked, walk_us, chan
     busy = np.zeros(k, dtype=np.bool_)
     done = np.zeros(k, dtype=np.bool_)
     while True:
-        c = -1
+        c = np.int64(-1)  # not a literal: chunk_share is compiled for one type
         best = np.inf
         for x in range(k):
             if not done[x] and nxt[x] < best:

@@ -11,6 +11,7 @@ microsecond per folio; numpy's per-call overhead made a batch holding one
 from __future__ import annotations
 
 import numba
+import numpy as np
 
 from ..dma import folios_copy_dma
 from ..mm import (
@@ -88,23 +89,23 @@ def migrate_folio_unmap_batch(bitmap, area, mem_map, ptes, pending, fail_alloc, 
         pg = mem_map[src]
         if fail_alloc[i]:
             return i, nr_unmapped, nr_movable_ops
-        d = alloc_block(bitmap, area, target, pg.order)
+        d = alloc_block(bitmap, area, np.int64(target), np.int64(pg.order))
         if d < 0:
             return i, nr_unmapped, nr_movable_ops
         if pg.flags & PG_locked:
-            free_block(bitmap, area, target, pg.order, d)
+            free_block(bitmap, area, np.int64(target), np.int64(pg.order), np.int64(d))
             result[i] = UNMAP_EAGAIN
             continue
         if pg.flags & PG_writeback:  # migrate_folio_unmap(): after the lock
-            free_block(bitmap, area, target, pg.order, d)
+            free_block(bitmap, area, np.int64(target), np.int64(pg.order), np.int64(d))
             result[i] = UNMAP_EBUSY
             continue
         if pg.refcount > 1 + pg.mapcount:
-            free_block(bitmap, area, target, pg.order, d)
+            free_block(bitmap, area, np.int64(target), np.int64(pg.order), np.int64(d))
             result[i] = UNMAP_EAGAIN
             continue
         movable_ops = pg.flags & PG_movable_ops
-        folio_init(mem_map, d, pg.order, PG_locked | movable_ops)
+        folio_init(mem_map, d, np.int64(pg.order), np.int64(PG_locked | movable_ops))
         pg.flags |= PG_locked
         try_to_migrate(mem_map, ptes, src)
         t_unmap[i] = ktime_get_ns()
@@ -139,10 +140,10 @@ def migrate_folio_unmap_clean(bitmap, area, mem_map, ptes, folios, lo, hi, targe
         if ((pg.flags & (PG_locked | PG_movable_ops | PG_writeback))
                 or pg.refcount > 1 + pg.mapcount):
             break
-        d = alloc_block(bitmap, area, target, pg.order)
+        d = alloc_block(bitmap, area, np.int64(target), np.int64(pg.order))
         if d < 0:
             break
-        folio_init(mem_map, d, pg.order, PG_locked)
+        folio_init(mem_map, d, np.int64(pg.order), np.int64(PG_locked))
         pg.flags |= PG_locked
         try_to_migrate(mem_map, ptes, src)
         if timed:

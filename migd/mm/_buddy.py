@@ -138,7 +138,7 @@ def free_block(bitmap, area, nid, order, pfn):
 def alloc_blocks(bitmap, area, nid, order, count, out):
     n = 0
     while n < count:
-        pfn = alloc_block(bitmap, area, nid, order)
+        pfn = alloc_block(bitmap, area, np.int64(nid), np.int64(order))
         if pfn < 0:
             break
         out[n] = pfn
@@ -149,4 +149,4 @@ def alloc_blocks(bitmap, area, nid, order, count, out):
 @numba.njit(cache=True, nogil=True)
 def free_blocks(bitmap, area, nid, order, pfns):
     for j in range(pfns.size):
-        free_block(bitmap, area, nid, order, pfns[j])
+        free_block(bitmap, area, np.int64(nid), np.int64(order), np.int64(pfns[j]))

@@ -119,8 +119,8 @@ def folios_copy_mt(base, page_bytes, mem_map, dst, src, lo, hi, nr_threads):
     if (nr_threads <= 1 or atomic_load(ctl + 8 * HELPERS) == 0
             or atomic_cas(ctl + 8 * OWNER, 0, 1) != 0):
         for t in range(nr_threads):
-            copy_piece(t, nr_threads, base, page_bytes, dst.ctypes.data, src.ctypes.data, mmp,
-                       lo, hi)
+            copy_piece(t, nr_threads, base, page_bytes, np.int64(dst.ctypes.data),
+                       np.int64(src.ctypes.data), np.int64(mmp), lo, hi)
         return
     seq = (load_i64(ctl + 8 * SEQ) + 1) & _SEQ_MASK
     atomic_store(ctl + 8 * SEQ, seq)

@@ -15,6 +15,7 @@ from numba import carray, cfunc, njit, types
 from .._ccall import address_of, call5_int
 from .._ccall import as_pointer as _as_pointer
 from .._gil import ask, done_at
+from ..mm import memcpy
 from ._cread import (
     ACTIVE,
     DATA,
@@ -92,7 +93,7 @@ def c_read(path, buf, size, offset, fi):
     if n <= 0:
         return 0
     n = min(n, np.int64(size))
-    carray(buf, n, np.uint8)[:] = carray(_as_pointer(data + 8 + offset), n, np.uint8)
+    memcpy(address_of(buf), data + 8 + offset, n)  # not a slice copy: 1.7 s to compile
     return n
 
 

@@ -176,7 +176,7 @@ def _write_str(out, pos, sbuf, soff, sid):
 @njit(nogil=True, cache=True)
 def _format_entries(ev, secs, vals, pid, ops, lo, hi, lits, syms, sbuf, soff, out, ends):
     """Each entry's line by its event's program; ``ends[k]`` where line k ends."""
-    pos = 0
+    pos = np.int64(0)  # literals would compile the helpers once more per literal
     for k in range(ev.size):
         e = ev[k]
         us = (np.int64(np.rint(secs[k] * 1e9)) + 500) // 1000  # ns2usecs()
@@ -194,13 +194,13 @@ def _format_entries(ev, secs, vals, pid, ops, lo, hi, lits, syms, sbuf, soff, ou
             elif kind == 2:
                 pos = _write_str(out, pos, sbuf, soff, v)
             else:
-                sid = -1
+                sid = np.int64(-1)
                 for j in range(ops[o, 2], ops[o, 2] + ops[o, 3]):
                     if syms[j, 0] == v:
                         sid = syms[j, 1]
                 if sid >= 0:
                     pos = _write_str(out, pos, sbuf, soff, sid)
                 else:
-                    pos = _write_int(out, pos, v, 0, 0, 0)
+                    pos = _write_int(out, pos, v, np.int64(0), np.int64(0), np.int64(0))
         ends[k] = pos
     return pos
