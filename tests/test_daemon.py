@@ -57,6 +57,37 @@ def test_every_readable_file_reads(daemon):
     assert int(vmstat["pgmigrate_success"]) > 0
 
 
+def _anon_mappings(pid: int) -> list[tuple[int, int]]:
+    """(Size, Rss) in kB of each anonymous mapping of ``pid`` (/proc/PID/smaps)."""
+    out, cur = [], None
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            cur = [0, 0] if len(head) == 5 else None  # no path: anonymous
+            if cur is not None:
+                out.append(cur)
+        elif cur is not None and head[0] in ("Size:", "Rss:"):
+            cur[head[0] == "Rss:"] = int(head[1])
+    return [tuple(m) for m in out]
+
+
+def test_the_arena_is_backed_once_the_daemon_serves(daemon):
+    """The daemon starts without backing its memory's arena (a start would wait
+    seconds of host faults on it) and backs every page of it once it serves
+    (``_populate_arena``): the mapping as large as the nodes together ends
+    wholly resident."""
+    arena_kb = 2 * 64 * 1024  # DAEMON_CONFIG: two nodes of 64 MiB
+    deadline = time.monotonic() + 60
+    while True:
+        arena = [(size, rss) for size, rss in _anon_mappings(daemon.proc.pid)
+                 if arena_kb <= size <= arena_kb + 2048]
+        assert arena, "no mapping of the arena's size"
+        if all(rss == size for size, rss in arena) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert [rss for _, rss in arena] == [size for size, _ in arena]
+
+
 def test_stat_times_are_the_mount_time(daemon):
     st = os.stat(daemon.p("proc/vmstat"))
     assert 0 <= time.time() - st.st_mtime < 600 and st.st_mtime == st.st_ctime

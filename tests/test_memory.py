@@ -1,11 +1,23 @@
 """The emulated machine: buddy allocator, folios, content, metadata budget."""
 
+import ctypes
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from migd.mm import PAGE_SIZE, Machine, NodeSpec, TenantSpec, page_keys, verify_pages
+from migd.mm import (
+    PAGE_SIZE,
+    Machine,
+    NodeSpec,
+    PhysMemory,
+    TenantSpec,
+    madvise_populate_write,
+    page_keys,
+    verify_pages,
+    write_pages,
+)
 from migd.mm._buddy import FreeArea
 
 from .helpers import MiB
@@ -96,3 +108,42 @@ def test_split_folio_keeps_content_and_rmap():
     assert m.check_integrity().ok
     assert m.tenant_folios(t).size == 512
     assert PAGE_SIZE == 4096
+
+
+def _resident(addr: int, nbytes: int) -> np.ndarray:
+    """mincore(2): which pages of the page-aligned range are resident."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    vec = np.zeros(nbytes // 4096, dtype=np.uint8)
+    assert libc.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(nbytes),
+                        ctypes.c_void_p(vec.ctypes.data)) == 0, ctypes.get_errno()
+    return vec & 1 == 1
+
+
+def test_an_arena_left_unbacked_is_backed_chunk_by_chunk_with_its_bytes_kept():
+    """``populate=False`` leaves the arena to first touch (the daemon's start);
+    ``madvise(MADV_POPULATE_WRITE)`` over ``arena_chunks()`` then backs every
+    page without changing a byte of the pages already written, which is why it
+    may run beside the engine's copies."""
+    from migd.mm._memory import POPULATE_CHUNK
+    m = PhysMemory([NodeSpec(64 * MiB, "a", None), NodeSpec(32 * MiB, "b", None)],
+                   populate=False)
+    assert not m.populated
+    chunks = m.arena_chunks()
+    start, end = chunks[0][0], chunks[-1][0] + chunks[-1][1]
+    assert start % 4096 == 0 and start <= m.arena_base
+    assert end >= m.arena_base + m.arena.nbytes and end % 4096 == 0
+    assert all(a + n == b for (a, n), (b, _) in zip(chunks, chunks[1:], strict=False))
+    assert max(n for _, n in chunks) <= POPULATE_CHUNK and len(chunks) > 1
+    assert _resident(start, end - start).mean() < 0.5  # np.zeros maps lazily
+    pfns = np.array([0, 7, 4096, m.nr_pages - 1])
+    keys = page_keys(3, np.arange(pfns.size), np.ones(pfns.size, dtype=np.int64))
+    write_pages(m.arena, pfns, keys)
+    assert all(madvise_populate_write(a, n) for a, n in chunks)
+    assert _resident(start, end - start).all()
+    assert verify_pages(m.arena, pfns, keys).size == 0
+    rest = np.setdiff1d(np.arange(m.nr_pages), pfns)
+    assert not m.arena[rest].any()  # the others still read as zeros
+    eager = PhysMemory([NodeSpec(4 * MiB, "a", None)])
+    assert eager.populated
+    (a, n), = eager.arena_chunks()
+    assert _resident(a, n).all()

@@ -27,6 +27,7 @@ import trio
 
 from ..metrics import serve_metrics
 from ..migrate import compile_cache, warm_up
+from ..mm import PhysMemory, madvise_populate_write
 from ..sysfs import clear_stale_mount, is_mounted, serve, unmount, wait_mounted
 from ._attrs import COMPILE_READ_PATHS, build_tree, compile_read_paths
 from ._config import Config
@@ -86,6 +87,18 @@ async def _serve_tree(sys: System, tree, mountpoint: str, token, on_lost) -> Non
             raise
     if not sys.engine.stopping:
         on_lost()
+
+
+async def _populate_arena(memory: PhysMemory) -> None:
+    """Back the arena a System built with ``populate=False`` left to first
+    touch, a chunk at a time on a worker thread (no GIL held), once the daemon
+    serves: on a host that took idle guest memory back, the 1 GiB of the
+    default config costs ~3 s of faults, which a start waited for.  Copies
+    into pages not yet backed meanwhile fault them in themselves."""
+    for addr, nbytes in memory.arena_chunks():
+        if not await trio.to_thread.run_sync(madvise_populate_write, addr, nbytes):
+            return  # a kernel before 5.14: pages are backed at first touch
+    memory.populated = True
 
 
 async def _watch_mount(sys: System, mountpoint: str, on_lost) -> None:
@@ -165,6 +178,8 @@ async def system_running(sys: System, mountpoint: str, on_tree_lost=lambda: None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sys.dma.run)
         nursery.start_soon(sys.prezero.run)
+        if not sys.machine.memory.populated:
+            nursery.start_soon(_populate_arena, sys.machine.memory)
         lost = trio.Event()
 
         def tree_lost() -> None:
@@ -244,7 +259,7 @@ async def serve_daemon(cfg: Config, mountpoint: str, metrics: str, log) -> int:
 
 async def _serve(cfg: Config, mountpoint: str, metrics: str, log, t_start: float,
                  child: trio.Process | None) -> int:
-    sys = System(cfg)
+    sys = System(cfg, populate=False)  # backed once it serves (_populate_arena)
     sys.events.append(lambda event, fields: (
         log.error if event in ("migrator_error", "dma_unreported_error")
         else log.info)(event, **fields))

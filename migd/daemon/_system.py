@@ -33,15 +33,17 @@ Listener = Callable[[str, dict[str, Any]], None]
 
 
 class System:
-    def __init__(self, cfg: Config, clock: Clock | None = None) -> None:
+    def __init__(self, cfg: Config, clock: Clock | None = None, populate: bool = True) -> None:
         """``clock``: the real clock (the daemon's), or a virtual one (``bench
-        callers`` runs the callers on the daemon's System)."""
+        callers`` runs the callers on the daemon's System); ``populate``: back
+        the memory's arena now, or leave it to ``system_running`` (the daemon,
+        whose start would otherwise wait on it)."""
         self.cfg = cfg
         seed = cfg.daemon["seed"]
         self.machine = Machine([
             NodeSpec(n["capacity"], n["name"],
                      None if n["demotion_target"] < 0 else n["demotion_target"])
-            for n in cfg.nodes])
+            for n in cfg.nodes], populate=populate)
         self.tenants = [self.machine.add_tenant(TenantSpec(
             t["name"], t["size"], t["order"], t["home_node"], t["access_rate"],
             t["write_fraction"], t["mlocked"])) for t in cfg.tenants]

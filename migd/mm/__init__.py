@@ -27,6 +27,7 @@ from ._memory import (
     NodeSpec,
     PhysMemory,
     host_memory,
+    madvise_populate_write,
     memory_limit,
 )
 from ._migrate_mode import (
@@ -83,7 +84,8 @@ __all__ = [
     "ZERO_VERSION",
     "IntegrityReport",
     "Machine", "Node", "NodeSpec", "PhysMemory", "Tenant", "TenantSpec", "TenantStatistics",
-    "page_keys", "verify_pages", "write_pages", "host_memory", "memory_limit", "MR_TYPES",
+    "page_keys", "verify_pages", "write_pages", "host_memory", "madvise_populate_write",
+    "memory_limit", "MR_TYPES",
     "REASON_MASK_ALL", "MigrateMode", "MigrateReason", "format_reason_mask", "parse_reason_mask",
     "NR_MAX_BATCHED_MIGRATION", "NR_MAX_BATCHED_MIGRATION_LIMIT",
     # compiled helpers for the engine's and the DMA engine's kernels

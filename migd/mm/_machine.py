@@ -60,11 +60,12 @@ class Machine:
     """Nodes + tenants.  Pure: no I/O, no logging; trio only for waiting."""
 
     def __init__(self, nodes: list[NodeSpec], words_per_page: int | None = None,
-                 arena: np.ndarray | None = None) -> None:
+                 arena: np.ndarray | None = None, populate: bool = True) -> None:
         """``arena``: reuse another machine's page contents (same shape), which
-        that machine must no longer use; see ``PhysMemory``."""
+        that machine must no longer use; ``populate``: back the arena now (see
+        ``PhysMemory``)."""
         kw = {} if words_per_page is None else {"words_per_page": words_per_page}
-        self.memory = PhysMemory(nodes, arena=arena, **kw)
+        self.memory = PhysMemory(nodes, arena=arena, populate=populate, **kw)
         self.tenants: list[Tenant] = []
         # The page table: every mapped page is backed, so the machine's page
         # count bounds the virtual pages of all tenants together.

@@ -15,6 +15,8 @@ every batch operation a Python loop.
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 from dataclasses import dataclass
 
@@ -32,6 +34,25 @@ WORDS_PER_PAGE_REAL = PAGE_SIZE // 8
 #: ``nid`` here is an int8, so 128 would be this emulation's own limit; the
 #: kernel's default is the smaller and the one node indices are checked against.
 MAX_NUMNODES = 64
+
+#: madvise(2) advice (Linux 5.14) that backs a range with writable pages
+#: without writing them: the bytes stay what they were, so it may run while
+#: the engine copies into the same pages.
+MADV_POPULATE_WRITE = 23
+#: Bytes of the arena one :func:`madvise_populate_write` call backs: a
+#: population on a worker thread stops between chunks.
+POPULATE_CHUNK = 64 << 20
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+
+
+def madvise_populate_write(addr: int, length: int) -> bool:
+    """``madvise(addr, length, MADV_POPULATE_WRITE)``, without the GIL (a
+    ctypes call); False where the kernel lacks the advice (before 5.14) or the
+    range is not mapped.  On a virtual machine whose host took back idle guest
+    memory, backing 1 GiB costs ~3 s of host faults wherever it happens."""
+    return _libc.madvise(addr, length, MADV_POPULATE_WRITE) == 0
 
 
 def host_memory() -> int:
@@ -95,7 +116,7 @@ class PhysMemory:
     """
 
     def __init__(self, nodes: list[NodeSpec], words_per_page: int = WORDS_PER_PAGE_REAL,
-                 arena: np.ndarray | None = None) -> None:
+                 arena: np.ndarray | None = None, populate: bool = True) -> None:
         if not 0 < len(nodes) <= MAX_NUMNODES:
             raise ValueError(f"1..{MAX_NUMNODES} nodes are needed (MAX_NUMNODES), "
                              f"got {len(nodes)}")
@@ -128,20 +149,40 @@ class PhysMemory:
         self.mapping = self.mem_map["mapping"]
         self.index = self.mem_map["index"]
         self.nid_of = self.mem_map["nid"]
-        # Page contents.  np.zeros maps lazily; touch every page now so that
-        # first-touch page faults never land inside a timed copy.  A given
-        # arena (another machine's, of the same shape) is taken as it is: its
-        # pages are touched already, and every page a tenant maps is written
-        # when the tenant faults it in, so stale bytes are never read.
+        # Page contents.  np.zeros maps lazily; every page is backed now so
+        # that first-touch page faults never land inside a timed copy, unless
+        # ``populate`` is False: the daemon backs them after it is ready
+        # (``arena_chunks``), for a start that does not wait seconds on a host
+        # that took its idle memory back.  A given arena (another machine's,
+        # of the same shape) is taken as it is: its pages are backed already,
+        # and every page a tenant maps is written when the tenant faults it
+        # in, so stale bytes are never read.
+        given = arena is not None
         if arena is None:
             arena = np.zeros((n, words_per_page), dtype=np.uint64)
-            arena.fill(0)
         elif arena.shape != (n, words_per_page) or arena.dtype != np.uint64:
             raise ValueError(f"arena of shape {arena.shape} {arena.dtype}, "
                              f"this memory needs ({n}, {words_per_page}) uint64")
         self.arena = arena
         #: Address of the arena, for compiled copies (the arena never moves).
         self.arena_base = self.arena.ctypes.data
+        #: Whether every page of the arena is backed.
+        self.populated = given
+        if populate and not given:
+            if not all(madvise_populate_write(a, nbytes) for a, nbytes in self.arena_chunks()):
+                arena.fill(0)  # no other writer yet: writing zeros is safe here
+            self.populated = True
+
+    def arena_chunks(self) -> list[tuple[int, int]]:
+        """The arena as (address, bytes) ranges of :data:`POPULATE_CHUNK`,
+        page-aligned: the first starts at the page holding the arena's first
+        byte (numpy maps a large array a few bytes past a page boundary; a
+        smaller one shares its pages with the heap, where backing a page
+        changes no byte either)."""
+        page = mmap.PAGESIZE
+        start = self.arena_base & ~(page - 1)
+        end = -(-(self.arena_base + self.arena.nbytes) // page) * page
+        return [(a, min(POPULATE_CHUNK, end - a)) for a in range(start, end, POPULATE_CHUNK)]
 
     # -- folio lookup -------------------------------------------------------
 
