@@ -74,18 +74,18 @@ def _anon_mappings(pid: int) -> list[tuple[int, int]]:
 def test_the_arena_is_backed_once_the_daemon_serves(daemon):
     """The daemon starts without backing its memory's arena (a start would wait
     seconds of host faults on it) and backs every page of it once it serves
-    (``_populate_arena``): the mapping as large as the nodes together ends
-    wholly resident."""
+    (``_populate_arena``): an anonymous mapping at least as large as the nodes
+    together ends with that much resident (the kernel may have merged a
+    neighbour into it; left to first touch, the tenants' pages are a fraction)."""
     arena_kb = 2 * 64 * 1024  # DAEMON_CONFIG: two nodes of 64 MiB
     deadline = time.monotonic() + 60
     while True:
-        arena = [(size, rss) for size, rss in _anon_mappings(daemon.proc.pid)
-                 if arena_kb <= size <= arena_kb + 2048]
-        assert arena, "no mapping of the arena's size"
-        if all(rss == size for size, rss in arena) or time.monotonic() > deadline:
+        held = [(size, rss) for size, rss in _anon_mappings(daemon.proc.pid) if size >= arena_kb]
+        assert held, "no mapping as large as the arena"
+        if any(rss >= arena_kb for _, rss in held) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    assert [rss for _, rss in arena] == [size for size, _ in arena]
+    assert max(rss for _, rss in held) >= arena_kb, held
 
 
 def test_stat_times_are_the_mount_time(daemon):
