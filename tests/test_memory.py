@@ -1,6 +1,7 @@
 """The emulated machine: buddy allocator, folios, content, metadata budget."""
 
 import ctypes
+import errno
 
 import numpy as np
 import pytest
@@ -138,12 +139,17 @@ def test_an_arena_left_unbacked_is_backed_chunk_by_chunk_with_its_bytes_kept():
     pfns = np.array([0, 7, 4096, m.nr_pages - 1])
     keys = page_keys(3, np.arange(pfns.size), np.ones(pfns.size, dtype=np.int64))
     write_pages(m.arena, pfns, keys)
-    assert all(madvise_populate_write(a, n) for a, n in chunks)
+    assert [madvise_populate_write(a, n) for a, n in chunks] == [0] * len(chunks)
     assert _resident(start, end - start).all()
     assert verify_pages(m.arena, pfns, keys).size == 0
     rest = np.setdiff1d(np.arange(m.nr_pages), pfns)
     assert not m.arena[rest].any()  # the others still read as zeros
-    eager = PhysMemory([NodeSpec(4 * MiB, "a", None)])
+    eager = PhysMemory([NodeSpec(64 * MiB, "a", None)])  # mapped apart from the heap
     assert eager.populated
-    (a, n), = eager.arena_chunks()
-    assert _resident(a, n).all()
+    assert all(_resident(a, n).all() for a, n in eager.arena_chunks())
+
+
+def test_backing_an_unmapped_range_names_the_errno():
+    """madvise(2): a range with no mapping is ENOMEM; the daemon logs the errno
+    (``arena_not_backed``) and leaves the pages to their first touch."""
+    assert madvise_populate_write(4096, 4096) == errno.ENOMEM

@@ -27,7 +27,7 @@ import trio
 
 from ..metrics import serve_metrics
 from ..migrate import compile_cache, warm_up
-from ..mm import PhysMemory, madvise_populate_write
+from ..mm import madvise_populate_write
 from ..sysfs import clear_stale_mount, is_mounted, serve, unmount, wait_mounted
 from ._attrs import COMPILE_READ_PATHS, build_tree, compile_read_paths
 from ._config import Config
@@ -89,15 +89,20 @@ async def _serve_tree(sys: System, tree, mountpoint: str, token, on_lost) -> Non
         on_lost()
 
 
-async def _populate_arena(memory: PhysMemory) -> None:
+async def _populate_arena(sys: System) -> None:
     """Back the arena a System built with ``populate=False`` left to first
-    touch, a chunk at a time on a worker thread (no GIL held), once the daemon
+    touch, a chunk at a time on a worker thread (no GIL held), once the tree
     serves: on a host that took idle guest memory back, the 1 GiB of the
     default config costs ~3 s of faults, which a start waited for.  Copies
-    into pages not yet backed meanwhile fault them in themselves."""
+    into pages not yet backed meanwhile fault them in themselves; so do all
+    of them where the kernel lacks the advice (``arena_not_backed``)."""
+    memory = sys.machine.memory
     for addr, nbytes in memory.arena_chunks():
-        if not await trio.to_thread.run_sync(madvise_populate_write, addr, nbytes):
-            return  # a kernel before 5.14: pages are backed at first touch
+        err = await trio.to_thread.run_sync(madvise_populate_write, addr, nbytes)
+        if err:
+            sys.emit("arena_not_backed", error=os.strerror(err),
+                     backed_bytes=addr - memory.arena_chunks()[0][0])
+            return
     memory.populated = True
 
 
@@ -178,8 +183,6 @@ async def system_running(sys: System, mountpoint: str, on_tree_lost=lambda: None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sys.dma.run)
         nursery.start_soon(sys.prezero.run)
-        if not sys.machine.memory.populated:
-            nursery.start_soon(_populate_arena, sys.machine.memory)
         lost = trio.Event()
 
         def tree_lost() -> None:
@@ -189,6 +192,8 @@ async def system_running(sys: System, mountpoint: str, on_tree_lost=lambda: None
         nursery.start_soon(_serve_tree, sys, tree, mountpoint, token, tree_lost)
         try:
             await wait_mounted(mountpoint)
+            if not sys.machine.memory.populated:  # once the tree serves
+                nursery.start_soon(_populate_arena, sys)
             nursery.start_soon(_watch_mount, sys, mountpoint, tree_lost)
             for i, t in enumerate(sys.tenants):
                 nursery.start_soon(sys.machine.run_mutator, t, sys.cfg.daemon["seed"] + i)

@@ -12,7 +12,7 @@ import numpy as np
 import trio
 from numba.core.dispatcher import Dispatcher
 
-from ..dma import DmaDevice, book_slices, sg_nents_slices
+from ..dma import DmaDevice, book_slices, sg_nents_slices, slice_bounds_array
 from ..hw import Clock, dma_schedule, get_profile
 from ..mm import Machine, NodeSpec, TenantSpec, compile_copies
 from ..offload import offload_migrators
@@ -68,7 +68,7 @@ def warm_up_virtual_clock(engine: MigrationEngine | None = None) -> None:
     book_slices(mem.mem_map, none, np.empty(0, dtype=np.int8), none, none, np.zeros(0),
                 np.zeros(1), np.zeros(1), none)
     sg_nents_slices(np.empty(0, dtype=np.int8), np.empty(0, dtype=np.int8),  # map_sgtables
-                    np.zeros((1, 2), dtype=np.int64), 65536, True)
+                    slice_bounds_array(0, 1), 65536, True)  # read-only, as there
 
 
 async def warm_up(progress: Callable[[str], None] = lambda stage: None) -> None:

@@ -39,20 +39,23 @@ MAX_NUMNODES = 64
 #: without writing them: the bytes stay what they were, so it may run while
 #: the engine copies into the same pages.
 MADV_POPULATE_WRITE = 23
-#: Bytes of the arena one :func:`madvise_populate_write` call backs: a
-#: population on a worker thread stops between chunks.
-POPULATE_CHUNK = 64 << 20
+#: Bytes of the arena one :func:`madvise_populate_write` call backs: the call
+#: holds mmap_lock, which every mmap/munmap of the process waits for (64 MiB
+#: held it ~190 ms on a cold host; 4 MiB ~11 ms).
+POPULATE_CHUNK = 4 << 20
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 
 
-def madvise_populate_write(addr: int, length: int) -> bool:
+def madvise_populate_write(addr: int, length: int) -> int:
     """``madvise(addr, length, MADV_POPULATE_WRITE)``, without the GIL (a
-    ctypes call); False where the kernel lacks the advice (before 5.14) or the
-    range is not mapped.  On a virtual machine whose host took back idle guest
-    memory, backing 1 GiB costs ~3 s of host faults wherever it happens."""
-    return _libc.madvise(addr, length, MADV_POPULATE_WRITE) == 0
+    ctypes call): 0, or the errno (EINVAL before Linux 5.14, ENOMEM where the
+    range is not mapped).  On a virtual machine whose host took back idle
+    guest memory, backing 1 GiB costs ~3 s of host faults wherever it happens."""
+    if _libc.madvise(addr, length, MADV_POPULATE_WRITE) == 0:
+        return 0
+    return ctypes.get_errno()
 
 
 def host_memory() -> int:
@@ -169,7 +172,7 @@ class PhysMemory:
         #: Whether every page of the arena is backed.
         self.populated = given
         if populate and not given:
-            if not all(madvise_populate_write(a, nbytes) for a, nbytes in self.arena_chunks()):
+            if any(madvise_populate_write(a, nbytes) for a, nbytes in self.arena_chunks()):
                 arena.fill(0)  # no other writer yet: writing zeros is safe here
             self.populated = True
 

@@ -104,7 +104,7 @@ def _uniform_schedule(t_sub, engine, lo, hi, rate_chunk, fixed, mapped, nbytes, 
     done = np.zeros(k, dtype=np.bool_)
     t_end = 0.0
     while True:
-        c = -1
+        c = np.int64(-1)  # not a literal: chunk_share is compiled for one type
         best = np.inf
         for x in range(k):
             if not done[x] and nxt[x] < best:
