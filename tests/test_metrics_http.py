@@ -92,6 +92,46 @@ def test_64_idle_connections_add_no_thread_and_a_scrape_still_answers(served):
             s.close()
 
 
+def test_a_connection_that_sent_nothing_costs_the_server_no_descriptor(served):
+    """tcp(7) TCP_DEFER_ACCEPT: the server accepts a connection once its first
+    bytes are in, so a scrape is one wake of the answering thread; eight
+    connections that send nothing add this process eight descriptors (their
+    client ends), none of the server's, and one that then sends its request
+    is answered."""
+    port = served()
+    before = len(os.listdir("/proc/self/fd"))
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(8)]
+    try:
+        assert get(port)[0] == 200
+        time.sleep(0.2)
+        assert len(os.listdir("/proc/self/fd")) - before == 8
+        idle[3].sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        assert idle[3].recv(64).startswith(b"HTTP/1.0 200")
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_the_answering_thread_runs_in_the_real_time_class_and_the_workers_do_not(system):
+    """The thread answering /metrics preempts the tree's threads (SCHED_RR at
+    ANSWER_RT_PRIORITY: sched(7)); the workers finishing slow sends stay in
+    the normal class at the tree's nice value.  The tests run as root, which
+    may set both."""
+    from migd.metrics._http import ANSWER_RT_PRIORITY
+    from migd.sysfs import TREE_THREAD_NICE
+    server, port = serve_metrics(system, "127.0.0.1:0")
+    try:
+        assert get(port)[0] == 200
+        answering, *workers = server._threads
+        assert os.sched_getscheduler(answering.native_id) == os.SCHED_RR
+        assert os.sched_getparam(answering.native_id).sched_priority == ANSWER_RT_PRIORITY
+        for w in workers:
+            assert os.sched_getscheduler(w.native_id) == os.SCHED_OTHER
+            assert os.getpriority(os.PRIO_PROCESS, w.native_id) == TREE_THREAD_NICE
+    finally:
+        server.shutdown()
+
+
 def test_an_idle_connection_is_closed_after_the_timeout(served):
     port = served(timeout=0.3)
     with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
@@ -105,6 +145,9 @@ def test_an_idle_connection_is_closed_after_the_timeout(served):
 def test_past_max_pending_the_oldest_idle_connection_is_closed(served):
     port = served(max_pending=4)
     idle = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(4)]
+    for s in idle:  # accepted once bytes came (defer_accept), then held
+        s.sendall(b"GET")
+        time.sleep(0.05)  # in this order
     try:
         assert get(port)[0] == 200
         assert idle[0].recv(1) == b""
@@ -174,6 +217,7 @@ def test_shutdown_stops_every_thread_and_closes_the_port(system):
     before = tasks()
     server, port = serve_metrics(system, "127.0.0.1:0")
     idle = socket.create_connection(("127.0.0.1", port), timeout=20)
+    idle.sendall(b"GET")  # accepted (defer_accept) and held
     assert get(port)[0] == 200
     server.shutdown()
     assert idle.recv(1) == b""

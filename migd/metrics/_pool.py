@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import math
 import os
 import queue
 import selectors
@@ -98,13 +99,25 @@ class PooledServer:
     def __init__(self, address: tuple[str, int], handler: type[HeadHandler], *,
                  workers: int = WORKERS, timeout: float = TIMEOUT,
                  max_pending: int = MAX_PENDING, name: str = "migd-metrics",
-                 thread_init: Callable[[], None] | None = None) -> None:
+                 thread_init: Callable[[], None] | None = None,
+                 answer_init: Callable[[], None] | None = None,
+                 defer_accept: bool = False) -> None:
         """``thread_init`` runs first in each of the server's threads (the
-        daemon raises their priority there, as the tree's)."""
+        daemon raises their priority there, as the tree's), ``answer_init``
+        instead of it in the answering thread when given.  ``defer_accept``:
+        a connection is accepted once its first bytes are in (tcp(7)'s
+        TCP_DEFER_ACCEPT, for ``timeout`` seconds, then as without it), so a
+        scrape is one wake of the answering thread, not an accept and a
+        read one wake later; a connection that sends nothing costs no
+        descriptor meanwhile."""
         host, port = address
         self._thread_init = thread_init or (lambda: None)
+        self._answer_init = answer_init or self._thread_init
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         self.socket = socket.create_server((host, port), family=family, backlog=128)
+        if defer_accept:
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT,
+                                   max(1, math.ceil(timeout)))
         self.socket.setblocking(False)
         self.server_address = self.socket.getsockname()
         self.handler, self.timeout, self.max_pending = handler, timeout, max_pending
@@ -150,7 +163,7 @@ class PooledServer:
         self._wake_w.close()
 
     def _accept_loop(self) -> None:
-        self._thread_init()
+        self._answer_init()
         try:
             while not self._stop.is_set():
                 wait = None
@@ -163,9 +176,14 @@ class PooledServer:
                     try:
                         # held connections first, the listening socket last: under
                         # a flood its backlog never empties, and turns spent
-                        # accepting never reached a request sent after its connect
-                        events = sorted(self._sel.select(0),
+                        # accepting never reached a request sent after its connect.
+                        # With none held, accept at once: select() releases the
+                        # GIL, another race for it (a deferred accept brings the
+                        # request with its connection, so none are held mostly)
+                        events = sorted(self._sel.select(0) if self._pending else [],
                                         key=lambda event: event[0].fileobj is self.socket)
+                        if not self._pending:
+                            starved |= self._accept(turn_end)
                         for key, _ in events:
                             if key.fileobj is self.socket:
                                 starved |= self._accept(turn_end)
