@@ -94,22 +94,38 @@ def test_64_idle_connections_add_no_thread_and_a_scrape_still_answers(served):
 
 def test_a_connection_that_sent_nothing_costs_the_server_no_descriptor(served):
     """tcp(7) TCP_DEFER_ACCEPT: the server accepts a connection once its first
-    bytes are in, so a scrape is one wake of the answering thread; eight
-    connections that send nothing add this process eight descriptors (their
-    client ends), none of the server's, and one that then sends its request
-    is answered."""
-    port = served()
+    bytes are in, so a scrape is one wake of the answering thread.  /metrics
+    defers for DEFER_ACCEPT seconds; here, for 30 (the kernel's first SYN-ACK
+    resend past them, 31 s): eight connections that send nothing add this
+    process eight descriptors (their client ends), none of the server's, a
+    scrape is answered meanwhile, and one that then sends its request too."""
+    from migd.metrics._http import DEFER_ACCEPT
+    server, port = serve_metrics(System(load_config(text=SMALL_CONFIG)), "127.0.0.1:0")
+    try:
+        assert server.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) >= \
+            DEFER_ACCEPT >= 1
+    finally:
+        server.shutdown()
+
+    class Handler(HeadHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.end_headers()
+
+    server = PooledServer(("127.0.0.1", 0), Handler, defer_accept=30)
+    port = server.server_address[1]
     before = len(os.listdir("/proc/self/fd"))
     idle = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(8)]
     try:
-        assert get(port)[0] == 200
+        assert get(port, "/")[0] == 200
         time.sleep(0.2)
         assert len(os.listdir("/proc/self/fd")) - before == 8
-        idle[3].sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        idle[3].sendall(b"GET / HTTP/1.0\r\n\r\n")
         assert idle[3].recv(64).startswith(b"HTTP/1.0 200")
     finally:
         for s in idle:
             s.close()
+        server.shutdown()
 
 
 def test_the_answering_thread_runs_in_the_real_time_class_and_the_workers_do_not(system):
@@ -123,8 +139,15 @@ def test_the_answering_thread_runs_in_the_real_time_class_and_the_workers_do_not
     try:
         assert get(port)[0] == 200
         answering, *workers = server._threads
-        assert os.sched_getscheduler(answering.native_id) == os.SCHED_RR
+        # sched_getscheduler(2) returns the policy with the reset-on-fork flag
+        assert os.sched_getscheduler(answering.native_id) == \
+            os.SCHED_RR | os.SCHED_RESET_ON_FORK
         assert os.sched_getparam(answering.native_id).sched_priority == ANSWER_RT_PRIORITY
+        deadline = time.monotonic() + 20  # each worker sets its own when it starts
+        while time.monotonic() < deadline and any(
+                os.getpriority(os.PRIO_PROCESS, w.native_id) != TREE_THREAD_NICE
+                for w in workers):
+            time.sleep(0.01)
         for w in workers:
             assert os.sched_getscheduler(w.native_id) == os.SCHED_OTHER
             assert os.getpriority(os.PRIO_PROCESS, w.native_id) == TREE_THREAD_NICE
@@ -143,7 +166,7 @@ def test_an_idle_connection_is_closed_after_the_timeout(served):
 
 
 def test_past_max_pending_the_oldest_idle_connection_is_closed(served):
-    port = served(max_pending=4)
+    port = served(max_pending=4, timeout=60)  # not expired meanwhile: only eviction closes
     idle = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(4)]
     for s in idle:  # accepted once bytes came (defer_accept), then held
         s.sendall(b"GET")

@@ -88,6 +88,11 @@ def _handler(registry: CollectorRegistry, collector: MigdCollector) -> type[Head
 
 #: The real-time priority of the thread answering /metrics (SCHED_RR, the lowest).
 ANSWER_RT_PRIORITY = 1
+#: Seconds a connection that sent nothing waits in the kernel before it is
+#: accepted (``PooledServer``'s ``defer_accept``): a scrape's request follows
+#: its connect within milliseconds; longer, silent connections would only
+#: fill the listen backlog in the kernel instead of ``max_pending`` here.
+DEFER_ACCEPT = 1
 
 
 def answer_thread_priority() -> None:
@@ -102,10 +107,12 @@ def answer_thread_priority() -> None:
     thread never runs more than half the time (``_pool.TURN``: it waits as
     long as it ran), so a flood of scrapes cannot starve the machine.  The
     tree's threads stay at nice -20 (there SCHED_RR was no better: they are
-    many, and each would preempt the others).  Without CAP_SYS_NICE (or under
-    systemd's ``RestrictRealtime=``) the nice value only."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(ANSWER_RT_PRIORITY))
+    many, and each would preempt the others).  Without CAP_SYS_NICE (or an
+    RLIMIT_RTPRIO of 1), or under systemd's ``RestrictRealtime=``, the nice
+    value only."""
+    try:  # 0: the calling thread; nothing it starts or forks inherits the class
+        os.sched_setscheduler(0, os.SCHED_RR | os.SCHED_RESET_ON_FORK,
+                              os.sched_param(ANSWER_RT_PRIORITY))
     except OSError:
         raise_thread_priority()
 
@@ -117,7 +124,7 @@ def serve_metrics(system, address: str, *, workers: int = WORKERS, timeout: floa
     ``workers`` threads answer; a request's head must arrive within ``timeout``
     seconds; at most ``max_pending`` connections wait for theirs (see
     PooledServer); a connection is accepted once its request's first bytes
-    are in, or ``timeout`` seconds after it connected (``defer_accept``).
+    are in, or about :data:`DEFER_ACCEPT` seconds after it connected.
     """
     # describe() names nothing (no scrape at registration): name[] must still see it
     registry = CollectorRegistry(auto_describe=False, support_collectors_without_names=True)
@@ -130,5 +137,5 @@ def serve_metrics(system, address: str, *, workers: int = WORKERS, timeout: floa
     server = PooledServer(parse_address(address), _handler(registry, collector), workers=workers,
                           timeout=timeout, max_pending=max_pending,
                           thread_init=raise_thread_priority, answer_init=answer_thread_priority,
-                          defer_accept=True)
+                          defer_accept=DEFER_ACCEPT)
     return server, server.server_address[1]

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
-import math
 import os
 import queue
 import selectors
@@ -101,23 +100,24 @@ class PooledServer:
                  max_pending: int = MAX_PENDING, name: str = "migd-metrics",
                  thread_init: Callable[[], None] | None = None,
                  answer_init: Callable[[], None] | None = None,
-                 defer_accept: bool = False) -> None:
+                 defer_accept: int = 0) -> None:
         """``thread_init`` runs first in each of the server's threads (the
         daemon raises their priority there, as the tree's), ``answer_init``
-        instead of it in the answering thread when given.  ``defer_accept``:
-        a connection is accepted once its first bytes are in (tcp(7)'s
-        TCP_DEFER_ACCEPT, for ``timeout`` seconds, then as without it), so a
-        scrape is one wake of the answering thread, not an accept and a
-        read one wake later; a connection that sends nothing costs no
-        descriptor meanwhile."""
+        instead of it in the answering thread when given.  ``defer_accept``
+        seconds (tcp(7)'s TCP_DEFER_ACCEPT; 0: off): a connection is accepted
+        once its first bytes are in, so a scrape is one wake of the answering
+        thread, not an accept and a read one wake later.  One that sends
+        nothing waits in the kernel's SYN queue, costing no descriptor, until
+        the kernel's SYN-ACK resend past that time (1, 3, 7, ... s) brings it
+        to accept(), and is held as without it; at ``shutdown()`` it is
+        dropped without a FIN (an RST once it sends)."""
         host, port = address
         self._thread_init = thread_init or (lambda: None)
         self._answer_init = answer_init or self._thread_init
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         self.socket = socket.create_server((host, port), family=family, backlog=128)
         if defer_accept:
-            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT,
-                                   max(1, math.ceil(timeout)))
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, defer_accept)
         self.socket.setblocking(False)
         self.server_address = self.socket.getsockname()
         self.handler, self.timeout, self.max_pending = handler, timeout, max_pending
