@@ -7,11 +7,13 @@ import ctypes
 import errno
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -321,6 +323,31 @@ def test_a_first_start_says_it_compiles_and_asks_systemd_for_time(tmp_path):
             assert d.stop(timeout=60) == 0
         finally:
             d.close()
+
+
+def test_each_copy_of_the_sources_has_its_own_compile_cache(tmp_path):
+    """numba files a cached kernel under a hash of its source file's path, so
+    a second copy of the same sources (a fresh clone) compiles everything
+    again: its cache directory, and the mark of a complete warm-up in it, must
+    be its own, or its first start takes the first copy's mark for a warm
+    cache (silent, and without the compile child).  The same copy keeps one."""
+    src = Path(__file__).resolve().parent.parent / "migd"
+    copy = tmp_path / "clone"
+    shutil.copytree(src, copy / "migd", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    code = "import migd, os; print(migd.__file__, os.environ['NUMBA_CACHE_DIR'])"
+
+    def where(path: Path) -> list[str]:
+        p = subprocess.run([sys.executable, "-c", code], env=env | {"PYTHONPATH": str(path)},
+                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        return p.stdout.split()
+
+    (here, first), (_, again), (there, other) = where(src.parent), where(src.parent), where(copy)
+    assert Path(here).parent == src and Path(there).parent == copy / "migd"
+    assert first == again and first != other
+    assert Path(first).parent == Path(other).parent == tmp_path / "cache" / "migd"
 
 
 def test_thread_states_kept_for_foreign_threads_only_and_freed_when_they_end():
