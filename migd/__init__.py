@@ -22,7 +22,9 @@ def _key_numba_cache_by_source() -> None:
     """
     if "NUMBA_CACHE_DIR" in os.environ:
         return
-    digest = hashlib.sha1(str(Path(__file__).resolve().parent).encode())
+    # abspath, not resolve(): numba keys its files by os.path.abspath, so a
+    # path through a symlink is another set of kernels to it
+    digest = hashlib.sha1(os.path.dirname(os.path.abspath(__file__)).encode())
     fusepy = importlib.util.find_spec("fuse")
     for path in [*sorted(Path(__file__).parent.rglob("*.py")),
                  *([Path(fusepy.origin)] if fusepy and fusepy.origin else [])]:

@@ -344,10 +344,50 @@ def test_each_copy_of_the_sources_has_its_own_compile_cache(tmp_path):
         assert p.returncode == 0, p.stderr
         return p.stdout.split()
 
+    (tmp_path / "link").symlink_to(copy)  # numba keys by the path, symlinks unresolved
     (here, first), (_, again), (there, other) = where(src.parent), where(src.parent), where(copy)
+    linked, via_link = where(tmp_path / "link")
     assert Path(here).parent == src and Path(there).parent == copy / "migd"
-    assert first == again and first != other
-    assert Path(first).parent == Path(other).parent == tmp_path / "cache" / "migd"
+    assert Path(linked).parent == tmp_path / "link" / "migd"
+    assert first == again and len({first, other, via_link}) == 3
+    assert {Path(d).parent for d in (first, other, via_link)} == {tmp_path / "cache" / "migd"}
+
+
+_CHILD_FROM_HERE = r"""
+import trio
+from migd.daemon._run import start_compile_child
+async def main():
+    child = await start_compile_child()
+    with trio.move_on_after(3):  # a decoy fails at once; the real child compiles for seconds
+        await child.wait()
+    print(child.returncode)
+    if child.returncode is None:
+        child.kill()
+        await child.wait()
+trio.run(main)
+"""
+
+
+def test_a_re_exec_and_the_compile_child_run_this_migd_whatever_the_working_directory(
+        tmp_path):
+    """``python -m`` and ``-c`` put the working directory first on the path: run
+    from another checkout, the re-exec (``migd``'s streaming-copy tunable) and
+    the first start's compile child imported that checkout's ``migd`` instead
+    (and the child compiled it into this cache for nothing).  Both run
+    ``python -P`` with this package's root first on PYTHONPATH."""
+    (tmp_path / "migd").mkdir()
+    marker = tmp_path / "imported"
+    (tmp_path / "migd" / "__init__.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nraise SystemExit(3)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "MIGD_NO_REEXEC")}
+    p = subprocess.run([str(Path(sys.executable).parent / "migd"), "--version"], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.startswith("migd "), p.stderr
+    env["NUMBA_CACHE_DIR"] = str(tmp_path / "cache")  # empty: a first start's child
+    p = subprocess.run([sys.executable, "-P", "-c", _CHILD_FROM_HERE], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.split() in (["None"], ["0"]), (p.stdout, p.stderr)
+    assert not marker.exists()
 
 
 def test_thread_states_kept_for_foreign_threads_only_and_freed_when_they_end():
