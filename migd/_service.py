@@ -23,6 +23,8 @@ the default address (a test keeps them equal).
 
 from __future__ import annotations
 
+import os
+import pwd
 import shlex
 import shutil
 import subprocess
@@ -106,7 +108,12 @@ def install_service(config: Path, prefix: Path, dry_run: bool, out=sys.stdout) -
     live = prefix == Path("/") and not dry_run
     if live:  # the service's first start loads the kernels instead of compiling them
         print("compile migd's kernels (migd warm-up)", file=out, flush=True)
-        subprocess.run(shlex.split(_migd_command()) + ["warm-up"], check=False, timeout=600)
+        # the unit's environment (root, no Environment=): its cache, ~root/.cache/migd,
+        # not one a preserved XDG_CACHE_HOME, NUMBA_CACHE_DIR or HOME names
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME")} | {"HOME": pwd.getpwuid(0).pw_dir}
+        subprocess.run(shlex.split(_migd_command()) + ["warm-up"], check=False, timeout=600,
+                       env=env)
     if live and shutil.which("systemctl"):
         subprocess.run(["systemctl", "daemon-reload"], check=False, timeout=60)
     print(f"{'then' if live else 'on the target machine'}: systemctl enable --now migd",

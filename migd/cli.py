@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import _args
 from ._args import Command, Option, in_range
+from ._self import this_migd
 from ._version import migd_version
 
 _NT_TUNABLE = "glibc.cpu.x86_non_temporal_threshold"
@@ -47,9 +48,9 @@ def _ensure_streaming_copies() -> None:
     tunables = os.environ.get("GLIBC_TUNABLES", "")
     if _NT_TUNABLE in tunables or os.environ.get("MIGD_NO_REEXEC") or sys.platform != "linux":
         return
-    env = dict(os.environ)
+    python, env = this_migd()  # this migd, whatever the working directory holds
     env["GLIBC_TUNABLES"] = ":".join(filter(None, [tunables, f"{_NT_TUNABLE}=0x100000"]))
-    os.execve(sys.executable, [sys.executable, "-m", "migd", *sys.argv[1:]], env)
+    os.execve(python[0], [*python, "-m", "migd", *sys.argv[1:]], env)
 
 
 # --- the commands: each runs on parsed values and returns a result ----------------------

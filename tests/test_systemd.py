@@ -18,6 +18,9 @@ def test_unit_declares_what_the_daemon_implements():
     assert svc["DeviceAllow"] == "/dev/fuse rw" and svc["PrivateMounts"] == "no"
     for namespacing in ("PrivateTmp", "ProtectSystem", "ProtectHome"):
         assert namespacing not in svc  # each would hide the mount from the host
+    # the tree's threads at nice -20, /metrics' answering thread in SCHED_RR
+    assert "CAP_SYS_NICE" in svc["CapabilityBoundingSet"].split()
+    assert svc.get("RestrictRealtime", "no") == "no"
 
 
 def test_systemd_analyze_verify_passes(tmp_path):

@@ -21,10 +21,10 @@ import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from sys import executable as sys_executable
 
 import trio
 
+from .._self import this_migd
 from ..metrics import serve_metrics
 from ..migrate import compile_cache, warm_up
 from ..mm import madvise_populate_write
@@ -123,9 +123,10 @@ async def start_compile_child() -> trio.Process | None:
     cache, _, cached = compile_cache()
     if cached or not os.access(cache if cache.is_dir() else cache.parent, os.W_OK):
         return None
+    python, env = this_migd()
     return await trio.lowlevel.open_process(
-        [sys_executable, "-c", COMPILE_READ_PATHS], stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+        [*python, "-c", COMPILE_READ_PATHS], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, env=env)
 
 
 @asynccontextmanager
