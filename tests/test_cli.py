@@ -458,6 +458,22 @@ def test_bench_warns_on_one_line_when_another_migd_runs():
         fake.wait(timeout=10)
 
 
+def test_a_migd_process_is_known_by_each_way_it_is_started():
+    """The console script, a script path, ``python -m migd`` with interpreter
+    options before it (the daemon's re-exec is ``python -P -m migd``); not a
+    module inside migd, nor ``-c`` code that imports it (the compile child)."""
+    from migd.bench._busy import is_migd
+
+    for argv in (["migd", "run"], ["/v/bin/migd"], ["python3", "/v/bin/migd", "run"],
+                 ["python3", "-m", "migd", "run"], ["/usr/bin/python3.11", "-P", "-m", "migd"],
+                 ["python3", "-X", "dev", "-u", "-m", "migd", "soak"]):
+        assert is_migd(argv), argv
+    for argv in ([], ["python3"], ["python3", "-m"], ["python3", "-m", "migd.daemon.reference"],
+                 ["python3", "-P", "-c", "from migd.daemon import compile_read_paths"],
+                 ["python3", "-X", "migd"], ["bash", "migd"], ["sleep", "60"]):
+        assert not is_migd(argv), argv
+
+
 def test_busy_reasons_name_the_load_and_the_other_migd():
     from migd.bench import busy_reasons
 

@@ -21,14 +21,20 @@ BUSY_LOAD_PER_CORE = 0.5
 
 
 def is_migd(argv: list[str]) -> bool:
-    """``migd ...``, ``python .../bin/migd ...`` or ``python -m migd ...``."""
+    """``migd ...``, ``python .../bin/migd ...`` or ``python [options] -m migd
+    ...`` (the daemon re-executes itself as ``python -P -m migd``)."""
     if not argv:
         return False
     if os.path.basename(argv[0]) == "migd":
         return True
-    if os.path.basename(argv[0]).startswith("python") and len(argv) > 1:
-        return os.path.basename(argv[1]) == "migd" or argv[1:3] == ["-m", "migd"]
-    return False
+    if not os.path.basename(argv[0]).startswith("python"):
+        return False
+    k = 1
+    while k < len(argv) and argv[k].startswith("-") and argv[k] not in ("-m", "-c", "-"):
+        k += 2 if argv[k] in ("-X", "-W", "--check-hash-based-pycs") else 1
+    if k < len(argv) and argv[k] == "-m":
+        return argv[k + 1:k + 2] == ["migd"]
+    return k < len(argv) and os.path.basename(argv[k]) == "migd"
 
 
 def _ancestors() -> set[int]:
