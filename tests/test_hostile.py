@@ -358,7 +358,7 @@ import trio
 from migd.daemon._run import start_compile_child
 async def main():
     child = await start_compile_child()
-    with trio.move_on_after(3):  # a decoy fails at once; the real child compiles for seconds
+    with trio.move_on_after(1.5):  # a decoy fails at once; the real child compiles for seconds
         await child.wait()
     print(child.returncode)
     if child.returncode is None:
