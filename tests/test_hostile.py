@@ -325,6 +325,7 @@ def test_a_first_start_says_it_compiles_and_asks_systemd_for_time(tmp_path):
             d.close()
 
 
+@pytest.mark.slow
 def test_each_copy_of_the_sources_has_its_own_compile_cache(tmp_path):
     """numba files a cached kernel under a hash of its source file's path, so
     a second copy of the same sources (a fresh clone) compiles everything
@@ -368,6 +369,7 @@ trio.run(main)
 """
 
 
+@pytest.mark.slow
 def test_a_re_exec_and_the_compile_child_run_this_migd_whatever_the_working_directory(
         tmp_path):
     """``python -m`` and ``-c`` put the working directory first on the path: run
