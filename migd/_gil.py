@@ -45,18 +45,17 @@ import os
 import threading
 
 import numpy as np
-from llvmlite import ir
 from numba import carray, cfunc, njit, types
-from numba.extending import intrinsic
 
 from ._ccall import address_of, as_pointer, call5, call5_int
+from .mm import atomic_add, atomic_load, ktime_get_ns
 
 # The block's fields (int64 each): the calls counted and done (atomically, by
 # any thread); the C functions the compiled code calls (their addresses are
 # found here, so none is baked into numba's cache); what the main thread gave.
 REQUESTED, DONE, SAVE_THREAD, RESTORE_THREAD, USLEEP, ADD_PENDING, HANDOFF_FN, POLL, \
-    CLOCK_GETTIME, TS_SEC, TS_NSEC, KEEP_UNTIL, HANDOFFS, GIVEN_NS = range(14)
-BLOCK_FIELDS = 14
+    KEEP_UNTIL, HANDOFFS, GIVEN_NS = range(11)
+BLOCK_FIELDS = 11
 #: A nap of the main thread while a counted call runs (us; ~90 us on this
 #: machine with the timer's slack).
 NAP_US = 20
@@ -68,47 +67,19 @@ HANDOFF_MAX_NS = 2_000_000
 #: engine's thread ran no faster: the readers then race for the GIL anyway.)
 KEEP_FOR_EVERY = 4
 
-_I64 = ir.IntType(64)
-
-
-@intrinsic
-def _atomic_add(typingctx, addr, value):
-    """``__atomic_fetch_add((int64_t *)addr, value, __ATOMIC_SEQ_CST)``."""
-    def codegen(context, builder, sig, args):
-        return builder.atomic_rmw("add", builder.inttoptr(args[0], _I64.as_pointer()),
-                                  args[1], "seq_cst")
-    return types.int64(types.int64, types.int64), codegen
-
-
-@intrinsic
-def _atomic_load(typingctx, addr):
-    """``__atomic_load_n((int64_t *)addr, __ATOMIC_SEQ_CST)``: loaded again
-    at each turn of a loop, whatever the optimiser knows."""
-    def codegen(context, builder, sig, args):
-        return builder.load_atomic(builder.inttoptr(args[0], _I64.as_pointer()), "seq_cst", 8)
-    return types.int64(types.int64), codegen
-
 
 @njit(cache=True)
 def ask(block):
     """Count a call about to take the GIL and ask the main thread for it."""
     fields = carray(as_pointer(block), BLOCK_FIELDS, np.int64)
-    _atomic_add(block + 8 * REQUESTED, 1)
+    atomic_add(block + 8 * REQUESTED, 1)
     call5_int(fields[ADD_PENDING], fields[HANDOFF_FN], block, 0, 0, 0)  # -1 when full: others asked
 
 
 @njit(cache=True)
 def done_at(block):
     """Count a call asked for done (it gave the GIL back, or will not hold it again)."""
-    _atomic_add(block + 8 * DONE, 1)
-
-
-@njit(cache=True)
-def _now_ns(fields, block):
-    """CLOCK_MONOTONIC in ns (the timespec in the block: only the main thread
-    calls this, from the pending call)."""
-    call5_int(fields[CLOCK_GETTIME], 1, block + 8 * TS_SEC, 0, 0, 0)
-    return fields[TS_SEC] * 1_000_000_000 + fields[TS_NSEC]
+    atomic_add(block + 8 * DONE, 1)
 
 
 @cfunc(types.int32(types.voidptr), cache=True)
@@ -116,22 +87,22 @@ def c_handoff(arg):
     """The pending call, on the main thread holding the GIL: release it and
     nap while the calls counted so far run, then take it back."""
     block = address_of(arg)
-    target = _atomic_load(block + 8 * REQUESTED)
-    if _atomic_load(block + 8 * DONE) >= target:
+    target = atomic_load(block + 8 * REQUESTED)
+    if atomic_load(block + 8 * DONE) >= target:
         return 0  # the askers got the GIL without us
     fields = carray(arg, BLOCK_FIELDS, np.int64)
-    start = _now_ns(fields, block)
+    start = ktime_get_ns()
     if start < fields[KEEP_UNTIL]:
         return 0  # the main thread's turn: the askers wait as any thread does
     tstate = call5(fields[SAVE_THREAD], 0, 0, 0, 0, 0)  # PyThreadState *
     napped = 0
-    while _atomic_load(block + 8 * DONE) < target and napped < HANDOFF_MAX_NS:
+    while atomic_load(block + 8 * DONE) < target and napped < HANDOFF_MAX_NS:
         call5_int(fields[USLEEP], NAP_US, 0, 0, 0, 0)
-        napped = _now_ns(fields, block) - start
+        napped = ktime_get_ns() - start
     call5(fields[RESTORE_THREAD], tstate, 0, 0, 0, 0)
     # the GIL's again (only the main thread writes these): kept a quarter of
     # what the naps gave, from now (not counting the wait to take it back)
-    fields[KEEP_UNTIL] = _now_ns(fields, block) + napped // KEEP_FOR_EVERY
+    fields[KEEP_UNTIL] = ktime_get_ns() + napped // KEEP_FOR_EVERY
     fields[HANDOFFS] += 1
     fields[GIVEN_NS] += napped
     return 0
@@ -152,8 +123,7 @@ def _block() -> np.ndarray:
     block = np.zeros(BLOCK_FIELDS, dtype=np.int64)
     for field, fn in ((SAVE_THREAD, api.PyEval_SaveThread),
                       (RESTORE_THREAD, api.PyEval_RestoreThread), (USLEEP, libc.usleep),
-                      (ADD_PENDING, api.Py_AddPendingCall), (POLL, libc.poll),
-                      (CLOCK_GETTIME, libc.clock_gettime)):
+                      (ADD_PENDING, api.Py_AddPendingCall), (POLL, libc.poll)):
         block[field] = ctypes.cast(fn, ctypes.c_void_p).value
     block[HANDOFF_FN] = c_handoff.address
     return block

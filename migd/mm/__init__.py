@@ -56,6 +56,7 @@ from ._page import (
     PG_writeback,
 )
 from ._raw import (
+    atomic_add,
     atomic_cas,
     atomic_load,
     atomic_store,
@@ -89,7 +90,8 @@ __all__ = [
     "REASON_MASK_ALL", "MigrateMode", "MigrateReason", "format_reason_mask", "parse_reason_mask",
     "NR_MAX_BATCHED_MIGRATION", "NR_MAX_BATCHED_MIGRATION_LIMIT",
     # compiled helpers for the engine's and the DMA engine's kernels
-    "NOT_COPIED_MASK", "UNLOCK_MASK", "alloc_block", "atomic_cas", "atomic_load",
+    "NOT_COPIED_MASK", "UNLOCK_MASK", "alloc_block", "atomic_add", "atomic_cas",
+    "atomic_load",
     "atomic_store", "compile_copies", "copy_folio_prefixes", "copy_folios", "copy_piece",
     "cpu_relax", "cpu_threads_busy", "folio_free", "folio_init", "folio_isolate_batch",
     "folio_putback_batch", "folios_copy_mt", "folios_mc_copy", "folios_set_content_copied",
