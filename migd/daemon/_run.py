@@ -97,11 +97,11 @@ async def _populate_arena(sys: System) -> None:
     into pages not yet backed meanwhile fault them in themselves; so do all
     of them where the kernel lacks the advice (``arena_not_backed``)."""
     memory = sys.machine.memory
-    for addr, nbytes in memory.arena_chunks():
+    chunks = memory.arena_chunks()
+    for addr, nbytes in chunks:
         err = await trio.to_thread.run_sync(madvise_populate_write, addr, nbytes)
         if err:
-            sys.emit("arena_not_backed", error=os.strerror(err),
-                     backed_bytes=addr - memory.arena_chunks()[0][0])
+            sys.emit("arena_not_backed", error=os.strerror(err), backed_bytes=addr - chunks[0][0])
             return
     memory.populated = True
 

@@ -84,28 +84,30 @@ def migrate_folio_unmap_batch(bitmap, area, mem_map, ptes, pending, fail_alloc, 
     """
     nr_unmapped = 0
     nr_movable_ops = 0
+    nid = np.int64(target)  # int64 at every call: the helpers compile for one type
     for i in range(first, pending.size):
         src = pending[i]
         pg = mem_map[src]
         if fail_alloc[i]:
             return i, nr_unmapped, nr_movable_ops
-        d = alloc_block(bitmap, area, np.int64(target), np.int64(pg.order))
+        order = np.int64(pg.order)
+        d = alloc_block(bitmap, area, nid, order)
         if d < 0:
             return i, nr_unmapped, nr_movable_ops
         if pg.flags & PG_locked:
-            free_block(bitmap, area, np.int64(target), np.int64(pg.order), np.int64(d))
+            free_block(bitmap, area, nid, order, np.int64(d))
             result[i] = UNMAP_EAGAIN
             continue
         if pg.flags & PG_writeback:  # migrate_folio_unmap(): after the lock
-            free_block(bitmap, area, np.int64(target), np.int64(pg.order), np.int64(d))
+            free_block(bitmap, area, nid, order, np.int64(d))
             result[i] = UNMAP_EBUSY
             continue
         if pg.refcount > 1 + pg.mapcount:
-            free_block(bitmap, area, np.int64(target), np.int64(pg.order), np.int64(d))
+            free_block(bitmap, area, nid, order, np.int64(d))
             result[i] = UNMAP_EAGAIN
             continue
         movable_ops = pg.flags & PG_movable_ops
-        folio_init(mem_map, d, np.int64(pg.order), np.int64(PG_locked | movable_ops))
+        folio_init(mem_map, d, order, np.int64(PG_locked | movable_ops))
         pg.flags |= PG_locked
         try_to_migrate(mem_map, ptes, src)
         t_unmap[i] = ktime_get_ns()
